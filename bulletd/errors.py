@@ -1,0 +1,47 @@
+"""The project's exception tree. Every error the project raises on purpose derives from BulletError.
+
+Each child names a boundary: a bad file (FormatError), a failed signature or unknown key
+(TrustError), a bad request (RequestError, carrying a stable wire code), routing
+(RoutingError), transports (TransportError) and the model runtime (ModelError).
+"""
+
+
+class BulletError(Exception):
+    """Root of every error Bullet OS raises on purpose."""
+
+
+class FormatError(BulletError):
+    """A .bullet file (or a block inside it) is malformed. The message says what and where."""
+
+
+class TrustError(BulletError):
+    """A signature is missing, malformed, made by an unknown key, or does not match.
+
+    `code` is a stable reason string: unsigned, bad_signature, unknown_key, hash_mismatch, ...
+    """
+
+    def __init__(self, message: str, code: str = "bad_signature"):
+        super().__init__(message)
+        self.code = code
+
+
+class RequestError(BulletError):
+    """A request cannot be served. `code` is the stable wire code (bad_request, unknown_child,
+    busy, too_long, internal, ...)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class RoutingError(BulletError):
+    """The mother could not choose a child and no fallback is configured."""
+
+
+class TransportError(BulletError):
+    """MQTT or Unix-socket transport failure (translated from the library's own errors)."""
+
+
+class ModelError(BulletError):
+    """The runtime cannot build or run a model (bad shapes, ids out of range, context full)."""
