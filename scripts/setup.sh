@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Set up a development environment in ./.venv on Debian / Raspberry Pi OS (x86-64 or arm64):
+# the system packages that are missing (through apt-get, as root or with sudo), then the project
+# with its native module, editable. `--test` adds what the test suite needs.
+#
+#   scripts/setup.sh          # runtime: python3-venv, compiler, mosquitto
+#   scripts/setup.sh --test   # + test tools: cross compiler, qemu-user, shellcheck, debootstrap
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+pkgs=(python3 python3-venv python3-dev python3-pip g++ make mosquitto mosquitto-clients)
+[ $want_test = 1 ] && pkgs+=(g++-aarch64-linux-gnu qemu-user shellcheck debootstrap systemd openssl)
+
+missing=()
+if command -v dpkg-query >/dev/null 2>&1; then
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+fi
+# python3 from pyenv (as on CI machines) needs no python3-* packages if it has venv and headers
+if command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, sysconfig, os; os.stat(sysconfig.get_paths()["include"] + "/Python.h")' 2>/dev/null; then
+  filtered=()
+  for p in "${missing[@]}"; do case "$p" in python3|python3-venv|python3-dev|python3-pip) ;; *) filtered+=("$p");; esac; done
+  missing=("${filtered[@]+"${filtered[@]}"}")
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing system packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+"$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' || {
+  echo "setup: Python >= 3.10 is required, found $("$PY" --version 2>&1)" >&2; exit 1; }
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+extra=""
+[ $want_test = 1 ] && extra="[test]"
+echo "setup: building and installing bullet-os${extra} into .venv (native module included)"
+.venv/bin/python -m pip install -q -e ".${extra}"
+.venv/bin/python -c 'import bulletd._native as n; print("setup: native module ok:", n.__file__)'
