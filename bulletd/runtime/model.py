@@ -1,0 +1,443 @@
+"""Loaded models, sessions and generation: the runtime API the daemon uses.
+
+Owns `load_model` (open + validate a .bullet, pick the backend), `Model`, `Session` (one KV
+cache, thread-safe) and `Generation` (an iterator of text deltas with finish_reason, tokens,
+prompt_tokens and text). The contract is docs/ARCHITECTURE.md, "bulletd.runtime".
+
+Backends:
+    native  bulletd._native through bulletd.kernels: the whole forward step in one C++ call with
+            the GIL released; a prompt is one prefill call (matrix-matrix work).
+    numpy   bulletd.runtime.reference: the NumPy oracle (bq4 weights dequantised once).
+load_model(..., backend="auto") uses native when the module imports, unless the environment sets
+BULLET_BACKEND=numpy (or =native to insist on it); an explicit backend argument wins.
+
+    from bulletd.runtime import load_model, GenerationSettings
+    m = load_model("child.bullet")
+    g = m.generate("Once upon a time", GenerationSettings(max_tokens=32, temperature=0))
+    print("".join(g), g.finish_reason)
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BulletError, FormatError, ModelError, RequestError
+from .reference import ReferenceModel, check_arch, expected_shapes
+from .sampling import GenerationSettings, Sampler
+
+BACKENDS = ("auto", "native", "numpy")
+FINISH_REASONS = ("length", "stop", "eos", "cancelled")
+
+
+def _native_kernels():
+    """The bulletd.kernels module when the native model is usable, else None (and why)."""
+    try:
+        from .. import kernels
+    except ImportError as exc:
+        return None, f"bulletd.kernels does not import: {exc}"
+    ok = getattr(kernels, "native_available", None)
+    if ok is None or not ok():
+        why = getattr(kernels, "native_error", None)
+        return None, f"the native module is unavailable ({why() if callable(why) else why or 'not built'})"
+    if not hasattr(kernels, "NativeModel") and not hasattr(kernels, "native_module"):
+        return None, "bulletd.kernels offers no native model"
+    return kernels, ""
+
+
+def _choose_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ModelError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "auto":
+        env = os.environ.get("BULLET_BACKEND", "auto").strip().lower() or "auto"
+        if env not in BACKENDS:
+            raise ModelError(f"BULLET_BACKEND must be one of {', '.join(BACKENDS)}, got {env!r}")
+        backend = env
+    if backend == "auto":
+        kernels, _ = _native_kernels()
+        return "native" if kernels is not None else "numpy"
+    if backend == "native":
+        kernels, why = _native_kernels()
+        if kernels is None:
+            raise ModelError(f"backend 'native' was requested but {why}; "
+                             f"use backend='numpy' (BULLET_BACKEND=numpy) or rebuild the project")
+    return backend
+
+
+def check_lm_file(bf) -> dict:
+    """Validate what the forward pass relies on, before any native code sees the tensors:
+    the kind, the arch, every tensor's presence, dtype, logical shape and raw array shape.
+    Returns the normalised arch. Raises ModelError naming the tensor and the mismatch."""
+    if bf.kind != "lm":
+        raise ModelError(f"{bf.path}: kind is {bf.kind!r}; only 'lm' files generate text")
+    try:
+        arch = check_arch(bf.arch)
+    except ModelError as exc:
+        raise ModelError(f"{bf.path}: {exc}") from None
+    if len(bf.vocab) != arch["vocab_size"]:
+        raise ModelError(f"{bf.path}: the vocabulary has {len(bf.vocab)} tokens, arch.vocab_size "
+                         f"is {arch['vocab_size']}")
+    for name, shape in expected_shapes(arch).items():
+        info = bf.tensors.get(name)
+        if info is None:
+            raise ModelError(f"{bf.path}: tensor {name} is missing (expected shape {shape})")
+        if tuple(info.shape) != shape:
+            raise ModelError(f"{bf.path}: tensor {name} has shape {tuple(info.shape)}, expected {shape}")
+        if info.dtype not in ("f32", "f16", "bq4"):
+            raise ModelError(f"{bf.path}: tensor {name} has dtype {info.dtype!r}, expected bq4, f16 or f32")
+        if len(shape) == 1 and info.dtype == "bq4":
+            raise ModelError(f"{bf.path}: tensor {name} is a vector and cannot be bq4")
+        raw = bf.tensor(name)
+        if info.dtype == "bq4":
+            want = (shape[0], -(-shape[1] // 32) * 20)
+            if raw.dtype != np.uint8 or tuple(raw.shape) != want:
+                raise ModelError(f"{bf.path}: bq4 tensor {name} maps to {raw.dtype} {tuple(raw.shape)}, "
+                                 f"expected uint8 {want}")
+        elif tuple(raw.shape) != shape:
+            raise ModelError(f"{bf.path}: tensor {name} maps to shape {tuple(raw.shape)}, expected {shape}")
+    return arch
+
+
+class Model:
+    """One loaded lm file. Serves any number of sessions; weights are shared, read-only."""
+
+    def __init__(self, bf, backend: str = "auto"):
+        self.bf = bf
+        self.path = bf.path
+        self.header = bf.header
+        self.arch = check_lm_file(bf)
+        self.name = bf.name
+        self.version = bf.version
+        self.tokenizer = bf.tokenizer
+        tk = bf.header.get("tokenizer", {})
+        stop = set()
+        if self.tokenizer.eos_id is not None:
+            stop.add(int(self.tokenizer.eos_id))
+        for i in tk.get("stop_ids", []) or []:
+            if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.arch["vocab_size"]:
+                stop.add(i)
+        self.stop_ids = frozenset(stop)   # sampling one of these ends generation with "eos"
+        self.backend = _choose_backend(backend)
+        self.kernel_path = "numpy"
+        self._ref: ReferenceModel | None = None
+        self._native = None
+        if self.backend == "native":
+            kernels, _ = _native_kernels()
+            self._kernels = kernels
+            tensors = {name: bf.tensor(name) for name in expected_shapes(self.arch)}
+            cfg = {k: self.arch[k] for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim",
+                                             "vocab_size", "max_seq_len", "norm_eps", "rope_theta")}
+            cfg["tied"] = self.arch["tied_embeddings"]
+            cfg["tied_embeddings"] = self.arch["tied_embeddings"]
+            try:
+                if hasattr(kernels, "NativeModel"):
+                    self._native = kernels.NativeModel(cfg, tensors)
+                else:
+                    self._native = kernels.native_module().Model(cfg, tensors)
+            except (ValueError, RuntimeError, TypeError) as exc:
+                raise ModelError(f"{bf.path}: the native model rejected the file: {exc}") from exc
+            self.kernel_path = kernels.kernel_path()
+        else:
+            self._ref = ReferenceModel.from_bullet(bf)
+
+    # -- sessions -------------------------------------------------------------------------
+    def new_session(self) -> "Session":
+        return Session(self)
+
+    @property
+    def context(self) -> int:
+        return self.arch["max_seq_len"]
+
+    # -- generation -----------------------------------------------------------------------
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Prompt text -> ids (BOS first). RequestError for a non-string, empty or too long prompt."""
+        if not isinstance(prompt, str):
+            raise RequestError("bad_request", f"prompt must be a string, got {type(prompt).__name__}")
+        if not prompt:
+            raise RequestError("bad_request", "prompt is empty; send at least one character")
+        ids = self.tokenizer.encode(prompt, bos=True)
+        self._check_prompt_len(ids)
+        return ids
+
+    def _check_prompt_len(self, ids) -> None:
+        ctx = self.context
+        if len(ids) >= ctx:
+            raise RequestError("too_long", f"the prompt is {len(ids)} tokens; this model's context is "
+                                           f"{ctx} tokens and generation needs at least one free position")
+
+    def generate(self, prompt: str, settings: GenerationSettings | None = None, session=None,
+                 cancel: threading.Event | None = None) -> "Generation":
+        """Generate a continuation of `prompt`. Settings and prompt are checked now (RequestError
+        bad_request / too_long); the returned Generation yields str deltas as tokens decode."""
+        settings = (settings or GenerationSettings()).validate(self.context)
+        ids = self.encode_prompt(prompt)
+        return Generation(self, ids, settings, session, cancel)
+
+    def generate_ids(self, prompt_ids, settings: GenerationSettings | None = None, session=None,
+                     cancel: threading.Event | None = None) -> "Generation":
+        """Like generate, from token ids (BOS included if wanted). ModelError for bad ids."""
+        settings = (settings or GenerationSettings()).validate(self.context)
+        ids = _check_ids(prompt_ids, self.arch["vocab_size"])
+        self._check_prompt_len(ids)
+        return Generation(self, ids, settings, session, cancel)
+
+    def close(self) -> None:
+        self._native = None
+        self._ref = None
+        self.bf.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Model {self.name} {self.version} backend={self.backend} kernel={self.kernel_path}>"
+
+
+def _check_ids(tokens, vocab_size: int) -> list[int]:
+    if isinstance(tokens, (str, bytes)) or not hasattr(tokens, "__len__"):
+        raise ModelError(f"token ids must be a list of integers, got {type(tokens).__name__}")
+    out = []
+    for i, t in enumerate(tokens):
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+            raise ModelError(f"token at index {i} must be an integer id, got {t!r}")
+        if not 0 <= t < vocab_size:
+            raise ModelError(f"token id {int(t)} at index {i} is outside 0..{vocab_size - 1}")
+        out.append(int(t))
+    if not out:
+        raise ModelError("no tokens to process: an empty prompt cannot be run")
+    return out
+
+
+class Session:
+    """One KV cache on one model. forward/prefill are serialised by a lock, so a session may be
+    shared between threads; different sessions run in parallel (the native call drops the GIL).
+
+    `tokens` lists the ids whose keys/values the cache holds (positions 0..len-1); generate()
+    reuses the longest common prefix with a new prompt instead of recomputing it."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.lock = threading.Lock()
+        self.tokens: list[int] = []
+        if model.backend == "native":
+            k = model._kernels
+            try:
+                self._impl = (k.NativeSession(model._native) if hasattr(k, "NativeSession")
+                              else k.native_module().Session(model._native))
+            except (ValueError, RuntimeError, MemoryError) as exc:
+                raise ModelError(f"cannot create a native session: {exc}") from exc
+            kvb = getattr(self._impl, "kv_cache_bytes", None)
+            self.kv_bytes = int(kvb() if callable(kvb) else kvb) if kvb is not None else self._kv_estimate()
+        else:
+            self._impl = model._ref.new_session()
+            self.kv_bytes = self._impl.kv_bytes
+
+    def _kv_estimate(self) -> int:
+        a = self.model.arch
+        return 2 * 4 * a["n_layers"] * a["max_seq_len"] * a["n_kv_heads"] * a["head_dim"]
+
+    # unlocked versions, used by Generation while it holds the lock
+    def _run(self, ids: list[int], pos: int) -> np.ndarray:
+        a = self.model.arch
+        if isinstance(pos, bool) or not isinstance(pos, (int, np.integer)):
+            raise ModelError(f"position must be an integer, got {pos!r}")
+        if pos < 0 or pos > len(self.tokens):
+            raise ModelError(f"position {pos} is invalid: the cache holds positions 0..{len(self.tokens) - 1}, "
+                             f"the next free one is {len(self.tokens)}")
+        if pos + len(ids) > a["max_seq_len"]:
+            raise ModelError(f"positions {pos}..{pos + len(ids) - 1} run past the context of "
+                             f"{a['max_seq_len']} tokens")
+        # the cache is valid only up to pos from here on, whatever happens below
+        del self.tokens[pos:]
+        try:
+            if len(ids) == 1:
+                logits = self._impl.forward(ids[0], pos)
+            else:
+                logits = self._impl.prefill(ids, pos)
+        except BulletError:
+            raise
+        except (ValueError, RuntimeError, IndexError) as exc:
+            raise ModelError(f"forward pass failed at position {pos}: {exc}") from exc
+        self.tokens.extend(ids)
+        return np.asarray(logits, dtype=np.float32)
+
+    def forward(self, token: int, pos: int) -> np.ndarray:
+        """Logits (vocab,) float32 for one token at `pos` (pos <= number of cached tokens)."""
+        ids = _check_ids([token], self.model.arch["vocab_size"])
+        with self.lock:
+            return self._run(ids, pos)
+
+    def prefill(self, tokens, pos: int = 0) -> np.ndarray:
+        """Run tokens at positions pos.. in one call; logits of the last one."""
+        ids = _check_ids(tokens, self.model.arch["vocab_size"])
+        with self.lock:
+            return self._run(ids, pos)
+
+    def _prefill_reusing(self, ids: list[int]) -> np.ndarray:
+        """Prefill `ids` from position 0, skipping the prefix already in the cache (at least the
+        last prompt token is recomputed, since its logits are needed)."""
+        n = 0
+        limit = min(len(self.tokens), len(ids) - 1)
+        while n < limit and self.tokens[n] == ids[n]:
+            n += 1
+        return self._run(ids[n:], n)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.tokens.clear()
+
+
+class Generation:
+    """Iterator of text deltas. After it ends: finish_reason, tokens (generated ids, the EOS or
+    stop-id that ended it excluded), prompt_tokens (ids, BOS included), text (everything yielded),
+    and timings: prefill_s, ttft_s (start to first token chosen), decode_s.
+
+    The session's lock is held from the first next() until the generation ends or is closed, so
+    two generations on one session run one after the other. A set `cancel` Event ends it with
+    finish_reason "cancelled" before the next token."""
+
+    def __init__(self, model: Model, prompt_ids: list[int], settings: GenerationSettings,
+                 session: Session | None, cancel: threading.Event | None):
+        if session is not None and session.model is not model:
+            raise ModelError("the session belongs to another model")
+        self.model = model
+        self.settings = settings
+        self.session = session or model.new_session()
+        self.cancel = cancel
+        self.prompt_tokens = list(prompt_ids)
+        self.tokens: list[int] = []
+        self.text = ""
+        self.finish_reason: str | None = None
+        self.prefill_s = self.ttft_s = self.decode_s = 0.0
+        self._it = self._run()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        return next(self._it)
+
+    def close(self) -> None:
+        self._it.close()
+        if self.finish_reason is None:
+            self.finish_reason = "cancelled"
+
+    def _cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+    def _run(self):
+        m, s = self.model, self.settings
+        tok = m.tokenizer
+        stops = s.stop
+        with self.session.lock:
+            t0 = time.perf_counter()
+            if self._cancelled():
+                self.finish_reason = "cancelled"
+                return
+            logits = self.session._prefill_reusing(self.prompt_tokens)
+            self.prefill_s = time.perf_counter() - t0
+            pos = len(self.prompt_tokens)
+            sampler = Sampler(s)
+            seen = list(self.prompt_tokens)
+            dec = tok.stream_decoder()
+            for i in self.prompt_tokens:   # prime the decoder: the prompt's text is not output,
+                dec.push(i)                # but it decides leading-space stripping and UTF-8 state
+            out = ""        # decoded generated text
+            emitted = 0     # out[:emitted] has been yielded
+            t_dec = None
+            while True:
+                if self._cancelled():
+                    self.finish_reason = "cancelled"
+                    break
+                nxt = sampler.sample(logits, seen)
+                if t_dec is None:
+                    t_dec = time.perf_counter()
+                    self.ttft_s = t_dec - t0
+                if nxt in m.stop_ids:
+                    self.finish_reason = "eos"
+                    break
+                self.tokens.append(nxt)
+                seen.append(nxt)
+                out += dec.push(nxt)
+                if stops:
+                    cut, hold = _scan_stops(out, emitted, stops)
+                    if cut is not None:
+                        out = out[:cut]
+                        self.finish_reason = "stop"
+                        break
+                    safe = len(out) - hold
+                else:
+                    safe = len(out)
+                if safe > emitted:
+                    delta = out[emitted:safe]
+                    emitted = safe
+                    self.text += delta
+                    yield delta
+                if len(self.tokens) >= s.max_tokens or pos >= m.context:
+                    self.finish_reason = "length"
+                    break
+                logits = self.session._run([nxt], pos)
+                pos += 1
+            if self.finish_reason != "stop":
+                out += dec.flush()
+                if stops:
+                    cut, _ = _scan_stops(out, emitted, stops)
+                    if cut is not None:
+                        out = out[:cut]
+                        if self.finish_reason != "cancelled":
+                            self.finish_reason = "stop"
+            if t_dec is not None:
+                self.decode_s = time.perf_counter() - t_dec
+            if len(out) > emitted:
+                delta = out[emitted:]
+                self.text += delta
+                yield delta
+
+
+def _scan_stops(out: str, emitted: int, stops) -> tuple[int | None, int]:
+    """Find the earliest stop string in out[emitted:] (a match cannot start earlier: text that
+    could begin a stop string is never emitted). Returns (cut, hold): cut = where the text ends
+    if a stop string was found, else None; hold = how many trailing characters to keep back
+    because they could be the start of a stop string split across tokens."""
+    best = None
+    for st in stops:
+        i = out.find(st, emitted)
+        if i >= 0 and (best is None or i < best):
+            best = i
+    if best is not None:
+        return best, 0
+    hold = 0
+    tail = out[emitted:]
+    for st in stops:
+        for k in range(min(len(st) - 1, len(tail)), hold, -1):
+            if tail.endswith(st[:k]):
+                hold = k
+                break
+    return None, hold
+
+
+def load_model(source, backend: str = "auto") -> Model:
+    """Open a .bullet lm file (path or an open BulletFile) and build the chosen backend.
+
+    Raises FormatError for a malformed file, ModelError when the file is well-formed but cannot
+    be run (wrong kind, inconsistent shapes, native module missing with backend='native')."""
+    from ..format import BulletFile
+    if isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        if not p.exists():
+            raise FormatError(f"{p}: no such model file")
+        bf = BulletFile.open(p)
+        try:
+            return Model(bf, backend)
+        except BaseException:
+            bf.close()
+            raise
+    if isinstance(source, BulletFile):
+        return Model(source, backend)
+    raise ModelError(f"load_model expects a path or a BulletFile, got {type(source).__name__}")

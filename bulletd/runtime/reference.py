@@ -1,0 +1,241 @@
+"""The NumPy reference forward pass: the executable definition of the model family.
+
+Owns the math every backend must reproduce (docs/ARCHITECTURE.md, "Tensor names"):
+
+    x = tok_embd[token]
+    for each block i:
+        xb = rmsnorm(x) * attn_norm                     # eps = arch.norm_eps
+        q, k, v = wq @ xb, wk @ xb, wv @ xb             # (n_heads*hd,), (n_kv*hd,), (n_kv*hd,)
+        rotate pairs (2j, 2j+1) of every head of q and k by pos * theta^(-2j/hd)   # RoPE, llama2.c
+        cache k, v at pos; each query head h attends to kv head h // (n_heads / n_kv_heads)
+        x += wo @ concat_h(softmax(q_h . K_g / sqrt(hd)) @ V_g)
+        xb = rmsnorm(x) * ffn_norm
+        x += w2 @ (silu(w1 @ xb) * (w3 @ xb))           # SwiGLU
+    logits = (output or tok_embd) @ (rmsnorm(x) * out_norm)
+
+Everything is float32, as in llama2.c's run.c, including the RoPE angle (pos * freq rounded to
+f32 before cos/sin). It is the oracle of the parity tests and the fallback backend
+(BULLET_BACKEND=numpy). `ReferenceModel.from_bullet(bf)` dequantises bq4 tensors once.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ModelError
+
+_ARCH_INT_KEYS = ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "vocab_size", "max_seq_len")
+MAX_ARCH_VALUE = 1 << 20   # no tiny model comes near; stops a hostile header allocating terabytes
+
+
+def check_arch(arch: dict) -> dict:
+    """Validate an arch dict and return a normalised copy (ints, floats, head_dim filled in).
+    Raises ModelError naming the key, what was expected and what was found."""
+    if not isinstance(arch, dict):
+        raise ModelError(f"arch must be a dict, got {type(arch).__name__}")
+    out = {}
+    for key in _ARCH_INT_KEYS:
+        v = arch.get(key)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ModelError(f"arch.{key} must be an integer, got {v!r}")
+        if not 1 <= v <= MAX_ARCH_VALUE:
+            raise ModelError(f"arch.{key} = {v} is outside 1..{MAX_ARCH_VALUE}")
+        out[key] = v
+    if out["n_heads"] % out["n_kv_heads"]:
+        raise ModelError(f"arch.n_heads {out['n_heads']} is not a multiple of "
+                         f"arch.n_kv_heads {out['n_kv_heads']} (grouped-query attention)")
+    hd = arch.get("head_dim")
+    if hd is None:
+        if out["dim"] % out["n_heads"]:
+            raise ModelError(f"arch.dim {out['dim']} is not a multiple of arch.n_heads {out['n_heads']}")
+        hd = out["dim"] // out["n_heads"]
+    if isinstance(hd, bool) or not isinstance(hd, int) or not 2 <= hd <= MAX_ARCH_VALUE or hd % 2:
+        raise ModelError(f"head size must be an even integer >= 2 (RoPE rotates pairs), got {hd!r}")
+    out["head_dim"] = hd
+    for key, default in (("norm_eps", 1e-5), ("rope_theta", 10000.0)):
+        v = arch.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < float(v) < 1e12):
+            raise ModelError(f"arch.{key} must be a positive number, got {v!r}")
+        out[key] = float(v)
+    tied = arch.get("tied_embeddings", False)
+    if not isinstance(tied, bool):
+        raise ModelError(f"arch.tied_embeddings must be true or false, got {tied!r}")
+    out["tied_embeddings"] = tied
+    return out
+
+
+def expected_shapes(arch: dict) -> dict[str, tuple[int, ...]]:
+    """Every tensor an lm file must hold, with its logical shape (out_features, in_features)."""
+    a = check_arch(arch)
+    d, hd, h = a["dim"], a["head_dim"], a["hidden_dim"]
+    q_dim, kv_dim = a["n_heads"] * hd, a["n_kv_heads"] * hd
+    shapes: dict[str, tuple[int, ...]] = {"tok_embd": (a["vocab_size"], d)}
+    for i in range(a["n_layers"]):
+        shapes[f"blk.{i}.attn_norm"] = (d,)
+        shapes[f"blk.{i}.wq"] = (q_dim, d)
+        shapes[f"blk.{i}.wk"] = (kv_dim, d)
+        shapes[f"blk.{i}.wv"] = (kv_dim, d)
+        shapes[f"blk.{i}.wo"] = (d, q_dim)
+        shapes[f"blk.{i}.ffn_norm"] = (d,)
+        shapes[f"blk.{i}.w1"] = (h, d)
+        shapes[f"blk.{i}.w2"] = (d, h)
+        shapes[f"blk.{i}.w3"] = (h, d)
+    shapes["out_norm"] = (d,)
+    if not a["tied_embeddings"]:
+        shapes["output"] = (a["vocab_size"], d)
+    return shapes
+
+
+def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin, each (max_seq_len, head_dim/2) float32, computed as llama2.c does in float:
+    freq_j = 1 / theta^(2j/hd), angle = f32(pos * freq_j)."""
+    j2 = np.arange(0, head_dim, 2, dtype=np.float32)                       # 2j
+    freq = np.float32(1.0) / np.power(np.float32(theta), j2 / np.float32(head_dim))
+    pos = np.arange(max_seq_len, dtype=np.float32)[:, None]
+    ang = (pos * freq[None, :]).astype(np.float32)                         # (T, hd/2)
+    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+
+
+def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """w * x / sqrt(mean(x^2) + eps) over the last axis, float32."""
+    ss = np.mean(x * x, axis=-1, keepdims=True, dtype=np.float32) + np.float32(eps)
+    return (w * (x * (np.float32(1.0) / np.sqrt(ss)))).astype(np.float32)
+
+
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate pairs (2j, 2j+1). x (..., T, n, hd); cos/sin (T, hd/2)."""
+    x0 = x[..., 0::2]
+    x1 = x[..., 1::2]
+    c = cos[:, None, :]
+    s = sin[:, None, :]
+    out = np.empty_like(x)
+    out[..., 0::2] = x0 * c - x1 * s
+    out[..., 1::2] = x0 * s + x1 * c
+    return out
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x * (np.float32(1.0) / (np.float32(1.0) + np.exp(-x)))
+
+
+class ReferenceModel:
+    """Float32 weights (NumPy arrays) plus the arch. Sessions hold the KV caches."""
+
+    def __init__(self, arch: dict, tensors: dict[str, np.ndarray]):
+        self.arch = check_arch(arch)
+        shapes = expected_shapes(self.arch)
+        self.w: dict[str, np.ndarray] = {}
+        for name, shape in shapes.items():
+            if name not in tensors:
+                raise ModelError(f"tensor {name} is missing (arch needs shape {shape})")
+            t = np.asarray(tensors[name])
+            if tuple(t.shape) != shape:
+                raise ModelError(f"tensor {name}: expected shape {shape}, found {tuple(t.shape)}")
+            self.w[name] = np.ascontiguousarray(t, dtype=np.float32)
+        a = self.arch
+        self.cos, self.sin = rope_tables(a["head_dim"], a["max_seq_len"], a["rope_theta"])
+        self.out_w = self.w["tok_embd"] if a["tied_embeddings"] else self.w["output"]
+
+    @classmethod
+    def from_bullet(cls, bf) -> "ReferenceModel":
+        """Build from an open BulletFile: bq4 tensors are dequantised once, f16/f32 widened."""
+        from ..format import dequantize_bq4
+        tensors = {}
+        for name, info in bf.tensors.items():
+            raw = bf.tensor(name)
+            if info.dtype == "bq4":
+                tensors[name] = dequantize_bq4(raw, info.shape[1])
+            else:
+                tensors[name] = np.asarray(raw, dtype=np.float32)
+        return cls(bf.arch, tensors)
+
+    def new_session(self) -> "ReferenceSession":
+        return ReferenceSession(self)
+
+
+class ReferenceSession:
+    """One KV cache. forward/prefill append at `pos`; positions before `pos` must be filled."""
+
+    def __init__(self, model: ReferenceModel):
+        self.model = model
+        a = model.arch
+        kv_dim = a["n_kv_heads"] * a["head_dim"]
+        # (n_layers, max_seq_len, n_kv_heads, head_dim) float32 each
+        shape = (a["n_layers"], a["max_seq_len"], a["n_kv_heads"], a["head_dim"])
+        self.k_cache = np.zeros(shape, dtype=np.float32)
+        self.v_cache = np.zeros(shape, dtype=np.float32)
+        self.kv_bytes = 2 * self.k_cache.nbytes
+        self.filled = 0   # positions 0..filled-1 hold valid keys/values
+        del kv_dim
+
+    def _check(self, tokens, pos: int) -> np.ndarray:
+        a = self.model.arch
+        if isinstance(pos, bool) or not isinstance(pos, (int, np.integer)):
+            raise ModelError(f"position must be an integer, got {pos!r}")
+        ids = np.asarray(tokens)
+        if ids.ndim != 1 or ids.shape[0] == 0:
+            raise ModelError("no tokens to process: an empty prompt cannot be run")
+        if ids.dtype.kind not in "iu":
+            raise ModelError(f"token ids must be integers, got {ids.dtype}")
+        bad = np.nonzero((ids < 0) | (ids >= a["vocab_size"]))[0]
+        if bad.size:
+            i = int(bad[0])
+            raise ModelError(f"token id {int(ids[i])} at index {i} is outside 0..{a['vocab_size'] - 1}")
+        if pos < 0 or pos > self.filled:
+            raise ModelError(f"position {pos} is invalid: the cache holds positions 0..{self.filled - 1}, "
+                             f"the next one is {self.filled}")
+        if pos + ids.shape[0] > a["max_seq_len"]:
+            raise ModelError(f"positions {pos}..{pos + ids.shape[0] - 1} run past the context of "
+                             f"{a['max_seq_len']} tokens")
+        return ids.astype(np.int64)
+
+    def forward(self, token: int, pos: int) -> np.ndarray:
+        """Logits (vocab,) float32 for `token` at position `pos`."""
+        return self.prefill([token], pos)
+
+    def prefill(self, tokens, pos: int = 0) -> np.ndarray:
+        """Run tokens at positions pos..pos+T-1 as one batch; logits of the last one."""
+        return self.prefill_all(tokens, pos)[-1]
+
+    def prefill_all(self, tokens, pos: int = 0) -> np.ndarray:
+        """Logits (T, vocab) of every token; the KV cache takes positions pos..pos+T-1."""
+        ids = self._check(tokens, pos)
+        m, a, w = self.model, self.model.arch, self.model.w
+        T = ids.shape[0]
+        nh, nkv, hd = a["n_heads"], a["n_kv_heads"], a["head_dim"]
+        group = nh // nkv
+        eps = a["norm_eps"]
+        end = pos + T
+        cos, sin = m.cos[pos:end], m.sin[pos:end]
+        scale = np.float32(1.0 / np.sqrt(np.float32(hd)))
+        # causal mask: query t (absolute pos + t) sees keys 0..pos+t
+        allowed = np.arange(end)[None, :] <= (pos + np.arange(T))[:, None]      # (T, end)
+
+        x = w["tok_embd"][ids].astype(np.float32)                                # (T, dim)
+        for i in range(a["n_layers"]):
+            xb = rmsnorm(x, w[f"blk.{i}.attn_norm"], eps)
+            q = (xb @ w[f"blk.{i}.wq"].T).reshape(T, nh, hd)
+            k = (xb @ w[f"blk.{i}.wk"].T).reshape(T, nkv, hd)
+            v = (xb @ w[f"blk.{i}.wv"].T).reshape(T, nkv, hd)
+            q = apply_rope(q, cos, sin)
+            k = apply_rope(k, cos, sin)
+            self.k_cache[i, pos:end] = k
+            self.v_cache[i, pos:end] = v
+            K = self.k_cache[i, :end]                                            # (end, nkv, hd)
+            V = self.v_cache[i, :end]
+            # group the query heads by the kv head they share: (nkv, group*T, hd)
+            qg = q.reshape(T, nkv, group, hd).transpose(1, 2, 0, 3).reshape(nkv, group * T, hd)
+            scores = (qg @ K.transpose(1, 2, 0)) * scale                         # (nkv, group*T, end)
+            scores = scores.reshape(nkv, group, T, end)
+            scores = np.where(allowed[None, None], scores, np.float32(-np.inf))
+            scores -= scores.max(axis=-1, keepdims=True)
+            p = np.exp(scores)
+            p /= p.sum(axis=-1, keepdims=True)
+            att = p.reshape(nkv, group * T, end) @ V.transpose(1, 0, 2)          # (nkv, group*T, hd)
+            att = att.reshape(nkv, group, T, hd).transpose(2, 0, 1, 3).reshape(T, nh * hd)
+            x = x + att.astype(np.float32) @ w[f"blk.{i}.wo"].T
+            xb = rmsnorm(x, w[f"blk.{i}.ffn_norm"], eps)
+            hb = silu(xb @ w[f"blk.{i}.w1"].T) * (xb @ w[f"blk.{i}.w3"].T)
+            x = x + hb @ w[f"blk.{i}.w2"].T
+        self.filled = end
+        x = rmsnorm(x, w["out_norm"], eps)
+        return (x @ m.out_w.T).astype(np.float32)

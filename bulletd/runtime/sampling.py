@@ -1,0 +1,215 @@
+"""Generation settings and token sampling (NumPy, per step, no state beyond the seeded RNG).
+
+Owns `GenerationSettings` (the request's knobs, validated with one clear `RequestError` each) and
+`Sampler`, which turns one step's logits into a token id:
+
+    logits -> repetition penalty over the seen tokens (CTRL / llama.cpp rule)
+           -> temperature 0: argmax                       (greedy, no RNG draw)
+           -> / temperature -> top-k -> softmax -> top-p -> one draw from the seeded RNG
+
+Stop strings are text-level and live in `bulletd.runtime.generate` (they need the decoder).
+Run the tests with `pytest tests/test_sampling.py -q`.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from ..errors import RequestError
+
+# Limits beyond which a setting is treated as a mistake rather than a choice.
+MAX_TEMPERATURE = 100.0        # softmax(logits / 100) is already uniform for any real model
+MAX_REPETITION_PENALTY = 10.0  # llama.cpp users stay well below 2; 10 is clearly absurd beyond
+MAX_STOP_STRINGS = 16
+MAX_STOP_CHARS = 256
+MAX_SEED = 2**64 - 1
+
+
+def _bad(message: str) -> RequestError:
+    return RequestError("bad_request", message)
+
+
+def _number(name: str, value, *, integer: bool = False):
+    """Return value if it is a real number (bools and strings are not), else raise bad_request."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        kind = "an integer" if integer else "a number"
+        raise _bad(f"{name} must be {kind}, got {type(value).__name__} {value!r}")
+    if integer and not isinstance(value, numbers.Integral):
+        if not (isinstance(value, float) and value.is_integer()):
+            raise _bad(f"{name} must be an integer, got {value!r}")
+        value = int(value)
+    if not integer and not math.isfinite(float(value)):
+        raise _bad(f"{name} must be finite, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+@dataclass
+class GenerationSettings:
+    """What a request may choose about generation. Call validate() before use."""
+
+    max_tokens: int = 64              # tokens to generate at most (the context may end it sooner)
+    temperature: float = 0.8          # 0 = greedy (argmax), no random draw
+    top_k: int = 40                   # keep the k most likely tokens; 0 = no limit
+    top_p: float = 0.95               # nucleus: smallest set whose probability reaches top_p; 1 = off
+    repetition_penalty: float = 1.1   # > 1 discourages tokens already seen; 1 = off
+    seed: int | None = None           # same seed + same settings + same prompt = same tokens
+    stop: tuple = ()                  # strings that end generation; never emitted themselves
+    stream: bool = True               # the daemon streams deltas; the runtime always yields them
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GenerationSettings":
+        """Build from a request map, rejecting unknown keys (typos should not pass silently)."""
+        if not isinstance(d, dict):
+            raise _bad(f"generation settings must be a map, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(str(k) for k in d if k not in known)
+        if unknown:
+            raise _bad(f"unknown generation setting(s) {', '.join(unknown)}; "
+                       f"expected some of {', '.join(sorted(known))}")
+        return cls(**d).validate()
+
+    def validate(self, context: int | None = None) -> "GenerationSettings":
+        """Check every field; normalise types in place; return self.
+
+        context: the model's max_seq_len; max_tokens may not exceed it.
+        Raises RequestError("bad_request", ...) naming the field, the allowed range and the value.
+        """
+        self.max_tokens = _number("max_tokens", self.max_tokens, integer=True)
+        limit = context if context is not None else 1 << 20
+        if not 1 <= self.max_tokens <= limit:
+            where = f"the model's context of {context} tokens" if context is not None else f"{limit}"
+            raise _bad(f"max_tokens must be between 1 and {where}, got {self.max_tokens}")
+
+        self.temperature = _number("temperature", self.temperature)
+        if not 0.0 <= self.temperature <= MAX_TEMPERATURE:
+            raise _bad(f"temperature must be between 0 and {MAX_TEMPERATURE:g} (0 = greedy), "
+                       f"got {self.temperature:g}")
+
+        self.top_k = _number("top_k", self.top_k, integer=True)
+        if self.top_k < 0:
+            raise _bad(f"top_k must be 0 (no limit) or a positive integer, got {self.top_k}")
+
+        self.top_p = _number("top_p", self.top_p)
+        if not 0.0 < self.top_p <= 1.0:
+            raise _bad(f"top_p must be in (0, 1], got {self.top_p:g}")
+
+        self.repetition_penalty = _number("repetition_penalty", self.repetition_penalty)
+        if not 0.0 < self.repetition_penalty <= MAX_REPETITION_PENALTY:
+            raise _bad(f"repetition_penalty must be in (0, {MAX_REPETITION_PENALTY:g}] (1 = off), "
+                       f"got {self.repetition_penalty:g}")
+
+        if self.seed is not None:
+            self.seed = _number("seed", self.seed, integer=True)
+            if not 0 <= self.seed <= MAX_SEED:
+                raise _bad(f"seed must be between 0 and 2**64-1, got {self.seed}")
+
+        stop = self.stop
+        if stop is None:
+            stop = ()
+        elif isinstance(stop, str):
+            stop = (stop,)
+        if not isinstance(stop, (list, tuple)):
+            raise _bad(f"stop must be a list of strings, got {type(stop).__name__}")
+        if len(stop) > MAX_STOP_STRINGS:
+            raise _bad(f"at most {MAX_STOP_STRINGS} stop strings are allowed, got {len(stop)}")
+        for i, s in enumerate(stop):
+            if not isinstance(s, str):
+                raise _bad(f"stop[{i}] must be a string, got {type(s).__name__} {s!r}")
+            if not s or len(s) > MAX_STOP_CHARS:
+                raise _bad(f"stop[{i}] must have 1 to {MAX_STOP_CHARS} characters, got {len(s)}")
+        self.stop = tuple(stop)
+
+        if not isinstance(self.stream, bool):
+            raise _bad(f"stream must be true or false, got {self.stream!r}")
+        return self
+
+
+def apply_repetition_penalty(logits: np.ndarray, seen, penalty: float) -> np.ndarray:
+    """CTRL / llama.cpp rule, once per distinct seen token: positive logits are divided by the
+    penalty, negative ones multiplied, so the token always becomes less likely when penalty > 1.
+    Returns a new array; `logits` is not modified."""
+    out = np.array(logits, dtype=np.float64)
+    if penalty == 1.0 or len(seen) == 0:
+        return out
+    ids = np.unique(np.asarray(seen, dtype=np.int64))
+    ids = ids[(ids >= 0) & (ids < out.shape[0])]
+    v = out[ids]
+    out[ids] = np.where(v > 0, v / penalty, v * penalty)
+    return out
+
+
+def top_k_mask(logits: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask of the k largest logits (ties at the boundary: lowest ids win, as argsort
+    with a stable sort on the negated values gives). k <= 0 or k >= n keeps everything."""
+    n = logits.shape[0]
+    if k <= 0 or k >= n:
+        return np.ones(n, dtype=bool)
+    order = np.argsort(-logits, kind="stable")[:k]
+    mask = np.zeros(n, dtype=bool)
+    mask[order] = True
+    return mask
+
+
+def top_p_mask(probs: np.ndarray, p: float) -> np.ndarray:
+    """Boolean mask of the smallest set of most likely tokens whose total probability reaches p
+    (always at least the most likely one). p >= 1 keeps everything."""
+    n = probs.shape[0]
+    if p >= 1.0:
+        return np.ones(n, dtype=bool)
+    order = np.argsort(-probs, kind="stable")
+    cum = np.cumsum(probs[order])
+    # the first index where the cumulative sum reaches p is the last token kept
+    last = int(np.searchsorted(cum, p * cum[-1], side="left"))
+    mask = np.zeros(n, dtype=bool)
+    mask[order[: min(last, n - 1) + 1]] = True
+    return mask
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    m = np.max(x)
+    e = np.exp(x - m)
+    return e / e.sum()
+
+
+class Sampler:
+    """Chooses the next token from logits with the settings' rules and its own seeded RNG."""
+
+    def __init__(self, settings: GenerationSettings):
+        self.settings = settings
+        self.rng = np.random.default_rng(settings.seed)
+
+    def probabilities(self, logits: np.ndarray, seen=()) -> np.ndarray:
+        """The distribution the next draw uses (float64, sums to 1). Greedy gives a one-hot."""
+        s = self.settings
+        z = apply_repetition_penalty(logits, seen, s.repetition_penalty)
+        if s.temperature == 0.0:
+            probs = np.zeros_like(z)
+            probs[int(np.argmax(z))] = 1.0
+            return probs
+        z = z / s.temperature
+        z = np.where(top_k_mask(z, s.top_k), z, -np.inf)
+        probs = softmax(z)
+        if s.top_p < 1.0:
+            probs = np.where(top_p_mask(probs, s.top_p), probs, 0.0)
+            probs /= probs.sum()
+        return probs
+
+    def sample(self, logits: np.ndarray, seen=()) -> int:
+        """One token id. Temperature 0 is argmax (after the repetition penalty) with no draw."""
+        s = self.settings
+        if s.temperature == 0.0:
+            z = apply_repetition_penalty(logits, seen, s.repetition_penalty)
+            return int(np.argmax(z))
+        probs = self.probabilities(logits, seen)
+        # inverse-CDF draw with one uniform number, like llama2.c's sample_mult
+        coin = self.rng.random()
+        cdf = np.cumsum(probs)
+        idx = int(np.searchsorted(cdf, coin * cdf[-1], side="right"))
+        idx = min(idx, probs.shape[0] - 1)
+        # searchsorted can land on a zero-probability id only through rounding at the very end
+        while probs[idx] == 0.0 and idx > 0:
+            idx -= 1
+        return idx
