@@ -143,7 +143,10 @@ class BulletFile:
         try:
             return cls(path, mm, size)
         except BaseException:
-            mm.close()
+            try:
+                mm.close()
+            except BufferError:
+                pass  # a view made during validation is still referenced by the traceback
             raise
 
     # -- the walk, in file order (docs/BULLET_SPEC.md sections 2-6) ------------------------
@@ -252,11 +255,11 @@ class BulletFile:
     def _check_bulk(self) -> None:
         n_tok, max_len, types_off, scores_off, offsets_off, pieces_off, pieces_nb = self._bulk
         p, mm = self.path, self._mm
-        types = np.frombuffer(mm, np.uint8, n_tok, types_off)
+        types = np.frombuffer(mm, np.uint8, n_tok, types_off).copy()
         if n_tok and types.max() > TOKEN_CONTROL:
             bad = int(np.argmax(types > TOKEN_CONTROL))
             raise _fail(p, f"tokenizer entry {bad} has unknown type {types[bad]}")
-        offs = np.frombuffer(mm, "<u4", n_tok + 1, offsets_off)
+        offs = np.frombuffer(mm, "<u4", n_tok + 1, offsets_off).copy()
         if offs[0] != 0 or offs[-1] != pieces_nb:
             raise _fail(p, f"tokenizer piece offsets must run from 0 to {pieces_nb}, got {offs[0]}..{offs[-1]}")
         lens = np.diff(offs.astype(np.int64))
@@ -268,7 +271,7 @@ class BulletFile:
         byte_bad = (types == TOKEN_BYTE) & (lens != 1)
         if byte_bad.any():
             raise _fail(p, f"tokenizer entry {int(np.argmax(byte_bad))} is a byte token but not 1 byte long")
-        scores = np.frombuffer(mm, "<f4", n_tok, scores_off)
+        scores = np.frombuffer(mm, "<f4", n_tok, scores_off).copy()
         if not np.all(np.isfinite(scores)):
             raise _fail(p, f"tokenizer score of entry {int(np.argmax(~np.isfinite(scores)))} is not finite")
         meta_n = self.header["tokenizer"].get("n_tokens")
