@@ -1,56 +1,313 @@
 // pybind11 module bulletd._native. Python reaches it only through bulletd/kernels.py.
+//
+// Exposes: kernel_path(), cpu_features(), available_kernels(), Model, Session (the contract in
+// docs/ARCHITECTURE.md), and k_* entry points that run one kernel on a named path, used by the
+// parity tests (tests/test_kernels.py). Every long computation releases the GIL.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
+#include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
-#include "bq4.h"
+#include "kernels.h"
+#include "model.h"
 
 namespace py = pybind11;
 using namespace bullet;
 
 namespace {
 
-// blocks: uint8 array of shape (rows, nblocks*20) or flat; returns float32 (rows, cols)
-py::array_t<float> bq4_dequantize(py::array_t<uint8_t, py::array::c_style> blocks, int64_t rows, int64_t cols) {
-    if (cols % QK != 0) throw std::invalid_argument("bq4_dequantize: cols must be a multiple of 32");
-    const int64_t need = rows * (cols / QK) * (int64_t)sizeof(BlockBQ4);
-    if (blocks.nbytes() != need)
-        throw std::invalid_argument("bq4_dequantize: expected " + std::to_string(need) + " bytes, got " +
-                                    std::to_string(blocks.nbytes()));
-    py::array_t<float> out({rows, cols});
-    const auto* src = reinterpret_cast<const BlockBQ4*>(blocks.data());
-    float* dst = out.mutable_data();
-    {
-        py::gil_scoped_release release;
-        for (int64_t r = 0; r < rows; r++) bq4_dequantize_row_ref(src + r * (cols / QK), dst + r * cols, cols);
-    }
-    return out;
+using farr = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using u8arr = py::array_t<uint8_t, py::array::c_style>;
+
+const KernelTable& table(const std::string& path) {
+    const KernelTable* t = kernels_by_name(path.c_str());
+    if (!t) throw std::invalid_argument("kernel path '" + path + "' is unknown or not supported by this CPU/build");
+    return *t;
 }
 
-// out[r] = dot(row r of W, x); W is BQ4 (rows, cols), x float32 (cols)
-py::array_t<float> bq4_matvec_f32(py::array_t<uint8_t, py::array::c_style> blocks, int64_t rows, int64_t cols,
-                                  py::array_t<float, py::array::c_style | py::array::forcecast> x) {
-    if (cols % QK != 0) throw std::invalid_argument("bq4_matvec_f32: cols must be a multiple of 32");
-    if (blocks.nbytes() != rows * (cols / QK) * (int64_t)sizeof(BlockBQ4))
-        throw std::invalid_argument("bq4_matvec_f32: weight byte count does not match rows x cols");
-    if (x.size() != cols) throw std::invalid_argument("bq4_matvec_f32: x has the wrong length");
-    py::array_t<float> out(rows);
-    const auto* w = reinterpret_cast<const BlockBQ4*>(blocks.data());
-    const float* xp = x.data();
-    float* o = out.mutable_data();
-    {
-        py::gil_scoped_release release;
-        for (int64_t r = 0; r < rows; r++) o[r] = bq4_dot_f32_ref(w + r * (cols / QK), xp, cols);
+// ---------------------------------------------------------------------------
+// Model / Session wrappers
+// ---------------------------------------------------------------------------
+
+int64_t cfg_int(const py::dict& c, const char* key) {
+    if (!c.contains(key)) throw std::invalid_argument(std::string("config: missing '") + key + "'");
+    py::object v = c[key];
+    if (!py::isinstance<py::int_>(v) || py::isinstance<py::bool_>(v))
+        throw std::invalid_argument(std::string("config ") + key + ": expected an integer, found " +
+                                    std::string(py::str(py::type::of(v).attr("__name__"))));
+    try {
+        return v.cast<int64_t>();
+    } catch (const py::cast_error&) {
+        throw std::invalid_argument(std::string("config ") + key + ": integer out of range");
     }
-    return out;
 }
+
+float cfg_float(const py::dict& c, const char* key, float dflt) {
+    if (!c.contains(key) || c[key].is_none()) return dflt;
+    py::object v = c[key];
+    if (!py::isinstance<py::float_>(v) && !py::isinstance<py::int_>(v))
+        throw std::invalid_argument(std::string("config ") + key + ": expected a number");
+    return (float)v.cast<double>();
+}
+
+Config parse_config(const py::dict& c) {
+    Config cfg;
+    cfg.dim = cfg_int(c, "dim");
+    cfg.n_layers = cfg_int(c, "n_layers");
+    cfg.n_heads = cfg_int(c, "n_heads");
+    cfg.n_kv_heads = c.contains("n_kv_heads") && !c["n_kv_heads"].is_none() ? cfg_int(c, "n_kv_heads") : cfg.n_heads;
+    cfg.hidden_dim = cfg_int(c, "hidden_dim");
+    cfg.vocab_size = cfg_int(c, "vocab_size");
+    cfg.max_seq_len = cfg_int(c, "max_seq_len");
+    if (c.contains("head_dim") && !c["head_dim"].is_none()) cfg.head_dim_ = cfg_int(c, "head_dim");
+    cfg.norm_eps = cfg_float(c, "norm_eps", 1e-5f);
+    cfg.rope_theta = cfg_float(c, "rope_theta", 10000.0f);
+    if (c.contains("tied_embeddings")) {
+        py::object v = c["tied_embeddings"];
+        if (!py::isinstance<py::bool_>(v)) throw std::invalid_argument("config tied_embeddings: expected true or false");
+        cfg.tied = v.cast<bool>();
+    }
+    validate_config(cfg);
+    return cfg;
+}
+
+struct PyModel {
+    std::shared_ptr<Model> core;
+    py::dict keep;  // the arrays the Model points into
+    py::dict config;
+};
+
+PyModel make_model(const py::dict& config, const py::dict& tensors, const std::string& kernel) {
+    const KernelTable& kt = table(kernel);
+    Config cfg = parse_config(config);
+    PyModel pm;
+    std::map<std::string, TensorView> views;
+    for (auto item : tensors) {
+        if (!py::isinstance<py::str>(item.first)) throw std::invalid_argument("tensors: keys must be strings");
+        const std::string name = item.first.cast<std::string>();
+        if (!py::isinstance<py::array>(item.second))
+            throw std::invalid_argument("tensor " + name + ": expected a NumPy array");
+        py::array a = py::reinterpret_borrow<py::array>(item.second);
+        TensorView v;
+        const py::dtype dt = a.dtype();
+        if (dt.is(py::dtype::of<float>()) || (dt.kind() == 'f' && dt.itemsize() == 4))
+            v.dtype = DType::F32;
+        else if (dt.kind() == 'f' && dt.itemsize() == 2)
+            v.dtype = DType::F16;
+        else if (dt.kind() == 'u' && dt.itemsize() == 1)
+            v.dtype = DType::BQ4;
+        else
+            throw std::invalid_argument("tensor " + name + ": dtype " + std::string(py::str(dt)) +
+                                        " is not float32, float16 or uint8 (bq4 blocks)");
+        if (!(a.flags() & py::array::c_style)) throw std::invalid_argument("tensor " + name + ": array is not C-contiguous");
+        if (dt.byteorder() == '>') throw std::invalid_argument("tensor " + name + ": big-endian arrays are not supported");
+        for (py::ssize_t i = 0; i < a.ndim(); i++) v.shape.push_back((int64_t)a.shape(i));
+        v.data = a.data();
+        v.nbytes = (int64_t)a.nbytes();
+        views[name] = v;
+        pm.keep[item.first] = a;
+    }
+    pm.core = std::make_shared<Model>(cfg, views, &kt);
+    pm.config = config;
+    return pm;
+}
+
+struct PySession {
+    std::shared_ptr<Session> core;
+    py::object model;  // keeps the PyModel (and its arrays) alive
+};
 
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
-    m.doc() = "Bullet OS native kernels (BQ4)";
-    m.def("bq4_dequantize", &bq4_dequantize, py::arg("blocks"), py::arg("rows"), py::arg("cols"));
-    m.def("bq4_matvec_f32", &bq4_matvec_f32, py::arg("blocks"), py::arg("rows"), py::arg("cols"), py::arg("x"));
+    m.doc() = "Bullet OS native kernels and forward pass (reach it through bulletd.kernels)";
+
+    m.def("kernel_path", []() { return std::string(active_kernels().name); },
+          "Active kernel path: avx2, neon_dot, neon or scalar (BULLET_KERNEL=scalar forces scalar)");
+    m.def("cpu_features", []() {
+        const CpuFeatures f = cpu_features();
+        py::dict d;
+        d["arch"] = f.arch;
+        d["avx2"] = f.avx2;
+        d["fma"] = f.fma;
+        d["f16c"] = f.f16c;
+        d["neon"] = f.neon;
+        d["dotprod"] = f.dotprod;
+        return d;
+    });
+    m.def("available_kernels", []() {
+        std::vector<std::string> out;
+        for (const char* n : {"scalar", "avx2", "neon", "neon_dot"})
+            if (kernels_by_name(n)) out.push_back(n);
+        return out;
+    });
+
+    py::class_<PyModel>(m, "Model")
+        .def(py::init(&make_model), py::arg("config"), py::arg("tensors"), py::arg("kernel") = "auto")
+        .def_property_readonly("kernel_path", [](const PyModel& p) { return std::string(p.core->k->name); })
+        .def_property_readonly("weight_bytes", [](const PyModel& p) { return p.core->weight_bytes; })
+        .def_property_readonly("vocab_size", [](const PyModel& p) { return p.core->cfg.vocab_size; })
+        .def_property_readonly("max_seq_len", [](const PyModel& p) { return p.core->cfg.max_seq_len; })
+        .def_property_readonly("config", [](const PyModel& p) { return p.config; });
+
+    py::class_<PySession>(m, "Session")
+        .def(py::init([](py::object model, int64_t chunk) {
+                 if (!py::isinstance<PyModel>(model)) throw std::invalid_argument("Session(model): expected a _native.Model");
+                 if (chunk < 1 || chunk > 4096) throw std::invalid_argument("prefill_chunk: expected 1..4096");
+                 PySession s;
+                 s.core = std::make_shared<Session>(model.cast<PyModel&>().core, chunk);
+                 s.model = model;
+                 return s;
+             }),
+             py::arg("model"), py::arg("prefill_chunk") = 64)
+        .def("forward",
+             [](PySession& s, int64_t token, int64_t pos) {
+                 py::array_t<float> out(s.core->model().cfg.vocab_size);
+                 float* o = out.mutable_data();
+                 {
+                     py::gil_scoped_release release;
+                     s.core->forward(token, pos, o);
+                 }
+                 return out;
+             },
+             py::arg("token"), py::arg("pos"), "Logits (vocab,) for `token` at position `pos`; GIL released")
+        .def("prefill",
+             [](PySession& s, const std::vector<int64_t>& tokens, int64_t pos) {
+                 py::array_t<float> out(s.core->model().cfg.vocab_size);
+                 float* o = out.mutable_data();
+                 {
+                     py::gil_scoped_release release;
+                     s.core->prefill(tokens.data(), (int64_t)tokens.size(), pos, o);
+                 }
+                 return out;
+             },
+             py::arg("tokens"), py::arg("pos"), "Logits (vocab,) of the last of `tokens` placed at pos..; GIL released")
+        .def_property_readonly("kv_cache_bytes", [](const PySession& s) { return s.core->kv_cache_bytes(); })
+        .def_property_readonly("scratch_bytes", [](const PySession& s) { return s.core->scratch_bytes(); })
+        .def_property_readonly("valid_len", [](const PySession& s) { return s.core->valid_len(); })
+        .def_property_readonly("model", [](const PySession& s) { return s.model; });
+
+    // ---- single kernels on a named path (parity tests) ----
+    m.def("k_quantize_q8", [](const std::string& path, farr x) {
+        const KernelTable& k = table(path);
+        if (x.ndim() != 1) throw std::invalid_argument("x must be 1-D");
+        const int64_t n = x.size(), nb = n_blocks(n);
+        std::vector<BlockQ8> q(nb);
+        k.quantize_q8(x.data(), q.data(), n);
+        py::array_t<float> d(nb);
+        py::array_t<int32_t> sum(nb);
+        py::array_t<int8_t> qs({nb, (int64_t)QK});
+        for (int64_t b = 0; b < nb; b++) {
+            d.mutable_data()[b] = q[b].d;
+            sum.mutable_data()[b] = q[b].sum;
+            std::memcpy(qs.mutable_data() + b * QK, q[b].qs, QK);
+        }
+        return py::make_tuple(d, sum, qs);
+    });
+    // Y = W @ X^T for BQ4 W (rows, cols) and X (T, cols), activations quantised on the same path.
+    // T == 1 uses matvec, T > 1 matmul (as the forward pass does).
+    m.def("k_matmul_bq4", [](const std::string& path, u8arr blocks, int64_t rows, int64_t cols, farr x) {
+        const KernelTable& k = table(path);
+        if (rows < 0 || cols <= 0) throw std::invalid_argument("rows/cols must be positive");
+        const int64_t nb = n_blocks(cols);
+        if (blocks.nbytes() != rows * nb * (int64_t)sizeof(BlockBQ4))
+            throw std::invalid_argument("blocks: expected " + std::to_string(rows * nb * 20) + " bytes, found " +
+                                        std::to_string(blocks.nbytes()));
+        if (x.ndim() != 2 || x.shape(1) != cols) throw std::invalid_argument("x must be (T, cols)");
+        const int64_t T = x.shape(0);
+        std::vector<BlockQ8> q(T * nb);
+        py::array_t<float> out({T, rows});
+        const BlockBQ4* w = (const BlockBQ4*)blocks.data();
+        const float* xp = x.data();
+        float* o = out.mutable_data();
+        {
+            py::gil_scoped_release r;
+            for (int64_t t = 0; t < T; t++) k.quantize_q8(xp + t * cols, q.data() + t * nb, cols);
+            if (T == 1)
+                k.matvec_bq4_q8(w, rows, nb, q.data(), o);
+            else
+                k.matmul_bq4_q8(w, rows, nb, q.data(), T, o, rows);
+        }
+        return out;
+    });
+    m.def("k_dot_bq4_q8", [](const std::string& path, u8arr blocks, farr x) {
+        const KernelTable& k = table(path);
+        const int64_t nb = (int64_t)blocks.nbytes() / 20;
+        if (blocks.nbytes() % 20 || x.ndim() != 1 || n_blocks(x.size()) != nb)
+            throw std::invalid_argument("blocks must hold n_blocks(len(x)) blocks");
+        std::vector<BlockQ8> q(nb);
+        k.quantize_q8(x.data(), q.data(), x.size());
+        return k.dot_bq4_q8((const BlockBQ4*)blocks.data(), q.data(), nb);
+    });
+    m.def("k_dot_f32", [](const std::string& path, farr a, farr b) {
+        if (a.size() != b.size()) throw std::invalid_argument("length mismatch");
+        return table(path).dot_f32(a.data(), b.data(), a.size());
+    });
+    m.def("k_dot_f16", [](const std::string& path, py::array_t<uint16_t, py::array::c_style> a, farr b) {
+        if (a.size() != b.size()) throw std::invalid_argument("length mismatch");
+        return table(path).dot_f16(a.data(), b.data(), a.size());
+    });
+    m.def("k_axpy", [](const std::string& path, float a, farr x, farr y) {
+        if (x.size() != y.size()) throw std::invalid_argument("length mismatch");
+        py::array_t<float> out(y.size());
+        std::memcpy(out.mutable_data(), y.data(), y.size() * 4);
+        table(path).axpy(a, x.data(), out.mutable_data(), x.size());
+        return out;
+    });
+    m.def("k_rmsnorm", [](const std::string& path, farr x, farr w, float eps) {
+        if (x.size() != w.size()) throw std::invalid_argument("length mismatch");
+        py::array_t<float> out(x.size());
+        table(path).rmsnorm(out.mutable_data(), x.data(), w.data(), x.size(), eps);
+        return out;
+    });
+    m.def("k_softmax", [](const std::string& path, farr x) {
+        py::array_t<float> out(x.size());
+        std::memcpy(out.mutable_data(), x.data(), x.size() * 4);
+        table(path).softmax(out.mutable_data(), x.size());
+        return out;
+    });
+    m.def("k_swiglu", [](const std::string& path, farr g, farr u) {
+        if (g.size() != u.size()) throw std::invalid_argument("length mismatch");
+        py::array_t<float> out(g.size());
+        std::memcpy(out.mutable_data(), g.data(), g.size() * 4);
+        table(path).swiglu(out.mutable_data(), u.data(), g.size());
+        return out;
+    });
+    m.def("k_rope", [](const std::string& path, farr v, int64_t n_heads, int64_t head_dim, farr cos, farr sin) {
+        if (v.size() != n_heads * head_dim || cos.size() != head_dim / 2 || sin.size() != head_dim / 2)
+            throw std::invalid_argument("shape mismatch");
+        py::array_t<float> out(v.size());
+        std::memcpy(out.mutable_data(), v.data(), v.size() * 4);
+        table(path).rope(out.mutable_data(), n_heads, head_dim, cos.data(), sin.data());
+        return out;
+    });
+    m.def("k_attention", [](const std::string& path, farr q, farr k, farr v) {
+        if (k.ndim() != 2 || v.ndim() != 2 || k.shape(1) != q.size() || v.shape(0) != k.shape(0) ||
+            v.shape(1) != k.shape(1) || k.shape(0) < 1)
+            throw std::invalid_argument("q (hd,), k and v (n, hd)");
+        const int64_t n = k.shape(0), hd = q.size();
+        std::vector<float> att(n);
+        py::array_t<float> out(hd);
+        table(path).attention(q.data(), k.data(), v.data(), n, hd, att.data(), out.mutable_data());
+        return out;
+    });
+    m.def("bq4_dequantize", [](u8arr blocks, int64_t rows, int64_t cols) {
+        if (rows < 0 || cols <= 0) throw std::invalid_argument("rows/cols must be positive");
+        const int64_t nb = n_blocks(cols);
+        if (blocks.nbytes() != rows * nb * 20)
+            throw std::invalid_argument("bq4_dequantize: expected " + std::to_string(rows * nb * 20) + " bytes, found " +
+                                        std::to_string(blocks.nbytes()));
+        py::array_t<float> out({rows, cols});
+        std::vector<float> tmp(nb * QK);
+        for (int64_t r = 0; r < rows; r++) {
+            bq4_dequantize_row_ref((const BlockBQ4*)blocks.data() + r * nb, tmp.data(), nb * QK);
+            std::memcpy(out.mutable_data() + r * cols, tmp.data(), cols * 4);
+        }
+        return out;
+    });
 }

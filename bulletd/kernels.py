@@ -1,0 +1,321 @@
+"""bulletd.kernels: the one door to the native module bulletd._native, and the NumPy reference of
+every kernel it runs (the executable specification the parity tests hold each path to).
+
+Native side (C++, native/): kernels in four variants (scalar reference, avx2, neon, neon_dot)
+behind a dispatch table filled once from the CPU's features; BULLET_KERNEL=scalar forces the
+reference path. `NativeModel(config, tensors)` wraps `_native.Model`, `NativeSession(model)` wraps
+`_native.Session` (its own KV cache; forward/prefill release the GIL) and turn the native module's
+ValueError/RuntimeError into ModelError.
+
+NumPy references below: activations are quantised per 32-element block to int8 (q8:
+d = amax/127, q = round-half-even(x * (1/d)), zero-padded), BQ4 weights times q8 activations are
+exact integer dot products per block scaled by d_w * d_x. Every other kernel is plain float32 math
+in llama2.c's order.
+
+Benchmark (one thread, random REFERENCE/SMALL models):
+    python -m bulletd.kernels            # decode tokens/s and 128-token prefill ms per kernel path
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from .errors import ModelError
+
+QK = 32            # weights (and activations) per block
+BQ4_BLOCK = 20     # bytes per BQ4 block: f16 scale, i8 zero, u8 pad, 16 bytes of nibbles
+
+try:
+    from . import _native  # type: ignore[attr-defined]
+    _NATIVE_ERROR = None
+except ImportError as exc:  # not built, or built for another Python
+    _native = None
+    _NATIVE_ERROR = f"{type(exc).__name__}: {exc}"
+
+
+# =============================================================================
+# Access to the native module
+# =============================================================================
+
+def native_available() -> bool:
+    return _native is not None
+
+
+def native_error() -> str | None:
+    """Why the native module is unavailable, or None."""
+    return _NATIVE_ERROR
+
+
+def native_module():
+    """The bulletd._native module; ModelError when it is not built."""
+    if _native is None:
+        raise ModelError(f"the native module bulletd._native is unavailable ({_NATIVE_ERROR}); "
+                         f"rebuild with `pip install --no-build-isolation -e .`")
+    return _native
+
+
+def kernel_path() -> str:
+    """Active kernel path: "avx2", "neon_dot", "neon" or "scalar"; "numpy" without the module."""
+    return _native.kernel_path() if _native is not None else "numpy"
+
+
+def cpu_features() -> dict:
+    return dict(_native.cpu_features()) if _native is not None else {}
+
+
+def available_kernels() -> list[str]:
+    """Kernel paths this CPU and build can run (always includes "scalar" when built)."""
+    return list(_native.available_kernels()) if _native is not None else []
+
+
+class NativeModel:
+    """A native model over borrowed arrays (views into the mapped file; kept alive here).
+
+    config: dim, n_layers, n_heads, n_kv_heads, hidden_dim, vocab_size, max_seq_len, and optional
+    norm_eps, rope_theta, tied_embeddings, head_dim. tensors: name -> ndarray; float32/float16
+    arrays of the logical shape, or uint8 BQ4 blocks of shape (rows, ceil(cols/32)*20).
+    kernel: "auto" (the dispatch choice) or a path name from available_kernels().
+    Raises ModelError naming the config key or tensor that is wrong."""
+
+    def __init__(self, config: dict, tensors: dict, kernel: str = "auto"):
+        mod = native_module()
+        try:
+            self._m = mod.Model(dict(config), dict(tensors), kernel)
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise ModelError(f"native model: {exc}") from exc
+
+    @property
+    def kernel_path(self) -> str:
+        return self._m.kernel_path
+
+    @property
+    def weight_bytes(self) -> int:
+        return self._m.weight_bytes
+
+    def new_session(self, prefill_chunk: int = 64) -> "NativeSession":
+        return NativeSession(self, prefill_chunk)
+
+
+class NativeSession:
+    """One KV cache. forward(token, pos) and prefill(tokens, pos) return float32 logits (vocab,).
+    Positions must be filled in order: pos may not exceed the number of positions computed so far.
+    A session must not be used by two threads at once (the native side refuses, with an error)."""
+
+    def __init__(self, model: NativeModel, prefill_chunk: int = 64):
+        mod = native_module()
+        native = model._m if isinstance(model, NativeModel) else model
+        try:
+            self._s = mod.Session(native, prefill_chunk)
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise ModelError(f"native session: {exc}") from exc
+
+    def forward(self, token: int, pos: int) -> np.ndarray:
+        try:
+            return self._s.forward(int(token), int(pos))
+        except (ValueError, RuntimeError, TypeError, OverflowError) as exc:
+            raise ModelError(str(exc)) from exc
+
+    def prefill(self, tokens, pos: int = 0) -> np.ndarray:
+        try:
+            return self._s.prefill([int(t) for t in tokens], int(pos))
+        except (ValueError, RuntimeError, TypeError, OverflowError) as exc:
+            raise ModelError(str(exc)) from exc
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        return self._s.kv_cache_bytes
+
+    @property
+    def scratch_bytes(self) -> int:
+        return self._s.scratch_bytes
+
+    @property
+    def valid_len(self) -> int:
+        return self._s.valid_len
+
+
+# =============================================================================
+# NumPy references (the specification of each native kernel)
+# =============================================================================
+
+def bq4_unpack_ref(blocks: np.ndarray, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """BQ4 blocks uint8 (rows, nb*20) -> (scales float32 (rows, nb), q int8 (rows, nb, 32)).
+    Byte j of a block's 16 nibble bytes holds q[j] (low nibble) and q[j+16] (high), two's complement."""
+    blocks = np.asarray(blocks, dtype=np.uint8)
+    rows = blocks.shape[0]
+    nb = -(-cols // QK)
+    b = blocks.reshape(rows, nb, BQ4_BLOCK)
+    d = b[:, :, 0:2].copy().view(np.float16)[:, :, 0].astype(np.float32)
+    qs = b[:, :, 4:]
+    lo = ((qs & 0x0F).astype(np.int8) ^ 8) - 8
+    hi = ((qs >> 4).astype(np.int8) ^ 8) - 8
+    return d, np.concatenate([lo, hi], axis=2).astype(np.int8)
+
+
+def quantize_q8_ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x float32 (n,) -> (d float32 (nb,), sum int32 (nb,), q int8 (nb, 32)), zero-padded past n.
+    d = amax / 127; q = round-half-even(x * (1 / d)) (q = 0 when d = 0)."""
+    x = np.asarray(x, dtype=np.float32).ravel()
+    nb = -(-x.size // QK)
+    xp = np.zeros(nb * QK, dtype=np.float32)
+    xp[: x.size] = x
+    xp = xp.reshape(nb, QK)
+    amax = np.max(np.abs(xp), axis=1)
+    d = (amax / np.float32(127.0)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(d != 0, np.float32(1.0) / d, np.float32(0.0)).astype(np.float32)
+    q = np.rint(xp * inv[:, None]).astype(np.int32)
+    return d, q.sum(axis=1).astype(np.int32), q.astype(np.int8)
+
+
+def matmul_bq4_q8_ref(blocks: np.ndarray, rows: int, cols: int, x: np.ndarray) -> np.ndarray:
+    """out (T, rows): for each activation row t (quantised to q8) and weight row r,
+    sum over blocks b of (d_w[r,b] * d_x[t,b]) * sum_j q_w[r,b,j] * q_x[t,b,j] (integer)."""
+    x = np.atleast_2d(np.asarray(x, dtype=np.float32))
+    dw, qw = bq4_unpack_ref(np.asarray(blocks).reshape(rows, -1), cols)
+    qx = [quantize_q8_ref(row) for row in x]
+    dx = np.stack([a[0] for a in qx])                       # (T, nb)
+    qq = np.stack([a[2] for a in qx]).astype(np.int32)     # (T, nb, 32)
+    isum = np.einsum("rbj,tbj->trb", qw.astype(np.int32), qq)      # exact integers
+    scale = dw[None, :, :] * dx[:, None, :]                         # (T, rows, nb) float32
+    return np.sum(scale * isum.astype(np.float32), axis=2, dtype=np.float32)
+
+
+def dot_f32_ref(a: np.ndarray, b: np.ndarray) -> np.float32:
+    return np.float32(np.dot(np.asarray(a, np.float32), np.asarray(b, np.float32)))
+
+
+def rmsnorm_ref(x: np.ndarray, w: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """w * (x / sqrt(mean(x^2) + eps)), llama2.c's rmsnorm."""
+    x = np.asarray(x, np.float32)
+    ss = np.float32(np.dot(x, x)) / np.float32(x.size) + np.float32(eps)
+    return (np.asarray(w, np.float32) * (x * (np.float32(1.0) / np.sqrt(ss)))).astype(np.float32)
+
+
+def softmax_ref(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    e = np.exp(x - np.max(x))
+    return (e / np.sum(e, dtype=np.float32)).astype(np.float32)
+
+
+def swiglu_ref(g: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """silu(g) * u = g / (1 + exp(-g)) * u."""
+    g = np.asarray(g, np.float32)
+    return (g / (np.float32(1.0) + np.exp(-g)) * np.asarray(u, np.float32)).astype(np.float32)
+
+
+def rope_angles_ref(pos: int, head_dim: int, theta: float = 10000.0) -> tuple[np.ndarray, np.ndarray]:
+    """cos, sin (head_dim/2,) float32: freq_i = 1 / theta^(2i/hd), angle = f32(pos * freq_i)."""
+    i2 = np.arange(0, head_dim, 2, dtype=np.float32)
+    freq = np.float32(1.0) / np.power(np.float32(theta), i2 / np.float32(head_dim))
+    ang = (np.float32(pos) * freq).astype(np.float32)
+    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+
+
+def rope_ref(v: np.ndarray, n_heads: int, head_dim: int, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate pairs (2i, 2i+1) of each head: (a, b) -> (a cos - b sin, a sin + b cos)."""
+    h = np.asarray(v, np.float32).reshape(n_heads, head_dim // 2, 2)
+    a, b = h[..., 0], h[..., 1]
+    out = np.empty_like(h)
+    out[..., 0] = a * cos - b * sin
+    out[..., 1] = a * sin + b * cos
+    return out.reshape(-1)
+
+
+def attention_ref(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """One head: softmax(K q / sqrt(hd)) @ V; q (hd,), k and v (n, hd)."""
+    q = np.asarray(q, np.float32)
+    att = softmax_ref((np.asarray(k, np.float32) @ q) / np.float32(np.sqrt(np.float32(q.size))))
+    return (att @ np.asarray(v, np.float32)).astype(np.float32)
+
+
+# =============================================================================
+# Benchmark
+# =============================================================================
+
+REFERENCE = dict(dim=256, n_layers=8, n_heads=4, n_kv_heads=4, hidden_dim=768, vocab_size=2048, max_seq_len=256)
+SMALL = dict(dim=128, n_layers=4, n_heads=4, n_kv_heads=4, hidden_dim=384, vocab_size=1024, max_seq_len=256)
+
+
+def random_bq4_tensors(config: dict, seed: int = 0, tied: bool = True) -> dict:
+    """Random weights for `config` as the native Model takes them (BQ4 blocks for matrices, f32
+    norms), quantised with bulletd.format.quantize_bq4. For benchmarks and tests."""
+    from .format import quantize_bq4
+    rng = np.random.default_rng(seed)
+    c = config
+    hd = c.get("head_dim") or c["dim"] // c["n_heads"]
+    qd, kvd = c["n_heads"] * hd, c["n_kv_heads"] * hd
+    shapes = {"tok_embd": (c["vocab_size"], c["dim"]), "out_norm": (c["dim"],)}
+    if not tied:
+        shapes["output"] = (c["vocab_size"], c["dim"])
+    for i in range(c["n_layers"]):
+        p = f"blk.{i}."
+        shapes.update({p + "attn_norm": (c["dim"],), p + "ffn_norm": (c["dim"],), p + "wq": (qd, c["dim"]),
+                       p + "wk": (kvd, c["dim"]), p + "wv": (kvd, c["dim"]), p + "wo": (c["dim"], qd),
+                       p + "w1": (c["hidden_dim"], c["dim"]), p + "w2": (c["dim"], c["hidden_dim"]),
+                       p + "w3": (c["hidden_dim"], c["dim"])})
+    out = {}
+    for name, shape in shapes.items():
+        if len(shape) == 1:
+            out[name] = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+        else:
+            out[name] = quantize_bq4((rng.standard_normal(shape) / np.sqrt(shape[1])).astype(np.float32))
+    return out
+
+
+def bench_forward(config: dict, tensors: dict, kernel: str = "auto", n_decode: int = 256,
+                  prompt_len: int = 128, repeats: int = 5) -> dict:
+    """Time the native model on one thread (the calling one).
+
+    decode: tokens/s of forward() over positions 0..n_decode-1 (best of `repeats` passes);
+    prefill: best wall time in ms of one prefill() of `prompt_len` tokens at position 0.
+    Returns a dict with kernel_path, decode_tok_s, prefill_ms, prefill_tok_s, kv_cache_bytes."""
+    m = NativeModel(config, tensors, kernel)
+    s = m.new_session()
+    vocab, ctx = config["vocab_size"], config["max_seq_len"]
+    n_decode = min(n_decode, ctx)
+    prompt_len = min(prompt_len, ctx)
+    rng = np.random.default_rng(1)
+    ids = [int(t) for t in rng.integers(0, vocab, size=max(n_decode, prompt_len))]
+    best_dec = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for p in range(n_decode):
+            s.forward(ids[p], p)
+        best_dec = min(best_dec, time.perf_counter() - t0)
+    best_pre = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        s.prefill(ids[:prompt_len], 0)
+        best_pre = min(best_pre, time.perf_counter() - t0)
+    return {"kernel_path": m.kernel_path, "decode_tok_s": n_decode / best_dec, "prefill_ms": best_pre * 1e3,
+            "prefill_tok_s": prompt_len / best_pre, "kv_cache_bytes": s.kv_cache_bytes,
+            "scratch_bytes": s.scratch_bytes, "weight_bytes": m.weight_bytes}
+
+
+def main(argv=None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m bulletd.kernels",
+                                description="Native forward benchmark on random BQ4 models, one thread.")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--decode", type=int, default=256)
+    p.add_argument("--prompt", type=int, default=128)
+    a = p.parse_args(argv)
+    native_module()
+    print(f"active kernel path: {kernel_path()}  (BULLET_KERNEL={os.environ.get('BULLET_KERNEL', '')!r}); "
+          f"cpu: {cpu_features()}")
+    for label, cfg in (("REFERENCE", REFERENCE), ("SMALL", SMALL)):
+        cfg = dict(cfg, tied_embeddings=True)
+        tensors = random_bq4_tensors(cfg, seed=0)
+        for path in available_kernels():
+            r = bench_forward(cfg, tensors, path, a.decode, a.prompt, a.repeats)
+            print(f"{label:9s} {path:8s} decode {r['decode_tok_s']:8.0f} tok/s   prefill {a.prompt} tokens "
+                  f"{r['prefill_ms']:7.2f} ms ({r['prefill_tok_s']:6.0f} tok/s)   kv cache "
+                  f"{r['kv_cache_bytes']:,} B   scratch {r['scratch_bytes']:,} B")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,399 @@
+// Whole-model forward pass: validation, decode step, chunked matrix-matrix prefill.
+// Reads like llama2.c's forward(): comments tie each step to the math.
+#include "model.h"
+
+#include <cmath>
+#include <cstring>
+#include <initializer_list>
+#include <algorithm>
+#include <stdexcept>
+
+namespace bullet {
+
+// ============================================================================
+// Validation: a hostile file must produce a clear error, never a crash
+// ============================================================================
+
+static std::string shape_str(const std::vector<int64_t>& s) {
+    std::string o = "(";
+    for (size_t i = 0; i < s.size(); i++) o += (i ? ", " : "") + std::to_string(s[i]);
+    return o + (s.size() == 1 ? ",)" : ")");
+}
+
+static const char* dtype_str(DType d) { return d == DType::F32 ? "f32" : d == DType::F16 ? "f16" : "bq4"; }
+
+static void need_range(const char* what, int64_t v, int64_t lo, int64_t hi) {
+    if (v < lo || v > hi)
+        throw std::invalid_argument("config " + std::string(what) + ": expected an integer in [" + std::to_string(lo) +
+                                    ", " + std::to_string(hi) + "], found " + std::to_string(v));
+}
+
+void validate_config(const Config& c) {
+    need_range("dim", c.dim, 1, 1 << 16);
+    need_range("n_layers", c.n_layers, 1, 4096);
+    need_range("n_heads", c.n_heads, 1, c.dim);
+    need_range("n_kv_heads", c.n_kv_heads, 1, c.n_heads);
+    need_range("hidden_dim", c.hidden_dim, 1, 1 << 18);
+    need_range("vocab_size", c.vocab_size, 1, 1 << 24);
+    need_range("max_seq_len", c.max_seq_len, 1, 1 << 20);
+    need_range("head_dim", c.head_dim_, 0, 1 << 14);
+    if (c.head_dim_ == 0 && c.dim % c.n_heads != 0)
+        throw std::invalid_argument("config: dim " + std::to_string(c.dim) + " is not divisible by n_heads " +
+                                    std::to_string(c.n_heads));
+    if (c.head_dim() % 2 != 0)
+        throw std::invalid_argument("config: head_dim " + std::to_string(c.head_dim()) + " (dim / n_heads) must be even for RoPE");
+    if (c.n_heads % c.n_kv_heads != 0)
+        throw std::invalid_argument("config: n_heads " + std::to_string(c.n_heads) + " is not a multiple of n_kv_heads " +
+                                    std::to_string(c.n_kv_heads));
+    if (!std::isfinite(c.norm_eps) || c.norm_eps < 0.0f)
+        throw std::invalid_argument("config norm_eps: expected a finite value >= 0, found " + std::to_string(c.norm_eps));
+    if (!std::isfinite(c.rope_theta) || c.rope_theta <= 0.0f)
+        throw std::invalid_argument("config rope_theta: expected a finite value > 0, found " + std::to_string(c.rope_theta));
+    // KV cache must stay reasonable: refuse configs whose cache alone exceeds 4 GiB.
+    const double kv = 2.0 * (double)c.n_layers * (double)c.max_seq_len * (double)c.kv_dim() * 4.0;
+    if (kv > 4.0 * 1024 * 1024 * 1024)
+        throw std::invalid_argument("config: KV cache would need " + std::to_string((int64_t)(kv / 1048576)) +
+                                    " MiB (n_layers x max_seq_len x kv_dim), more than the 4096 MiB limit");
+}
+
+static const TensorView& find(const std::map<std::string, TensorView>& t, const std::string& name) {
+    auto it = t.find(name);
+    if (it == t.end()) throw std::invalid_argument("tensor " + name + ": missing");
+    return it->second;
+}
+
+static void check_align(const std::string& name, const void* p, size_t a) {
+    if (((uintptr_t)p) % a != 0)
+        throw std::invalid_argument("tensor " + name + ": data is not " + std::to_string(a) + "-byte aligned");
+}
+
+static Matrix get_matrix(const std::map<std::string, TensorView>& t, const std::string& name, int64_t rows,
+                         int64_t cols, int64_t* total) {
+    const TensorView& v = find(t, name);
+    Matrix m;
+    m.dt = v.dtype;
+    m.data = v.data;
+    m.rows = rows;
+    m.cols = cols;
+    m.nb = n_blocks(cols);
+    std::vector<int64_t> want;
+    int64_t bytes;
+    if (v.dtype == DType::BQ4) {
+        want = {rows, m.nb * (int64_t)sizeof(BlockBQ4)};
+        bytes = rows * m.nb * (int64_t)sizeof(BlockBQ4);
+    } else {
+        want = {rows, cols};
+        bytes = rows * cols * (v.dtype == DType::F32 ? 4 : 2);
+    }
+    if (v.shape != want)
+        throw std::invalid_argument("tensor " + name + " (" + dtype_str(v.dtype) + "): expected array shape " +
+                                    shape_str(want) + " for a (" + std::to_string(rows) + ", " + std::to_string(cols) +
+                                    ") matrix, found " + shape_str(v.shape));
+    if (v.nbytes != bytes)
+        throw std::invalid_argument("tensor " + name + ": expected " + std::to_string(bytes) + " bytes, found " +
+                                    std::to_string(v.nbytes));
+    if (v.data == nullptr) throw std::invalid_argument("tensor " + name + ": no data");
+    check_align(name, v.data, v.dtype == DType::F32 ? 4 : 2);
+    *total += bytes;
+    return m;
+}
+
+static std::vector<float> get_vector(const std::map<std::string, TensorView>& t, const std::string& name, int64_t n) {
+    const TensorView& v = find(t, name);
+    if (v.dtype == DType::BQ4) throw std::invalid_argument("tensor " + name + ": expected f32 or f16, found bq4");
+    if (v.shape != std::vector<int64_t>{n})
+        throw std::invalid_argument("tensor " + name + ": expected shape " + shape_str({n}) + ", found " + shape_str(v.shape));
+    const int64_t bytes = n * (v.dtype == DType::F32 ? 4 : 2);
+    if (v.nbytes != bytes || v.data == nullptr)
+        throw std::invalid_argument("tensor " + name + ": expected " + std::to_string(bytes) + " bytes, found " +
+                                    std::to_string(v.nbytes));
+    std::vector<float> out(n);
+    if (v.dtype == DType::F32) {
+        std::memcpy(out.data(), v.data, bytes);
+    } else {
+        uint16_t h;
+        for (int64_t i = 0; i < n; i++) {
+            std::memcpy(&h, (const char*)v.data + 2 * i, 2);
+            out[i] = f16_to_f32(h);
+        }
+    }
+    return out;
+}
+
+Model::Model(const Config& c, const std::map<std::string, TensorView>& t, const KernelTable* kt)
+    : cfg(c), k(kt ? kt : &active_kernels()) {
+    validate_config(cfg);
+    const int64_t D = cfg.dim, H = cfg.hidden_dim, Q = cfg.q_dim(), KV = cfg.kv_dim(), V = cfg.vocab_size;
+    tok_embd = get_matrix(t, "tok_embd", V, D, &weight_bytes);
+    const bool has_output = t.count("output") != 0;
+    if (cfg.tied) {
+        if (has_output) throw std::invalid_argument("tensor output: present, but tied_embeddings is true");
+        output = tok_embd;
+    } else {
+        if (!has_output) throw std::invalid_argument("tensor output: missing (tied_embeddings is false)");
+        output = get_matrix(t, "output", V, D, &weight_bytes);
+    }
+    out_norm = get_vector(t, "out_norm", D);
+    layers.resize(cfg.n_layers);
+    for (int64_t i = 0; i < cfg.n_layers; i++) {
+        const std::string p = "blk." + std::to_string(i) + ".";
+        Layer& L = layers[i];
+        L.attn_norm = get_vector(t, p + "attn_norm", D);
+        L.ffn_norm = get_vector(t, p + "ffn_norm", D);
+        L.wq = get_matrix(t, p + "wq", Q, D, &weight_bytes);
+        L.wk = get_matrix(t, p + "wk", KV, D, &weight_bytes);
+        L.wv = get_matrix(t, p + "wv", KV, D, &weight_bytes);
+        L.wo = get_matrix(t, p + "wo", D, Q, &weight_bytes);
+        L.w1 = get_matrix(t, p + "w1", H, D, &weight_bytes);
+        L.w2 = get_matrix(t, p + "w2", D, H, &weight_bytes);
+        L.w3 = get_matrix(t, p + "w3", H, D, &weight_bytes);
+    }
+    // Names we do not know point at a file we do not understand: refuse rather than ignore.
+    const size_t expected = 2 + (cfg.tied ? 0 : 1) + 9 * (size_t)cfg.n_layers;
+    if (t.size() != expected) {
+        for (const auto& kv : t) {
+            const std::string& n = kv.first;
+            bool known = n == "tok_embd" || n == "output" || n == "out_norm";
+            if (!known && n.rfind("blk.", 0) == 0) {
+                const size_t dot = n.find('.', 4);
+                if (dot != std::string::npos) {
+                    const std::string idx = n.substr(4, dot - 4), rest = n.substr(dot + 1);
+                    const bool digits = !idx.empty() && idx.size() < 6 && idx.find_first_not_of("0123456789") == std::string::npos;
+                    if (digits && std::stoll(idx) < cfg.n_layers && std::to_string(std::stoll(idx)) == idx)
+                        for (const char* s : {"attn_norm", "ffn_norm", "wq", "wk", "wv", "wo", "w1", "w2", "w3"})
+                            if (rest == s) known = true;
+                }
+            }
+            if (!known) throw std::invalid_argument("tensor " + n + ": not part of an lm model with this config");
+        }
+    }
+}
+
+// ============================================================================
+// Session: KV cache and scratch, allocated once
+// ============================================================================
+
+struct Session::Busy {
+    std::atomic<bool>& f;
+    explicit Busy(std::atomic<bool>& flag) : f(flag) {
+        if (f.exchange(true)) throw std::runtime_error("session is already running a step on another thread");
+    }
+    ~Busy() { f.store(false); }
+};
+
+Session::Session(std::shared_ptr<const Model> m, int64_t prefill_chunk)
+    : m_(std::move(m)), cfg_(m_->cfg), k_(m_->k), hd_(cfg_.head_dim()) {
+    chunk_ = std::max<int64_t>(1, std::min<int64_t>(prefill_chunk, cfg_.max_seq_len));
+    const int64_t kvn = cfg_.n_layers * cfg_.n_kv_heads * cfg_.max_seq_len * hd_;
+    kc_.assign(kvn, 0.0f);
+    vc_.assign(kvn, 0.0f);
+    const int64_t C = chunk_, D = cfg_.dim, H = cfg_.hidden_dim;
+    x_.assign(C * D, 0.f);
+    xb_.assign(C * std::max(D, cfg_.q_dim()), 0.f);
+    xb2_.assign(C * cfg_.q_dim(), 0.f);
+    q_.assign(C * cfg_.q_dim(), 0.f);
+    kt_.assign(C * cfg_.kv_dim(), 0.f);
+    vt_.assign(C * cfg_.kv_dim(), 0.f);
+    hb_.assign(C * H, 0.f);
+    hb2_.assign(C * H, 0.f);
+    att_.assign(cfg_.max_seq_len, 0.f);
+    rc_.assign(hd_ / 2, 0.f);
+    rs_.assign(hd_ / 2, 0.f);
+    emb_.assign(n_blocks(D) * QK, 0.f);
+    q8_.resize(C * n_blocks(std::max(std::max(D, H), cfg_.q_dim())));
+}
+
+int64_t Session::scratch_bytes() const {
+    int64_t f = 0;
+    for (const auto* v : {&x_, &xb_, &xb2_, &q_, &kt_, &vt_, &hb_, &hb2_, &att_, &rc_, &rs_, &emb_}) f += (int64_t)v->size();
+    return f * 4 + (int64_t)q8_.size() * (int64_t)sizeof(BlockQ8);
+}
+
+void Session::check_token(int64_t token) const {
+    if (token < 0 || token >= cfg_.vocab_size)
+        throw std::invalid_argument("token id " + std::to_string(token) + " is out of range [0, " +
+                                    std::to_string(cfg_.vocab_size) + ")");
+}
+
+// x = tok_embd[token]
+void Session::embed(int64_t token, float* out) {
+    const Matrix& e = m_->tok_embd;
+    const int64_t D = cfg_.dim;
+    if (e.dt == DType::F32) {
+        std::memcpy(out, (const float*)e.data + token * D, D * sizeof(float));
+    } else if (e.dt == DType::F16) {
+        const uint16_t* r = (const uint16_t*)e.data + token * D;
+        for (int64_t i = 0; i < D; i++) out[i] = f16_to_f32(r[i]);
+    } else {
+        bq4_dequantize_row_ref((const BlockBQ4*)e.data + token * e.nb, emb_.data(), e.nb * QK);
+        std::memcpy(out, emb_.data(), D * sizeof(float));
+    }
+}
+
+// llama2.c: freq = 1 / theta^(2i / head_dim), angle = pos * freq, all in float
+void Session::rope_angles(int64_t pos) {
+    for (int64_t i = 0; i < hd_ / 2; i++) {
+        const float freq = 1.0f / std::pow(cfg_.rope_theta, (float)(2 * i) / (float)hd_);
+        const float val = (float)pos * freq;
+        rc_[i] = std::cos(val);
+        rs_[i] = std::sin(val);
+    }
+}
+
+void Session::matmul(const Matrix& w, const float* x, int64_t T, int64_t ldx, bool* q8_ready, float* out, int64_t ldo) {
+    if (w.dt == DType::BQ4) {
+        const int64_t nb = w.nb;
+        if (!*q8_ready) {
+            for (int64_t t = 0; t < T; t++) k_->quantize_q8(x + t * ldx, q8_.data() + t * nb, w.cols);
+            *q8_ready = true;
+        }
+        const BlockBQ4* wb = (const BlockBQ4*)w.data;
+        if (T == 1)
+            k_->matvec_bq4_q8(wb, w.rows, nb, q8_.data(), out);
+        else
+            k_->matmul_bq4_q8(wb, w.rows, nb, q8_.data(), T, out, ldo);
+    } else if (w.dt == DType::F32) {
+        const float* wf = (const float*)w.data;
+        for (int64_t r = 0; r < w.rows; r++)
+            for (int64_t t = 0; t < T; t++) out[t * ldo + r] = k_->dot_f32(wf + r * w.cols, x + t * ldx, w.cols);
+    } else {
+        const uint16_t* wh = (const uint16_t*)w.data;
+        for (int64_t r = 0; r < w.rows; r++)
+            for (int64_t t = 0; t < T; t++) out[t * ldo + r] = k_->dot_f16(wh + r * w.cols, x + t * ldx, w.cols);
+    }
+}
+
+void Session::logits_from(float* x, float* logits) {
+    // final rmsnorm, then the classifier (tok_embd when tied)
+    k_->rmsnorm(x, x, m_->out_norm.data(), cfg_.dim, cfg_.norm_eps);
+    bool ready = false;
+    matmul(m_->output, x, 1, cfg_.dim, &ready, logits, cfg_.vocab_size);
+}
+
+// ============================================================================
+// Decode: one token
+// ============================================================================
+
+void Session::forward(int64_t token, int64_t pos, float* logits) {
+    Busy busy(busy_);
+    check_token(token);
+    if (pos < 0 || pos >= cfg_.max_seq_len)
+        throw std::invalid_argument("position " + std::to_string(pos) + " is outside the context [0, " +
+                                    std::to_string(cfg_.max_seq_len) + ")");
+    if (pos > valid_)
+        throw std::invalid_argument("position " + std::to_string(pos) + " skips positions " + std::to_string(valid_) +
+                                    ".." + std::to_string(pos - 1) + " that this session has not computed");
+    const int64_t D = cfg_.dim, H = cfg_.hidden_dim, QD = cfg_.q_dim(), KVD = cfg_.kv_dim();
+    const int64_t kv_mul = cfg_.n_heads / cfg_.n_kv_heads;
+    float* x = x_.data();
+    float* xb = xb_.data();
+    float* xb2 = xb2_.data();
+    float* q = q_.data();
+    float* hb = hb_.data();
+    float* hb2 = hb2_.data();
+    embed(token, x);
+    rope_angles(pos);
+    for (int64_t l = 0; l < cfg_.n_layers; l++) {
+        const Layer& L = m_->layers[l];
+        // attention: xb = rmsnorm(x); q, k, v = Wq xb, Wk xb, Wv xb
+        k_->rmsnorm(xb, x, L.attn_norm.data(), D, cfg_.norm_eps);
+        bool ready = false;
+        matmul(L.wq, xb, 1, D, &ready, q, QD);
+        matmul(L.wk, xb, 1, D, &ready, kt_.data(), KVD);
+        matmul(L.wv, xb, 1, D, &ready, vt_.data(), KVD);
+        // RoPE on q and k, then store k, v at `pos` in the cache
+        k_->rope(q, cfg_.n_heads, hd_, rc_.data(), rs_.data());
+        k_->rope(kt_.data(), cfg_.n_kv_heads, hd_, rc_.data(), rs_.data());
+        for (int64_t h = 0; h < cfg_.n_kv_heads; h++) {
+            std::memcpy(kcache(l, h) + pos * hd_, kt_.data() + h * hd_, hd_ * sizeof(float));
+            std::memcpy(vcache(l, h) + pos * hd_, vt_.data() + h * hd_, hd_ * sizeof(float));
+        }
+        // each query head h attends over positions 0..pos of kv head h / kv_mul
+        for (int64_t h = 0; h < cfg_.n_heads; h++)
+            k_->attention(q + h * hd_, kcache(l, h / kv_mul), vcache(l, h / kv_mul), pos + 1, hd_, att_.data(),
+                          xb2 + h * hd_);
+        // x += Wo xb2
+        ready = false;
+        matmul(L.wo, xb2, 1, QD, &ready, xb, D);
+        for (int64_t i = 0; i < D; i++) x[i] += xb[i];
+        // ffn: x += W2 (silu(W1 xb) * W3 xb), xb = rmsnorm(x)
+        k_->rmsnorm(xb, x, L.ffn_norm.data(), D, cfg_.norm_eps);
+        ready = false;
+        matmul(L.w1, xb, 1, D, &ready, hb, H);
+        matmul(L.w3, xb, 1, D, &ready, hb2, H);
+        k_->swiglu(hb, hb2, H);
+        ready = false;
+        matmul(L.w2, hb, 1, H, &ready, xb, D);
+        for (int64_t i = 0; i < D; i++) x[i] += xb[i];
+    }
+    valid_ = pos + 1;
+    logits_from(x, logits);
+}
+
+// ============================================================================
+// Prefill: chunks of up to chunk_ tokens, each matrix applied to the whole chunk at once
+// ============================================================================
+
+void Session::prefill(const int64_t* tokens, int64_t n, int64_t pos, float* logits) {
+    Busy busy(busy_);
+    if (n <= 0) throw std::invalid_argument("prefill: the prompt is empty");
+    for (int64_t i = 0; i < n; i++) check_token(tokens[i]);
+    if (pos < 0 || pos + n > cfg_.max_seq_len)
+        throw std::invalid_argument("prefill: positions " + std::to_string(pos) + ".." + std::to_string(pos + n - 1) +
+                                    " do not fit the context [0, " + std::to_string(cfg_.max_seq_len) + ")");
+    if (pos > valid_)
+        throw std::invalid_argument("prefill: position " + std::to_string(pos) + " skips positions " +
+                                    std::to_string(valid_) + ".." + std::to_string(pos - 1) +
+                                    " that this session has not computed");
+    const int64_t D = cfg_.dim, H = cfg_.hidden_dim, QD = cfg_.q_dim(), KVD = cfg_.kv_dim();
+    const int64_t kv_mul = cfg_.n_heads / cfg_.n_kv_heads;
+    float* X = x_.data();
+    float* XB = xb_.data();
+    float* XB2 = xb2_.data();
+    float* Q = q_.data();
+    float* HB = hb_.data();
+    float* HB2 = hb2_.data();
+    valid_ = std::min(valid_, pos);  // positions past pos are about to be overwritten
+    for (int64_t s = 0; s < n; s += chunk_) {
+        const int64_t T = std::min(chunk_, n - s);
+        const int64_t p0 = pos + s;
+        for (int64_t t = 0; t < T; t++) embed(tokens[s + t], X + t * D);
+        for (int64_t l = 0; l < cfg_.n_layers; l++) {
+            const Layer& L = m_->layers[l];
+            for (int64_t t = 0; t < T; t++) k_->rmsnorm(XB + t * D, X + t * D, L.attn_norm.data(), D, cfg_.norm_eps);
+            bool ready = false;
+            matmul(L.wq, XB, T, D, &ready, Q, QD);
+            matmul(L.wk, XB, T, D, &ready, kt_.data(), KVD);
+            matmul(L.wv, XB, T, D, &ready, vt_.data(), KVD);
+            for (int64_t t = 0; t < T; t++) {
+                rope_angles(p0 + t);
+                k_->rope(Q + t * QD, cfg_.n_heads, hd_, rc_.data(), rs_.data());
+                k_->rope(kt_.data() + t * KVD, cfg_.n_kv_heads, hd_, rc_.data(), rs_.data());
+                for (int64_t h = 0; h < cfg_.n_kv_heads; h++) {
+                    std::memcpy(kcache(l, h) + (p0 + t) * hd_, kt_.data() + t * KVD + h * hd_, hd_ * sizeof(float));
+                    std::memcpy(vcache(l, h) + (p0 + t) * hd_, vt_.data() + t * KVD + h * hd_, hd_ * sizeof(float));
+                }
+            }
+            // causal: token t (position p0 + t) sees positions 0..p0 + t, all stored above
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t h = 0; h < cfg_.n_heads; h++)
+                    k_->attention(Q + t * QD + h * hd_, kcache(l, h / kv_mul), vcache(l, h / kv_mul), p0 + t + 1, hd_,
+                                  att_.data(), XB2 + t * QD + h * hd_);
+            ready = false;
+            matmul(L.wo, XB2, T, QD, &ready, XB, D);
+            for (int64_t i = 0; i < T * D; i++) X[i] += XB[i];
+            for (int64_t t = 0; t < T; t++) k_->rmsnorm(XB + t * D, X + t * D, L.ffn_norm.data(), D, cfg_.norm_eps);
+            ready = false;
+            matmul(L.w1, XB, T, D, &ready, HB, H);
+            matmul(L.w3, XB, T, D, &ready, HB2, H);
+            k_->swiglu(HB, HB2, T * H);
+            ready = false;
+            matmul(L.w2, HB, T, H, &ready, XB, D);
+            for (int64_t i = 0; i < T * D; i++) X[i] += XB[i];
+        }
+        valid_ = p0 + T;
+        if (s + T == n) logits_from(X + (T - 1) * D, logits);
+    }
+}
+
+}  // namespace bullet

@@ -1,0 +1,103 @@
+// The whole-model forward pass (llama2.c family) on top of the kernel table.
+//
+// Model: validated config + pointers into the caller's tensors (zero-copy; the caller keeps the
+// memory alive). Session: one KV cache and all scratch buffers, allocated once, so a forward step
+// allocates nothing. Sessions share one read-only Model and may run on different threads at once.
+// No Python here: module.cpp wraps it for bulletd._native, tests/arm/driver.cpp links it directly.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+
+namespace bullet {
+
+struct Config {
+    int64_t dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, hidden_dim = 0, vocab_size = 0, max_seq_len = 0;
+    float norm_eps = 1e-5f;      // RMSNorm epsilon
+    float rope_theta = 10000.f;  // RoPE base
+    bool tied = false;           // output projection shares tok_embd
+    int64_t head_dim_ = 0;       // 0: dim / n_heads (llama2.c); else an explicit head size
+    int64_t head_dim() const { return head_dim_ ? head_dim_ : dim / n_heads; }
+    int64_t kv_dim() const { return head_dim() * n_kv_heads; }
+    int64_t q_dim() const { return head_dim() * n_heads; }
+};
+
+enum class DType { F32, F16, BQ4 };
+
+// A borrowed tensor as the caller has it. For BQ4 the shape is the raw byte array's shape
+// (rows, n_blocks(cols) * 20) and dtype is BQ4 (uint8 in NumPy).
+struct TensorView {
+    DType dtype;
+    std::vector<int64_t> shape;
+    const void* data = nullptr;
+    int64_t nbytes = 0;
+};
+
+struct Matrix {  // (rows, cols) row-major, y = W @ x
+    DType dt = DType::F32;
+    const void* data = nullptr;
+    int64_t rows = 0, cols = 0;
+    int64_t nb = 0;  // BQ4 blocks per row
+};
+
+struct Layer {
+    std::vector<float> attn_norm, ffn_norm;  // (dim,)
+    Matrix wq, wk, wv, wo, w1, w2, w3;
+};
+
+// Throws std::invalid_argument with a message naming the field, what was expected and what was found.
+void validate_config(const Config& c);
+
+class Model {
+  public:
+    Model(const Config& cfg, const std::map<std::string, TensorView>& tensors, const KernelTable* k);
+    const Config cfg;
+    const KernelTable* k;
+    Matrix tok_embd, output;  // output == tok_embd when tied
+    std::vector<float> out_norm;
+    std::vector<Layer> layers;
+    int64_t weight_bytes = 0;
+};
+
+class Session {
+  public:
+    explicit Session(std::shared_ptr<const Model> m, int64_t prefill_chunk = 64);
+    // logits: vocab_size floats. Throws std::invalid_argument on a bad token or position.
+    void forward(int64_t token, int64_t pos, float* logits);
+    // tokens[0..n) at positions pos..pos+n-1; logits of the last token. Matrix-matrix per chunk.
+    void prefill(const int64_t* tokens, int64_t n, int64_t pos, float* logits);
+    int64_t kv_cache_bytes() const { return (int64_t)(kc_.size() + vc_.size()) * (int64_t)sizeof(float); }
+    int64_t scratch_bytes() const;
+    int64_t valid_len() const { return valid_; }
+    const Model& model() const { return *m_; }
+
+  private:
+    struct Busy;  // guards against two threads using one session at once
+    void check_token(int64_t token) const;
+    void embed(int64_t token, float* out);
+    void rope_angles(int64_t pos);
+    float* kcache(int64_t l, int64_t kvh) { return kc_.data() + ((l * cfg_.n_kv_heads + kvh) * cfg_.max_seq_len) * hd_; }
+    float* vcache(int64_t l, int64_t kvh) { return vc_.data() + ((l * cfg_.n_kv_heads + kvh) * cfg_.max_seq_len) * hd_; }
+    // out[t * ldo + r] = W @ X[t] for t < T. X rows have stride ldx; q8 scratch holds T quantised rows
+    // (quantised on first use, reused by the next matrix with the same input when *q8_ready).
+    void matmul(const Matrix& w, const float* x, int64_t T, int64_t ldx, bool* q8_ready, float* out, int64_t ldo);
+    void logits_from(float* x, float* logits);
+
+    std::shared_ptr<const Model> m_;
+    const Config cfg_;
+    const KernelTable* k_;
+    int64_t hd_, chunk_;
+    int64_t valid_ = 0;  // positions 0..valid_-1 hold keys/values of the current sequence
+    std::atomic<bool> busy_{false};
+    std::vector<float> kc_, vc_;  // (n_layers, n_kv_heads, max_seq_len, head_dim)
+    // scratch, each sized for `chunk_` tokens
+    std::vector<float> x_, xb_, xb2_, q_, kt_, vt_, hb_, hb2_, att_, rc_, rs_, emb_;
+    std::vector<BlockQ8> q8_;
+};
+
+}  // namespace bullet
