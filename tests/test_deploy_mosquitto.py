@@ -1,0 +1,169 @@
+"""The example broker config (deploy/mosquitto/) against a real mosquitto: TLS works with the CA
+made by make-certs.sh, logins come from a mosquitto_passwd file, and the ACL lets each device
+read only its own topics and only the trainer push models.
+
+Run: pytest tests/test_deploy_mosquitto.py -q
+
+Negative checks need no sleeps: every publish is QoS 1 and awaited (the broker has handled it,
+allowed or dropped, once the PUBACK is back), then an allowed "fence" message is sent on the
+same subscription; when the fence arrives, any forbidden message would have arrived before it.
+"""
+from __future__ import annotations
+
+import asyncio
+import ssl
+import uuid
+
+import aiomqtt
+import pytest
+
+from _deploy_util import TLSBroker, make_certs
+
+USERS = {"dev1": "pw-dev1", "dev2": "pw-dev2", "trainer": "pw-trainer", "app1": "pw-app1"}
+
+
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory):
+    b = TLSBroker(tmp_path_factory.mktemp("mosq"), USERS)
+    yield b
+    b.stop()
+
+
+def client(b: TLSBroker, user: str, *, password: str | None = None, tls: bool = True,
+           ca: str | None = None) -> aiomqtt.Client:
+    kw = {}
+    if tls:
+        kw["tls_params"] = aiomqtt.TLSParameters(ca_certs=ca or str(b.certs / "ca.crt"))
+    return aiomqtt.Client("localhost" if tls else "127.0.0.1", b.tls_port if tls else b.plain_port,
+                          username=user, password=USERS[user] if password is None else password,
+                          identifier=f"{user}-{uuid.uuid4().hex[:8]}",
+                          protocol=aiomqtt.ProtocolVersion.V5, timeout=5, **kw)
+
+
+class Inbox:
+    """Collects what one client receives, and waits for a fence message."""
+
+    def __init__(self, c: aiomqtt.Client):
+        self.c = c
+        self.got: list[tuple[str, bytes]] = []
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self):
+        try:
+            async for m in self.c.messages:
+                self.got.append((m.topic.value, bytes(m.payload)))
+        except aiomqtt.MqttError:   # the client left (end of the test, or a failed one)
+            return
+
+    async def until(self, payload: bytes, timeout: float = 5.0) -> list[tuple[str, bytes]]:
+        async def _wait():
+            while not any(p == payload for _, p in self.got):
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(_wait(), timeout)
+        return self.got
+
+    def close(self):
+        self.task.cancel()
+
+
+async def test_device_reads_only_its_own_request_topic(tls_broker):
+    async with client(tls_broker, "dev1") as d1, client(tls_broker, "app1") as app:
+        # dev1 tries its own topic, dev2's topic and a wildcard over every device.
+        for t in ("bullet/dev1/req", "bullet/dev2/req", "bullet/+/req", "bullet/#"):
+            await d1.subscribe(t, qos=1)
+        inbox = Inbox(d1)
+        await app.publish("bullet/dev2/req", b"for-dev2", qos=1)
+        await app.publish("bullet/dev1/req", b"for-dev1", qos=1)
+        got = await inbox.until(b"for-dev1")
+        inbox.close()
+    payloads = {p for _, p in got}
+    assert b"for-dev1" in payloads
+    assert b"for-dev2" not in payloads, f"dev1 read dev2's request: {got}"
+
+
+async def test_only_the_trainer_publishes_model_pushes(tls_broker):
+    async with client(tls_broker, "dev1") as d1, client(tls_broker, "dev2") as d2, \
+            client(tls_broker, "app1") as app, client(tls_broker, "trainer") as tr:
+        await d1.subscribe("bullet/dev1/ota/#", qos=1)
+        await d1.subscribe("bullet/fleet/ota/#", qos=1)
+        inbox = Inbox(d1)
+        # Forbidden: another device, the device itself, and a client pushing a model.
+        await d2.publish("bullet/dev1/ota/offer", b"evil-from-dev2", qos=1)
+        await d1.publish("bullet/dev1/ota/offer", b"evil-from-dev1", qos=1)
+        await d1.publish("bullet/fleet/ota/offer", b"evil-fleet-from-dev1", qos=1)
+        await app.publish("bullet/dev1/ota/offer", b"evil-from-app", qos=1)
+        await tr.publish("bullet/fleet/ota/offer", b"fleet-from-trainer", qos=1)
+        await tr.publish("bullet/dev1/ota/offer", b"offer-from-trainer", qos=1)
+        got = await inbox.until(b"offer-from-trainer")
+        inbox.close()
+    payloads = [p for _, p in got]
+    assert b"offer-from-trainer" in payloads and b"fleet-from-trainer" in payloads
+    assert not [p for p in payloads if p.startswith(b"evil")], f"a non-trainer pushed a model: {got}"
+
+
+async def test_device_acks_reach_the_trainer_and_dev2_cannot_read_them(tls_broker):
+    async with client(tls_broker, "dev1") as d1, client(tls_broker, "dev2") as d2, \
+            client(tls_broker, "trainer") as tr:
+        await tr.subscribe("bullet/+/ota/ack/#", qos=1)
+        await d2.subscribe("bullet/dev1/#", qos=1)
+        await d2.subscribe("bullet/dev2/req", qos=1)
+        t_inbox, d2_inbox = Inbox(tr), Inbox(d2)
+        await d1.publish("bullet/dev1/ota/ack/m1", b"ack-m1", qos=1)
+        await d2.publish("bullet/dev1/ota/ack/m1", b"forged-ack", qos=1)   # not its own topic
+        await tr.publish("bullet/dev2/req", b"d2-fence", qos=1)
+        await d2.publish("bullet/dev2/ota/ack/m1", b"ack-from-dev2", qos=1)
+        got_t = await t_inbox.until(b"ack-from-dev2")
+        got_d2 = await d2_inbox.until(b"d2-fence")
+        t_inbox.close()
+        d2_inbox.close()
+    assert (("bullet/dev1/ota/ack/m1", b"ack-m1") in got_t)
+    assert b"forged-ack" not in [p for _, p in got_t]
+    assert [p for _, p in got_d2] == [b"d2-fence"], f"dev2 read dev1's topics: {got_d2}"
+
+
+async def test_status_replies_and_fleet_requests(tls_broker):
+    async with client(tls_broker, "dev1") as d1, client(tls_broker, "app1") as app:
+        await app.subscribe("bullet/+/status", qos=1)
+        await app.subscribe("bullet/reply/app1/#", qos=1)
+        await d1.subscribe("$share/bulletd/bullet/fleet/req", qos=1)
+        a_inbox, d_inbox = Inbox(app), Inbox(d1)
+        await app.publish("bullet/fleet/req", b"fleet-job", qos=1)
+        await d_inbox.until(b"fleet-job")
+        await d1.publish("bullet/dev2/status", b"spoofed-status", qos=1)
+        await d1.publish("bullet/dev1/status", b"online", qos=1, retain=True)
+        await d1.publish("bullet/reply/app1/42", b"reply-42", qos=1)
+        got = await a_inbox.until(b"reply-42")
+        a_inbox.close()
+        d_inbox.close()
+    assert ("bullet/dev1/status", b"online") in got
+    assert b"spoofed-status" not in [p for _, p in got]
+
+
+async def test_loopback_listener_without_tls_still_needs_a_password(tls_broker):
+    async with client(tls_broker, "dev1", tls=False) as d1:
+        await d1.subscribe("bullet/dev1/req", qos=1)
+    with pytest.raises(aiomqtt.MqttError, match=r"(?i)not authori[sz]ed|bad user name or password"):
+        async with client(tls_broker, "dev1", tls=False, password="wrong"):
+            pass
+
+
+async def test_tls_rejects_wrong_password_and_untrusted_ca(tls_broker, tmp_path):
+    with pytest.raises(aiomqtt.MqttError, match=r"(?i)not authori[sz]ed|bad user name or password"):
+        async with client(tls_broker, "dev1", password="wrong"):
+            pass
+    other_ca = make_certs(tmp_path / "other", "localhost")
+    with pytest.raises((aiomqtt.MqttError, ssl.SSLError), match=r"(?i)certificate verify failed"):
+        async with client(tls_broker, "dev1", ca=str(other_ca / "ca.crt")):
+            pass
+
+
+def test_broker_log_has_no_errors(tls_broker):
+    # Runs after the others in this module (file order): the shipped config loaded without an
+    # error, and the only errors later are the ones the tests provoked on purpose.
+    log = tls_broker.log_text()
+    startup = log.split("connection from")[0]
+    assert "Error" not in startup, startup
+    assert "tlsv1 alert unknown ca" in log      # the untrusted-CA client was refused by TLS
+    later_errors = [ln for ln in log.splitlines() if "Error" in ln and "unknown ca" not in ln
+                    and "unexpected eof" not in ln]     # the port probe closes without a handshake
+    assert later_errors == [], later_errors
