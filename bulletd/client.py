@@ -1,0 +1,478 @@
+"""Client API for bulletd: async and blocking, over the Unix socket or MQTT, with streaming.
+
+Three lines from any program on the device (the socket) or across the network (MQTT):
+
+    from bulletd.client import Client
+    with Client() as c:                                     # or Client.mqtt("broker", device="pi1")
+        print(c.generate("Once upon a time", max_tokens=32).text)
+
+Streaming:
+
+    with Client() as c:
+        s = c.stream("Once upon a time", child="stories")
+        for piece in s:
+            print(piece, end="", flush=True)
+        print(s.result.finish_reason)
+
+Async:
+
+    async with AsyncClient.socket() as c:
+        r = await c.generate("hello")
+        async for piece in c.stream("hello"): ...
+
+Error replies raise DaemonError (a RequestError: .code is the stable wire code); a daemon that
+cannot be reached raises DaemonUnavailable (a TransportError) with the path or broker tried.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import struct
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Iterator
+
+import msgpack
+
+from bulletd.errors import RequestError, TransportError
+
+FRAME = struct.Struct("!I")
+MAX_REPLY_FRAME = 64 << 20
+
+
+class DaemonError(RequestError):
+    """The daemon answered with an error reply."""
+
+    def __init__(self, code: str, message: str, reply: dict | None = None):
+        super().__init__(code, message)
+        self.reply = reply or {}
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class DaemonUnavailable(TransportError):
+    """The daemon (or the broker) cannot be reached, or stopped answering."""
+
+
+@dataclass
+class Result:
+    """The final reply of a generation."""
+    text: str
+    child: str | None
+    finish_reason: str | None
+    tokens: int
+    prompt_tokens: int
+    timing: dict = field(default_factory=dict)
+    route: dict = field(default_factory=dict)
+    raw: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_reply(cls, reply: dict, text: str | None = None) -> "Result":
+        return cls(text=reply.get("text", "") if text is None else text, child=reply.get("child"),
+                   finish_reason=reply.get("finish_reason"), tokens=int(reply.get("tokens", 0) or 0),
+                   prompt_tokens=int(reply.get("prompt_tokens", 0) or 0), timing=reply.get("timing") or {},
+                   route=reply.get("route") or {}, raw=reply)
+
+
+def _check(reply: dict) -> dict:
+    if not isinstance(reply, dict):
+        raise DaemonUnavailable(f"unexpected reply of type {type(reply).__name__} from the daemon")
+    if reply.get("ok") is False:
+        err = reply.get("error") or {}
+        raise DaemonError(str(err.get("code", "internal")), str(err.get("message", "(no message)")), reply)
+    return reply
+
+
+# ---------------------------------------------------------------------- transports
+
+
+class _SocketTransport:
+    def __init__(self, path: str | None):
+        from bulletd.daemon.config import default_socket_path
+        self.path = path or default_socket_path()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.waiting: dict[Any, asyncio.Queue] = {}
+        self.task: asyncio.Task | None = None
+        self.ids = itertools.count(1)
+        self.closed_exc: BaseException | None = None
+
+    async def open(self) -> None:
+        try:
+            self.reader, self.writer = await asyncio.open_unix_connection(self.path, limit=MAX_REPLY_FRAME)
+        except FileNotFoundError:
+            raise DaemonUnavailable(f"bulletd is not running: no socket at {self.path} "
+                                    "(start it with `bulletd`, or pass --socket / set BULLETD_SOCKET)") from None
+        except ConnectionRefusedError:
+            raise DaemonUnavailable(f"bulletd is not running: {self.path} refuses connections "
+                                    "(a stale socket of a stopped daemon)") from None
+        except PermissionError:
+            raise DaemonUnavailable(f"permission denied on {self.path}: join the socket's group "
+                                    "(socket.group) or run as the daemon's user") from None
+        self.task = asyncio.create_task(self._read_loop())
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                (n,) = FRAME.unpack(await self.reader.readexactly(FRAME.size))
+                if n > MAX_REPLY_FRAME:
+                    raise DaemonUnavailable(f"reply frame of {n} bytes is too large")
+                obj = msgpack.unpackb(await self.reader.readexactly(n), raw=False)
+                q = self.waiting.get(obj.get("id")) if isinstance(obj, dict) else None
+                if q is None and len(self.waiting) == 1 and obj.get("id") is None:
+                    q = next(iter(self.waiting.values()))   # an error before the daemon read our id
+                if q is not None:
+                    q.put_nowait(obj)
+        except (asyncio.IncompleteReadError, ConnectionError, DaemonUnavailable) as exc:
+            self.closed_exc = exc
+        finally:
+            for q in self.waiting.values():
+                q.put_nowait(None)
+
+    async def send(self, obj: dict) -> asyncio.Queue:
+        rid = obj.setdefault("id", f"c{next(self.ids)}")
+        q: asyncio.Queue = asyncio.Queue()
+        self.waiting[rid] = q
+        if self.closed_exc is not None:
+            raise DaemonUnavailable(f"the connection to bulletd at {self.path} is closed")
+        body = msgpack.packb(obj, use_bin_type=True)
+        self.writer.write(FRAME.pack(len(body)) + body)
+        await self.writer.drain()
+        q.key = rid  # type: ignore[attr-defined]
+        return q
+
+    def done(self, rid: Any) -> None:
+        self.waiting.pop(rid, None)
+
+    def lost(self) -> str:
+        return f"bulletd closed the connection on {self.path} before the final reply"
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except Exception:
+                pass
+        if self.task is not None:
+            self.task.cancel()
+
+
+class _MQTTTransport:
+    def __init__(self, host: str, port: int, device: str | None, fleet: bool, prefix: str, protocol: str,
+                 username: str | None, password: str | None, tls: bool, ca_file: str | None,
+                 json_payloads: bool, client_id: str | None):
+        import aiomqtt
+        self.aiomqtt = aiomqtt
+        self.host, self.port = host, port
+        self.device, self.fleet, self.prefix = device, fleet, prefix
+        self.v5 = protocol == "5"
+        self.cid = client_id or f"bulletc-{uuid.uuid4().hex[:12]}"
+        self.reply_topic = f"{prefix}/reply/{self.cid}"
+        self.req_topic = f"{prefix}/fleet/req" if fleet else f"{prefix}/{device}/req"
+        self.json = json_payloads
+        kw: dict[str, Any] = {}
+        if username:
+            kw.update(username=username, password=password)
+        if tls:
+            import ssl
+            kw["tls_context"] = ssl.create_default_context(cafile=ca_file)
+        self.client = aiomqtt.Client(host, port, identifier=self.cid, protocol=(
+            aiomqtt.ProtocolVersion.V5 if self.v5 else aiomqtt.ProtocolVersion.V311), timeout=10, **kw)
+        self.waiting: dict[Any, asyncio.Queue] = {}
+        self.task: asyncio.Task | None = None
+        self.ids = itertools.count(1)
+        self.path = f"mqtt://{host}:{port}/{self.req_topic}"
+
+    async def open(self) -> None:
+        try:
+            await self.client.__aenter__()
+            await self.client.subscribe(self.reply_topic, qos=1)
+        except self.aiomqtt.MqttError as exc:
+            raise DaemonUnavailable(f"cannot reach the MQTT broker {self.host}:{self.port}: {exc}") from None
+        self.task = asyncio.create_task(self._read_loop())
+
+    async def _read_loop(self) -> None:
+        try:
+            async for msg in self.client.messages:
+                payload = bytes(msg.payload)
+                try:
+                    obj = json.loads(payload) if payload[:1] == b"{" else msgpack.unpackb(payload, raw=False)
+                except Exception:
+                    continue
+                corr = getattr(msg.properties, "CorrelationData", None) if msg.properties else None
+                key = corr if (self.v5 and corr is not None) else obj.get("id")
+                q = self.waiting.get(key)
+                if q is not None:
+                    q.put_nowait(obj)
+        except self.aiomqtt.MqttError:
+            pass
+        finally:
+            for q in self.waiting.values():
+                q.put_nowait(None)
+
+    async def send(self, obj: dict) -> asyncio.Queue:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+        rid = obj.setdefault("id", f"{self.cid}-{next(self.ids)}")
+        q: asyncio.Queue = asyncio.Queue()
+        props = None
+        if self.v5:
+            corr = uuid.uuid4().bytes
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = self.reply_topic
+            props.CorrelationData = corr
+            props.ContentType = "application/json" if self.json else "application/msgpack"
+            props.MessageExpiryInterval = int(obj.get("deadline") or 120) + 5
+            key: Any = corr
+        else:
+            obj["reply_to"] = self.reply_topic
+            key = rid
+        self.waiting[key] = q
+        payload = json.dumps(obj).encode() if self.json else msgpack.packb(obj, use_bin_type=True)
+        try:
+            await self.client.publish(self.req_topic, payload, qos=1, properties=props)
+        except self.aiomqtt.MqttError as exc:
+            self.waiting.pop(key, None)
+            raise DaemonUnavailable(f"could not publish the request to {self.req_topic}: {exc}") from None
+        q.key = key  # type: ignore[attr-defined]
+        return q
+
+    def done(self, key: Any) -> None:
+        self.waiting.pop(key, None)
+
+    def lost(self) -> str:
+        return f"the connection to the MQTT broker {self.host}:{self.port} was lost before the final reply"
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        try:
+            await self.client.__aexit__(None, None, None)
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------------- async client
+
+
+class AsyncStream:
+    """`async for piece in stream` yields text; `stream.result` holds the final Result after."""
+
+    def __init__(self, client: "AsyncClient", req: dict, timeout: float):
+        self.c, self.req, self.timeout = client, req, timeout
+        self.result: Result | None = None
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._gen()
+
+    async def _gen(self) -> AsyncIterator[str]:
+        parts: list[str] = []
+        async for m in self.c._replies(self.req, self.timeout):
+            if m.get("final"):
+                self.result = Result.from_reply(_check(m), "".join(parts) + m.get("text", ""))
+                return
+            t = m.get("text", "")
+            if t:
+                parts.append(t)
+                yield t
+
+
+class AsyncClient:
+    def __init__(self, transport: Any, timeout: float = 300.0):
+        self.t = transport
+        self.timeout = timeout
+
+    @classmethod
+    def socket(cls, path: str | None = None, timeout: float = 300.0) -> "AsyncClient":
+        return cls(_SocketTransport(path), timeout)
+
+    @classmethod
+    def mqtt(cls, host: str = "127.0.0.1", port: int = 1883, *, device: str | None = None, fleet: bool = False,
+             prefix: str = "bullet", protocol: str = "5", username: str | None = None,
+             password: str | None = None, tls: bool = False, ca_file: str | None = None,
+             json_payloads: bool = False, client_id: str | None = None, timeout: float = 300.0) -> "AsyncClient":
+        if not fleet and not device:
+            import socket as _s
+            device = _s.gethostname().split(".")[0]
+        return cls(_MQTTTransport(host, port, device, fleet, prefix, protocol, username, password, tls, ca_file,
+                                  json_payloads, client_id), timeout)
+
+    async def __aenter__(self) -> "AsyncClient":
+        await self.t.open()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.t.close()
+
+    async def _replies(self, req: dict, timeout: float | None) -> AsyncIterator[dict]:
+        q = await self.t.send(dict(req))
+        key = q.key  # type: ignore[attr-defined]
+        loop = asyncio.get_running_loop()
+        end = loop.time() + (timeout or self.timeout)
+        try:
+            while True:
+                left = end - loop.time()
+                if left <= 0:
+                    raise DaemonUnavailable(f"no final reply from bulletd within {timeout or self.timeout:.0f} s")
+                try:
+                    m = await asyncio.wait_for(q.get(), left)
+                except asyncio.TimeoutError:
+                    continue
+                if m is None:
+                    raise DaemonUnavailable(self.t.lost())
+                yield m
+                if m.get("final"):
+                    return
+        finally:
+            self.t.done(key)
+
+    async def request(self, op: str, timeout: float | None = None, **fields: Any) -> dict:
+        """Send one request map and return its final reply (DaemonError on an error reply)."""
+        req = {"op": op, **{k: v for k, v in fields.items() if v is not None}}
+        final = None
+        async for m in self._replies(req, timeout):
+            if m.get("final"):
+                final = m
+        return _check(final)
+
+    async def generate(self, prompt: str, child: str | None = None, timeout: float | None = None,
+                       **settings: Any) -> Result:
+        r = await self.request("generate", timeout=timeout, prompt=prompt, child=child, stream=False, **settings)
+        return Result.from_reply(r)
+
+    def stream(self, prompt: str, child: str | None = None, timeout: float | None = None,
+               **settings: Any) -> AsyncStream:
+        req = {"op": "generate", "prompt": prompt, "stream": True,
+               **({"child": child} if child else {}), **{k: v for k, v in settings.items() if v is not None}}
+        return AsyncStream(self, req, timeout or self.timeout)
+
+    async def route(self, prompt: str, child: str | None = None) -> dict:
+        return await self.request("route", prompt=prompt, child=child)
+
+    async def load(self, target: str, as_name: str | None = None) -> dict:
+        key = "path" if ("/" in target or target.endswith(".bullet")) else "name"
+        if key == "path":
+            target = os.path.abspath(target)
+        return (await self.request("load", **{key: target, "as": as_name}))["child"]
+
+    async def unload(self, name: str, mode: str | None = None, timeout: float | None = None) -> dict:
+        return (await self.request("unload", name=name, mode=mode, timeout=timeout))["unloaded"]
+
+    async def list(self) -> list[dict]:
+        return (await self.request("list"))["children"]
+
+    async def status(self) -> dict:
+        return (await self.request("status"))["status"]
+
+    async def ping(self) -> dict:
+        return await self.request("ping")
+
+
+# ---------------------------------------------------------------------- blocking client
+
+
+class Stream:
+    """Blocking stream: iterate for text pieces; `.result` afterwards."""
+
+    def __init__(self, client: "Client", astream: AsyncStream):
+        self.c, self.a = client, astream
+        self.result: Result | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        import queue
+        q: queue.Queue = queue.Queue()
+
+        async def pump() -> None:
+            try:
+                async for piece in self.a:
+                    q.put(("piece", piece))
+                q.put(("done", self.a.result))
+            except BaseException as exc:
+                q.put(("error", exc))
+        self.c._submit(pump())
+        while True:
+            kind, val = q.get()
+            if kind == "piece":
+                yield val
+            elif kind == "done":
+                self.result = val
+                return
+            else:
+                raise val
+
+
+class Client:
+    """Blocking client: runs an AsyncClient on a private event loop thread."""
+
+    def __init__(self, socket_path: str | None = None, *, timeout: float = 300.0, _async: AsyncClient | None = None):
+        self._a = _async or AsyncClient.socket(socket_path, timeout)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="bulletd-client", daemon=True)
+        self._thread.start()
+        try:
+            self._call(self._a.__aenter__())
+        except BaseException:
+            self._stop()
+            raise
+
+    @classmethod
+    def mqtt(cls, host: str = "127.0.0.1", port: int = 1883, **kw: Any) -> "Client":
+        timeout = kw.pop("timeout", 300.0)
+        return cls(_async=AsyncClient.mqtt(host, port, timeout=timeout, **kw))
+
+    def _submit(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def _call(self, coro: Any) -> Any:
+        return self._submit(coro).result()
+
+    def _stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        try:
+            self._call(self._a.__aexit__(None, None, None))
+        finally:
+            self._stop()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def request(self, op: str, timeout: float | None = None, **fields: Any) -> dict:
+        return self._call(self._a.request(op, timeout=timeout, **fields))
+
+    def generate(self, prompt: str, child: str | None = None, timeout: float | None = None, **settings: Any) -> Result:
+        return self._call(self._a.generate(prompt, child, timeout, **settings))
+
+    def stream(self, prompt: str, child: str | None = None, timeout: float | None = None, **settings: Any) -> Stream:
+        return Stream(self, self._a.stream(prompt, child, timeout, **settings))
+
+    def route(self, prompt: str, child: str | None = None) -> dict:
+        return self._call(self._a.route(prompt, child))
+
+    def load(self, target: str, as_name: str | None = None) -> dict:
+        return self._call(self._a.load(target, as_name))
+
+    def unload(self, name: str, mode: str | None = None, timeout: float | None = None) -> dict:
+        return self._call(self._a.unload(name, mode, timeout))
+
+    def list(self) -> list[dict]:
+        return self._call(self._a.list())
+
+    def status(self) -> dict:
+        return self._call(self._a.status())
+
+    def ping(self) -> dict:
+        return self._call(self._a.ping())

@@ -1,0 +1,3 @@
+from bulletd.daemon.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,286 @@
+"""MQTT transport (aiomqtt): request/response, streaming, status with Last Will, fleet mode.
+
+Topics (prefix `bullet` by default):
+  <prefix>/<device>/req                 requests to this daemon
+  $share/<group>/<prefix>/fleet/req     fleet requests, split by the broker between daemons
+  <prefix>/<device>/status              retained JSON status; the Last Will sets it offline
+
+Replies go to the request's Response Topic with its Correlation Data (MQTT v5), or to the
+payload's `reply_to` with its `id` echoed (MQTT 3.1.1 clients). Payload encoding follows the
+request: JSON when Content Type is application/json (or the payload starts with `{`), else
+msgpack. The daemon connects with a fixed client id, clean_start=False and a session expiry so
+that QoS 1 requests queued during a short outage are delivered after the reconnect; it always
+resubscribes after a reconnect (a restarted broker forgets the session). The loop never blocks
+the local socket API: connection attempts back off from reconnect_min to reconnect_max.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import random
+import ssl
+import time
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from bulletd.errors import RequestError
+from bulletd.daemon.protocol import (CT_JSON, CT_MSGPACK, check_topic, decode_payload, encode_payload,
+                                     error_reply)
+
+log = logging.getLogger("bulletd.mqtt")
+
+OUTBOX_MAX = 2000
+
+
+class MQTTTransport:
+    def __init__(self, daemon):
+        self.d = daemon
+        cfg = daemon.cfg
+        self.mc = cfg.mqtt
+        self.v5 = self.mc.protocol == "5"
+        pre, dev = self.mc.prefix, cfg.device
+        self.req_topic = f"{pre}/{dev}/req"
+        self.status_topic = f"{pre}/{dev}/status"
+        self.fleet_topic = f"$share/{self.mc.fleet.group}/{pre}/fleet/req" if self.mc.fleet.enabled else None
+        self.client_id = cfg.mqtt_client_id
+        self.max_bytes = cfg.limits.max_request_bytes
+        self.connected = False
+        self.connects = 0
+        self.last_error: str | None = None
+        self.client: aiomqtt.Client | None = None
+        self.task: asyncio.Task | None = None
+        self.status_task: asyncio.Task | None = None
+        self.stopping = False
+        self.outbox: collections.deque = collections.deque()
+        self.serving: set[asyncio.Task] = set()
+        self.status_dirty = asyncio.Event()
+        self.counts = {"received": 0, "replied": 0, "dropped": 0, "publish_errors": 0}
+
+    # ------------------------------------------------------------------ public
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name="bulletd-mqtt")
+        self.status_task = asyncio.create_task(self._status_loop(), name="bulletd-mqtt-status")
+
+    def state(self) -> dict:
+        return {"enabled": True, "state": "connected" if self.connected else "disconnected",
+                "broker": f"{self.mc.host}:{self.mc.port}", "protocol": self.mc.protocol,
+                "client_id": self.client_id, "req_topic": self.req_topic, "fleet_topic": self.fleet_topic,
+                "status_topic": self.status_topic, "connects": self.connects, "last_error": self.last_error,
+                "outbox": len(self.outbox), **self.counts}
+
+    def mark_status_dirty(self) -> None:
+        self.status_dirty.set()
+
+    async def stop(self, graceful: bool = True) -> None:
+        """Publish `offline` ourselves (a clean disconnect discards the Last Will), then leave."""
+        self.stopping = True
+        if self.serving:
+            await asyncio.wait(self.serving, timeout=5.0)
+        if graceful and self.connected and self.client is not None:
+            try:
+                await self._publish_status("offline")
+            except Exception as exc:
+                log.warning("could not publish the offline status: %s", exc)
+        for t in (self.status_task, self.task):
+            if t is not None:
+                t.cancel()
+        for t in (self.status_task, self.task):
+            if t is not None:
+                try:
+                    await t
+                except (asyncio.CancelledError, Exception):
+                    pass
+        self.connected = False
+
+    # ------------------------------------------------------------------ connection
+    def _make_client(self) -> aiomqtt.Client:
+        mc = self.mc
+        kw: dict[str, Any] = {}
+        offline = json.dumps({"state": "offline", "device": self.d.cfg.device, "reason": "connection lost"}).encode()
+        if self.v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = mc.session_expiry
+            kw.update(protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props)
+        else:
+            kw.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
+        password = mc.password
+        if mc.password_file:
+            with open(mc.password_file, encoding="utf-8") as f:
+                password = f.read().strip()
+        if mc.username:
+            kw.update(username=mc.username, password=password or None)
+        if mc.tls.enabled:
+            ctx = ssl.create_default_context(cafile=mc.tls.ca_file or None)
+            if mc.tls.cert_file:
+                ctx.load_cert_chain(mc.tls.cert_file, mc.tls.key_file or None)
+            if mc.tls.insecure:
+                ctx.check_hostname = False
+            kw.update(tls_context=ctx, tls_insecure=mc.tls.insecure)
+        return aiomqtt.Client(
+            mc.host, mc.port, identifier=self.client_id, keepalive=mc.keepalive, timeout=10,
+            will=aiomqtt.Will(self.status_topic, offline, qos=1, retain=True),
+            max_queued_incoming_messages=1000, **kw)
+
+    async def _run(self) -> None:
+        backoff = self.mc.reconnect_min
+        try:
+            client = self._make_client()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.error("MQTT disabled: cannot set up the client: %s", exc)
+            self.last_error = str(exc)
+            return
+        while not self.stopping:
+            try:
+                async with client:
+                    self.client = client
+                    self.connected = True
+                    self.connects += 1
+                    self.last_error = None
+                    backoff = self.mc.reconnect_min
+                    await client.subscribe(self.req_topic, qos=self.mc.qos)
+                    if self.fleet_topic:
+                        await client.subscribe(self.fleet_topic, qos=self.mc.qos)
+                    log.info("MQTT connected to %s:%d as %s; subscribed to %s%s", self.mc.host, self.mc.port,
+                             self.client_id, self.req_topic, f" and {self.fleet_topic}" if self.fleet_topic else "")
+                    await self._publish_status("online")
+                    await self._flush_outbox()
+                    async for msg in client.messages:
+                        self.counts["received"] += 1
+                        t = asyncio.create_task(self._serve(msg))
+                        self.serving.add(t)
+                        t.add_done_callback(self.serving.discard)
+            except aiomqtt.MqttError as exc:
+                was = self.connected
+                self.connected = False
+                self.last_error = str(exc)
+                if was:
+                    log.warning("MQTT connection lost: %s; reconnecting", exc)
+                else:
+                    log.info("MQTT connect to %s:%d failed: %s; retry in %.1f s", self.mc.host, self.mc.port,
+                             exc, backoff)
+            except asyncio.CancelledError:
+                self.connected = False
+                raise
+            finally:
+                self.connected = False
+            if self.stopping:
+                break
+            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, self.mc.reconnect_max)
+
+    async def _status_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self.status_dirty.wait(), self.mc.status_interval)
+            except asyncio.TimeoutError:
+                pass
+            self.status_dirty.clear()
+            if self.connected and not self.stopping:
+                try:
+                    await self._publish_status("online")
+                except Exception as exc:
+                    log.debug("status publish failed: %s", exc)
+
+    def _status_payload(self, state: str) -> bytes:
+        s = self.d.status()
+        s["state"] = state
+        s["time"] = round(time.time(), 3)
+        for k in ("errors", "trust", "socket"):
+            s.pop(k, None)
+        return json.dumps(s, separators=(",", ":"), default=str).encode()
+
+    async def _publish_status(self, state: str) -> None:
+        props = None
+        if self.v5:
+            props = Properties(PacketTypes.PUBLISH)
+            props.ContentType = CT_JSON
+        await self.client.publish(self.status_topic, self._status_payload(state), qos=1, retain=True,
+                                  properties=props, timeout=5)
+
+    # ------------------------------------------------------------------ replies
+    async def _send(self, topic: str, obj: dict, ct: str, corr: bytes | None) -> None:
+        payload = encode_payload(obj, ct)
+        if not self.connected or self.client is None:
+            if len(self.outbox) >= OUTBOX_MAX:
+                self.counts["dropped"] += 1
+                self.outbox.popleft()
+            self.outbox.append((topic, payload, ct, corr))
+            return
+        await self._publish(topic, payload, ct, corr)
+
+    async def _publish(self, topic: str, payload: bytes, ct: str, corr: bytes | None) -> None:
+        props = None
+        if self.v5:
+            props = Properties(PacketTypes.PUBLISH)
+            props.ContentType = ct
+            props.MessageExpiryInterval = self.mc.reply_expiry
+            if corr is not None:
+                props.CorrelationData = corr
+        try:
+            await self.client.publish(topic, payload, qos=self.mc.qos, properties=props, timeout=5)
+        except aiomqtt.MqttError as exc:
+            # paho keeps a QoS>0 message that failed this way and sends it after the reconnect;
+            # sending it again here would duplicate a final reply, so it is only counted
+            self.counts["publish_errors"] += 1
+            log.info("reply publish to %s failed (%s); paho delivers it after the reconnect if it can", topic, exc)
+
+    async def _flush_outbox(self) -> None:
+        while self.outbox and self.connected:
+            topic, payload, ct, corr = self.outbox.popleft()
+            await self._publish(topic, payload, ct, corr)
+
+    async def _serve(self, msg: aiomqtt.Message) -> None:
+        props = msg.properties
+        rt = getattr(props, "ResponseTopic", None) if props is not None else None
+        corr = getattr(props, "CorrelationData", None) if props is not None else None
+        ct_in = getattr(props, "ContentType", None) if props is not None else None
+        payload = msg.payload if isinstance(msg.payload, (bytes, bytearray)) else str(msg.payload or "").encode()
+        ct = CT_JSON if ct_in == CT_JSON or payload[:1] == b"{" else CT_MSGPACK
+        from bulletd.daemon.service import Peer
+        try:
+            if len(payload) > self.max_bytes:
+                raise RequestError("too_large", f"payload of {len(payload)} bytes is larger than the limit "
+                                   f"{self.max_bytes} (limits.max_request_bytes)")
+            obj, ct = decode_payload(bytes(payload), ct_in)
+        except RequestError as exc:
+            if rt is None:
+                log.info("dropped a bad request on %s with no Response Topic: %s", msg.topic.value, exc.message)
+                self.counts["dropped"] += 1
+                return
+            try:
+                rt = check_topic(rt, "ResponseTopic")
+            except RequestError:
+                return
+            await self._send(rt, {**error_reply(exc.code, exc.message), "seq": 0}, ct, corr)
+            self.counts["replied"] += 1
+            return
+        rid = obj.get("id") if isinstance(obj.get("id"), (str, int)) else None
+        reply_to = rt if rt is not None else obj.get("reply_to")
+        try:
+            reply_to = check_topic(reply_to, "ResponseTopic" if rt is not None else "reply_to")
+        except RequestError as exc:
+            log.info("dropped a request on %s: no usable reply topic (%s)", msg.topic.value, exc.message)
+            self.counts["dropped"] += 1
+            return
+        seq = 0
+
+        def stamp(m: dict) -> dict:
+            if rid is not None:
+                m["id"] = rid
+            m["seq"] = seq
+            return m
+
+        async def emit(chunk: dict) -> None:
+            nonlocal seq
+            await self._send(reply_to, stamp({**chunk, "final": False}), ct, corr)
+            seq += 1
+
+        peer = Peer("mqtt", self.mc.allow_admin, f"mqtt:{reply_to}")
+        final = await self.d.handle(obj, emit, peer)
+        await self._send(reply_to, stamp(final), ct, corr)
+        self.counts["replied"] += 1

@@ -1,0 +1,239 @@
+"""The request/reply maps shared by the MQTT and Unix-socket transports, and their encodings.
+
+A request is a map (msgpack, or JSON when the Content Type says so or the payload starts with
+`{`). Every request gets exactly one final reply; a streaming generation sends chunk replies
+before it. docs/DAEMON.md is the reference; this module is the executable version:
+
+    chunk:  {"id": ..., "seq": n, "final": false, "text": "..."}
+    final:  {"id": ..., "seq": n, "final": true, "ok": true, ...result...}
+    error:  {"id": ..., "seq": n, "final": true, "ok": false,
+             "error": {"code": "<stable code>", "message": "..."}}
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from bulletd.errors import RequestError
+
+# Stable wire codes. Clients may switch on them; never rename one.
+ERROR_CODES = {
+    "bad_request": "the request is malformed, has a wrong type, a missing field or an absurd setting",
+    "unknown_child": "no child of that name is installed",
+    "busy": "the work queue is full (or the child is busy and cannot be unloaded now)",
+    "too_long": "the prompt (plus max_tokens) does not fit the child's context",
+    "too_large": "the payload or frame is larger than limits.max_request_bytes",
+    "timeout": "the request's deadline passed before it finished",
+    "cancelled": "the request was cancelled (its child was unloaded with cancel, or the daemon stopped)",
+    "forbidden": "an admin command from a peer that is not an admin",
+    "untrusted": "a child's signature is missing, bad or made by an unknown key",
+    "bad_model": "a child file is malformed or of the wrong kind",
+    "no_route": "no explicit child, the mother is unsure or absent, and no fallback is configured",
+    "no_memory": "the child does not fit the memory budget even after evicting idle children",
+    "not_found": "a file to load does not exist",
+    "shutting_down": "the daemon is stopping and takes no new requests",
+    "internal": "a bug; the daemon logged a traceback",
+}
+
+GENERATE_OPS = ("generate",)
+READ_OPS = ("generate", "route", "list", "status", "ping", "children")
+ADMIN_OPS = ("load", "unload", "reload", "swap", "rollback")
+ALL_OPS = READ_OPS + ADMIN_OPS
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+
+CT_MSGPACK = "application/msgpack"
+CT_JSON = "application/json"
+
+FRAME_HDR = struct.Struct("!I")
+
+
+def check_name(name: Any, what: str = "child") -> str:
+    """A child name: letters, digits and . _ + -, at most 64, never a path or '..'."""
+    if not isinstance(name, str):
+        raise RequestError("bad_request", f"{what}: expected a string name, found {type(name).__name__}")
+    if "/" in name or "\\" in name or ".." in name or "\x00" in name:
+        raise RequestError("bad_request", f"{what}: {name!r} is not a valid name "
+                           "(path separators and '..' are not allowed in names)")
+    if not NAME_RE.match(name):
+        raise RequestError("bad_request", f"{what}: {name!r} is not a valid name (expected 1-64 of "
+                           "letters, digits, '.', '_', '+', '-', starting with a letter or digit)")
+    return name
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def decode_payload(payload: bytes, content_type: str | None = None) -> tuple[dict, str]:
+    """Payload bytes -> (request map, content type to answer in). RequestError(bad_request)."""
+    ct = (content_type or "").split(";")[0].strip().lower()
+    as_json = ct in (CT_JSON, "text/json") or (not ct and payload[:1] in (b"{", b" ", b"\n"))
+    if as_json:
+        try:
+            obj = json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise RequestError("bad_request", f"payload is not valid JSON: {exc}") from None
+        ct = CT_JSON
+    else:
+        try:
+            obj = msgpack.unpackb(payload, raw=False, strict_map_key=True, max_buffer_size=len(payload) + 1)
+        except Exception as exc:  # msgpack raises several unrelated types for garbage
+            raise RequestError("bad_request", f"payload is not valid msgpack ({type(exc).__name__}: {exc}); "
+                               "send msgpack, or JSON with Content Type application/json") from None
+        ct = CT_MSGPACK
+    if not isinstance(obj, dict):
+        raise RequestError("bad_request", f"expected a map as the request, found {type(obj).__name__}")
+    return obj, ct
+
+
+def encode_payload(obj: dict, content_type: str) -> bytes:
+    if content_type == CT_JSON:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=_json_default).encode()
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, bytes):
+        return o.hex()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    return str(o)
+
+
+def pack_frame(obj: dict) -> bytes:
+    body = msgpack.packb(obj, use_bin_type=True)
+    return FRAME_HDR.pack(len(body)) + body
+
+
+# ---------------------------------------------------------------- requests
+
+_SETTING_TYPES = {
+    "max_tokens": int, "temperature": float, "top_k": int, "top_p": float,
+    "repetition_penalty": float, "seed": int,
+}
+
+
+@dataclass
+class Request:
+    op: str
+    id: Any = None
+    child: str | None = None
+    prompt: str = ""
+    settings: dict = field(default_factory=dict)   # GenerationSettings keyword arguments
+    stream: bool = False
+    deadline: float | None = None                  # seconds from arrival
+    args: dict = field(default_factory=dict)       # admin arguments (path, name, mode, ...)
+    reply_to: str | None = None                    # MQTT 3.1.1: topic from the payload
+
+
+def parse_request(obj: dict, limits: Any, *, default_op: str = "generate") -> Request:
+    """Validate a request map; raise RequestError(bad_request / too_large) naming the field."""
+    op = obj.get("op", default_op)
+    if not isinstance(op, str) or op not in ALL_OPS:
+        raise RequestError("bad_request", f"op: expected one of {', '.join(ALL_OPS)}, found {op!r}")
+    rid = obj.get("id")
+    if rid is not None and not isinstance(rid, (str, int, bytes)):
+        raise RequestError("bad_request", f"id: expected a string or integer, found {type(rid).__name__}")
+    if isinstance(rid, str) and len(rid) > 128:
+        raise RequestError("bad_request", f"id: expected at most 128 characters, found {len(rid)}")
+    req = Request(op=op, id=rid)
+    reply_to = obj.get("reply_to")
+    if reply_to is not None:
+        req.reply_to = check_topic(reply_to, "reply_to")
+    child = obj.get("child")
+    if child is not None and child != "":
+        req.child = check_name(child)
+    if op in ("generate", "route"):
+        prompt = obj.get("prompt")
+        if prompt is None:
+            raise RequestError("bad_request", "prompt: missing (expected a string)")
+        if not isinstance(prompt, str):
+            raise RequestError("bad_request", f"prompt: expected a string, found {type(prompt).__name__}")
+        if len(prompt) > limits.max_prompt_chars:
+            raise RequestError("too_long", f"prompt: {len(prompt)} characters, more than the limit "
+                               f"{limits.max_prompt_chars} (limits.max_prompt_chars)")
+        req.prompt = prompt
+    if op == "generate":
+        req.settings = _parse_settings(obj, limits)
+        stream = obj.get("stream", False)
+        if not isinstance(stream, bool):
+            raise RequestError("bad_request", f"stream: expected true or false, found {stream!r}")
+        req.stream = stream
+    dl = obj.get("deadline", obj.get("timeout"))
+    if dl is not None:
+        if isinstance(dl, bool) or not isinstance(dl, (int, float)) or not math.isfinite(dl) or dl <= 0:
+            raise RequestError("bad_request", f"deadline: expected seconds > 0, found {dl!r}")
+        req.deadline = float(dl)
+    if op in ADMIN_OPS or op == "children":
+        req.args = {k: v for k, v in obj.items() if k not in ("op", "id")}
+    return req
+
+
+def _parse_settings(obj: dict, limits: Any) -> dict:
+    out: dict = {}
+    for key, typ in _SETTING_TYPES.items():
+        if key not in obj or obj[key] is None:
+            continue
+        v = obj[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (typ is int and not float(v).is_integer()):
+            raise RequestError("bad_request", f"{key}: expected {'an integer' if typ is int else 'a number'}, "
+                               f"found {v!r}")
+        if not math.isfinite(float(v)):
+            raise RequestError("bad_request", f"{key}: expected a finite number, found {v!r}")
+        out[key] = typ(v)
+    mt = out.get("max_tokens")
+    if mt is not None and not 1 <= mt <= limits.max_tokens:
+        raise RequestError("bad_request", f"max_tokens: expected 1 .. {limits.max_tokens} "
+                           f"(limits.max_tokens), found {mt}")
+    t = out.get("temperature")
+    if t is not None and not 0 <= t <= 100:
+        raise RequestError("bad_request", f"temperature: expected 0 .. 100, found {t}")
+    k = out.get("top_k")
+    if k is not None and k < 0:
+        raise RequestError("bad_request", f"top_k: expected an integer >= 0 (0 = off), found {k}")
+    p = out.get("top_p")
+    if p is not None and not 0 < p <= 1:
+        raise RequestError("bad_request", f"top_p: expected 0 < top_p <= 1, found {p}")
+    rp = out.get("repetition_penalty")
+    if rp is not None and not 0 < rp <= 10:
+        raise RequestError("bad_request", f"repetition_penalty: expected 0 < value <= 10, found {rp}")
+    s = out.get("seed")
+    if s is not None and not 0 <= s < 2**63:
+        raise RequestError("bad_request", f"seed: expected 0 .. 2**63-1, found {s}")
+    stop = obj.get("stop")
+    if stop is not None:
+        if isinstance(stop, str):
+            stop = [stop]
+        if not isinstance(stop, (list, tuple)) or not all(isinstance(x, str) and x for x in stop):
+            raise RequestError("bad_request", f"stop: expected a list of non-empty strings, found {stop!r}")
+        if len(stop) > limits.max_stop_strings:
+            raise RequestError("bad_request", f"stop: at most {limits.max_stop_strings} strings, found {len(stop)}")
+        out["stop"] = tuple(stop)
+    return out
+
+
+def check_topic(topic: Any, what: str) -> str:
+    if not isinstance(topic, str) or not topic or len(topic) > 512:
+        raise RequestError("bad_request", f"{what}: expected a topic string of 1-512 characters, found {topic!r}")
+    if any(c in topic for c in "+#\x00") or topic.startswith("$"):
+        raise RequestError("bad_request", f"{what}: {topic!r} is not a publishable topic (no wildcards, no $)")
+    return topic
+
+
+# ---------------------------------------------------------------- replies
+
+
+def error_reply(code: str, message: str) -> dict:
+    return {"final": True, "ok": False, "error": {"code": code, "message": message}}
+
+
+def error_from_exc(exc: BaseException) -> dict:
+    if isinstance(exc, RequestError):
+        return error_reply(exc.code, exc.message)
+    return error_reply("internal", f"{type(exc).__name__}: {exc}")

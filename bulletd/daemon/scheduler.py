@@ -1,0 +1,169 @@
+"""Execution of generations off the event loop: a bounded pool of worker threads (one per core
+by default; the native forward pass releases the GIL, so requests to different children run in
+parallel), admission control (a full queue answers `busy` at once), deadlines, cancellation,
+and streaming of decoded pieces back to the loop as they are produced.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Awaitable, Callable
+
+from bulletd.errors import BulletError, ModelError, RequestError
+from bulletd.daemon.registry import Lease
+
+log = logging.getLogger("bulletd.scheduler")
+
+Emit = Callable[[str], Awaitable[None]]
+
+CANCEL_CODES = {
+    "timeout": "timeout",
+    "cancelled": "cancelled",
+    "shutting_down": "cancelled",
+    "client_gone": "cancelled",
+}
+
+
+class Scheduler:
+    def __init__(self, workers: int, max_queue: int):
+        self.workers = workers
+        self.capacity = workers + max_queue
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bulletd-gen")
+        self.inflight = 0          # admitted generations (running + waiting for a worker)
+        self.running = 0           # generations on a worker right now
+        self.completed = 0
+        self.rejected = 0
+
+    def resize(self, workers: int, max_queue: int) -> None:
+        # ThreadPoolExecutor cannot shrink; a reload takes effect for the queue bound and,
+        # if larger, the pool (new threads start on demand)
+        if workers > self.workers:
+            self.pool._max_workers = workers  # documented attribute since 3.x; grows lazily
+            self.workers = workers
+        self.capacity = self.workers + max_queue
+
+    def admit(self) -> None:
+        """Reserve a slot or raise RequestError(busy) at once."""
+        if self.inflight >= self.capacity:
+            self.rejected += 1
+            raise RequestError("busy", f"all {self.workers} workers are busy and {self.capacity - self.workers} "
+                               "requests are queued (scheduler.max_queue); try again shortly")
+        self.inflight += 1
+
+    def release(self) -> None:
+        self.inflight -= 1
+        self.completed += 1
+
+    async def generate(self, lease: Lease, prompt: str, settings: dict, *, stream: bool,
+                       emit: Emit | None, deadline: float) -> dict:
+        """Run one generation on a worker. Call admit() first (and release() after).
+
+        Returns the result map; raises RequestError with the stable code on failure,
+        timeout or cancellation. Pieces go to `emit` (coalesced) while streaming.
+        """
+        loop = asyncio.get_running_loop()
+        pieces: collections.deque[str] = collections.deque()
+        wake = asyncio.Event()
+        flag = [False]
+        marks: dict[str, float] = {"submit": time.perf_counter()}
+
+        def _wake() -> None:
+            flag[0] = False
+            wake.set()
+
+        def push(piece: str) -> None:             # worker thread
+            if "first" not in marks:
+                marks["first"] = time.perf_counter()
+            pieces.append(piece)
+            if stream and not flag[0]:
+                flag[0] = True
+                loop.call_soon_threadsafe(_wake)
+
+        model = lease.model
+        cancel = lease.cancel_event
+
+        def work() -> Any:                         # worker thread
+            marks["start"] = time.perf_counter()
+            self.running += 1
+            try:
+                if cancel.is_set():
+                    return None
+                from bulletd.runtime import GenerationSettings
+                gs = GenerationSettings(**settings, stream=stream)
+                gs.validate()
+                gen = model.generate(prompt, gs, cancel=cancel)
+                for piece in gen:
+                    if piece:
+                        push(piece)
+                    if cancel.is_set():
+                        break
+                return gen
+            finally:
+                self.running -= 1
+
+        timer = loop.call_later(deadline, lease.cancel, "timeout")
+        fut = loop.run_in_executor(self.pool, work)
+        fut.add_done_callback(lambda f: wake.set())
+        try:
+            if stream and emit is not None:
+                while True:
+                    await wake.wait()
+                    wake.clear()
+                    done = fut.done()
+                    if pieces:
+                        text = "".join(pieces.popleft() for _ in range(len(pieces)))
+                        if lease.reason is None:
+                            try:
+                                await emit(text)
+                            except Exception as exc:  # the requester is gone: stop generating
+                                log.info("stream to requester failed (%s); cancelling", exc)
+                                lease.cancel("client_gone")
+                    if done and not pieces:
+                        break
+            try:
+                gen = await fut
+            except RequestError:
+                raise
+            except ModelError as exc:
+                msg = str(exc)
+                code = "too_long" if ("context" in msg or "too long" in msg) else "bad_request"
+                raise RequestError(code, msg) from None
+            except BulletError as exc:
+                raise RequestError("bad_request", str(exc)) from None
+        finally:
+            timer.cancel()
+        end = time.perf_counter()
+        if lease.reason is not None:
+            code = CANCEL_CODES.get(lease.reason, "cancelled")
+            ntok = len(getattr(gen, "tokens", []) or []) if gen is not None else 0
+            if lease.reason == "timeout":
+                msg = f"deadline of {deadline:.3g} s passed after {ntok} generated token(s)"
+            elif lease.reason == "shutting_down":
+                msg = f"the daemon is stopping; cancelled after {ntok} token(s)"
+            else:
+                msg = f"child {lease.child.name!r} was unloaded with cancel after {ntok} token(s)"
+            raise RequestError(code, msg)
+        tokens = list(getattr(gen, "tokens", []) or [])
+        ptoks = getattr(gen, "prompt_tokens", [])
+        n_prompt = ptoks if isinstance(ptoks, int) else len(ptoks or [])
+        gen_s = end - marks.get("start", end)
+        out = {
+            "finish_reason": getattr(gen, "finish_reason", "length"),
+            "tokens": len(tokens),
+            "prompt_tokens": n_prompt,
+            "timing": {
+                "queue_ms": round((marks.get("start", end) - marks["submit"]) * 1e3, 3),
+                "first_ms": round((marks.get("first", end) - marks.get("start", end)) * 1e3, 3),
+                "total_ms": round((end - marks["submit"]) * 1e3, 3),
+                "tokens_per_s": round(len(tokens) / gen_s, 2) if gen_s > 0 else 0.0,
+            },
+        }
+        if not stream:
+            out["text"] = getattr(gen, "text", "")
+        return out
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

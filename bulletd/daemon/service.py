@@ -1,0 +1,441 @@
+"""The daemon core: one `Daemon` holding config, registry, router and scheduler, answering
+request maps from any transport with `handle()` (chunks through `emit`, one final reply as the
+return value), plus the run loop: capture signals, start up, serve, drain, shut down.
+
+    python -m bulletd.daemon --config /etc/bulletd/bulletd.yaml
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from bulletd import __version__
+from bulletd.errors import BulletError, RequestError
+from bulletd.daemon.config import Config, ConfigError, load_config
+from bulletd.daemon.lifecycle import Notifier, setup_logging
+from bulletd.daemon.protocol import ADMIN_OPS, Request, error_from_exc, error_reply, parse_request
+from bulletd.daemon.registry import Registry, load_trust_store
+from bulletd.daemon.scheduler import Scheduler
+from bulletd.router import Router, load_mother, no_route_error
+
+log = logging.getLogger("bulletd")
+
+EmitChunk = Callable[[dict], Awaitable[None]]
+
+
+@dataclass
+class Peer:
+    transport: str             # "socket" | "mqtt"
+    admin: bool = False
+    who: str = ""              # uid=.. pid=.. or the MQTT reply topic, for logs
+
+
+class Daemon:
+    def __init__(self, cfg: Config, config_path: str | None = None):
+        self.cfg = cfg
+        self.config_path = config_path
+        self.notifier = Notifier()
+        self.started = time.time()
+        self.accepting = False
+        self.stop_event = asyncio.Event()
+        self.reload_event = asyncio.Event()
+        self.inflight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.counts: dict[str, int] = {"requests": 0, "ok": 0}
+        self.errors: dict[str, int] = {}
+        self.scheduler = Scheduler(cfg.workers, cfg.max_queue)
+        self.router = Router(None)
+        self.mother_info: dict | None = None
+        self.registry = self._make_registry(cfg)
+        self.socket_server = None
+        self.mqtt = None
+        self._tasks: list[asyncio.Task] = []
+
+    # ------------------------------------------------------------------ setup
+    def _mother_path(self, cfg: Config) -> str | None:
+        m = cfg.router.mother
+        if not m:
+            p = cfg.models / "mother.bullet"
+            return str(p) if p.exists() else None
+        p = Path(m)
+        if not p.is_absolute() and "/" not in m:
+            p = cfg.models / (m if m.endswith(".bullet") else m + ".bullet")
+        return str(p)
+
+    def _make_registry(self, cfg: Config) -> Registry:
+        trust = load_trust_store(cfg.trust.keys)
+        if trust is None and not cfg.trust.allow_unsigned:
+            log.warning("no trust store found at %s: signed children cannot be verified and unsigned "
+                        "ones are refused (trust.allow_unsigned is false)", ", ".join(cfg.trust.keys))
+        return Registry(
+            model_dir=cfg.models, trust=trust, allow_unsigned=cfg.trust.allow_unsigned,
+            budget_bytes=int(cfg.registry.memory_budget_mb * (1 << 20)), keep_alive=cfg.registry.keep_alive,
+            load_on_demand=cfg.registry.load_on_demand, unload_timeout=cfg.registry.unload_timeout,
+            mother_path=self._mother_path(cfg), executor=None, on_change=self._child_changed)
+
+    def _child_changed(self, name: str, child: Any) -> None:
+        if self.mqtt is not None:
+            self.mqtt.mark_status_dirty()
+        if child is None:
+            return      # keep its examples: an evicted child stays routable (it reloads on demand)
+        if self.router.set_examples(name, child.header.get("examples")) and self.router.routable_by(name) == "examples":
+            log.info("child %s is routable by its %d header examples", name, len(child.header["examples"]))
+
+    async def load_mother(self) -> None:
+        path = self.registry.mother_path
+        if not path:
+            self.router.set_mother(None)
+            self.mother_info = None
+            return
+        from bulletd.daemon.registry import verify_trust
+        loop = asyncio.get_running_loop()
+        try:
+            signer = await loop.run_in_executor(None, lambda: verify_trust(
+                path, trust=self.registry.trust, allow_unsigned=self.cfg.trust.allow_unsigned))
+            mother = await loop.run_in_executor(None, load_mother, path)
+        except (BulletError, OSError) as exc:
+            log.error("mother %s not loaded: %s; routing uses examples and the fallback only", path, exc)
+            self.router.set_mother(None)
+            self.mother_info = {"path": path, "error": str(exc)}
+            return
+        self.router.set_mother(mother)
+        self.mother_info = {"path": path, "name": mother.name, "version": mother.version, "signer": signer,
+                            "labels": mother.labels, "threshold": mother.threshold, "size": mother.size}
+        log.info("mother %s v%s loaded: %d labels, threshold %.2f", mother.name, mother.version,
+                 len(mother.labels), mother.threshold)
+
+    async def preload(self) -> None:
+        self.registry.scan()
+        if not self.cfg.registry.preload:
+            return
+        for name in sorted(self.registry.known):
+            try:
+                await self.registry.load(name)
+            except RequestError as exc:
+                log.error("child %s not loaded: %s (%s)", name, exc.message, exc.code)
+        # children never loaded (budget) are still routable once loaded on demand
+
+    # ------------------------------------------------------------------ requests
+    async def handle(self, obj: Any, emit: EmitChunk, peer: Peer, *, req: Request | None = None) -> dict:
+        """Answer one request map. Returns the final reply (never raises)."""
+        self.counts["requests"] += 1
+        try:
+            if req is None:
+                if not isinstance(obj, dict):
+                    raise RequestError("bad_request", f"expected a map as the request, found {type(obj).__name__}")
+                req = parse_request(obj, self.cfg.limits)
+            if not self.accepting and req.op not in ("ping", "status", "list"):
+                raise RequestError("shutting_down", "the daemon is stopping and takes no new requests")
+            if req.op in ADMIN_OPS and not peer.admin:
+                raise RequestError("forbidden", f"{req.op} is an admin command; {peer.who or peer.transport} "
+                                   "is not an admin (see socket.admin_uids / admin_groups, mqtt.allow_admin)")
+            self.inflight += 1
+            self.idle.clear()
+            try:
+                reply = await getattr(self, "op_" + req.op)(req, emit, peer)
+            finally:
+                self.inflight -= 1
+                if self.inflight == 0:
+                    self.idle.set()
+            reply.setdefault("ok", True)
+            reply["final"] = True
+            self.counts["ok"] += 1
+            return reply
+        except RequestError as exc:
+            self.errors[exc.code] = self.errors.get(exc.code, 0) + 1
+            log.info("request from %s failed: %s: %s", peer.who or peer.transport, exc.code, exc.message)
+            return error_reply(exc.code, exc.message)
+        except Exception as exc:   # a bug: log with traceback, answer internal, keep serving
+            self.errors["internal"] = self.errors.get("internal", 0) + 1
+            log.error("internal error serving %s: %s\n%s", peer.who or peer.transport, exc, traceback.format_exc())
+            return error_from_exc(exc)
+
+    async def op_ping(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
+        return {"pong": True, "version": __version__, "device": self.cfg.device}
+
+    async def op_generate(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
+        decision = self.route(req.prompt, req.child)
+        self.scheduler.admit()
+        try:
+            lease = await self.registry.acquire(decision.child)
+            try:
+                limit = self.cfg.scheduler.max_deadline
+                deadline = min(req.deadline or self.cfg.scheduler.default_deadline, limit)
+
+                async def emit_text(text: str) -> None:
+                    await emit({"text": text})
+
+                out = await self.scheduler.generate(lease, req.prompt, req.settings, stream=req.stream,
+                                                    emit=emit_text, deadline=deadline)
+            finally:
+                self.registry.release(lease)
+        finally:
+            self.scheduler.release()
+        out["child"] = lease.child.name
+        out["version"] = lease.child.version
+        out["route"] = {"reason": decision.reason, "confidence": round(float(decision.confidence), 6)}
+        return out
+
+    def route(self, prompt: str, child: str | None):
+        available = self.registry.available()
+        if child is not None and child not in available:
+            self.registry.scan()
+            available = self.registry.available()
+            if child not in available:
+                raise RequestError("unknown_child", f"no child named {child!r} is installed "
+                                   f"(installed: {', '.join(sorted(available)) or 'none'})")
+        r = self.cfg.router
+        d = self.router.decide(prompt, available, child=child, threshold=r.threshold, fallback=r.fallback,
+                               centroid_threshold=r.centroid_threshold)
+        if d.child is None:
+            raise no_route_error(d, r.fallback)
+        return d
+
+    async def op_route(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
+        r = self.cfg.router
+        available = self.registry.available()
+        if req.child is not None and req.child not in available:
+            raise RequestError("unknown_child", f"no child named {req.child!r} is installed")
+        d = self.router.decide(req.prompt, available, child=req.child, threshold=r.threshold,
+                               fallback=r.fallback, centroid_threshold=r.centroid_threshold)
+        m = self.router.mother
+        thr = m.threshold if (m is not None and r.threshold < 0) else r.threshold
+        return {"decision": d.as_dict(), "threshold": thr, "fallback": r.fallback or None,
+                "centroid_threshold": r.centroid_threshold, "mother": bool(m)}
+
+    async def op_list(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
+        self.registry.scan()
+        return {"children": self.registry.listing(self.router.routable_by,
+                                                  include_available=bool(req.args.get("all", True)) if req.args else True)}
+
+    async def op_children(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
+        return await self.op_list(req, emit, peer)
+
+    def status(self) -> dict:
+        import psutil
+        reg = self.registry
+        mi = psutil.Process().memory_info()
+        return {
+            "state": "online" if self.accepting else "stopping",
+            "device": self.cfg.device, "version": __version__, "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started, 1),
+            "children": sorted(reg.children), "available": sorted(reg.available()),
+            "memory": {"rss": mi.rss, "children_bytes": reg.used_bytes(), "budget_bytes": reg.budget,
+                       "evictions": reg.evictions},
+            "workers": self.scheduler.workers, "inflight": self.inflight,
+            "queue": {"admitted": self.scheduler.inflight, "capacity": self.scheduler.capacity,
+                      "rejected": self.scheduler.rejected},
+            "requests": dict(self.counts), "errors": dict(self.errors),
+            "mother": self.mother_info,
+            "mqtt": self.mqtt.state() if self.mqtt is not None else {"enabled": False},
+            "socket": self.cfg.socket_path,
+            "trust": {"allow_unsigned": self.cfg.trust.allow_unsigned, "keys": list(self.cfg.trust.keys)},
+        }
+
+    async def op_status(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
+        return {"status": self.status()}
+
+    async def op_load(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
+        a = req.args
+        target = a.get("path") or a.get("name") or a.get("target")
+        if not isinstance(target, str) or not target:
+            raise RequestError("bad_request", "load: expected 'name' (in model_dir) or 'path' (a .bullet file)")
+        as_name = a.get("as")
+        if as_name is not None and not isinstance(as_name, str):
+            raise RequestError("bad_request", f"as: expected a name, found {as_name!r}")
+        child = await self.registry.load(target, name=as_name)
+        return {"child": child.info(self.router.routable_by(child.name))}
+
+    async def op_unload(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
+        a = req.args
+        name = a.get("name") or a.get("child")
+        if not isinstance(name, str) or not name:
+            raise RequestError("bad_request", "unload: expected 'name'")
+        mode = a.get("mode", self.cfg.registry.unload_mode)
+        timeout = a.get("timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+            raise RequestError("bad_request", f"timeout: expected seconds >= 0, found {timeout!r}")
+        return {"unloaded": await self.registry.unload(name, mode=mode, timeout=timeout)}
+
+    async def op_swap(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
+        name, path = req.args.get("name"), req.args.get("path")
+        if not isinstance(name, str) or not isinstance(path, str):
+            raise RequestError("bad_request", "swap: expected 'name' and 'path'")
+        return {"swapped": await self.registry.swap(name, path)}
+
+    async def op_rollback(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
+        name = req.args.get("name")
+        if not isinstance(name, str):
+            raise RequestError("bad_request", "rollback: expected 'name'")
+        return {"rolled_back": await self.registry.rollback(name)}
+
+    async def op_reload(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
+        await self.reload()
+        return {"reloaded": True, "config": self.config_path}
+
+    # ------------------------------------------------------------------ lifecycle
+    async def reload(self) -> None:
+        """SIGHUP: re-read the config file and apply what can change while running."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path) if self.config_path else self.cfg
+        except ConfigError as exc:
+            log.error("reload failed, keeping the running config: %s", exc)
+            self.notifier.notify("READY=1", "STATUS=reload failed; running with the previous config")
+            raise RequestError("bad_request", f"reload failed: {exc}") from None
+        if self.cli_overrides:
+            from bulletd.daemon.config import override
+            new = override(new, **self.cli_overrides)
+        old = self.cfg
+        if new.socket != old.socket:
+            log.warning("socket settings changed; they take effect at the next restart")
+        self.cfg = new
+        reg = self.registry
+        reg.trust = load_trust_store(new.trust.keys)
+        reg.allow_unsigned = new.trust.allow_unsigned
+        reg.budget = int(new.registry.memory_budget_mb * (1 << 20))
+        reg.keep_alive = new.registry.keep_alive
+        reg.load_on_demand = new.registry.load_on_demand
+        reg.unload_timeout = new.registry.unload_timeout
+        reg.model_dir = new.models
+        reg.mother_path = self._mother_path(new)
+        self.scheduler.resize(new.workers, new.max_queue)
+        try:
+            await reg._make_room(0)
+        except RequestError as exc:
+            log.warning("after reload: %s", exc.message)
+        reg.scan()
+        await self.load_mother()
+        if new.mqtt != old.mqtt or new.device != old.device:
+            log.info("MQTT settings changed; reconnecting")
+            await self._restart_mqtt()
+        log.info("configuration reloaded from %s", self.config_path or "(defaults)")
+        self.notifier.notify("READY=1", f"STATUS={self.status_line()}")
+
+    cli_overrides: dict = {}
+
+    def status_line(self) -> str:
+        m = "mqtt " + (self.mqtt.state()["state"] if self.mqtt else "off")
+        return (f"serving {len(self.registry.children)} children, {self.inflight} in flight; {m}; "
+                f"socket {self.cfg.socket_path}")
+
+    async def _restart_mqtt(self) -> None:
+        if self.mqtt is not None:
+            await self.mqtt.stop(graceful=True)
+            self.mqtt = None
+        if self.cfg.mqtt.host:
+            from bulletd.daemon.mqtt import MQTTTransport
+            self.mqtt = MQTTTransport(self)
+            self.mqtt.start()
+
+    async def _keepalive_loop(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.5, min(self.cfg.registry.keep_alive / 4 or 5.0, 5.0)))
+            self.registry.expire_idle()
+
+    async def _watchdog_loop(self, period: float) -> None:
+        # a healthy loop pings at half the period; a wedged loop (CPU work on it, a deadlock)
+        # stops pinging and systemd restarts us, which is the point of the watchdog
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(period / 2)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(10)
+            self.notifier.status(self.status_line())
+
+    async def run(self) -> int:
+        """Capture signals, start up, serve, drain, shut down. Returns the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig, ev in ((signal.SIGTERM, self.stop_event), (signal.SIGINT, self.stop_event),
+                        (signal.SIGHUP, self.reload_event)):
+            loop.add_signal_handler(sig, ev.set)
+        from bulletd.daemon.socket_server import SocketServer
+        self.notifier.status("starting: loading children")
+        await self.load_mother()
+        await self.preload()
+        self.socket_server = SocketServer(self)
+        await self.socket_server.start()     # fails fast (exit 1) if the path is taken
+        self.accepting = True
+        if self.cfg.mqtt.host:
+            from bulletd.daemon.mqtt import MQTTTransport
+            self.mqtt = MQTTTransport(self)
+            self.mqtt.start()                 # connects and retries in the background
+        self._tasks.append(asyncio.create_task(self._keepalive_loop()))
+        if self.notifier.watchdog_period:
+            self._tasks.append(asyncio.create_task(self._watchdog_loop(self.notifier.watchdog_period)))
+        if self.notifier.enabled:
+            self._tasks.append(asyncio.create_task(self._status_loop()))
+        log.info("bulletd %s ready: socket %s, %d children loaded (%s), mother %s, mqtt %s", __version__,
+                 self.cfg.socket_path, len(self.registry.children), ", ".join(sorted(self.registry.children)) or "-",
+                 (self.mother_info or {}).get("name", "none"),
+                 f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}" if self.cfg.mqtt.host else "off")
+        self.notifier.ready(self.status_line())
+        while not self.stop_event.is_set():
+            waiter = asyncio.create_task(self.reload_event.wait())
+            stopper = asyncio.create_task(self.stop_event.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            if self.reload_event.is_set() and not self.stop_event.is_set():
+                self.reload_event.clear()
+                log.info("SIGHUP: reloading configuration")
+                try:
+                    await self.reload()
+                except RequestError:
+                    pass
+        await self.shutdown()
+        return 0
+
+    async def shutdown(self) -> None:
+        """Stop accepting, drain in-flight requests under drain_timeout, cancel the rest (they
+        still get a final error reply), then close transports and children one by one."""
+        log.info("stopping: %d request(s) in flight, draining for up to %.1f s", self.inflight,
+                 self.cfg.drain_timeout)
+        self.notifier.stopping(f"stopping: draining {self.inflight} request(s)")
+        self.accepting = False
+        if self.socket_server is not None:
+            self.socket_server.stop_listening()
+        try:
+            await asyncio.wait_for(self.idle.wait(), self.cfg.drain_timeout)
+        except asyncio.TimeoutError:
+            n = self.registry.cancel_all("shutting_down")
+            log.warning("drain timeout: cancelled %d running request(s)", n)
+            try:
+                await asyncio.wait_for(self.idle.wait(), 5.0)
+            except asyncio.TimeoutError:
+                log.error("%d request(s) did not finish after cancellation", self.inflight)
+        for t in self._tasks:
+            t.cancel()
+        if self.mqtt is not None:
+            await self.mqtt.stop(graceful=True)
+        if self.socket_server is not None:
+            await self.socket_server.close()
+        self.scheduler.shutdown()
+        self.registry.close_all()
+        log.info("stopped")
+        self.notifier.close()
+
+
+def run_daemon(cfg: Config, config_path: str | None, overrides: dict | None = None) -> int:
+    setup_logging(cfg.log_level)
+
+    async def main() -> int:
+        d = Daemon(cfg, config_path)
+        d.cli_overrides = overrides or {}
+        try:
+            return await d.run()
+        except BulletError as exc:
+            log.error("cannot start: %s", exc)
+            d.notifier.notify(f"STATUS=failed: {exc}", "ERRNO=1")
+            return 1
+    return asyncio.run(main())

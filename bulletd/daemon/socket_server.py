@@ -1,0 +1,193 @@
+"""The local control socket: a Unix stream socket carrying length-prefixed msgpack frames
+(4-byte big-endian length, then one msgpack map). Requests on one connection run concurrently;
+replies carry the request's `id`. Admin commands are allowed only for peers that SO_PEERCRED
+identifies as root, the daemon's own user, a uid in socket.admin_uids or a member of one of
+socket.admin_groups. The socket file is created with socket.mode (0660) and socket.group.
+"""
+from __future__ import annotations
+
+import asyncio
+import grp
+import logging
+import os
+import socket
+import stat
+import struct
+
+import msgpack
+
+from bulletd.errors import BulletError, RequestError
+from bulletd.daemon.protocol import FRAME_HDR, error_from_exc, error_reply, pack_frame
+
+log = logging.getLogger("bulletd.socket")
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process on the other end."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", raw)
+
+
+def peer_groups(pid: int, gid: int) -> set[int]:
+    groups = {gid}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    groups.update(int(g) for g in line.split()[1:])
+                    break
+    except OSError:
+        pass
+    return groups
+
+
+def _gid_of(group: str) -> int:
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise BulletError(f"socket.group: no group named {group!r} on this system") from None
+
+
+class SocketServer:
+    def __init__(self, daemon):
+        self.d = daemon
+        cfg = daemon.cfg
+        self.path = cfg.socket_path
+        self.mode = cfg.socket.mode
+        self.group = cfg.socket.group
+        self.admin_uids = {0, os.geteuid(), *cfg.socket.admin_uids}
+        self.admin_gids = {_gid_of(g) for g in cfg.socket.admin_groups}
+        self.max_frame = cfg.limits.max_request_bytes
+        self.max_conns = cfg.socket.max_connections
+        self.server: asyncio.AbstractServer | None = None
+        self.conns: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        parent = os.path.dirname(self.path) or "."
+        if not os.path.isdir(parent):
+            os.makedirs(parent, mode=0o750, exist_ok=True)
+        if os.path.lexists(self.path):
+            st = os.lstat(self.path)
+            if not stat.S_ISSOCK(st.st_mode):
+                raise BulletError(f"socket path {self.path} exists and is not a socket; refusing to replace it")
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(self.path)
+                raise BulletError(f"another bulletd is already listening on {self.path}")
+            except (ConnectionRefusedError, FileNotFoundError):
+                os.unlink(self.path)   # stale socket of a process that died
+            finally:
+                probe.close()
+        # create the file with the right mode from the start (no window with a wider mode)
+        old = os.umask(0o777 & ~self.mode)
+        try:
+            self.server = await asyncio.start_unix_server(self._client, path=self.path,
+                                                          limit=self.max_frame + 1024)
+        finally:
+            os.umask(old)
+        os.chmod(self.path, self.mode)
+        if self.group:
+            os.chown(self.path, -1, _gid_of(self.group))
+        log.info("listening on %s (mode %o%s)", self.path, self.mode, f", group {self.group}" if self.group else "")
+
+    def stop_listening(self) -> None:
+        if self.server is not None:
+            self.server.close()    # no new connections; open ones keep getting their replies
+
+    async def close(self) -> None:
+        self.stop_listening()
+        for t in list(self.conns):
+            t.cancel()
+        if self.conns:
+            await asyncio.gather(*self.conns, return_exceptions=True)
+        try:
+            if os.path.exists(self.path) and stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                os.unlink(self.path)
+        except OSError:
+            pass
+
+    def _is_admin(self, pid: int, uid: int, gid: int) -> bool:
+        if uid in self.admin_uids:
+            return True
+        return bool(self.admin_gids and peer_groups(pid, gid) & self.admin_gids)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self.conns.add(task)
+        from bulletd.daemon.service import Peer
+        wlock = asyncio.Lock()
+        pending: set[asyncio.Task] = set()
+        try:
+            sock = writer.get_extra_info("socket")
+            pid, uid, gid = peer_credentials(sock)
+            peer = Peer("socket", self._is_admin(pid, uid, gid), f"uid={uid} pid={pid}")
+
+            async def send(obj: dict) -> None:
+                async with wlock:
+                    writer.write(pack_frame(obj))
+                    await writer.drain()
+
+            if len(self.conns) > self.max_conns:
+                await send(error_reply("busy", f"too many connections (socket.max_connections={self.max_conns})"))
+                return
+            while True:
+                try:
+                    hdr = await reader.readexactly(FRAME_HDR.size)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    break
+                (n,) = FRAME_HDR.unpack(hdr)
+                if n > self.max_frame:
+                    log.info("%s sent a %d-byte frame (limit %d); closing", peer.who, n, self.max_frame)
+                    await send(error_reply("too_large", f"frame of {n} bytes is larger than the limit "
+                                           f"{self.max_frame} (limits.max_request_bytes)"))
+                    break   # cannot resynchronise without reading it all
+                try:
+                    body = await reader.readexactly(n)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    break
+                t = asyncio.create_task(self._serve(body, peer, send))
+                pending.add(t)
+                t.add_done_callback(pending.discard)
+            if pending:
+                # the peer half-closed: finish what it asked for (replies may still get through)
+                await asyncio.gather(*pending, return_exceptions=True)
+        except asyncio.CancelledError:
+            for t in pending:
+                t.cancel()
+        except Exception:
+            log.exception("socket connection failed")
+        finally:
+            self.conns.discard(task)
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+    async def _serve(self, body: bytes, peer, send) -> None:
+        rid = None
+        seq = 0
+        try:
+            try:
+                obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
+            except Exception as exc:
+                raise RequestError("bad_request", f"frame is not valid msgpack ({type(exc).__name__}: {exc})") from None
+            if isinstance(obj, dict):
+                rid = obj.get("id") if isinstance(obj.get("id"), (str, int, bytes)) else None
+
+            async def emit(chunk: dict) -> None:
+                nonlocal seq
+                await send({**chunk, "id": rid, "seq": seq, "final": False})
+                seq += 1
+
+            final = await self.d.handle(obj, emit, peer)
+        except RequestError as exc:
+            log.info("bad frame from %s: %s", peer.who, exc.message)
+            final = error_from_exc(exc)
+        final["id"] = rid
+        final["seq"] = seq
+        try:
+            await send(final)
+        except (ConnectionError, RuntimeError) as exc:
+            log.info("could not deliver the final reply to %s: %s", peer.who, exc)
