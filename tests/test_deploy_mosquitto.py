@@ -90,34 +90,38 @@ async def test_only_the_trainer_publishes_model_pushes(tls_broker):
         # Forbidden: another device, the device itself, and a client pushing a model.
         await d2.publish("bullet/dev1/ota/offer", b"evil-from-dev2", qos=1)
         await d1.publish("bullet/dev1/ota/offer", b"evil-from-dev1", qos=1)
-        await d1.publish("bullet/fleet/ota/offer", b"evil-fleet-from-dev1", qos=1)
+        await d1.publish("bullet/dev1/ota/data", b"evil-data-from-dev1", qos=1)
+        await d1.publish("bullet/fleet/ota/g1/offer", b"evil-fleet-from-dev1", qos=1)
         await app.publish("bullet/dev1/ota/offer", b"evil-from-app", qos=1)
-        await tr.publish("bullet/fleet/ota/offer", b"fleet-from-trainer", qos=1)
+        await app.publish("bullet/dev1/ota/data", b"evil-data-from-app", qos=1)
+        await tr.publish("bullet/dev1/ota/data", b"data-from-trainer", qos=1)
+        await tr.publish("bullet/fleet/ota/g1/offer", b"fleet-from-trainer", qos=1)
         await tr.publish("bullet/dev1/ota/offer", b"offer-from-trainer", qos=1)
         got = await inbox.until(b"offer-from-trainer")
         inbox.close()
     payloads = [p for _, p in got]
-    assert b"offer-from-trainer" in payloads and b"fleet-from-trainer" in payloads
+    assert {b"offer-from-trainer", b"fleet-from-trainer", b"data-from-trainer"} <= set(payloads)
     assert not [p for p in payloads if p.startswith(b"evil")], f"a non-trainer pushed a model: {got}"
 
 
-async def test_device_acks_reach_the_trainer_and_dev2_cannot_read_them(tls_broker):
+async def test_device_chunk_requests_reach_the_trainer_and_dev2_cannot_read_them(tls_broker):
     async with client(tls_broker, "dev1") as d1, client(tls_broker, "dev2") as d2, \
             client(tls_broker, "trainer") as tr:
-        await tr.subscribe("bullet/+/ota/ack/#", qos=1)
+        await tr.subscribe("bullet/+/ota/need", qos=1)
         await d2.subscribe("bullet/dev1/#", qos=1)
         await d2.subscribe("bullet/dev2/req", qos=1)
         t_inbox, d2_inbox = Inbox(tr), Inbox(d2)
-        await d1.publish("bullet/dev1/ota/ack/m1", b"ack-m1", qos=1)
-        await d2.publish("bullet/dev1/ota/ack/m1", b"forged-ack", qos=1)   # not its own topic
+        await d1.publish("bullet/dev1/ota/need", b"need-dev1", qos=1)
+        await d2.publish("bullet/dev1/ota/need", b"forged-need", qos=1)   # not its own topic
+        await tr.publish("bullet/dev1/ota/data", b"dev1-chunk", qos=1)    # dev2 must not see it
         await tr.publish("bullet/dev2/req", b"d2-fence", qos=1)
-        await d2.publish("bullet/dev2/ota/ack/m1", b"ack-from-dev2", qos=1)
-        got_t = await t_inbox.until(b"ack-from-dev2")
+        await d2.publish("bullet/dev2/ota/need", b"need-dev2", qos=1)
+        got_t = await t_inbox.until(b"need-dev2")
         got_d2 = await d2_inbox.until(b"d2-fence")
         t_inbox.close()
         d2_inbox.close()
-    assert (("bullet/dev1/ota/ack/m1", b"ack-m1") in got_t)
-    assert b"forged-ack" not in [p for _, p in got_t]
+    assert ("bullet/dev1/ota/need", b"need-dev1") in got_t
+    assert b"forged-need" not in [p for _, p in got_t]
     assert [p for _, p in got_d2] == [b"d2-fence"], f"dev2 read dev1's topics: {got_d2}"
 
 
@@ -125,17 +129,20 @@ async def test_status_replies_and_fleet_requests(tls_broker):
     async with client(tls_broker, "dev1") as d1, client(tls_broker, "app1") as app:
         await app.subscribe("bullet/+/status", qos=1)
         await app.subscribe("bullet/reply/app1/#", qos=1)
+        await app.subscribe("bullet/+/ota/state", qos=1)
         await d1.subscribe("$share/bulletd/bullet/fleet/req", qos=1)
         a_inbox, d_inbox = Inbox(app), Inbox(d1)
         await app.publish("bullet/fleet/req", b"fleet-job", qos=1)
         await d_inbox.until(b"fleet-job")
         await d1.publish("bullet/dev2/status", b"spoofed-status", qos=1)
         await d1.publish("bullet/dev1/status", b"online", qos=1, retain=True)
+        await d1.publish("bullet/dev1/ota/state", b"ota-online", qos=1)
         await d1.publish("bullet/reply/app1/42", b"reply-42", qos=1)
         got = await a_inbox.until(b"reply-42")
         a_inbox.close()
         d_inbox.close()
     assert ("bullet/dev1/status", b"online") in got
+    assert ("bullet/dev1/ota/state", b"ota-online") in got
     assert b"spoofed-status" not in [p for _, p in got]
 
 
