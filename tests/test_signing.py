@@ -1,0 +1,116 @@
+"""Ed25519 signatures over whole files, the trust store, and the `bullet` command."""
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from bulletd.errors import TrustError
+from bulletd.signing import (TrustStore, generate_keypair, make_manifest, sign_file, sign_manifest,
+                             load_private_key, verify_file, verify_manifest)
+from tests._format_util import tiny_file
+
+
+@pytest.fixture
+def keys(tmp_path):
+    return generate_keypair("dev", tmp_path / "keys")
+
+
+@pytest.fixture
+def signed(tmp_path, keys):
+    f = tiny_file(tmp_path / "m.bullet")
+    sign_file(f, keys[0])
+    return f
+
+
+def test_keygen_writes_private_key_only_owner_can_read(keys):
+    priv, pub = keys
+    assert stat.S_IMODE(os.stat(priv).st_mode) == 0o600
+    assert b"BEGIN PRIVATE KEY" in priv.read_bytes() and b"BEGIN PUBLIC KEY" in pub.read_bytes()
+    with pytest.raises(TrustError, match="refusing to overwrite"):
+        generate_keypair("dev", priv.parent)
+
+
+def test_sign_and_verify(signed, keys):
+    m = verify_file(signed, keys[1])
+    assert m["name"] == "tiny" and m["size"] == signed.stat().st_size
+    assert verify_file(signed, keys[1].parent)["sha256"] == m["sha256"]   # directory trust store
+
+
+def test_tampering_with_any_single_byte_is_caught(signed, keys):
+    trust = TrustStore(keys[1])
+    raw = signed.read_bytes()
+    bad = signed.with_name("bad.bullet")
+    for i in range(len(raw)):
+        b = bytearray(raw)
+        b[i] ^= 0x01
+        bad.write_bytes(bytes(b))
+        with pytest.raises(TrustError) as e:
+            verify_file(bad, trust, sig_path=str(signed) + ".sig")
+        assert e.value.code == "hash_mismatch"
+
+
+def test_unknown_key_bad_signature_and_unsigned(signed, tmp_path, keys):
+    other = generate_keypair("other", tmp_path / "other")
+    with pytest.raises(TrustError, match="not in the trust store") as e:
+        verify_file(signed, other[1])
+    assert e.value.code == "unknown_key"
+    sig = json.loads((signed.parent / (signed.name + ".sig")).read_text())
+    sig["manifest"]["version"] = "9.9.9"
+    (signed.parent / (signed.name + ".sig")).write_text(json.dumps(sig))
+    with pytest.raises(TrustError, match="does not verify") as e:
+        verify_file(signed, keys[1])
+    assert e.value.code == "bad_signature"
+    os.unlink(str(signed) + ".sig")
+    with pytest.raises(TrustError, match="no signature") as e:
+        verify_file(signed, keys[1])
+    assert e.value.code == "unsigned"
+
+
+def test_truncated_or_extended_file_is_a_size_mismatch(signed, keys):
+    signed.write_bytes(signed.read_bytes() + b"x")
+    with pytest.raises(TrustError) as e:
+        verify_file(signed, keys[1])
+    assert e.value.code == "size_mismatch"
+
+
+def test_manifest_can_be_checked_before_download(signed, keys):
+    sm = sign_manifest(make_manifest(signed), load_private_key(keys[0]))
+    assert verify_manifest(sm, TrustStore(keys[1]))["sha256"] == sm["manifest"]["sha256"]
+    sm["manifest"]["size"] += 1
+    with pytest.raises(TrustError):
+        verify_manifest(sm, TrustStore(keys[1]))
+
+
+def test_openssl_reads_the_keys(keys):
+    if not os.path.exists("/usr/bin/openssl"):
+        pytest.skip("openssl is not installed")
+    out = subprocess.run(["openssl", "pkey", "-in", str(keys[0]), "-noout", "-text"], capture_output=True, text=True)
+    assert out.returncode == 0 and "ED25519" in out.stdout.upper()
+
+
+def _bullet(*args):
+    return subprocess.run([sys.executable, "-m", "bulletd.cli_bullet", *map(str, args)], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_bullet_command_keygen_sign_verify_inspect(tmp_path):
+    f = tiny_file(tmp_path / "c.bullet", name="cli")
+    r = _bullet("keygen", "k", "--dir", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert _bullet("sign", f, "--key", tmp_path / "k.key").returncode == 0
+    r = _bullet("verify", f, "--trust", tmp_path / "k.pub.pem")
+    assert r.returncode == 0 and r.stdout.startswith("OK: cli"), r.stderr
+    r = _bullet("inspect", f, "--json", "--trust", tmp_path)
+    info = json.loads(r.stdout)
+    assert info["name"] == "cli" and info["checksum"] == "ok" and info["signature"].endswith("(valid)")
+    assert any(t["name"] == "blk.0.wq" and t["dtype"] == "bq4" for t in info["tensors"])
+    b = bytearray(f.read_bytes())
+    b[-30] ^= 0xFF
+    f.write_bytes(bytes(b))
+    r = _bullet("verify", f, "--trust", tmp_path / "k.pub.pem")
+    assert r.returncode != 0 and "hash_mismatch" in r.stderr
+    r = _bullet("verify", tmp_path / "missing.bullet", "--trust", tmp_path / "k.pub.pem")
+    assert r.returncode != 0 and "no signature" in r.stderr

@@ -1,0 +1,76 @@
+"""The BULK tokenizer: encoding rule, byte fallback, streaming decode of split UTF-8."""
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bulletd.format import TOKEN_BYTE, TOKEN_CONTROL, TOKEN_NORMAL, Tokenizer, VocabEntry, router_features
+from bulletd.format.synth import byte_vocab
+
+
+def _vocab(pieces):
+    v = [VocabEntry(b"<s>", 0.0, TOKEN_CONTROL), VocabEntry(b"</s>", 0.0, TOKEN_CONTROL)]
+    v += [VocabEntry(bytes([b]), 0.0, TOKEN_BYTE) for b in range(256)]
+    v += [VocabEntry(p.encode(), -float(i), TOKEN_NORMAL) for i, p in enumerate(pieces)]
+    return v
+
+
+def test_merges_follow_highest_score_and_stay_inside_chunks():
+    pieces = ["a", "b", " ", "ab", " a", " ab", "abab"]
+    tok = Tokenizer(_vocab(pieces), {"bos_id": 0, "eos_id": 1})
+    ids = tok.encode("ab abab", bos=False)
+    assert [tok.vocab[i].piece for i in ids] == [b"ab", b" ab", b"ab"]
+    assert tok.encode("ab", bos=True)[0] == 0
+    assert tok.encode("ab", bos=False, eos=True)[-1] == 1
+
+
+def test_byte_fallback_encodes_anything():
+    tok = Tokenizer(_vocab(["a"]), {"bos_id": 0})
+    text = "a€\x00नमस्ते"
+    ids = tok.encode(text, bos=False)
+    assert tok.decode(ids) == text
+    assert all(tok.vocab[i].type in (TOKEN_NORMAL, TOKEN_BYTE) for i in ids)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40))
+def test_round_trip_any_text(text):
+    tok = Tokenizer(byte_vocab(600), {"bos_id": 1, "eos_id": 2})
+    assert tok.decode(tok.encode(text, bos=True)) == text
+
+
+def test_stream_decoder_never_emits_half_a_character():
+    tok = Tokenizer(_vocab([]), {})
+    text = "नमस्ते जग"
+    out = []
+    dec = tok.stream_decoder()
+    for i in tok.encode(text, bos=False):
+        s = dec.push(i)
+        out.append(s)
+        assert "\ufffd" not in s
+    assert "".join(out) + dec.flush() == text
+    assert sum(1 for s in out if s == "") > 0   # some bytes were held back
+
+
+def test_dummy_prefix_is_added_and_stripped():
+    tok = Tokenizer(_vocab([" hi", "hi"]), {"add_dummy_prefix": True})
+    ids = tok.encode("hi", bos=False)
+    assert [tok.vocab[i].piece for i in ids] == [b" hi"]
+    assert tok.decode(ids) == "hi"
+
+
+def test_bad_ids_and_metadata():
+    tok = Tokenizer(_vocab([]), {})
+    with pytest.raises(Exception, match="out of range"):
+        tok.decode([10 ** 6])
+    with pytest.raises(Exception, match="bos_id"):
+        Tokenizer(_vocab([]), {"bos_id": 99999})
+    with pytest.raises(TypeError):
+        tok.encode(b"bytes")
+
+
+def test_router_features_are_normalised_and_deterministic():
+    a = router_features("Hello World", 512)
+    b = router_features("hello   world", 512)
+    assert a.shape == (512,) and abs(float((a * a).sum()) - 1.0) < 1e-5
+    assert (a == b).all()
+    assert float(a @ router_features("नमस्ते", 512)) < 0.5
