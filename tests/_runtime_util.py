@@ -153,3 +153,49 @@ def random_weights(arch: dict, seed: int = 0, scale: float = 0.08) -> dict:
         else:
             out[name] = (scale * rng.standard_normal(shape)).astype(np.float32)
     return out
+
+
+def write_llama2c_bin(path, *, dim=32, hidden_dim=72, n_layers=2, n_heads=4, n_kv_heads=2,
+                      vocab_size=300, seq_len=48, shared=True, seed=0) -> None:
+    """Write a random llama2.c version-0 checkpoint (export.py's legacy_export layout)."""
+    rng = np.random.default_rng(seed)
+    hs = dim // n_heads
+    kv = n_kv_heads * hs
+    L = n_layers
+
+    def r(*shape, s=0.2):
+        return (s * rng.standard_normal(shape)).astype("<f4")
+
+    parts = [r(vocab_size, dim), 1 + r(L, dim, s=0.1), r(L, dim, dim), r(L, kv, dim), r(L, kv, dim),
+             r(L, dim, dim), 1 + r(L, dim, s=0.1), r(L, hidden_dim, dim), r(L, dim, hidden_dim),
+             r(L, hidden_dim, dim), 1 + r(dim, s=0.1), r(seq_len, hs // 2), r(seq_len, hs // 2)]
+    if not shared:
+        parts.append(r(vocab_size, dim))
+    head = struct.pack("<7i", dim, hidden_dim, n_layers, n_heads, n_kv_heads,
+                       vocab_size if shared else -vocab_size, seq_len)
+    with open(path, "wb") as f:
+        f.write(head)
+        for p in parts:
+            f.write(np.ascontiguousarray(p, dtype="<f4").tobytes())
+
+
+def write_tokenizer_bin(path, pieces: list[bytes], scores: list[float] | None = None) -> None:
+    """llama2.c tokenizer.bin: int32 max_token_length, then per token f32 score, int32 len, bytes."""
+    scores = scores if scores is not None else [0.0] * len(pieces)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<i", max(len(p) for p in pieces)))
+        for p, s in zip(pieces, scores):
+            f.write(struct.pack("<fi", s, len(p)))
+            f.write(p)
+
+
+def sentencepiece_like_pieces(vocab_size: int) -> list[bytes]:
+    """<unk>, <s>, </s>, <0x00>..<0xFF>, then word pieces, as llama2.c's tok512 export lays out."""
+    pieces = [b"<unk>", b"\n<s>\n", b"\n</s>\n"] + [b"<0x%02X>" % i for i in range(256)]
+    words = [b" the", b" a", b"he", b" t", b"in", b"er", b" s", b"an", b" O", b"nce", b" Once",
+             b" up", b"on", b" upon", b" time", b" ti", b"me"]
+    k = 0
+    while len(pieces) < vocab_size:
+        pieces.append(words[k] if k < len(words) else b"<w%d>" % k)
+        k += 1
+    return pieces

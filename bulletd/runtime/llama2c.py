@@ -337,3 +337,39 @@ def import_llama2c(checkpoint, out, *, tokenizer=None, dtype: str = "f32", name:
                  tokenizer=tok_meta, provenance=provenance)
     return {"config": asdict(cfg), "dtype": dtype, "placeholder_vocab": placeholder,
             "out": str(out), "size": os.path.getsize(out)}
+
+
+def greedy_agreement(model_a, model_b, steps: int = 200, bos: int = BOS_ID) -> dict:
+    """How often two models (e.g. f32 and bq4 imports of one checkpoint) pick the same greedy
+    token over `steps` positions from BOS (no early stop, repetition penalty off).
+
+    free_run:  each model decodes its own greedy sequence; `same_prefix` is how many leading
+               tokens agree, `positionwise` the fraction of positions with the same id.
+    teacher_forced: both models read model_a's sequence; the fraction of positions where their
+               argmax agrees (the quantisation error per step, without drift compounding it).
+    """
+    steps = min(steps, model_a.context, model_b.context)
+
+    def run(model, feed=None):
+        s = model.new_session()
+        tok, ids, argmaxes = bos, [], []
+        for pos in range(steps):
+            logits = s.forward(tok, pos)
+            am = int(np.argmax(logits))
+            argmaxes.append(am)
+            ids.append(am)
+            tok = am if feed is None else feed[pos]
+        return ids, argmaxes
+
+    a_ids, _ = run(model_a)
+    b_ids, _ = run(model_b)
+    _, b_forced = run(model_b, feed=a_ids)
+    same_prefix = 0
+    while same_prefix < steps and a_ids[same_prefix] == b_ids[same_prefix]:
+        same_prefix += 1
+    return {
+        "steps": steps,
+        "free_run_same_prefix": same_prefix,
+        "free_run_positionwise": float(np.mean(np.array(a_ids) == np.array(b_ids))),
+        "teacher_forced": float(np.mean(np.array(a_ids) == np.array(b_forced))),
+    }

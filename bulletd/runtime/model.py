@@ -43,7 +43,7 @@ def _native_kernels():
     if ok is None or not ok():
         why = getattr(kernels, "native_error", None)
         return None, f"the native module is unavailable ({why() if callable(why) else why or 'not built'})"
-    if not hasattr(kernels, "NativeModel") and not hasattr(kernels, "native_module"):
+    if not hasattr(kernels, "NativeModel"):
         return None, "bulletd.kernels offers no native model"
     return kernels, ""
 
@@ -104,7 +104,7 @@ def check_lm_file(bf) -> dict:
 class Model:
     """One loaded lm file. Serves any number of sessions; weights are shared, read-only."""
 
-    def __init__(self, bf, backend: str = "auto"):
+    def __init__(self, bf, backend: str = "auto", kernel: str = "auto"):
         self.bf = bf
         self.path = bf.path
         self.header = bf.header
@@ -133,14 +133,13 @@ class Model:
             cfg["tied"] = self.arch["tied_embeddings"]
             cfg["tied_embeddings"] = self.arch["tied_embeddings"]
             try:
-                if hasattr(kernels, "NativeModel"):
-                    self._native = kernels.NativeModel(cfg, tensors)
-                else:
-                    self._native = kernels.native_module().Model(cfg, tensors)
-            except (ValueError, RuntimeError, TypeError) as exc:
+                self._native = kernels.NativeModel(cfg, tensors, kernel)
+            except (ValueError, RuntimeError, TypeError, ModelError) as exc:
                 raise ModelError(f"{bf.path}: the native model rejected the file: {exc}") from exc
-            self.kernel_path = kernels.kernel_path()
+            self.kernel_path = str(self._native.kernel_path)
         else:
+            if kernel != "auto":
+                raise ModelError(f"kernel {kernel!r} was requested but the backend is numpy")
             self._ref = ReferenceModel.from_bullet(bf)
 
     # -- sessions -------------------------------------------------------------------------
@@ -228,9 +227,8 @@ class Session:
         if model.backend == "native":
             k = model._kernels
             try:
-                self._impl = (k.NativeSession(model._native) if hasattr(k, "NativeSession")
-                              else k.native_module().Session(model._native))
-            except (ValueError, RuntimeError, MemoryError) as exc:
+                self._impl = k.NativeSession(model._native)
+            except (ValueError, RuntimeError, MemoryError, ModelError) as exc:
                 raise ModelError(f"cannot create a native session: {exc}") from exc
             kvb = getattr(self._impl, "kv_cache_bytes", None)
             self.kv_bytes = int(kvb() if callable(kvb) else kvb) if kvb is not None else self._kv_estimate()
@@ -422,11 +420,12 @@ def _scan_stops(out: str, emitted: int, stops) -> tuple[int | None, int]:
     return None, hold
 
 
-def load_model(source, backend: str = "auto") -> Model:
+def load_model(source, backend: str = "auto", kernel: str = "auto") -> Model:
     """Open a .bullet lm file (path or an open BulletFile) and build the chosen backend.
 
     Raises FormatError for a malformed file, ModelError when the file is well-formed but cannot
-    be run (wrong kind, inconsistent shapes, native module missing with backend='native')."""
+    be run (wrong kind, inconsistent shapes, native module missing with backend='native').
+    kernel: "auto" or a native kernel path name (e.g. "scalar") to force one, native backend only."""
     from ..format import BulletFile
     if isinstance(source, (str, os.PathLike)):
         p = Path(source)
@@ -434,10 +433,10 @@ def load_model(source, backend: str = "auto") -> Model:
             raise FormatError(f"{p}: no such model file")
         bf = BulletFile.open(p)
         try:
-            return Model(bf, backend)
+            return Model(bf, backend, kernel)
         except BaseException:
             bf.close()
             raise
     if isinstance(source, BulletFile):
-        return Model(source, backend)
+        return Model(source, backend, kernel)
     raise ModelError(f"load_model expects a path or a BulletFile, got {type(source).__name__}")

@@ -120,8 +120,11 @@ def silu(x: np.ndarray) -> np.ndarray:
 class ReferenceModel:
     """Float32 weights (NumPy arrays) plus the arch. Sessions hold the KV caches."""
 
-    def __init__(self, arch: dict, tensors: dict[str, np.ndarray]):
+    def __init__(self, arch: dict, tensors: dict[str, np.ndarray], q8_weights: dict | None = None):
         self.arch = check_arch(arch)
+        # name -> (d_w (rows, nb) f32, q_w (rows, nb, 32) i32, cols): matrices multiplied the
+        # way the native kernels do (activations quantised to q8), see matmul()
+        self.q8w = dict(q8_weights or {})
         shapes = expected_shapes(self.arch)
         self.w: dict[str, np.ndarray] = {}
         for name, shape in shapes.items():
@@ -133,20 +136,49 @@ class ReferenceModel:
             self.w[name] = np.ascontiguousarray(t, dtype=np.float32)
         a = self.arch
         self.cos, self.sin = rope_tables(a["head_dim"], a["max_seq_len"], a["rope_theta"])
-        self.out_w = self.w["tok_embd"] if a["tied_embeddings"] else self.w["output"]
+        self.out_name = "tok_embd" if a["tied_embeddings"] else "output"
 
     @classmethod
-    def from_bullet(cls, bf) -> "ReferenceModel":
-        """Build from an open BulletFile: bq4 tensors are dequantised once, f16/f32 widened."""
+    def from_bullet(cls, bf, activations: str = "f32") -> "ReferenceModel":
+        """Build from an open BulletFile: bq4 tensors are dequantised once, f16/f32 widened.
+
+        activations "f32": every product is float32 (the model's math, the parity oracle).
+        activations "q8": products with bq4 matrices quantise the activation row to int8 per
+        32-block and sum exact integer block products, as the native kernels do
+        (bulletd.kernels.matmul_bq4_q8_ref), so native bq4 logits can be held to a tight bound."""
         from ..format import dequantize_bq4
-        tensors = {}
+        if activations not in ("f32", "q8"):
+            raise ModelError(f"activations must be 'f32' or 'q8', got {activations!r}")
+        tensors, q8w = {}, {}
         for name, info in bf.tensors.items():
             raw = bf.tensor(name)
             if info.dtype == "bq4":
                 tensors[name] = dequantize_bq4(raw, info.shape[1])
+                if activations == "q8":
+                    from ..kernels import bq4_unpack_ref
+                    d, q = bq4_unpack_ref(raw, info.shape[1])
+                    q8w[name] = (d, q.astype(np.int32), info.shape[1])
             else:
                 tensors[name] = np.asarray(raw, dtype=np.float32)
-        return cls(bf.arch, tensors)
+        return cls(bf.arch, tensors, q8w)
+
+    def matmul(self, x: np.ndarray, name: str) -> np.ndarray:
+        """x (T, in) -> (T, out) = x @ W.T for the named matrix."""
+        q = self.q8w.get(name)
+        if q is None:
+            return (x @ self.w[name].T).astype(np.float32)
+        dw, qw, cols = q
+        T = x.shape[0]
+        nb = dw.shape[1]
+        xp = np.zeros((T, nb * 32), dtype=np.float32)
+        xp[:, :cols] = x
+        xb = xp.reshape(T, nb, 32)
+        dx = (np.max(np.abs(xb), axis=2) / np.float32(127.0)).astype(np.float32)      # (T, nb)
+        with np.errstate(divide="ignore"):
+            inv = np.where(dx != 0, np.float32(1.0) / dx, np.float32(0.0)).astype(np.float32)
+        qx = np.rint(xb * inv[:, :, None]).astype(np.int32)                          # (T, nb, 32)
+        isum = np.einsum("rbj,tbj->trb", qw, qx)                                      # exact ints
+        return np.sum((dw[None] * dx[:, None, :]) * isum.astype(np.float32), axis=2, dtype=np.float32)
 
     def new_session(self) -> "ReferenceSession":
         return ReferenceSession(self)
@@ -213,9 +245,9 @@ class ReferenceSession:
         x = w["tok_embd"][ids].astype(np.float32)                                # (T, dim)
         for i in range(a["n_layers"]):
             xb = rmsnorm(x, w[f"blk.{i}.attn_norm"], eps)
-            q = (xb @ w[f"blk.{i}.wq"].T).reshape(T, nh, hd)
-            k = (xb @ w[f"blk.{i}.wk"].T).reshape(T, nkv, hd)
-            v = (xb @ w[f"blk.{i}.wv"].T).reshape(T, nkv, hd)
+            q = m.matmul(xb, f"blk.{i}.wq").reshape(T, nh, hd)
+            k = m.matmul(xb, f"blk.{i}.wk").reshape(T, nkv, hd)
+            v = m.matmul(xb, f"blk.{i}.wv").reshape(T, nkv, hd)
             q = apply_rope(q, cos, sin)
             k = apply_rope(k, cos, sin)
             self.k_cache[i, pos:end] = k
@@ -232,10 +264,10 @@ class ReferenceSession:
             p /= p.sum(axis=-1, keepdims=True)
             att = p.reshape(nkv, group * T, end) @ V.transpose(1, 0, 2)          # (nkv, group*T, hd)
             att = att.reshape(nkv, group, T, hd).transpose(2, 0, 1, 3).reshape(T, nh * hd)
-            x = x + att.astype(np.float32) @ w[f"blk.{i}.wo"].T
+            x = x + m.matmul(att.astype(np.float32), f"blk.{i}.wo")
             xb = rmsnorm(x, w[f"blk.{i}.ffn_norm"], eps)
-            hb = silu(xb @ w[f"blk.{i}.w1"].T) * (xb @ w[f"blk.{i}.w3"].T)
-            x = x + hb @ w[f"blk.{i}.w2"].T
+            hb = silu(m.matmul(xb, f"blk.{i}.w1")) * m.matmul(xb, f"blk.{i}.w3")
+            x = x + m.matmul(hb, f"blk.{i}.w2")
         self.filled = end
         x = rmsnorm(x, w["out_norm"], eps)
-        return (x @ m.out_w.T).astype(np.float32)
+        return m.matmul(x, m.out_name)

@@ -1,0 +1,246 @@
+"""`bullet bench`: runtime speed and memory for the DESIGN.md SMALL and REFERENCE shapes.
+
+For each shape it writes a random model with BQ4 weights (fixed seed) to a temporary file, then
+measures on one thread, in this process:
+  - model open time (load_model: map + validate + build the backend), median of several opens
+  - decode tokens/s: one forward call per token over the whole context, median of passes
+  - generate tokens/s: the same through Model.generate (sampling and detokenising included)
+  - prefill of a 128-token prompt: ms and tokens/s (one prefill call), median of runs
+  - time to first token for that prompt (prefill + first sample + decode), median
+  - the NumPy reference backend measured the same way (the baseline) and native / NumPy ratios
+  - KV-cache bytes per session and the RSS one extra session adds (context filled)
+and prints them beside the issue's targets. BLAS is pinned to one thread (the process re-executes
+itself with OPENBLAS_NUM_THREADS=1 etc. when they are not set), so the NumPy baseline is one
+thread too.
+
+    bullet bench                 # both shapes
+    bullet bench --shapes reference --json
+    python -m bulletd.runtime.bench --quick
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BULLET_THREADS")
+
+TARGETS = {  # from the runtime issue, REFERENCE shape, one thread
+    "decode_tok_s": 2000.0,
+    "decode_vs_numpy": 50.0,
+    "prefill128_ms": 20.0,
+    "session_rss_mb": 30.0,
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shapes", default="small,reference", help="comma list of small, reference")
+    p.add_argument("--passes", type=int, default=5, help="decode passes over the context (median)")
+    p.add_argument("--numpy-tokens", type=int, default=64, help="decode tokens timed on the NumPy baseline")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke test)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+
+
+def _rss() -> int:
+    import psutil
+    return psutil.Process().memory_info().rss
+
+
+def _median_time(fn, n: int) -> float:
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def _decode_rate(model, ids: list[int], passes: int) -> float:
+    """tokens/s of single-token forward calls over positions 0..len(ids)-1 (median pass)."""
+    s = model.new_session()
+    rates = []
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        for pos, t in enumerate(ids):
+            s.forward(t, pos)
+        rates.append(len(ids) / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def _generate_rate(model, passes: int) -> float:
+    from .sampling import GenerationSettings
+    s = model.new_session()
+    rates = []
+    for i in range(passes):
+        st = GenerationSettings(max_tokens=model.context - 1, temperature=0.8, top_k=40, top_p=0.95,
+                                repetition_penalty=1.1, seed=i)
+        g = model.generate_ids([1], st, session=s)
+        t0 = time.perf_counter()
+        for _ in g:
+            pass
+        n = len(g.tokens) + (g.finish_reason == "eos")
+        rates.append(n / (time.perf_counter() - t0))
+        s.reset()
+    return statistics.median(rates)
+
+
+def _prefill_ms(model, prompt: list[int], runs: int) -> float:
+    s = model.new_session()
+    return 1e3 * _median_time(lambda: s.prefill(prompt, 0), runs)
+
+
+def _ttft_ms(model, prompt: list[int], runs: int) -> float:
+    from .sampling import GenerationSettings
+    s = model.new_session()
+    ts = []
+    for i in range(runs):
+        s.reset()   # no prefix reuse: the whole prompt is processed every time
+        t0 = time.perf_counter()
+        g = model.generate_ids(prompt, GenerationSettings(max_tokens=1, seed=i), session=s)
+        for _ in g:
+            pass
+        ts.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(ts)
+
+
+def bench_shape(label: str, arch: dict, workdir: Path, args) -> dict:
+    from ..format.synth import write_random_lm
+    from .model import load_model
+
+    path = workdir / f"{label}.bullet"
+    write_random_lm(path, arch, seed=0, dtype="bq4", name=f"bench-{label}")
+    quick = args.quick
+    rng = np.random.default_rng(1)
+    ctx = arch["max_seq_len"]
+    ids = [int(t) for t in rng.integers(3, arch["vocab_size"], size=ctx)]
+    prompt = [1] + ids[:127]
+    r: dict = {"shape": label, "arch": arch, "file_bytes": path.stat().st_size}
+
+    opens = []
+    for _ in range(3 if quick else 7):
+        t0 = time.perf_counter()
+        m = load_model(path, backend="native")
+        opens.append(time.perf_counter() - t0)
+        m.close()
+    r["open_ms"] = 1e3 * statistics.median(opens)
+
+    model = load_model(path, backend="native")
+    r["kernel_path"] = model.kernel_path
+    warm = model.new_session()
+    for pos, t in enumerate(ids):          # touch every weight page and warm the caches
+        warm.forward(t, pos)
+    passes = 1 if quick else args.passes
+    r["decode_tok_s"] = _decode_rate(model, ids, passes)
+    r["generate_tok_s"] = _generate_rate(model, 1 if quick else 3)
+    r["prefill128_ms"] = _prefill_ms(model, prompt, 3 if quick else 20)
+    r["prefill128_tok_s"] = 128 / (r["prefill128_ms"] / 1e3)
+    r["ttft128_ms"] = _ttft_ms(model, prompt, 3 if quick else 10)
+
+    # memory: one more session, context filled, against the RSS with weights already paged in
+    gc.collect()
+    before = _rss()
+    extra = model.new_session()
+    extra.prefill(prompt, 0)
+    for pos in range(len(prompt), ctx):
+        extra.forward(ids[pos], pos)
+    r["session_rss_bytes"] = _rss() - before
+    r["kv_cache_bytes"] = extra.kv_bytes
+    del extra, warm
+    model.close()
+
+    ref = load_model(path, backend="numpy")
+    n_np = min(args.numpy_tokens if not quick else 16, ctx)
+    r["numpy_decode_tok_s"] = _decode_rate(ref, ids[:n_np], 1)
+    r["numpy_prefill128_ms"] = _prefill_ms(ref, prompt, 1 if quick else 3)
+    r["numpy_decode_positions"] = n_np
+    ref.close()
+    r["decode_vs_numpy"] = r["decode_tok_s"] / r["numpy_decode_tok_s"]
+    r["prefill_vs_numpy"] = r["numpy_prefill128_ms"] / r["prefill128_ms"]
+    return r
+
+
+def _check(ok: bool) -> str:
+    return "meets target" if ok else "MISSES target"
+
+
+def report(results: list[dict]) -> str:
+    lines = []
+    for r in results:
+        a = r["arch"]
+        lines.append(f"== {r['shape'].upper()}: dim {a['dim']}, {a['n_layers']} layers, {a['n_heads']} heads "
+                     f"/ {a['n_kv_heads']} kv, hidden {a['hidden_dim']}, vocab {a['vocab_size']}, "
+                     f"context {a['max_seq_len']}, BQ4 weights ({r['file_bytes']:,} bytes), one thread")
+        lines.append(f"  kernel path            {r['kernel_path']}")
+        lines.append(f"  model open             {r['open_ms']:9.2f} ms")
+        lines.append(f"  decode                 {r['decode_tok_s']:9.1f} tok/s   numpy {r['numpy_decode_tok_s']:8.1f} tok/s"
+                     f"   ratio {r['decode_vs_numpy']:6.1f}x   (numpy over {r['numpy_decode_positions']} positions)")
+        lines.append(f"  generate (sampling)    {r['generate_tok_s']:9.1f} tok/s   (temperature 0.8, top-k 40, top-p 0.95, penalty 1.1)")
+        lines.append(f"  prefill 128 tokens     {r['prefill128_ms']:9.2f} ms  = {r['prefill128_tok_s']:9.1f} tok/s"
+                     f"   numpy {r['numpy_prefill128_ms']:8.2f} ms   ratio {r['prefill_vs_numpy']:6.1f}x")
+        lines.append(f"  time to first token    {r['ttft128_ms']:9.2f} ms  (128-token prompt)")
+        lines.append(f"  KV cache per session   {r['kv_cache_bytes'] / 2**20:9.2f} MiB")
+        lines.append(f"  RSS added by a session {r['session_rss_bytes'] / 2**20:9.2f} MiB  (context filled)")
+        if r["shape"] == "reference":
+            t = TARGETS
+            lines.append("  targets (REFERENCE):")
+            lines.append(f"    decode >= {t['decode_tok_s']:.0f} tok/s: {_check(r['decode_tok_s'] >= t['decode_tok_s'])}")
+            lines.append(f"    decode >= {t['decode_vs_numpy']:.0f}x NumPy: {_check(r['decode_vs_numpy'] >= t['decode_vs_numpy'])}")
+            lines.append(f"    prefill 128 <= {t['prefill128_ms']:.0f} ms: {_check(r['prefill128_ms'] <= t['prefill128_ms'])}")
+            lines.append(f"    session RSS <= {t['session_rss_mb']:.0f} MB: "
+                         f"{_check(r['session_rss_bytes'] <= t['session_rss_mb'] * 1e6)}")
+    return "\n".join(lines)
+
+
+def _pin_threads_or_reexec(argv) -> None:
+    """One thread for BLAS too: set the variables and re-execute before NumPy starts its pool."""
+    if all(os.environ.get(v) == "1" for v in _THREAD_VARS):
+        return
+    env = dict(os.environ)
+    for v in _THREAD_VARS:
+        env[v] = "1"
+    os.execve(sys.executable, [sys.executable, "-m", "bulletd.runtime.bench", *argv], env)
+
+
+def main(args=None) -> int:
+    from .model import _native_kernels
+    from ..format.synth import REFERENCE, SMALL
+    if isinstance(args, list) or args is None:
+        p = argparse.ArgumentParser(prog="bullet bench", description=__doc__.splitlines()[0])
+        add_arguments(p)
+        args = p.parse_args(args)
+    argv = ["--shapes", args.shapes, "--passes", str(args.passes), "--numpy-tokens", str(args.numpy_tokens)]
+    argv += ["--quick"] * bool(args.quick) + ["--json"] * bool(args.json)
+    _pin_threads_or_reexec(argv)
+    kernels, why = _native_kernels()
+    if kernels is None:
+        print(f"bullet bench: error: {why}; the benchmark compares the native backend with NumPy",
+              file=sys.stderr)
+        return 1
+    shapes = {"small": SMALL, "reference": REFERENCE}
+    wanted = [s.strip().lower() for s in args.shapes.split(",") if s.strip()]
+    for s in wanted:
+        if s not in shapes:
+            print(f"bullet bench: error: unknown shape {s!r}; expected small and/or reference", file=sys.stderr)
+            return 2
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bullet-bench-") as d:
+        for s in wanted:
+            results.append(bench_shape(s, dict(shapes[s]), Path(d), args))
+    if args.json:
+        print(json.dumps({"results": results, "targets": TARGETS}, indent=2))
+    else:
+        print("bullet bench (figures from this machine, now; other load on it shows up here)")
+        print(report(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,108 @@
+"""The runtime's `bullet` subcommands: run, import-llama2c, bench. bulletd/cli_bullet.py calls
+`register(subparsers)`.
+
+    bullet run model.bullet -p "Once upon a time" -n 128 -t 0.8 --seed 42
+    bullet run model.bullet -n 200 -t 0 --ids         # greedy ids from BOS, like llama2.c's run
+    bullet import-llama2c stories260K.bin --dtype bq4 -o stories260K.bullet
+    bullet bench                                       # SMALL and REFERENCE, native vs NumPy
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+
+def _cmd_run(args) -> int:
+    from ..errors import RequestError
+    from .model import load_model
+    from .sampling import GenerationSettings
+
+    model = load_model(args.file, backend=args.backend)
+    ctx = model.context
+    prompt = args.prompt or ""
+    ids = model.tokenizer.encode(prompt, bos=True) if prompt else [model.tokenizer.bos_id or 0]
+    # llama2.c's -n counts positions (prompt + generated); 0 or more than the context = context
+    steps = args.steps if 0 < args.steps <= ctx else ctx
+    max_tokens = steps - len(ids) + 1
+    if max_tokens < 1:
+        raise RequestError("too_long", f"the prompt is {len(ids)} tokens, more than -n {steps} steps allow")
+    settings = GenerationSettings(max_tokens=max_tokens, temperature=args.temperature, top_k=args.top_k,
+                                  top_p=args.top_p, repetition_penalty=args.repeat_penalty,
+                                  seed=args.seed, stop=tuple(args.stop or ()))
+    gen = model.generate_ids(ids, settings)
+    t0 = time.perf_counter()
+    out = sys.stdout
+    if args.ids:
+        for _ in gen:
+            pass
+        out.write(" ".join(str(t) for t in gen.tokens) + "\n")
+    else:
+        if prompt and not args.quiet_prompt:
+            out.write(prompt)
+        for piece in gen:
+            out.write(piece)
+            out.flush()
+        out.write("\n")
+    out.flush()
+    dt = time.perf_counter() - t0
+    n = len(gen.tokens)
+    if not args.quiet:
+        print(f"[{model.name} {model.version}: {n} tokens, finish {gen.finish_reason}, "
+              f"{n / dt if dt > 0 else 0:.1f} tok/s, prefill {len(ids)} tokens in "
+              f"{gen.prefill_s * 1e3:.2f} ms, backend {model.backend} ({model.kernel_path})]",
+              file=sys.stderr)
+    return 0
+
+
+def _cmd_import(args) -> int:
+    from .llama2c import import_llama2c
+    info = import_llama2c(args.checkpoint, args.out, tokenizer=args.tokenizer, dtype=args.dtype,
+                          name=args.name, version=args.version)
+    c = info["config"]
+    print(f"wrote {info['out']} ({info['size']:,} bytes, {info['dtype']}): dim {c['dim']}, "
+          f"{c['n_layers']} layers, {c['n_heads']} heads / {c['n_kv_heads']} kv heads, hidden "
+          f"{c['hidden_dim']}, vocab {c['vocab_size']}, context {c['seq_len']}, "
+          f"{'shared' if c['shared_classifier'] else 'separate'} classifier")
+    if info["placeholder_vocab"]:
+        print("note: no --tokenizer given: the vocabulary is a byte-level placeholder; token ids "
+              "are exact, text is not (recorded in the header's provenance)")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from .bench import main as bench_main
+    return bench_main(args)
+
+
+def register(subparsers) -> None:
+    """Add run, import-llama2c and bench to the `bullet` parser's subparsers."""
+    p = subparsers.add_parser("run", help="generate text (or ids) from a model file, like llama2.c's run")
+    p.add_argument("file", help="an lm .bullet file")
+    p.add_argument("-p", "--prompt", default="", help="prompt text (default: start from BOS)")
+    p.add_argument("-n", "--steps", type=int, default=256,
+                   help="positions to run, prompt included, as llama2.c counts them (0 = the context)")
+    p.add_argument("-t", "--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
+    p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling (default 0.9, 1 = off)")
+    p.add_argument("--top-k", type=int, default=0, help="top-k sampling (default 0 = off)")
+    p.add_argument("--repeat-penalty", type=float, default=1.0, help="repetition penalty (default 1.0 = off)")
+    p.add_argument("--seed", type=int, default=None, help="RNG seed for a repeatable run")
+    p.add_argument("--stop", action="append", help="stop string (repeatable)")
+    p.add_argument("--ids", action="store_true", help="print generated token ids (BOS excluded) instead of text")
+    p.add_argument("--backend", choices=("auto", "native", "numpy"), default="auto")
+    p.add_argument("--quiet", action="store_true", help="no statistics line on stderr")
+    p.add_argument("--quiet-prompt", action="store_true", help="do not echo the prompt")
+    p.set_defaults(func=_cmd_run)
+
+    p = subparsers.add_parser("import-llama2c", help="convert a llama2.c checkpoint (+ tokenizer.bin) to .bullet")
+    p.add_argument("checkpoint", help="llama2.c version-0 .bin checkpoint")
+    p.add_argument("--tokenizer", help="llama2.c tokenizer.bin (default: a byte-level placeholder vocabulary)")
+    p.add_argument("--dtype", choices=("f32", "bq4"), default="f32", help="matrix dtype (default f32: exact)")
+    p.add_argument("-o", "--out", required=True, help="output .bullet file")
+    p.add_argument("--name", help="model name for the header (default: the checkpoint's file name)")
+    p.add_argument("--version", default="1", help="model version for the header (default 1)")
+    p.set_defaults(func=_cmd_import)
+
+    from .bench import add_arguments
+    p = subparsers.add_parser("bench", help="runtime benchmark: SMALL and REFERENCE, native vs NumPy")
+    add_arguments(p)
+    p.set_defaults(func=_cmd_bench)
