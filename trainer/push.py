@@ -47,7 +47,8 @@ class DeviceOutcome:
     last_seen: float | None = None
     received_at: float | None = None  # the device's "received" status
     installed_at: float | None = None
-    status: dict = field(default_factory=dict)
+    status: dict = field(default_factory=dict)        # the device's last status message
+    statuses: list = field(default_factory=list)      # every status message, in order
 
     @property
     def final(self) -> bool:
@@ -270,6 +271,7 @@ class Pusher:
                 if o.final:
                     continue
                 o.status = body
+                o.statuses.append(body)
                 o.state = body.get("state", o.state)
                 o.reason, o.message = body.get("reason"), body.get("message", "")
                 o.have = body.get("have") or o.have

@@ -37,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--window", type=int, default=8)
     r.add_argument("--min-free", type=int, default=1 << 20)
     r.add_argument("-v", "--verbose", action="store_true")
+    c = sub.add_parser("recover", help="finish an interrupted install and clean the staging "
+                                       "area (what the receiver does at start), then exit")
+    c.add_argument("--models", required=True)
+    c.add_argument("--ota-dir", required=True)
     s = sub.add_parser("status", help="print the ledger (installed versions, last pushes)")
     s.add_argument("--ota-dir", required=True)
     return ap
@@ -59,9 +63,6 @@ async def _receive(args) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    ready = asyncio.create_task(rx.connected.wait()) if rx.connected else None
-    while rx.connected is None:
-        await asyncio.sleep(0.01)
     await asyncio.wait([asyncio.create_task(rx.connected.wait()), asyncio.create_task(stop.wait())],
                        return_when=asyncio.FIRST_COMPLETED)
     if not stop.is_set():
@@ -78,8 +79,6 @@ async def _receive(args) -> int:
         await task
     except asyncio.CancelledError:
         pass
-    if ready:
-        ready.cancel()
     return 0
 
 
@@ -90,6 +89,14 @@ def main(argv=None) -> int:
     try:
         if args.cmd == "receive":
             return asyncio.run(_receive(args))
+        if args.cmd == "recover":
+            from pathlib import Path
+            from bulletd.ota import Ledger, recover
+            ota_dir = Path(args.ota_dir)
+            ota_dir.mkdir(parents=True, exist_ok=True)
+            for line in recover(ota_dir, Path(args.models), Ledger(ota_dir / "ledger.json")):
+                print(line)
+            return 0
         if args.cmd == "status":
             from pathlib import Path
             from bulletd.ota import Ledger

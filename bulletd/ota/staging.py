@@ -37,13 +37,22 @@ TMP_SUFFIX = ".ota-tmp"
 SPACE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
+_FAIL_HITS: dict[str, int] = {}
+
+
 def failpoint(name: str) -> None:
-    """Fault injection for the crash tests: BULLETD_OTA_FAILPOINTS="a,b" makes the process
-    SIGKILL itself when it reaches point a or b. Costs one dict lookup when unset."""
+    """Fault injection for the crash tests: BULLETD_OTA_FAILPOINTS="a,b@3" makes the process
+    SIGKILL itself when it reaches point a, or point b for the third time. Costs one
+    environment lookup when unset."""
     points = os.environ.get("BULLETD_OTA_FAILPOINTS")
-    if points and name in points.split(","):
-        import signal
-        os.kill(os.getpid(), signal.SIGKILL)
+    if not points:
+        return
+    hits = _FAIL_HITS[name] = _FAIL_HITS.get(name, 0) + 1
+    for p in points.split(","):
+        point, _, nth = p.partition("@")
+        if point == name and hits == int(nth or 1):
+            import signal
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def fsync_dir(path: Path) -> None:
