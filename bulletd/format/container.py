@@ -116,10 +116,14 @@ def _fail(path: str, what: str) -> FormatError:
 
 
 class BulletFile:
-    """A memory-mapped, validated .bullet file. Tensors are NumPy views into the mapping."""
+    """A memory-mapped, validated .bullet file. Tensors are NumPy views into the mapping.
 
-    def __init__(self, path: str | os.PathLike, mm: mmap.mmap, size: int):
+    Opening reads the header, the tokenizer block and the footer with pread(), never through the
+    mapping, so no page of the mapping is resident until a tensor is used."""
+
+    def __init__(self, path: str | os.PathLike, fd: int, mm: mmap.mmap, size: int):
         self.path = str(path)
+        self._fd = fd
         self._mm = mm
         self.size = size
         self.header: dict = {}
@@ -130,39 +134,49 @@ class BulletFile:
     def open(cls, path: str | os.PathLike) -> "BulletFile":
         """Map and validate `path` (structure only; see verify_body for the checksum)."""
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise FormatError(f"{path}: cannot open: {exc.strerror}") from exc
+        mm = None
         try:
             size = os.fstat(fd).st_size
             if size < len(FOOTER) + 8:
                 raise _fail(str(path), f"file of {size} bytes is too small to be a .bullet file")
             mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
-        finally:
-            os.close(fd)
-        try:
-            return cls(path, mm, size)
+            return cls(path, fd, mm, size)
         except BaseException:
-            try:
-                mm.close()
-            except BufferError:
-                pass  # a view made during validation is still referenced by the traceback
+            os.close(fd)
+            if mm is not None:
+                try:
+                    mm.close()
+                except BufferError:
+                    pass  # a view made during validation is still referenced by the traceback
             raise
+
+    def _read(self, off: int, n: int) -> bytes:
+        data = os.pread(self._fd, n, off)
+        if len(data) != n:
+            raise _fail(self.path, f"short read of {n} bytes at offset {off} (file changed while open?)")
+        return data
 
     # -- the walk, in file order (docs/BULLET_SPEC.md sections 2-6) ------------------------
     def _walk(self) -> None:
-        mm, size, p = self._mm, self.size, self.path
+        size, p = self.size, self.path
 
         # 2. header: UTF-8 JSON up to the first NUL, then 4 zero bytes
-        end = mm.find(b"\x00", 0, min(size, MAX_HEADER_BYTES))
+        head = self._read(0, min(size, 1 << 16))
+        end = head.find(b"\x00")
+        if end < 0 and size > len(head):
+            head = self._read(0, min(size, MAX_HEADER_BYTES))
+            end = head.find(b"\x00")
         if end < 0:
-            raise _fail(p, f"no header terminator (4 zero bytes) in the first {min(size, MAX_HEADER_BYTES)} bytes")
+            raise _fail(p, f"no header terminator (4 zero bytes) in the first {len(head)} bytes")
         if end == 0:
             raise _fail(p, "empty header (file starts with a zero byte)")
-        if end + 4 > size or mm[end: end + 4] != b"\x00\x00\x00\x00":
+        if end + 4 > size or self._read(end, 4) != b"\x00\x00\x00\x00":
             raise _fail(p, f"header at offset {end} is not terminated by 4 zero bytes")
         try:
-            header = json.loads(mm[:end].decode("utf-8"))
+            header = json.loads(head[:end].decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise _fail(p, f"header is not valid UTF-8 JSON: {exc}") from exc
         if not isinstance(header, dict):
@@ -175,19 +189,20 @@ class BulletFile:
         self.body_offset = tok_off
         if tok_off + BULK_HEAD.size > size:
             raise _fail(p, f"tokenizer block at offset {tok_off} runs past the end of the file ({size} bytes)")
-        if any(mm[end + 4: tok_off]):
+        if any(self._read(end + 4, tok_off - end - 4)):
             raise _fail(p, f"header padding {end + 4}..{tok_off} is not all zero")
-        magic, n_tok, max_len, pieces_nb = BULK_HEAD.unpack_from(mm, tok_off)
+        magic, n_tok, max_len, pieces_nb = BULK_HEAD.unpack(self._read(tok_off, BULK_HEAD.size))
         if magic != BULK_MAGIC:
             raise _fail(p, f"tokenizer block at offset {tok_off}: magic {magic!r}, expected {BULK_MAGIC!r}")
-        types_off = tok_off + BULK_HEAD.size
+        types_off = BULK_HEAD.size                       # offsets below are within the block
         scores_off = types_off + align(n_tok, 4)
         offsets_off = scores_off + 4 * n_tok
         pieces_off = offsets_off + 4 * (n_tok + 1)
-        bulk_end = pieces_off + pieces_nb
+        bulk_end = tok_off + pieces_off + pieces_nb
         if bulk_end > size:
             raise _fail(p, f"tokenizer block of {n_tok} tokens and {pieces_nb} piece bytes at offset "
                            f"{tok_off} runs past the end of the file ({bulk_end} > {size} bytes)")
+        self._bulk_raw = self._read(tok_off, bulk_end - tok_off)
         self._bulk = (n_tok, max_len, types_off, scores_off, offsets_off, pieces_off, pieces_nb)
         self._check_bulk()
 
@@ -195,7 +210,7 @@ class BulletFile:
         wt_off = align(bulk_end, BLOCK_ALIGN)
         if wt_off + BLOCK_ALIGN > size:
             raise _fail(p, f"weights block at offset {wt_off} runs past the end of the file ({size} bytes)")
-        magic, n_tensors, data_nb = BWT_HEAD.unpack_from(mm, wt_off)
+        magic, n_tensors, data_nb = BWT_HEAD.unpack(self._read(wt_off, BWT_HEAD.size))
         if magic != BWT_MAGIC:
             raise _fail(p, f"weights block at offset {wt_off}: magic {magic!r}, expected {BWT_MAGIC!r}")
         data_off = wt_off + BLOCK_ALIGN
@@ -206,7 +221,7 @@ class BulletFile:
         if foot_off + len(FOOTER) > size:
             raise _fail(p, f"tensor data of {data_nb} bytes at offset {data_off} plus the footer runs past "
                            f"the end of the file ({size} bytes): truncated?")
-        if mm[foot_off: foot_off + len(FOOTER)] != FOOTER:
+        if self._read(foot_off, len(FOOTER)) != FOOTER:
             raise _fail(p, f"footer missing at offset {foot_off}: expected {FOOTER!r}")
         if foot_off + len(FOOTER) != size:
             raise _fail(p, f"{size - foot_off - len(FOOTER)} bytes of trailing data after the footer "
@@ -254,12 +269,12 @@ class BulletFile:
 
     def _check_bulk(self) -> None:
         n_tok, max_len, types_off, scores_off, offsets_off, pieces_off, pieces_nb = self._bulk
-        p, mm = self.path, self._mm
-        types = np.frombuffer(mm, np.uint8, n_tok, types_off).copy()
+        p, raw = self.path, self._bulk_raw
+        types = np.frombuffer(raw, np.uint8, n_tok, types_off)
         if n_tok and types.max() > TOKEN_CONTROL:
             bad = int(np.argmax(types > TOKEN_CONTROL))
             raise _fail(p, f"tokenizer entry {bad} has unknown type {types[bad]}")
-        offs = np.frombuffer(mm, "<u4", n_tok + 1, offsets_off).copy()
+        offs = np.frombuffer(raw, "<u4", n_tok + 1, offsets_off)
         if offs[0] != 0 or offs[-1] != pieces_nb:
             raise _fail(p, f"tokenizer piece offsets must run from 0 to {pieces_nb}, got {offs[0]}..{offs[-1]}")
         lens = np.diff(offs.astype(np.int64))
@@ -271,7 +286,7 @@ class BulletFile:
         byte_bad = (types == TOKEN_BYTE) & (lens != 1)
         if byte_bad.any():
             raise _fail(p, f"tokenizer entry {int(np.argmax(byte_bad))} is a byte token but not 1 byte long")
-        scores = np.frombuffer(mm, "<f4", n_tok, scores_off).copy()
+        scores = np.frombuffer(raw, "<f4", n_tok, scores_off)
         if not np.all(np.isfinite(scores)):
             raise _fail(p, f"tokenizer score of entry {int(np.argmax(~np.isfinite(scores)))} is not finite")
         meta_n = self.header["tokenizer"].get("n_tokens")
@@ -360,10 +375,11 @@ class BulletFile:
     @cached_property
     def vocab(self) -> list[VocabEntry]:
         n_tok, _, types_off, scores_off, offsets_off, pieces_off, pieces_nb = self._bulk
-        types = np.frombuffer(self._mm, np.uint8, n_tok, types_off).tolist()
-        scores = np.frombuffer(self._mm, "<f4", n_tok, scores_off).tolist()
-        offs = np.frombuffer(self._mm, "<u4", n_tok + 1, offsets_off).tolist()
-        blob = self._mm[pieces_off: pieces_off + pieces_nb]
+        raw = self._bulk_raw
+        types = np.frombuffer(raw, np.uint8, n_tok, types_off).tolist()
+        scores = np.frombuffer(raw, "<f4", n_tok, scores_off).tolist()
+        offs = np.frombuffer(raw, "<u4", n_tok + 1, offsets_off).tolist()
+        blob = raw[pieces_off: pieces_off + pieces_nb]
         return [VocabEntry(blob[offs[i]: offs[i + 1]], scores[i], types[i]) for i in range(n_tok)]
 
     @cached_property
@@ -371,8 +387,15 @@ class BulletFile:
         return Tokenizer(self.vocab, self.header["tokenizer"])
 
     def body_sha256(self) -> str:
+        """SHA-256 of the body, read with pread (hashing does not make the mapping resident)."""
         h = hashlib.sha256()
-        h.update(memoryview(self._mm)[self.body_offset:])
+        off = self.body_offset
+        while off < self.size:
+            chunk = os.pread(self._fd, min(1 << 20, self.size - off), off)
+            if not chunk:
+                raise _fail(self.path, f"file shrank while hashing (at offset {off})")
+            h.update(chunk)
+            off += len(chunk)
         return h.hexdigest()
 
     def verify_body(self) -> None:
@@ -383,6 +406,9 @@ class BulletFile:
                               f"{self.header['body_sha256']} (file corrupted or modified)")
 
     def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
         try:
             self._mm.close()
         except BufferError:
