@@ -40,6 +40,8 @@ import msgpack
 from bulletd.errors import RequestError, TransportError
 
 FRAME = struct.Struct("!I")
+# paho leaves Nagle on: small request/reply packets then wait for delayed ACKs (~40 ms each)
+NODELAY = ((__import__("socket").IPPROTO_TCP, __import__("socket").TCP_NODELAY, 1),)
 MAX_REPLY_FRAME = 64 << 20
 
 
@@ -175,20 +177,24 @@ class _MQTTTransport:
         self.reply_topic = f"{prefix}/reply/{self.cid}"
         self.req_topic = f"{prefix}/fleet/req" if fleet else f"{prefix}/{device}/req"
         self.json = json_payloads
-        kw: dict[str, Any] = {}
+        self.kw: dict[str, Any] = {}
         if username:
-            kw.update(username=username, password=password)
+            self.kw.update(username=username, password=password)
         if tls:
             import ssl
-            kw["tls_context"] = ssl.create_default_context(cafile=ca_file)
-        self.client = aiomqtt.Client(host, port, identifier=self.cid, protocol=(
-            aiomqtt.ProtocolVersion.V5 if self.v5 else aiomqtt.ProtocolVersion.V311), timeout=10, **kw)
+            self.kw["tls_context"] = ssl.create_default_context(cafile=ca_file)
+        self.client: Any = None
         self.waiting: dict[Any, asyncio.Queue] = {}
         self.task: asyncio.Task | None = None
         self.ids = itertools.count(1)
         self.path = f"mqtt://{host}:{port}/{self.req_topic}"
 
     async def open(self) -> None:
+        aiomqtt = self.aiomqtt
+        # aiomqtt binds the running loop at construction, so the client is made here
+        self.client = aiomqtt.Client(self.host, self.port, identifier=self.cid, protocol=(
+            aiomqtt.ProtocolVersion.V5 if self.v5 else aiomqtt.ProtocolVersion.V311), timeout=10,
+            socket_options=NODELAY, **self.kw)
         try:
             await self.client.__aenter__()
             await self.client.subscribe(self.reply_topic, qos=1)
@@ -251,6 +257,8 @@ class _MQTTTransport:
     async def close(self) -> None:
         if self.task is not None:
             self.task.cancel()
+        if self.client is None:
+            return
         try:
             await self.client.__aexit__(None, None, None)
         except Exception:

@@ -72,6 +72,26 @@ class Notifier:
             self.sock = None
 
 
+def tune_malloc() -> bool:
+    """glibc: give large blocks (a session's KV cache is megabytes) back to the system when
+    they are freed, and cap per-thread arenas. Without this, freed caches of finished requests
+    stay in the heap and the RSS only grows. No-op elsewhere (musl, macOS)."""
+    import ctypes
+    import ctypes.util
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8
+    ok = mallopt(M_MMAP_THRESHOLD, 256 * 1024) == 1
+    ok &= mallopt(M_ARENA_MAX, 2) == 1
+    return bool(ok)
+
+
 _PRIO = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
 

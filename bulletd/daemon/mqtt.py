@@ -20,6 +20,7 @@ import collections
 import json
 import logging
 import random
+import socket
 import ssl
 import time
 from typing import Any
@@ -124,7 +125,9 @@ class MQTTTransport:
         return aiomqtt.Client(
             mc.host, mc.port, identifier=self.client_id, keepalive=mc.keepalive, timeout=10,
             will=aiomqtt.Will(self.status_topic, offline, qos=1, retain=True),
-            max_queued_incoming_messages=1000, **kw)
+            max_queued_incoming_messages=1000,
+            # paho leaves Nagle on; small replies would wait for delayed ACKs (~40 ms each)
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),), **kw)
 
     async def _run(self) -> None:
         backoff = self.mc.reconnect_min

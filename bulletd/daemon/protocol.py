@@ -82,7 +82,7 @@ def decode_payload(payload: bytes, content_type: str | None = None) -> tuple[dic
         ct = CT_JSON
     else:
         try:
-            obj = msgpack.unpackb(payload, raw=False, strict_map_key=True, max_buffer_size=len(payload) + 1)
+            obj = msgpack.unpackb(payload, raw=False, strict_map_key=True)
         except Exception as exc:  # msgpack raises several unrelated types for garbage
             raise RequestError("bad_request", f"payload is not valid msgpack ({type(exc).__name__}: {exc}); "
                                "send msgpack, or JSON with Content Type application/json") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
 import os
 import threading
 import time
@@ -119,6 +120,7 @@ def open_child(path: str, *, trust: Any, allow_unsigned: bool) -> tuple[Any, dic
             bf.verify_body()   # no signature: at least catch corruption
         from bulletd.runtime import load_model
         model = load_model(bf)
+        _drop_resident_pages(bf)
     except FormatError as exc:
         bf.close()
         raise RequestError("bad_model", str(exc)) from None
@@ -136,6 +138,18 @@ def open_child(path: str, *, trust: Any, allow_unsigned: bool) -> tuple[Any, dic
             close()
         bf.close()
     return model, header, signer, closer
+
+
+def _drop_resident_pages(bf: Any) -> None:
+    """Building the model read every page of the mapping (a kernel path may repack the weights
+    into its own layout). The pages are clean and file-backed: let them leave our RSS; the ones
+    still read through the mapping fault back in from the page cache on use."""
+    mm = getattr(bf, "_mm", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            mm.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
 
 
 def verify_trust(path: str, *, trust: Any, allow_unsigned: bool) -> str | None:

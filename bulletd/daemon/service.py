@@ -428,6 +428,8 @@ class Daemon:
 
 def run_daemon(cfg: Config, config_path: str | None, overrides: dict | None = None) -> int:
     setup_logging(cfg.log_level)
+    from bulletd.daemon.lifecycle import tune_malloc
+    tune_malloc()
 
     async def main() -> int:
         d = Daemon(cfg, config_path)

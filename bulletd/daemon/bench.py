@@ -1,0 +1,277 @@
+"""Daemon benchmark: end-to-end figures through a real broker and a real bulletd process, each
+beside a baseline measured in this same process run.
+
+    python -m bulletd.daemon.bench            # or: bulletd-cli bench
+    python -m bulletd.daemon.bench --quick --json
+
+It writes synthetic SMALL and REFERENCE children (random weights; speed does not depend on the
+values), signs them with a key made for the run, starts mosquitto on a free loopback port (or
+uses --broker HOST:PORT) and bulletd, then measures:
+
+  1. MQTT v5 loopback tokens/s for 64-token generations vs the runtime's raw tokens/s (same
+     file, settings and seed, so the same tokens); overhead target <= 10 %.
+  2. time to the first streamed chunk for a 16-token prompt on SMALL (target <= 10 ms), beside
+     the runtime's own time to first token.
+  3. two concurrent requests to two REFERENCE children: combined tokens/s vs one (target >= 1.7x).
+  4. daemon RSS with four REFERENCE children loaded and used (target <= 100 MB).
+  5. load and unload time of a ~5 MB child, signature verification included.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(cond, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class _Raw:
+    """The runtime alone, in this process: the baseline of every daemon figure."""
+
+    def __init__(self, path: Path):
+        from bulletd.runtime import load_model
+        self.m = load_model(str(path))
+        self.kernel = getattr(self.m, "kernel_path", "?")
+
+    def run(self, prompt: str, max_tokens: int) -> tuple[int, float, float]:
+        from bulletd.runtime import GenerationSettings
+        gs = GenerationSettings(max_tokens=max_tokens, temperature=0.8, seed=1234, stream=True)
+        t0 = time.perf_counter()
+        g = self.m.generate(prompt, gs)
+        first = None
+        for _ in g:
+            if first is None:
+                first = time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        return len(g.tokens), dt, first if first is not None else dt
+
+
+async def _paired(port: int, device: str, path: Path, child: str, prompt: str, max_tokens: int, reps: int,
+                  stream: bool) -> dict:
+    """Alternate raw and daemon runs (the machine's load changes by the second; pairing keeps the
+    comparison fair). Returns medians of both."""
+    from bulletd.client import AsyncClient
+    raw = _Raw(path)
+    r_tps, r_first, d_tps, d_first, ntok = [], [], [], [], 0
+    async with AsyncClient.mqtt("127.0.0.1", port, device=device, timeout=60) as c:
+        for i in range(reps + 1):
+            n, dt, first = raw.run(prompt, max_tokens)
+            t0 = time.perf_counter()
+            t_first = None
+            if stream:
+                s = c.stream(prompt, child, max_tokens=max_tokens, temperature=0.8, seed=1234)
+                async for _ in s:
+                    if t_first is None:
+                        t_first = time.perf_counter() - t0
+                r = s.result
+            else:
+                r = await c.generate(prompt, child, max_tokens=max_tokens, temperature=0.8, seed=1234)
+            ddt = time.perf_counter() - t0
+            if i == 0:
+                continue   # warm-up (page faults, first connection)
+            ntok = r.tokens
+            r_tps.append(n / dt)
+            r_first.append(first)
+            d_tps.append(r.tokens / ddt)
+            if t_first is not None:
+                d_first.append(t_first)
+    raw.m.close()
+    med = statistics.median
+    return {"tokens": ntok, "raw_tokens_per_s": med(r_tps), "mqtt_tokens_per_s": med(d_tps),
+            "raw_first_ms": med(r_first) * 1e3, "mqtt_first_ms": med(d_first) * 1e3 if d_first else None,
+            "kernel": raw.kernel}
+
+
+async def _concurrent(sock: str, children: list[str], prompt: str, max_tokens: int, reps: int) -> dict:
+    from bulletd.client import AsyncClient
+
+    async def one(c, child):
+        r = await c.generate(prompt, child, max_tokens=max_tokens, temperature=0.8, seed=99)
+        return r.tokens
+
+    single, pair = [], []
+    async with AsyncClient.socket(sock) as c:
+        await one(c, children[0])
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            n = await one(c, children[0])
+            single.append(n / (time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            ns = await asyncio.gather(*(one(c, ch) for ch in children[:2]))
+            pair.append(sum(ns) / (time.perf_counter() - t0))
+    s, p = statistics.median(single), statistics.median(pair)
+    return {"one_tokens_per_s": s, "two_tokens_per_s": p, "speedup": p / s}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bulletd-bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--broker", metavar="HOST:PORT", help="use this broker instead of starting mosquitto")
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions (noisier)")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    a = ap.parse_args(argv)
+    reps = 3 if a.quick else 7
+
+    from bulletd.format.synth import REFERENCE, SMALL, write_random_lm
+    from bulletd.signing import generate_keypair, sign_file
+    import psutil
+
+    tmp = Path(tempfile.mkdtemp(prefix="bulletd-bench-"))
+    procs: list[subprocess.Popen] = []
+    results: dict = {"cpu_count": os.cpu_count()}
+    try:
+        models = tmp / "models"
+        models.mkdir()
+        priv, pub = generate_keypair("bench", tmp / "key")
+        files = {"small": (SMALL, 1)} | {f"ref{i}": (REFERENCE, 10 + i) for i in range(4)}
+        for name, (arch, seed) in files.items():
+            p = write_random_lm(models / f"{name}.bullet", arch, seed=seed, name=name)
+            sign_file(p, priv)
+        spare = write_random_lm(tmp / "spare.bullet", REFERENCE, seed=77, name="spare")
+        sign_file(spare, priv)
+
+        if a.broker:
+            host, _, port_s = a.broker.partition(":")
+            port = int(port_s or 1883)
+        else:
+            exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+            port = _free_port()
+            conf = tmp / "mosquitto.conf"
+            # set_tcp_nodelay: without it mosquitto holds small replies for delayed ACKs (~40 ms each)
+            conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n")
+            procs.append(subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            _wait(lambda: _port_open(port), 10, "mosquitto")
+        sock = str(tmp / "bulletd.sock")
+        cfg = tmp / "bulletd.yaml"
+        cfg.write_text(json.dumps({
+            "device_id": "bench", "model_dir": str(models), "log_level": "warning",
+            "socket": {"path": sock}, "trust": {"keys": [str(pub)]},
+            "registry": {"memory_budget_mb": 64},
+            "mqtt": {"host": "127.0.0.1", "port": port},
+        }))
+        env = {**os.environ}
+        env.pop("NOTIFY_SOCKET", None)
+        d = subprocess.Popen([sys.executable, "-m", "bulletd.daemon", "--config", str(cfg)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=open(tmp / "bulletd.log", "wb"))
+        procs.append(d)
+        _wait(lambda: os.path.exists(sock) or d.poll() is not None, 60, "bulletd socket")
+        if d.poll() is not None:
+            raise RuntimeError("bulletd exited: " + (tmp / "bulletd.log").read_text())
+        from bulletd.client import Client
+        with Client(sock) as c:
+            _wait(lambda: c.status()["mqtt"].get("state") == "connected", 20, "bulletd MQTT connection")
+
+        prompt64 = "Once upon a time there was a little robot"
+        # 16-token prompt on SMALL: the byte-level synthetic vocabulary makes ~1 token per char pair
+        from bulletd.format import BulletFile
+        with BulletFile.open(models / "small.bullet") as bf:
+            tok = bf.tokenizer
+            p16 = "the cat sat"
+            while len(tok.encode(p16, bos=True)) < 16:
+                p16 += " on"
+            while len(tok.encode(p16, bos=True)) > 16:
+                p16 = p16[:-1]
+            n16 = len(tok.encode(p16, bos=True))
+
+        # 1 + 2: throughput and first chunk, raw beside daemon, both children
+        for child in ("small", "ref0"):
+            t = asyncio.run(_paired(port, "bench", models / f"{child}.bullet", child, prompt64, 64, reps, False))
+            results[f"throughput_{child}"] = {
+                "raw_tokens_per_s": round(t["raw_tokens_per_s"], 1), "mqtt_tokens_per_s": round(t["mqtt_tokens_per_s"], 1),
+                "tokens": t["tokens"], "overhead_pct": round(100 * (1 - t["mqtt_tokens_per_s"] / t["raw_tokens_per_s"]), 1),
+                "kernel": t["kernel"]}
+        f = asyncio.run(_paired(port, "bench", models / "small.bullet", "small", p16, 16, reps * 2, True))
+        results["first_chunk_small"] = {"prompt_tokens": n16, "raw_first_token_ms": round(f["raw_first_ms"], 2),
+                                        "mqtt_first_chunk_ms": round(f["mqtt_first_ms"], 2)}
+        # 3: two children at once
+        results["concurrency"] = {k: round(v, 2) for k, v in
+                                  asyncio.run(_concurrent(sock, ["ref1", "ref2"], prompt64, 128, max(2, reps // 2))).items()}
+        # 4: RSS with four REFERENCE children loaded and used
+        with Client(sock) as c:
+            for i in range(4):
+                c.generate("hello", f"ref{i}", max_tokens=8)
+            st = c.status()
+            results["rss"] = {"children_loaded": st["children"], "rss_mb": round(psutil.Process(d.pid).memory_info().rss / 2**20, 1),
+                              "children_mb": round(st["memory"]["children_bytes"] / 2**20, 2)}
+            # 5: load / unload a ~5 MB child with verification
+            loads, unloads, size = [], [], spare.stat().st_size
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                info = c.load(str(spare))
+                loads.append((time.perf_counter() - t0) * 1e3)
+                t0 = time.perf_counter()
+                c.unload("spare")
+                unloads.append((time.perf_counter() - t0) * 1e3)
+            t0 = time.perf_counter()
+            from bulletd.signing import TrustStore, verify_file
+            verify_file(spare, TrustStore(pub))
+            verify_ms = (time.perf_counter() - t0) * 1e3
+            results["load_unload"] = {"size_mb": round(size / 2**20, 2), "load_ms": round(statistics.median(loads), 2),
+                                      "daemon_load_ms": info.get("load_ms"), "unload_ms": round(statistics.median(unloads), 2),
+                                      "verify_only_ms_in_bench_process": round(verify_ms, 2)}
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        if not a.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    if a.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"bulletd daemon benchmark ({os.cpu_count()} cores, {reps} repetitions, medians; "
+          f"kernel {results['throughput_small']['kernel']})")
+    for child in ("small", "ref0"):
+        t = results[f"throughput_{child}"]
+        print(f"  {child:5s} 64-token generation: runtime {t['raw_tokens_per_s']:8.1f} tok/s | via MQTT "
+              f"{t['mqtt_tokens_per_s']:8.1f} tok/s | overhead {t['overhead_pct']:5.1f} %  (target <= 10 %)")
+    f = results["first_chunk_small"]
+    print(f"  SMALL {f['prompt_tokens']}-token prompt: runtime first token {f['raw_first_token_ms']:.2f} ms | "
+          f"first streamed chunk via MQTT {f['mqtt_first_chunk_ms']:.2f} ms  (target <= 10 ms)")
+    cc = results["concurrency"]
+    print(f"  two REFERENCE children at once: one {cc['one_tokens_per_s']:.1f} tok/s, two combined "
+          f"{cc['two_tokens_per_s']:.1f} tok/s = {cc['speedup']:.2f}x  (target >= 1.7x)")
+    r = results["rss"]
+    print(f"  daemon RSS with 4 REFERENCE children loaded ({r['children_mb']} MB mapped): {r['rss_mb']} MB  (target <= 100 MB)")
+    lu = results["load_unload"]
+    print(f"  {lu['size_mb']} MB child: load with verification {lu['load_ms']:.1f} ms (daemon side {lu['daemon_load_ms']} ms), "
+          f"unload {lu['unload_ms']:.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
