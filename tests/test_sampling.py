@@ -85,7 +85,7 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     z = np.log(probs)
     s = Sampler(S(temperature=1.0, top_k=0, top_p=0.5, repetition_penalty=1.0, seed=9))
     p = s.probabilities(z)
-    np.testing.assert_allclose(p, [0, 0.4 / 0.7, 0, 0.3 / 0.7, 0], rtol=1e-9)
+    np.testing.assert_allclose(p, [0, 0.4 / 0.7, 0, 0.3 / 0.7, 0], rtol=1e-6)
     assert {s.sample(z) for _ in range(300)} == {1, 3}
 
 
@@ -216,3 +216,16 @@ def test_seeded_generation_repeats_exactly(tiny_model):
     a, _ = _free_run(tiny_model)
     b, _ = _free_run(tiny_model)
     assert a.tokens == b.tokens and a.text == b.text and len(a.tokens) == 40
+
+
+def test_top_k_keeps_every_id_tied_with_the_kth_value():
+    z = np.array([1.0, 2.0, 2.0, 2.0, 0.0], dtype=np.float32)
+    assert np.nonzero(top_k_mask(z, 2))[0].tolist() == [1, 2, 3]
+
+
+def test_unique_seen_array_gives_the_same_penalty_as_a_list():
+    z = np.random.default_rng(3).standard_normal(50).astype(np.float32)
+    seen = [3, 7, 7, 3, 49, 0]
+    a = apply_repetition_penalty(z, seen, 1.3)
+    b = apply_repetition_penalty(z, np.array([0, 3, 7, 49]), 1.3, unique=True)
+    assert a.tolist() == b.tolist() and a[7] != z[7]

@@ -24,6 +24,7 @@ import gc
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +45,8 @@ TARGETS = {  # from the runtime issue, REFERENCE shape, one thread
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shapes", default="small,reference", help="comma list of small, reference")
     p.add_argument("--passes", type=int, default=5, help="decode passes over the context (median)")
-    p.add_argument("--numpy-tokens", type=int, default=64, help="decode tokens timed on the NumPy baseline")
+    p.add_argument("--numpy-tokens", type=int, default=0,
+                   help="decode positions timed on the NumPy baseline (default 0 = the whole context, as native)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke test)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
@@ -144,20 +146,20 @@ def bench_shape(label: str, arch: dict, workdir: Path, args) -> dict:
     r["prefill128_tok_s"] = 128 / (r["prefill128_ms"] / 1e3)
     r["ttft128_ms"] = _ttft_ms(model, prompt, 3 if quick else 10)
 
-    # memory: one more session, context filled, against the RSS with weights already paged in
-    gc.collect()
-    before = _rss()
-    extra = model.new_session()
-    extra.prefill(prompt, 0)
-    for pos in range(len(prompt), ctx):
-        extra.forward(ids[pos], pos)
-    r["session_rss_bytes"] = _rss() - before
-    r["kv_cache_bytes"] = extra.kv_bytes
-    del extra, warm
+    r["kv_cache_bytes"] = warm.kv_bytes
+    del warm
     model.close()
+    # memory, in a fresh process so memory freed by the sessions above cannot hide it
+    probe = subprocess.run([sys.executable, "-m", "bulletd.runtime.bench", "--rss-probe", str(path)],
+                           capture_output=True, text=True, timeout=600)
+    if probe.returncode != 0:
+        raise RuntimeError(f"RSS probe failed: {probe.stderr.strip()[-500:]}")
+    r.update(json.loads(probe.stdout))
 
     ref = load_model(path, backend="numpy")
-    n_np = min(args.numpy_tokens if not quick else 16, ctx)
+    n_np = ctx if args.numpy_tokens <= 0 else min(args.numpy_tokens, ctx)
+    if quick:
+        n_np = min(n_np, 32)
     r["numpy_decode_tok_s"] = _decode_rate(ref, ids[:n_np], 1)
     r["numpy_prefill128_ms"] = _prefill_ms(ref, prompt, 1 if quick else 3)
     r["numpy_decode_positions"] = n_np
@@ -165,6 +167,26 @@ def bench_shape(label: str, arch: dict, workdir: Path, args) -> dict:
     r["decode_vs_numpy"] = r["decode_tok_s"] / r["numpy_decode_tok_s"]
     r["prefill_vs_numpy"] = r["numpy_prefill128_ms"] / r["prefill128_ms"]
     return r
+
+
+def rss_probe(path: str) -> dict:
+    """RSS one extra session adds, weights already paged in by a first session (fresh process)."""
+    from .model import load_model
+    model = load_model(path, backend="native")
+    ctx = model.context
+    ids = [int(t) for t in np.random.default_rng(1).integers(3, model.arch["vocab_size"], size=ctx)]
+    first = model.new_session()
+    first.prefill(ids[:128], 0)
+    for pos in range(128, ctx):
+        first.forward(ids[pos], pos)
+    gc.collect()
+    before = _rss()
+    extra = model.new_session()
+    extra.prefill(ids[:128], 0)
+    for pos in range(128, ctx):
+        extra.forward(ids[pos], pos)
+    after = _rss()
+    return {"session_rss_bytes": after - before, "rss_with_one_session": before}
 
 
 def _check(ok: bool) -> str:
@@ -187,7 +209,8 @@ def report(results: list[dict]) -> str:
                      f"   numpy {r['numpy_prefill128_ms']:8.2f} ms   ratio {r['prefill_vs_numpy']:6.1f}x")
         lines.append(f"  time to first token    {r['ttft128_ms']:9.2f} ms  (128-token prompt)")
         lines.append(f"  KV cache per session   {r['kv_cache_bytes'] / 2**20:9.2f} MiB")
-        lines.append(f"  RSS added by a session {r['session_rss_bytes'] / 2**20:9.2f} MiB  (context filled)")
+        lines.append(f"  RSS added by a session {r['session_rss_bytes'] / 2**20:9.2f} MiB  (context filled; "
+                     f"process RSS with one session {r['rss_with_one_session'] / 2**20:.1f} MiB)")
         if r["shape"] == "reference":
             t = TARGETS
             lines.append("  targets (REFERENCE):")
@@ -212,6 +235,9 @@ def _pin_threads_or_reexec(argv) -> None:
 def main(args=None) -> int:
     from .model import _native_kernels
     from ..format.synth import REFERENCE, SMALL
+    if isinstance(args, list) and args[:1] == ["--rss-probe"]:
+        print(json.dumps(rss_probe(args[1])))
+        return 0
     if isinstance(args, list) or args is None:
         p = argparse.ArgumentParser(prog="bullet bench", description=__doc__.splitlines()[0])
         add_arguments(p)

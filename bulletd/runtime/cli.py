@@ -66,6 +66,21 @@ def _cmd_import(args) -> int:
     if info["placeholder_vocab"]:
         print("note: no --tokenizer given: the vocabulary is a byte-level placeholder; token ids "
               "are exact, text is not (recorded in the header's provenance)")
+    if args.agreement and args.dtype == "bq4":
+        import os
+        import tempfile
+        from .llama2c import greedy_agreement
+        from .model import load_model
+        with tempfile.TemporaryDirectory(prefix="bullet-import-") as d:
+            ref = os.path.join(d, "f32.bullet")
+            import_llama2c(args.checkpoint, ref, tokenizer=args.tokenizer, dtype="f32")
+            with load_model(ref) as a, load_model(args.out) as b:
+                r = greedy_agreement(a, b, args.agreement)
+                backend = b.backend
+        print(f"bq4 vs f32 greedy from BOS over {r['steps']} steps ({backend} backend): "
+              f"teacher-forced agreement {100 * r['teacher_forced']:.1f}%, free-running "
+              f"position-wise {100 * r['free_run_positionwise']:.1f}%, identical prefix "
+              f"{r['free_run_same_prefix']} tokens")
     return 0
 
 
@@ -100,6 +115,8 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--out", required=True, help="output .bullet file")
     p.add_argument("--name", help="model name for the header (default: the checkpoint's file name)")
     p.add_argument("--version", default="1", help="model version for the header (default 1)")
+    p.add_argument("--agreement", type=int, default=0, metavar="STEPS",
+                   help="with --dtype bq4: report how often greedy tokens agree with f32 over STEPS")
     p.set_defaults(func=_cmd_import)
 
     from .bench import add_arguments

@@ -342,7 +342,8 @@ class Generation:
             self.prefill_s = time.perf_counter() - t0
             pos = len(self.prompt_tokens)
             sampler = Sampler(s)
-            seen = list(self.prompt_tokens)
+            seen_set = set(self.prompt_tokens)
+            seen = np.array(sorted(seen_set), dtype=np.int64)   # distinct ids, for the penalty
             dec = tok.stream_decoder()
             for i in self.prompt_tokens:   # prime the decoder: the prompt's text is not output,
                 dec.push(i)                # but it decides leading-space stripping and UTF-8 state
@@ -353,7 +354,10 @@ class Generation:
                 if self._cancelled():
                     self.finish_reason = "cancelled"
                     break
-                nxt = sampler.sample(logits, seen)
+                if not np.isfinite(logits).all():
+                    raise ModelError(f"{m.path}: the model produced non-finite logits at position "
+                                     f"{pos - 1} (weights with NaN or infinite values?)")
+                nxt = sampler.sample(logits, seen, unique=True)
                 if t_dec is None:
                     t_dec = time.perf_counter()
                     self.ttft_s = t_dec - t0
@@ -361,7 +365,9 @@ class Generation:
                     self.finish_reason = "eos"
                     break
                 self.tokens.append(nxt)
-                seen.append(nxt)
+                if nxt not in seen_set:
+                    seen_set.add(nxt)
+                    seen = np.append(seen, nxt)
                 out += dec.push(nxt)
                 if stops:
                     cut, hold = _scan_stops(out, emitted, stops)

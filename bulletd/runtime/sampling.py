@@ -127,29 +127,41 @@ class GenerationSettings:
         return self
 
 
-def apply_repetition_penalty(logits: np.ndarray, seen, penalty: float) -> np.ndarray:
+def apply_repetition_penalty(logits: np.ndarray, seen, penalty: float, unique: bool = False) -> np.ndarray:
     """CTRL / llama.cpp rule, once per distinct seen token: positive logits are divided by the
     penalty, negative ones multiplied, so the token always becomes less likely when penalty > 1.
-    Returns a new array; `logits` is not modified."""
-    out = np.array(logits, dtype=np.float64)
+    Returns a new float32 array; `logits` is not modified. unique=True: `seen` is already an
+    int array of distinct valid ids (the generation loop keeps one, saving a np.unique per step)."""
+    out = np.array(logits, dtype=np.float32)
     if penalty == 1.0 or len(seen) == 0:
         return out
-    ids = np.unique(np.asarray(seen, dtype=np.int64))
-    ids = ids[(ids >= 0) & (ids < out.shape[0])]
+    if unique:
+        ids = seen
+    else:
+        if isinstance(seen, (set, frozenset)):
+            seen = list(seen)
+        ids = np.unique(np.asarray(seen, dtype=np.int64))
+        ids = ids[(ids >= 0) & (ids < out.shape[0])]
     v = out[ids]
-    out[ids] = np.where(v > 0, v / penalty, v * penalty)
+    p = np.float32(penalty)
+    out[ids] = np.where(v > 0, v / p, v * p)
     return out
 
 
-def top_k_mask(logits: np.ndarray, k: int) -> np.ndarray:
-    """Boolean mask of the k largest logits (ties at the boundary: lowest ids win, as argsort
-    with a stable sort on the negated values gives). k <= 0 or k >= n keeps everything."""
+def top_k_ids(logits: np.ndarray, k: int) -> np.ndarray:
+    """Ids of the k largest logits, ascending; every id tied with the k-th value is kept too (so
+    the result never depends on sort order). O(n): one partition, no full sort."""
     n = logits.shape[0]
     if k <= 0 or k >= n:
-        return np.ones(n, dtype=bool)
-    order = np.argsort(-logits, kind="stable")[:k]
-    mask = np.zeros(n, dtype=bool)
-    mask[order] = True
+        return np.arange(n)
+    kth = np.partition(logits, n - k)[n - k]
+    return np.flatnonzero(logits >= kth)
+
+
+def top_k_mask(logits: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask form of top_k_ids."""
+    mask = np.zeros(logits.shape[0], dtype=bool)
+    mask[top_k_ids(logits, k)] = True
     return mask
 
 
@@ -181,35 +193,46 @@ class Sampler:
         self.settings = settings
         self.rng = np.random.default_rng(settings.seed)
 
-    def probabilities(self, logits: np.ndarray, seen=()) -> np.ndarray:
-        """The distribution the next draw uses (float64, sums to 1). Greedy gives a one-hot."""
-        s = self.settings
-        z = apply_repetition_penalty(logits, seen, s.repetition_penalty)
-        if s.temperature == 0.0:
-            probs = np.zeros_like(z)
-            probs[int(np.argmax(z))] = 1.0
-            return probs
-        z = z / s.temperature
-        z = np.where(top_k_mask(z, s.top_k), z, -np.inf)
-        probs = softmax(z)
-        if s.top_p < 1.0:
-            probs = np.where(top_p_mask(probs, s.top_p), probs, 0.0)
-            probs /= probs.sum()
-        return probs
+    def _penalised(self, logits: np.ndarray, seen, unique: bool = False) -> np.ndarray:
+        return apply_repetition_penalty(logits, seen, self.settings.repetition_penalty, unique)
 
-    def sample(self, logits: np.ndarray, seen=()) -> int:
-        """One token id. Temperature 0 is argmax (after the repetition penalty) with no draw."""
+    def candidates(self, logits: np.ndarray, seen=(), unique: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, probabilities) of the tokens a draw can pick, most likely first.
+
+        Top-k works on an O(n) partition and only the k survivors are sorted, so a step costs
+        little even for large vocabularies."""
         s = self.settings
+        z = self._penalised(logits, seen, unique)
         if s.temperature == 0.0:
-            z = apply_repetition_penalty(logits, seen, s.repetition_penalty)
-            return int(np.argmax(z))
-        probs = self.probabilities(logits, seen)
+            return np.array([int(np.argmax(z))]), np.array([1.0])
+        ids = top_k_ids(z, s.top_k)
+        zc = z[ids].astype(np.float64) / s.temperature
+        order = np.argsort(-zc, kind="stable")
+        ids, zc = ids[order], zc[order]
+        probs = softmax(zc)
+        if s.top_p < 1.0:
+            cum = np.cumsum(probs)
+            last = int(np.searchsorted(cum, s.top_p * cum[-1], side="left"))
+            keep = min(last, probs.shape[0] - 1) + 1
+            ids, probs = ids[:keep], probs[:keep] / cum[keep - 1]
+        return ids, probs
+
+    def probabilities(self, logits: np.ndarray, seen=()) -> np.ndarray:
+        """The full distribution the next draw uses (float64, sums to 1). Greedy is one-hot."""
+        ids, p = self.candidates(logits, seen)
+        out = np.zeros(np.asarray(logits).shape[0])
+        out[ids] = p
+        return out
+
+    def sample(self, logits: np.ndarray, seen=(), unique: bool = False) -> int:
+        """One token id. Temperature 0 is argmax (after the repetition penalty) with no draw.
+        seen: ids so far (prompt + generated) for the repetition penalty; unique=True when it is
+        already an int array of distinct valid ids."""
+        if self.settings.temperature == 0.0:
+            return int(np.argmax(self._penalised(logits, seen, unique)))
+        ids, probs = self.candidates(logits, seen, unique)
         # inverse-CDF draw with one uniform number, like llama2.c's sample_mult
         coin = self.rng.random()
         cdf = np.cumsum(probs)
-        idx = int(np.searchsorted(cdf, coin * cdf[-1], side="right"))
-        idx = min(idx, probs.shape[0] - 1)
-        # searchsorted can land on a zero-probability id only through rounding at the very end
-        while probs[idx] == 0.0 and idx > 0:
-            idx -= 1
-        return idx
+        i = int(np.searchsorted(cdf, coin * cdf[-1], side="right"))
+        return int(ids[min(i, ids.shape[0] - 1)])
