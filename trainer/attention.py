@@ -1,0 +1,172 @@
+"""Causal attention kernels in NumPy: the plain reference and a FlashAttention-style tiled version.
+
+Shapes: q (B, H, T, hd), k and v (B, KV, T, hd), H a multiple of KV (grouped-query heads: query
+head h reads kv head h // (H/KV)). Scores are scaled by 1/sqrt(hd); position i attends to j <= i.
+
+* plain: S = q k^T, P = softmax(S + causal mask), out = P v. The backward pass reuses the stored
+  P, so memory is O(B H T^2).
+* flash: the queries and keys are cut into tiles of `block` rows. The forward pass keeps, per query
+  row, a running max m and a running normaliser l (online softmax: when a new tile raises the max,
+  the old sums are rescaled by exp(m_old - m_new)) and stores only the output and the row's
+  log-sum-exp L = m + log l. The backward pass recomputes each tile's probabilities from L
+  (P = exp(S - L)) instead of storing them, using D_i = sum_d dO_id O_id:
+      dV_j += P^T dO,  dP = dO V^T,  dS = P * (dP - D),  dQ += dS K / sqrt(hd),  dK += dS^T Q / sqrt(hd)
+  so memory is O(B H T hd + B H block^2), linear in T.
+
+`attention_fwd` / `attention_bwd` are the entry points; `tests/test_autograd.py` checks both
+implementations against finite differences and against each other, and `peak_attention_memory`
+measures the difference at long context (also printed by `bullet-train bench`).
+"""
+from __future__ import annotations
+
+import math
+import tracemalloc
+
+import numpy as np
+
+
+def _expand_kv(k: np.ndarray, n_heads: int) -> np.ndarray:
+    kv = k.shape[1]
+    if n_heads % kv:
+        raise ValueError(f"attention: {n_heads} query heads is not a multiple of {kv} kv heads")
+    return k if kv == n_heads else np.repeat(k, n_heads // kv, axis=1)
+
+
+def _reduce_kv(g: np.ndarray, kv: int) -> np.ndarray:
+    B, H, T, d = g.shape
+    return g if kv == H else g.reshape(B, kv, H // kv, T, d).sum(axis=2)
+
+
+def _causal_bias(i0, i1, j0, j1, dtype):
+    """0 where key j <= query i, -inf elsewhere, for the tile rows i0:i1, cols j0:j1."""
+    i = np.arange(i0, i1)[:, None]
+    j = np.arange(j0, j1)[None, :]
+    return np.where(j <= i, 0.0, -np.inf).astype(dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# plain (reference)
+# ---------------------------------------------------------------------------------------------
+
+def plain_fwd(q, k, v):
+    B, H, T, d = q.shape
+    ke, ve = _expand_kv(k, H), _expand_kv(v, H)
+    s = (q @ np.swapaxes(ke, -1, -2)) * (1.0 / math.sqrt(d))  # (B, H, T, T)
+    s += _causal_bias(0, T, 0, T, q.dtype)
+    s -= s.max(axis=-1, keepdims=True)
+    p = np.exp(s)
+    p /= p.sum(axis=-1, keepdims=True)
+    return p @ ve, p
+
+
+def plain_bwd(do, q, k, v, p):
+    B, H, T, d = q.shape
+    scale = 1.0 / math.sqrt(d)
+    ke, ve = _expand_kv(k, H), _expand_kv(v, H)
+    dv = np.swapaxes(p, -1, -2) @ do
+    dp = do @ np.swapaxes(ve, -1, -2)
+    ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+    dq = (ds @ ke) * scale
+    dk = (np.swapaxes(ds, -1, -2) @ q) * scale
+    return dq, _reduce_kv(dk, k.shape[1]), _reduce_kv(dv, v.shape[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# flash (tiled, online softmax, recomputing backward)
+# ---------------------------------------------------------------------------------------------
+
+def flash_fwd(q, k, v, block=64):
+    """Returns (out (B,H,T,hd), lse (B,H,T)). Never holds more than one (B,H,block,block) tile."""
+    B, H, T, d = q.shape
+    if block < 1:
+        raise ValueError(f"attention block must be >= 1, got {block}")
+    scale = 1.0 / math.sqrt(d)
+    ke, ve = _expand_kv(k, H), _expand_kv(v, H)
+    out = np.empty_like(q)
+    lse = np.empty((B, H, T), dtype=q.dtype)
+    for i0 in range(0, T, block):
+        i1 = min(T, i0 + block)
+        qi = q[:, :, i0:i1] * scale
+        m = np.full((B, H, i1 - i0, 1), -np.inf, dtype=q.dtype)
+        l = np.zeros((B, H, i1 - i0, 1), dtype=q.dtype)
+        acc = np.zeros((B, H, i1 - i0, d), dtype=q.dtype)
+        for j0 in range(0, i1, block):  # causal: key tiles past the last query of this tile are skipped
+            j1 = min(T, j0 + block, i1)
+            s = qi @ np.swapaxes(ke[:, :, j0:j1], -1, -2)  # (B, H, bi, bj)
+            if j1 > i0 + 1:  # the tile crosses the diagonal
+                s += _causal_bias(i0, i1, j0, j1, q.dtype)
+            m_new = np.maximum(m, s.max(axis=-1, keepdims=True))
+            p = np.exp(s - m_new)
+            corr = np.exp(m - m_new)  # rescales what was summed under the old max
+            l = l * corr + p.sum(axis=-1, keepdims=True)
+            acc = acc * corr + p @ ve[:, :, j0:j1]
+            m = m_new
+        out[:, :, i0:i1] = acc / l
+        lse[:, :, i0:i1] = (m + np.log(l))[..., 0]
+    return out, lse
+
+
+def flash_bwd(do, q, k, v, out, lse, block=64):
+    B, H, T, d = q.shape
+    scale = 1.0 / math.sqrt(d)
+    ke, ve = _expand_kv(k, H), _expand_kv(v, H)
+    D = (do * out).sum(axis=-1, keepdims=True)  # (B, H, T, 1)
+    dq = np.zeros_like(q)
+    dk = np.zeros_like(ke)
+    dv = np.zeros_like(ve)
+    for i0 in range(0, T, block):
+        i1 = min(T, i0 + block)
+        qi = q[:, :, i0:i1]
+        doi = do[:, :, i0:i1]
+        li = lse[:, :, i0:i1, None]
+        di = D[:, :, i0:i1]
+        for j0 in range(0, i1, block):
+            j1 = min(T, j0 + block, i1)
+            kj, vj = ke[:, :, j0:j1], ve[:, :, j0:j1]
+            s = (qi @ np.swapaxes(kj, -1, -2)) * scale
+            if j1 > i0 + 1:
+                s += _causal_bias(i0, i1, j0, j1, q.dtype)
+            p = np.exp(s - li)  # recomputed, never stored across tiles
+            dv[:, :, j0:j1] += np.swapaxes(p, -1, -2) @ doi
+            dp = doi @ np.swapaxes(vj, -1, -2)
+            ds = p * (dp - di)
+            ds *= scale
+            dq[:, :, i0:i1] += ds @ kj
+            dk[:, :, j0:j1] += np.swapaxes(ds, -1, -2) @ qi
+    return dq, _reduce_kv(dk, k.shape[1]), _reduce_kv(dv, v.shape[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# dispatch
+# ---------------------------------------------------------------------------------------------
+
+def attention_fwd(q, k, v, impl="flash", block=64):
+    """-> (out, saved) where saved is what attention_bwd needs (lse for flash, P for plain)."""
+    if q.ndim != 4 or k.shape != v.shape or q.shape[0] != k.shape[0] or q.shape[2:] != k.shape[2:]:
+        raise ValueError(f"attention: bad shapes q={q.shape} k={k.shape} v={v.shape}")
+    if impl == "flash":
+        return flash_fwd(q, k, v, block)
+    if impl == "plain":
+        return plain_fwd(q, k, v)
+    raise ValueError(f"attention impl must be 'flash' or 'plain', got {impl!r}")
+
+
+def attention_bwd(do, q, k, v, out, saved, impl="flash", block=64):
+    if impl == "flash":
+        return flash_bwd(do, q, k, v, out, saved, block)
+    return plain_bwd(do, q, k, v, saved)
+
+
+def peak_attention_memory(impl: str, seq: int, batch=1, heads=4, head_dim=32, block=64, seed=0) -> int:
+    """Peak bytes NumPy allocates for one forward + backward of causal attention (tracemalloc
+    sees NumPy's buffers), excluding the inputs and the output gradient."""
+    rng = np.random.default_rng(seed)
+    q, k, v, do = (rng.standard_normal((batch, heads, seq, head_dim), dtype=np.float32) for _ in range(4))
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    out, saved = attention_fwd(q, k, v, impl=impl, block=block)
+    grads = attention_bwd(do, q, k, v, out, saved, impl=impl, block=block)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del out, saved, grads
+    return peak

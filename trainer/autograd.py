@@ -1,0 +1,410 @@
+"""A small reverse-mode autograd engine over NumPy arrays: the Tensor type and the ops the model needs.
+
+Every op returns a new Tensor holding its output and a backward closure that *accumulates* into
+the gradients of its inputs; ``Tensor.backward()`` walks the graph in reverse topological order
+(the micrograd design, with arrays instead of scalars). Ops are dtype-generic: the model trains in
+float32 and the tests check every op against finite differences in float64
+(``tests/test_autograd.py``).
+
+The numeric kernels of the heavier ops (RMSNorm, RoPE, attention, softmax-cross-entropy) are plain
+functions (``*_fwd`` / ``*_bwd``) so the fused ``self_attention`` op can reuse them; the attention
+kernels live in ``trainer.attention``.
+
+    from trainer import autograd as ag
+    x = ag.Tensor(np.ones((2, 3)), requires_grad=True)
+    y = ag.sum(ag.silu(x)); y.backward(); x.grad
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from trainer import attention as attn
+
+
+class Tensor:
+    """An array plus what is needed to differentiate through it.
+
+    `parents` are the input Tensors of the op that made this one; `backward_fn(g)` receives this
+    tensor's gradient and adds the inputs' gradients into their `.grad` (see `_acc`).
+    """
+
+    __slots__ = ("data", "grad", "parents", "backward_fn", "requires_grad", "name")
+
+    def __init__(self, data, parents=(), backward_fn=None, requires_grad=False, name=None):
+        self.data = data if isinstance(data, np.ndarray) else np.asarray(data)
+        self.grad = None
+        self.parents = parents
+        self.backward_fn = backward_fn
+        self.requires_grad = bool(requires_grad) or any(p.requires_grad for p in parents)
+        self.name = name
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    def __repr__(self):
+        return f"Tensor(shape={self.shape}, dtype={self.dtype}, name={self.name!r})"
+
+    def backward(self, grad=None):
+        """Back-propagate from this tensor (default gradient: ones, i.e. d(sum(self)))."""
+        topo, seen = [], set()
+        stack = [(self, False)]
+        # iterative DFS: the model graph is deep enough (layers x ops) to make recursion fragile
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                topo.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            for p in node.parents:
+                if p.requires_grad and id(p) not in seen:
+                    stack.append((p, False))
+        if grad is None:
+            grad = np.ones_like(self.data)
+        _acc(self, np.asarray(grad, dtype=self.data.dtype))
+        for node in reversed(topo):
+            if node.backward_fn is not None and node.grad is not None:
+                node.backward_fn(node.grad)
+                # intermediate gradients are not needed once passed on; free them early
+                if node.parents:
+                    node.grad = None if node is not self else node.grad
+
+
+def _acc(t: Tensor, g: np.ndarray) -> None:
+    """Add g into t.grad. A preset grad (parameters: a view into the flat gradient buffer) is
+    updated in place; otherwise the first contribution is copied so no two tensors share storage."""
+    if not t.requires_grad:
+        return
+    if t.grad is None:
+        t.grad = np.array(g, dtype=t.data.dtype, copy=True)
+    else:
+        t.grad += g
+
+
+def _unbroadcast(g: np.ndarray, shape) -> np.ndarray:
+    """Sum a broadcast gradient back to `shape`."""
+    while g.ndim > len(shape):
+        g = g.sum(axis=0)
+    for i, n in enumerate(shape):
+        if n == 1 and g.shape[i] != 1:
+            g = g.sum(axis=i, keepdims=True)
+    return g
+
+
+def as_tensor(x) -> Tensor:
+    return x if isinstance(x, Tensor) else Tensor(np.asarray(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# elementwise and shape ops
+# ---------------------------------------------------------------------------------------------
+
+def add(a, b) -> Tensor:
+    a, b = as_tensor(a), as_tensor(b)
+
+    def bwd(g):
+        _acc(a, _unbroadcast(g, a.shape))
+        _acc(b, _unbroadcast(g, b.shape))
+
+    return Tensor(a.data + b.data, (a, b), bwd)
+
+
+def mul(a, b) -> Tensor:
+    a, b = as_tensor(a), as_tensor(b)
+
+    def bwd(g):
+        if a.requires_grad:
+            _acc(a, _unbroadcast(g * b.data, a.shape))
+        if b.requires_grad:
+            _acc(b, _unbroadcast(g * a.data, b.shape))
+
+    return Tensor(a.data * b.data, (a, b), bwd)
+
+
+def sum(a) -> Tensor:  # noqa: A001 - mirrors numpy's name on purpose
+    a = as_tensor(a)
+
+    def bwd(g):
+        _acc(a, np.broadcast_to(g, a.shape))
+
+    return Tensor(np.asarray(a.data.sum(), dtype=a.data.dtype), (a,), bwd)
+
+
+def reshape(a, shape) -> Tensor:
+    a = as_tensor(a)
+
+    def bwd(g):
+        _acc(a, g.reshape(a.shape))
+
+    return Tensor(a.data.reshape(shape), (a,), bwd)
+
+
+def transpose(a, axes) -> Tensor:
+    a = as_tensor(a)
+    inv = np.argsort(axes)
+
+    def bwd(g):
+        _acc(a, g.transpose(inv))
+
+    return Tensor(a.data.transpose(axes), (a,), bwd)
+
+
+def relu(x) -> Tensor:
+    x = as_tensor(x)
+    pos = x.data > 0
+
+    def bwd(g):
+        _acc(x, g * pos)
+
+    return Tensor(np.where(pos, x.data, 0).astype(x.data.dtype), (x,), bwd)
+
+
+def silu(x) -> Tensor:
+    """x * sigmoid(x)."""
+    x = as_tensor(x)
+    s = 1.0 / (1.0 + np.exp(-x.data))
+
+    def bwd(g):
+        _acc(x, g * (s * (1.0 + x.data * (1.0 - s))))
+
+    return Tensor(x.data * s, (x,), bwd)
+
+
+def swiglu(gate_up) -> Tensor:
+    """SwiGLU on a fused (…, 2H) input [gate | up]: silu(gate) * up -> (…, H)."""
+    gate_up = as_tensor(gate_up)
+    h = gate_up.shape[-1] // 2
+    if gate_up.shape[-1] != 2 * h:
+        raise ValueError(f"swiglu: last axis must be even (gate|up), got {gate_up.shape[-1]}")
+    gt, up = gate_up.data[..., :h], gate_up.data[..., h:]
+    s = 1.0 / (1.0 + np.exp(-gt))
+    sg = gt * s
+
+    def bwd(g):
+        out = np.empty_like(gate_up.data)
+        # d/dgate silu(gate)*up = up * s * (1 + gate * (1 - s)); d/dup = silu(gate)
+        out[..., :h] = g * up * (s * (1.0 + gt * (1.0 - s)))
+        out[..., h:] = g * sg
+        _acc(gate_up, out)
+
+    return Tensor(sg * up, (gate_up,), bwd)
+
+
+# ---------------------------------------------------------------------------------------------
+# matrix products
+# ---------------------------------------------------------------------------------------------
+
+def matmul(a, b) -> Tensor:
+    """a @ b with NumPy's broadcasting rules over leading (batch) axes; both at least 2-D."""
+    a, b = as_tensor(a), as_tensor(b)
+    if a.data.ndim < 2 or b.data.ndim < 2:
+        raise ValueError(f"matmul: both operands must be at least 2-D, got {a.shape} and {b.shape}")
+
+    def bwd(g):
+        if a.requires_grad:
+            _acc(a, _unbroadcast(g @ np.swapaxes(b.data, -1, -2), a.shape))
+        if b.requires_grad:
+            _acc(b, _unbroadcast(np.swapaxes(a.data, -1, -2) @ g, b.shape))
+
+    return Tensor(a.data @ b.data, (a, b), bwd)
+
+
+def linear(x, w) -> Tensor:
+    """y = x @ w.T with w stored (out_features, in_features) as in the .bullet file (y = W x)."""
+    x, w = as_tensor(x), as_tensor(w)
+    if x.shape[-1] != w.shape[1]:
+        raise ValueError(f"linear: input has {x.shape[-1]} features, weight expects {w.shape[1]}")
+    x2 = x.data.reshape(-1, x.shape[-1])
+    y = x2 @ w.data.T
+
+    def bwd(g):
+        g2 = g.reshape(-1, g.shape[-1])
+        if w.requires_grad:
+            if w.grad is not None:
+                # accumulate straight into the parameter's gradient buffer: one GEMM, no temporary
+                w.grad += g2.T @ x2
+            else:
+                _acc(w, g2.T @ x2)
+        if x.requires_grad:
+            _acc(x, (g2 @ w.data).reshape(x.shape))
+
+    return Tensor(y.reshape(*x.shape[:-1], w.shape[0]), (x, w), bwd)
+
+
+def embedding(w, ids: np.ndarray) -> Tensor:
+    """Rows of w (vocab, dim) gathered by the integer array ids -> ids.shape + (dim,)."""
+    w = as_tensor(w)
+    ids = np.asarray(ids)
+    if ids.size and (ids.min() < 0 or ids.max() >= w.shape[0]):
+        raise ValueError(f"embedding: ids must lie in [0, {w.shape[0]}), got [{ids.min()}, {ids.max()}]")
+
+    def bwd(g):
+        gw = np.zeros_like(w.data)
+        np.add.at(gw, ids.reshape(-1), g.reshape(-1, w.shape[1]))
+        _acc(w, gw)
+
+    return Tensor(w.data[ids], (w,), bwd)
+
+
+# ---------------------------------------------------------------------------------------------
+# normalisation and position
+# ---------------------------------------------------------------------------------------------
+
+def rmsnorm_fwd(x, w, eps):
+    r = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)  # (…, 1)
+    return x * r * w, r
+
+
+def rmsnorm_bwd(g, x, w, r):
+    gh = g * w
+    # y = w * x * r, r = (mean(x^2)+eps)^-1/2  =>  dx = r * (gh - x * r^2 * mean(gh * x))
+    gx = r * (gh - x * (r * r) * np.mean(gh * x, axis=-1, keepdims=True))
+    gw = (g * (x * r)).reshape(-1, x.shape[-1]).sum(axis=0)
+    return gx, gw
+
+
+def rmsnorm(x, w, eps=1e-5) -> Tensor:
+    x, w = as_tensor(x), as_tensor(w)
+    y, r = rmsnorm_fwd(x.data, w.data, eps)
+
+    def bwd(g):
+        gx, gw = rmsnorm_bwd(g, x.data, w.data, r)
+        _acc(x, gx)
+        _acc(w, gw)
+
+    return Tensor(y, (x, w), bwd)
+
+
+def rope_tables(seq_len: int, head_dim: int, theta: float = 10000.0, dtype=np.float32):
+    """cos, sin tables (seq_len, head_dim/2) for llama2.c RoPE: pair (2i, 2i+1) rotates by
+    pos * theta^(-2i/head_dim)."""
+    if head_dim % 2:
+        raise ValueError(f"RoPE needs an even head_dim, got {head_dim}")
+    freq = theta ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    ang = np.arange(seq_len, dtype=np.float64)[:, None] * freq[None, :]
+    return np.cos(ang).astype(dtype), np.sin(ang).astype(dtype)
+
+
+def rope_fwd(x, cos, sin):
+    """x (…, T, hd); cos/sin (T, hd/2). Rotates interleaved pairs (x[2i], x[2i+1])."""
+    x0, x1 = x[..., 0::2], x[..., 1::2]
+    out = np.empty_like(x)
+    out[..., 0::2] = x0 * cos - x1 * sin
+    out[..., 1::2] = x0 * sin + x1 * cos
+    return out
+
+
+def rope_bwd(g, cos, sin):
+    # the inverse rotation (transpose of the rotation matrix)
+    g0, g1 = g[..., 0::2], g[..., 1::2]
+    out = np.empty_like(g)
+    out[..., 0::2] = g0 * cos + g1 * sin
+    out[..., 1::2] = g1 * cos - g0 * sin
+    return out
+
+
+def rope(x, cos, sin) -> Tensor:
+    x = as_tensor(x)
+    T = x.shape[-2]
+    c, s = cos[:T], sin[:T]
+
+    def bwd(g):
+        _acc(x, rope_bwd(g, c, s))
+
+    return Tensor(rope_fwd(x.data, c, s), (x,), bwd)
+
+
+# ---------------------------------------------------------------------------------------------
+# attention
+# ---------------------------------------------------------------------------------------------
+
+def attention(q, k, v, impl: str = "flash", block: int = 64) -> Tensor:
+    """Causal attention. q (B, H, T, hd), k/v (B, KV, T, hd) with H a multiple of KV (grouped
+    query heads). impl "flash" (tiled, O(T) memory, recomputing backward) or "plain" (stores the
+    T x T probabilities)."""
+    q, k, v = as_tensor(q), as_tensor(k), as_tensor(v)
+    out, saved = attn.attention_fwd(q.data, k.data, v.data, impl=impl, block=block)
+
+    def bwd(g):
+        dq, dk, dv = attn.attention_bwd(g, q.data, k.data, v.data, out, saved, impl=impl, block=block)
+        _acc(q, dq)
+        _acc(k, dk)
+        _acc(v, dv)
+
+    return Tensor(out, (q, k, v), bwd)
+
+
+def self_attention(qkv, cos, sin, batch: int, seq: int, n_heads: int, n_kv_heads: int,
+                   impl: str = "flash", block: int = 64) -> Tensor:
+    """Fused: split qkv (B*T, (H+2KV)*hd) into heads, RoPE on q and k, causal attention,
+    merge heads -> (B*T, H*hd). Same math as reshape/transpose/rope/attention in sequence (the
+    tests check that), with fewer temporaries."""
+    qkv = as_tensor(qkv)
+    B, T, H, KV = batch, seq, n_heads, n_kv_heads
+    width = qkv.shape[-1]
+    hd = width // (H + 2 * KV)
+    if hd * (H + 2 * KV) != width or qkv.shape[0] != B * T:
+        raise ValueError(f"self_attention: qkv shape {qkv.shape} does not match B={B} T={T} "
+                         f"heads={H} kv_heads={KV}")
+    c, s = cos[:T], sin[:T]
+    x = qkv.data.reshape(B, T, H + 2 * KV, hd).transpose(0, 2, 1, 3)  # (B, H+2KV, T, hd)
+    q = rope_fwd(x[:, :H], c, s)
+    k = rope_fwd(x[:, H:H + KV], c, s)
+    v = np.ascontiguousarray(x[:, H + KV:])
+    o, saved = attn.attention_fwd(q, k, v, impl=impl, block=block)  # (B, H, T, hd)
+    y = o.transpose(0, 2, 1, 3).reshape(B * T, H * hd)
+
+    def bwd(g):
+        go = np.ascontiguousarray(g.reshape(B, T, H, hd).transpose(0, 2, 1, 3))
+        dq, dk, dv = attn.attention_bwd(go, q, k, v, o, saved, impl=impl, block=block)
+        gx = np.empty((B, T, H + 2 * KV, hd), dtype=qkv.data.dtype)
+        gx[:, :, :H] = rope_bwd(dq, c, s).transpose(0, 2, 1, 3)
+        gx[:, :, H:H + KV] = rope_bwd(dk, c, s).transpose(0, 2, 1, 3)
+        gx[:, :, H + KV:] = dv.transpose(0, 2, 1, 3)
+        _acc(qkv, gx.reshape(B * T, width))
+
+    return Tensor(y, (qkv,), bwd)
+
+
+# ---------------------------------------------------------------------------------------------
+# loss
+# ---------------------------------------------------------------------------------------------
+
+def cross_entropy_fwd(logits: np.ndarray, targets: np.ndarray):
+    """Per-row negative log-likelihood (float64 accumulation of the mean is left to the caller)
+    and the softmax probabilities. logits (N, V), targets (N,)."""
+    m = logits.max(axis=-1, keepdims=True)
+    e = np.exp(logits - m)
+    ssum = e.sum(axis=-1, keepdims=True)
+    lse = np.log(ssum) + m
+    nll = lse[:, 0] - logits[np.arange(logits.shape[0]), targets]
+    e /= ssum
+    return nll, e
+
+
+def cross_entropy(logits, targets: np.ndarray) -> Tensor:
+    """Fused softmax + cross-entropy, mean over rows. logits (N, V), targets (N,) ints in [0, V)."""
+    logits = as_tensor(logits)
+    targets = np.asarray(targets).reshape(-1)
+    N, V = logits.shape
+    if targets.shape[0] != N:
+        raise ValueError(f"cross_entropy: {N} rows of logits but {targets.shape[0]} targets")
+    if N and (targets.min() < 0 or targets.max() >= V):
+        raise ValueError(f"cross_entropy: targets must lie in [0, {V})")
+    nll, p = cross_entropy_fwd(logits.data, targets)
+    loss = np.asarray(nll.mean(dtype=np.float64), dtype=logits.data.dtype)
+
+    def bwd(g):
+        # d mean(nll) / d logits = (softmax - onehot) / N; p is ours to overwrite
+        p[np.arange(N), targets] -= 1.0
+        np.multiply(p, g / N, out=p)
+        _acc(logits, p)
+
+    return Tensor(loss, (logits,), bwd)

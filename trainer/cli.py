@@ -1,0 +1,145 @@
+"""`bullet-train`: the trainer's command line.
+
+    bullet-train train  --config FILE [--resume-from CKPT] [--steps N] [--no-progress]
+    bullet-train export CKPT -o OUT.bullet [--key PRIVATE_KEY] [--example TEXT ...] [--name N --version V]
+    bullet-train router -o MOTHER.bullet --child NAME=FILE.jsonl|FILE.bullet ... [--labelled FILE.jsonl]
+                        [--key PRIVATE_KEY] [--feature-dim 1024] [--hidden 64] [--steps 300]
+    bullet-train tokenizer --data FILE.jsonl --vocab-size N -o tokenizer.json
+    bullet-train bench  [--steps 30]
+
+--steps N sets the run's total step count (and the length of its cosine schedule): an interrupted
+run resumed with the same --steps ends with exactly the weights of an uninterrupted one.
+Errors are printed as one line `bullet-train: error: ...` with exit status 2 (bad input) or 1.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from bulletd.errors import BulletError
+
+
+def _train(args) -> int:
+    from trainer.config import load_config
+    from trainer.train import Trainer
+
+    cfg = load_config(args.config, max_steps=args.steps)
+    res = Trainer(cfg, resume_from=args.resume_from, progress=not args.no_progress).run()
+    print(f"final: step {res['step']} val loss {res['val_loss']:.4f} nats/token, {res['val_bpb']:.4f} bits/byte; "
+          f"run folder {res['run_dir']}")
+    return 0
+
+
+def _export(args) -> int:
+    from trainer.export import export
+
+    export(args.checkpoint, args.output, key=args.key, examples=args.example or None, name=args.name,
+           version=args.version, check_windows=args.check_windows)
+    return 0
+
+
+def _router(args) -> int:
+    from trainer.errors import ConfigError
+    from trainer.router import examples_from_labelled, examples_from_source, export_router, train_router
+
+    examples = []
+    for spec in args.child or []:
+        if "=" not in spec:
+            raise ConfigError(f"--child expects NAME=FILE, got {spec!r}")
+        name, path = spec.split("=", 1)
+        examples += examples_from_source(name, path, args.per_child, args.seed)
+    for path in args.labelled or []:
+        examples += examples_from_labelled(path)
+    model = train_router(examples, feature_dim=args.feature_dim, hidden=args.hidden, steps=args.steps, seed=args.seed)
+    s = export_router(model, args.output, threshold=args.threshold, key=args.key, name=args.name, version=args.version)
+    print(f"wrote {s['path']} ({s['size']} bytes)" + (", signed" if args.key else ""))
+    return 0
+
+
+def _tokenizer(args) -> int:
+    from trainer.bpe import train_bpe
+    from trainer.data import load_jsonl
+
+    corpus = load_jsonl(args.data)
+    t0 = time.monotonic()
+    v = train_bpe(corpus.texts, args.vocab_size)
+    v.save(args.output)
+    n_tok = sum(len(v.encode(t)) for t in corpus.texts)
+    n_bytes = sum(len(t.encode("utf-8")) for t in corpus.texts)
+    print(f"wrote {args.output}: {len(v)} entries ({v.n_merges} merges) in {time.monotonic() - t0:.1f}s; "
+          f"{n_bytes / n_tok:.2f} bytes/token on {args.data}")
+    return 0
+
+
+def _bench(args) -> int:
+    from trainer.bench import run
+
+    run(steps=args.steps, warmup=args.warmup, batch=args.batch, seq=args.seq, memory_seq=args.memory_seq,
+        plain=not args.no_plain)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="bullet-train", description="Train, export and benchmark Bullet OS children.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train (or resume) a run from a YAML config")
+    t.add_argument("--config", required=True)
+    t.add_argument("--resume-from", help="checkpoint folder, or run folder (its newest checkpoint)")
+    t.add_argument("--steps", type=int, help="total steps for the run (overrides max_steps)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    t.set_defaults(fn=_train)
+    e = sub.add_parser("export", help="export a checkpoint to a .bullet file")
+    e.add_argument("checkpoint")
+    e.add_argument("-o", "--output", required=True)
+    e.add_argument("--key", help="Ed25519 private key (PEM) to sign with")
+    e.add_argument("--example", action="append", help="a prompt for header['examples'] (repeatable)")
+    e.add_argument("--name")
+    e.add_argument("--version")
+    e.add_argument("--check-windows", type=int, default=16,
+                   help="validation windows for the float32-vs-exported loss check (0 skips it)")
+    e.set_defaults(fn=_export)
+    r = sub.add_parser("router", help="train the mother (router) from labelled prompts")
+    r.add_argument("-o", "--output", required=True)
+    r.add_argument("--child", action="append", help="NAME=FILE.jsonl or NAME=FILE.bullet (repeatable)")
+    r.add_argument("--labelled", action="append", help="JSONL of {\"text\", \"label\"} (repeatable)")
+    r.add_argument("--per-child", type=int, default=2000)
+    r.add_argument("--feature-dim", type=int, default=1024)
+    r.add_argument("--hidden", type=int, default=64)
+    r.add_argument("--steps", type=int, default=300)
+    r.add_argument("--threshold", type=float, default=0.5)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--key")
+    r.add_argument("--name", default="mother")
+    r.add_argument("--version", default="0.1.0")
+    r.set_defaults(fn=_router)
+    k = sub.add_parser("tokenizer", help="train a BPE tokenizer alone")
+    k.add_argument("--data", required=True)
+    k.add_argument("--vocab-size", type=int, required=True)
+    k.add_argument("-o", "--output", required=True)
+    k.set_defaults(fn=_tokenizer)
+    b = sub.add_parser("bench", help="REFERENCE-model training speed and attention memory")
+    b.add_argument("--steps", type=int, default=30)
+    b.add_argument("--warmup", type=int, default=3)
+    b.add_argument("--batch", type=int, default=4)
+    b.add_argument("--seq", type=int, default=128)
+    b.add_argument("--memory-seq", type=int, default=2048)
+    b.add_argument("--no-plain", action="store_true", help="skip the plain-attention baseline")
+    b.set_defaults(fn=_bench)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print("bullet-train: interrupted", file=sys.stderr)
+        return 130
+    except BulletError as exc:
+        print(f"bullet-train: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The Llama-style decoder of DESIGN.md, built on trainer.autograd.
+
+token embedding -> N x [RMSNorm -> causal self-attention (RoPE, grouped-query heads) -> residual,
+RMSNorm -> SwiGLU MLP -> residual] -> RMSNorm -> output projection (tied or untied).
+
+Training-side layout: q, k and v are one fused matrix `blk.i.wqkv` ((H + 2 KV) * hd, dim) and the
+gate and up projections one matrix `blk.i.w13` (2 * hidden, dim), so each block does three big
+GEMMs instead of six small ones. `bullet_tensors()` splits them back into the `.bullet` names of
+docs/ARCHITECTURE.md (wq, wk, wv, w1, w3). All parameters are views into one flat float32 buffer
+(and their gradients into one flat gradient buffer), so the optimiser and the gradient clipping
+work on a single vector.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from trainer import autograd as ag
+
+
+@dataclass(frozen=True)
+class ModelArch:
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    hidden_dim: int          # SwiGLU inner width
+    vocab_size: int
+    max_seq_len: int         # the context the model is trained for (RoPE tables, export)
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    tied_embeddings: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def check(self) -> None:
+        """Raise ValueError naming the first inconsistent hyper-parameter."""
+        for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "vocab_size", "max_seq_len"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim {self.head_dim} (dim / n_heads) must be even for RoPE")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def param_shapes(self) -> dict:
+        """Training-side parameter names -> shapes, in file order."""
+        hd, D = self.head_dim, self.dim
+        shapes = {"tok_embd": (self.vocab_size, D)}
+        for i in range(self.n_layers):
+            shapes[f"blk.{i}.attn_norm"] = (D,)
+            shapes[f"blk.{i}.wqkv"] = ((self.n_heads + 2 * self.n_kv_heads) * hd, D)
+            shapes[f"blk.{i}.wo"] = (D, self.n_heads * hd)
+            shapes[f"blk.{i}.ffn_norm"] = (D,)
+            shapes[f"blk.{i}.w13"] = (2 * self.hidden_dim, D)
+            shapes[f"blk.{i}.w2"] = (D, self.hidden_dim)
+        shapes["out_norm"] = (D,)
+        if not self.tied_embeddings:
+            shapes["output"] = (self.vocab_size, D)
+        return shapes
+
+    def n_params(self) -> int:
+        return int(sum(int(np.prod(s)) for s in self.param_shapes().values()))
+
+
+class Model:
+    """Parameters + forward pass. `loss(inputs, targets)` builds the autograd graph."""
+
+    def __init__(self, arch: ModelArch, seed: int = 0, dtype=np.float32, attn_impl="flash", attn_block=64):
+        arch.check()
+        self.arch = arch
+        self.dtype = np.dtype(dtype)
+        self.attn_impl = attn_impl
+        self.attn_block = attn_block
+        shapes = arch.param_shapes()
+        total = sum(int(np.prod(s)) for s in shapes.values())
+        self.flat = np.zeros(total, dtype=self.dtype)       # all parameters, one vector
+        self.flat_grad = np.zeros(total, dtype=self.dtype)  # their gradients
+        self.params: dict[str, ag.Tensor] = {}
+        self.decay_mask = np.zeros(total, dtype=bool)       # weight decay on matrices only
+        off = 0
+        # matrices first, vectors last: weight decay then covers one prefix of the flat vector
+        order = [n for n, s in shapes.items() if len(s) == 2] + [n for n, s in shapes.items() if len(s) != 2]
+        for name in order:
+            shape = shapes[name]
+            n = int(np.prod(shape))
+            t = ag.Tensor(self.flat[off:off + n].reshape(shape), requires_grad=True, name=name)
+            t.grad = self.flat_grad[off:off + n].reshape(shape)
+            self.params[name] = t
+            if len(shape) == 2:
+                self.decay_mask[off:off + n] = True
+            off += n
+        self.params = {name: self.params[name] for name in shapes}  # file order for iteration
+        self.cos, self.sin = ag.rope_tables(arch.max_seq_len, arch.head_dim, arch.rope_theta, self.dtype)
+        self.init_weights(seed)
+
+    def init_weights(self, seed: int) -> None:
+        """GPT-2 style: N(0, 0.02) for matrices, residual output projections scaled by
+        1/sqrt(2 * n_layers) so the residual stream's variance does not grow with depth; norms at 1."""
+        rng = np.random.default_rng(seed)
+        resid_std = 0.02 / math.sqrt(2 * self.arch.n_layers)
+        for name, t in self.params.items():
+            if t.data.ndim == 1:
+                t.data[...] = 1.0
+            else:
+                std = resid_std if name.endswith((".wo", ".w2")) else 0.02
+                t.data[...] = rng.standard_normal(t.shape, dtype=np.float64) * std
+
+    # -- forward ---------------------------------------------------------------------------------
+
+    def logits(self, inputs: np.ndarray) -> ag.Tensor:
+        """inputs (B, T) int token ids -> logits Tensor (B*T, vocab)."""
+        a, P = self.arch, self.params
+        B, T = inputs.shape
+        if T > a.max_seq_len:
+            raise ValueError(f"sequence of {T} tokens exceeds max_seq_len {a.max_seq_len}")
+        x = ag.reshape(ag.embedding(P["tok_embd"], inputs), (B * T, a.dim))  # (B*T, dim)
+        for i in range(a.n_layers):
+            h = ag.rmsnorm(x, P[f"blk.{i}.attn_norm"], a.norm_eps)
+            qkv = ag.linear(h, P[f"blk.{i}.wqkv"])                         # (B*T, (H+2KV)*hd)
+            att = ag.self_attention(qkv, self.cos, self.sin, B, T, a.n_heads, a.n_kv_heads,
+                                    impl=self.attn_impl, block=self.attn_block)  # (B*T, H*hd)
+            x = ag.add(x, ag.linear(att, P[f"blk.{i}.wo"]))
+            h = ag.rmsnorm(x, P[f"blk.{i}.ffn_norm"], a.norm_eps)
+            m = ag.swiglu(ag.linear(h, P[f"blk.{i}.w13"]))                  # (B*T, hidden)
+            x = ag.add(x, ag.linear(m, P[f"blk.{i}.w2"]))
+        x = ag.rmsnorm(x, P["out_norm"], a.norm_eps)
+        out_w = P["tok_embd"] if a.tied_embeddings else P["output"]
+        return ag.linear(x, out_w)                                          # (B*T, vocab)
+
+    def loss(self, inputs: np.ndarray, targets: np.ndarray) -> ag.Tensor:
+        return ag.cross_entropy(self.logits(inputs), targets.reshape(-1))
+
+    def nll(self, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Per-token negative log-likelihood in nats (B*T,), no gradient bookkeeping kept."""
+        lg = self.logits(inputs).data
+        nll, _ = ag.cross_entropy_fwd(lg, targets.reshape(-1))
+        return nll
+
+    def zero_grad(self) -> None:
+        self.flat_grad[...] = 0.0
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def state_arrays(self) -> dict:
+        """Training-side name -> array (views)."""
+        return {name: t.data for name, t in self.params.items()}
+
+    def load_arrays(self, arrays: dict) -> None:
+        for name, t in self.params.items():
+            if name not in arrays:
+                raise ValueError(f"missing parameter {name}")
+            src = arrays[name]
+            if tuple(src.shape) != tuple(t.shape):
+                raise ValueError(f"parameter {name}: expected shape {t.shape}, found {tuple(src.shape)}")
+            t.data[...] = src
+
+    def bullet_tensors(self) -> dict:
+        """The `.bullet` tensor names of docs/ARCHITECTURE.md -> float32 arrays (copies)."""
+        a, P = self.arch, self.params
+        hd = a.head_dim
+        out = {"tok_embd": P["tok_embd"].data.astype(np.float32)}
+        for i in range(a.n_layers):
+            wqkv = P[f"blk.{i}.wqkv"].data
+            nq, nkv = a.n_heads * hd, a.n_kv_heads * hd
+            out[f"blk.{i}.attn_norm"] = P[f"blk.{i}.attn_norm"].data.astype(np.float32)
+            out[f"blk.{i}.wq"] = wqkv[:nq].astype(np.float32)
+            out[f"blk.{i}.wk"] = wqkv[nq:nq + nkv].astype(np.float32)
+            out[f"blk.{i}.wv"] = wqkv[nq + nkv:].astype(np.float32)
+            out[f"blk.{i}.wo"] = P[f"blk.{i}.wo"].data.astype(np.float32)
+            out[f"blk.{i}.ffn_norm"] = P[f"blk.{i}.ffn_norm"].data.astype(np.float32)
+            w13 = P[f"blk.{i}.w13"].data
+            out[f"blk.{i}.w1"] = w13[:a.hidden_dim].astype(np.float32)
+            out[f"blk.{i}.w3"] = w13[a.hidden_dim:].astype(np.float32)
+            out[f"blk.{i}.w2"] = P[f"blk.{i}.w2"].data.astype(np.float32)
+        out["out_norm"] = P["out_norm"].data.astype(np.float32)
+        if not a.tied_embeddings:
+            out["output"] = P["output"].data.astype(np.float32)
+        return out
+
+    def load_bullet_tensors(self, tensors: dict) -> None:
+        """Inverse of bullet_tensors (used to evaluate a dequantised export with this code)."""
+        a = self.arch
+        arrays = {"tok_embd": tensors["tok_embd"], "out_norm": tensors["out_norm"]}
+        for i in range(a.n_layers):
+            arrays[f"blk.{i}.attn_norm"] = tensors[f"blk.{i}.attn_norm"]
+            arrays[f"blk.{i}.wqkv"] = np.concatenate([tensors[f"blk.{i}.{n}"] for n in ("wq", "wk", "wv")])
+            arrays[f"blk.{i}.wo"] = tensors[f"blk.{i}.wo"]
+            arrays[f"blk.{i}.ffn_norm"] = tensors[f"blk.{i}.ffn_norm"]
+            arrays[f"blk.{i}.w13"] = np.concatenate([tensors[f"blk.{i}.w1"], tensors[f"blk.{i}.w3"]])
+            arrays[f"blk.{i}.w2"] = tensors[f"blk.{i}.w2"]
+        if not a.tied_embeddings:
+            arrays["output"] = tensors["output"]
+        self.load_arrays(arrays)

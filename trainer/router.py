@@ -1,0 +1,190 @@
+"""The mother (router) trainer: labelled prompts -> a small classifier -> a `router`-kind .bullet.
+
+Model (docs/ARCHITECTURE.md, "Router file"): x = router_features(text, D) (bulletd.format, the
+same function the daemon uses), p = softmax(relu(x @ w1 + b1) @ w2 + b2). Trained with the
+trainer's autograd and AdamW on class-balanced minibatches; a seeded held-out tenth of each
+label measures accuracy, which goes into the file's provenance.
+
+Labelled prompts come from any mix of:
+  * `NAME=FILE.jsonl`   a corpus of the child NAME ({"text": ...} per line): up to `per_label`
+                        lines drawn with the seed, cut to prompt length;
+  * `NAME=FILE.bullet`  a child file: the prompts in its header["examples"];
+  * a labelled JSONL    {"text": ..., "label": ...} per line (a hand-written set).
+
+    bullet-train router -o mother.bullet --child marathi=marathi.jsonl --child fortunes=fortunes_en.jsonl \\
+        --labelled extra.jsonl --key release.key
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bulletd.format import BulletFile, router_features, write_bullet
+from bulletd.errors import BulletError
+from trainer import autograd as ag
+from trainer.data import load_jsonl
+from trainer.errors import ConfigError, DataError, ExportError
+from trainer.optim import AdamW
+
+
+def _prompt(text: str, max_chars: int, rng) -> str:
+    """A prompt-sized piece of a corpus record: whitespace collapsed, a random start on a word
+    boundary for long records."""
+    words = text.split()
+    if len(" ".join(words)) <= max_chars:
+        return " ".join(words)
+    start = int(rng.integers(0, max(1, len(words) // 2)))
+    out = []
+    for w in words[start:]:
+        if out and len(" ".join(out + [w])) > max_chars:
+            break
+        out.append(w)
+    return " ".join(out)
+
+
+def examples_from_source(label: str, path, per_label: int, seed: int, max_chars: int = 80) -> list[tuple[str, str]]:
+    p = Path(path)
+    if p.suffix == ".bullet":
+        try:
+            with BulletFile.open(p) as bf:
+                ex = bf.header.get("examples") or []
+        except BulletError as exc:
+            raise DataError(f"{p}: cannot read the child's examples: {exc}") from exc
+        ex = [e for e in ex if isinstance(e, str) and e.strip()]
+        if not ex:
+            raise DataError(f"{p}: the child's header carries no 'examples'")
+        return [(e, label) for e in ex]
+    corpus = load_jsonl(p)
+    rng = np.random.default_rng([seed, len(label)])
+    idx = rng.permutation(len(corpus.texts))[:per_label]
+    return [(_prompt(corpus.texts[i], max_chars, rng), label) for i in sorted(idx)]
+
+
+def examples_from_labelled(path) -> list[tuple[str, str]]:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"labelled prompts file {p} does not exist")
+    out = []
+    for n, line in enumerate(p.read_bytes().split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"{p}: line {n}: not a UTF-8 JSON object ({exc})") from exc
+        if not (isinstance(obj, dict) and isinstance(obj.get("text"), str) and isinstance(obj.get("label"), str)
+                and obj["text"].strip() and obj["label"]):
+            raise DataError(f"{p}: line {n}: expected {{\"text\": str, \"label\": str}}, found {line[:80]!r}")
+        out.append((obj["text"], obj["label"]))
+    if not out:
+        raise DataError(f"labelled prompts file {p} is empty")
+    return out
+
+
+@dataclass
+class RouterModel:
+    labels: list[str]
+    w1: np.ndarray   # (D, H)
+    b1: np.ndarray   # (H,)
+    w2: np.ndarray   # (H, L)
+    b2: np.ndarray   # (L,)
+    metrics: dict = field(default_factory=dict)
+
+    def probs(self, texts) -> np.ndarray:
+        x = np.stack([router_features(t, self.w1.shape[0]) for t in texts])
+        h = np.maximum(x @ self.w1 + self.b1, 0)
+        z = h @ self.w2 + self.b2
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, texts) -> list[str]:
+        return [self.labels[i] for i in self.probs(texts).argmax(axis=1)]
+
+
+def train_router(examples: list[tuple[str, str]], *, feature_dim: int = 1024, hidden: int = 64, steps: int = 300,
+                 lr: float = 3e-3, batch: int = 128, seed: int = 0, holdout: float = 0.1, log=print) -> RouterModel:
+    labels = sorted({lab for _, lab in examples})
+    if len(labels) < 2:
+        raise DataError(f"a router needs prompts of at least 2 children, found labels {labels}")
+    if feature_dim < 8 or hidden < 1 or steps < 1:
+        raise ConfigError("feature_dim must be >= 8, hidden >= 1 and steps >= 1")
+    rng = np.random.default_rng(seed)
+    X = np.stack([router_features(t, feature_dim) for t, _ in examples]).astype(np.float32)
+    y = np.array([labels.index(lab) for _, lab in examples])
+    # per-label held-out split (at least one training example per label)
+    tr_idx, te_idx = [], []
+    for k in range(len(labels)):
+        idx = rng.permutation(np.flatnonzero(y == k))
+        n_te = int(len(idx) * holdout) if len(idx) >= 5 else 0
+        te_idx.extend(idx[:n_te])
+        tr_idx.extend(idx[n_te:])
+    tr_idx, te_idx = np.array(tr_idx), np.array(te_idx, dtype=np.int64)
+    by_label = [tr_idx[y[tr_idx] == k] for k in range(len(labels))]
+
+    L = len(labels)
+    w1 = ag.Tensor((rng.standard_normal((feature_dim, hidden)) * 0.5).astype(np.float32), requires_grad=True)
+    b1 = ag.Tensor(np.zeros(hidden, np.float32), requires_grad=True)
+    w2 = ag.Tensor((rng.standard_normal((hidden, L)) / np.sqrt(hidden)).astype(np.float32), requires_grad=True)
+    b2 = ag.Tensor(np.zeros(L, np.float32), requires_grad=True)
+    params = [w1, b1, w2, b2]
+    flat = np.concatenate([p.data.ravel() for p in params])
+    flat_g = np.zeros_like(flat)
+    off = 0
+    for p in params:  # make the parameters views into one vector for AdamW
+        n = p.data.size
+        p.data = flat[off:off + n].reshape(p.data.shape)
+        p.grad = flat_g[off:off + n].reshape(p.data.shape)
+        off += n
+    decay = np.zeros(flat.size, bool)
+    decay[:w1.data.size] = True
+    opt = AdamW(flat, flat_g, decay, betas=(0.9, 0.99), weight_decay=1e-4)
+    per = max(1, batch // L)
+    for step in range(steps):
+        # class-balanced minibatch: a corpus with many more lines does not drown the others
+        bi = np.concatenate([rng.choice(ix, size=per, replace=len(ix) < per) for ix in by_label])
+        flat_g[...] = 0
+        h = ag.relu(ag.add(ag.matmul(ag.Tensor(X[bi]), w1), b1))
+        loss = ag.cross_entropy(ag.add(ag.matmul(h, w2), b2), y[bi])
+        loss.backward()
+        opt.step(lr * min(1.0, (step + 1) / 20))
+    model = RouterModel(labels, w1.data.copy(), b1.data.copy(), w2.data.copy(), b2.data.copy())
+    acc_tr = float(np.mean(model.probs([examples[i][0] for i in tr_idx]).argmax(1) == y[tr_idx]))
+    acc_te = (float(np.mean(model.probs([examples[i][0] for i in te_idx]).argmax(1) == y[te_idx]))
+              if len(te_idx) else None)
+    model.metrics = {"train_accuracy": acc_tr, "heldout_accuracy": acc_te, "n_train": int(len(tr_idx)),
+                     "n_heldout": int(len(te_idx)), "final_loss": float(loss.data), "steps": steps,
+                     "per_label": {lab: int((y == k).sum()) for k, lab in enumerate(labels)}}
+    log(f"router: {len(labels)} labels {labels}, {len(tr_idx)} training prompts, accuracy train {acc_tr:.3f}"
+        + (f", held-out {acc_te:.3f} on {len(te_idx)}" if acc_te is not None else ""))
+    return model
+
+
+def export_router(model: RouterModel, out, *, threshold: float = 0.5, key=None, name: str = "mother",
+                  version: str = "0.1.0", examples=None) -> dict:
+    out = Path(out)
+    if not (0.0 <= threshold <= 1.0):
+        raise ConfigError(f"router threshold must lie in [0, 1], got {threshold}")
+    D, H = model.w1.shape
+    prov = {"name": name, "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "training": {"trainer": "bullet-train router", **model.metrics}}
+    extra = {"router": {"labels": model.labels, "feature_dim": int(D), "hidden": int(H), "threshold": threshold}}
+    if examples:
+        extra["examples"] = examples
+    write_bullet(out, kind="router", arch={"feature_dim": int(D), "hidden": int(H)},
+                 tensors={"router.w1": ("f32", model.w1), "router.b1": ("f32", model.b1),
+                          "router.w2": ("f32", model.w2), "router.b2": ("f32", model.b2)},
+                 vocab=[], tokenizer={"kind": "none"}, provenance=prov, extra=extra)
+    summary = {"path": str(out), "size": out.stat().st_size, **model.metrics}
+    if key is not None:
+        from bulletd.signing import sign_file
+
+        try:
+            summary["signature"] = str(sign_file(out, key, name=name, version=version))
+        except BulletError as exc:
+            raise ExportError(f"signing {out} with {key} failed: {exc}") from exc
+    return summary

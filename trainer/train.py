@@ -1,0 +1,298 @@
+"""The training loop: prepare (config, data, tokenizer, model, optimiser, resume) then run.
+
+Each step reads in this order: learning rate (pure function of the step, times the rollback
+scale) -> batch (pure function of seed, step, attempt) -> forward/backward -> spike test ->
+clip -> AdamW step -> log/progress -> evaluate -> checkpoint.
+
+Spike handling: a non-finite loss or gradient norm, or a loss above spike_factor x the mean of
+the last spike_window losses, rolls the model and optimiser back to the last checkpoint (kept in
+memory too), multiplies the learning rate by rollback_lr_factor, and moves to fresh batches (the
+attempt counter is part of the batch seed). It is logged; after max_rollbacks the run stops
+with a TrainerError.
+
+Everything that influences later steps (weights, AdamW moments and step count, step, rollback
+scale and counters, recent losses) is in the checkpoint, so `--resume-from` continues bit for bit.
+
+    from trainer.train import Trainer
+    Trainer(load_config("trainer/configs/tiny.yaml")).run()
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from trainer import checkpoint as ckpt_mod
+from trainer.bpe import Vocab, train_bpe
+from trainer.config import TrainConfig
+from trainer.data import TokenData, evaluate, load_jsonl, split, tokenize_stream
+from trainer.errors import CheckpointError, ConfigError, TrainerError
+from trainer.model import Model
+from trainer.optim import AdamW, clip_grad_norm, lr_at
+from trainer.plot import write_loss_png
+
+
+def _fmt_time(sec: float) -> str:
+    if not math.isfinite(sec):
+        return "?"
+    sec = int(sec)
+    h, r = divmod(sec, 3600)
+    m, s = divmod(r, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class Progress:
+    """One-line progress bar on stderr (a plain line every log_interval steps when not a TTY)."""
+
+    def __init__(self, total: int, start: int, enabled: bool, stream=None):
+        self.total, self.start = total, start
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.t0 = time.monotonic()
+
+    def line(self, step, loss, lr, tok_s) -> str:
+        done = step - self.start
+        elapsed = time.monotonic() - self.t0
+        eta = (self.total - step) * elapsed / done if done > 0 else float("inf")
+        width = 24
+        fill = int(width * step / max(1, self.total))
+        bar = "#" * fill + "." * (width - fill)
+        return (f"[{bar}] {step}/{self.total} loss {loss:.4f} lr {lr:.2e} "
+                f"{tok_s / 1000:.1f}k tok/s ETA {_fmt_time(eta)}")
+
+    def update(self, step, loss, lr, tok_s, force=False):
+        if not self.enabled:
+            return
+        text = self.line(step, loss, lr, tok_s)
+        if self.tty:
+            self.stream.write("\r" + text + "\x1b[K")
+            if step >= self.total:
+                self.stream.write("\n")
+        elif force:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+class Trainer:
+    """Owns one run. `fault(step, loss) -> loss` lets tests inject a spike."""
+
+    def __init__(self, cfg: TrainConfig, *, resume_from=None, progress: bool = True, fault=None,
+                 verbose: bool = True):
+        self.cfg = cfg
+        self.resume_from = resume_from
+        self.fault = fault
+        self.verbose = verbose
+        self.show_progress = progress
+        self.run_dir = Path(cfg.output_dir)
+        self.prepared = False
+        self.progress = None
+
+    # -- logging -------------------------------------------------------------------------------------
+
+    def log(self, msg: str, echo: bool = True) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "train.log", "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+        if echo and self.verbose:
+            if self.progress is not None and self.progress.tty:
+                sys.stderr.write("\r\x1b[K")
+            print(msg, file=sys.stderr, flush=True)
+
+    # -- preparation: every check that can fail happens here, before the first step ------------------
+
+    def prepare(self) -> None:
+        cfg = self.cfg
+        self.progress = None
+        ck = None
+        if self.resume_from is not None:
+            ck = ckpt_mod.load(self.resume_from)
+            ckpt_mod.check_matches(ck, cfg.model_dict())
+        corpus = load_jsonl(cfg.dataset_path, field_name=cfg.text_field, on_bad_line=cfg.on_bad_line)
+        self.corpus = corpus
+        self.log(f"run {cfg.name}: dataset {corpus.path} ({len(corpus.texts)} records, sha256 {corpus.sha256[:16]}); "
+                 + corpus.bad_line_report())
+        train_texts, val_texts = split(corpus.texts, cfg.validation_fraction, cfg.seed)
+        if ck is not None:
+            vocab = Vocab.from_json(ck.tokenizer, f"{ck.path}/tokenizer.json")
+            if ck.state.get("data_sha256") != corpus.sha256:
+                self.log(f"warning: checkpoint was trained on data sha256 {str(ck.state.get('data_sha256'))[:16]}, "
+                         f"the dataset now has {corpus.sha256[:16]}")
+        elif cfg.tokenizer_path:
+            vocab = Vocab.load(cfg.tokenizer_path)
+        else:
+            t0 = time.monotonic()
+            vocab = train_bpe(train_texts, cfg.vocab_size)
+            self.log(f"trained BPE tokenizer: {len(vocab)} entries, {vocab.n_merges} merges "
+                     f"in {time.monotonic() - t0:.1f}s")
+        if len(vocab) != cfg.vocab_size:
+            raise ConfigError(f"vocab_size is {cfg.vocab_size} but the tokenizer has {len(vocab)} entries"
+                              + ("" if cfg.tokenizer_path or ck else
+                                 " (the corpus has too few distinct character pairs; lower vocab_size)"))
+        self.vocab = vocab
+        t0 = time.monotonic()
+        self.data = TokenData(tokenize_stream(train_texts, vocab.encode, vocab.bos_id),
+                              tokenize_stream(val_texts, vocab.encode, vocab.bos_id),
+                              cfg.max_seq_len, np.asarray(vocab.token_bytes(), dtype=np.int64))
+        self.data.check(cfg.batch_size)
+        train_bytes = sum(len(t.encode("utf-8")) for t in train_texts)
+        self.log(f"tokenized in {time.monotonic() - t0:.1f}s: train {len(self.data.train)} tokens "
+                 f"({train_bytes / max(1, len(self.data.train)):.2f} bytes/token), val {len(self.data.val)} tokens")
+
+        self.model = Model(cfg.arch(), seed=cfg.seed, attn_impl=cfg.attention, attn_block=cfg.attention_block)
+        self.opt = AdamW(self.model.flat, self.model.flat_grad, self.model.decay_mask,
+                         betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+        self.step = 0
+        self.lr_scale = 1.0
+        self.attempt = 0
+        self.rollbacks = 0
+        self.recent: list[float] = []
+        self.history: list[tuple[int, float]] = []
+        self.val_history: list[tuple[int, float]] = []
+        self.last_eval: dict | None = None
+        if ck is not None:
+            try:
+                self.model.load_arrays(ck.params)
+                self.opt.load_state(ck.adam_m, ck.adam_v, ck.state["opt_t"])
+                self.step = int(ck.state["step"])
+                self.lr_scale = float(ck.state["lr_scale"])
+                self.attempt = int(ck.state["attempt"])
+                self.rollbacks = int(ck.state["rollbacks"])
+                self.recent = [float(x) for x in ck.state["recent_losses"]]
+                self.history = [tuple(x) for x in ck.state.get("history", [])]
+                self.val_history = [tuple(x) for x in ck.state.get("val_history", [])]
+                self.last_eval = ck.state.get("eval")
+            except (KeyError, ValueError, TypeError) as exc:
+                raise CheckpointError(f"checkpoint {ck.path} does not fit this model: {exc}") from exc
+            self.log(f"resumed from {ck.path} at step {self.step}")
+        if self.step > cfg.max_steps:
+            raise CheckpointError(f"checkpoint is at step {self.step}, beyond the requested {cfg.max_steps} steps")
+        self._snapshot()
+        a = cfg.arch()
+        self.log(f"model: {a.n_params() / 1e6:.2f}M parameters, dim {a.dim}, {a.n_layers} layers, "
+                 f"{a.n_heads} heads ({a.n_kv_heads} kv), hidden {a.hidden_dim}, vocab {a.vocab_size}, "
+                 f"context {a.max_seq_len}; batch {cfg.batch_size}; steps {self.step}->{cfg.max_steps}")
+        self.prepared = True
+
+    # -- state ---------------------------------------------------------------------------------------
+
+    def _snapshot(self) -> None:
+        """In-memory copy of the last good state (what a rollback returns to)."""
+        self.good = (self.model.flat.copy(), self.opt.m.copy(), self.opt.v.copy(), self.opt.t, self.step,
+                     list(self.recent), list(self.history))
+
+    def _rollback(self, reason: str) -> None:
+        flat, m, v, t, step, recent, history = self.good
+        self.rollbacks += 1
+        if self.rollbacks > self.cfg.max_rollbacks:
+            raise TrainerError(f"loss spike at step {self.step + 1} ({reason}) after {self.cfg.max_rollbacks} "
+                               f"rollbacks already; giving up (lower learning_rate or check the data)")
+        self.model.flat[...] = flat
+        self.opt.m[...] = m
+        self.opt.v[...] = v
+        self.opt.t = t
+        bad_step = self.step + 1
+        self.step = step
+        self.recent, self.history = list(recent), list(history)
+        self.lr_scale *= self.cfg.rollback_lr_factor
+        self.attempt += 1
+        self.log(f"loss spike at step {bad_step}: {reason}; rolled back to step {step}, "
+                 f"learning-rate scale now {self.lr_scale:g}, skipping to fresh batches (attempt {self.attempt}), "
+                 f"rollback {self.rollbacks}/{self.cfg.max_rollbacks}")
+
+    def state_dict(self) -> dict:
+        cfg = self.cfg
+        return {"config": cfg.to_dict(), "model": cfg.model_dict(), "arch": cfg.arch().to_dict(),
+                "opt_t": self.opt.t, "lr_scale": self.lr_scale, "attempt": self.attempt,
+                "rollbacks": self.rollbacks, "recent_losses": self.recent, "history": self.history[-5000:],
+                "val_history": self.val_history, "eval": self.last_eval, "data_sha256": self.corpus.sha256,
+                "data_path": self.corpus.path, "n_params": cfg.arch().n_params()}
+
+    def save_checkpoint(self) -> Path:
+        p = ckpt_mod.save(self.run_dir, self.step, self.state_dict(), self.model.state_arrays(),
+                          self.opt.m, self.opt.v, self.vocab.to_json(), self.cfg.keep_checkpoints)
+        self._snapshot()
+        self.log(f"checkpoint {p}", echo=False)
+        return p
+
+    def evaluate(self) -> dict:
+        r = evaluate(self.model, self.data, self.cfg.eval_batches, self.cfg.batch_size)
+        r["step"] = self.step
+        self.last_eval = r
+        self.val_history.append((self.step, r["val_loss"]))
+        self.log(f"step {self.step}: val loss {r['val_loss']:.4f} nats/token, {r['val_bpb']:.4f} bits/byte")
+        return r
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        if not self.prepared:
+            self.prepare()
+        cfg = self.cfg
+        self.progress = Progress(cfg.max_steps, self.step, self.show_progress)
+        tokens_per_step = cfg.batch_size * cfg.max_seq_len
+        slow = float(os.environ.get("BULLET_TRAIN_STEP_DELAY", "0") or 0)  # test aid: widen the kill window
+        t_last, step_last = time.monotonic(), self.step
+        tok_s = 0.0
+        metrics = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        try:
+            while self.step < cfg.max_steps:
+                s = self.step
+                lr = lr_at(s, max_lr=cfg.learning_rate, min_lr=cfg.min_lr, warmup=cfg.warmup_steps,
+                           total=cfg.max_steps) * self.lr_scale
+                x, y = self.data.batch(cfg.seed, s, cfg.batch_size, self.attempt)
+                self.model.zero_grad()
+                loss_t = self.model.loss(x, y)
+                loss_t.backward()
+                loss = float(loss_t.data)
+                if self.fault is not None:
+                    loss = self.fault(s + 1, loss)
+                norm = clip_grad_norm(self.model.flat_grad, cfg.grad_clip)
+                window = self.recent[-cfg.spike_window:]
+                if not math.isfinite(loss) or not math.isfinite(norm):
+                    self._rollback(f"non-finite loss {loss} / gradient norm {norm}")
+                    continue
+                if len(window) >= min(cfg.spike_window, 5) and loss > cfg.spike_factor * (sum(window) / len(window)):
+                    self._rollback(f"loss {loss:.4f} > {cfg.spike_factor:g} x recent mean {sum(window) / len(window):.4f}")
+                    continue
+                self.opt.step(lr)
+                self.step += 1
+                self.recent = (self.recent + [loss])[-cfg.spike_window:]
+                self.history.append((self.step, loss))
+                if slow:
+                    time.sleep(slow)
+                now = time.monotonic()
+                if now - t_last > 0.5 or self.step == cfg.max_steps:
+                    tok_s = (self.step - step_last) * tokens_per_step / max(1e-9, now - t_last)
+                    t_last, step_last = now, self.step
+                log_now = self.step % cfg.log_interval == 0 or self.step == cfg.max_steps
+                self.progress.update(self.step, loss, lr, tok_s, force=log_now)
+                if log_now:
+                    metrics.write(json.dumps({"step": self.step, "loss": loss, "lr": lr, "grad_norm": norm,
+                                              "tok_s": round(tok_s)}) + "\n")
+                    metrics.flush()
+                    self.log(f"step {self.step} loss {loss:.4f} lr {lr:.3e} grad-norm {norm:.3f} "
+                             f"{tok_s:.0f} tok/s", echo=False)
+                if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps:
+                    self.evaluate()
+                if self.step % cfg.checkpoint_interval == 0 or self.step == cfg.max_steps:
+                    self.save_checkpoint()
+        finally:
+            metrics.close()
+        if self.last_eval is None or self.last_eval.get("step") != self.step:
+            self.evaluate()
+        if not ckpt_mod.list_checkpoints(self.run_dir) or ckpt_mod.list_checkpoints(self.run_dir)[-1].name != f"ckpt-{self.step:07d}":
+            self.save_checkpoint()
+        try:
+            write_loss_png(self.run_dir / "loss.png", self.history, self.val_history)
+        except OSError as exc:  # the plot is a nicety; never fail a finished run over it
+            self.log(f"could not write loss.png: {exc}")
+        self.log(f"done: step {self.step}, val loss {self.last_eval['val_loss']:.4f}, "
+                 f"{self.last_eval['val_bpb']:.4f} bits/byte; checkpoints in {self.run_dir}")
+        return dict(self.last_eval, step=self.step, run_dir=str(self.run_dir))
