@@ -314,3 +314,26 @@ def test_session_of_another_model_is_rejected(model_files, small):
     other = load_model(model_files["gqa-bq4"], backend="numpy")
     with pytest.raises(ModelError, match="the session belongs to another model"):
         small.generate("hi", GenerationSettings(max_tokens=8), session=other.new_session())
+
+
+def test_generate_without_a_session_reuses_one_idle_session(small):
+    st = GenerationSettings(max_tokens=6, temperature=0.8, seed=3, top_k=0)
+    small.release_idle()
+    a = small.generate("same prompt", st)
+    assert a.session is None                      # taken only when the run starts
+    list(a)
+    idle = small._idle
+    assert idle is a.session and idle.tokens[:len(a.prompt_tokens)] == a.prompt_tokens
+    b = small.generate("same prompt", st)
+    list(b)
+    assert b.session is idle and b.tokens == a.tokens and b.text == a.text
+    small.release_idle()
+    assert small._idle is None
+
+
+def test_model_close_leaves_a_callers_bulletfile_open(model_files):
+    bf = BulletFile.open(model_files["gqa-f32"])
+    m = load_model(bf, backend="numpy")
+    m.close()
+    assert bf.tensor("out_norm").shape == (64,)   # still mapped: the caller closes it
+    bf.close()

@@ -104,8 +104,11 @@ def check_lm_file(bf) -> dict:
 class Model:
     """One loaded lm file. Serves any number of sessions; weights are shared, read-only."""
 
-    def __init__(self, bf, backend: str = "auto", kernel: str = "auto"):
+    def __init__(self, bf, backend: str = "auto", kernel: str = "auto", owns_file: bool = False):
         self.bf = bf
+        self._owns_file = owns_file     # close the BulletFile in close() only if load_model opened it
+        self._idle: Session | None = None   # one idle session kept for generate(session=None)
+        self._idle_lock = threading.Lock()
         self.path = bf.path
         self.header = bf.header
         self.arch = check_lm_file(bf)
@@ -146,6 +149,23 @@ class Model:
     def new_session(self) -> "Session":
         return Session(self)
 
+    def _take_session(self) -> "Session":
+        """The idle session if there is one (its cache may hold a reusable prompt prefix), else a
+        new one. Saves allocating and zeroing a KV cache per request."""
+        with self._idle_lock:
+            s, self._idle = self._idle, None
+        return s if s is not None else self.new_session()
+
+    def _give_back(self, s: "Session") -> None:
+        with self._idle_lock:
+            if self._idle is None and (self._native is not None or self._ref is not None):
+                self._idle = s
+
+    def release_idle(self) -> None:
+        """Drop the idle session kept for generate(session=None) (frees its KV cache)."""
+        with self._idle_lock:
+            self._idle = None
+
     @property
     def context(self) -> int:
         return self.arch["max_seq_len"]
@@ -184,9 +204,11 @@ class Model:
         return Generation(self, ids, settings, session, cancel)
 
     def close(self) -> None:
+        self.release_idle()
         self._native = None
         self._ref = None
-        self.bf.close()
+        if self._owns_file:
+            self.bf.close()
 
     def __enter__(self):
         return self
@@ -306,7 +328,8 @@ class Generation:
             raise ModelError("the session belongs to another model")
         self.model = model
         self.settings = settings
-        self.session = session or model.new_session()
+        self.session = session          # None: take the model's idle session when the run starts
+        self._owns_session = session is None
         self.cancel = cancel
         self.prompt_tokens = list(prompt_ids)
         self.tokens: list[int] = []
@@ -330,6 +353,16 @@ class Generation:
         return self.cancel is not None and self.cancel.is_set()
 
     def _run(self):
+        m = self.model
+        if self._owns_session:
+            self.session = m._take_session()
+        try:
+            yield from self._generate()
+        finally:
+            if self._owns_session:
+                m._give_back(self.session)
+
+    def _generate(self):
         m, s = self.model, self.settings
         tok = m.tokenizer
         stops = s.stop
@@ -439,7 +472,7 @@ def load_model(source, backend: str = "auto", kernel: str = "auto") -> Model:
             raise FormatError(f"{p}: no such model file")
         bf = BulletFile.open(p)
         try:
-            return Model(bf, backend, kernel)
+            return Model(bf, backend, kernel, owns_file=True)
         except BaseException:
             bf.close()
             raise

@@ -190,14 +190,12 @@ class ReferenceSession:
     def __init__(self, model: ReferenceModel):
         self.model = model
         a = model.arch
-        kv_dim = a["n_kv_heads"] * a["head_dim"]
         # (n_layers, max_seq_len, n_kv_heads, head_dim) float32 each
         shape = (a["n_layers"], a["max_seq_len"], a["n_kv_heads"], a["head_dim"])
         self.k_cache = np.zeros(shape, dtype=np.float32)
         self.v_cache = np.zeros(shape, dtype=np.float32)
         self.kv_bytes = 2 * self.k_cache.nbytes
         self.filled = 0   # positions 0..filled-1 hold valid keys/values
-        del kv_dim
 
     def _check(self, tokens, pos: int) -> np.ndarray:
         a = self.model.arch
