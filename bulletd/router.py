@@ -183,6 +183,12 @@ class Router:
             best = max(newcomers, key=newcomers.__getitem__)
             cos_best = newcomers[best]
             mother_cos = ex_scores.get(top) if top is not None else None
+            if mother_cos is None and top is not None and hn > 0:
+                # the mother's child has no examples: its output weight column is the direction
+                # in hidden space the mother associates with it
+                col = m.w2[:, m.labels.index(top)]
+                cn = float(np.linalg.norm(col))
+                mother_cos = float(h @ col) / (hn * cn) if cn > 0 else None
             beats_mother = (not mother_sure) or (mother_cos is not None and cos_best > mother_cos)
             if cos_best >= centroid_threshold and beats_mother:
                 return RouteDecision(best, "examples", cos_best, scores, ex_scores,

@@ -1,0 +1,120 @@
+"""Unit tests: daemon config parsing and the request protocol (no processes)."""
+import json
+
+import msgpack
+import pytest
+
+from bulletd.daemon.config import Config, ConfigError, load_config, override
+from bulletd.daemon.protocol import (CT_JSON, CT_MSGPACK, check_name, decode_payload, encode_payload,
+                                     parse_request)
+from bulletd.errors import RequestError
+
+LIMITS = Config().limits
+
+
+def test_zero_config_defaults_are_socket_only_and_refuse_unsigned():
+    cfg = load_config(None)
+    assert cfg.mqtt.host == ""
+    assert cfg.trust.allow_unsigned is False
+    assert cfg.socket.mode == 0o660
+    assert cfg.workers >= 1 and cfg.max_queue == 4 * cfg.workers
+    assert cfg.mqtt_client_id == f"bulletd-{cfg.device}"
+
+
+def test_yaml_file_sets_nested_keys_and_octal_modes(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("device_id: pi7\nsocket:\n  mode: '0640'\n  admin_uids: [1000]\n"
+                 "mqtt:\n  host: broker.lan\n  port: 8883\n  tls: {enabled: true, ca_file: /etc/ca.pem}\n"
+                 "  fleet: {enabled: true, group: kitchen}\nregistry: {memory_budget_mb: 12, keep_alive: 30}\n")
+    cfg = load_config(p)
+    assert cfg.device == "pi7" and cfg.socket.mode == 0o640 and cfg.socket.admin_uids == (1000,)
+    assert cfg.mqtt.tls.enabled and cfg.mqtt.tls.ca_file == "/etc/ca.pem" and cfg.mqtt.port == 8883
+    assert cfg.mqtt.fleet.group == "kitchen"
+    assert cfg.registry.memory_budget_mb == 12.0 and cfg.registry.keep_alive == 30.0
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("mqtt:\n  hots: x\n", "mqtt: unknown key(s) hots"),
+    ("mqtt:\n  port: seventy\n", "mqtt.port: expected an integer, found 'seventy'"),
+    ("mqtt:\n  port: 70000\n", "mqtt.port: expected 1 .. 65535, found 70000"),
+    ("registry:\n  unload_mode: maybe\n", "registry.unload_mode: expected wait or cancel"),
+    ("trust:\n  allow_unsigned: yes please\n", "trust.allow_unsigned: expected true or false"),
+    ("- a\n- b\n", "expected a mapping at the top, found list"),
+    ("device_id: a/b\n", "device_id: expected a name without / + #"),
+    ("mqtt: {prefix: 'bullet/#'}\n", "mqtt.prefix: expected a topic prefix without wildcards"),
+    ("log_level: loud\n", "log_level: expected debug / info / warning / error, found 'loud'"),
+    ("a: [unclosed\n", "is not valid YAML"),
+])
+def test_bad_config_names_key_expected_and_found(tmp_path, text, needle):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert needle in str(e.value)
+    assert str(p) in str(e.value)
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file .*nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_override_replaces_dotted_keys_and_validates():
+    cfg = override(Config(), **{"mqtt.host": "h", "mqtt.port": 1884, "trust.allow_unsigned": True})
+    assert (cfg.mqtt.host, cfg.mqtt.port, cfg.trust.allow_unsigned) == ("h", 1884, True)
+    with pytest.raises(ConfigError, match="mqtt.port"):
+        override(Config(), **{"mqtt.port": 0})
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "a/b", "..", "x\\y", "", ".hidden", "a" * 65, "a b"])
+def test_child_names_with_paths_or_dots_are_rejected(name):
+    with pytest.raises(RequestError) as e:
+        check_name(name)
+    assert e.value.code == "bad_request"
+    assert "not a valid name" in e.value.message
+
+
+def test_decode_payload_by_content_type_and_sniffing():
+    m = {"prompt": "hi", "max_tokens": 3}
+    assert decode_payload(msgpack.packb(m), None) == (m, CT_MSGPACK)
+    assert decode_payload(json.dumps(m).encode(), None) == (m, CT_JSON)
+    assert decode_payload(json.dumps(m).encode(), "application/json") == (m, CT_JSON)
+    with pytest.raises(RequestError, match="not valid JSON"):
+        decode_payload(b"{nope", None)
+    with pytest.raises(RequestError, match="not valid msgpack"):
+        decode_payload(b"\xc1\xc1", None)
+    with pytest.raises(RequestError, match="expected a map as the request, found list"):
+        decode_payload(msgpack.packb([1, 2]), None)
+    assert json.loads(encode_payload({"a": b"\x01"}, CT_JSON)) == {"a": "01"}
+
+
+@pytest.mark.parametrize("obj, code, needle", [
+    ({"op": "frobnicate"}, "bad_request", "op: expected one of"),
+    ({"prompt": 5}, "bad_request", "prompt: expected a string, found int"),
+    ({}, "bad_request", "prompt: missing"),
+    ({"prompt": "x", "max_tokens": "ten"}, "bad_request", "max_tokens: expected an integer, found 'ten'"),
+    ({"prompt": "x", "max_tokens": 10**9}, "bad_request", "max_tokens: expected 1 .. 2048"),
+    ({"prompt": "x", "max_tokens": 2.5}, "bad_request", "max_tokens: expected an integer"),
+    ({"prompt": "x", "temperature": float("nan")}, "bad_request", "temperature: expected a finite number"),
+    ({"prompt": "x", "temperature": -1}, "bad_request", "temperature: expected 0 .. 100"),
+    ({"prompt": "x", "top_p": 0}, "bad_request", "top_p: expected 0 < top_p <= 1"),
+    ({"prompt": "x", "stop": [1]}, "bad_request", "stop: expected a list of non-empty strings"),
+    ({"prompt": "x", "stream": "yes"}, "bad_request", "stream: expected true or false"),
+    ({"prompt": "x", "deadline": -3}, "bad_request", "deadline: expected seconds > 0"),
+    ({"prompt": "x", "child": "../x"}, "bad_request", "not a valid name"),
+    ({"prompt": "x", "reply_to": "a/#"}, "bad_request", "not a publishable topic"),
+    ({"prompt": "x" * (LIMITS.max_prompt_chars + 1)}, "too_long", "limits.max_prompt_chars"),
+])
+def test_parse_request_rejects_with_stable_code(obj, code, needle):
+    with pytest.raises(RequestError) as e:
+        parse_request(obj, LIMITS)
+    assert e.value.code == code
+    assert needle in e.value.message
+
+
+def test_parse_request_accepts_full_generate():
+    r = parse_request({"id": 7, "child": "stories", "prompt": "hi", "max_tokens": 5, "temperature": 0,
+                       "top_k": 0, "top_p": 1.0, "seed": 3, "stop": "END", "stream": True, "deadline": 2},
+                      LIMITS)
+    assert (r.op, r.id, r.child, r.stream, r.deadline) == ("generate", 7, "stories", True, 2.0)
+    assert r.settings == {"max_tokens": 5, "temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 3, "stop": ("END",)}
