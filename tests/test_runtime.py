@@ -337,3 +337,14 @@ def test_model_close_leaves_a_callers_bulletfile_open(model_files):
     m.close()
     assert bf.tensor("out_norm").shape == (64,)   # still mapped: the caller closes it
     bf.close()
+
+
+def test_context_whose_kv_cache_would_be_huge_is_refused(tmp_path, monkeypatch):
+    arch = random_arch(dim=32, n_layers=2, n_heads=2, n_kv_heads=2, hidden_dim=32, vocab_size=260,
+                       max_seq_len=1 << 20)          # no tensor bounds max_seq_len
+    p = tmp_path / "ctx.bullet"
+    write_random_lm(p, arch, seed=1, dtype="f32")
+    with pytest.raises(ModelError, match=r"KV cache for max_seq_len 1048576 would take 536_870_912 bytes, "
+                                         r"above the limit of 1_000_000"):
+        monkeypatch.setenv("BULLET_MAX_KV_BYTES", "1000000")
+        load_model(p, backend="numpy")

@@ -30,6 +30,9 @@ from .reference import ReferenceModel, check_arch, expected_shapes
 from .sampling import GenerationSettings, Sampler
 
 BACKENDS = ("auto", "native", "numpy")
+# A session's KV cache is sized by arch.max_seq_len, which no tensor bounds: a hostile header could
+# ask for terabytes. Refuse beyond this (override with BULLET_MAX_KV_BYTES).
+DEFAULT_MAX_KV_BYTES = 1 << 30
 FINISH_REASONS = ("length", "stop", "eos", "cancelled")
 
 
@@ -77,6 +80,15 @@ def check_lm_file(bf) -> dict:
         arch = check_arch(bf.arch)
     except ModelError as exc:
         raise ModelError(f"{bf.path}: {exc}") from None
+    kv = 2 * 4 * arch["n_layers"] * arch["max_seq_len"] * arch["n_kv_heads"] * arch["head_dim"]
+    try:
+        limit = int(os.environ.get("BULLET_MAX_KV_BYTES", DEFAULT_MAX_KV_BYTES))
+    except ValueError:
+        raise ModelError(f"BULLET_MAX_KV_BYTES must be an integer, got "
+                         f"{os.environ.get('BULLET_MAX_KV_BYTES')!r}") from None
+    if kv > limit:
+        raise ModelError(f"{bf.path}: a session's KV cache for max_seq_len {arch['max_seq_len']} would take "
+                         f"{kv:_} bytes, above the limit of {limit:_} (BULLET_MAX_KV_BYTES)")
     if len(bf.vocab) != arch["vocab_size"]:
         raise ModelError(f"{bf.path}: the vocabulary has {len(bf.vocab)} tokens, arch.vocab_size "
                          f"is {arch['vocab_size']}")
