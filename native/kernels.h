@@ -33,10 +33,14 @@ struct KernelTable {
     void (*quantize_q8)(const float* x, BlockQ8* y, int64_t n);
     // sum over nb blocks of d_w * d_x * dot(q_w, q_x)
     float (*dot_bq4_q8)(const BlockBQ4* w, const BlockQ8* x, int64_t nb);
-    // out[r] = dot_bq4_q8(W row r, x), W is (rows, nb blocks)
-    void (*matvec_bq4_q8)(const BlockBQ4* w, int64_t rows, int64_t nb, const BlockQ8* x, float* out);
+    // A path may repack a BQ4 matrix once, at model load, into a layout its matvec/matmul prefer.
+    // packed_bq4_bytes(rows, nb) == 0 means the path works on the raw blocks (no repack).
+    int64_t (*packed_bq4_bytes)(int64_t rows, int64_t nb);
+    void (*pack_bq4)(const BlockBQ4* w, int64_t rows, int64_t nb, uint8_t* dst);
+    // out[r] = dot_bq4_q8(W row r, x), W is (rows, nb blocks), raw or packed as above
+    void (*matvec_bq4_q8)(const void* w, int64_t rows, int64_t nb, const BlockQ8* x, float* out);
     // out[t * ldo + r] = dot_bq4_q8(W row r, X row t); X is (T, nb blocks); used by prefill
-    void (*matmul_bq4_q8)(const BlockBQ4* w, int64_t rows, int64_t nb, const BlockQ8* x, int64_t T, float* out,
+    void (*matmul_bq4_q8)(const void* w, int64_t rows, int64_t nb, const BlockQ8* x, int64_t T, float* out,
                           int64_t ldo);
     float (*dot_f32)(const float* a, const float* b, int64_t n);
     float (*dot_f16)(const uint16_t* a, const float* b, int64_t n);  // a is IEEE half
@@ -49,16 +53,17 @@ struct KernelTable {
     // rotate pairs (2i, 2i+1) of each of n_heads heads by (cos[i], sin[i]), i < head_dim / 2
     void (*rope)(float* v, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin);
     // One query head over n cached positions: att[t] = q.K[t] / sqrt(hd); softmax; out = sum att[t] V[t].
-    // K and V are (n, hd) row-major; att is scratch of length n.
-    void (*attention)(const float* q, const float* k, const float* v, int64_t n, int64_t hd, float* att,
-                      float* out);
+    // K is stored transposed, kt[d * kstride + t] (so scores vectorise over positions); V is (n, hd)
+    // row-major; att is scratch of length n.
+    void (*attention)(const float* q, const float* kt, int64_t kstride, const float* v, int64_t n, int64_t hd,
+                      float* att, float* out);
 };
 
 // ---- scalar references (kernels_ref.cpp) ----
 void quantize_q8_ref(const float* x, BlockQ8* y, int64_t n);
 float dot_bq4_q8_ref(const BlockBQ4* w, const BlockQ8* x, int64_t nb);
-void matvec_bq4_q8_ref(const BlockBQ4* w, int64_t rows, int64_t nb, const BlockQ8* x, float* out);
-void matmul_bq4_q8_ref(const BlockBQ4* w, int64_t rows, int64_t nb, const BlockQ8* x, int64_t T, float* out,
+void matvec_bq4_q8_ref(const void* w, int64_t rows, int64_t nb, const BlockQ8* x, float* out);
+void matmul_bq4_q8_ref(const void* w, int64_t rows, int64_t nb, const BlockQ8* x, int64_t T, float* out,
                        int64_t ldo);
 float dot_f32_ref(const float* a, const float* b, int64_t n);
 float dot_f16_ref(const uint16_t* a, const float* b, int64_t n);
@@ -67,7 +72,8 @@ void rmsnorm_ref(float* out, const float* x, const float* w, int64_t n, float ep
 void softmax_ref(float* x, int64_t n);
 void swiglu_ref(float* g, const float* u, int64_t n);
 void rope_ref(float* v, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin);
-void attention_ref(const float* q, const float* k, const float* v, int64_t n, int64_t hd, float* att, float* out);
+void attention_ref(const float* q, const float* kt, int64_t kstride, const float* v, int64_t n, int64_t hd, float* att,
+                   float* out);
 
 // Shared scalar pieces used by the SIMD tails (defined in kernels_ref.cpp).
 void quantize_q8_block_ref(const float* x, int64_t n, BlockQ8* y);  // one block from n <= 32 values

@@ -20,7 +20,8 @@ void quantize_q8_block_ref(const float* x, int64_t n, BlockQ8* y) {
     int32_t sum = 0;
     for (int64_t j = 0; j < QK; j++) {
         // nearbyintf rounds half to even in the default rounding mode, like cvtps2dq and fcvtns
-        const int32_t q = j < n ? (int32_t)std::nearbyint(x[j] * id) : 0;
+        // |x * id| <= 127 already; the clamp only keeps a NaN or inf from overflowing the int8
+        const int32_t q = j < n ? (int32_t)std::fmin(std::fmax(std::nearbyint(x[j] * id), -127.0f), 127.0f) : 0;
         y->qs[j] = (int8_t)q;
         sum += q;
     }
@@ -38,6 +39,9 @@ void quantize_q8_ref(const float* x, BlockQ8* y, int64_t n) {
 // ============================================================================
 // BQ4 x Q8 integer dot products
 // ============================================================================
+
+static int64_t packed_bq4_bytes_ref(int64_t, int64_t) { return 0; }  // works on raw blocks
+static void pack_bq4_ref(const BlockBQ4*, int64_t, int64_t, uint8_t*) {}
 
 static inline int nib_lo(uint8_t b) { return (int)(int8_t)(uint8_t)(b << 4) >> 4; }
 static inline int nib_hi(uint8_t b) { return (int)(int8_t)b >> 4; }
@@ -57,12 +61,14 @@ float dot_bq4_q8_ref(const BlockBQ4* w, const BlockQ8* x, int64_t nb) {
     return sum;
 }
 
-void matvec_bq4_q8_ref(const BlockBQ4* w, int64_t rows, int64_t nb, const BlockQ8* x, float* out) {
+void matvec_bq4_q8_ref(const void* wv, int64_t rows, int64_t nb, const BlockQ8* x, float* out) {
+    const BlockBQ4* w = (const BlockBQ4*)wv;
     for (int64_t r = 0; r < rows; r++) out[r] = dot_bq4_q8_ref(w + r * nb, x, nb);
 }
 
-void matmul_bq4_q8_ref(const BlockBQ4* w, int64_t rows, int64_t nb, const BlockQ8* x, int64_t T, float* out,
+void matmul_bq4_q8_ref(const void* wv, int64_t rows, int64_t nb, const BlockQ8* x, int64_t T, float* out,
                        int64_t ldo) {
+    const BlockBQ4* w = (const BlockBQ4*)wv;
     for (int64_t r = 0; r < rows; r++)
         for (int64_t t = 0; t < T; t++) out[t * ldo + r] = dot_bq4_q8_ref(w + r * nb, x + t * nb, nb);
 }
@@ -123,9 +129,14 @@ void rope_ref(float* v, int64_t n_heads, int64_t head_dim, const float* cos, con
     }
 }
 
-void attention_ref(const float* q, const float* k, const float* v, int64_t n, int64_t hd, float* att, float* out) {
+void attention_ref(const float* q, const float* kt, int64_t kstride, const float* v, int64_t n, int64_t hd, float* att,
+                   float* out) {
     const float scale = 1.0f / std::sqrt((float)hd);
-    for (int64_t t = 0; t < n; t++) att[t] = dot_f32_ref(q, k + t * hd, hd) * scale;
+    for (int64_t t = 0; t < n; t++) {
+        float s = 0.0f;
+        for (int64_t d = 0; d < hd; d++) s += q[d] * kt[d * kstride + t];
+        att[t] = s * scale;
+    }
     softmax_ref(att, n);
     for (int64_t i = 0; i < hd; i++) out[i] = 0.0f;
     for (int64_t t = 0; t < n; t++) axpy_ref(att[t], v + t * hd, out, hd);
@@ -133,7 +144,7 @@ void attention_ref(const float* q, const float* k, const float* v, int64_t n, in
 
 const KernelTable& kernels_ref() {
     static const KernelTable t = {
-        "scalar",      quantize_q8_ref, dot_bq4_q8_ref, matvec_bq4_q8_ref, matmul_bq4_q8_ref,
+        "scalar",      quantize_q8_ref, dot_bq4_q8_ref, packed_bq4_bytes_ref, pack_bq4_ref, matvec_bq4_q8_ref, matmul_bq4_q8_ref,
         dot_f32_ref,   dot_f16_ref,     axpy_ref,       rmsnorm_ref,       softmax_ref,
         swiglu_ref,    rope_ref,        attention_ref,
     };

@@ -3,6 +3,8 @@
 #include "model.h"
 
 #include <cmath>
+#include <cstdlib>
+#include <new>
 #include <cstring>
 #include <initializer_list>
 #include <algorithm>
@@ -148,6 +150,14 @@ Model::Model(const Config& c, const std::map<std::string, TensorView>& t, const 
         L.w2 = get_matrix(t, p + "w2", D, H, &weight_bytes);
         L.w3 = get_matrix(t, p + "w3", H, D, &weight_bytes);
     }
+    if (cfg.tied) {
+        pack(tok_embd);
+        output = tok_embd;
+    } else {
+        pack(output);
+    }
+    for (Layer& L : layers)
+        for (Matrix* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w1, &L.w2, &L.w3}) pack(*m);
     // Names we do not know point at a file we do not understand: refuse rather than ignore.
     const size_t expected = 2 + (cfg.tied ? 0 : 1) + 9 * (size_t)cfg.n_layers;
     if (t.size() != expected) {
@@ -167,6 +177,18 @@ Model::Model(const Config& c, const std::map<std::string, TensorView>& t, const 
             if (!known) throw std::invalid_argument("tensor " + n + ": not part of an lm model with this config");
         }
     }
+}
+
+void Model::pack(Matrix& m) {
+    if (m.dt != DType::BQ4) return;
+    const int64_t bytes = k->packed_bq4_bytes(m.rows, m.nb);
+    if (bytes <= 0) return;
+    uint8_t* p = (uint8_t*)std::aligned_alloc(64, (size_t)((bytes + 63) / 64 * 64));
+    if (!p) throw std::bad_alloc();
+    packs_.emplace_back(p);
+    k->pack_bq4((const BlockBQ4*)m.data, m.rows, m.nb, p);
+    m.packed = p;
+    packed_bytes += bytes;
 }
 
 // ============================================================================
@@ -209,6 +231,16 @@ int64_t Session::scratch_bytes() const {
     return f * 4 + (int64_t)q8_.size() * (int64_t)sizeof(BlockQ8);
 }
 
+// K is kept transposed per head (head_dim rows of max_seq_len) so that attention scores vectorise
+// over positions; V stays (max_seq_len, head_dim).
+void Session::store_kv(int64_t l, int64_t pos, const float* k, const float* v) {
+    for (int64_t h = 0; h < cfg_.n_kv_heads; h++) {
+        float* kc = kcache(l, h);
+        for (int64_t d = 0; d < hd_; d++) kc[d * cfg_.max_seq_len + pos] = k[h * hd_ + d];
+        std::memcpy(vcache(l, h) + pos * hd_, v + h * hd_, hd_ * sizeof(float));
+    }
+}
+
 void Session::check_token(int64_t token) const {
     if (token < 0 || token >= cfg_.vocab_size)
         throw std::invalid_argument("token id " + std::to_string(token) + " is out of range [0, " +
@@ -247,7 +279,7 @@ void Session::matmul(const Matrix& w, const float* x, int64_t T, int64_t ldx, bo
             for (int64_t t = 0; t < T; t++) k_->quantize_q8(x + t * ldx, q8_.data() + t * nb, w.cols);
             *q8_ready = true;
         }
-        const BlockBQ4* wb = (const BlockBQ4*)w.data;
+        const void* wb = w.kernel_data();
         if (T == 1)
             k_->matvec_bq4_q8(wb, w.rows, nb, q8_.data(), out);
         else
@@ -304,14 +336,11 @@ void Session::forward(int64_t token, int64_t pos, float* logits) {
         // RoPE on q and k, then store k, v at `pos` in the cache
         k_->rope(q, cfg_.n_heads, hd_, rc_.data(), rs_.data());
         k_->rope(kt_.data(), cfg_.n_kv_heads, hd_, rc_.data(), rs_.data());
-        for (int64_t h = 0; h < cfg_.n_kv_heads; h++) {
-            std::memcpy(kcache(l, h) + pos * hd_, kt_.data() + h * hd_, hd_ * sizeof(float));
-            std::memcpy(vcache(l, h) + pos * hd_, vt_.data() + h * hd_, hd_ * sizeof(float));
-        }
+        store_kv(l, pos, kt_.data(), vt_.data());
         // each query head h attends over positions 0..pos of kv head h / kv_mul
         for (int64_t h = 0; h < cfg_.n_heads; h++)
-            k_->attention(q + h * hd_, kcache(l, h / kv_mul), vcache(l, h / kv_mul), pos + 1, hd_, att_.data(),
-                          xb2 + h * hd_);
+            k_->attention(q + h * hd_, kcache(l, h / kv_mul), cfg_.max_seq_len, vcache(l, h / kv_mul), pos + 1, hd_,
+                          att_.data(), xb2 + h * hd_);
         // x += Wo xb2
         ready = false;
         matmul(L.wo, xb2, 1, QD, &ready, xb, D);
@@ -369,16 +398,13 @@ void Session::prefill(const int64_t* tokens, int64_t n, int64_t pos, float* logi
                 rope_angles(p0 + t);
                 k_->rope(Q + t * QD, cfg_.n_heads, hd_, rc_.data(), rs_.data());
                 k_->rope(kt_.data() + t * KVD, cfg_.n_kv_heads, hd_, rc_.data(), rs_.data());
-                for (int64_t h = 0; h < cfg_.n_kv_heads; h++) {
-                    std::memcpy(kcache(l, h) + (p0 + t) * hd_, kt_.data() + t * KVD + h * hd_, hd_ * sizeof(float));
-                    std::memcpy(vcache(l, h) + (p0 + t) * hd_, vt_.data() + t * KVD + h * hd_, hd_ * sizeof(float));
-                }
+                store_kv(l, p0 + t, kt_.data() + t * KVD, vt_.data() + t * KVD);
             }
             // causal: token t (position p0 + t) sees positions 0..p0 + t, all stored above
             for (int64_t t = 0; t < T; t++)
                 for (int64_t h = 0; h < cfg_.n_heads; h++)
-                    k_->attention(Q + t * QD + h * hd_, kcache(l, h / kv_mul), vcache(l, h / kv_mul), p0 + t + 1, hd_,
-                                  att_.data(), XB2 + t * QD + h * hd_);
+                    k_->attention(Q + t * QD + h * hd_, kcache(l, h / kv_mul), cfg_.max_seq_len, vcache(l, h / kv_mul),
+                                  p0 + t + 1, hd_, att_.data(), XB2 + t * QD + h * hd_);
             ready = false;
             matmul(L.wo, XB2, T, QD, &ready, XB, D);
             for (int64_t i = 0; i < T * D; i++) X[i] += XB[i];

@@ -43,6 +43,8 @@ struct Matrix {  // (rows, cols) row-major, y = W @ x
     const void* data = nullptr;
     int64_t rows = 0, cols = 0;
     int64_t nb = 0;  // BQ4 blocks per row
+    const void* packed = nullptr;  // the kernel path's repacked copy of a BQ4 matrix, if it wants one
+    const void* kernel_data() const { return packed ? packed : data; }
 };
 
 struct Layer {
@@ -62,6 +64,14 @@ class Model {
     std::vector<float> out_norm;
     std::vector<Layer> layers;
     int64_t weight_bytes = 0;
+    int64_t packed_bytes = 0;  // memory held by repacked BQ4 copies
+
+  private:
+    void pack(Matrix& m);
+    struct FreeDeleter {
+        void operator()(uint8_t* p) const { std::free(p); }
+    };
+    std::vector<std::unique_ptr<uint8_t, FreeDeleter>> packs_;
 };
 
 class Session {
@@ -81,6 +91,7 @@ class Session {
     void check_token(int64_t token) const;
     void embed(int64_t token, float* out);
     void rope_angles(int64_t pos);
+    void store_kv(int64_t l, int64_t pos, const float* k, const float* v);
     float* kcache(int64_t l, int64_t kvh) { return kc_.data() + ((l * cfg_.n_kv_heads + kvh) * cfg_.max_seq_len) * hd_; }
     float* vcache(int64_t l, int64_t kvh) { return vc_.data() + ((l * cfg_.n_kv_heads + kvh) * cfg_.max_seq_len) * hd_; }
     // out[t * ldo + r] = W @ X[t] for t < T. X rows have stride ldx; q8 scratch holds T quantised rows
@@ -94,7 +105,7 @@ class Session {
     int64_t hd_, chunk_;
     int64_t valid_ = 0;  // positions 0..valid_-1 hold keys/values of the current sequence
     std::atomic<bool> busy_{false};
-    std::vector<float> kc_, vc_;  // (n_layers, n_kv_heads, max_seq_len, head_dim)
+    std::vector<float> kc_, vc_;  // K: (n_layers, n_kv_heads, head_dim, max_seq_len); V: (.., max_seq_len, head_dim)
     // scratch, each sized for `chunk_` tokens
     std::vector<float> x_, xb_, xb2_, q_, kt_, vt_, hb_, hb2_, att_, rc_, rs_, emb_;
     std::vector<BlockQ8> q8_;

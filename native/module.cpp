@@ -222,7 +222,16 @@ PYBIND11_MODULE(_native, m) {
         const int64_t T = x.shape(0);
         std::vector<BlockQ8> q(T * nb);
         py::array_t<float> out({T, rows});
-        const BlockBQ4* w = (const BlockBQ4*)blocks.data();
+        const void* w = blocks.data();
+        // the path's repacked layout, exactly as Model builds it
+        std::vector<uint8_t> packed;
+        const int64_t pb = k.packed_bq4_bytes(rows, nb);
+        if (pb > 0) {
+            packed.resize(pb + 64);
+            uint8_t* p = packed.data() + (64 - ((uintptr_t)packed.data() % 64)) % 64;
+            k.pack_bq4((const BlockBQ4*)blocks.data(), rows, nb, p);
+            w = p;
+        }
         const float* xp = x.data();
         float* o = out.mutable_data();
         {
@@ -291,9 +300,13 @@ PYBIND11_MODULE(_native, m) {
             v.shape(1) != k.shape(1) || k.shape(0) < 1)
             throw std::invalid_argument("q (hd,), k and v (n, hd)");
         const int64_t n = k.shape(0), hd = q.size();
-        std::vector<float> att(n);
+        // the cache layout: K transposed with a row stride larger than n, as in a session
+        const int64_t stride = n + 5;
+        std::vector<float> att(n), kt(hd * stride, 0.0f);
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t d = 0; d < hd; d++) kt[d * stride + t] = k.data()[t * hd + d];
         py::array_t<float> out(hd);
-        table(path).attention(q.data(), k.data(), v.data(), n, hd, att.data(), out.mutable_data());
+        table(path).attention(q.data(), kt.data(), stride, v.data(), n, hd, att.data(), out.mutable_data());
         return out;
     });
     m.def("bq4_dequantize", [](u8arr blocks, int64_t rows, int64_t cols) {

@@ -1,0 +1,422 @@
+// AVX2 + FMA + F16C kernels. Only this file is compiled with -mavx2 -mfma -mf16c; dispatch.cpp
+// calls into it only after cpuid says the CPU has those features.
+//
+// BQ4 matrices are repacked once at load (pack_bq4_avx2) into groups of 8 rows so that one
+// 32-byte vector holds 4 consecutive weights of each of the 8 rows: with the activation's 4 bytes
+// broadcast to every lane, maddubs + madd leave each row's partial dot product in its own lane, so
+// the matrix-vector product needs no horizontal sums. Nibbles are stored as u = q + 8 (unsigned,
+// as maddubs requires); dot(u, y) - 8 * sum(y) == dot(q, y) is exact in int32.
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels.h"
+
+namespace bullet {
+
+namespace {
+
+inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+inline float hmax(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+inline float f16(uint16_t h) { return _cvtsh_ss(h); }
+
+}  // namespace
+
+// ============================================================================
+// q8 activation quantisation (bit-identical to quantize_q8_ref)
+// ============================================================================
+
+void quantize_q8_avx2(const float* x, BlockQ8* y, int64_t n) {
+    const int64_t full = n / QK;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+    for (int64_t b = 0; b < full; b++) {
+        const float* xb = x + b * QK;
+        __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8), v2 = _mm256_loadu_ps(xb + 16),
+               v3 = _mm256_loadu_ps(xb + 24);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        const float d = hmax(m) / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const __m256 vid = _mm256_set1_ps(id);
+        // cvtps2dq rounds half to even (default MXCSR), as nearbyint in the reference
+        __m256i i0 = _mm256_min_epi32(hi, _mm256_max_epi32(lo, _mm256_cvtps_epi32(_mm256_mul_ps(v0, vid))));
+        __m256i i1 = _mm256_min_epi32(hi, _mm256_max_epi32(lo, _mm256_cvtps_epi32(_mm256_mul_ps(v1, vid))));
+        __m256i i2 = _mm256_min_epi32(hi, _mm256_max_epi32(lo, _mm256_cvtps_epi32(_mm256_mul_ps(v2, vid))));
+        __m256i i3 = _mm256_min_epi32(hi, _mm256_max_epi32(lo, _mm256_cvtps_epi32(_mm256_mul_ps(v3, vid))));
+        __m256i s = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        // pack 32-bit -> 16-bit -> 8-bit; the packs interleave 128-bit lanes, permute restores order
+        __m256i p01 = _mm256_packs_epi32(i0, i1), p23 = _mm256_packs_epi32(i2, i3);
+        __m256i p = _mm256_packs_epi16(p01, p23);
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        y[b].d = d;
+        y[b].sum = _mm_cvtsi128_si32(s4);
+        _mm256_storeu_si256((__m256i*)y[b].qs, p);
+    }
+    if (full * QK < n) quantize_q8_block_ref(x + full * QK, n - full * QK, y + full);  // scalar tail
+}
+
+// ============================================================================
+// BQ4 x q8 on raw blocks (one row; the model uses the packed kernels below)
+// ============================================================================
+
+float dot_bq4_q8_avx2(const BlockBQ4* w, const BlockQ8* x, int64_t nb) {
+    const __m256i m0f = _mm256_set1_epi8(0x0f), m08 = _mm256_set1_epi8(0x08), ones = _mm256_set1_epi16(1);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const __m128i raw = _mm_loadu_si128((const __m128i*)w[b].qs);
+        // low nibbles are q[0..15], high nibbles q[16..31]; xor 8 turns q into u = q + 8 in [0, 15]
+        __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m0f);
+        u = _mm256_xor_si256(u, m08);
+        const __m256i y = _mm256_loadu_si256((const __m256i*)x[b].qs);
+        __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), ones);
+        s = _mm256_sub_epi32(s, _mm256_castsi128_si256(_mm_cvtsi32_si128(8 * x[b].sum)));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(f16(w[b].scale) * x[b].d), acc);
+    }
+    return hsum(acc);
+}
+
+// ============================================================================
+// Packed BQ4: groups of 8 rows; per (group, block) 128 bytes of nibbles + 8 f32 scales
+// ============================================================================
+// Nibble chunk c (0..3) of a (group, block): byte 4*r + k holds u[r][8c + k] in its low nibble
+// and u[r][8c + 4 + k] in its high nibble (r: row in group, k: 0..3). Rows past `rows` are zero
+// with scale 0.
+
+constexpr int64_t PACK_ROWS = 8;
+constexpr int64_t PACK_BLOCK = 128 + 32;  // bytes per (group, block)
+
+static int64_t packed_bq4_bytes_avx2(int64_t rows, int64_t nb) {
+    return (rows + PACK_ROWS - 1) / PACK_ROWS * nb * PACK_BLOCK;
+}
+
+static void pack_bq4_avx2(const BlockBQ4* w, int64_t rows, int64_t nb, uint8_t* dst) {
+    const int64_t groups = (rows + PACK_ROWS - 1) / PACK_ROWS;
+    for (int64_t g = 0; g < groups; g++) {
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t* p = dst + (g * nb + b) * PACK_BLOCK;
+            float* scales = (float*)(p + 128);
+            for (int64_t r = 0; r < PACK_ROWS; r++) {
+                const int64_t row = g * PACK_ROWS + r;
+                uint8_t u[QK];
+                if (row < rows) {
+                    const BlockBQ4& blk = w[row * nb + b];
+                    for (int j = 0; j < QK / 2; j++) {
+                        u[j] = (uint8_t)((blk.qs[j] & 0x0f) ^ 0x08);
+                        u[j + QK / 2] = (uint8_t)((blk.qs[j] >> 4) ^ 0x08);
+                    }
+                    scales[r] = f16(blk.scale);
+                } else {
+                    std::memset(u, 8, sizeof u);  // q = 0
+                    scales[r] = 0.0f;
+                }
+                for (int c = 0; c < 4; c++)
+                    for (int k = 0; k < 4; k++) p[32 * c + 4 * r + k] = (uint8_t)(u[8 * c + k] | (u[8 * c + 4 + k] << 4));
+            }
+        }
+    }
+}
+
+namespace {
+
+// Exact int32 dot products of the 8 rows of one packed (group, block) with one q8 block.
+inline __m256i group_block_dot(const __m256i u[8], const BlockQ8& x, __m256i ones) {
+    const int32_t* y4 = (const int32_t*)x.qs;  // 4 activation bytes at a time
+    // int16 accumulation is safe: each maddubs lane is at most 2 * 15 * 127 = 3810, eight sum to 30480
+    __m256i s = _mm256_maddubs_epi16(u[0], _mm256_set1_epi32(y4[0]));
+    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(u[1], _mm256_set1_epi32(y4[1])));
+    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(u[2], _mm256_set1_epi32(y4[2])));
+    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(u[3], _mm256_set1_epi32(y4[3])));
+    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(u[4], _mm256_set1_epi32(y4[4])));
+    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(u[5], _mm256_set1_epi32(y4[5])));
+    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(u[6], _mm256_set1_epi32(y4[6])));
+    s = _mm256_add_epi16(s, _mm256_maddubs_epi16(u[7], _mm256_set1_epi32(y4[7])));
+    return _mm256_sub_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(8 * x.sum));
+}
+
+inline void unpack_group_block(const uint8_t* p, __m256i u[8], __m256i m0f) {
+    for (int c = 0; c < 4; c++) {
+        const __m256i v = _mm256_load_si256((const __m256i*)(p + 32 * c));
+        u[2 * c] = _mm256_and_si256(v, m0f);
+        u[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
+    }
+}
+
+inline void store_group(float* out, int64_t stride, int64_t valid, __m256 acc) {
+    if (valid >= PACK_ROWS && stride == 1) {
+        _mm256_storeu_ps(out, acc);
+    } else {
+        float tmp[8];
+        _mm256_storeu_ps(tmp, acc);
+        for (int64_t r = 0; r < valid && r < PACK_ROWS; r++) out[r * stride] = tmp[r];
+    }
+}
+
+}  // namespace
+
+static void matvec_bq4_q8_avx2(const void* wv, int64_t rows, int64_t nb, const BlockQ8* x, float* out) {
+    const uint8_t* w = (const uint8_t*)wv;
+    const __m256i m0f = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    const int64_t groups = (rows + PACK_ROWS - 1) / PACK_ROWS;
+    for (int64_t g = 0; g < groups; g++) {
+        const uint8_t* p = w + g * nb * PACK_BLOCK;
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t b = 0; b < nb; b++, p += PACK_BLOCK) {
+            _mm_prefetch((const char*)p + 4 * PACK_BLOCK, _MM_HINT_T0);
+            __m256i u[8];
+            unpack_group_block(p, u, m0f);
+            const __m256i s = group_block_dot(u, x[b], ones);
+            const __m256 sc = _mm256_mul_ps(_mm256_load_ps((const float*)(p + 128)), _mm256_set1_ps(x[b].d));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc);
+        }
+        store_group(out + g * PACK_ROWS, 1, rows - g * PACK_ROWS, acc);
+    }
+}
+
+// Prefill: each (group, block) is unpacked once and applied to up to 64 tokens; the 8-row
+// accumulators of those tokens live in a small stack buffer (2 KiB, in L1).
+static void matmul_bq4_q8_avx2(const void* wv, int64_t rows, int64_t nb, const BlockQ8* x, int64_t T, float* out,
+                               int64_t ldo) {
+    const uint8_t* w = (const uint8_t*)wv;
+    const __m256i m0f = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    const int64_t groups = (rows + PACK_ROWS - 1) / PACK_ROWS;
+    constexpr int64_t TT = 64;
+    alignas(32) float acc[TT * PACK_ROWS];
+    for (int64_t t0 = 0; t0 < T; t0 += TT) {
+        const int64_t tn = T - t0 < TT ? T - t0 : TT;
+        for (int64_t g = 0; g < groups; g++) {
+            const uint8_t* p = w + g * nb * PACK_BLOCK;
+            for (int64_t t = 0; t < tn; t++) _mm256_store_ps(acc + t * 8, _mm256_setzero_ps());
+            for (int64_t b = 0; b < nb; b++, p += PACK_BLOCK) {
+                __m256i u[8];
+                unpack_group_block(p, u, m0f);
+                const __m256 dw = _mm256_load_ps((const float*)(p + 128));
+                const BlockQ8* xb = x + t0 * nb + b;
+                for (int64_t t = 0; t < tn; t++, xb += nb) {
+                    const __m256i s = group_block_dot(u, *xb, ones);
+                    const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(xb->d));
+                    _mm256_store_ps(acc + t * 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, _mm256_load_ps(acc + t * 8)));
+                }
+            }
+            for (int64_t t = 0; t < tn; t++)
+                store_group(out + (t0 + t) * ldo + g * PACK_ROWS, 1, rows - g * PACK_ROWS, _mm256_load_ps(acc + t * 8));
+        }
+    }
+}
+
+// ============================================================================
+// Float vectors
+// ============================================================================
+
+static float dot_f32_avx2(const float* a, const float* b, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) s += a[i] * b[i];  // scalar tail, as dot_f32_ref
+    return s;
+}
+
+static float dot_f16_avx2(const uint16_t* a, const float* b, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(a + i))), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(a + i + 8))), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8)
+        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(a + i))), _mm256_loadu_ps(b + i), s0);
+    float s = hsum(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += f16_to_f32(a[i]) * b[i];  // scalar tail, as dot_f16_ref
+    return s;
+}
+
+static void axpy_avx2(float a, const float* x, float* y, int64_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static void rmsnorm_avx2(float* out, const float* x, const float* w, int64_t n, float eps) {
+    float ss = dot_f32_avx2(x, x, n);
+    ss = 1.0f / std::sqrt(ss / (float)n + eps);
+    const __m256 vs = _mm256_set1_ps(ss);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(vs, _mm256_loadu_ps(x + i))));
+    for (; i < n; i++) out[i] = w[i] * (ss * x[i]);
+}
+
+// ============================================================================
+// exp, softmax, SwiGLU, attention
+// ============================================================================
+
+namespace {
+
+// e^x for 8 floats: x = n ln2 + r, |r| <= ln2/2, e^r by a degree-6 polynomial (Cephes expf
+// coefficients), 2^n built in the exponent bits. Within 2 ulp of expf over the clamped range;
+// inputs below -87.3 give about 1e-38 instead of 0, which softmax and silu cannot tell apart.
+inline __m256 exp256(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3762626647949f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    const __m256 y = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+}  // namespace
+
+static void softmax_avx2(float* x, int64_t n) {
+    if (n <= 0) return;
+    float mx = x[0];
+    int64_t i = 0;
+    if (n >= 8) {
+        __m256 m = _mm256_loadu_ps(x);
+        for (i = 8; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+        mx = hmax(m);
+    }
+    for (; i < n; i++) mx = std::fmax(mx, x[i]);
+    const __m256 vmx = _mm256_set1_ps(mx);
+    __m256 vsum = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8) {
+        const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx));
+        _mm256_storeu_ps(x + i, e);
+        vsum = _mm256_add_ps(vsum, e);
+    }
+    float sum = hsum(vsum);
+    for (; i < n; i++) {  // scalar tail, as softmax_ref
+        x[i] = std::exp(x[i] - mx);
+        sum += x[i];
+    }
+    const __m256 vs = _mm256_set1_ps(sum);
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), vs));
+    for (; i < n; i++) x[i] /= sum;
+}
+
+static void swiglu_avx2(float* g, const float* u, int64_t n) {
+    int64_t i = 0;
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(g + i);
+        const __m256 den = _mm256_add_ps(one, exp256(_mm256_xor_ps(v, sign)));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(v, den), _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) g[i] = silu_mul_ref(g[i], u[i]);
+}
+
+// Scores run over positions 32 (then 8) at a time against the transposed K, so each query
+// element is broadcast once per block of positions and no horizontal sums are needed.
+static void attention_avx2(const float* q, const float* kt, int64_t ks, const float* v, int64_t n, int64_t hd,
+                           float* att, float* out) {
+    const float scale = 1.0f / std::sqrt((float)hd);
+    const __m256 vscale = _mm256_set1_ps(scale);
+    int64_t t = 0;
+    for (; t + 32 <= n; t += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t d = 0; d < hd; d++) {
+            const __m256 qd = _mm256_set1_ps(q[d]);
+            const float* row = kt + d * ks + t;
+            a0 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(row), a0);
+            a1 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(row + 8), a1);
+            a2 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(row + 16), a2);
+            a3 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(row + 24), a3);
+        }
+        _mm256_storeu_ps(att + t, _mm256_mul_ps(a0, vscale));
+        _mm256_storeu_ps(att + t + 8, _mm256_mul_ps(a1, vscale));
+        _mm256_storeu_ps(att + t + 16, _mm256_mul_ps(a2, vscale));
+        _mm256_storeu_ps(att + t + 24, _mm256_mul_ps(a3, vscale));
+    }
+    for (; t + 8 <= n; t += 8) {
+        __m256 a0 = _mm256_setzero_ps();
+        for (int64_t d = 0; d < hd; d++) a0 = _mm256_fmadd_ps(_mm256_set1_ps(q[d]), _mm256_loadu_ps(kt + d * ks + t), a0);
+        _mm256_storeu_ps(att + t, _mm256_mul_ps(a0, vscale));
+    }
+    for (; t < n; t++) {  // scalar tail, as attention_ref
+        float s = 0.0f;
+        for (int64_t d = 0; d < hd; d++) s += q[d] * kt[d * ks + t];
+        att[t] = s * scale;
+    }
+    softmax_avx2(att, n);
+    // out = sum_t att[t] V[t], 32 (then 8) output elements held in registers across all t
+    int64_t d0 = 0;
+    for (; d0 + 32 <= hd; d0 += 32) {
+        __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+        for (int64_t s = 0; s < n; s++) {
+            const __m256 a = _mm256_set1_ps(att[s]);
+            const float* row = v + s * hd + d0;
+            o0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(row), o0);
+            o1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(row + 8), o1);
+            o2 = _mm256_fmadd_ps(a, _mm256_loadu_ps(row + 16), o2);
+            o3 = _mm256_fmadd_ps(a, _mm256_loadu_ps(row + 24), o3);
+        }
+        _mm256_storeu_ps(out + d0, o0);
+        _mm256_storeu_ps(out + d0 + 8, o1);
+        _mm256_storeu_ps(out + d0 + 16, o2);
+        _mm256_storeu_ps(out + d0 + 24, o3);
+    }
+    for (; d0 + 8 <= hd; d0 += 8) {
+        __m256 o0 = _mm256_setzero_ps();
+        for (int64_t s = 0; s < n; s++) o0 = _mm256_fmadd_ps(_mm256_set1_ps(att[s]), _mm256_loadu_ps(v + s * hd + d0), o0);
+        _mm256_storeu_ps(out + d0, o0);
+    }
+    for (; d0 < hd; d0++) {  // scalar tail: the reference's per-element order (t ascending)
+        float o = 0.0f;
+        for (int64_t s = 0; s < n; s++) o += att[s] * v[s * hd + d0];
+        out[d0] = o;
+    }
+}
+
+const KernelTable& kernels_avx2() {
+    static const KernelTable t = {
+        "avx2",
+        quantize_q8_avx2,
+        dot_bq4_q8_avx2,
+        packed_bq4_bytes_avx2,
+        pack_bq4_avx2,
+        matvec_bq4_q8_avx2,
+        matmul_bq4_q8_avx2,
+        dot_f32_avx2,
+        dot_f16_avx2,
+        axpy_avx2,
+        rmsnorm_avx2,
+        softmax_avx2,
+        swiglu_avx2,
+        rope_ref,    // a few dozen multiplies per head
+        attention_avx2,
+    };
+    return t;
+}
+
+}  // namespace bullet

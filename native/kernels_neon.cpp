@@ -1,0 +1,238 @@
+// AArch64 NEON kernels (baseline ARMv8-A: every aarch64 CPU has them). The dot-product
+// (sdot) variants of the BQ4 kernels live in kernels_neon_dot.cpp, compiled with +dotprod and
+// called only when getauxval(AT_HWCAP) reports HWCAP_ASIMDDP.
+//
+// BQ4 kernels work on the raw blocks (no repack): the 16 nibble bytes sign-extend with two shifts
+// (low nibble: shl 4 then arithmetic shr 4; high nibble: arithmetic shr 4), and each block's
+// exact int32 dot product is scaled and summed in the reference's order.
+#include <arm_neon.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels.h"
+
+namespace bullet {
+
+float f16_scale_neon(uint16_t h) {
+    __fp16 v;
+    std::memcpy(&v, &h, 2);
+    return (float)v;
+}
+
+// ============================================================================
+// q8 activation quantisation (bit-identical to quantize_q8_ref for finite input)
+// ============================================================================
+
+void quantize_q8_neon(const float* x, BlockQ8* y, int64_t n) {
+    const int64_t full = n / QK;
+    const int32x4_t lo = vdupq_n_s32(-127), hi = vdupq_n_s32(127);
+    for (int64_t b = 0; b < full; b++) {
+        const float* xb = x + b * QK;
+        float32x4_t v[8];
+        for (int i = 0; i < 8; i++) v[i] = vld1q_f32(xb + 4 * i);
+        float32x4_t m = vabsq_f32(v[0]);
+        for (int i = 1; i < 8; i++) m = vmaxq_f32(m, vabsq_f32(v[i]));
+        const float d = vmaxvq_f32(m) / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        int32x4_t s = vdupq_n_s32(0);
+        int16x8_t h[4];
+        for (int i = 0; i < 4; i++) {
+            // fcvtns: round to nearest, ties to even, as nearbyint in the reference
+            int32x4_t a = vminq_s32(hi, vmaxq_s32(lo, vcvtnq_s32_f32(vmulq_n_f32(v[2 * i], id))));
+            int32x4_t c = vminq_s32(hi, vmaxq_s32(lo, vcvtnq_s32_f32(vmulq_n_f32(v[2 * i + 1], id))));
+            s = vaddq_s32(s, vaddq_s32(a, c));
+            h[i] = vcombine_s16(vmovn_s32(a), vmovn_s32(c));
+        }
+        y[b].d = d;
+        y[b].sum = vaddvq_s32(s);
+        vst1q_s8(y[b].qs, vcombine_s8(vmovn_s16(h[0]), vmovn_s16(h[1])));
+        vst1q_s8(y[b].qs + 16, vcombine_s8(vmovn_s16(h[2]), vmovn_s16(h[3])));
+    }
+    if (full * QK < n) quantize_q8_block_ref(x + full * QK, n - full * QK, y + full);  // scalar tail
+}
+
+// ============================================================================
+// BQ4 x q8 (plain NEON: widening multiplies)
+// ============================================================================
+
+static inline int32_t block_dot_neon(const BlockBQ4& w, const BlockQ8& x) {
+    const int8x16_t raw = vreinterpretq_s8_u8(vld1q_u8(w.qs));
+    const int8x16_t lo = vshrq_n_s8(vshlq_n_s8(raw, 4), 4);  // q[0..15]
+    const int8x16_t hi = vshrq_n_s8(raw, 4);                 // q[16..31]
+    const int8x16_t y0 = vld1q_s8(x.qs), y1 = vld1q_s8(x.qs + 16);
+    // |q * y| <= 8 * 127, two per int16 lane: no overflow
+    int16x8_t p0 = vmull_s8(vget_low_s8(lo), vget_low_s8(y0));
+    p0 = vmlal_s8(p0, vget_high_s8(lo), vget_high_s8(y0));
+    int16x8_t p1 = vmull_s8(vget_low_s8(hi), vget_low_s8(y1));
+    p1 = vmlal_s8(p1, vget_high_s8(hi), vget_high_s8(y1));
+    return vaddvq_s32(vpadalq_s16(vpaddlq_s16(p0), p1));
+}
+
+float dot_bq4_q8_neon(const BlockBQ4* w, const BlockQ8* x, int64_t nb) {
+    float sum = 0.0f;
+    for (int64_t b = 0; b < nb; b++) sum += (f16_scale_neon(w[b].scale) * x[b].d) * (float)block_dot_neon(w[b], x[b]);
+    return sum;
+}
+
+static int64_t packed_bq4_bytes_neon(int64_t, int64_t) { return 0; }  // raw blocks
+static void pack_bq4_neon(const BlockBQ4*, int64_t, int64_t, uint8_t*) {}
+
+static void matvec_bq4_q8_neon(const void* wv, int64_t rows, int64_t nb, const BlockQ8* x, float* out) {
+    const BlockBQ4* w = (const BlockBQ4*)wv;
+    for (int64_t r = 0; r < rows; r++) out[r] = dot_bq4_q8_neon(w + r * nb, x, nb);
+}
+
+static void matmul_bq4_q8_neon(const void* wv, int64_t rows, int64_t nb, const BlockQ8* x, int64_t T, float* out,
+                               int64_t ldo) {
+    const BlockBQ4* w = (const BlockBQ4*)wv;
+    for (int64_t r = 0; r < rows; r++)  // one weight row stays in L1 across all tokens
+        for (int64_t t = 0; t < T; t++) out[t * ldo + r] = dot_bq4_q8_neon(w + r * nb, x + t * nb, nb);
+}
+
+// ============================================================================
+// Float vectors
+// ============================================================================
+
+float dot_f32_neon(const float* a, const float* b, int64_t n) {
+    float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+        s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+        s2 = vfmaq_f32(s2, vld1q_f32(a + i + 8), vld1q_f32(b + i + 8));
+        s3 = vfmaq_f32(s3, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
+    }
+    for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+    float s = vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3)));
+    for (; i < n; i++) s += a[i] * b[i];  // scalar tail, as dot_f32_ref
+    return s;
+}
+
+float dot_f16_neon(const uint16_t* a, const float* b, int64_t n) {
+    float32x4_t s0 = vdupq_n_f32(0), s1 = s0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(a + i));
+        s0 = vfmaq_f32(s0, vcvt_f32_f16(vget_low_f16(h)), vld1q_f32(b + i));
+        s1 = vfmaq_f32(s1, vcvt_f32_f16(vget_high_f16(h)), vld1q_f32(b + i + 4));
+    }
+    float s = vaddvq_f32(vaddq_f32(s0, s1));
+    for (; i < n; i++) s += f16_to_f32(a[i]) * b[i];  // scalar tail, as dot_f16_ref
+    return s;
+}
+
+void axpy_neon(float a, const float* x, float* y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+void rmsnorm_neon(float* out, const float* x, const float* w, int64_t n, float eps) {
+    float ss = dot_f32_neon(x, x, n);
+    ss = 1.0f / std::sqrt(ss / (float)n + eps);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(out + i, vmulq_f32(vld1q_f32(w + i), vmulq_n_f32(vld1q_f32(x + i), ss)));
+    for (; i < n; i++) out[i] = w[i] * (ss * x[i]);
+}
+
+// exp stays the C library's, as in the reference; max and the division are vectorised
+void softmax_neon(float* x, int64_t n) {
+    if (n <= 0) return;
+    float mx = x[0];
+    int64_t i = 0;
+    if (n >= 4) {
+        float32x4_t m = vld1q_f32(x);
+        for (i = 4; i + 4 <= n; i += 4) m = vmaxq_f32(m, vld1q_f32(x + i));
+        mx = vmaxvq_f32(m);
+    }
+    for (; i < n; i++) mx = std::fmax(mx, x[i]);
+    float sum = 0.0f;
+    for (i = 0; i < n; i++) {
+        x[i] = std::exp(x[i] - mx);
+        sum += x[i];
+    }
+    const float32x4_t vs = vdupq_n_f32(sum);
+    for (i = 0; i + 4 <= n; i += 4) vst1q_f32(x + i, vdivq_f32(vld1q_f32(x + i), vs));
+    for (; i < n; i++) x[i] /= sum;
+}
+
+// Scores run over 16 (then 4) positions at a time against the transposed K.
+void attention_neon(const float* q, const float* kt, int64_t ks, const float* v, int64_t n, int64_t hd, float* att,
+                    float* out) {
+    const float scale = 1.0f / std::sqrt((float)hd);
+    int64_t t = 0;
+    for (; t + 16 <= n; t += 16) {
+        float32x4_t a0 = vdupq_n_f32(0), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t d = 0; d < hd; d++) {
+            const float* row = kt + d * ks + t;
+            a0 = vfmaq_n_f32(a0, vld1q_f32(row), q[d]);
+            a1 = vfmaq_n_f32(a1, vld1q_f32(row + 4), q[d]);
+            a2 = vfmaq_n_f32(a2, vld1q_f32(row + 8), q[d]);
+            a3 = vfmaq_n_f32(a3, vld1q_f32(row + 12), q[d]);
+        }
+        vst1q_f32(att + t, vmulq_n_f32(a0, scale));
+        vst1q_f32(att + t + 4, vmulq_n_f32(a1, scale));
+        vst1q_f32(att + t + 8, vmulq_n_f32(a2, scale));
+        vst1q_f32(att + t + 12, vmulq_n_f32(a3, scale));
+    }
+    for (; t + 4 <= n; t += 4) {
+        float32x4_t a0 = vdupq_n_f32(0);
+        for (int64_t d = 0; d < hd; d++) a0 = vfmaq_n_f32(a0, vld1q_f32(kt + d * ks + t), q[d]);
+        vst1q_f32(att + t, vmulq_n_f32(a0, scale));
+    }
+    for (; t < n; t++) {  // scalar tail, as attention_ref
+        float s = 0.0f;
+        for (int64_t d = 0; d < hd; d++) s += q[d] * kt[d * ks + t];
+        att[t] = s * scale;
+    }
+    softmax_neon(att, n);
+    int64_t d0 = 0;
+    for (; d0 + 16 <= hd; d0 += 16) {
+        float32x4_t o0 = vdupq_n_f32(0), o1 = o0, o2 = o0, o3 = o0;
+        for (int64_t s = 0; s < n; s++) {
+            const float* row = v + s * hd + d0;
+            o0 = vfmaq_n_f32(o0, vld1q_f32(row), att[s]);
+            o1 = vfmaq_n_f32(o1, vld1q_f32(row + 4), att[s]);
+            o2 = vfmaq_n_f32(o2, vld1q_f32(row + 8), att[s]);
+            o3 = vfmaq_n_f32(o3, vld1q_f32(row + 12), att[s]);
+        }
+        vst1q_f32(out + d0, o0);
+        vst1q_f32(out + d0 + 4, o1);
+        vst1q_f32(out + d0 + 8, o2);
+        vst1q_f32(out + d0 + 12, o3);
+    }
+    for (; d0 + 4 <= hd; d0 += 4) {
+        float32x4_t o0 = vdupq_n_f32(0);
+        for (int64_t s = 0; s < n; s++) o0 = vfmaq_n_f32(o0, vld1q_f32(v + s * hd + d0), att[s]);
+        vst1q_f32(out + d0, o0);
+    }
+    for (; d0 < hd; d0++) {  // scalar tail: the reference's per-element order
+        float o = 0.0f;
+        for (int64_t s = 0; s < n; s++) o += att[s] * v[s * hd + d0];
+        out[d0] = o;
+    }
+}
+
+const KernelTable& kernels_neon() {
+    static const KernelTable t = {
+        "neon",
+        quantize_q8_neon,
+        dot_bq4_q8_neon,
+        packed_bq4_bytes_neon,
+        pack_bq4_neon,
+        matvec_bq4_q8_neon,
+        matmul_bq4_q8_neon,
+        dot_f32_neon,
+        dot_f16_neon,
+        axpy_neon,
+        rmsnorm_neon,
+        softmax_neon,
+        swiglu_ref,  // dominated by exp; shares the reference's libm call
+        rope_ref,    // a few dozen multiplies per head
+        attention_neon,
+    };
+    return t;
+}
+
+}  // namespace bullet
