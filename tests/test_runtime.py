@@ -348,3 +348,20 @@ def test_context_whose_kv_cache_would_be_huge_is_refused(tmp_path, monkeypatch):
                                          r"above the limit of 1_000_000"):
         monkeypatch.setenv("BULLET_MAX_KV_BYTES", "1000000")
         load_model(p, backend="numpy")
+
+
+def test_consumer_that_breaks_after_cancel_sees_cancelled_and_close_releases(small):
+    ev = threading.Event()
+    s = small.new_session()
+    g = small.generate("hi", GenerationSettings(max_tokens=30, temperature=0.9, top_k=0, seed=2), session=s,
+                       cancel=ev)
+    for _ in g:
+        ev.set()
+        break
+    assert g.finish_reason == "cancelled"
+    assert s.lock.locked()            # the suspended generation still holds the session...
+    g.close()
+    assert not s.lock.locked()        # ...until it is closed
+    g2 = small.generate("hi", GenerationSettings(max_tokens=3, temperature=0), session=s)
+    list(g2)
+    assert g2.finish_reason in ("length", "eos")

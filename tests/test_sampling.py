@@ -229,3 +229,14 @@ def test_unique_seen_array_gives_the_same_penalty_as_a_list():
     a = apply_repetition_penalty(z, seen, 1.3)
     b = apply_repetition_penalty(z, np.array([0, 3, 7, 49]), 1.3, unique=True)
     assert a.tolist() == b.tolist() and a[7] != z[7]
+
+
+def test_draws_follow_probabilities_with_all_filters_on():
+    z = np.random.default_rng(4).standard_normal(300).astype(np.float32) * 2
+    seen = [3, 3, 10, 250]
+    s = Sampler(S(temperature=0.7, top_k=6, top_p=0.8, repetition_penalty=1.2, seed=5))
+    p = s.probabilities(z, seen)
+    assert 1 <= np.count_nonzero(p) <= 6 and math.isclose(p.sum(), 1.0, rel_tol=1e-9)
+    counts = np.bincount([s.sample(z, seen) for _ in range(6000)], minlength=300) / 6000
+    assert set(np.nonzero(counts)[0]) <= set(np.nonzero(p)[0])
+    np.testing.assert_allclose(counts, p, atol=0.03)

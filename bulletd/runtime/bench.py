@@ -160,7 +160,7 @@ def bench_shape(label: str, arch: dict, workdir: Path, args) -> dict:
     n_np = ctx if args.numpy_tokens <= 0 else min(args.numpy_tokens, ctx)
     if quick:
         n_np = min(n_np, 32)
-    r["numpy_decode_tok_s"] = _decode_rate(ref, ids[:n_np], 1)
+    r["numpy_decode_tok_s"] = _decode_rate(ref, ids[:n_np], 1 if quick else 3)
     r["numpy_prefill128_ms"] = _prefill_ms(ref, prompt, 1 if quick else 3)
     r["numpy_decode_positions"] = n_np
     ref.close()
@@ -263,7 +263,9 @@ def main(args=None) -> int:
     if args.json:
         print(json.dumps({"results": results, "targets": TARGETS}, indent=2))
     else:
-        print("bullet bench (figures from this machine, now; other load on it shows up here)")
+        la = os.getloadavg()
+        print(f"bullet bench (figures from this machine, now: load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} "
+              f"on {os.cpu_count()} CPUs; other load shows up here)")
         print(report(results))
     return 0
 

@@ -326,8 +326,9 @@ class Session:
 
 
 class Generation:
-    """Iterator of text deltas. After it ends: finish_reason, tokens (generated ids, the EOS or
-    stop-id that ended it excluded), prompt_tokens (ids, BOS included), text (everything yielded),
+    """Iterator of text deltas. After it ends: finish_reason, tokens (generated ids; the EOS /
+    stop id that ended it is excluded, the tokens that spelled a stop string are included),
+    prompt_tokens (ids, BOS included), text (everything yielded),
     and timings: prefill_s, ttft_s (start to first token chosen), decode_s.
 
     The session's lock is held from the first next() until the generation ends or is closed, so
@@ -346,7 +347,7 @@ class Generation:
         self.prompt_tokens = list(prompt_ids)
         self.tokens: list[int] = []
         self.text = ""
-        self.finish_reason: str | None = None
+        self._finish: str | None = None
         self.prefill_s = self.ttft_s = self.decode_s = 0.0
         self._it = self._run()
 
@@ -356,10 +357,23 @@ class Generation:
     def __next__(self) -> str:
         return next(self._it)
 
+    @property
+    def finish_reason(self) -> str | None:
+        """"length" | "stop" | "eos" | "cancelled"; None while running. A consumer that stops
+        iterating after setting `cancel` (or calls close()) sees "cancelled"."""
+        if self._finish is None and self._cancelled():
+            return "cancelled"
+        return self._finish
+
+    @finish_reason.setter
+    def finish_reason(self, value: str) -> None:
+        self._finish = value
+
     def close(self) -> None:
+        """Stop early: releases the session now rather than when the object is collected."""
         self._it.close()
-        if self.finish_reason is None:
-            self.finish_reason = "cancelled"
+        if self._finish is None:
+            self._finish = "cancelled"
 
     def _cancelled(self) -> bool:
         return self.cancel is not None and self.cancel.is_set()
@@ -433,14 +447,14 @@ class Generation:
                     break
                 logits = self.session._run([nxt], pos)
                 pos += 1
-            if self.finish_reason != "stop":
+            if self._finish != "stop":
                 out += dec.flush()
                 if stops:
                     cut, _ = _scan_stops(out, emitted, stops)
                     if cut is not None:
                         out = out[:cut]
-                        if self.finish_reason != "cancelled":
-                            self.finish_reason = "stop"
+                        if self._finish != "cancelled":
+                            self._finish = "stop"
             if t_dec is not None:
                 self.decode_s = time.perf_counter() - t_dec
             if len(out) > emitted:

@@ -230,9 +230,19 @@ class Sampler:
         already an int array of distinct valid ids."""
         if self.settings.temperature == 0.0:
             return int(np.argmax(self._penalised(logits, seen, unique)))
-        ids, probs = self.candidates(logits, seen, unique)
+        # the same rules as candidates(), fused so one cumulative sum serves top-p and the draw
+        st = self.settings
+        z = self._penalised(logits, seen, unique)
+        ids = top_k_ids(z, st.top_k)
+        zc = z[ids]
+        order = np.argsort(-zc, kind="stable")
+        ids = ids[order]
+        w = np.exp((zc[order].astype(np.float64) - float(zc[order[0]])) / st.temperature)
+        cum = np.cumsum(w)
+        n = cum.shape[0]
+        if st.top_p < 1.0:
+            n = min(int(np.searchsorted(cum, st.top_p * cum[-1], side="left")), n - 1) + 1
         # inverse-CDF draw with one uniform number, like llama2.c's sample_mult
         coin = self.rng.random()
-        cdf = np.cumsum(probs)
-        i = int(np.searchsorted(cdf, coin * cdf[-1], side="right"))
-        return int(ids[min(i, ids.shape[0] - 1)])
+        i = int(np.searchsorted(cum[:n], coin * cum[n - 1], side="right"))
+        return int(ids[min(i, n - 1)])
