@@ -72,13 +72,16 @@ def test_runc_transcription_runs_200_greedy_steps_without_stopping(stories_runc)
     assert len(set(ids)) > 20         # a real sequence, not one token repeated
 
 
-@pytest.mark.parametrize("backend", ["numpy", "native"])
+@pytest.mark.parametrize("backend", ["numpy", "native", "native-scalar"])
 def test_f32_import_reproduces_runc_greedy_ids_and_logits(stories_f32, stories_runc, backend):
-    if backend == "native":
+    kernel = "auto"
+    if backend.startswith("native"):
         _native_or_fail()
+        if backend == "native-scalar":
+            backend, kernel = "native", "scalar"
     ref_ids, ref_logits = stories_runc
-    m = load_model(stories_f32, backend=backend)
-    assert m.backend == backend
+    m = load_model(stories_f32, backend=backend, kernel=kernel)
+    assert m.backend == backend and (kernel == "auto" or m.kernel_path == kernel)
     ids, logits = _greedy_with_logits(m, STEPS)
     assert ids == ref_ids
     err = np.abs(logits - ref_logits).max()
