@@ -150,3 +150,42 @@ class DaemonProc:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def frame(obj) -> bytes:
+    import msgpack
+    import struct
+    body = obj if isinstance(obj, (bytes, bytearray)) else msgpack.packb(obj, use_bin_type=True)
+    return struct.pack("!I", len(body)) + body
+
+
+def read_replies(s: socket.socket, until_final: int = 1, timeout: float = 20.0) -> list[dict]:
+    """Read frames until `until_final` final replies arrived (or the peer closed)."""
+    import msgpack
+    import struct
+    s.settimeout(timeout)
+    out, finals, buf = [], 0, b""
+    while finals < until_final:
+        while len(buf) < 4:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            buf += chunk
+        (n,) = struct.unpack("!I", buf[:4])
+        while len(buf) < 4 + n:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            buf += chunk
+        obj = msgpack.unpackb(buf[4:4 + n], raw=False)
+        buf = buf[4 + n:]
+        out.append(obj)
+        finals += bool(obj.get("final"))
+    return out
+
+
+def raw_request(path: str, obj, until_final: int = 1, timeout: float = 20.0) -> list[dict]:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(path)
+        s.sendall(frame(obj))
+        return read_replies(s, until_final, timeout)

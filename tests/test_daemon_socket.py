@@ -1,0 +1,545 @@
+"""bulletd as a real process over its Unix socket: requests, streaming, every error code, the
+registry (trust, eviction, keep-alive, unload while running, swap/rollback), admin checks by
+SO_PEERCRED, SIGTERM drain, SIGHUP reload and the sd_notify messages."""
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from _daemon_util import (SLOW, TINY, TOPICS, DaemonProc, frame, make_child, make_keys, make_mother,
+                          raw_request, read_replies)
+from bulletd.client import Client, DaemonError, DaemonUnavailable
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory):
+    """Signed tiny children with routing examples, a mother, a slow child, and the trust folder."""
+    t = tmp_path_factory.mktemp("kit")
+    key, trust = make_keys(t)
+    models = t / "models"
+    models.mkdir()
+    for i, (lab, ex) in enumerate(TOPICS.items()):
+        make_child(models, lab, key=key, seed=i, examples=ex)
+    make_mother(models, TOPICS, key=key)
+    make_child(models, "slow", key=key, arch=SLOW, seed=9)
+    return {"dir": t, "key": key, "trust": trust, "models": models}
+
+
+def base_cfg(kit, models=None, **extra):
+    cfg = {"model_dir": str(models or kit["models"]), "trust": {"keys": [str(kit["trust"])]}, "device_id": "t1"}
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+            cfg[k] = {**cfg[k], **v}
+        else:
+            cfg[k] = v
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def shared(kit, tmp_path_factory):
+    d = DaemonProc(tmp_path_factory.mktemp("shared"), base_cfg(kit)).start()
+    yield d
+    d.stop()
+
+
+def err(replies):
+    final = [r for r in replies if r.get("final")]
+    assert len(final) == 1, replies
+    assert final[0]["ok"] is False, final[0]
+    return final[0]["error"]["code"], final[0]["error"]["message"]
+
+
+# ---------------------------------------------------------------- requests
+
+
+def test_generate_through_the_mother_and_by_name(shared):
+    with shared.client() as c:
+        r = c.generate("recipe for tomato soup", max_tokens=12, seed=5)
+        assert r.child == "cooking" and r.route["reason"] == "mother"
+        assert r.tokens <= 12 and r.finish_reason in ("length", "eos")
+        assert r.raw["device"] == "t1" and r.raw["version"] == "1.0.0"
+        again = c.generate("recipe for tomato soup", max_tokens=12, seed=5)
+        assert again.text == r.text                      # same seed, same tokens
+        r2 = c.generate("anything", child="math", max_tokens=4, seed=1)
+        assert r2.child == "math" and r2.route == {"reason": "explicit", "confidence": 1.0}
+
+
+def test_streaming_sends_chunks_then_exactly_one_final(shared):
+    req = {"id": "s1", "op": "generate", "child": "slow", "prompt": "hello", "max_tokens": 80,
+           "temperature": 0.7, "seed": 3, "stream": True}
+    replies = raw_request(shared.sock, req)
+    chunks = [r for r in replies if not r["final"]]
+    finals = [r for r in replies if r["final"]]
+    assert len(finals) == 1 and finals[0]["ok"] is True and finals[0]["tokens"] > 0
+    assert len(chunks) >= 2, replies
+    assert [r["seq"] for r in replies] == list(range(len(replies)))
+    assert all(r["id"] == "s1" for r in replies)
+    whole = raw_request(shared.sock, {**req, "stream": False, "id": "s2"})[-1]
+    assert "".join(c["text"] for c in chunks) == whole["text"]
+
+
+def test_status_and_listing_fields(shared):
+    with shared.client() as c:
+        c.generate("x", child="weather", max_tokens=2)
+        kids = {k["name"]: k for k in c.list()}
+        st = c.status()
+    assert {"cooking", "weather", "math", "slow"} <= set(kids)
+    w = kids["weather"]
+    for field in ("name", "version", "size", "signer", "loaded_since", "last_used", "requests", "active"):
+        assert field in w, field
+    assert w["version"] == "1.0.0" and w["size"] == (shared_kit_size := os.path.getsize(w["path"]))
+    assert len(w["signer"]) == 16 and w["requests"] >= 1 and w["active"] == 0
+    assert w["routable_by"] == "mother"
+    assert st["mother"]["labels"] == list(TOPICS) and st["state"] == "online"
+    assert st["memory"]["rss"] > 0 and st["memory"]["children_bytes"] >= shared_kit_size
+
+
+@pytest.mark.parametrize("payload, code, needle", [
+    (b"\xc1\xff\x00", "bad_request", "not valid msgpack"),
+    ([1, 2, 3], "bad_request", "expected a map as the request, found list"),
+    ({"op": "generate"}, "bad_request", "prompt: missing"),
+    ({"op": "generate", "prompt": ["no"]}, "bad_request", "prompt: expected a string, found list"),
+    ({"op": "generate", "prompt": "x", "max_tokens": -4}, "bad_request", "max_tokens: expected 1 .."),
+    ({"op": "generate", "prompt": "x", "top_p": 7}, "bad_request", "top_p"),
+    ({"op": "frobnicate"}, "bad_request", "op: expected one of"),
+    ({"op": "generate", "prompt": "x", "child": "../../etc/passwd"}, "bad_request", "path separators"),
+    ({"op": "generate", "prompt": "x", "child": "nosuch"}, "unknown_child", "no child named 'nosuch'"),
+    ({"op": "generate", "prompt": "word " * 200, "child": "math"}, "too_long", "context is 128 tokens"),
+    ({"op": "load", "name": "a/../../b"}, "bad_request", "expected a file ending in .bullet"),
+    ({"op": "load", "path": "/nonexistent/x.bullet"}, "not_found", "/nonexistent/x.bullet"),
+    ({"op": "unload", "name": "nosuch"}, "unknown_child", "not loaded"),
+])
+def test_bad_requests_get_one_clear_error_and_the_daemon_keeps_serving(shared, payload, code, needle):
+    replies = raw_request(shared.sock, payload)
+    got_code, msg = err(replies)
+    assert got_code == code, msg
+    assert needle in msg
+    assert raw_request(shared.sock, {"op": "ping"})[-1]["pong"] is True
+
+
+def test_oversized_frame_is_refused_and_the_connection_closed(shared):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(shared.sock)
+        s.sendall(struct.pack("!I", 10 << 20) + b"x" * 100)
+        code, msg = err(read_replies(s))
+        assert code == "too_large" and "limits.max_request_bytes" in msg
+        s.settimeout(5)
+        assert s.recv(10) == b""                     # closed
+    assert raw_request(shared.sock, {"op": "ping"})[-1]["ok"] is True
+
+
+def test_pipelined_requests_on_one_connection_are_answered_by_id(shared):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(shared.sock)
+        s.sendall(b"".join(frame({"op": "generate", "id": i, "child": "math", "prompt": "hi", "max_tokens": 3})
+                           for i in range(6)))
+        replies = read_replies(s, until_final=6)
+    assert sorted(r["id"] for r in replies if r["final"]) == list(range(6))
+    assert all(r["ok"] for r in replies)
+
+
+def test_a_peer_that_is_not_admin_cannot_load_or_unload(kit, tmp_path):
+    sockdir = Path(f"/tmp/bulletd-test-{os.getpid()}-{time.monotonic_ns()}")
+    sockdir.mkdir(mode=0o755)
+    try:
+        cfg = base_cfg(kit, socket={"path": str(sockdir / "b.sock"), "mode": 0o666})
+        d = DaemonProc(tmp_path, cfg)
+        d.sock = str(sockdir / "b.sock")
+        d.cfg_path.write_text(yaml.safe_dump({**cfg, "log_level": "debug", "scheduler": {"workers": 2}}))
+        d.start()
+        try:
+            script = ("import socket,sys;s=socket.socket(socket.AF_UNIX);s.connect(sys.argv[1]);"
+                      "s.sendall(bytes.fromhex(sys.argv[2]));s.settimeout(10);sys.stdout.write(s.recv(4096).hex())")
+            out = {}
+            for op in ({"op": "unload", "name": "math", "id": 1}, {"op": "ping", "id": 2}):
+                p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                    "/usr/bin/python3", "-c", script, d.sock, frame(op).hex()],
+                                   capture_output=True, text=True, timeout=30)
+                assert p.returncode == 0, p.stderr
+                out[op["op"]] = bytes.fromhex(p.stdout)
+            assert b"forbidden" in out["unload"] and b"not an admin" in out["unload"]
+            assert b"pong" in out["ping"]
+            with d.client() as c:                         # root is an admin; math is still loaded
+                assert "math" in [k["name"] for k in c.list() if k.get("loaded", True)]
+            assert oct(os.stat(d.sock).st_mode & 0o777) == oct(0o666)
+        finally:
+            d.stop()
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def test_socket_file_mode_is_0660_by_default(shared):
+    assert os.stat(shared.sock).st_mode & 0o777 == 0o660
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_trust_policy_refuses_unsigned_and_tampered_children(kit, tmp_path):
+    models = tmp_path / "m"
+    models.mkdir()
+    good = make_child(models, "good", key=kit["key"], seed=1)
+    make_child(models, "unsigned", key=None, seed=2)
+    bad = make_child(models, "tampered", key=kit["key"], seed=3)
+    data = bytearray(bad.read_bytes())
+    data[-100] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    (models / "junk.bullet").write_bytes(b"not a bullet file at all" * 10)
+    d = DaemonProc(tmp_path, base_cfg(kit, models=models)).start()
+    try:
+        with d.client() as c:
+            loaded = {k["name"]: k for k in c.list() if k.get("loaded", True)}
+            assert set(loaded) == {"good"}, loaded
+            with pytest.raises(DaemonError) as e:
+                c.load("unsigned")
+            assert e.value.code == "untrusted" and "is not signed" in e.value.message
+            with pytest.raises(DaemonError) as e:
+                c.load("tampered")
+            assert e.value.code == "untrusted" and "hash_mismatch" in e.value.message
+            with pytest.raises(DaemonError) as e:
+                c.generate("x", child="tampered")
+            assert e.value.code == "untrusted"
+            assert c.generate("x", child="good", max_tokens=2).child == "good"
+        assert good.exists()
+        assert "child unsigned not loaded" in d.log()
+    finally:
+        d.stop()
+
+
+def test_allow_unsigned_loads_unsigned_children_and_bad_files_are_bad_model(kit, tmp_path):
+    models = tmp_path / "m"
+    models.mkdir()
+    make_child(models, "dev", key=None, seed=1)
+    (models / "junk.bullet").write_bytes(b"{\"format\": \"bullet\"" + b"\x00" * 5000)
+    shutil.copy(kit["models"] / "mother.bullet", models / "router_as_child.bullet")
+    d = DaemonProc(tmp_path, base_cfg(kit, models=models, trust={"allow_unsigned": True})).start()
+    try:
+        with d.client() as c:
+            kids = {k["name"]: k for k in c.list() if k.get("loaded", True)}
+            assert kids["dev"]["signer"] is None
+            with pytest.raises(DaemonError) as e:
+                c.load("junk")
+            assert e.value.code == "bad_model"
+            with pytest.raises(DaemonError) as e:
+                c.load("router_as_child")
+            assert e.value.code == "bad_model" and "expected a child (kind 'lm'), found kind 'router'" in e.value.message
+    finally:
+        d.stop()
+
+
+def test_small_budget_evicts_the_least_recently_used_idle_child(kit, tmp_path):
+    size = os.path.getsize(kit["models"] / "math.bullet")
+    budget_mb = (2.5 * size) / 2**20                          # room for two tiny children
+    models = tmp_path / "m"
+    models.mkdir()
+    for name in ("cooking", "weather", "math"):
+        shutil.copy(kit["models"] / f"{name}.bullet", models)
+        shutil.copy(kit["models"] / f"{name}.bullet.sig", models)
+    shutil.copy(kit["models"] / "slow.bullet", models)
+    shutil.copy(kit["models"] / "slow.bullet.sig", models)
+    d = DaemonProc(tmp_path, base_cfg(kit, models=models, registry={"memory_budget_mb": budget_mb, "preload": False})).start()
+    try:
+        with d.client() as c:
+            c.generate("x", child="cooking", max_tokens=1)
+            time.sleep(0.01)
+            c.generate("x", child="weather", max_tokens=1)
+            c.generate("x", child="cooking", max_tokens=1)     # weather is now the LRU
+            c.generate("x", child="math", max_tokens=1)        # evicts weather
+            loaded = sorted(k["name"] for k in c.list() if k.get("loaded", True))
+            assert loaded == ["cooking", "math"]
+            st = c.status()
+            assert st["memory"]["evictions"] == 1 and st["memory"]["children_bytes"] <= st["memory"]["budget_bytes"]
+            assert c.generate("x", child="weather", max_tokens=1).child == "weather"   # reloads on demand
+            with pytest.raises(DaemonError) as e:
+                c.generate("x", child="slow", max_tokens=1)
+            assert e.value.code == "no_memory" and "larger than the whole memory budget" in e.value.message
+        assert "evicting idle child weather" in d.log()
+    finally:
+        d.stop()
+
+
+def test_keep_alive_unloads_idle_children_and_they_come_back_on_demand(kit, tmp_path):
+    d = DaemonProc(tmp_path, base_cfg(kit, registry={"keep_alive": 0.6})).start()
+    try:
+        with d.client() as c:
+            c.generate("x", child="math", max_tokens=1)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(k.get("loaded", True) for k in c.list()):
+                time.sleep(0.2)
+            assert not [k["name"] for k in c.list() if k.get("loaded", True)]
+            assert c.generate("x", child="math", max_tokens=1).child == "math"
+        assert "keep-alive: unloading math" in d.log()
+    finally:
+        d.stop()
+
+
+def _start_stream(path, child, max_tokens, rid="long", **kw):
+    """Open a connection, send a streaming generation, return (socket, thread collecting replies)."""
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.sendall(frame({"op": "generate", "id": rid, "child": child, "prompt": "once", "max_tokens": max_tokens,
+                     "temperature": 0.9, "seed": 1, "stream": True, **kw}))
+    box = {}
+    th = threading.Thread(target=lambda: box.setdefault("r", read_replies(s, 1, 60)))
+    th.start()
+    return s, th, box
+
+
+def _wait_first_chunk(d, child, timeout=10):
+    end = time.monotonic() + timeout
+    with d.client() as c:
+        while time.monotonic() < end:
+            if any(k["name"] == child and k.get("active") for k in c.list()):
+                return
+            time.sleep(0.01)
+    raise AssertionError("the long generation never started")
+
+
+def test_unload_with_cancel_ends_running_requests_with_an_error(kit, tmp_path):
+    d = DaemonProc(tmp_path, base_cfg(kit)).start()
+    try:
+        s, th, box = _start_stream(d.sock, "slow", 250)
+        _wait_first_chunk(d, "slow")
+        with d.client() as c:
+            r = c.unload("slow", mode="cancel")
+        th.join(30)
+        s.close()
+        assert r["running"] == 1 and r["mode"] == "cancel"
+        code, msg = err(box["r"])
+        assert code == "cancelled" and "unloaded with cancel" in msg
+    finally:
+        d.stop()
+
+
+def test_unload_with_wait_lets_running_requests_finish(kit, tmp_path):
+    d = DaemonProc(tmp_path, base_cfg(kit)).start()
+    try:
+        s, th, box = _start_stream(d.sock, "slow", 120)
+        _wait_first_chunk(d, "slow")
+        with d.client() as c:
+            r = c.unload("slow", mode="wait")
+            assert "slow" not in [k["name"] for k in c.list() if k.get("loaded", True) and not k.get("retired")]
+        th.join(30)
+        s.close()
+        final = box["r"][-1]
+        assert final["final"] and final["ok"] is True and final["tokens"] > 0, final
+        assert r["running"] == 1 and r["waited_ms"] > 0
+    finally:
+        d.stop()
+
+
+def test_swap_keeps_running_requests_on_the_old_version_and_rollback_restores_it(kit, tmp_path):
+    d = DaemonProc(tmp_path, base_cfg(kit)).start()
+    v2 = make_child(tmp_path, "slow-v2", key=kit["key"], arch=SLOW, seed=21, version="2.0.0")
+    try:
+        s, th, box = _start_stream(d.sock, "slow", 120)
+        _wait_first_chunk(d, "slow")
+        with d.client() as c:
+            sw = c.request("swap", name="slow", path=str(v2))["swapped"]
+            assert sw["version"] == "2.0.0" and sw["previous"].endswith("slow.bullet")
+            assert c.generate("x", child="slow", max_tokens=2).raw["version"] == "2.0.0"
+            th.join(30)
+            s.close()
+            assert box["r"][-1]["ok"] is True and box["r"][-1]["version"] == "1.0.0"
+            rb = c.request("rollback", name="slow")["rolled_back"]
+            assert rb["version"] == "1.0.0"
+            assert c.generate("x", child="slow", max_tokens=2).raw["version"] == "1.0.0"
+    finally:
+        d.stop()
+
+
+def test_full_queue_answers_busy_at_once(kit, tmp_path):
+    d = DaemonProc(tmp_path, base_cfg(kit, scheduler={"workers": 1, "max_queue": 1})).start()
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(d.sock)
+            t0 = time.monotonic()
+            s.sendall(b"".join(frame({"op": "generate", "id": i, "child": "slow", "prompt": "go", "max_tokens": 200})
+                               for i in range(4)))
+            first = read_replies(s, 1, 30)
+            first_at = time.monotonic() - t0
+            rest = read_replies(s, 3, 60)
+        finals = [r for r in first + rest if r["final"]]
+        busy = [r for r in finals if not r["ok"] and r["error"]["code"] == "busy"]
+        ok = [r for r in finals if r["ok"]]
+        assert len(finals) == 4 and len(busy) == 2 and len(ok) == 2, finals
+        assert first[0]["ok"] is False and first[0]["error"]["code"] == "busy"   # answered before any generation ended
+        assert "scheduler.max_queue" in busy[0]["error"]["message"]
+        assert first_at < 1.0
+    finally:
+        d.stop()
+
+
+def test_deadline_cancels_a_generation_with_timeout(shared):
+    replies = raw_request(shared.sock, {"op": "generate", "child": "slow", "prompt": "x", "max_tokens": 250,
+                                        "deadline": 0.05})
+    code, msg = err(replies)
+    assert code == "timeout" and "deadline of 0.05 s passed" in msg
+
+
+def test_no_route_without_mother_examples_or_fallback_then_fallback(kit, tmp_path):
+    models = tmp_path / "m"
+    models.mkdir()
+    make_child(models, "plain", key=kit["key"], seed=4)
+    d = DaemonProc(tmp_path, base_cfg(kit, models=models)).start()
+    try:
+        code, msg = err(raw_request(d.sock, {"op": "generate", "prompt": "hello"}))
+        assert code == "no_route" and "no fallback child is configured" in msg
+        cfg = yaml.safe_load(d.cfg_path.read_text())
+        cfg["router"] = {"fallback": "plain"}
+        d.cfg_path.write_text(yaml.safe_dump(cfg))
+        d.signal(signal.SIGHUP)
+        end = time.monotonic() + 10
+        while time.monotonic() < end and "configuration reloaded" not in d.log():
+            time.sleep(0.05)
+        r = raw_request(d.sock, {"op": "generate", "prompt": "hello", "max_tokens": 2})[-1]
+        assert r["ok"] and r["child"] == "plain" and r["route"]["reason"] == "fallback"
+    finally:
+        d.stop()
+
+
+def test_internal_errors_become_an_internal_reply_not_a_crash():
+    import asyncio
+    from bulletd.daemon.config import Config, override
+    from bulletd.daemon.service import Daemon, Peer
+
+    async def go():
+        d = Daemon(override(Config(), model_dir="/nonexistent", **{"trust.allow_unsigned": True}))
+        d.accepting = True
+
+        async def broken(req, emit, peer):
+            raise ZeroDivisionError("boom")
+        d.op_status = broken
+        r = await d.handle({"op": "status"}, None, Peer("socket", True))
+        ok = await d.handle({"op": "ping"}, None, Peer("socket", True))
+        return r, ok
+    r, ok = asyncio.run(go())
+    assert r["ok"] is False and r["error"]["code"] == "internal" and "ZeroDivisionError: boom" in r["error"]["message"]
+    assert ok["ok"] is True
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+def test_sigterm_drains_running_generation_and_refuses_new_work(kit, tmp_path):
+    d = DaemonProc(tmp_path, base_cfg(kit)).start()
+    s, th, box = _start_stream(d.sock, "slow", 120)
+    _wait_first_chunk(d, "slow")
+    with socket.socket(socket.AF_UNIX) as other:
+        other.connect(d.sock)
+        d.signal(signal.SIGTERM)
+        time.sleep(0.2)
+        other.sendall(frame({"op": "generate", "child": "math", "prompt": "x"}))
+        code, msg = err(read_replies(other))
+    th.join(30)
+    s.close()
+    assert code == "shutting_down"
+    final = box["r"][-1]
+    assert final["final"] and final["ok"] is True and final["tokens"] > 0
+    assert d.proc.wait(20) == 0
+    assert not os.path.exists(d.sock)
+
+
+def test_sigterm_past_the_drain_timeout_cancels_with_a_final_error(kit, tmp_path):
+    d = DaemonProc(tmp_path, base_cfg(kit, drain_timeout=0.2)).start()
+    s, th, box = _start_stream(d.sock, "slow", 250)
+    _wait_first_chunk(d, "slow")
+    d.signal(signal.SIGTERM)
+    th.join(30)
+    s.close()
+    code, msg = err(box["r"])
+    assert code == "cancelled" and "daemon is stopping" in msg
+    assert d.proc.wait(20) == 0
+
+
+def _notify_listener(path):
+    ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ns.bind(path)
+    ns.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    ns.settimeout(0.5)
+    msgs = []
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            try:
+                data, anc, _, _ = ns.recvmsg(4096, socket.CMSG_SPACE(12))
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            pid = None
+            for level, typ, cdata in anc:
+                if level == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS:
+                    pid = struct.unpack("3i", cdata[:12])[0]
+            msgs.append((time.monotonic(), pid, data.decode()))
+    th = threading.Thread(target=loop, daemon=True)
+    th.start()
+    return ns, msgs, stop
+
+
+def test_sd_notify_ready_watchdog_reload_and_stopping(kit, tmp_path):
+    npath = str(tmp_path / "notify.sock")
+    ns, msgs, stop = _notify_listener(npath)
+    try:
+        d = DaemonProc(tmp_path, base_cfg(kit), env={"NOTIFY_SOCKET": npath, "WATCHDOG_USEC": "400000"})
+        d.start()
+        end = time.monotonic() + 10
+        while time.monotonic() < end and sum("WATCHDOG=1" in m for _, _, m in msgs) < 3:
+            time.sleep(0.05)
+        d.signal(signal.SIGHUP)
+        time.sleep(0.5)
+        rc = d.stop()
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        ns.close()
+    texts = [m for _, _, m in msgs]
+    ready = [i for i, m in enumerate(texts) if "READY=1" in m]
+    assert ready, texts
+    assert "STATUS=serving" in texts[ready[0]] and f"MAINPID={d.proc.pid}" in texts[ready[0]]
+    assert sum("WATCHDOG=1" in m for m in texts) >= 3
+    reload_i = next(i for i, m in enumerate(texts) if "RELOADING=1" in m)
+    assert "MONOTONIC_USEC=" in texts[reload_i] and any("READY=1" in m for m in texts[reload_i + 1:])
+    assert "STOPPING=1" in texts[-1] or any("STOPPING=1" in m for m in texts[reload_i:])
+    assert rc == 0
+    assert {pid for _, pid, _ in msgs} == {d.proc.pid}       # NotifyAccess=main accepts only these
+    wd = [t for t, _, m in msgs if m == "WATCHDOG=1"]
+    gaps = [b - a for a, b in zip(wd, wd[1:])]
+    assert gaps and max(gaps) < 0.4, gaps                     # pinged at half the period
+
+
+def test_a_second_daemon_on_the_same_socket_fails_fast(shared, tmp_path):
+    cfg = yaml.safe_load(shared.cfg_path.read_text())
+    p = tmp_path / "dup.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([sys.executable, "-m", "bulletd.daemon", "--config", str(p)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1
+    assert f"another bulletd is already listening on {shared.sock}" in r.stderr
+    assert raw_request(shared.sock, {"op": "ping"})[-1]["ok"]
+
+
+def test_bad_config_exits_2_with_the_key_named(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("registry:\n  memory_budget_mb: -1\n")
+    r = subprocess.run([sys.executable, "-m", "bulletd.daemon", "--config", str(p)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2
+    assert "registry.memory_budget_mb: expected a number > 0, found -1.0" in r.stderr
+
+
+def test_client_reports_a_daemon_that_is_not_running(tmp_path):
+    with pytest.raises(DaemonUnavailable, match="bulletd is not running: no socket at"):
+        Client(str(tmp_path / "none.sock"))
