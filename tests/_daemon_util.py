@@ -159,26 +159,31 @@ def frame(obj) -> bytes:
     return struct.pack("!I", len(body)) + body
 
 
+def _recv_exact(s: socket.socket, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
 def read_replies(s: socket.socket, until_final: int = 1, timeout: float = 20.0) -> list[dict]:
-    """Read frames until `until_final` final replies arrived (or the peer closed)."""
+    """Read frames (never past the last one needed) until `until_final` final replies arrived or
+    the peer closed."""
     import msgpack
     import struct
     s.settimeout(timeout)
-    out, finals, buf = [], 0, b""
+    out, finals = [], 0
     while finals < until_final:
-        while len(buf) < 4:
-            chunk = s.recv(65536)
-            if not chunk:
-                return out
-            buf += chunk
-        (n,) = struct.unpack("!I", buf[:4])
-        while len(buf) < 4 + n:
-            chunk = s.recv(65536)
-            if not chunk:
-                return out
-            buf += chunk
-        obj = msgpack.unpackb(buf[4:4 + n], raw=False)
-        buf = buf[4 + n:]
+        hdr = _recv_exact(s, 4)
+        if hdr is None:
+            return out
+        body = _recv_exact(s, struct.unpack("!I", hdr)[0])
+        if body is None:
+            return out
+        obj = msgpack.unpackb(body, raw=False)
         out.append(obj)
         finals += bool(obj.get("final"))
     return out

@@ -55,6 +55,7 @@ class Daemon:
         self.router = Router(None)
         self.mother_info: dict | None = None
         self.registry = self._make_registry(cfg)
+        self.ota = None                  # bulletd.ota receiver, built in run() (its recovery first)
         self.socket_server = None
         self.mqtt = None
         self._tasks: list[asyncio.Task] = []
@@ -181,6 +182,7 @@ class Daemon:
             self.scheduler.release()
         out["child"] = lease.child.name
         out["version"] = lease.child.version
+        out["device"] = self.cfg.device
         out["route"] = {"reason": decision.reason, "confidence": round(float(decision.confidence), 6)}
         return out
 
@@ -213,8 +215,9 @@ class Daemon:
 
     async def op_list(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
         self.registry.scan()
-        return {"children": self.registry.listing(self.router.routable_by,
-                                                  include_available=bool(req.args.get("all", True)) if req.args else True)}
+        from bulletd.ota import daemon_glue
+        return {"children": daemon_glue.annotate(self, self.registry.listing(
+            self.router.routable_by, include_available=bool(req.args.get("all", True)) if req.args else True))}
 
     async def op_children(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
         return await self.op_list(req, emit, peer)
@@ -223,6 +226,7 @@ class Daemon:
         import psutil
         reg = self.registry
         mi = psutil.Process().memory_info()
+        from bulletd.ota import daemon_glue
         return {
             "state": "online" if self.accepting else "stopping",
             "device": self.cfg.device, "version": __version__, "pid": os.getpid(),
@@ -238,6 +242,7 @@ class Daemon:
             "mqtt": self.mqtt.state() if self.mqtt is not None else {"enabled": False},
             "socket": self.cfg.socket_path,
             "trust": {"allow_unsigned": self.cfg.trust.allow_unsigned, "keys": list(self.cfg.trust.keys)},
+            "ota": daemon_glue.status(self),
         }
 
     async def op_status(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
@@ -275,7 +280,15 @@ class Daemon:
         name = req.args.get("name")
         if not isinstance(name, str):
             raise RequestError("bad_request", "rollback: expected 'name'")
-        return {"rolled_back": await self.registry.rollback(name)}
+        from bulletd.ota import daemon_glue
+        return {"rolled_back": await daemon_glue.rollback(self, name)}
+
+    async def op_install(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
+        path, sig, force = req.args.get("path"), req.args.get("sig"), req.args.get("force", False)
+        if not isinstance(path, str) or not isinstance(force, bool) or not isinstance(sig, (str, type(None))):
+            raise RequestError("bad_request", "install: expected 'path', optional 'sig' and 'force' (bool)")
+        from bulletd.ota import daemon_glue
+        return {"installed": await daemon_glue.install(self, path, sig=sig, force=force)}
 
     async def op_reload(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
         await self.reload()
@@ -361,6 +374,8 @@ class Daemon:
             loop.add_signal_handler(sig, ev.set)
         from bulletd.daemon.socket_server import SocketServer
         self.notifier.status("starting: loading children")
+        from bulletd.ota import daemon_glue
+        self.ota = daemon_glue.make_receiver(self)   # finishes an interrupted install before the scan
         await self.load_mother()
         await self.preload()
         self.socket_server = SocketServer(self)
@@ -370,6 +385,9 @@ class Daemon:
             from bulletd.daemon.mqtt import MQTTTransport
             self.mqtt = MQTTTransport(self)
             self.mqtt.start()                 # connects and retries in the background
+        ota_task = daemon_glue.start(self)    # its own MQTT connection (big chunks never delay replies)
+        if ota_task is not None:
+            self._tasks.append(ota_task)
         self._tasks.append(asyncio.create_task(self._keepalive_loop()))
         if self.notifier.watchdog_period:
             self._tasks.append(asyncio.create_task(self._watchdog_loop(self.notifier.watchdog_period)))
