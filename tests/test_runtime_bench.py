@@ -20,7 +20,7 @@ def test_bench_quick_json_reports_all_figures():
     out = json.loads(r.stdout)
     (res,) = out["results"]
     assert res["shape"] == "small" and res["arch"]["dim"] == 128
-    for key in ("decode_tok_s", "generate_tok_s", "prefill128_ms", "prefill128_tok_s", "ttft128_ms",
+    for key in ("decode_tok_s", "generate_tok_s", "parallel2_tok_s", "prefill128_ms", "prefill128_tok_s", "ttft128_ms",
                 "numpy_decode_tok_s", "numpy_prefill128_ms", "decode_vs_numpy", "open_ms"):
         assert res[key] > 0, key
     kv_f32 = 2 * 4 * 4 * 256 * 128                  # K and V, 4 layers, 256 positions x 128, f32

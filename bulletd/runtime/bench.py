@@ -9,6 +9,7 @@ measures on one thread, in this process:
   - time to first token for that prompt (prefill + first sample + decode), median
   - the NumPy reference backend measured the same way (the baseline) and native / NumPy ratios
   - KV-cache bytes per session and the RSS one extra session adds (context filled)
+  - two sessions decoding on two threads at once (aggregate tokens/s: the GIL is released)
 and prints them beside the issue's targets. BLAS is pinned to one thread (the process re-executes
 itself with OPENBLAS_NUM_THREADS=1 etc. when they are not set), so the NumPy baseline is one
 thread too.
@@ -77,6 +78,28 @@ def _decode_rate(model, ids: list[int], passes: int) -> float:
     return statistics.median(rates)
 
 
+def _parallel_rate(model, ids: list[int], threads: int = 2) -> float:
+    """Aggregate tokens/s of `threads` sessions decoding the context at once on their own threads
+    (the native forward call releases the GIL, so this shows whether they really overlap)."""
+    import threading
+    sessions = [model.new_session() for _ in range(threads)]
+    barrier = threading.Barrier(threads + 1)
+
+    def work(s):
+        barrier.wait()
+        for pos, t in enumerate(ids):
+            s.forward(t, pos)
+
+    ts = [threading.Thread(target=work, args=(s,)) for s in sessions]
+    for t in ts:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in ts:
+        t.join()
+    return threads * len(ids) / (time.perf_counter() - t0)
+
+
 def _generate_rate(model, passes: int) -> float:
     from .sampling import GenerationSettings
     s = model.new_session()
@@ -142,6 +165,7 @@ def bench_shape(label: str, arch: dict, workdir: Path, args) -> dict:
     passes = 1 if quick else args.passes
     r["decode_tok_s"] = _decode_rate(model, ids, passes)
     r["generate_tok_s"] = _generate_rate(model, 1 if quick else 3)
+    r["parallel2_tok_s"] = statistics.median(_parallel_rate(model, ids) for _ in range(1 if quick else 3))
     r["prefill128_ms"] = _prefill_ms(model, prompt, 3 if quick else 20)
     r["prefill128_tok_s"] = 128 / (r["prefill128_ms"] / 1e3)
     r["ttft128_ms"] = _ttft_ms(model, prompt, 3 if quick else 10)
@@ -205,6 +229,8 @@ def report(results: list[dict]) -> str:
         lines.append(f"  decode                 {r['decode_tok_s']:9.1f} tok/s   numpy {r['numpy_decode_tok_s']:8.1f} tok/s"
                      f"   ratio {r['decode_vs_numpy']:6.1f}x   (numpy over {r['numpy_decode_positions']} positions)")
         lines.append(f"  generate (sampling)    {r['generate_tok_s']:9.1f} tok/s   (temperature 0.8, top-k 40, top-p 0.95, penalty 1.1)")
+        lines.append(f"  2 sessions, 2 threads  {r['parallel2_tok_s']:9.1f} tok/s in total   "
+                     f"({r['parallel2_tok_s'] / r['decode_tok_s']:.2f}x one session; {os.cpu_count()} CPUs, shared)")
         lines.append(f"  prefill 128 tokens     {r['prefill128_ms']:9.2f} ms  = {r['prefill128_tok_s']:9.1f} tok/s"
                      f"   numpy {r['numpy_prefill128_ms']:8.2f} ms   ratio {r['prefill_vs_numpy']:6.1f}x")
         lines.append(f"  time to first token    {r['ttft128_ms']:9.2f} ms  (128-token prompt)")
