@@ -6,6 +6,8 @@
     bulletd-cli unload stories [--cancel] [--timeout 5]
     bulletd-cli route "how long to boil an egg"
     bulletd-cli generate "Once upon a time" [--child stories] [--max-tokens 64] [--no-stream]
+    bulletd-cli rollback stories          # back to the version the last install replaced
+    bulletd-cli install new.bullet [--force]   # a signed file, like an OTA push; --force: older version
     bulletd-cli bench [--quick]           # same as python -m bulletd.daemon.bench
 
 Exit status: 0 ok, 1 the daemon answered an error (its code is printed), 2 bad usage,
@@ -149,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--stop", action="append", help="stop string (repeatable)")
     sp.add_argument("--deadline", type=float, help="seconds the daemon may spend")
     sp.add_argument("--no-stream", action="store_true", help="print the text only at the end")
+    sp = sub.add_parser("rollback", help="return a child to the version its last install replaced")
+    sp.add_argument("name")
+    sp = sub.add_parser("install", help="install a signed .bullet file like an OTA push (admin)")
+    sp.add_argument("file")
+    sp.add_argument("--sig", help="signature file (default FILE.sig)")
+    sp.add_argument("--force", action="store_true", help="allow a lower version (anti-rollback override)")
     sp = sub.add_parser("bench", help="daemon benchmark (python -m bulletd.daemon.bench)")
     sp.add_argument("bench_args", nargs=argparse.REMAINDER)
     return p
@@ -170,6 +178,19 @@ def run(a: argparse.Namespace) -> int:
         if a.cmd in ("list", "ps"):
             children = c.request("list")["children"]
             json.dump(children, out, indent=2) if a.json else print_children(children)
+            for ch in ([] if a.json else children):
+                if ch.get("ota"):
+                    o = ch["ota"]
+                    print(f"last OTA push of {ch['name']}: {o.get('version')} {o.get('state')}"
+                          + (f" ({o.get('reason')}: {o.get('message')})" if o.get("reason") else "")
+                          + f", {_ago(o.get('ts'))}")
+        elif a.cmd in ("rollback", "install"):
+            import os
+            r = (c.request("rollback", name=a.name)["rolled_back"] if a.cmd == "rollback" else
+                 c.request("install", path=os.path.abspath(a.file), force=a.force,
+                           sig=os.path.abspath(a.sig) if a.sig else None)["installed"])
+            json.dump(r, out, indent=2) if a.json else print(
+                f"{a.cmd}: {r.get('name')} is now version {r.get('version')}")
         elif a.cmd == "status":
             s = c.status()
             json.dump(s, out, indent=2) if a.json else print_status(s)

@@ -132,11 +132,13 @@ def test_rollback_and_forced_local_downgrade_through_bulletd_cli(tmp_path, broke
         assert (o.state, o.reason) == ("rejected", "replay")
         r = cli("rollback", "kid")                  # a second rollback undoes the first
         assert r.returncode == 0 and version_of(d) == "2"
-        r = cli("install", str(v1))                 # a downgrade needs --force
-        assert r.returncode == 1 and "downgrade" in r.stderr
-        r = cli("install", str(v1), "--force")
+        other1 = make_child(tmp_path / "other1.bullet", keys.key, version="1", seed=9)
+        r = cli("install", str(other1))             # a downgrade needs --force
+        assert r.returncode == 1 and "error downgrade" in r.stderr, r.stderr
+        r = cli("install", str(other1), "--force")
         assert r.returncode == 0, r.stderr
         assert version_of(d) == "1"
+        assert (tmp_path / "models" / "kid.bullet").read_bytes() == other1.read_bytes()
         r = cli("--json", "list")
         kid = [c for c in json.loads(r.stdout) if c["name"] == "kid"][0]
         assert kid["version"] == "1" and kid["ota"]["state"] == "installed"

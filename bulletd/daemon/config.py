@@ -144,6 +144,21 @@ class MQTTConfig:
 
 
 @dataclass(frozen=True)
+class OTAConfig:
+    """Over-the-air child updates (bulletd.ota, docs/OTA.md); needs mqtt.host and trust.keys."""
+    enabled: bool = True
+    dir: str = ""                        # receiver state and staging; "" -> <model_dir>/.ota
+    groups: tuple[str, ...] = ()         # fleet groups whose pushes this device takes (+ mqtt.fleet.group)
+    window: int = 8                      # chunk requests in flight
+    chunk_timeout: float = 2.0           # seconds before a requested chunk is asked for again
+    stall_timeout: float = 60.0          # seconds without a chunk before a push is stalled (kept, resumable)
+    max_file_size_mb: float = 64.0
+    min_free_mb: float = 1.0             # free space kept on the staging filesystem
+    require_vectors: bool = False        # refuse children that carry no verification vectors
+    smoke_test: bool = True              # replay the verification vectors before the swap
+
+
+@dataclass(frozen=True)
 class Config:
     device_id: str = ""                  # "" -> host name
     model_dir: str = ""                  # "" -> default_model_dir()
@@ -156,6 +171,7 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     mqtt: MQTTConfig = field(default_factory=MQTTConfig)
+    ota: OTAConfig = field(default_factory=OTAConfig)
 
     # --- resolved values (defaults that depend on the machine) ---
     @property
@@ -287,6 +303,12 @@ def validate(cfg: Config) -> Config:
         bad("mqtt.reconnect_min", f"0 < value <= reconnect_max ({m.reconnect_max})", m.reconnect_min)
     if m.keepalive < 1:
         bad("mqtt.keepalive", "seconds >= 1", m.keepalive)
+    o = cfg.ota
+    if not 1 <= o.window <= 256 or o.chunk_timeout <= 0 or o.stall_timeout <= o.chunk_timeout:
+        bad("ota.window/chunk_timeout/stall_timeout", "1..256 and 0 < chunk_timeout < stall_timeout",
+            (o.window, o.chunk_timeout, o.stall_timeout))
+    if any(not g or any(c in g for c in "+#/$") for g in o.groups):
+        bad("ota.groups", "group names without / + # $", o.groups)
     dev = cfg.device
     if any(c in dev for c in "+#/") or not dev:
         bad("device_id", "a name without / + #", dev)

@@ -43,7 +43,7 @@ ERROR_CODES = {
 
 GENERATE_OPS = ("generate",)
 READ_OPS = ("generate", "route", "list", "status", "ping", "children")
-ADMIN_OPS = ("load", "unload", "reload", "swap", "rollback")
+ADMIN_OPS = ("load", "unload", "reload", "swap", "rollback", "install")
 ALL_OPS = READ_OPS + ADMIN_OPS
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")

@@ -68,12 +68,6 @@ async def _receive(args) -> int:
     if not stop.is_set():
         print("READY", flush=True)
     await stop.wait()
-    if rx.client is not None:  # a graceful exit drops the Will: say offline ourselves
-        try:
-            await asyncio.wait_for(rx._publish(rx.topic("state"), rx._presence(online=False),
-                                               retain=True), 2)
-        except asyncio.TimeoutError:
-            pass
     task.cancel()
     try:
         await task

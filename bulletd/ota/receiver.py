@@ -71,6 +71,7 @@ class OtaConfig:
     smoke_test: bool = True
     keepalive: int = 15
     reconnect_max: float = 5.0             # backoff ceiling between broker connection tries (s)
+    tls: dict | None = None                # {"ca_certs", "certfile", "keyfile", "insecure"}
 
     @classmethod
     def from_mapping(cls, m: dict, *, device: str, host: str = "127.0.0.1", port: int = 1883,
@@ -181,12 +182,18 @@ class OtaReceiver:
         c = self.config
         state_offline = P.pack(self._presence(online=False))
         backoff = 0.2
+        tls = None
+        if c.tls:
+            tls = aiomqtt.TLSParameters(ca_certs=c.tls.get("ca_certs"),
+                                        certfile=c.tls.get("certfile"),
+                                        keyfile=c.tls.get("keyfile"))
         ticker = asyncio.create_task(self._ticker())
         resume = asyncio.create_task(self._finish_complete_transfers())
         try:
             while True:
                 client = aiomqtt.Client(
                     c.host, c.port, identifier=f"bulletd-{c.device}-ota",
+                    tls_params=tls, tls_insecure=(bool(c.tls.get("insecure")) if c.tls else None),
                     username=c.username, password=c.password,
                     protocol=aiomqtt.ProtocolVersion.V5, keepalive=c.keepalive,
                     will=aiomqtt.Will(self.topic("state"), state_offline, qos=1, retain=True),
@@ -204,8 +211,15 @@ class OtaReceiver:
                         if self.active and not self.active.finishing:
                             self.active.inflight.clear()   # ask again for whatever was lost
                             await self._pump()
-                        async for msg in client.messages:
-                            await self._dispatch(msg)
+                        try:
+                            async for msg in client.messages:
+                                await self._dispatch(msg)
+                        except asyncio.CancelledError:
+                            # a graceful exit drops the Will: say offline ourselves, briefly
+                            await asyncio.wait({asyncio.create_task(self._publish(
+                                self.topic("state"), self._presence(online=False), retain=True))},
+                                timeout=1.0)
+                            raise
                 except aiomqtt.MqttError as exc:
                     log.warning("OTA connection to %s:%s lost: %s", c.host, c.port, exc)
                 finally:
