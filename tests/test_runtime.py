@@ -27,6 +27,8 @@ SHAPES = {
                      max_seq_len=40), "bq4"),
     "hidden72-untied-bq4": (dict(dim=32, n_layers=3, n_heads=4, n_kv_heads=4, hidden_dim=72, vocab_size=777,
                                  max_seq_len=33, tied=False), "bq4"),
+    "dim48-bq4": (dict(dim=48, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=80, vocab_size=301,
+                       max_seq_len=20), "bq4"),
 }
 
 
@@ -69,10 +71,11 @@ def test_native_float_weights_match_reference_over_the_whole_context(model_files
     assert nat.kernel_path in kernels.available_kernels()
 
 
-@pytest.mark.parametrize("shape", ["gqa-bq4", "hidden72-untied-bq4"])
-def test_native_bq4_matches_reference_with_q8_activations(model_files, shape):
+@pytest.mark.parametrize("kernel", ["auto", "scalar"])
+@pytest.mark.parametrize("shape", ["gqa-bq4", "hidden72-untied-bq4", "dim48-bq4"])
+def test_native_bq4_matches_reference_with_q8_activations(model_files, shape, kernel):
     _need_native()
-    nat = load_model(model_files[shape], backend="native")
+    nat = load_model(model_files[shape], backend="native", kernel=kernel)
     with BulletFile.open(model_files[shape]) as bf:
         q8 = ReferenceModel.from_bullet(bf, activations="q8").new_session()
         f32 = ReferenceModel.from_bullet(bf, activations="f32").new_session()
@@ -86,9 +89,12 @@ def test_native_bq4_matches_reference_with_q8_activations(model_files, shape):
         worst_f32 = max(worst_f32, np.abs(ln - lf).max() / scale)
         if pos == 0:   # same integer arithmetic: only float summation order differs
             assert np.abs(ln - lq).max() < 1e-5 * scale
-    # q8 rounding flips compound over layers; the q8 emulation must stay the closer reference
-    assert worst_q8 < 2e-2, f"{shape}: native vs q8 reference {worst_q8:.3g}"
-    assert worst_f32 < 8e-2, f"{shape}: native vs f32 reference {worst_f32:.3g}"
+    # the q8 emulation does the same integer arithmetic: only float summation order differs (a
+    # rare q8 rounding flip would show as ~1e-3); the f32 reference differs by the activation
+    # quantisation itself
+    assert worst_q8 < 1e-3, f"{shape}: native vs q8 reference {worst_q8:.3g}"
+    assert worst_f32 < 5e-2, f"{shape}: native vs f32 reference {worst_f32:.3g}"
+    print(f"{shape}: native vs q8 reference {worst_q8:.2g}, vs f32 reference {worst_f32:.2g}")
 
 
 def test_forced_scalar_kernel_matches_dispatched_kernel(model_files):
