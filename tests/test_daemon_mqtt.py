@@ -1,0 +1,322 @@
+"""bulletd against a real Mosquitto broker: MQTT v5 request/response with Correlation Data,
+msgpack and JSON, the MQTT 3.1.1 fallback, streaming, error replies, retained status with the
+Last Will, fleet mode with two daemons, and the broker killed and restarted under load."""
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import aiomqtt
+import msgpack
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from _daemon_util import SLOW, TOPICS, DaemonProc, make_child, make_keys, make_mother
+from bulletd.client import AsyncClient, Client, DaemonError, DaemonUnavailable
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory):
+    t = tmp_path_factory.mktemp("mkit")
+    key, trust = make_keys(t)
+    models = t / "models"
+    models.mkdir()
+    for i, (lab, ex) in enumerate(TOPICS.items()):
+        make_child(models, lab, key=key, seed=i, examples=ex)
+    make_mother(models, TOPICS, key=key)
+    make_child(models, "slow", key=key, arch=SLOW, seed=9)
+    return {"trust": trust, "models": models}
+
+
+def mqtt_daemon(tmp_path, kit, broker, device="dev1", name="d", **mqtt):
+    cfg = {"model_dir": str(kit["models"]), "trust": {"keys": [str(kit["trust"])]}, "device_id": device,
+           "limits": {"max_request_bytes": 8192},
+           "mqtt": {"host": broker.host, "port": broker.port, "reconnect_min": 0.1, "reconnect_max": 0.5,
+                    "keepalive": 5, **mqtt}}
+    d = DaemonProc(tmp_path, cfg, name=name).start()
+    wait_connected(d)
+    return d
+
+
+def wait_connected(d, n=1, timeout=20):
+    end = time.monotonic() + timeout
+    with d.client() as c:
+        while time.monotonic() < end:
+            m = c.status()["mqtt"]
+            if m["state"] == "connected" and m["connects"] >= n:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"daemon not connected to the broker {n} time(s):\n{d.log()}")
+
+
+class Raw:
+    """A plain aiomqtt client that records every message on its reply topic."""
+
+    def __init__(self, broker, v5=True, name=None):
+        self.b, self.v5 = broker, v5
+        self.reply = f"test/replies/{name or uuid.uuid4().hex[:8]}"
+        self.msgs: list[tuple[bytes | None, object, object]] = []   # (corr, decoded payload, properties)
+
+    async def __aenter__(self):
+        self.c = aiomqtt.Client(self.b.host, self.b.port, protocol=aiomqtt.ProtocolVersion.V5 if self.v5
+                                else aiomqtt.ProtocolVersion.V311, identifier=f"raw-{uuid.uuid4().hex[:8]}")
+        await self.c.__aenter__()
+        await self.c.subscribe(self.reply, qos=1)
+        self.task = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc):
+        self.task.cancel()
+        try:
+            await self.c.__aexit__(None, None, None)
+        except Exception:
+            pass
+
+    async def _read(self):
+        try:
+            async for m in self.c.messages:
+                p = bytes(m.payload)
+                obj = json.loads(p) if p[:1] == b"{" else msgpack.unpackb(p, raw=False)
+                corr = getattr(m.properties, "CorrelationData", None) if m.properties else None
+                self.msgs.append((corr, obj, m.properties))
+        except aiomqtt.MqttError:
+            pass
+
+    async def send(self, topic, obj=None, *, raw=None, corr=None, ct=None, reply=True):
+        props = None
+        if self.v5:
+            props = Properties(PacketTypes.PUBLISH)
+            if reply:
+                props.ResponseTopic = self.reply
+            if corr is not None:
+                props.CorrelationData = corr
+            if ct:
+                props.ContentType = ct
+        payload = raw if raw is not None else (json.dumps(obj).encode() if ct == "application/json"
+                                                else msgpack.packb(obj))
+        await self.c.publish(topic, payload, qos=1, properties=props)
+
+    def finals(self, key=None, by="corr"):
+        out = []
+        for corr, obj, props in self.msgs:
+            if not obj.get("final"):
+                continue
+            if key is None or (corr if by == "corr" else obj.get("id")) == key:
+                out.append(obj)
+        return out
+
+    async def wait(self, cond, timeout=15):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if cond():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"timed out; got {[o for _, o, _ in self.msgs]}")
+
+
+async def test_v5_msgpack_reply_carries_correlation_data_and_content_type(tmp_path, kit, broker):
+    d = mqtt_daemon(tmp_path, kit, broker)
+    try:
+        async with Raw(broker) as r:
+            corr = b"\x01corr-123"
+            await r.send("bullet/dev1/req", {"child": "math", "prompt": "hi", "max_tokens": 4, "seed": 1}, corr=corr)
+            await r.wait(lambda: r.finals(corr))
+            corr_, obj, props = r.msgs[-1]
+            assert corr_ == corr and props.ContentType == "application/msgpack"
+            assert obj["ok"] is True and obj["child"] == "math" and obj["device"] == "dev1" and obj["seq"] == 0
+            assert len(r.finals(corr)) == 1
+    finally:
+        d.stop()
+
+
+async def test_json_by_content_type_and_mosquitto_rr_by_hand(tmp_path, kit, broker):
+    d = mqtt_daemon(tmp_path, kit, broker)
+    try:
+        async with Raw(broker) as r:
+            await r.send("bullet/dev1/req", {"id": "j1", "child": "weather", "prompt": "hi", "max_tokens": 3},
+                         corr=b"j", ct="application/json")
+            await r.wait(lambda: r.finals(b"j"))
+            assert r.msgs[-1][2].ContentType == "application/json"
+            assert r.msgs[-1][1]["id"] == "j1" and r.msgs[-1][1]["ok"] is True
+        out = subprocess.run(["mosquitto_rr", "-p", str(broker.port), "-V", "5", "-t", "bullet/dev1/req",
+                              "-e", "test/rr", "-m", '{"op": "route", "prompt": "recipe for tomato soup"}', "-W", "10"],
+                             capture_output=True, text=True, timeout=20)
+        reply = json.loads(out.stdout)
+        assert reply["ok"] and reply["decision"]["child"] == "cooking" and reply["decision"]["reason"] == "mother"
+    finally:
+        d.stop()
+
+
+async def test_mqtt311_client_uses_reply_to_and_id_in_the_payload(tmp_path, kit, broker):
+    d = mqtt_daemon(tmp_path, kit, broker)
+    try:
+        async with Raw(broker, v5=False) as r:
+            await r.send("bullet/dev1/req", {"id": "old-1", "reply_to": r.reply, "child": "math", "prompt": "x",
+                                             "max_tokens": 3})
+            await r.send("bullet/dev1/req", {"id": "old-2", "reply_to": r.reply, "child": "zzz", "prompt": "x"},
+                         ct="application/json")
+            await r.wait(lambda: r.finals("old-1", by="id") and r.finals("old-2", by="id"))
+            assert r.finals("old-1", by="id")[0]["ok"] is True
+            bad = r.finals("old-2", by="id")[0]
+            assert bad["ok"] is False and bad["error"]["code"] == "unknown_child"
+        # the daemon itself can also speak 3.1.1
+        d2 = mqtt_daemon(tmp_path, kit, broker, device="dev311", name="d311", protocol="3.1.1")
+        try:
+            with Client.mqtt(broker.host, broker.port, device="dev311", protocol="3.1.1", timeout=20) as c:
+                assert c.generate("x", child="math", max_tokens=2).raw["device"] == "dev311"
+        finally:
+            d2.stop()
+    finally:
+        d.stop()
+
+
+async def test_streaming_over_mqtt_chunks_then_one_final(tmp_path, kit, broker):
+    d = mqtt_daemon(tmp_path, kit, broker)
+    try:
+        async with Raw(broker) as r:
+            await r.send("bullet/dev1/req", {"child": "slow", "prompt": "go", "max_tokens": 80, "seed": 2,
+                                             "stream": True}, corr=b"s")
+            await r.wait(lambda: r.finals(b"s"), timeout=30)
+            mine = [o for c, o, _ in r.msgs if c == b"s"]
+            assert [o["seq"] for o in mine] == list(range(len(mine)))
+            assert sum(o["final"] for o in mine) == 1 and mine[-1]["final"] and mine[-1]["ok"]
+            assert len(mine) >= 3
+        async with AsyncClient.mqtt(broker.host, broker.port, device="dev1", json_payloads=True) as c:
+            s = c.stream("go", "slow", max_tokens=80, seed=2)
+            pieces = [p async for p in s]
+            assert "".join(pieces) == "".join(o.get("text", "") for o in mine[:-1])
+            assert s.result.tokens == mine[-1]["tokens"]
+    finally:
+        d.stop()
+
+
+async def test_bad_mqtt_payloads_get_error_replies_and_the_daemon_keeps_serving(tmp_path, kit, broker):
+    d = mqtt_daemon(tmp_path, kit, broker)
+    try:
+        async with Raw(broker) as r:
+            cases = {
+                b"1": dict(raw=b"\xc1\xc1\xc1"),
+                b"2": dict(raw=b"{not json", ct="application/json"),
+                b"3": dict(obj={"prompt": 42}),
+                b"4": dict(obj={"prompt": "x", "child": "../../x"}),
+                b"5": dict(raw=msgpack.packb({"prompt": "y" * 20000})),
+                b"6": dict(obj={"op": "unload", "name": "math"}),
+                b"7": dict(obj={"prompt": "x", "child": "nosuch"}),
+                b"8": dict(obj={"prompt": "x", "child": "math", "max_tokens": 0}),
+            }
+            await r.send("bullet/dev1/req", {"prompt": "no reply topic"}, reply=False)   # dropped, logged
+            for corr, kw in cases.items():
+                await r.send("bullet/dev1/req", corr=corr, **kw)
+            await r.wait(lambda: all(r.finals(c) for c in cases))
+            codes = {c: r.finals(c)[0]["error"]["code"] for c in cases}
+            assert codes == {b"1": "bad_request", b"2": "bad_request", b"3": "bad_request", b"4": "bad_request",
+                             b"5": "too_large", b"6": "forbidden", b"7": "unknown_child", b"8": "bad_request"}
+            assert "not valid msgpack" in r.finals(b"1")[0]["error"]["message"]
+            assert "limits.max_request_bytes" in r.finals(b"5")[0]["error"]["message"]
+            assert all(len(r.finals(c)) == 1 for c in cases)
+            await r.send("bullet/dev1/req", {"child": "math", "prompt": "ok", "max_tokens": 2}, corr=b"ok")
+            await r.wait(lambda: r.finals(b"ok"))
+            assert r.finals(b"ok")[0]["ok"] is True
+        assert "no usable reply topic" in d.log()
+    finally:
+        d.stop()
+
+
+def _retained_status(broker, device):
+    out = subprocess.run(["mosquitto_sub", "-p", str(broker.port), "-t", f"bullet/{device}/status", "-C", "1",
+                          "-W", "5"], capture_output=True, text=True, timeout=15)
+    return json.loads(out.stdout)
+
+
+def test_status_is_retained_online_then_offline_on_graceful_stop(tmp_path, kit, broker):
+    d = mqtt_daemon(tmp_path, kit, broker)
+    st = _retained_status(broker, "dev1")
+    assert st["state"] == "online" and set(st["children"]) >= {"math", "slow"} and st["memory"]["rss"] > 0
+    assert d.stop() == 0
+    assert _retained_status(broker, "dev1")["state"] == "offline"
+
+
+def test_last_will_marks_a_killed_daemon_offline(tmp_path, kit, broker):
+    d = mqtt_daemon(tmp_path, kit, broker)
+    assert _retained_status(broker, "dev1")["state"] == "online"
+    d.kill()
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        st = _retained_status(broker, "dev1")
+        if st["state"] == "offline":
+            break
+        time.sleep(0.1)
+    assert st == {"state": "offline", "device": "dev1", "reason": "connection lost"}
+
+
+async def test_two_daemons_share_a_fleet_subscription(tmp_path, kit, broker):
+    a = mqtt_daemon(tmp_path, kit, broker, device="fa", name="fa", fleet={"enabled": True, "group": "g1"})
+    b = mqtt_daemon(tmp_path, kit, broker, device="fb", name="fb", fleet={"enabled": True, "group": "g1"})
+    try:
+        async with Raw(broker) as r:
+            corrs = [f"f{i}".encode() for i in range(16)]
+            for c in corrs:
+                await r.send("bullet/fleet/req", {"child": "math", "prompt": "x", "max_tokens": 2}, corr=c)
+            await r.wait(lambda: all(r.finals(c) for c in corrs), timeout=30)
+            assert all(len(r.finals(c)) == 1 for c in corrs)          # each served by exactly one daemon
+            devices = [r.finals(c)[0]["device"] for c in corrs]
+            assert set(devices) == {"fa", "fb"}, devices
+            assert min(devices.count("fa"), devices.count("fb")) >= 4
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def test_broker_killed_and_restarted_while_requests_flow(tmp_path, kit, broker):
+    d = mqtt_daemon(tmp_path, kit, broker)
+    try:
+        finals_by_corr: dict[bytes, int] = {}
+
+        def count(r):
+            for corr, obj, _ in r.msgs:
+                if obj.get("final"):
+                    finals_by_corr[corr] = finals_by_corr.get(corr, 0) + 1
+        r1 = Raw(broker, name="flow")
+        await r1.__aenter__()
+        inflight = [f"a{i}".encode() for i in range(3)]
+        for c in inflight:
+            await r1.send("bullet/dev1/req", {"child": "slow", "prompt": "go", "max_tokens": 250, "stream": True},
+                          corr=c)
+        await r1.wait(lambda: any(c in inflight for c, _, _ in r1.msgs), timeout=20)   # generating now
+        broker.stop(kill=True)
+        # the local API does not wait for the broker
+        with d.client() as c:
+            assert c.ping()["pong"] is True
+            assert c.status()["mqtt"]["state"] == "disconnected"
+            assert c.generate("x", child="math", max_tokens=2).child == "math"
+        await r1.__aexit__()
+        count(r1)
+        time.sleep(1.0)
+        broker.start()
+        wait_connected(d, n=2)
+        async with Raw(broker, name="flow") as r2:
+            after = [f"b{i}".encode() for i in range(5)]
+            for c in after:
+                await r2.send("bullet/dev1/req", {"child": "math", "prompt": "x", "max_tokens": 2}, corr=c)
+            await r2.wait(lambda: all(r2.finals(c) for c in after), timeout=20)
+            await asyncio.sleep(0.5)       # late replies of the killed session would show up here
+            count(r2)
+        assert all(finals_by_corr.get(c) == 1 for c in after), finals_by_corr
+        assert all(finals_by_corr.get(c, 0) <= 1 for c in inflight), finals_by_corr   # never twice
+        assert "MQTT connection lost" in d.log()
+        # a client that was connected when the broker died gets a clear error, not a hang
+        with pytest.raises(DaemonUnavailable):
+            async with AsyncClient.mqtt(broker.host, broker.port, device="dev1", timeout=20) as c:
+                t = asyncio.create_task(c.generate("go", "slow", max_tokens=250))
+                await asyncio.sleep(0.15)
+                broker.stop(kill=True)
+                await t
+        broker.start()
+    finally:
+        d.stop()
