@@ -20,7 +20,13 @@ def _cmd_run(args) -> int:
     model = load_model(args.file, backend=args.backend)
     ctx = model.context
     prompt = args.prompt or ""
-    ids = model.tokenizer.encode(prompt, bos=True) if prompt else [model.tokenizer.bos_id or 0]
+    if prompt:
+        ids = model.tokenizer.encode(prompt, bos=True)
+    elif model.tokenizer.bos_id is not None:
+        ids = [model.tokenizer.bos_id]      # like llama2.c: an empty prompt starts from BOS
+    else:
+        raise RequestError("bad_request", f"{args.file}: the model has no BOS token, so it cannot "
+                                          f"start from nothing; give a prompt with -p")
     # llama2.c's -n counts positions (prompt + generated); 0 or more than the context = context
     steps = args.steps if 0 < args.steps <= ctx else ctx
     max_tokens = steps - len(ids) + 1
