@@ -7,6 +7,8 @@
 //   driver                         run all checks
 //   driver --expect-path neon_dot  also fail unless the automatic dispatch chose this path
 //   driver --bench [PATH]          decode/prefill timing of a random REFERENCE model per path
+//   driver --force-neon-dot        run an sdot kernel without asking the CPU first (on a CPU without
+//                                  dotprod this must die of SIGILL: it shows why dispatch matters)
 //
 // Built natively or cross-compiled by tests/arm/test_arm_driver.py:
 //   aarch64-linux-gnu-g++ -O2 -std=c++17 -static -Inative tests/arm/driver.cpp native/{kernels_ref,
@@ -337,6 +339,22 @@ int main(int argc, char** argv) {
         if (std::strcmp(argv[i], "--bench") == 0) {
             bench(i + 1 < argc ? argv[i + 1] : nullptr);
             return 0;
+        }
+        if (std::strcmp(argv[i], "--force-neon-dot") == 0) {
+#if defined(__aarch64__)
+            Rng r(1);
+            std::vector<BlockBQ4> w = rand_bq4(r, 1, 64);
+            std::vector<float> x = randn(r, 64);
+            std::vector<BlockQ8> q(2);
+            quantize_q8_ref(x.data(), q.data(), 64);
+            const float got = kernels_neon_dot().dot_bq4_q8(w.data(), q.data(), 2);
+            const float want = dot_bq4_q8_ref(w.data(), q.data(), 2);
+            std::printf("ran sdot: %.6g (reference %.6g)\n", got, want);
+            return std::fabs(got - want) <= 1e-4f * (1 + std::fabs(want)) ? 0 : 1;
+#else
+            std::printf("not an aarch64 build\n");
+            return 2;
+#endif
         }
         if (std::strcmp(argv[i], "--expect-path") == 0 && i + 1 < argc) expect = argv[++i];
     }

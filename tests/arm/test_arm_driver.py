@@ -1,0 +1,111 @@
+"""The C++ kernel test driver (tests/arm/driver.cpp), built and run without Python in the loop:
+
+- cross-compiled with aarch64-linux-gnu-g++ -static and run under qemu-aarch64 as a Cortex-A72
+  (Raspberry Pi 4: no dot-product instructions, must pick "neon") and a Cortex-A76 (Pi 5: has
+  them, must pick "neon_dot"); every path the emulated CPU runs is checked against the scalar
+  reference compiled into the same binary, kernels and a whole random model;
+- on a72, calling an sdot kernel directly dies of SIGILL, which is why the dispatch asks first;
+- built natively on x86-64 with the AVX2 file alone compiled with -mavx2 -mfma -mf16c.
+
+Skips (with the reason) only when the cross compiler or qemu-aarch64 is missing; .ci/run installs
+g++-aarch64-linux-gnu and qemu-user. Run: pytest tests/arm -q
+"""
+import os
+import platform
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NATIVE = ROOT / "native"
+DRIVER = Path(__file__).resolve().parent / "driver.cpp"
+COMMON = ["kernels_ref.cpp", "bq4_ref.cpp", "dispatch.cpp", "model.cpp"]
+FLAGS = ["-O2", "-std=c++17", "-ffp-contract=off", "-fno-math-errno", f"-I{NATIVE}"]
+
+
+def _run(cmd, timeout=300, env=None):
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, env=env)
+    print("$", " ".join(map(str, cmd)), "\n", r.stdout[-4000:], r.stderr[-4000:])
+    return r
+
+
+def _build(cxx, out: Path, arch_sources: list[tuple[str, list[str]]], extra=()):
+    """Compile each arch file with its own flags (as native/CMakeLists.txt does), then link."""
+    objs = []
+    for src, flags in arch_sources:
+        obj = out.parent / (Path(src).stem + ".o")
+        r = _run([cxx, *FLAGS, *flags, "-c", NATIVE / src, "-o", obj])
+        assert r.returncode == 0, f"compiling {src} failed:\n{r.stderr}"
+        objs.append(obj)
+    r = _run([cxx, *FLAGS, *extra, DRIVER, *[NATIVE / s for s in COMMON], *objs, "-o", out])
+    assert r.returncode == 0, f"linking the driver failed:\n{r.stderr}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def arm_driver(tmp_path_factory):
+    cxx = shutil.which("aarch64-linux-gnu-g++")
+    if cxx is None:
+        pytest.skip("aarch64-linux-gnu-g++ not installed (apt-get install g++-aarch64-linux-gnu)")
+    if shutil.which("qemu-aarch64") is None:
+        pytest.skip("qemu-aarch64 not installed (apt-get install qemu-user)")
+    out = tmp_path_factory.mktemp("arm") / "driver"
+    return _build(cxx, out, [("kernels_neon.cpp", []), ("kernels_neon_dot.cpp", ["-march=armv8.2-a+dotprod"])],
+                  extra=["-static"])
+
+
+@pytest.mark.parametrize("cpu,path,others", [
+    ("cortex-a72", "neon", ["scalar"]),
+    ("cortex-a76", "neon_dot", ["scalar", "neon"]),
+])
+def test_arm_driver_picks_the_right_path_and_passes(arm_driver, cpu, path, others):
+    r = _run(["qemu-aarch64", "-cpu", cpu, arm_driver, "--expect-path", path])
+    assert f"kernel path: {path}\n" in r.stdout, f"{cpu}: dispatch did not report {path}"
+    assert r.returncode == 0, f"{cpu}: driver failed:\n{r.stdout[-3000:]}"
+    for p in [path, *others]:
+        assert f"path {p}: " in r.stdout and f"path {p}: 0 checks" not in r.stdout, f"{cpu}: path {p} not checked"
+        assert f"path {p}: " in r.stdout and ", 0 failed" in r.stdout.split(f"path {p}: ")[1].splitlines()[0]
+    if cpu == "cortex-a72":
+        assert "dotprod=0" in r.stdout and "path neon_dot" not in r.stdout
+    else:
+        assert "dotprod=1" in r.stdout
+    assert "PASSED" in r.stdout
+
+
+def test_arm_driver_fails_when_the_path_is_not_the_expected_one(arm_driver):
+    r = _run(["qemu-aarch64", "-cpu", "cortex-a72", arm_driver, "--expect-path", "neon_dot"])
+    assert r.returncode == 1
+    assert "FAIL dispatch chose neon, expected neon_dot" in r.stdout
+
+
+def test_sdot_faults_on_cortex_a72_and_runs_on_a76(arm_driver):
+    r = _run(["qemu-aarch64", "-cpu", "cortex-a72", arm_driver, "--force-neon-dot"])
+    assert r.returncode in (-signal.SIGILL, 128 + signal.SIGILL), f"expected SIGILL, got {r.returncode}"
+    r = _run(["qemu-aarch64", "-cpu", "cortex-a76", arm_driver, "--force-neon-dot"])
+    assert r.returncode == 0 and "ran sdot" in r.stdout
+
+
+def test_arm_scalar_forced_by_environment(arm_driver):
+    env = dict(os.environ, BULLET_KERNEL="scalar")
+    r = _run(["qemu-aarch64", "-cpu", "cortex-a76", arm_driver, "--expect-path", "scalar"], env=env)
+    assert r.returncode == 0 and "kernel path: scalar\n" in r.stdout
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 native build only")
+def test_x86_native_driver(tmp_path):
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no native C++ compiler")
+    exe = _build(cxx, tmp_path / "driver", [("kernels_avx2.cpp", ["-mavx2", "-mfma", "-mf16c"])],
+                 extra=["-DBULLET_HAVE_AVX2=1"])
+    r = _run([exe])
+    assert r.returncode == 0, r.stdout[-3000:]
+    has_avx2 = "avx2=1 fma=1 f16c=1" in r.stdout
+    assert ("kernel path: avx2\n" if has_avx2 else "kernel path: scalar\n") in r.stdout
+    if has_avx2:
+        assert "path avx2: " in r.stdout and "PASSED" in r.stdout
+    r = _run([exe, "--expect-path", "scalar"], env=dict(os.environ, BULLET_KERNEL="scalar"))
+    assert r.returncode == 0 and "kernel path: scalar\n" in r.stdout
