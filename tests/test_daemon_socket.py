@@ -438,6 +438,8 @@ def test_sigterm_drains_running_generation_and_refuses_new_work(kit, tmp_path):
     _wait_first_chunk(d, "slow")
     with socket.socket(socket.AF_UNIX) as other:
         other.connect(d.sock)
+        other.sendall(frame({"op": "ping"}))
+        assert read_replies(other)[-1]["pong"] is True      # accepted before the listener closes
         d.signal(signal.SIGTERM)
         time.sleep(0.2)
         other.sendall(frame({"op": "generate", "child": "math", "prompt": "x"}))

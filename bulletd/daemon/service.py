@@ -349,6 +349,16 @@ class Daemon:
             self.mqtt = MQTTTransport(self)
             self.mqtt.start()
 
+    def _make_ota(self) -> None:
+        if not self.cfg.ota.enabled:
+            return
+        try:
+            from bulletd.ota import daemon_glue
+            self.ota = daemon_glue.make_receiver(self)
+        except Exception as exc:   # OTA is an extra: it must never stop the daemon serving
+            log.error("OTA receiver off: %s", exc, exc_info=True)
+            self.ota = None
+
     async def _keepalive_loop(self) -> None:
         while True:
             await asyncio.sleep(max(0.5, min(self.cfg.registry.keep_alive / 4 or 5.0, 5.0)))
@@ -374,8 +384,7 @@ class Daemon:
             loop.add_signal_handler(sig, ev.set)
         from bulletd.daemon.socket_server import SocketServer
         self.notifier.status("starting: loading children")
-        from bulletd.ota import daemon_glue
-        self.ota = daemon_glue.make_receiver(self)   # finishes an interrupted install before the scan
+        self._make_ota()                     # finishes an interrupted install before the scan
         await self.load_mother()
         await self.preload()
         self.socket_server = SocketServer(self)
@@ -385,9 +394,11 @@ class Daemon:
             from bulletd.daemon.mqtt import MQTTTransport
             self.mqtt = MQTTTransport(self)
             self.mqtt.start()                 # connects and retries in the background
-        ota_task = daemon_glue.start(self)    # its own MQTT connection (big chunks never delay replies)
-        if ota_task is not None:
-            self._tasks.append(ota_task)
+        if self.ota is not None:
+            from bulletd.ota import daemon_glue
+            ota_task = daemon_glue.start(self)    # its own MQTT connection (big chunks never delay replies)
+            if ota_task is not None:
+                self._tasks.append(ota_task)
         self._tasks.append(asyncio.create_task(self._keepalive_loop()))
         if self.notifier.watchdog_period:
             self._tasks.append(asyncio.create_task(self._watchdog_loop(self.notifier.watchdog_period)))
@@ -434,6 +445,7 @@ class Daemon:
                 log.error("%d request(s) did not finish after cancellation", self.inflight)
         for t in self._tasks:
             t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.mqtt is not None:
             await self.mqtt.stop(graceful=True)
         if self.socket_server is not None:
