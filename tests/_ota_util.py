@@ -194,6 +194,7 @@ class FaultyPusher(Pusher):
         if seq in self.drop:
             self.drop.discard(seq)
             return
+        self.sent_total += 1   # counted before the await: concurrent windows see it at once
         if self.delay:
             await asyncio.sleep(self.delay)
         data = self.chunk(seq)
@@ -208,7 +209,6 @@ class FaultyPusher(Pusher):
         topic = P.device_topic(self.prefix, device, "data")
         for _ in range(2 if self.duplicate else 1):
             await client.publish(topic, msg, qos=1)
-        self.sent_total += 1
         self.sent_seqs.append(seq)
         self._count(device, len(data))
 

@@ -19,6 +19,7 @@ chunks that do not come within chunk_timeout. Run standalone with `python -m bul
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import json
 import logging
@@ -148,7 +149,7 @@ class OtaReceiver:
         self.client: aiomqtt.Client | None = None
         self.connected = asyncio.Event() if _loop_running() else None
         self.finals: dict[str, dict] = {}       # push_id -> final status (idempotent re-offers)
-        self.events: list[dict] = []            # every status published (for tests and the CLI)
+        self.events: collections.deque = collections.deque(maxlen=200)  # recent statuses
         self._lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task] = set()
         self.recovered = recover(self.ota_dir, self.models_dir, self.ledger)
@@ -284,6 +285,8 @@ class OtaReceiver:
         self.events.append(st)
         if state in P.FINAL_STATES and push_id:
             self.finals[push_id] = st
+            while len(self.finals) > 256:   # bounded: older pushes are in the ledger anyway
+                self.finals.pop(next(iter(self.finals)))
         if state in P.FINAL_STATES and m.get("name"):
             self.ledger.last[m["name"]] = {k: st[k] for k in ("push_id", "state", "version",
                                                               "reason", "message", "ts")}
