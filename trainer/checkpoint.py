@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,7 +134,7 @@ def load(path) -> Checkpoint:
     try:
         with np.load(p / "weights.npz", allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise CheckpointError(f"checkpoint {p}: weights.npz is damaged ({exc})") from exc
     if "adam.m" not in arrays or "adam.v" not in arrays:
         raise CheckpointError(f"checkpoint {p}: weights.npz lacks the optimiser state")

@@ -60,7 +60,7 @@ def load_jsonl(path, *, field_name: str = "text", on_bad_line: str = "skip") -> 
         try:
             s = line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            why = f"invalid UTF-8 at byte {exc.start} of the line ({line[exc.start:exc.start + 4]!r})"
+            why = f"invalid UTF-8 at byte offset {exc.start} of the line ({line[exc.start:exc.start + 4]!r})"
         else:
             try:
                 obj = json.loads(s)

@@ -47,6 +47,7 @@ class DeviceOutcome:
     last_seen: float | None = None
     received_at: float | None = None  # the device's "received" status
     installed_at: float | None = None
+    last_chunk_at: float | None = None  # when the last chunk was handed to the broker
     status: dict = field(default_factory=dict)        # the device's last status message
     statuses: list = field(default_factory=list)      # every status message, in order
 
@@ -129,6 +130,7 @@ class Pusher:
         if o is not None:
             o.chunks_sent += 1
             o.bytes_sent += nbytes
+            o.last_chunk_at = time.monotonic()
 
     async def _serve_need(self, client, device: str, seqs: list[int]) -> None:
         try:
@@ -397,7 +399,8 @@ def main(argv=None) -> int:
     b = sub.add_parser("bench", help="push figures over a private local broker")
     b.add_argument("--size-mb", type=float, default=5.0)
     b.add_argument("--chunk-size", type=parse_size, default=DEFAULT_CHUNK)
-    b.add_argument("--repeat", type=int, default=3)
+    b.add_argument("--repeat", type=int, default=3, help="pushes (versions 2..repeat+1)")
+    b.add_argument("--clients", type=int, default=2, help="clients generating during pushes")
     b.set_defaults(func=lambda a: __import__("trainer.push_bench", fromlist=["main"]).main(a))
     args = ap.parse_args(argv)
     try:
