@@ -30,6 +30,8 @@ static void need_range(const char* what, int64_t v, int64_t lo, int64_t hi) {
                                     ", " + std::to_string(hi) + "], found " + std::to_string(v));
 }
 
+void rope_angles(const Config& c, int64_t pos, float* cos, float* sin);
+
 void validate_config(const Config& c) {
     need_range("dim", c.dim, 1, 1 << 16);
     need_range("n_layers", c.n_layers, 1, 4096);
@@ -150,6 +152,12 @@ Model::Model(const Config& c, const std::map<std::string, TensorView>& t, const 
         L.w2 = get_matrix(t, p + "w2", D, H, &weight_bytes);
         L.w3 = get_matrix(t, p + "w3", H, D, &weight_bytes);
     }
+    const int64_t half = cfg.head_dim() / 2;
+    if (cfg.max_seq_len * half <= (int64_t)1 << 22) {  // at most 32 MiB for both tables
+        rope_cos.resize(cfg.max_seq_len * half);
+        rope_sin.resize(cfg.max_seq_len * half);
+        for (int64_t p = 0; p < cfg.max_seq_len; p++) rope_angles(cfg, p, &rope_cos[p * half], &rope_sin[p * half]);
+    }
     if (cfg.tied) {
         pack(tok_embd);
         output = tok_embd;
@@ -263,12 +271,25 @@ void Session::embed(int64_t token, float* out) {
 }
 
 // llama2.c: freq = 1 / theta^(2i / head_dim), angle = pos * freq, all in float
-void Session::rope_angles(int64_t pos) {
-    for (int64_t i = 0; i < hd_ / 2; i++) {
-        const float freq = 1.0f / std::pow(cfg_.rope_theta, (float)(2 * i) / (float)hd_);
+void rope_angles(const Config& c, int64_t pos, float* cos, float* sin) {
+    const int64_t hd = c.head_dim();
+    for (int64_t i = 0; i < hd / 2; i++) {
+        const float freq = 1.0f / std::pow(c.rope_theta, (float)(2 * i) / (float)hd);
         const float val = (float)pos * freq;
-        rc_[i] = std::cos(val);
-        rs_[i] = std::sin(val);
+        cos[i] = std::cos(val);
+        sin[i] = std::sin(val);
+    }
+}
+
+// Points rc/rs at this position's angles: the model's table, or computed into the scratch.
+void Session::rope_angles(int64_t pos) {
+    if (!m_->rope_cos.empty()) {
+        rc = m_->rope_cos.data() + pos * (hd_ / 2);
+        rs = m_->rope_sin.data() + pos * (hd_ / 2);
+    } else {
+        bullet::rope_angles(cfg_, pos, rc_.data(), rs_.data());
+        rc = rc_.data();
+        rs = rs_.data();
     }
 }
 
@@ -334,8 +355,8 @@ void Session::forward(int64_t token, int64_t pos, float* logits) {
         matmul(L.wk, xb, 1, D, &ready, kt_.data(), KVD);
         matmul(L.wv, xb, 1, D, &ready, vt_.data(), KVD);
         // RoPE on q and k, then store k, v at `pos` in the cache
-        k_->rope(q, cfg_.n_heads, hd_, rc_.data(), rs_.data());
-        k_->rope(kt_.data(), cfg_.n_kv_heads, hd_, rc_.data(), rs_.data());
+        k_->rope(q, cfg_.n_heads, hd_, rc, rs);
+        k_->rope(kt_.data(), cfg_.n_kv_heads, hd_, rc, rs);
         store_kv(l, pos, kt_.data(), vt_.data());
         // each query head h attends over positions 0..pos of kv head h / kv_mul
         for (int64_t h = 0; h < cfg_.n_heads; h++)
@@ -396,8 +417,8 @@ void Session::prefill(const int64_t* tokens, int64_t n, int64_t pos, float* logi
             matmul(L.wv, XB, T, D, &ready, vt_.data(), KVD);
             for (int64_t t = 0; t < T; t++) {
                 rope_angles(p0 + t);
-                k_->rope(Q + t * QD, cfg_.n_heads, hd_, rc_.data(), rs_.data());
-                k_->rope(kt_.data() + t * KVD, cfg_.n_kv_heads, hd_, rc_.data(), rs_.data());
+                k_->rope(Q + t * QD, cfg_.n_heads, hd_, rc, rs);
+                k_->rope(kt_.data() + t * KVD, cfg_.n_kv_heads, hd_, rc, rs);
                 store_kv(l, p0 + t, kt_.data() + t * KVD, vt_.data() + t * KVD);
             }
             // causal: token t (position p0 + t) sees positions 0..p0 + t, all stored above

@@ -65,6 +65,9 @@ class Model {
     std::vector<Layer> layers;
     int64_t weight_bytes = 0;
     int64_t packed_bytes = 0;  // memory held by repacked BQ4 copies
+    // RoPE cos/sin per position, (max_seq_len, head_dim / 2) each; empty when too large to keep
+    // (the session then computes a position's angles when it needs them)
+    std::vector<float> rope_cos, rope_sin;
 
   private:
     void pack(Matrix& m);
@@ -108,6 +111,8 @@ class Session {
     std::vector<float> kc_, vc_;  // K: (n_layers, n_kv_heads, head_dim, max_seq_len); V: (.., max_seq_len, head_dim)
     // scratch, each sized for `chunk_` tokens
     std::vector<float> x_, xb_, xb2_, q_, kt_, vt_, hb_, hb2_, att_, rc_, rs_, emb_;
+    const float* rc = nullptr;  // RoPE cos/sin of the current position (head_dim / 2 each)
+    const float* rs = nullptr;
     std::vector<BlockQ8> q8_;
 };
 
