@@ -15,7 +15,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from _daemon_util import SLOW, TOPICS, DaemonProc, make_child, make_keys, make_mother
+from _daemon_util import SLOW, SLOW_ENV, TOPICS, DaemonProc, make_child, make_keys, make_mother
 from bulletd.client import AsyncClient, Client, DaemonError, DaemonUnavailable
 
 pytestmark = pytest.mark.timeout(120)
@@ -34,12 +34,12 @@ def kit(tmp_path_factory):
     return {"trust": trust, "models": models}
 
 
-def mqtt_daemon(tmp_path, kit, broker, device="dev1", name="d", **mqtt):
+def mqtt_daemon(tmp_path, kit, broker, device="dev1", name="d", env=None, **mqtt):
     cfg = {"model_dir": str(kit["models"]), "trust": {"keys": [str(kit["trust"])]}, "device_id": device,
            "limits": {"max_request_bytes": 8192},
            "mqtt": {"host": broker.host, "port": broker.port, "reconnect_min": 0.1, "reconnect_max": 0.5,
                     "keepalive": 5, **mqtt}}
-    d = DaemonProc(tmp_path, cfg, name=name).start()
+    d = DaemonProc(tmp_path, cfg, name=name, env=env).start()
     wait_connected(d)
     return d
 
@@ -274,7 +274,7 @@ async def test_two_daemons_share_a_fleet_subscription(tmp_path, kit, broker):
 
 
 async def test_broker_killed_and_restarted_while_requests_flow(tmp_path, kit, broker):
-    d = mqtt_daemon(tmp_path, kit, broker)
+    d = mqtt_daemon(tmp_path, kit, broker, env=SLOW_ENV)
     try:
         finals_by_corr: dict[bytes, int] = {}
 
@@ -284,9 +284,9 @@ async def test_broker_killed_and_restarted_while_requests_flow(tmp_path, kit, br
                     finals_by_corr[corr] = finals_by_corr.get(corr, 0) + 1
         r1 = Raw(broker, name="flow")
         await r1.__aenter__()
-        inflight = [f"a{i}".encode() for i in range(3)]
+        inflight = [f"a{i}".encode() for i in range(2)]
         for c in inflight:
-            await r1.send("bullet/dev1/req", {"child": "slow", "prompt": "go", "max_tokens": 250, "stream": True},
+            await r1.send("bullet/dev1/req", {"child": "slow", "prompt": "go", "max_tokens": 150, "stream": True},
                           corr=c)
         await r1.wait(lambda: any(c in inflight for c, _, _ in r1.msgs), timeout=20)   # generating now
         broker.stop(kill=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from _daemon_util import (SLOW, TINY, TOPICS, DaemonProc, frame, make_child, make_keys, make_mother,
+from _daemon_util import (SLOW, SLOW_ENV, TINY, TOPICS, DaemonProc, frame, make_child, make_keys, make_mother,
                           raw_request, read_replies)
 from bulletd.client import Client, DaemonError, DaemonUnavailable
 
@@ -307,7 +307,7 @@ def _wait_first_chunk(d, child, timeout=10):
 
 
 def test_unload_with_cancel_ends_running_requests_with_an_error(kit, tmp_path):
-    d = DaemonProc(tmp_path, base_cfg(kit)).start()
+    d = DaemonProc(tmp_path, base_cfg(kit), env=SLOW_ENV).start()
     try:
         s, th, box = _start_stream(d.sock, "slow", 250)
         _wait_first_chunk(d, "slow")
@@ -323,7 +323,7 @@ def test_unload_with_cancel_ends_running_requests_with_an_error(kit, tmp_path):
 
 
 def test_unload_with_wait_lets_running_requests_finish(kit, tmp_path):
-    d = DaemonProc(tmp_path, base_cfg(kit)).start()
+    d = DaemonProc(tmp_path, base_cfg(kit), env=SLOW_ENV).start()
     try:
         s, th, box = _start_stream(d.sock, "slow", 120)
         _wait_first_chunk(d, "slow")
@@ -340,7 +340,7 @@ def test_unload_with_wait_lets_running_requests_finish(kit, tmp_path):
 
 
 def test_swap_keeps_running_requests_on_the_old_version_and_rollback_restores_it(kit, tmp_path):
-    d = DaemonProc(tmp_path, base_cfg(kit)).start()
+    d = DaemonProc(tmp_path, base_cfg(kit), env=SLOW_ENV).start()
     v2 = make_child(tmp_path, "slow-v2", key=kit["key"], arch=SLOW, seed=21, version="2.0.0")
     try:
         s, th, box = _start_stream(d.sock, "slow", 120)
@@ -360,7 +360,7 @@ def test_swap_keeps_running_requests_on_the_old_version_and_rollback_restores_it
 
 
 def test_full_queue_answers_busy_at_once(kit, tmp_path):
-    d = DaemonProc(tmp_path, base_cfg(kit, scheduler={"workers": 1, "max_queue": 1})).start()
+    d = DaemonProc(tmp_path, base_cfg(kit, scheduler={"workers": 1, "max_queue": 1}), env=SLOW_ENV).start()
     try:
         with socket.socket(socket.AF_UNIX) as s:
             s.connect(d.sock)
@@ -383,9 +383,9 @@ def test_full_queue_answers_busy_at_once(kit, tmp_path):
 
 def test_deadline_cancels_a_generation_with_timeout(shared):
     replies = raw_request(shared.sock, {"op": "generate", "child": "slow", "prompt": "x", "max_tokens": 250,
-                                        "deadline": 0.05})
+                                        "deadline": 0.01})
     code, msg = err(replies)
-    assert code == "timeout" and "deadline of 0.05 s passed" in msg
+    assert code == "timeout" and "deadline of 0.01 s passed" in msg
 
 
 def test_no_route_without_mother_examples_or_fallback_then_fallback(kit, tmp_path):
@@ -433,7 +433,7 @@ def test_internal_errors_become_an_internal_reply_not_a_crash():
 
 
 def test_sigterm_drains_running_generation_and_refuses_new_work(kit, tmp_path):
-    d = DaemonProc(tmp_path, base_cfg(kit)).start()
+    d = DaemonProc(tmp_path, base_cfg(kit), env=SLOW_ENV).start()
     s, th, box = _start_stream(d.sock, "slow", 120)
     _wait_first_chunk(d, "slow")
     with socket.socket(socket.AF_UNIX) as other:
@@ -454,7 +454,7 @@ def test_sigterm_drains_running_generation_and_refuses_new_work(kit, tmp_path):
 
 
 def test_sigterm_past_the_drain_timeout_cancels_with_a_final_error(kit, tmp_path):
-    d = DaemonProc(tmp_path, base_cfg(kit, drain_timeout=0.2)).start()
+    d = DaemonProc(tmp_path, base_cfg(kit, drain_timeout=0.2), env=SLOW_ENV).start()
     s, th, box = _start_stream(d.sock, "slow", 250)
     _wait_first_chunk(d, "slow")
     d.signal(signal.SIGTERM)
