@@ -6,6 +6,7 @@
 
 #include "kernels.h"
 
+
 namespace bullet {
 
 // from kernels_neon.cpp
@@ -18,6 +19,10 @@ void rmsnorm_neon(float* out, const float* x, const float* w, int64_t n, float e
 void softmax_neon(float* x, int64_t n);
 void attention_neon(const float* q, const float* kt, int64_t ks, const float* v, int64_t n, int64_t hd, float* att,
                     float* out);
+
+// ============================================================================
+// Raw blocks, one row (the reference's order): used for dot_bq4_q8
+// ============================================================================
 
 static inline int32_t block_dot_neon_dot(const BlockBQ4& w, const BlockQ8& x) {
     const int8x16_t raw = vreinterpretq_s8_u8(vld1q_u8(w.qs));
@@ -35,19 +40,130 @@ static float dot_bq4_q8_neon_dot(const BlockBQ4* w, const BlockQ8* x, int64_t nb
     return sum;
 }
 
-static int64_t packed_bq4_bytes_neon_dot(int64_t, int64_t) { return 0; }  // raw blocks
-static void pack_bq4_neon_dot(const BlockBQ4*, int64_t, int64_t, uint8_t*) {}
+// ============================================================================
+// Packed BQ4: groups of 4 rows; per (group, block) 64 bytes of nibbles + 4 f32 scales
+// ============================================================================
+// Chunk c (0..3, 16 bytes) of a (group, block): byte 4*r + k holds q[r][8c + k] in its low nibble
+// and q[r][8c + 4 + k] in its high nibble. One sdot-by-lane then adds, for each of the 4 rows (the
+// 4 int32 lanes), 4 weights times the same 4 activation bytes: the 4 rows' dot products build up in
+// one register with no horizontal sums. Rows past `rows` are zero with scale 0.
 
-static void matvec_bq4_q8_neon_dot(const void* wv, int64_t rows, int64_t nb, const BlockQ8* x, float* out) {
-    const BlockBQ4* w = (const BlockBQ4*)wv;
-    for (int64_t r = 0; r < rows; r++) out[r] = dot_bq4_q8_neon_dot(w + r * nb, x, nb);
+constexpr int64_t PACK_ROWS = 4;
+constexpr int64_t PACK_BLOCK = 64 + 16;
+
+static int64_t packed_bq4_bytes_neon_dot(int64_t rows, int64_t nb) {
+    return (rows + PACK_ROWS - 1) / PACK_ROWS * nb * PACK_BLOCK;
 }
 
+static void pack_bq4_neon_dot(const BlockBQ4* w, int64_t rows, int64_t nb, uint8_t* dst) {
+    const int64_t groups = (rows + PACK_ROWS - 1) / PACK_ROWS;
+    for (int64_t g = 0; g < groups; g++) {
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t* p = dst + (g * nb + b) * PACK_BLOCK;
+            float* scales = (float*)(p + 64);
+            for (int64_t r = 0; r < PACK_ROWS; r++) {
+                const int64_t row = g * PACK_ROWS + r;
+                uint8_t q[QK];  // 4-bit two's complement nibbles
+                if (row < rows) {
+                    const BlockBQ4& blk = w[row * nb + b];
+                    for (int j = 0; j < QK / 2; j++) {
+                        q[j] = blk.qs[j] & 0x0f;
+                        q[j + QK / 2] = blk.qs[j] >> 4;
+                    }
+                    scales[r] = f16_scale_neon(blk.scale);
+                } else {
+                    for (int j = 0; j < QK; j++) q[j] = 0;
+                    scales[r] = 0.0f;
+                }
+                for (int c = 0; c < 4; c++)
+                    for (int k = 0; k < 4; k++) p[16 * c + 4 * r + k] = (uint8_t)(q[8 * c + k] | (q[8 * c + 4 + k] << 4));
+            }
+        }
+    }
+}
+
+namespace {
+
+struct GroupBlock {
+    int8x16_t w[8];  // w[j]: 4 rows x weights 4j..4j+3
+};
+
+inline void unpack_group_block(const uint8_t* p, GroupBlock& gb) {
+    for (int c = 0; c < 4; c++) {
+        const int8x16_t v = vreinterpretq_s8_u8(vld1q_u8(p + 16 * c));
+        gb.w[2 * c] = vshrq_n_s8(vshlq_n_s8(v, 4), 4);
+        gb.w[2 * c + 1] = vshrq_n_s8(v, 4);
+    }
+}
+
+// Exact int32 dot products of the 4 rows of a (group, block) with one q8 block.
+inline int32x4_t group_block_dot(const GroupBlock& gb, const BlockQ8& x) {
+    const int8x16_t y0 = vld1q_s8(x.qs), y1 = vld1q_s8(x.qs + 16);
+    int32x4_t s = vdotq_laneq_s32(vdupq_n_s32(0), gb.w[0], y0, 0);
+    s = vdotq_laneq_s32(s, gb.w[1], y0, 1);
+    s = vdotq_laneq_s32(s, gb.w[2], y0, 2);
+    s = vdotq_laneq_s32(s, gb.w[3], y0, 3);
+    s = vdotq_laneq_s32(s, gb.w[4], y1, 0);
+    s = vdotq_laneq_s32(s, gb.w[5], y1, 1);
+    s = vdotq_laneq_s32(s, gb.w[6], y1, 2);
+    s = vdotq_laneq_s32(s, gb.w[7], y1, 3);
+    return s;
+}
+
+inline void store_group(float* out, int64_t valid, float32x4_t acc) {
+    if (valid >= PACK_ROWS) {
+        vst1q_f32(out, acc);
+    } else {
+        float tmp[4];
+        vst1q_f32(tmp, acc);
+        for (int64_t r = 0; r < valid; r++) out[r] = tmp[r];
+    }
+}
+
+}  // namespace
+
+static void matvec_bq4_q8_neon_dot(const void* wv, int64_t rows, int64_t nb, const BlockQ8* x, float* out) {
+    const uint8_t* w = (const uint8_t*)wv;
+    const int64_t groups = (rows + PACK_ROWS - 1) / PACK_ROWS;
+    for (int64_t g = 0; g < groups; g++) {
+        const uint8_t* p = w + g * nb * PACK_BLOCK;
+        float32x4_t acc = vdupq_n_f32(0.0f);
+        for (int64_t b = 0; b < nb; b++, p += PACK_BLOCK) {
+            GroupBlock gb;
+            unpack_group_block(p, gb);
+            const int32x4_t s = group_block_dot(gb, x[b]);
+            acc = vfmaq_f32(acc, vcvtq_f32_s32(s), vmulq_n_f32(vld1q_f32((const float*)(p + 64)), x[b].d));
+        }
+        store_group(out + g * PACK_ROWS, rows - g * PACK_ROWS, acc);
+    }
+}
+
+// Prefill: each (group, block) is unpacked once and applied to up to 64 tokens.
 static void matmul_bq4_q8_neon_dot(const void* wv, int64_t rows, int64_t nb, const BlockQ8* x, int64_t T, float* out,
                                    int64_t ldo) {
-    const BlockBQ4* w = (const BlockBQ4*)wv;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t t = 0; t < T; t++) out[t * ldo + r] = dot_bq4_q8_neon_dot(w + r * nb, x + t * nb, nb);
+    const uint8_t* w = (const uint8_t*)wv;
+    const int64_t groups = (rows + PACK_ROWS - 1) / PACK_ROWS;
+    constexpr int64_t TT = 64;
+    float acc[TT * PACK_ROWS];
+    for (int64_t t0 = 0; t0 < T; t0 += TT) {
+        const int64_t tn = T - t0 < TT ? T - t0 : TT;
+        for (int64_t g = 0; g < groups; g++) {
+            const uint8_t* p = w + g * nb * PACK_BLOCK;
+            for (int64_t t = 0; t < tn; t++) vst1q_f32(acc + 4 * t, vdupq_n_f32(0.0f));
+            for (int64_t b = 0; b < nb; b++, p += PACK_BLOCK) {
+                GroupBlock gb;
+                unpack_group_block(p, gb);
+                const float32x4_t dw = vld1q_f32((const float*)(p + 64));
+                const BlockQ8* xb = x + t0 * nb + b;
+                for (int64_t t = 0; t < tn; t++, xb += nb) {
+                    const int32x4_t s = group_block_dot(gb, *xb);
+                    vst1q_f32(acc + 4 * t, vfmaq_f32(vld1q_f32(acc + 4 * t), vcvtq_f32_s32(s), vmulq_n_f32(dw, xb->d)));
+                }
+            }
+            for (int64_t t = 0; t < tn; t++)
+                store_group(out + (t0 + t) * ldo + g * PACK_ROWS, rows - g * PACK_ROWS, vld1q_f32(acc + 4 * t));
+        }
+    }
 }
 
 const KernelTable& kernels_neon_dot() {
