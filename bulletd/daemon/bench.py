@@ -133,13 +133,66 @@ async def _concurrent(sock: str, children: list[str], prompt: str, max_tokens: i
     return {"one_tokens_per_s": s, "two_tokens_per_s": p, "speedup": p / s}
 
 
+def route_bench(models: Path) -> dict:
+    """Decision time of the daemon's router over the children's header `examples`, and how many
+    of those prompts it sends to the child that carries them (they are the mother's training
+    data when it was trained on them: the trainer prints the held-out accuracy)."""
+    from bulletd.format import BulletFile
+    from bulletd.router import Router, load_mother
+    mother_path = models / "mother.bullet"
+    router = Router(load_mother(str(mother_path)) if mother_path.exists() else None)
+    labelled: list[tuple[str, str]] = []
+    for p in sorted(models.glob("*.bullet")):
+        if p == mother_path:
+            continue
+        with BulletFile.open(p) as bf:
+            ex = [e for e in bf.header.get("examples") or [] if isinstance(e, str)]
+        name = p.name[: -len(".bullet")]
+        labelled += [(e, name) for e in ex]
+        if router.mother is None or name not in router.mother.labels:
+            router.set_examples(name, ex)
+    avail = {p.name[: -len(".bullet")] for p in models.glob("*.bullet") if p != mother_path}
+    if not labelled:
+        return {"prompts": 0}
+    for text, _ in labelled[:5]:
+        router.decide(text, avail)
+    times, right = [], 0
+    for text, name in labelled:
+        t0 = time.perf_counter()
+        d = router.decide(text, avail)
+        times.append((time.perf_counter() - t0) * 1e3)
+        right += d.child == name
+    times.sort()
+    heldout = None
+    if router.mother is not None:
+        with BulletFile.open(mother_path) as bf:
+            prov = bf.header.get("provenance", {})
+            heldout = (prov.get("training") or {}).get("heldout_accuracy") if isinstance(prov.get("training"), dict) else None
+    return {"prompts": len(labelled), "accuracy": right / len(labelled), "mean_ms": statistics.mean(times),
+            "p99_ms": times[min(len(times) - 1, int(0.99 * len(times)))], "mother": router.mother is not None,
+            "trainer_heldout_accuracy": heldout}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bulletd-bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--broker", metavar="HOST:PORT", help="use this broker instead of starting mosquitto")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (noisier)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--route", metavar="DIR", help="only the routing figures for the children and mother in DIR")
     a = ap.parse_args(argv)
+    if a.route:
+        r = route_bench(Path(a.route))
+        if a.json:
+            print(json.dumps(r, indent=2))
+        elif not r["prompts"]:
+            print(f"no child in {a.route} carries header examples: nothing to route")
+        else:
+            print(f"routing in {a.route} ({'mother' if r['mother'] else 'no mother: example centroids'}): "
+                  f"{r['prompts']} example prompts, {100 * r['accuracy']:.1f} % to their own child; "
+                  f"decision {r['mean_ms']:.3f} ms mean, {r['p99_ms']:.3f} ms p99 (target <= 1 ms)"
+                  + (f"; trainer's held-out accuracy {r['trainer_heldout_accuracy']}" if r.get("trainer_heldout_accuracy") is not None else ""))
+        return 0
     reps = 3 if a.quick else 7
 
     from bulletd.format.synth import REFERENCE, SMALL, write_random_lm
