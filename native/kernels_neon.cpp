@@ -2,9 +2,9 @@
 // (sdot) variants of the BQ4 kernels live in kernels_neon_dot.cpp, compiled with +dotprod and
 // called only when getauxval(AT_HWCAP) reports HWCAP_ASIMDDP.
 //
-// BQ4 kernels work on the raw blocks (no repack): the 16 nibble bytes sign-extend with two shifts
-// (low nibble: shl 4 then arithmetic shr 4; high nibble: arithmetic shr 4), and each block's
-// exact int32 dot product is scaled and summed in the reference's order.
+// Nibbles sign-extend with two shifts (low nibble: shl 4 then arithmetic shr 4; high nibble:
+// arithmetic shr 4). The single-row dot works on raw blocks in the reference's order; the model's
+// matrix kernels use a 4-row packed layout (pack_bq4_neon, shared with neon_dot) built at load.
 #include <arm_neon.h>
 
 #include <cmath>
@@ -75,19 +75,133 @@ float dot_bq4_q8_neon(const BlockBQ4* w, const BlockQ8* x, int64_t nb) {
     return sum;
 }
 
-static int64_t packed_bq4_bytes_neon(int64_t, int64_t) { return 0; }  // raw blocks
-static void pack_bq4_neon(const BlockBQ4*, int64_t, int64_t, uint8_t*) {}
+// ============================================================================
+// Packed BQ4 (shared with neon_dot): groups of 4 rows; per (group, block) 64 bytes of nibbles
+// + 4 f32 scales. Chunk c (0..3, 16 bytes): byte 4*r + k holds q[r][8c + k] in its low nibble and
+// q[r][8c + 4 + k] in its high nibble (r: row in group, k: 0..3). Rows past `rows` are zero with
+// scale 0. So one 16-byte vector holds 4 consecutive weights of each of the 4 rows.
+// ============================================================================
 
-static void matvec_bq4_q8_neon(const void* wv, int64_t rows, int64_t nb, const BlockQ8* x, float* out) {
-    const BlockBQ4* w = (const BlockBQ4*)wv;
-    for (int64_t r = 0; r < rows; r++) out[r] = dot_bq4_q8_neon(w + r * nb, x, nb);
+constexpr int64_t PACK_ROWS = 4;
+constexpr int64_t PACK_BLOCK = 64 + 16;
+
+int64_t packed_bq4_bytes_neon(int64_t rows, int64_t nb) { return (rows + PACK_ROWS - 1) / PACK_ROWS * nb * PACK_BLOCK; }
+
+void pack_bq4_neon(const BlockBQ4* w, int64_t rows, int64_t nb, uint8_t* dst) {
+    const int64_t groups = (rows + PACK_ROWS - 1) / PACK_ROWS;
+    for (int64_t g = 0; g < groups; g++) {
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t* p = dst + (g * nb + b) * PACK_BLOCK;
+            float* scales = (float*)(p + 64);
+            for (int64_t r = 0; r < PACK_ROWS; r++) {
+                const int64_t row = g * PACK_ROWS + r;
+                uint8_t q[QK];  // 4-bit two's complement nibbles
+                if (row < rows) {
+                    const BlockBQ4& blk = w[row * nb + b];
+                    for (int j = 0; j < QK / 2; j++) {
+                        q[j] = blk.qs[j] & 0x0f;
+                        q[j + QK / 2] = blk.qs[j] >> 4;
+                    }
+                    scales[r] = f16_scale_neon(blk.scale);
+                } else {
+                    for (int j = 0; j < QK; j++) q[j] = 0;
+                    scales[r] = 0.0f;
+                }
+                for (int c = 0; c < 4; c++)
+                    for (int k = 0; k < 4; k++) p[16 * c + 4 * r + k] = (uint8_t)(q[8 * c + k] | (q[8 * c + 4 + k] << 4));
+            }
+        }
+    }
 }
 
+namespace {
+
+struct GroupBlock {
+    int8x16_t w[8];  // w[j]: 4 rows x weights 4j..4j+3, sign-extended
+};
+
+inline void unpack_group_block(const uint8_t* p, GroupBlock& gb) {
+    for (int c = 0; c < 4; c++) {
+        const int8x16_t v = vreinterpretq_s8_u8(vld1q_u8(p + 16 * c));
+        gb.w[2 * c] = vshrq_n_s8(vshlq_n_s8(v, 4), 4);
+        gb.w[2 * c + 1] = vshrq_n_s8(v, 4);
+    }
+}
+
+// 4 activation bytes 4j..4j+3 of y, copied to all four 32-bit lanes
+#define BULLET_BCAST4(y, j) vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(y), j))
+
+// Exact int32 dot products of the 4 rows of a (group, block) with one q8 block, by widening
+// multiplies: int16 lanes hold row r's products for 4 positions; |8 * 127| * 8 = 8128 fits.
+inline int32x4_t group_block_dot(const GroupBlock& gb, const BlockQ8& x) {
+    const int8x16_t y0 = vld1q_s8(x.qs), y1 = vld1q_s8(x.qs + 16);
+    int8x16_t yb[8] = {BULLET_BCAST4(y0, 0), BULLET_BCAST4(y0, 1), BULLET_BCAST4(y0, 2), BULLET_BCAST4(y0, 3),
+                       BULLET_BCAST4(y1, 0), BULLET_BCAST4(y1, 1), BULLET_BCAST4(y1, 2), BULLET_BCAST4(y1, 3)};
+    int16x8_t lo = vmull_s8(vget_low_s8(gb.w[0]), vget_low_s8(yb[0]));  // rows 0, 1
+    int16x8_t hi = vmull_high_s8(gb.w[0], yb[0]);                       // rows 2, 3
+    for (int j = 1; j < 8; j++) {
+        lo = vmlal_s8(lo, vget_low_s8(gb.w[j]), vget_low_s8(yb[j]));
+        hi = vmlal_high_s8(hi, gb.w[j], yb[j]);
+    }
+    // [r0 r0 r1 r1] and [r2 r2 r3 r3] pairs -> [r0 r1 r2 r3]
+    return vpaddq_s32(vpaddlq_s16(lo), vpaddlq_s16(hi));
+}
+#undef BULLET_BCAST4
+
+inline void store_group(float* out, int64_t valid, float32x4_t acc) {
+    if (valid >= PACK_ROWS) {
+        vst1q_f32(out, acc);
+    } else {
+        float tmp[4];
+        vst1q_f32(tmp, acc);
+        for (int64_t r = 0; r < valid; r++) out[r] = tmp[r];
+    }
+}
+
+}  // namespace
+
+static void matvec_bq4_q8_neon(const void* wv, int64_t rows, int64_t nb, const BlockQ8* x, float* out) {
+    const uint8_t* w = (const uint8_t*)wv;
+    const int64_t groups = (rows + PACK_ROWS - 1) / PACK_ROWS;
+    for (int64_t g = 0; g < groups; g++) {
+        const uint8_t* p = w + g * nb * PACK_BLOCK;
+        float32x4_t acc = vdupq_n_f32(0.0f);
+        for (int64_t b = 0; b < nb; b++, p += PACK_BLOCK) {
+            GroupBlock gb;
+            unpack_group_block(p, gb);
+            const int32x4_t s = group_block_dot(gb, x[b]);
+            acc = vfmaq_f32(acc, vcvtq_f32_s32(s), vmulq_n_f32(vld1q_f32((const float*)(p + 64)), x[b].d));
+        }
+        store_group(out + g * PACK_ROWS, rows - g * PACK_ROWS, acc);
+    }
+}
+
+// Prefill: each (group, block) is unpacked once and applied to up to 64 tokens.
 static void matmul_bq4_q8_neon(const void* wv, int64_t rows, int64_t nb, const BlockQ8* x, int64_t T, float* out,
                                int64_t ldo) {
-    const BlockBQ4* w = (const BlockBQ4*)wv;
-    for (int64_t r = 0; r < rows; r++)  // one weight row stays in L1 across all tokens
-        for (int64_t t = 0; t < T; t++) out[t * ldo + r] = dot_bq4_q8_neon(w + r * nb, x + t * nb, nb);
+    const uint8_t* w = (const uint8_t*)wv;
+    const int64_t groups = (rows + PACK_ROWS - 1) / PACK_ROWS;
+    constexpr int64_t TT = 64;
+    float acc[TT * PACK_ROWS];
+    for (int64_t t0 = 0; t0 < T; t0 += TT) {
+        const int64_t tn = T - t0 < TT ? T - t0 : TT;
+        for (int64_t g = 0; g < groups; g++) {
+            const uint8_t* p = w + g * nb * PACK_BLOCK;
+            for (int64_t t = 0; t < tn; t++) vst1q_f32(acc + 4 * t, vdupq_n_f32(0.0f));
+            for (int64_t b = 0; b < nb; b++, p += PACK_BLOCK) {
+                GroupBlock gb;
+                unpack_group_block(p, gb);
+                const float32x4_t dw = vld1q_f32((const float*)(p + 64));
+                const BlockQ8* xb = x + t0 * nb + b;
+                for (int64_t t = 0; t < tn; t++, xb += nb) {
+                    const int32x4_t s = group_block_dot(gb, *xb);
+                    vst1q_f32(acc + 4 * t, vfmaq_f32(vld1q_f32(acc + 4 * t), vcvtq_f32_s32(s), vmulq_n_f32(dw, xb->d)));
+                }
+            }
+            for (int64_t t = 0; t < tn; t++)
+                store_group(out + (t0 + t) * ldo + g * PACK_ROWS, rows - g * PACK_ROWS, vld1q_f32(acc + 4 * t));
+        }
+    }
 }
 
 // ============================================================================

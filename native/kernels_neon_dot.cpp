@@ -9,8 +9,10 @@
 
 namespace bullet {
 
-// from kernels_neon.cpp
+// from kernels_neon.cpp (baseline code: the packed layout is shared by both NEON tables)
 float f16_scale_neon(uint16_t h);
+int64_t packed_bq4_bytes_neon(int64_t rows, int64_t nb);
+void pack_bq4_neon(const BlockBQ4* w, int64_t rows, int64_t nb, uint8_t* dst);
 void quantize_q8_neon(const float* x, BlockQ8* y, int64_t n);
 float dot_f32_neon(const float* a, const float* b, int64_t n);
 float dot_f16_neon(const uint16_t* a, const float* b, int64_t n);
@@ -41,46 +43,13 @@ static float dot_bq4_q8_neon_dot(const BlockBQ4* w, const BlockQ8* x, int64_t nb
 }
 
 // ============================================================================
-// Packed BQ4: groups of 4 rows; per (group, block) 64 bytes of nibbles + 4 f32 scales
+// Packed BQ4 (layout in kernels_neon.cpp): one sdot-by-lane adds, for each of the 4 rows (the 4
+// int32 lanes), 4 weights times the same 4 activation bytes, so the 4 rows' dot products build up
+// in one register with no horizontal sums.
 // ============================================================================
-// Chunk c (0..3, 16 bytes) of a (group, block): byte 4*r + k holds q[r][8c + k] in its low nibble
-// and q[r][8c + 4 + k] in its high nibble. One sdot-by-lane then adds, for each of the 4 rows (the
-// 4 int32 lanes), 4 weights times the same 4 activation bytes: the 4 rows' dot products build up in
-// one register with no horizontal sums. Rows past `rows` are zero with scale 0.
 
 constexpr int64_t PACK_ROWS = 4;
 constexpr int64_t PACK_BLOCK = 64 + 16;
-
-static int64_t packed_bq4_bytes_neon_dot(int64_t rows, int64_t nb) {
-    return (rows + PACK_ROWS - 1) / PACK_ROWS * nb * PACK_BLOCK;
-}
-
-static void pack_bq4_neon_dot(const BlockBQ4* w, int64_t rows, int64_t nb, uint8_t* dst) {
-    const int64_t groups = (rows + PACK_ROWS - 1) / PACK_ROWS;
-    for (int64_t g = 0; g < groups; g++) {
-        for (int64_t b = 0; b < nb; b++) {
-            uint8_t* p = dst + (g * nb + b) * PACK_BLOCK;
-            float* scales = (float*)(p + 64);
-            for (int64_t r = 0; r < PACK_ROWS; r++) {
-                const int64_t row = g * PACK_ROWS + r;
-                uint8_t q[QK];  // 4-bit two's complement nibbles
-                if (row < rows) {
-                    const BlockBQ4& blk = w[row * nb + b];
-                    for (int j = 0; j < QK / 2; j++) {
-                        q[j] = blk.qs[j] & 0x0f;
-                        q[j + QK / 2] = blk.qs[j] >> 4;
-                    }
-                    scales[r] = f16_scale_neon(blk.scale);
-                } else {
-                    for (int j = 0; j < QK; j++) q[j] = 0;
-                    scales[r] = 0.0f;
-                }
-                for (int c = 0; c < 4; c++)
-                    for (int k = 0; k < 4; k++) p[16 * c + 4 * r + k] = (uint8_t)(q[8 * c + k] | (q[8 * c + 4 + k] << 4));
-            }
-        }
-    }
-}
 
 namespace {
 
@@ -171,8 +140,8 @@ const KernelTable& kernels_neon_dot() {
         "neon_dot",
         quantize_q8_neon,
         dot_bq4_q8_neon_dot,
-        packed_bq4_bytes_neon_dot,
-        pack_bq4_neon_dot,
+        packed_bq4_bytes_neon,
+        pack_bq4_neon,
         matvec_bq4_q8_neon_dot,
         matmul_bq4_q8_neon_dot,
         dot_f32_neon,
