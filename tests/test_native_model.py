@@ -330,3 +330,30 @@ def test_two_sessions_on_two_threads_run_in_parallel():
     assert min(ratios) < 1.5, f"two threads took {min(ratios):.2f}x one thread's wall time (rounds: {ratios})"
     # and the results of parallel sessions are the same as alone
     np.testing.assert_array_equal(sessions[0].forward(5, 100), sessions[1].forward(5, 100))
+
+
+def test_one_session_used_by_two_threads_at_once_is_refused_not_corrupted(small):
+    """A session is single-threaded; the native side says so instead of racing on its cache."""
+    cfg, tensors = small
+    m = K.NativeModel(cfg, tensors)
+    s = m.new_session()
+    errors, done = [], []
+
+    def hammer():
+        for _ in range(200):
+            try:
+                s.prefill(list(range(40)), 0)
+                done.append(1)
+            except ModelError as exc:
+                errors.append(str(exc))
+
+    ths = [threading.Thread(target=hammer) for _ in range(2)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    assert len(done) + len(errors) == 400
+    assert all("session is already running a step on another thread" in e for e in errors), errors[:3]
+    # whatever interleaving happened, the session still computes the right thing
+    ref = m.new_session().prefill(list(range(40)), 0)
+    np.testing.assert_array_equal(s.prefill(list(range(40)), 0), ref)
