@@ -320,3 +320,56 @@ async def test_broker_killed_and_restarted_while_requests_flow(tmp_path, kit, br
         broker.start()
     finally:
         d.stop()
+
+
+def test_tls_with_username_and_password_from_the_config(tmp_path, kit):
+    """A broker that takes only TLS with a password: the daemon connects with the CA, user and
+    password file from its config; a wrong password leaves it disconnected (and logged) while
+    the socket keeps serving."""
+    import shutil as _sh
+    from conftest import _wait_port, free_port
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    certs = tmp_path / "certs"
+    subprocess.run(["sh", os.path.join(root, "deploy", "mosquitto", "make-certs.sh"), str(certs), "localhost",
+                    "127.0.0.1"], check=True, capture_output=True, timeout=60)
+    pw = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), "dev1", "s3cret"], check=True, capture_output=True)
+    os.chmod(pw, 0o600)
+    port = free_port()
+    conf = tmp_path / "tls.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\ncafile {certs}/ca.crt\ncertfile {certs}/server.crt\n"
+                    f"keyfile {certs}/server.key\nallow_anonymous false\npassword_file {pw}\n"
+                    # the test folder is private to root: keep root so the broker can read it
+                    "persistence false\nset_tcp_nodelay true\nuser root\n")
+    broker = subprocess.Popen([_sh.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_port(port)
+        secret = tmp_path / "mqtt.pass"
+        secret.write_text("s3cret\n")
+        base = {"model_dir": str(kit["models"]), "trust": {"keys": [str(kit["trust"])]}, "device_id": "dev1"}
+        mq = {"host": "127.0.0.1", "port": port, "username": "dev1", "password_file": str(secret),
+              "tls": {"enabled": True, "ca_file": str(certs / "ca.crt")}, "reconnect_min": 0.1, "reconnect_max": 0.5}
+        d = DaemonProc(tmp_path, {**base, "mqtt": mq}, name="tls").start()
+        try:
+            wait_connected(d)
+            with Client.mqtt("127.0.0.1", port, device="dev1", tls=True, ca_file=str(certs / "ca.crt"),
+                             username="dev1", password="s3cret", timeout=20) as c:
+                assert c.generate("x", child="math", max_tokens=2).raw["device"] == "dev1"
+        finally:
+            d.stop()
+        secret.write_text("wrong\n")
+        d = DaemonProc(tmp_path, {**base, "mqtt": mq}, name="tls-bad").start()
+        try:
+            time.sleep(1.0)
+            with d.client() as c:
+                m = c.status()["mqtt"]
+                assert m["state"] == "disconnected" and m["connects"] == 0
+                assert m["last_error"] and ("auth" in m["last_error"].lower() or "not authorized" in m["last_error"].lower()
+                                            or "bad user" in m["last_error"].lower()), m
+                assert c.generate("x", child="math", max_tokens=2).child == "math"
+        finally:
+            d.stop()
+    finally:
+        broker.terminate()
+        broker.wait(10)

@@ -545,3 +545,40 @@ def test_bad_config_exits_2_with_the_key_named(tmp_path):
 def test_client_reports_a_daemon_that_is_not_running(tmp_path):
     with pytest.raises(DaemonUnavailable, match="bulletd is not running: no socket at"):
         Client(str(tmp_path / "none.sock"))
+
+
+def test_load_and_unload_while_requests_run_never_lose_a_reply(kit, tmp_path):
+    d = DaemonProc(tmp_path, base_cfg(kit)).start()
+    results: list[str] = []
+    stop = threading.Event()
+
+    def load_loop(child):
+        with d.client(timeout=30) as c:
+            while not stop.is_set():
+                try:
+                    c.generate("go", child=child, max_tokens=8)
+                    results.append("ok")
+                except DaemonError as e:
+                    results.append(e.code)
+    threads = [threading.Thread(target=load_loop, args=(ch,)) for ch in ("math", "math", "cooking")]
+    try:
+        for t in threads:
+            t.start()
+        with d.client() as c:
+            for i in range(8):
+                c.unload("math", mode="wait")
+                c.load("math")
+                try:
+                    c.unload("cooking", mode="cancel")
+                except DaemonError as e:        # it may be reloading on demand right now
+                    assert e.code == "unknown_child"
+                time.sleep(0.02)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        d.stop()
+    assert len(results) > 20
+    # a cancelled request is the documented outcome of unload --cancel; nothing else may fail
+    assert set(results) <= {"ok", "cancelled"}, sorted(set(results))
+    assert results.count("ok") > len(results) // 2
