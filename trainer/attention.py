@@ -80,59 +80,67 @@ def flash_fwd(q, k, v, block=64):
     B, H, T, d = q.shape
     if block < 1:
         raise ValueError(f"attention block must be >= 1, got {block}")
-    scale = 1.0 / math.sqrt(d)
     ke, ve = _expand_kv(k, H), _expand_kv(v, H)
+    qs = q * q.dtype.type(1.0 / math.sqrt(d))  # fold the score scale into q once
+    kt = np.swapaxes(ke, -1, -2)
     out = np.empty_like(q)
     lse = np.empty((B, H, T), dtype=q.dtype)
     for i0 in range(0, T, block):
         i1 = min(T, i0 + block)
-        qi = q[:, :, i0:i1] * scale
+        qi = qs[:, :, i0:i1]
         m = np.full((B, H, i1 - i0, 1), -np.inf, dtype=q.dtype)
         l = np.zeros((B, H, i1 - i0, 1), dtype=q.dtype)
         acc = np.zeros((B, H, i1 - i0, d), dtype=q.dtype)
         for j0 in range(0, i1, block):  # causal: key tiles past the last query of this tile are skipped
             j1 = min(T, j0 + block, i1)
-            s = qi @ np.swapaxes(ke[:, :, j0:j1], -1, -2)  # (B, H, bi, bj)
+            s = qi @ kt[:, :, :, j0:j1]  # (B, H, bi, bj)
             if j1 > i0 + 1:  # the tile crosses the diagonal
                 s += _causal_bias(i0, i1, j0, j1, q.dtype)
             m_new = np.maximum(m, s.max(axis=-1, keepdims=True))
-            p = np.exp(s - m_new)
+            s -= m_new
+            p = np.exp(s, out=s)  # in place: the tile's probabilities (unnormalised)
             corr = np.exp(m - m_new)  # rescales what was summed under the old max
-            l = l * corr + p.sum(axis=-1, keepdims=True)
-            acc = acc * corr + p @ ve[:, :, j0:j1]
+            l *= corr
+            l += p.sum(axis=-1, keepdims=True)
+            acc *= corr
+            acc += p @ ve[:, :, j0:j1]
             m = m_new
-        out[:, :, i0:i1] = acc / l
+        np.divide(acc, l, out=out[:, :, i0:i1])
         lse[:, :, i0:i1] = (m + np.log(l))[..., 0]
     return out, lse
 
 
 def flash_bwd(do, q, k, v, out, lse, block=64):
     B, H, T, d = q.shape
-    scale = 1.0 / math.sqrt(d)
+    scale = q.dtype.type(1.0 / math.sqrt(d))
     ke, ve = _expand_kv(k, H), _expand_kv(v, H)
+    qs = q * scale
+    kt, vt = np.swapaxes(ke, -1, -2), np.swapaxes(ve, -1, -2)
     D = (do * out).sum(axis=-1, keepdims=True)  # (B, H, T, 1)
     dq = np.zeros_like(q)
     dk = np.zeros_like(ke)
     dv = np.zeros_like(ve)
     for i0 in range(0, T, block):
         i1 = min(T, i0 + block)
-        qi = q[:, :, i0:i1]
+        qi = qs[:, :, i0:i1]
         doi = do[:, :, i0:i1]
         li = lse[:, :, i0:i1, None]
         di = D[:, :, i0:i1]
         for j0 in range(0, i1, block):
             j1 = min(T, j0 + block, i1)
-            kj, vj = ke[:, :, j0:j1], ve[:, :, j0:j1]
-            s = (qi @ np.swapaxes(kj, -1, -2)) * scale
+            s = qi @ kt[:, :, :, j0:j1]
             if j1 > i0 + 1:
                 s += _causal_bias(i0, i1, j0, j1, q.dtype)
-            p = np.exp(s - li)  # recomputed, never stored across tiles
+            s -= li
+            p = np.exp(s, out=s)  # recomputed from the stored log-sum-exp, never kept across tiles
             dv[:, :, j0:j1] += np.swapaxes(p, -1, -2) @ doi
-            dp = doi @ np.swapaxes(vj, -1, -2)
-            ds = p * (dp - di)
-            ds *= scale
-            dq[:, :, i0:i1] += ds @ kj
+            ds = doi @ vt[:, :, :, j0:j1]  # dP
+            ds -= di
+            ds *= p  # dS = P * (dP - D)
+            # dq = dS K / sqrt(d); dk = dS^T Q / sqrt(d) = dS^T (Q / sqrt(d))
+            dq[:, :, i0:i1] += ds @ ke[:, :, j0:j1]
             dk[:, :, j0:j1] += np.swapaxes(ds, -1, -2) @ qi
+    dq *= scale
     return dq, _reduce_kv(dk, k.shape[1]), _reduce_kv(dv, v.shape[1])
 
 

@@ -28,53 +28,67 @@ REFERENCE = ModelArch(dim=256, n_layers=8, n_heads=4, n_kv_heads=4, hidden_dim=7
                       max_seq_len=256)
 
 
-def time_steps(arch: ModelArch, batch: int, seq: int, steps: int, warmup: int, attn_impl="flash", seed=0) -> dict:
-    model = Model(arch, seed=seed, attn_impl=attn_impl)
-    opt = AdamW(model.flat, model.flat_grad, model.decay_mask)
-    rng = np.random.default_rng(seed)
-    tf = tb = to = 0.0
-    for i in range(warmup + steps):
-        w = rng.integers(0, arch.vocab_size, size=(batch, seq + 1))
+class _Stepper:
+    """One model + optimiser; step() runs one timed training step on random tokens."""
+
+    def __init__(self, arch: ModelArch, batch: int, seq: int, attn_impl: str, seed: int = 0):
+        self.model = Model(arch, seed=seed, attn_impl=attn_impl)
+        self.opt = AdamW(self.model.flat, self.model.flat_grad, self.model.decay_mask)
+        self.rng = np.random.default_rng(seed)
+        self.arch, self.batch, self.seq = arch, batch, seq
+        self.t = np.zeros(3)
+        self.n = 0
+
+    def step(self, timed: bool = True) -> None:
+        w = self.rng.integers(0, self.arch.vocab_size, size=(self.batch, self.seq + 1))
         t0 = time.perf_counter()
-        model.zero_grad()
-        loss = model.loss(w[:, :-1], w[:, 1:])
+        self.model.zero_grad()
+        loss = self.model.loss(w[:, :-1], w[:, 1:])
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
-        clip_grad_norm(model.flat_grad, 1.0)
-        opt.step(1e-4)
+        clip_grad_norm(self.model.flat_grad, 1.0)
+        self.opt.step(1e-4)
         t3 = time.perf_counter()
-        if i >= warmup:
-            tf += t1 - t0
-            tb += t2 - t1
-            to += t3 - t2
-    n = steps
-    step = (tf + tb + to) / n
-    return {"fwd_ms": 1e3 * tf / n, "bwd_ms": 1e3 * tb / n, "opt_ms": 1e3 * to / n, "step_ms": 1e3 * step,
-            "steps_per_min": 60.0 / step, "tokens_per_s": batch * seq / step}
+        if timed:
+            self.t += (t1 - t0, t2 - t1, t3 - t2)
+            self.n += 1
+
+    def result(self) -> dict:
+        tf, tb, to = self.t / max(1, self.n)
+        step = tf + tb + to
+        return {"fwd_ms": 1e3 * tf, "bwd_ms": 1e3 * tb, "opt_ms": 1e3 * to, "step_ms": 1e3 * step,
+                "steps_per_min": 60.0 / step, "tokens_per_s": self.batch * self.seq / step, "steps": self.n}
 
 
-def gemm_floor(arch: ModelArch, batch: int, seq: int, reps: int = 10) -> dict:
+class _GemmFloor:
     """The step's GEMMs (forward, and the two backward products of each) as bare NumPy calls."""
-    N, D, hd = batch * seq, arch.dim, arch.head_dim
-    rng = np.random.default_rng(0)
-    shapes = []  # (m, k, n) for an (m,k)@(k,n) product
-    for _ in range(arch.n_layers):
-        for out, inp in (((arch.n_heads + 2 * arch.n_kv_heads) * hd, D), (D, arch.n_heads * hd),
-                         (2 * arch.hidden_dim, D), (D, arch.hidden_dim)):
-            shapes += [(N, inp, out), (N, out, inp), (out, N, inp)]  # y = xW^T, dx = dy W, dW = dy^T x
-    shapes += [(N, D, arch.vocab_size), (N, arch.vocab_size, D), (arch.vocab_size, N, D)]
-    mats = [(rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32))
-            for m, k, n in shapes]
-    for a, b in mats:
-        a @ b
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        for a, b in mats:
+
+    def __init__(self, arch: ModelArch, batch: int, seq: int):
+        N, D, hd = batch * seq, arch.dim, arch.head_dim
+        rng = np.random.default_rng(0)
+        shapes = []  # (m, k, n) for an (m,k)@(k,n) product
+        for _ in range(arch.n_layers):
+            for out, inp in (((arch.n_heads + 2 * arch.n_kv_heads) * hd, D), (D, arch.n_heads * hd),
+                             (2 * arch.hidden_dim, D), (D, arch.hidden_dim)):
+                shapes += [(N, inp, out), (N, out, inp), (out, N, inp)]  # y = xW^T, dx = dy W, dW = dy^T x
+        shapes += [(N, D, arch.vocab_size), (N, arch.vocab_size, D), (arch.vocab_size, N, D)]
+        self.mats = [(rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32))
+                     for m, k, n in shapes]
+        self.flops = sum(2 * m * k * n for m, k, n in shapes)
+        self.t, self.n = 0.0, 0
+
+    def run(self, timed: bool = True) -> None:
+        t0 = time.perf_counter()
+        for a, b in self.mats:
             a @ b
-    dt = (time.perf_counter() - t0) / reps
-    flops = sum(2 * m * k * n for m, k, n in shapes)
-    return {"gemm_ms": 1e3 * dt, "gflop": flops / 1e9, "gflops_per_s": flops / dt / 1e9}
+        if timed:
+            self.t += time.perf_counter() - t0
+            self.n += 1
+
+    def result(self) -> dict:
+        dt = self.t / max(1, self.n)
+        return {"gemm_ms": 1e3 * dt, "gflop": self.flops / 1e9, "gflops_per_s": self.flops / dt / 1e9}
 
 
 def run(steps=30, warmup=3, batch=4, seq=128, memory_seq=2048, plain=True, out=print) -> dict:
@@ -83,20 +97,32 @@ def run(steps=30, warmup=3, batch=4, seq=128, memory_seq=2048, plain=True, out=p
         f"{a.n_heads} heads, hidden {a.hidden_dim}, vocab {a.vocab_size}), batch {batch} x seq {seq}, float32")
     out(f"  cores: {os.cpu_count()}; BLAS threads: OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'default')}; "
         f"{steps} timed steps after {warmup} warm-up; figures are noisy on a shared machine")
-    r = time_steps(a, batch, seq, steps, warmup, "flash")
+    # the three measurements are interleaved step by step, so a change in the machine's load
+    # hits all of them alike and their ratios stay meaningful on a shared machine
+    flash = _Stepper(a, batch, seq, "flash")
+    plain_s = _Stepper(a, batch, seq, "plain") if plain else None
+    floor = _GemmFloor(a, batch, seq)
+    for i in range(warmup + steps):
+        timed = i >= warmup
+        flash.step(timed)
+        if plain_s is not None and (not timed or i % 3 == 0):
+            plain_s.step(timed)
+        floor.run(timed)
+    r = flash.result()
     out(f"  flash attention : {r['steps_per_min']:7.1f} steps/min  step {r['step_ms']:6.1f} ms = forward "
         f"{r['fwd_ms']:6.1f} + backward {r['bwd_ms']:6.1f} + optimiser {r['opt_ms']:5.1f} ms  "
         f"({r['tokens_per_s']:.0f} tokens/s)   target >= 150 steps/min")
     res = {"flash": r}
-    if plain:
-        p = time_steps(a, batch, seq, max(5, steps // 3), warmup, "plain")
+    if plain_s is not None:
+        p = plain_s.result()
         out(f"  plain attention : {p['steps_per_min']:7.1f} steps/min  step {p['step_ms']:6.1f} ms = forward "
-            f"{p['fwd_ms']:6.1f} + backward {p['bwd_ms']:6.1f} + optimiser {p['opt_ms']:5.1f} ms  (baseline)")
+            f"{p['fwd_ms']:6.1f} + backward {p['bwd_ms']:6.1f} + optimiser {p['opt_ms']:5.1f} ms  (baseline, "
+            f"{p['steps']} steps)")
         res["plain"] = p
-    g = gemm_floor(a, batch, seq)
+    g = floor.result()
     out(f"  GEMM floor      : {60e3 / g['gemm_ms']:7.1f} steps/min  the step's {g['gflop']:.1f} GFLOP of matrix products "
         f"alone take {g['gemm_ms']:.1f} ms ({g['gflops_per_s']:.0f} GFLOP/s) (baseline)")
-    out(f"  BLAS share of the flash step: {100 * g['gemm_ms'] / r['step_ms']:.0f}%")
+    out(f"  the flash step costs {r['step_ms'] / g['gemm_ms']:.2f}x its bare GEMMs")
     res["gemm"] = g
     if memory_seq:
         mp = peak_attention_memory("plain", memory_seq)

@@ -56,7 +56,7 @@ class TrainConfig:
     seed: int = 1337
     # -- attention kernel --
     attention: str = "flash"              # "flash" (tiled, O(T) memory) or "plain"
-    attention_block: int = 64
+    attention_block: int = 64          # tile rows/cols (64: a float32 tile of B*H*64*64 stays in cache)
     # -- data --
     text_field: str = "text"
     validation_fraction: float = 0.05

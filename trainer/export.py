@@ -156,7 +156,13 @@ def export(checkpoint, out, *, key=None, examples=None, prompts=None, vector_tok
     arch = bullet_arch(cfg)
     step = int(ck.state["step"])
     ev = ck.state.get("eval") or {}
-    training = {"trainer": TRAINER_VERSION, "config": ck.state["config"], "steps": step,
+    # the config without this machine's folders: a shipped file should not carry local paths
+    public_cfg = dict(ck.state["config"])
+    for k in ("dataset_path", "tokenizer_path"):
+        if public_cfg.get(k):
+            public_cfg[k] = Path(public_cfg[k]).name
+    public_cfg.pop("output_dir", None)
+    training = {"trainer": TRAINER_VERSION, "config": public_cfg, "steps": step,
                 "data_sha256": ck.state.get("data_sha256"), "data_file": Path(str(ck.state.get("data_path", ""))).name,
                 "val_loss": ev.get("val_loss"), "val_bpb": ev.get("val_bpb"),
                 "n_params": ck.state.get("n_params")}

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import sys
 import time
 import uuid
@@ -177,7 +178,10 @@ class Pusher:
                                     identifier=f"bullet-push-{self.push_id}",
                                     username=self.username, password=self.password,
                                     protocol=aiomqtt.ProtocolVersion.V5, keepalive=15,
-                                    max_queued_incoming_messages=4096)
+                                    max_queued_incoming_messages=4096,
+                                    # Nagle off: small "need" messages must not wait for ACKs
+                                    socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),))
+            client.pending_calls_threshold = 64   # a window of chunk publishes is normal
             try:
                 async with client:
                     self.client = client

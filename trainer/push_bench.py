@@ -185,7 +185,10 @@ def main(args) -> int:
                                        str(tmp / "bulletd.yaml")], stdout=log,
                                       stderr=subprocess.STDOUT))
         from bulletd.client import Client
-        _wait(lambda: Client(sock, timeout=5).status()["ota"]["connected"], 60,
+        def ota_up():
+            with Client(sock, timeout=5) as c:
+                return c.status()["ota"]["connected"]
+        _wait(ota_up, 60,
               "bulletd with OTA connected")
 
         rows = []
