@@ -405,6 +405,8 @@ def main(argv=None) -> int:
     b.add_argument("--chunk-size", type=parse_size, default=DEFAULT_CHUNK)
     b.add_argument("--repeat", type=int, default=3, help="pushes (versions 2..repeat+1)")
     b.add_argument("--clients", type=int, default=2, help="clients generating during pushes")
+    b.add_argument("--nodelay", action="store_true",
+                   help="run the broker with set_tcp_nodelay true (recommended for OTA)")
     b.set_defaults(func=lambda a: __import__("trainer.push_bench", fromlist=["main"]).main(a))
     args = ap.parse_args(argv)
     try:

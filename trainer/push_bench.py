@@ -153,7 +153,8 @@ def main(args) -> int:
     try:
         port = _free_port()
         (tmp / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-                                            f"persistence false\n")
+                                            f"persistence false\nmax_packet_size 1048576\n"
+                                            + ("set_tcp_nodelay true\n" if args.nodelay else ""))
         procs.append(subprocess.Popen([mosq, "-c", str(tmp / "mosquitto.conf")],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         _wait(lambda: socket.create_connection(("127.0.0.1", port), 0.2).close() or True, 10,
@@ -214,7 +215,8 @@ def main(args) -> int:
             time.sleep(0.3)
         mb = size / 1e6
         med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-        print(f"\nOTA push over loopback: {mb:.2f} MB child, chunks of {args.chunk_size // 1024} KiB "
+        print(f"\nbroker: mosquitto, set_tcp_nodelay {'true' if args.nodelay else 'false (default)'}")
+        print(f"OTA push over loopback: {mb:.2f} MB child, chunks of {args.chunk_size // 1024} KiB "
               f"({rows[0]['chunks']} chunks), {len(rows)} pushes, {args.clients} clients "
               f"generating throughout (median of pushes; noisy shared machine)")
         print(f"  push, offer -> installed        {med['push'] * 1e3:8.1f} ms   "

@@ -28,10 +28,11 @@ from bulletd.errors import BulletError
 PROTOCOL_VERSION = 1
 CONTENT_TYPE = "application/msgpack"
 
-# Chunk sizes the receiver accepts. The upper bound keeps one chunk far below a typical broker
-# max_packet_size (about 1 MiB, see the field notes), the lower bound keeps the chunk count sane.
+# Chunk sizes the receiver accepts. The upper bound keeps one chunk message well below a broker
+# max_packet_size of 1 MiB (deploy/mosquitto sets that; paho does not check it, and an oversize
+# packet gets the client disconnected); the lower bound keeps the chunk count sane.
 MIN_CHUNK = 1024
-MAX_CHUNK = 1024 * 1024
+MAX_CHUNK = 512 * 1024
 MAX_CHUNKS = 1 << 16
 
 # Push states, in the order a successful push goes through them.

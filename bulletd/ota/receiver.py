@@ -27,6 +27,7 @@ import os
 import random
 import re
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,7 @@ class _Active:
     duplicates: int = 0
     bad_chunks: int = 0
     finishing: bool = False
+    flushing: asyncio.Future | None = None           # the background fsync of a window
 
 
 class OtaReceiver:
@@ -198,7 +200,10 @@ class OtaReceiver:
                     username=c.username, password=c.password,
                     protocol=aiomqtt.ProtocolVersion.V5, keepalive=c.keepalive,
                     will=aiomqtt.Will(self.topic("state"), state_offline, qos=1, retain=True),
-                    max_queued_incoming_messages=4096)
+                    max_queued_incoming_messages=4096,
+                    # paho leaves Nagle on: each small "need" would wait ~40 ms for a delayed ACK
+                    socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),))
+                client.pending_calls_threshold = 64   # a window of publishes is normal here
                 try:
                     async with client:
                         self.client = client
@@ -233,9 +238,13 @@ class OtaReceiver:
             resume.cancel()
             for t in list(self._tasks):
                 t.cancel()
-            if self.active:
-                self._flush_quietly(self.active)
-                self.active.transfer.close()
+            a = self.active
+            if a is not None and (a.flushing is None or a.flushing.done()):
+                try:   # keep what arrived; a flush still running on its thread does the same
+                    a.transfer.flush()
+                except OtaError as exc:
+                    log.warning("OTA: %s", exc)
+                a.transfer.close()
 
     async def _dispatch(self, msg) -> None:
         topic = msg.topic.value
@@ -468,7 +477,9 @@ class OtaReceiver:
         if a is None or a.finishing or self.client is None:
             return
         room = self.config.window - len(a.inflight)
-        if room <= 0:
+        # ask in batches of half a window: fewer, fuller "need" messages keep the pipe busy
+        # even through a broker that leaves Nagle on (mosquitto's default)
+        if room < max(1, self.config.window // 2):
             return
         seqs = a.transfer.missing(room, skip=set(a.inflight))
         if not seqs:
@@ -504,15 +515,16 @@ class OtaReceiver:
             if not t.write_chunk(seq, data):
                 a.duplicates += 1
             failpoint("after_chunk")
-            if t.dirty >= self.config.window or t.complete:
-                t.flush()
-                failpoint("after_flush")
         except OtaError as exc:
             await self._reject(a, exc, keep_partial=False)
             return
         if t.complete:
-            self._finish(a)
+            self._finish(a)   # its first step waits for the flushes and makes the last one
             return
+        if t.dirty >= self.config.window and (a.flushing is None or a.flushing.done()):
+            # fsync on a worker thread: the daemon's loop keeps serving requests meanwhile
+            a.flushing = asyncio.ensure_future(asyncio.to_thread(t.commit_flush, t.begin_flush()))
+            a.flushing.add_done_callback(lambda f, a=a: self._flush_done(a, f))
         if time.monotonic() - a.last_status > 0.5:
             a.last_status = time.monotonic()
             await self._status(a.push_id, P.RECEIVING, manifest=a.signed["manifest"],
@@ -536,14 +548,34 @@ class OtaReceiver:
                     del a.inflight[s]
                 await self._pump()
 
-    def _flush_quietly(self, a: _Active) -> None:
+    def _flush_done(self, a: _Active, fut: asyncio.Future) -> None:
+        if fut.cancelled() or fut.exception() is None:
+            return
+        exc = fut.exception()
+        if self.active is a and not a.finishing:
+            if not isinstance(exc, OtaError):
+                exc = OtaError("internal", f"{type(exc).__name__}: {exc}")
+            task = asyncio.ensure_future(self._reject(a, exc, keep_partial=False))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _settle(self, a: _Active) -> None:
+        """Wait for a running background flush, then flush what is left (on a thread)."""
+        if a.flushing is not None:
+            try:
+                await a.flushing
+            except OtaError:
+                pass
+        await asyncio.to_thread(a.transfer.flush)
+
+    async def _settle_quietly(self, a: _Active) -> None:
         try:
-            a.transfer.flush()
+            await self._settle(a)
         except OtaError as exc:
             log.warning("OTA: %s", exc)
 
     async def _stall(self, a: _Active, why: str) -> None:
-        self._flush_quietly(a)
+        await self._settle_quietly(a)
         a.transfer.close()
         if self.active is a:
             self.active = None
@@ -556,7 +588,7 @@ class OtaReceiver:
     async def _reject(self, a: _Active, exc: OtaError, *, keep_partial: bool) -> None:
         t = a.transfer
         if keep_partial:
-            self._flush_quietly(a)
+            await self._settle_quietly(a)
             t.close()
         else:
             t.remove()
@@ -606,6 +638,7 @@ class OtaReceiver:
         manifest = a.signed["manifest"]
         try:
             async with self._install_lock():
+                await self._settle(a)
                 elapsed = time.monotonic() - a.started
                 await self._status(a.push_id, P.RECEIVED, manifest=manifest, have=t.have,
                                    total=t.total, duplicates=a.duplicates,

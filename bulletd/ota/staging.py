@@ -230,16 +230,30 @@ class Transfer:
         self.dirty += 1
         return True
 
-    def flush(self) -> None:
-        """fsync the data, then save the bitmap: a bit is set on disk only for durable data."""
+    def begin_flush(self) -> bytes | None:
+        """Snapshot the bitmap for a flush (on the event loop). Every chunk in the snapshot was
+        written before it was taken, so the fsync that follows covers it."""
         if not self.dirty:
-            return
+            return None
+        snap = bytes(self.bits)
+        self.dirty = 0
+        return snap
+
+    def commit_flush(self, snap: bytes) -> None:
+        """fsync the data, then save the snapshot (may run on a worker thread): a bit is set on
+        disk only for durable data."""
         try:
             os.fsync(self.fd)
-            atomic_write(self.bits_path, bytes(self.bits))
+            atomic_write(self.bits_path, snap)
         except OSError as exc:
+            self.dirty += 1   # the next flush tries again
             raise io_error(f"saving progress of {self.part}", exc) from exc
-        self.dirty = 0
+        failpoint("after_flush")
+
+    def flush(self) -> None:
+        snap = self.begin_flush()
+        if snap is not None:
+            self.commit_flush(snap)
 
     def close(self) -> None:
         if self.fd is not None:
