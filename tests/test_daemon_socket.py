@@ -153,7 +153,7 @@ def test_a_peer_that_is_not_admin_cannot_load_or_unload(kit, tmp_path):
     sockdir = Path(f"/tmp/bulletd-test-{os.getpid()}-{time.monotonic_ns()}")
     sockdir.mkdir(mode=0o755)
     try:
-        cfg = base_cfg(kit, socket={"path": str(sockdir / "b.sock"), "mode": 0o666})
+        cfg = base_cfg(kit, socket={"path": str(sockdir / "b.sock"), "mode": 0o666, "group": "nogroup"})
         d = DaemonProc(tmp_path, cfg)
         d.sock = str(sockdir / "b.sock")
         d.cfg_path.write_text(yaml.safe_dump({**cfg, "log_level": "debug", "scheduler": {"workers": 2}}))
@@ -173,6 +173,20 @@ def test_a_peer_that_is_not_admin_cannot_load_or_unload(kit, tmp_path):
             with d.client() as c:                         # root is an admin; math is still loaded
                 assert "math" in [k["name"] for k in c.list() if k.get("loaded", True)]
             assert oct(os.stat(d.sock).st_mode & 0o777) == oct(0o666)
+            assert os.stat(d.sock).st_gid == 65534                 # socket.group: nogroup
+        finally:
+            d.stop()
+        # the same peer becomes an admin through socket.admin_groups
+        cfg["socket"]["admin_groups"] = ["nogroup"]
+        d.cfg_path.write_text(yaml.safe_dump({**cfg, "log_level": "debug", "scheduler": {"workers": 2}}))
+        d.start()
+        try:
+            p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                "/usr/bin/python3", "-c", script, d.sock,
+                                frame({"op": "unload", "name": "math", "id": 3}).hex()],
+                               capture_output=True, text=True, timeout=30)
+            reply = bytes.fromhex(p.stdout)
+            assert b"unloaded" in reply and b"forbidden" not in reply, reply
         finally:
             d.stop()
     finally:

@@ -312,12 +312,12 @@ class Registry:
             model, header, signer, closer, ms = await self._open(path)
             child = Child(rname, path, model, size, str(header.get("provenance", {}).get("version", "0")),
                           signer, header, load_ms=ms, _closer=closer)
-            # budget may have changed while we were loading (other loads); evict again if needed
+            self.children[rname] = child
+            # other loads may have finished while this one ran: evict idle others if now over
             try:
-                await self._make_room(0)
+                await self._make_room(0, keep=rname)
             except RequestError:
                 pass
-            self.children[rname] = child
             self.known.setdefault(rname, path)
             log.info("loaded child %s v%s from %s (%d bytes, signer %s) in %.1f ms",
                      rname, child.version, path, size, signer or "none (unsigned)", ms)
