@@ -37,11 +37,12 @@ const KernelTable& table(const std::string& path) {
 int64_t cfg_int(const py::dict& c, const char* key) {
     if (!c.contains(key)) throw std::invalid_argument(std::string("config: missing '") + key + "'");
     py::object v = c[key];
-    if (!py::isinstance<py::int_>(v) || py::isinstance<py::bool_>(v))
+    // Python ints and NumPy integer scalars (anything with __index__), but not bools
+    if (py::isinstance<py::bool_>(v) || !PyIndex_Check(v.ptr()))
         throw std::invalid_argument(std::string("config ") + key + ": expected an integer, found " +
                                     std::string(py::str(py::type::of(v).attr("__name__"))));
     try {
-        return v.cast<int64_t>();
+        return py::int_(v).cast<int64_t>();
     } catch (const py::cast_error&) {
         throw std::invalid_argument(std::string("config ") + key + ": integer out of range");
     }

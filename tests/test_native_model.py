@@ -144,6 +144,12 @@ def test_scalar_and_simd_paths_agree_on_a_model():
         check_q8(f"{p} vs scalar", outs["scalar"], outs[p])
 
 
+def test_numpy_integer_config_values_are_accepted(small):
+    cfg, tensors = small
+    s = K.NativeModel({k: np.int64(v) for k, v in cfg.items()}, tensors).new_session()
+    assert s.forward(np.int64(3), np.int32(0)).shape == (300,)
+
+
 def test_kv_cache_bytes_reported():
     cfg = SHAPES["gqa_h172"]
     s = K.NativeModel(cfg, random_lm(cfg, 0)).new_session()
@@ -219,6 +225,9 @@ def _replace(tensors, **kw):
     (lambda c, t: (dict(c, n_kv_heads=8), t), r"n_kv_heads: expected an integer in \[1, 4\], found 8"),
     (lambda c, t: (dict(c, dim=-64), t), r"config dim: expected an integer in \[1, 65536\], found -64"),
     (lambda c, t: (dict(c, dim=64.0), t), "config dim: expected an integer, found float"),
+    (lambda c, t: (dict(c, dim=True), t), "config dim: expected an integer, found bool"),
+    (lambda c, t: (dict(c, dim=2 ** 80), t), "config dim: integer out of range"),
+    (lambda c, t: (dict(c, tied_embeddings="yes"), t), "tied_embeddings: expected true or false"),
     (lambda c, t: (dict(c, vocab_size=2 ** 40), t), r"vocab_size: expected an integer in"),
     (lambda c, t: (dict(c, max_seq_len=1 << 20, n_layers=4000), t), r"KV cache would need"),
     (lambda c, t: ({k: v for k, v in c.items() if k != "hidden_dim"}, t), "config: missing 'hidden_dim'"),
