@@ -80,6 +80,8 @@ class RegistryConfig:
     load_on_demand: bool = True          # a request for a known but unloaded child loads it
     unload_mode: str = "wait"            # "wait" for running requests, or "cancel" them
     unload_timeout: float = 30.0         # seconds "wait" waits before giving up (code busy)
+    session_idle: float = 30.0           # free a child's cached session (KV cache, prompt reuse) after
+                                         # this many idle seconds; 0 = keep it while loaded
 
 
 @dataclass(frozen=True)
@@ -274,6 +276,8 @@ def validate(cfg: Config) -> Config:
         bad("registry.memory_budget_mb", "a number > 0", r.memory_budget_mb)
     if r.keep_alive < 0:
         bad("registry.keep_alive", "seconds >= 0 (0 = forever)", r.keep_alive)
+    if r.session_idle < 0:
+        bad("registry.session_idle", "seconds >= 0 (0 = keep)", r.session_idle)
     if r.unload_mode not in ("wait", "cancel"):
         bad("registry.unload_mode", "wait or cancel", r.unload_mode)
     if cfg.router.threshold > 1:

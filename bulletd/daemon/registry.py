@@ -63,6 +63,7 @@ class Child:
     load_ms: float = 0.0
     leases: set = field(default_factory=set)
     retired: bool = False
+    session_released: bool = False
     _closer: Callable[[], None] | None = None
 
     @property
@@ -397,6 +398,7 @@ class Registry:
             child = self.children.get(name, child)
         lease = Lease(child)
         child.leases.add(lease)
+        child.session_released = False
         child.requests += 1
         child.last_used = time.time()
         return lease
@@ -470,6 +472,22 @@ class Registry:
             log.info("keep-alive: unloading %s, idle for %.1f s", c.name, now - c.last_used)
             self._remove(c)
         return [c.name for c in gone]
+
+    def release_sessions(self, idle_s: float, now: float | None = None) -> list[str]:
+        """Free the cached session (KV cache kept for prompt-prefix reuse) of children idle for
+        idle_s seconds. The next request simply allocates a new one."""
+        if idle_s <= 0:
+            return []
+        now = time.time() if now is None else now
+        done = []
+        for c in self.children.values():
+            if c.active == 0 and not c.session_released and now - c.last_used > idle_s:
+                rel = getattr(c.model, "release_idle", None)
+                if callable(rel):
+                    rel()
+                c.session_released = True
+                done.append(c.name)
+        return done
 
     def cancel_all(self, reason: str) -> int:
         n = 0

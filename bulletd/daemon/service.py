@@ -361,8 +361,11 @@ class Daemon:
 
     async def _keepalive_loop(self) -> None:
         while True:
-            await asyncio.sleep(max(0.5, min(self.cfg.registry.keep_alive / 4 or 5.0, 5.0)))
+            r = self.cfg.registry
+            periods = [p / 4 for p in (r.keep_alive, r.session_idle) if p > 0] or [5.0]
+            await asyncio.sleep(max(0.25, min(min(periods), 5.0)))
             self.registry.expire_idle()
+            self.registry.release_sessions(r.session_idle)
 
     async def _watchdog_loop(self, period: float) -> None:
         # a healthy loop pings at half the period; a wedged loop (CPU work on it, a deadlock)
