@@ -118,3 +118,34 @@ def test_parse_request_accepts_full_generate():
                       LIMITS)
     assert (r.op, r.id, r.child, r.stream, r.deadline) == ("generate", 7, "stories", True, 2.0)
     assert r.settings == {"max_tokens": 5, "temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 3, "stop": ("END",)}
+
+
+def test_journal_lines_carry_the_syslog_priority():
+    import logging
+    from bulletd.daemon.lifecycle import JournalFormatter
+    f = JournalFormatter("%(message)s")
+    rec = logging.LogRecord("bulletd.mqtt", logging.WARNING, __file__, 1, "lost\nsecond line", None, None)
+    assert f.format(rec) == "<4>bulletd.mqtt: lost\n<4>bulletd.mqtt: second line"
+    rec = logging.LogRecord("bulletd", logging.INFO, __file__, 1, "ready", None, None)
+    assert f.format(rec) == "<6>bulletd: ready"
+
+
+def test_notifier_speaks_to_an_abstract_socket_and_honours_watchdog_pid():
+    import os
+    import socket
+    from bulletd.daemon.lifecycle import Notifier
+    name = f"bulletd-test-{os.getpid()}"
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind("\0" + name)
+    rx.settimeout(2)
+    try:
+        n = Notifier({"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())})
+        assert n.enabled and n.watchdog_period == 2.0
+        assert n.ready("serving")
+        assert rx.recv(100).decode() == f"READY=1\nSTATUS=serving\nMAINPID={os.getpid()}"
+        n.close()
+    finally:
+        rx.close()
+    assert Notifier({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"}).watchdog_period is None
+    off = Notifier({})
+    assert not off.enabled and off.notify("READY=1") is False
