@@ -7,10 +7,12 @@
 //   driver                         run all checks
 //   driver --expect-path neon_dot  also fail unless the automatic dispatch chose this path
 //   driver --bench [PATH]          decode/prefill timing of a random REFERENCE model per path
-//   driver --force-neon-dot        run an sdot kernel without asking the CPU first (on a CPU without
-//                                  dotprod this must die of SIGILL: it shows why dispatch matters)
+//   driver --force PATH            run one kernel of table PATH (neon_dot, avx2) without asking the
+//                                  CPU first: on a CPU without the feature it must die of SIGILL,
+//                                  which shows that the dispatch is what keeps a build portable
 //
-// Built natively or cross-compiled by tests/arm/test_arm_driver.py:
+// Built natively or cross-compiled by tests/arm/test_arm_driver.py, and also run under
+// qemu-x86_64 -cpu Nehalem (no AVX: must pick scalar) and -cpu Haswell (AVX2):
 //   aarch64-linux-gnu-g++ -O2 -std=c++17 -static -Inative tests/arm/driver.cpp native/{kernels_ref,
 //     bq4_ref,dispatch,model,kernels_neon}.cpp + native/kernels_neon_dot.cpp (-march=armv8.2-a+dotprod)
 //   qemu-aarch64 -cpu cortex-a72 ./driver --expect-path neon       (no dotprod)
@@ -340,21 +342,29 @@ int main(int argc, char** argv) {
             bench(i + 1 < argc ? argv[i + 1] : nullptr);
             return 0;
         }
-        if (std::strcmp(argv[i], "--force-neon-dot") == 0) {
+        if (std::strcmp(argv[i], "--force") == 0 && i + 1 < argc) {
+            // Run one SIMD kernel of the named table without asking the CPU first.
+            const KernelTable* k = nullptr;
 #if defined(__aarch64__)
+            if (std::strcmp(argv[i + 1], "neon_dot") == 0) k = &kernels_neon_dot();
+            if (std::strcmp(argv[i + 1], "neon") == 0) k = &kernels_neon();
+#endif
+#if defined(__x86_64__) && defined(BULLET_HAVE_AVX2)
+            if (std::strcmp(argv[i + 1], "avx2") == 0) k = &kernels_avx2();
+#endif
+            if (!k) {
+                std::printf("no table %s in this build\n", argv[i + 1]);
+                return 2;
+            }
             Rng r(1);
             std::vector<BlockBQ4> w = rand_bq4(r, 1, 64);
             std::vector<float> x = randn(r, 64);
             std::vector<BlockQ8> q(2);
             quantize_q8_ref(x.data(), q.data(), 64);
-            const float got = kernels_neon_dot().dot_bq4_q8(w.data(), q.data(), 2);
+            const float got = k->dot_bq4_q8(w.data(), q.data(), 2);
             const float want = dot_bq4_q8_ref(w.data(), q.data(), 2);
-            std::printf("ran sdot: %.6g (reference %.6g)\n", got, want);
+            std::printf("ran %s: %.6g (reference %.6g)\n", k->name, got, want);
             return std::fabs(got - want) <= 1e-4f * (1 + std::fabs(want)) ? 0 : 1;
-#else
-            std::printf("not an aarch64 build\n");
-            return 2;
-#endif
         }
         if (std::strcmp(argv[i], "--expect-path") == 0 && i + 1 < argc) expect = argv[++i];
     }
