@@ -596,3 +596,29 @@ def test_load_and_unload_while_requests_run_never_lose_a_reply(kit, tmp_path):
     # a cancelled request is the documented outcome of unload --cancel; nothing else may fail
     assert set(results) <= {"ok", "cancelled"}, sorted(set(results))
     assert results.count("ok") > len(results) // 2
+
+
+def test_unreadable_trusted_key_fails_start_with_its_path(tmp_path):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "broken.pem").write_text("-----BEGIN PUBLIC KEY-----\nnope\n")
+    r = subprocess.run([sys.executable, "-m", "bulletd.daemon", "--trust", str(keys), "--socket",
+                        str(tmp_path / "s.sock"), "--models", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "cannot start" in r.stderr and "broken.pem" in r.stderr
+
+
+def test_sighup_with_a_broken_config_keeps_the_running_one(kit, tmp_path):
+    d = DaemonProc(tmp_path, base_cfg(kit)).start()
+    try:
+        good = d.cfg_path.read_text()
+        d.cfg_path.write_text(good + "registry: {unload_mode: sometimes}\n")
+        d.signal(signal.SIGHUP)
+        end = time.monotonic() + 10
+        while time.monotonic() < end and "reload failed" not in d.log():
+            time.sleep(0.05)
+        assert "reload failed, keeping the running config" in d.log()
+        assert "registry.unload_mode: expected wait or cancel" in d.log()
+        assert raw_request(d.sock, {"op": "generate", "child": "math", "prompt": "x", "max_tokens": 2})[-1]["ok"]
+    finally:
+        d.stop()

@@ -143,6 +143,8 @@ class Scheduler:
                 msg = f"deadline of {deadline:.3g} s passed after {ntok} generated token(s)"
             elif lease.reason == "shutting_down":
                 msg = f"the daemon is stopping; cancelled after {ntok} token(s)"
+            elif lease.reason == "client_gone":
+                msg = f"the requester stopped reading; cancelled after {ntok} token(s)"
             else:
                 msg = f"child {lease.child.name!r} was unloaded with cancel after {ntok} token(s)"
             raise RequestError(code, msg)

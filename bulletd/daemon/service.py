@@ -312,7 +312,14 @@ class Daemon:
             log.warning("socket settings changed; they take effect at the next restart")
         self.cfg = new
         reg = self.registry
-        reg.trust = load_trust_store(new.trust.keys)
+        try:
+            trust = load_trust_store(new.trust.keys)
+        except BulletError as exc:
+            self.cfg = old
+            log.error("reload failed, keeping the running config: trust.keys: %s", exc)
+            self.notifier.notify("READY=1", "STATUS=reload failed; running with the previous config")
+            raise RequestError("bad_request", f"reload failed: trust.keys: {exc}") from None
+        reg.trust = trust
         reg.allow_unsigned = new.trust.allow_unsigned
         reg.budget = int(new.registry.memory_budget_mb * (1 << 20))
         reg.keep_alive = new.registry.keep_alive
@@ -465,11 +472,15 @@ def run_daemon(cfg: Config, config_path: str | None, overrides: dict | None = No
     tune_malloc()
 
     async def main() -> int:
-        d = Daemon(cfg, config_path)
+        try:
+            d = Daemon(cfg, config_path)
+        except (BulletError, OSError) as exc:   # e.g. an unreadable or malformed trusted key
+            log.error("cannot start: %s", exc)
+            return 1
         d.cli_overrides = overrides or {}
         try:
             return await d.run()
-        except BulletError as exc:
+        except (BulletError, OSError) as exc:
             log.error("cannot start: %s", exc)
             d.notifier.notify(f"STATUS=failed: {exc}", "ERRNO=1")
             return 1
