@@ -213,6 +213,22 @@ def test_truncated_push_resumes_sending_only_what_is_missing(tmp_path, broker):
         rx.stop()
 
 
+def test_resumed_push_with_another_chunk_size_sends_only_what_is_missing(tmp_path, broker):
+    keys = Keys(tmp_path)
+    f = make_child(tmp_path / "k.bullet", keys.key, version="1")
+    rx = ReceiverProc(tmp_path, broker, extra=["--stall-timeout", "30"]).start()
+    try:
+        p1 = push(f, broker, FaultyPusher, stop_after=8, timeout=2.5)   # 8 x 4 KiB durable
+        assert outcome(p1).chunks_sent == 8
+        p2 = push(f, broker, chunk_size=8192)                           # 4 x 8 KiB are there
+        o = outcome(p2)
+        assert o.state == "installed", o.message
+        assert o.chunks_sent == p2.n_chunks - 4
+        assert (rx.models / "kid.bullet").read_bytes() == f.read_bytes()
+    finally:
+        rx.stop()
+
+
 def test_truncated_push_survives_a_receiver_restart(tmp_path, broker):
     keys = Keys(tmp_path)
     f = make_child(tmp_path / "k.bullet", keys.key, version="1")
@@ -222,9 +238,9 @@ def test_truncated_push_survives_a_receiver_restart(tmp_path, broker):
         assert outcome(p1).chunks_sent == 16
         rx.stop()
         rx.start()
-        p2 = push(f, broker)
+        p2 = push(f, broker, chunk_size=8192)   # and with another chunk size: 16 x 4 KiB = 8 x 8 KiB
         assert outcome(p2).state == "installed"
-        assert outcome(p2).chunks_sent == p2.n_chunks - 16
+        assert outcome(p2).chunks_sent == p2.n_chunks - 8
     finally:
         rx.stop()
 

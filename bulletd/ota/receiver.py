@@ -381,6 +381,12 @@ class OtaReceiver:
                 a.push_id = push_id
                 a.inflight.clear()
                 a.last_chunk = time.monotonic()
+                if not a.finishing and msg["chunk_size"] != a.transfer.chunk_size:
+                    # the new pusher numbers chunks differently: re-map what is durable
+                    await self._settle(a)
+                    a.transfer.close()
+                    a.transfer = self._rechunk(a.transfer, msg["chunk_size"], signed, push_id)
+                    a.transfer.open()
                 if not a.finishing:
                     await self._status(push_id, P.RECEIVING, manifest=manifest,
                                        have=a.transfer.have, total=a.transfer.total,
