@@ -3,7 +3,8 @@ every kernel it runs (the executable specification the parity tests hold each pa
 
 Native side (C++, native/): kernels in four variants (scalar reference, avx2, neon, neon_dot)
 behind a dispatch table filled once from the CPU's features; BULLET_KERNEL=scalar forces the
-reference path. `NativeModel(config, tensors)` wraps `_native.Model`, `NativeSession(model)` wraps
+reference path. The SIMD paths repack each BQ4 matrix once at load into row groups (8 rows for
+AVX2, 4 for NEON) so one vector op serves several rows; the scalar path reads the mapped blocks. `NativeModel(config, tensors)` wraps `_native.Model`, `NativeSession(model)` wraps
 `_native.Session` (its own KV cache; forward/prefill release the GIL) and turn the native module's
 ValueError/RuntimeError into ModelError.
 
@@ -92,7 +93,14 @@ class NativeModel:
 
     @property
     def weight_bytes(self) -> int:
+        """Bytes of the borrowed weight arrays (the mapped file's tensors)."""
         return self._m.weight_bytes
+
+    @property
+    def packed_bytes(self) -> int:
+        """Bytes the kernel path allocated for its repacked copy of the BQ4 matrices (read at run
+        time instead of the mapped blocks; 0 on the scalar path)."""
+        return self._m.packed_bytes
 
     def new_session(self, prefill_chunk: int = 64) -> "NativeSession":
         return NativeSession(self, prefill_chunk)
@@ -292,7 +300,7 @@ def bench_forward(config: dict, tensors: dict, kernel: str = "auto", n_decode: i
         best_pre = min(best_pre, time.perf_counter() - t0)
     return {"kernel_path": m.kernel_path, "decode_tok_s": n_decode / best_dec, "prefill_ms": best_pre * 1e3,
             "prefill_tok_s": prompt_len / best_pre, "kv_cache_bytes": s.kv_cache_bytes,
-            "scratch_bytes": s.scratch_bytes, "weight_bytes": m.weight_bytes}
+            "scratch_bytes": s.scratch_bytes, "weight_bytes": m.weight_bytes, "packed_bytes": m.packed_bytes}
 
 
 def main(argv=None) -> int:

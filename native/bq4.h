@@ -24,8 +24,7 @@ static_assert(sizeof(BlockBQ4) == 20, "BQ4 block must be 20 bytes");
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
 
-// Scalar references: the definition every SIMD variant is checked against.
+// Scalar reference: weights of a row of n / 32 blocks (embedding lookup, tests).
 void bq4_dequantize_row_ref(const BlockBQ4* blocks, float* out, int64_t n);   // n % 32 == 0
-float bq4_dot_f32_ref(const BlockBQ4* blocks, const float* x, int64_t n);     // n % 32 == 0
 
 }  // namespace bullet

@@ -1,4 +1,4 @@
-// Scalar reference kernels for BQ4. They fix the layout, rounding and nibble order.
+// f16 <-> f32 conversion and BQ4 dequantisation (scalar). They fix the layout and nibble order.
 #include "bq4.h"
 
 #include <cstring>
@@ -64,19 +64,6 @@ void bq4_dequantize_row_ref(const BlockBQ4* blocks, float* out, int64_t n) {
             out[b * QK + j + QK / 2] = d * (float)nib_hi(blocks[b].qs[j]);
         }
     }
-}
-
-float bq4_dot_f32_ref(const BlockBQ4* blocks, const float* x, int64_t n) {
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / QK; b++) {
-        float s = 0.0f;
-        const float* xb = x + b * QK;
-        for (int j = 0; j < QK / 2; j++) {
-            s += xb[j] * (float)nib_lo(blocks[b].qs[j]) + xb[j + QK / 2] * (float)nib_hi(blocks[b].qs[j]);
-        }
-        sum += s * f16_to_f32(blocks[b].scale);
-    }
-    return sum;
 }
 
 }  // namespace bullet

@@ -152,20 +152,6 @@ Model::Model(const Config& c, const std::map<std::string, TensorView>& t, const 
         L.w2 = get_matrix(t, p + "w2", D, H, &weight_bytes);
         L.w3 = get_matrix(t, p + "w3", H, D, &weight_bytes);
     }
-    const int64_t half = cfg.head_dim() / 2;
-    if (cfg.max_seq_len * half <= (int64_t)1 << 22) {  // at most 32 MiB for both tables
-        rope_cos.resize(cfg.max_seq_len * half);
-        rope_sin.resize(cfg.max_seq_len * half);
-        for (int64_t p = 0; p < cfg.max_seq_len; p++) rope_angles(cfg, p, &rope_cos[p * half], &rope_sin[p * half]);
-    }
-    if (cfg.tied) {
-        pack(tok_embd);
-        output = tok_embd;
-    } else {
-        pack(output);
-    }
-    for (Layer& L : layers)
-        for (Matrix* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w1, &L.w2, &L.w3}) pack(*m);
     // Names we do not know point at a file we do not understand: refuse rather than ignore.
     const size_t expected = 2 + (cfg.tied ? 0 : 1) + 9 * (size_t)cfg.n_layers;
     if (t.size() != expected) {
@@ -185,6 +171,21 @@ Model::Model(const Config& c, const std::map<std::string, TensorView>& t, const 
             if (!known) throw std::invalid_argument("tensor " + n + ": not part of an lm model with this config");
         }
     }
+    // Validated: build the RoPE table and the kernel path's packed copies of the BQ4 matrices.
+    const int64_t half = cfg.head_dim() / 2;
+    if (cfg.max_seq_len * half <= (int64_t)1 << 22) {  // at most 32 MiB for both tables
+        rope_cos.resize(cfg.max_seq_len * half);
+        rope_sin.resize(cfg.max_seq_len * half);
+        for (int64_t p = 0; p < cfg.max_seq_len; p++) rope_angles(cfg, p, &rope_cos[p * half], &rope_sin[p * half]);
+    }
+    if (cfg.tied) {
+        pack(tok_embd);
+        output = tok_embd;
+    } else {
+        pack(output);
+    }
+    for (Layer& L : layers)
+        for (Matrix* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w1, &L.w2, &L.w3}) pack(*m);
 }
 
 void Model::pack(Matrix& m) {

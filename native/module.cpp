@@ -152,6 +152,8 @@ PYBIND11_MODULE(_native, m) {
         .def(py::init(&make_model), py::arg("config"), py::arg("tensors"), py::arg("kernel") = "auto")
         .def_property_readonly("kernel_path", [](const PyModel& p) { return std::string(p.core->k->name); })
         .def_property_readonly("weight_bytes", [](const PyModel& p) { return p.core->weight_bytes; })
+        .def_property_readonly("packed_bytes", [](const PyModel& p) { return p.core->packed_bytes; },
+                               "bytes of the kernel path's repacked BQ4 copies (0 on the scalar path)")
         .def_property_readonly("vocab_size", [](const PyModel& p) { return p.core->cfg.vocab_size; })
         .def_property_readonly("max_seq_len", [](const PyModel& p) { return p.core->cfg.max_seq_len; })
         .def_property_readonly("config", [](const PyModel& p) { return p.config; });
