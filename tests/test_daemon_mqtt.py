@@ -373,3 +373,36 @@ def test_tls_with_username_and_password_from_the_config(tmp_path, kit):
     finally:
         broker.terminate()
         broker.wait(10)
+
+
+async def test_repeated_and_retained_requests_are_not_served_twice(tmp_path, kit, broker):
+    d = mqtt_daemon(tmp_path, kit, broker)
+    try:
+        async with Raw(broker) as r:
+            req = {"child": "math", "prompt": "x", "max_tokens": 2}
+            await r.send("bullet/dev1/req", req, corr=b"same")
+            await r.send("bullet/dev1/req", req, corr=b"same")         # what a redelivery looks like
+            await r.send("bullet/dev1/req", req, corr=b"other")
+            await r.wait(lambda: r.finals(b"same") and r.finals(b"other"))
+            await asyncio.sleep(0.5)
+            assert len(r.finals(b"same")) == 1 and len(r.finals(b"other")) == 1
+            with d.client() as c:
+                assert c.status()["mqtt"]["duplicates"] == 1
+            # a retained request reaches every new subscription (with the retain flag set): a
+            # daemon subscribing for the first time must not run it
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = r.reply
+            props.CorrelationData = b"kept"
+            await r.c.publish("bullet/devR/req", msgpack.packb(req), qos=1, retain=True, properties=props)
+            d2 = mqtt_daemon(tmp_path, kit, broker, device="devR", name="devR")
+            try:
+                await asyncio.sleep(0.5)
+                assert not r.finals(b"kept")
+                await r.c.publish("bullet/devR/req", b"", qos=1, retain=True)   # clear it
+                with d2.client() as c:
+                    assert c.status()["mqtt"]["dropped"] >= 1
+                assert "dropped a retained message" in d2.log()
+            finally:
+                d2.stop()
+    finally:
+        d.stop()

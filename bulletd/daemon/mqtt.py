@@ -36,6 +36,8 @@ from bulletd.daemon.protocol import (CT_JSON, CT_MSGPACK, check_topic, decode_pa
 log = logging.getLogger("bulletd.mqtt")
 
 OUTBOX_MAX = 2000
+DEDUP_SECONDS = 120.0
+DEDUP_MAX = 10000
 
 
 class MQTTTransport:
@@ -60,7 +62,10 @@ class MQTTTransport:
         self.outbox: collections.deque = collections.deque()
         self.serving: set[asyncio.Task] = set()
         self.status_dirty = asyncio.Event()
-        self.counts = {"received": 0, "replied": 0, "dropped": 0, "publish_errors": 0}
+        self.counts = {"received": 0, "replied": 0, "dropped": 0, "publish_errors": 0, "duplicates": 0}
+        # (reply topic, correlation data or id) of recent requests: a QoS 1 redelivery after a
+        # reconnect must not produce a second final reply
+        self.recent: collections.OrderedDict = collections.OrderedDict()
 
     # ------------------------------------------------------------------ public
     def start(self) -> None:
@@ -237,7 +242,21 @@ class MQTTTransport:
             topic, payload, ct, corr = self.outbox.popleft()
             await self._publish(topic, payload, ct, corr)
 
+    def _seen(self, key: tuple) -> bool:
+        now = time.monotonic()
+        while self.recent and (len(self.recent) > DEDUP_MAX or next(iter(self.recent.values())) < now - DEDUP_SECONDS):
+            self.recent.popitem(last=False)
+        if key in self.recent:
+            return True
+        self.recent[key] = now
+        return False
+
     async def _serve(self, msg: aiomqtt.Message) -> None:
+        if msg.retain:
+            # a retained request would run again on every reconnect: never serve one
+            log.info("dropped a retained message on %s (requests must not be retained)", msg.topic.value)
+            self.counts["dropped"] += 1
+            return
         props = msg.properties
         rt = getattr(props, "ResponseTopic", None) if props is not None else None
         corr = getattr(props, "CorrelationData", None) if props is not None else None
@@ -269,6 +288,12 @@ class MQTTTransport:
         except RequestError as exc:
             log.info("dropped a request on %s: no usable reply topic (%s)", msg.topic.value, exc.message)
             self.counts["dropped"] += 1
+            return
+        key = (reply_to, corr if corr is not None else rid)
+        if key[1] is not None and self._seen(key):
+            log.info("dropped a repeated request %r for %s (a QoS 1 redelivery; correlation data and ids "
+                     "must be unique)", key[1], reply_to)
+            self.counts["duplicates"] += 1
             return
         seq = 0
 
