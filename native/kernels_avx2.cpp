@@ -336,6 +336,30 @@ static void swiglu_avx2(float* g, const float* u, int64_t n) {
     for (; i < n; i++) g[i] = silu_mul_ref(g[i], u[i]);
 }
 
+// Pairs (2i, 2i+1) = (a, b) -> (a cos - b sin, a sin + b cos): with v = [a b ..], swapped
+// v' = [b a ..] and duplicated c = [cos cos ..], s = [sin sin ..], fmaddsub(v, c, v' * s) gives
+// exactly that (even lanes subtract, odd lanes add).
+static void rope_avx2(float* v, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin) {
+    const int64_t half = head_dim / 2;
+    for (int64_t h = 0; h < n_heads; h++) {
+        float* p = v + h * head_dim;
+        int64_t i = 0;
+        for (; i + 4 <= half; i += 4) {
+            const __m128 c4 = _mm_loadu_ps(cos + i), s4 = _mm_loadu_ps(sin + i);
+            const __m256 c = _mm256_set_m128(_mm_unpackhi_ps(c4, c4), _mm_unpacklo_ps(c4, c4));
+            const __m256 sn = _mm256_set_m128(_mm_unpackhi_ps(s4, s4), _mm_unpacklo_ps(s4, s4));
+            const __m256 x = _mm256_loadu_ps(p + 2 * i);
+            const __m256 sw = _mm256_permute_ps(x, 0xb1);
+            _mm256_storeu_ps(p + 2 * i, _mm256_fmaddsub_ps(x, c, _mm256_mul_ps(sw, sn)));
+        }
+        for (; i < half; i++) {  // scalar tail, as rope_ref
+            const float a = p[2 * i], b = p[2 * i + 1];
+            p[2 * i] = a * cos[i] - b * sin[i];
+            p[2 * i + 1] = a * sin[i] + b * cos[i];
+        }
+    }
+}
+
 // Scores run over positions 32 (then 8) at a time against the transposed K, so each query
 // element is broadcast once per block of positions and no horizontal sums are needed.
 static void attention_avx2(const float* q, const float* kt, int64_t ks, const float* v, int64_t n, int64_t hd,
@@ -413,7 +437,7 @@ const KernelTable& kernels_avx2() {
         rmsnorm_avx2,
         softmax_avx2,
         swiglu_avx2,
-        rope_ref,    // a few dozen multiplies per head
+        rope_avx2,
         attention_avx2,
     };
     return t;

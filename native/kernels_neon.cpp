@@ -250,7 +250,55 @@ void rmsnorm_neon(float* out, const float* x, const float* w, int64_t n, float e
     for (; i < n; i++) out[i] = w[i] * (ss * x[i]);
 }
 
-// exp stays the C library's, as in the reference; max and the division are vectorised
+// e^x for 4 floats, the same range reduction and Cephes polynomial as exp256 in kernels_avx2.cpp.
+static inline float32x4_t exp4_neon(float32x4_t x) {
+    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.3f)), vdupq_n_f32(88.3762626647949f));
+    const float32x4_t n = vrndnq_f32(vmulq_n_f32(x, 1.44269504088896341f));
+    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(0.693359375f));
+    r = vfmsq_f32(r, n, vdupq_n_f32(-2.12194440e-4f));
+    float32x4_t p = vdupq_n_f32(1.9875691500e-4f);
+    p = vfmaq_f32(vdupq_n_f32(1.3981999507e-3f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(8.3334519073e-3f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(4.1665795894e-2f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.6666665459e-1f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(5.0000001201e-1f), p, r);
+    const float32x4_t y = vaddq_f32(vfmaq_f32(r, p, vmulq_f32(r, r)), vdupq_n_f32(1.0f));
+    const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return vmulq_f32(y, vreinterpretq_f32_s32(e));
+}
+
+void swiglu_neon(float* g, const float* u, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t v = vld1q_f32(g + i);
+        const float32x4_t den = vaddq_f32(vdupq_n_f32(1.0f), exp4_neon(vnegq_f32(v)));
+        vst1q_f32(g + i, vmulq_f32(vdivq_f32(v, den), vld1q_f32(u + i)));
+    }
+    for (; i < n; i++) g[i] = silu_mul_ref(g[i], u[i]);  // scalar tail, as swiglu_ref
+}
+
+// Pairs (2i, 2i+1) de-interleaved by vld2: a' = a cos - b sin, b' = a sin + b cos.
+void rope_neon(float* v, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin) {
+    const int64_t half = head_dim / 2;
+    for (int64_t h = 0; h < n_heads; h++) {
+        float* p = v + h * head_dim;
+        int64_t i = 0;
+        for (; i + 4 <= half; i += 4) {
+            float32x4x2_t ab = vld2q_f32(p + 2 * i);
+            const float32x4_t c = vld1q_f32(cos + i), s = vld1q_f32(sin + i);
+            float32x4x2_t out;
+            out.val[0] = vfmsq_f32(vmulq_f32(ab.val[0], c), ab.val[1], s);
+            out.val[1] = vfmaq_f32(vmulq_f32(ab.val[0], s), ab.val[1], c);
+            vst2q_f32(p + 2 * i, out);
+        }
+        for (; i < half; i++) {  // scalar tail, as rope_ref
+            const float a = p[2 * i], b = p[2 * i + 1];
+            p[2 * i] = a * cos[i] - b * sin[i];
+            p[2 * i + 1] = a * sin[i] + b * cos[i];
+        }
+    }
+}
+
 void softmax_neon(float* x, int64_t n) {
     if (n <= 0) return;
     float mx = x[0];
@@ -261,8 +309,15 @@ void softmax_neon(float* x, int64_t n) {
         mx = vmaxvq_f32(m);
     }
     for (; i < n; i++) mx = std::fmax(mx, x[i]);
-    float sum = 0.0f;
-    for (i = 0; i < n; i++) {
+    const float32x4_t vmx = vdupq_n_f32(mx);
+    float32x4_t vsum = vdupq_n_f32(0.0f);
+    for (i = 0; i + 4 <= n; i += 4) {
+        const float32x4_t e = exp4_neon(vsubq_f32(vld1q_f32(x + i), vmx));
+        vst1q_f32(x + i, e);
+        vsum = vaddq_f32(vsum, e);
+    }
+    float sum = vaddvq_f32(vsum);
+    for (; i < n; i++) {  // scalar tail, as softmax_ref
         x[i] = std::exp(x[i] - mx);
         sum += x[i];
     }
@@ -342,8 +397,8 @@ const KernelTable& kernels_neon() {
         axpy_neon,
         rmsnorm_neon,
         softmax_neon,
-        swiglu_ref,  // dominated by exp; shares the reference's libm call
-        rope_ref,    // a few dozen multiplies per head
+        swiglu_neon,
+        rope_neon,
         attention_neon,
     };
     return t;

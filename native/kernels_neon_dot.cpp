@@ -19,6 +19,8 @@ float dot_f16_neon(const uint16_t* a, const float* b, int64_t n);
 void axpy_neon(float a, const float* x, float* y, int64_t n);
 void rmsnorm_neon(float* out, const float* x, const float* w, int64_t n, float eps);
 void softmax_neon(float* x, int64_t n);
+void swiglu_neon(float* g, const float* u, int64_t n);
+void rope_neon(float* v, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin);
 void attention_neon(const float* q, const float* kt, int64_t ks, const float* v, int64_t n, int64_t hd, float* att,
                     float* out);
 
@@ -149,8 +151,8 @@ const KernelTable& kernels_neon_dot() {
         axpy_neon,
         rmsnorm_neon,
         softmax_neon,
-        swiglu_ref,
-        rope_ref,
+        swiglu_neon,
+        rope_neon,
         attention_neon,
     };
     return t;
