@@ -233,3 +233,20 @@ def wait_for(pred, timeout=10.0, step=0.05, what="condition"):
             return v
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def retained(broker, topic, timeout=5.0) -> dict | None:
+    """The retained msgpack map on `topic` (None when there is none), read by a fresh client."""
+    import aiomqtt
+    from bulletd.ota import protocol as P
+
+    async def read():
+        async with aiomqtt.Client("127.0.0.1", broker.port) as c:
+            await c.subscribe(topic, qos=1)
+            try:
+                async with asyncio.timeout(timeout):
+                    async for msg in c.messages:
+                        return P.unpack(msg.payload, topic)
+            except TimeoutError:
+                return None
+    return asyncio.run(read())

@@ -22,7 +22,7 @@ import pytest
 
 from bulletd.signing import sign_file, verify_file
 from conftest import Broker
-from _ota_util import FaultyPusher, Keys, ReceiverProc, make_child, push, wait_for
+from _ota_util import FaultyPusher, Keys, ReceiverProc, make_child, push, retained, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -225,6 +225,26 @@ def test_resumed_push_with_another_chunk_size_sends_only_what_is_missing(tmp_pat
         assert o.state == "installed", o.message
         assert o.chunks_sent == p2.n_chunks - 4
         assert (rx.models / "kid.bullet").read_bytes() == f.read_bytes()
+    finally:
+        rx.stop()
+
+
+def test_abandoned_push_is_reported_stalled_and_presence_follows_the_process(tmp_path, broker):
+    keys = Keys(tmp_path)
+    f = make_child(tmp_path / "k.bullet", keys.key, version="1")
+    rx = ReceiverProc(tmp_path, broker, groups=("lab",), extra=["--stall-timeout", "1.5"]).start()
+    try:
+        state = retained(broker, "bullet/dev1/ota/state")
+        assert state["online"] is True and state["groups"] == ["lab"]
+        p = push(f, broker, FaultyPusher, stop_after=4, timeout=1.0)   # the pusher goes away
+        st = wait_for(lambda: (lambda s: s if s and s["state"] == "stalled" else None)(
+            retained(broker, "bullet/dev1/ota/status", 1.0)), 10, what="stalled status")
+        assert st["reason"] == "timeout" and st["push_id"] == p.push_id
+        assert st["have"] == 4 and "kept" in st["message"]
+        rx.kill()          # SIGKILL: the broker publishes the Last Will
+        state = wait_for(lambda: (lambda s: s if s and s["online"] is False else None)(
+            retained(broker, "bullet/dev1/ota/state", 1.0)), 10, what="Last Will")
+        assert state["device"] == "dev1"
     finally:
         rx.stop()
 
