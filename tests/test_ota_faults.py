@@ -249,6 +249,29 @@ def test_abandoned_push_is_reported_stalled_and_presence_follows_the_process(tmp
         rx.stop()
 
 
+def test_second_push_waits_while_the_device_is_busy_then_installs(tmp_path, broker):
+    keys = Keys(tmp_path)
+    a = make_child(tmp_path / "a.bullet", keys.key, name="alpha", version="1")
+    b = make_child(tmp_path / "b.bullet", keys.key, name="beta", version="1", seed=2)
+    rx = ReceiverProc(tmp_path, broker).start()
+    try:
+        res = {}
+        slow = threading.Thread(target=lambda: res.update(
+            a=push(a, broker, FaultyPusher, delay=0.05, timeout=40)))
+        slow.start()
+        wait_for(lambda: len(rx.staging_files()) == 3, 10, what="first transfer")
+        pb = push(b, broker, timeout=40)
+        slow.join(40)
+        ob = outcome(pb)
+        assert ob.state == "installed", ob.message
+        assert outcome(res["a"]).state == "installed"
+        waits = [s for s in ob.statuses if s["state"] == "waiting"]
+        assert waits and waits[0]["reason"] == "busy" and "receiving alpha 1" in waits[0]["message"]
+        assert rx.live_manifest("alpha")["version"] == rx.live_manifest("beta")["version"] == "1"
+    finally:
+        rx.stop()
+
+
 def test_truncated_push_survives_a_receiver_restart(tmp_path, broker):
     keys = Keys(tmp_path)
     f = make_child(tmp_path / "k.bullet", keys.key, version="1")

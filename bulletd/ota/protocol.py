@@ -43,6 +43,7 @@ VERIFIED = "verified"
 INSTALLED = "installed"
 REJECTED = "rejected"
 STALLED = "stalled"  # the transfer stopped; the partial file is kept and resumes on a new offer
+WAITING = "waiting"  # another push is being received (reason busy); the pusher offers again
 FINAL_STATES = (INSTALLED, REJECTED)
 
 # Reason codes carried by "rejected" (and "stalled") statuses. Stable: tools match on them.
@@ -62,7 +63,7 @@ REASONS = {
     "no_space": "the staging or models filesystem has no room for the file",
     "smoke_test_failed": "the new child did not reproduce its verification vectors",
     "swap_failed": "the daemon could not swap the new child in; the previous version stays",
-    "busy": "another push is being received",
+    "busy": "another push is being received (state waiting, not final: offer again)",
     "timeout": "no chunk arrived within the stall timeout",
     "io_error": "reading or writing the staging area failed",
     "internal": "a bug in the receiver (logged with a traceback)",

@@ -369,8 +369,8 @@ class OtaReceiver:
             return
         for sha, seen in self.ledger.seen.items():
             if seen.get("push_id") == push_id and seen.get("outcome") == "installed":
-                st = await self._status(push_id, P.INSTALLED, manifest=dict(seen, sha256=sha),
-                                        message="already installed by this push")
+                await self._status(push_id, P.INSTALLED, manifest=dict(seen, sha256=sha),
+                                   message="already installed by this push")
                 return
         signed = msg["signed"]
         try:
@@ -397,9 +397,12 @@ class OtaReceiver:
             if self.active:
                 idle = time.monotonic() - self.active.last_chunk
                 if self.active.finishing or idle < self.config.chunk_timeout * 3:
-                    raise OtaError("busy", f"receiving {self.active.transfer.name} "
-                                           f"{self.active.transfer.version} (push "
-                                           f"{self.active.push_id}); offer again later")
+                    # not a verdict: the pusher keeps offering and gets its turn
+                    await self._status(push_id, P.WAITING, reason="busy", manifest=manifest,
+                                       message=f"receiving {self.active.transfer.name} "
+                                               f"{self.active.transfer.version} (push "
+                                               f"{self.active.push_id}); offer again later")
+                    return
                 await self._stall(self.active, "superseded by a new offer")
             await self._status(push_id, P.OFFERED, manifest=manifest)
             self._start(push_id, signed, manifest, msg["chunk_size"])
