@@ -79,7 +79,9 @@ class Vocab:
     def tokenizer_header(self) -> dict:
         """header["tokenizer"] for write_bullet."""
         return {"kind": "bpe", "bos_id": BOS_ID, "eos_id": EOS_ID, "unk_id": UNK_ID, "pad_id": UNK_ID,
-                "add_dummy_prefix": False, "byte_fallback": True, "n_merges": self.n_merges}
+                "add_dummy_prefix": False, "byte_fallback": True, "n_merges": self.n_merges,
+                # documents are separated by <s> in training, so generating <s> means the text ended
+                "stop_ids": [BOS_ID]}
 
     # -- encoding (the contract's greedy rule) ----------------------------------------------------
 
