@@ -250,3 +250,34 @@ def retained(broker, topic, timeout=5.0) -> dict | None:
             except TimeoutError:
                 return None
     return asyncio.run(read())
+
+
+def make_mother(path, key, *, version="1", labels=("kid", "other"), seed=0, wrong_label=False):
+    """A tiny router-kind file (random hidden layer, output columns set to the centroids of
+    two made-up topics) with verification texts, signed with `key`."""
+    import numpy as np
+    from bulletd.format import router_features, write_bullet
+    from bulletd.format.synth import byte_vocab
+    topics = {labels[0]: ["once upon a time a cat", "the little dog ran home"],
+              labels[1]: ["seven times eight is", "add three and four"]}
+    dim, hidden = 128, 32
+    rng = np.random.default_rng(seed)
+    w1 = rng.standard_normal((dim, hidden)).astype(np.float32)
+    cents = []
+    for lab in labels:
+        h = np.mean([np.maximum(router_features(t, dim) @ w1, 0) for t in topics[lab]], axis=0)
+        cents.append(h / np.linalg.norm(h))
+    w2 = (np.stack(cents, axis=1) * 8.0).astype(np.float32)
+    vecs = [{"text": topics[lab][0], "label": lab} for lab in labels]
+    if wrong_label:
+        vecs[0]["label"] = labels[1]
+    write_bullet(path, kind="router", arch={"feature_dim": dim, "hidden": hidden},
+                 tensors={"router.w1": ("f32", w1), "router.b1": ("f32", np.zeros(hidden, np.float32)),
+                          "router.w2": ("f32", w2), "router.b2": ("f32", np.zeros(len(labels), np.float32))},
+                 vocab=byte_vocab(259), tokenizer={"kind": "none"},
+                 provenance={"name": "mother", "version": version, "created": "2026-01-01T00:00:00+00:00"},
+                 extra={"router": {"labels": list(labels), "feature_dim": dim, "hidden": hidden,
+                                   "threshold": 0.5},
+                        "verification": vecs})
+    sign_file(path, key)
+    return Path(path)

@@ -19,7 +19,7 @@ import pytest
 from bulletd.client import Client, DaemonError
 from bulletd.signing import verify_file
 from _daemon_util import DaemonProc
-from _ota_util import Keys, make_child, push, wait_for
+from _ota_util import Keys, make_child, make_mother, push, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,3 +190,30 @@ def test_daemon_sigkill_during_push_restarts_whole(tmp_path, broker, point, expe
     finally:
         d.stop()
         t.join(1)
+
+
+def test_pushed_mother_replaces_the_router_and_a_bad_one_is_refused(tmp_path, broker):
+    keys = Keys(tmp_path)
+    v1 = make_child(tmp_path / "v1.bullet", keys.key, version="1")
+    m1 = make_mother(tmp_path / "m1.bullet", keys.key, version="1")
+    (tmp_path / "models").mkdir()
+    shutil.copy(m1, tmp_path / "models" / "mother.bullet")
+    shutil.copy(str(m1) + ".sig", tmp_path / "models" / "mother.bullet.sig")
+    d = start_daemon(tmp_path, broker, keys, first=v1)
+    try:
+        with d.client() as c:
+            assert c.status()["mother"]["version"] == "1"
+        bad = make_mother(tmp_path / "bad.bullet", keys.key, version="2", wrong_label=True)
+        o = push(bad, broker).outcomes["dev1"]
+        assert (o.state, o.reason) == ("rejected", "smoke_test_failed")
+        assert "routes to 'kid', expected 'other'" in o.message
+        m2 = make_mother(tmp_path / "m2.bullet", keys.key, version="3", seed=1)
+        o = push(m2, broker).outcomes["dev1"]
+        assert o.state == "installed", o.message
+        with d.client() as c:
+            st = c.status()
+            assert st["mother"]["version"] == "3"
+            assert "mother" not in st["children"]   # it routes; it is not a child
+            assert c.route("once upon a time a cat")["decision"]["child"] == "kid"
+    finally:
+        d.stop()

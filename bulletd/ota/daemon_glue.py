@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 from bulletd.errors import RequestError
@@ -63,7 +64,10 @@ def make_receiver(daemon) -> OtaReceiver | None:
         return None
 
     async def swap(name: str, path: Path, manifest: dict) -> None:
-        await daemon.registry.swap(name, str(path))
+        if _is_mother(daemon, name, path):
+            await _swap_mother(daemon, path, manifest)
+        else:
+            await daemon.registry.swap(name, str(path))
 
     try:
         rx = OtaReceiver(receiver_config(cfg), trust, cfg.models, ota_dir_for(cfg),
@@ -75,6 +79,28 @@ def make_receiver(daemon) -> OtaReceiver | None:
     for line in rx.recovered:
         log.warning("OTA recovery: %s", line)
     return rx
+
+
+def _is_mother(daemon, name: str, path: Path) -> bool:
+    """The pushed file is the mother: the configured mother path, or with none configured, a
+    file named mother.bullet (the daemon's default mother location)."""
+    mp = daemon.registry.mother_path
+    if mp:
+        return os.path.realpath(mp) == os.path.realpath(path)
+    return name == "mother" and not daemon.cfg.router.mother
+
+
+async def _swap_mother(daemon, path: Path, manifest: dict) -> None:
+    """Reload the mother from the new file; a failure leaves the old mother routing."""
+    from bulletd.router import load_mother
+    loop = asyncio.get_running_loop()
+    mother = await loop.run_in_executor(None, load_mother, str(path))   # raises: swap_failed
+    daemon.registry.mother_path = str(path)
+    daemon.router.set_mother(mother)
+    daemon.mother_info = {"path": str(path), "name": mother.name, "version": mother.version,
+                          "labels": mother.labels, "threshold": mother.threshold,
+                          "size": mother.size, "signer": manifest.get("key_id")}
+    log.info("mother %s v%s swapped in by OTA", mother.name, mother.version)
 
 
 def start(daemon) -> asyncio.Task | None:

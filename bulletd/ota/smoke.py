@@ -10,7 +10,8 @@ and on the tiny test models their logits differ from the NumPy reference by up t
 so a near-tie may flip. A wrong or damaged model misses by several standard deviations. The
 expected id (not our argmax) is fed back at each step (teacher forcing), so one near-tie does
 not derail the rest of the vector. A child without vectors passes when it loads and runs one
-forward step (config `require_vectors` turns that into a failure).
+forward step (config `require_vectors` turns that into a failure). A mother (router-kind
+file) is checked by smoke_test_router instead.
 
 Runs on a worker thread (it is CPU work). Raises SmokeTestFailed with what differed and where.
 """
@@ -71,14 +72,52 @@ def replay(model, ids: list[int], expected: list[int], where: str) -> int:
     return exact
 
 
+def smoke_test_router(path, require_vectors: bool = False) -> dict:
+    """A mother (router-kind file): it must load, give finite probabilities that sum to 1, and
+    route each of its verification texts ({"text", "label"}) to the stored label."""
+    from bulletd.router import load_mother
+    try:
+        m = load_mother(str(path))
+    except BulletError as exc:
+        raise SmokeTestFailed(f"{path}: the router cannot load it: {exc}") from exc
+    from bulletd.format import BulletFile
+    with BulletFile.open(path) as bf:
+        vectors = bf.header.get("verification") or []
+    if not isinstance(vectors, list):
+        raise SmokeTestFailed(f"{path}: header 'verification' should be a list")
+    if not vectors and require_vectors:
+        raise SmokeTestFailed(f"{path}: carries no verification vectors and the receiver "
+                              f"requires them (ota.require_vectors)")
+    texts = [(v.get("text"), v.get("label")) for v in vectors[:MAX_VECTORS] if isinstance(v, dict)]
+    for i, (text, label) in enumerate(texts or [("hello", None)]):
+        if not isinstance(text, str):
+            raise SmokeTestFailed(f"{path}: verification[{i}] should have a 'text' string")
+        p = m.probs(m.hidden(m.features(text)))
+        if not np.all(np.isfinite(p)) or abs(float(p.sum()) - 1.0) > 1e-3:
+            raise SmokeTestFailed(f"{path}: probabilities for {text!r:.40} are not a distribution")
+        got = m.labels[int(np.argmax(p))]
+        if label is not None and got != label:
+            raise SmokeTestFailed(f"{path}: verification[{i}] ({text!r:.40}) routes to {got!r}, "
+                                  f"expected {label!r}")
+    return {"vectors": len(texts), "router": True}
+
+
 def smoke_test(path, require_vectors: bool = False) -> dict:
     """Load PATH with the runtime and replay its verification vectors.
 
     Returns {"vectors": n, "tokens": ids checked, "exact": ids that were the exact argmax}.
     Raises SmokeTestFailed.
     """
+    from bulletd.format import BulletFile
     from bulletd.runtime import load_model  # late: keeps `import bulletd.ota` light
 
+    try:
+        with BulletFile.open(path) as bf:
+            kind = bf.kind
+    except BulletError as exc:
+        raise SmokeTestFailed(f"{path}: not a readable .bullet file: {exc}") from exc
+    if kind == "router":
+        return smoke_test_router(path, require_vectors)
     try:
         model = load_model(str(path))
     except BulletError as exc:
