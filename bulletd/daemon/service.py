@@ -234,7 +234,7 @@ class Daemon:
             "children": sorted(reg.children), "available": sorted(reg.available()),
             "memory": {"rss": mi.rss, "children_bytes": reg.used_bytes(), "budget_bytes": reg.budget,
                        "evictions": reg.evictions},
-            "workers": self.scheduler.workers, "inflight": self.inflight,
+            "workers": self.scheduler.workers, "inflight": self.scheduler.inflight,   # generations admitted
             "queue": {"admitted": self.scheduler.inflight, "capacity": self.scheduler.capacity,
                       "rejected": self.scheduler.rejected},
             "requests": dict(self.counts), "errors": dict(self.errors),
