@@ -1,0 +1,35 @@
+"""The daemon benchmark command runs end to end and reports every figure (no speed is asserted:
+figures are the benchmark's output, not a test's)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from _daemon_util import ROOT
+
+
+@pytest.mark.timeout(300)
+def test_bench_quick_json_reports_every_figure():
+    r = subprocess.run([sys.executable, "-m", "bulletd.daemon.bench", "--quick", "--json"], capture_output=True,
+                       text=True, timeout=280, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    j = json.loads(r.stdout)
+    for child in ("small", "ref0"):
+        t = j[f"throughput_{child}"]
+        assert t["raw_tokens_per_s"] > 0 and t["mqtt_tokens_per_s"] > 0 and t["tokens"] > 0
+    assert j["first_chunk_small"]["prompt_tokens"] == 16 and j["first_chunk_small"]["mqtt_first_chunk_ms"] > 0
+    assert j["concurrency"]["two_tokens_per_s"] > 0 and "runtime_alone_speedup" in j["concurrency"]
+    assert set(j["rss"]["children_loaded"]) >= {"ref0", "ref1", "ref2", "ref3"}
+    assert j["rss"]["rss_mb"] > 10
+    assert 4.5 < j["load_unload"]["size_mb"] < 5.5 and j["load_unload"]["load_ms"] > 0
+
+
+def test_route_bench_on_the_shipped_children():
+    r = subprocess.run([sys.executable, "-m", "bulletd.daemon.bench", "--route", str(ROOT / "child_models"),
+                        "--json"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout)
+    if not (ROOT / "child_models" / "mother.bullet").exists():
+        pytest.fail("child_models/ has no mother.bullet")
+    assert j["mother"] is True and j["prompts"] > 0 and 0 <= j["accuracy"] <= 1 and j["mean_ms"] > 0
