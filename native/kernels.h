@@ -57,6 +57,11 @@ struct KernelTable {
     // row-major; att is scratch of length n.
     void (*attention)(const float* q, const float* kt, int64_t kstride, const float* v, int64_t n, int64_t hd,
                       float* att, float* out);
+    // Prefill: nq <= 4 consecutive queries of one head (query i at q + i * qstride, output at
+    // out + i * ostride) over the same cache; query i sees positions 0 .. n0 + i (causal). Each K and
+    // V row is read once for all of them. att: scratch of 4 * (n0 + nq).
+    void (*attention_multi)(const float* q, int64_t qstride, int64_t nq, const float* kt, int64_t kstride,
+                            const float* v, int64_t n0, int64_t hd, float* att, float* out, int64_t ostride);
 };
 
 // ---- scalar references (kernels_ref.cpp) ----
@@ -74,6 +79,8 @@ void swiglu_ref(float* g, const float* u, int64_t n);
 void rope_ref(float* v, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin);
 void attention_ref(const float* q, const float* kt, int64_t kstride, const float* v, int64_t n, int64_t hd, float* att,
                    float* out);
+void attention_multi_ref(const float* q, int64_t qstride, int64_t nq, const float* kt, int64_t kstride, const float* v,
+                         int64_t n0, int64_t hd, float* att, float* out, int64_t ostride);
 
 // Shared scalar pieces used by the SIMD tails (defined in kernels_ref.cpp).
 void quantize_q8_block_ref(const float* x, int64_t n, BlockQ8* y);  // one block from n <= 32 values

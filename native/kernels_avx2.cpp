@@ -422,6 +422,114 @@ static void attention_avx2(const float* q, const float* kt, int64_t ks, const fl
     }
 }
 
+// Prefill attention for up to 4 queries of one head: every K row segment and V row is loaded once
+// and used by all of them (the single-query kernel would stream the head's cache 4 times).
+static void attention_multi_avx2(const float* q, int64_t qs, int64_t nq, const float* kt, int64_t ks, const float* v,
+                                 int64_t n0, int64_t hd, float* att, float* out, int64_t os) {
+    if (nq < 4) {
+        for (int64_t i = 0; i < nq; i++) attention_avx2(q + i * qs, kt, ks, v, n0 + i + 1, hd, att, out + i * os);
+        return;
+    }
+    const int64_t nmax = n0 + 4;  // query i uses the first n0 + i + 1 of these
+    const float scale = 1.0f / std::sqrt((float)hd);
+    const __m256 vscale = _mm256_set1_ps(scale);
+    const float* q0 = q;
+    const float* q1 = q + qs;
+    const float* q2 = q + 2 * qs;
+    const float* q3 = q + 3 * qs;
+    float* a0 = att;
+    float* a1 = att + nmax;
+    float* a2 = att + 2 * nmax;
+    float* a3 = att + 3 * nmax;
+    // scores, 8 positions x 4 queries at a time
+    int64_t t = 0;
+    for (; t + 8 <= nmax; t += 8) {
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        for (int64_t d = 0; d < hd; d++) {
+            const __m256 k = _mm256_loadu_ps(kt + d * ks + t);
+            s0 = _mm256_fmadd_ps(_mm256_set1_ps(q0[d]), k, s0);
+            s1 = _mm256_fmadd_ps(_mm256_set1_ps(q1[d]), k, s1);
+            s2 = _mm256_fmadd_ps(_mm256_set1_ps(q2[d]), k, s2);
+            s3 = _mm256_fmadd_ps(_mm256_set1_ps(q3[d]), k, s3);
+        }
+        _mm256_storeu_ps(a0 + t, _mm256_mul_ps(s0, vscale));
+        _mm256_storeu_ps(a1 + t, _mm256_mul_ps(s1, vscale));
+        _mm256_storeu_ps(a2 + t, _mm256_mul_ps(s2, vscale));
+        _mm256_storeu_ps(a3 + t, _mm256_mul_ps(s3, vscale));
+    }
+    for (; t < nmax; t++) {  // scalar tail, as attention_ref
+        float* rows[4] = {a0, a1, a2, a3};
+        const float* qq[4] = {q0, q1, q2, q3};
+        for (int i = 0; i < 4; i++) {
+            float s = 0.0f;
+            for (int64_t d = 0; d < hd; d++) s += qq[i][d] * kt[d * ks + t];
+            rows[i][t] = s * scale;
+        }
+    }
+    softmax_avx2(a0, n0 + 1);
+    softmax_avx2(a1, n0 + 2);
+    softmax_avx2(a2, n0 + 3);
+    softmax_avx2(a3, n0 + 4);
+    // out_i = sum over its positions s of att_i[s] V[s], 16 output elements x 4 queries in registers.
+    // Positions 0..n0 are seen by all four queries; n0 + j (j = 1..3) only by queries j..3.
+    int64_t d0 = 0;
+    for (; d0 + 16 <= hd; d0 += 16) {
+        __m256 o00 = _mm256_setzero_ps(), o01 = o00, o10 = o00, o11 = o00, o20 = o00, o21 = o00, o30 = o00, o31 = o00;
+        int64_t s = 0;
+        for (; s <= n0; s++) {
+            const float* row = v + s * hd + d0;
+            const __m256 v0 = _mm256_loadu_ps(row), v1 = _mm256_loadu_ps(row + 8);
+            __m256 a = _mm256_set1_ps(a0[s]);
+            o00 = _mm256_fmadd_ps(a, v0, o00);
+            o01 = _mm256_fmadd_ps(a, v1, o01);
+            a = _mm256_set1_ps(a1[s]);
+            o10 = _mm256_fmadd_ps(a, v0, o10);
+            o11 = _mm256_fmadd_ps(a, v1, o11);
+            a = _mm256_set1_ps(a2[s]);
+            o20 = _mm256_fmadd_ps(a, v0, o20);
+            o21 = _mm256_fmadd_ps(a, v1, o21);
+            a = _mm256_set1_ps(a3[s]);
+            o30 = _mm256_fmadd_ps(a, v0, o30);
+            o31 = _mm256_fmadd_ps(a, v1, o31);
+        }
+        for (; s < nmax; s++) {  // causal tail: position n0 + j for queries j..3
+            const float* row = v + s * hd + d0;
+            const __m256 v0 = _mm256_loadu_ps(row), v1 = _mm256_loadu_ps(row + 8);
+            const int64_t j = s - n0;
+            __m256 a;
+            if (j <= 1) {
+                a = _mm256_set1_ps(a1[s]);
+                o10 = _mm256_fmadd_ps(a, v0, o10);
+                o11 = _mm256_fmadd_ps(a, v1, o11);
+            }
+            if (j <= 2) {
+                a = _mm256_set1_ps(a2[s]);
+                o20 = _mm256_fmadd_ps(a, v0, o20);
+                o21 = _mm256_fmadd_ps(a, v1, o21);
+            }
+            a = _mm256_set1_ps(a3[s]);
+            o30 = _mm256_fmadd_ps(a, v0, o30);
+            o31 = _mm256_fmadd_ps(a, v1, o31);
+        }
+        _mm256_storeu_ps(out + d0, o00);
+        _mm256_storeu_ps(out + d0 + 8, o01);
+        _mm256_storeu_ps(out + os + d0, o10);
+        _mm256_storeu_ps(out + os + d0 + 8, o11);
+        _mm256_storeu_ps(out + 2 * os + d0, o20);
+        _mm256_storeu_ps(out + 2 * os + d0 + 8, o21);
+        _mm256_storeu_ps(out + 3 * os + d0, o30);
+        _mm256_storeu_ps(out + 3 * os + d0 + 8, o31);
+    }
+    for (; d0 < hd; d0++) {  // scalar tail: the reference's per-element order
+        const float* as[4] = {a0, a1, a2, a3};
+        for (int i = 0; i < 4; i++) {
+            float acc = 0.0f;
+            for (int64_t s = 0; s < n0 + i + 1; s++) acc += as[i][s] * v[s * hd + d0];
+            out[i * os + d0] = acc;
+        }
+    }
+}
+
 const KernelTable& kernels_avx2() {
     static const KernelTable t = {
         "avx2",
@@ -439,6 +547,7 @@ const KernelTable& kernels_avx2() {
         swiglu_avx2,
         rope_avx2,
         attention_avx2,
+        attention_multi_avx2,
     };
     return t;
 }

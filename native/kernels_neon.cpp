@@ -383,6 +383,13 @@ void attention_neon(const float* q, const float* kt, int64_t ks, const float* v,
     }
 }
 
+// Prefill attention: the single-query kernel per query (each head's K/V block fits in the L2 of
+// the small cores this path targets).
+void attention_multi_neon(const float* q, int64_t qstride, int64_t nq, const float* kt, int64_t kstride, const float* v,
+                          int64_t n0, int64_t hd, float* att, float* out, int64_t ostride) {
+    for (int64_t i = 0; i < nq; i++) attention_neon(q + i * qstride, kt, kstride, v, n0 + i + 1, hd, att, out + i * ostride);
+}
+
 const KernelTable& kernels_neon() {
     static const KernelTable t = {
         "neon",
@@ -400,6 +407,7 @@ const KernelTable& kernels_neon() {
         swiglu_neon,
         rope_neon,
         attention_neon,
+        attention_multi_neon,
     };
     return t;
 }

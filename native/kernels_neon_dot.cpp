@@ -23,6 +23,8 @@ void swiglu_neon(float* g, const float* u, int64_t n);
 void rope_neon(float* v, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin);
 void attention_neon(const float* q, const float* kt, int64_t ks, const float* v, int64_t n, int64_t hd, float* att,
                     float* out);
+void attention_multi_neon(const float* q, int64_t qstride, int64_t nq, const float* kt, int64_t kstride, const float* v,
+                          int64_t n0, int64_t hd, float* att, float* out, int64_t ostride);
 
 // ============================================================================
 // Raw blocks, one row (the reference's order): used for dot_bq4_q8
@@ -154,6 +156,7 @@ const KernelTable& kernels_neon_dot() {
         swiglu_neon,
         rope_neon,
         attention_neon,
+        attention_multi_neon,
     };
     return t;
 }

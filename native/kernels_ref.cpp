@@ -142,11 +142,16 @@ void attention_ref(const float* q, const float* kt, int64_t kstride, const float
     for (int64_t t = 0; t < n; t++) axpy_ref(att[t], v + t * hd, out, hd);
 }
 
+void attention_multi_ref(const float* q, int64_t qstride, int64_t nq, const float* kt, int64_t kstride, const float* v,
+                         int64_t n0, int64_t hd, float* att, float* out, int64_t ostride) {
+    for (int64_t i = 0; i < nq; i++) attention_ref(q + i * qstride, kt, kstride, v, n0 + i + 1, hd, att, out + i * ostride);
+}
+
 const KernelTable& kernels_ref() {
     static const KernelTable t = {
         "scalar",      quantize_q8_ref, dot_bq4_q8_ref, packed_bq4_bytes_ref, pack_bq4_ref, matvec_bq4_q8_ref, matmul_bq4_q8_ref,
         dot_f32_ref,   dot_f16_ref,     axpy_ref,       rmsnorm_ref,       softmax_ref,
-        swiglu_ref,    rope_ref,        attention_ref,
+        swiglu_ref,    rope_ref,        attention_ref, attention_multi_ref,
     };
     return t;
 }

@@ -227,7 +227,7 @@ Session::Session(std::shared_ptr<const Model> m, int64_t prefill_chunk)
     vt_.assign(C * cfg_.kv_dim(), 0.f);
     hb_.assign(C * H, 0.f);
     hb2_.assign(C * H, 0.f);
-    att_.assign(cfg_.max_seq_len, 0.f);
+    att_.assign(4 * (cfg_.max_seq_len + 4), 0.f);
     rc_.assign(hd_ / 2, 0.f);
     rs_.assign(hd_ / 2, 0.f);
     emb_.assign(n_blocks(D) * QK, 0.f);
@@ -422,11 +422,13 @@ void Session::prefill(const int64_t* tokens, int64_t n, int64_t pos, float* logi
                 k_->rope(kt_.data() + t * KVD, cfg_.n_kv_heads, hd_, rc, rs);
                 store_kv(l, p0 + t, kt_.data() + t * KVD, vt_.data() + t * KVD);
             }
-            // causal: token t (position p0 + t) sees positions 0..p0 + t, all stored above
-            for (int64_t t = 0; t < T; t++)
-                for (int64_t h = 0; h < cfg_.n_heads; h++)
-                    k_->attention(Q + t * QD + h * hd_, kcache(l, h / kv_mul), cfg_.max_seq_len, vcache(l, h / kv_mul),
-                                  p0 + t + 1, hd_, att_.data(), XB2 + t * QD + h * hd_);
+            // causal: token t (position p0 + t) sees positions 0..p0 + t, all stored above; four
+            // tokens at a time share each head's reads of the cache
+            for (int64_t h = 0; h < cfg_.n_heads; h++)
+                for (int64_t t = 0; t < T; t += 4)
+                    k_->attention_multi(Q + t * QD + h * hd_, QD, std::min<int64_t>(4, T - t), kcache(l, h / kv_mul),
+                                        cfg_.max_seq_len, vcache(l, h / kv_mul), p0 + t, hd_, att_.data(),
+                                        XB2 + t * QD + h * hd_, QD);
             ready = false;
             matmul(L.wo, XB2, T, QD, &ready, XB, D);
             for (int64_t i = 0; i < T * D; i++) X[i] += XB[i];

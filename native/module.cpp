@@ -312,6 +312,22 @@ PYBIND11_MODULE(_native, m) {
         table(path).attention(q.data(), kt.data(), stride, v.data(), n, hd, att.data(), out.mutable_data());
         return out;
     });
+    // q (nq, hd) consecutive queries whose positions are n0 .. n0 + nq - 1; k, v (n0 + nq, hd)
+    m.def("k_attention_multi", [](const std::string& path, farr q, farr k, farr v, int64_t n0) {
+        if (q.ndim() != 2 || k.ndim() != 2 || v.ndim() != 2 || q.shape(0) < 1 || q.shape(0) > 4 ||
+            k.shape(1) != q.shape(1) || v.shape(1) != q.shape(1) || n0 < 0 || k.shape(0) != n0 + q.shape(0) ||
+            v.shape(0) != k.shape(0))
+            throw std::invalid_argument("q (nq <= 4, hd), k and v (n0 + nq, hd)");
+        const int64_t nq = q.shape(0), hd = q.shape(1), n = k.shape(0);
+        const int64_t stride = n + 3;
+        std::vector<float> att(4 * (n + 4)), kt(hd * stride, 0.0f);
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t d = 0; d < hd; d++) kt[d * stride + t] = k.data()[t * hd + d];
+        py::array_t<float> out({nq, hd});
+        table(path).attention_multi(q.data(), hd, nq, kt.data(), stride, v.data(), n0, hd, att.data(),
+                                    out.mutable_data(), hd);
+        return out;
+    });
     m.def("bq4_dequantize", [](u8arr blocks, int64_t rows, int64_t cols) {
         if (rows < 0 || cols <= 0) throw std::invalid_argument("rows/cols must be positive");
         const int64_t nb = n_blocks(cols);

@@ -169,6 +169,21 @@ def test_attention_matches_numpy(path, head_dim, n):
                  1e-5, 1e-6)
 
 
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("head_dim", [2, 8, 24, 64])
+@pytest.mark.parametrize("n0", [0, 1, 6, 29, 124])
+@pytest.mark.parametrize("nq", [1, 3, 4])
+def test_prefill_attention_of_consecutive_queries_is_causal_and_matches_numpy(path, head_dim, n0, nq):
+    rng = np.random.default_rng(head_dim * 100 + n0 * 7 + nq)
+    q = rng.standard_normal((nq, head_dim)).astype(np.float32)
+    k = rng.standard_normal((n0 + nq, head_dim)).astype(np.float32)
+    v = rng.standard_normal((n0 + nq, head_dim)).astype(np.float32)
+    got = N.k_attention_multi(path, q, k, v, n0)
+    for i in range(nq):  # query i sits at position n0 + i and must not see later positions
+        ref = K.attention_ref(q[i], k[: n0 + i + 1], v[: n0 + i + 1])
+        assert_close(f"{path} attention_multi hd={head_dim} n0={n0} query {i}/{nq}", ref, got[i], 1e-5, 1e-6)
+
+
 def test_a_wrong_kernel_result_is_detected():
     """The tolerance helper fails on a real discrepancy and names ref/got/err."""
     with pytest.raises(AssertionError, match=r"ref=1 got=1.001 err="):

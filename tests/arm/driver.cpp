@@ -196,7 +196,7 @@ void kernel_checks(const KernelTable& k, Rng& r) {
         k.swiglu(g2.data(), b.data(), n);
         close(P + "swiglu" + N, g1.data(), g2.data(), n, 1e-5, 1e-6);
     }
-    for (int64_t hd : {2, 6, 8, 16, 64}) {
+    for (int64_t hd : {2, 6, 8, 16, 24, 64}) {
         for (int64_t n : {1, 3, 8, 31, 33, 100, 300}) {
             const int64_t ks = n + 3;
             std::vector<float> q = randn(r, hd), kt = randn(r, hd * ks), v = randn(r, n * hd);
@@ -205,6 +205,18 @@ void kernel_checks(const KernelTable& k, Rng& r) {
             k.attention(q.data(), kt.data(), ks, v.data(), n, hd, att.data(), o2.data());
             close(P + "attention hd=" + std::to_string(hd) + " n=" + std::to_string(n), o1.data(), o2.data(), hd, 1e-5,
                   1e-6);
+        }
+        for (int64_t n0 : {0, 1, 5, 28, 60}) {
+            for (int64_t nq : {1, 3, 4}) {
+                const int64_t ks = n0 + nq + 2, qs = hd + 3, os = hd + 1;
+                std::vector<float> q = randn(r, nq * qs), kt = randn(r, hd * ks), v = randn(r, (n0 + nq) * hd);
+                std::vector<float> att(4 * (n0 + nq + 4)), o1(nq * os, 0.0f), o2(nq * os, 0.0f);
+                ref.attention_multi(q.data(), qs, nq, kt.data(), ks, v.data(), n0, hd, att.data(), o1.data(), os);
+                k.attention_multi(q.data(), qs, nq, kt.data(), ks, v.data(), n0, hd, att.data(), o2.data(), os);
+                close(P + "attention_multi hd=" + std::to_string(hd) + " n0=" + std::to_string(n0) +
+                          " nq=" + std::to_string(nq),
+                      o1.data(), o2.data(), nq * os, 1e-5, 1e-6);
+            }
         }
         std::vector<float> v1 = randn(r, 3 * hd), v2 = v1, c = randn(r, hd / 2), s = randn(r, hd / 2);
         ref.rope(v1.data(), 3, hd, c.data(), s.data());
