@@ -88,6 +88,15 @@ def test_vocab_larger_than_the_corpus_supports_is_a_config_error(tmp_path):
         t.prepare()
 
 
+def test_tokenizer_file_of_another_size_is_a_config_error(tmp_path):
+    from trainer.bpe import train_bpe
+
+    train_bpe(load_jsonl(TINY_CORPUS).texts, 300).save(tmp_path / "tok.json")
+    cfg = load_config(write_config(tmp_path, vocab_size=320, tokenizer_path=str(tmp_path / "tok.json")))
+    with pytest.raises(ConfigError, match="vocab_size is 320 but the tokenizer has 300 entries"):
+        Trainer(cfg, progress=False, verbose=False).prepare()
+
+
 # ---------------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------------
@@ -283,6 +292,13 @@ def test_resume_from_a_different_config_is_rejected_before_work(tiny_run, tmp_pa
     t = Trainer(cfg, resume_from=res["run_dir"], progress=False, verbose=False)
     with pytest.raises(CheckpointError, match="different model config \\(hidden_size: checkpoint 32, config 48"):
         t.prepare()
+
+
+def test_resume_beyond_the_requested_steps_is_rejected(tiny_run, tmp_path):
+    _, res, _ = tiny_run
+    cfg = load_config(write_config(tmp_path, max_steps=20))
+    with pytest.raises(CheckpointError, match="checkpoint is at step 60, beyond the requested 20 steps"):
+        Trainer(cfg, resume_from=res["run_dir"], progress=False, verbose=False).prepare()
 
 
 def test_damaged_checkpoint_is_a_clear_error(tiny_run, tmp_path):

@@ -114,6 +114,9 @@ class Trainer:
         if self.resume_from is not None:
             ck = ckpt_mod.load(self.resume_from)
             ckpt_mod.check_matches(ck, cfg.model_dict())
+            if int(ck.state.get("step", 0)) > cfg.max_steps:
+                raise CheckpointError(f"checkpoint is at step {ck.state.get('step')}, beyond the requested "
+                                      f"{cfg.max_steps} steps")
         corpus = load_jsonl(cfg.dataset_path, field_name=cfg.text_field, on_bad_line=cfg.on_bad_line)
         self.corpus = corpus
         self.log(f"run {cfg.name}: dataset {corpus.path} ({len(corpus.texts)} records, sha256 {corpus.sha256[:16]}); "
