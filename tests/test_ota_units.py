@@ -237,3 +237,13 @@ def test_bullet_push_command_reports_each_device(tmp_path, broker):
         assert r.returncode == 1 and "nope.bullet is not signed" in r.stderr
     finally:
         rx.stop()
+
+
+def test_receiver_creates_its_directories_only_when_a_push_needs_them(tmp_path):
+    keys = Keys(tmp_path)
+    rx = OtaReceiver(OtaConfig(device="d"), TrustStore(keys.trust), tmp_path / "models",
+                     tmp_path / "models" / ".ota", smoke=lambda p: {})
+    assert rx.recovered == [] and not (tmp_path / "models").exists()
+    rx._check_space(1000)
+    assert sorted(p.name for p in (tmp_path / "models" / ".ota").iterdir()) == [
+        "previous", "rejected", "staging"]

@@ -137,8 +137,6 @@ class OtaReceiver:
         self.staging = self.ota_dir / "staging"
         self.previous = self.ota_dir / "previous"
         self.rejected = self.ota_dir / "rejected"
-        for d in (self.models_dir, self.staging, self.previous, self.rejected):
-            d.mkdir(parents=True, exist_ok=True)
         self.install_hook = install_hook
         if smoke is None and config.smoke_test:
             from bulletd.ota.smoke import smoke_test
@@ -158,6 +156,15 @@ class OtaReceiver:
         for a in self.recovered:
             log.warning("OTA recovery: %s", a)
         self._expire_partials()
+
+    def _ensure_dirs(self) -> None:
+        """Made on first use, not at start: a daemon run on a read-only or shared model
+        directory (e.g. the repository's child_models/) leaves no trace until a push arrives."""
+        try:
+            for d in (self.models_dir, self.staging, self.previous, self.rejected):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise io_error(f"creating the OTA directories under {self.ota_dir}", exc) from exc
 
     def _install_lock(self) -> asyncio.Lock:
         # one install at a time (a push and a local install/rollback never interleave)
@@ -468,6 +475,7 @@ class OtaReceiver:
         return new
 
     def _check_space(self, size: int) -> None:
+        self._ensure_dirs()
         try:
             st = os.statvfs(self.staging)
         except OSError as exc:
@@ -696,6 +704,7 @@ class OtaReceiver:
     def _set_aside(self, t: Transfer, m: dict, exc: OtaError) -> None:
         base = f"{m['name']}-{m['version']}.{exc.reason}"
         try:
+            self.rejected.mkdir(parents=True, exist_ok=True)
             os.replace(t.part, self.rejected / f"{base}.bullet")
             atomic_write(self.rejected / f"{base}.json",
                          json.dumps({"manifest": m, "reason": exc.reason, "message": exc.message,
@@ -770,6 +779,7 @@ class OtaReceiver:
         moves = []
         had_previous = live.exists()
         try:
+            self._ensure_dirs()
             if had_previous:
                 # keep the live pair as "previous" (hard links: no copy, no space)
                 prev_sig.unlink(missing_ok=True)

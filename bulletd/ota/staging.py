@@ -317,6 +317,7 @@ class Ledger:
                 del self.seen[k]
 
     def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path, json.dumps(self.data, sort_keys=True, indent=1).encode())
 
 
