@@ -360,13 +360,13 @@ def test_killed_then_resumed_run_is_bit_identical(tmp_path):
 
 
 def test_resume_in_process_continues_exactly(tmp_path):
-    cfg20 = load_config(write_config(tmp_path, max_steps=30, checkpoint_interval=10))
-    Trainer(cfg20, progress=False, verbose=False).run()
+    cfg30 = load_config(write_config(tmp_path, max_steps=30, checkpoint_interval=10))
+    Trainer(cfg30, progress=False, verbose=False).run()
     uninterrupted = _weights(tmp_path / "run")[0]
-    # same config, stopped at 10 by --steps semantics of the schedule? No: resume from the step-10 checkpoint
+    # resume the same config from its step-10 checkpoint: the last 20 steps replay exactly
     first = ckpt_mod.list_checkpoints(tmp_path / "run")[0]
     assert first.name == "ckpt-0000010"
-    t = Trainer(cfg20, resume_from=first, progress=False, verbose=False)
+    t = Trainer(cfg30, resume_from=first, progress=False, verbose=False)
     t.run()
     again = _weights(tmp_path / "run")[0]
     for k in uninterrupted:
