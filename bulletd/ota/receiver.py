@@ -845,7 +845,8 @@ class OtaReceiver:
     # ------------------------------------------------------------------------------------------
     # local admin operations (bulletd-cli install / rollback)
 
-    async def install_local(self, path, sig_path=None, *, force: bool = False) -> dict:
+    async def install_local(self, path, sig_path=None, *, force: bool = False,
+                            _link: bool = False) -> dict:
         """Install a signed file from the local disk, the same way as a push. `force` skips
         the anti-rollback and replay rules (never the signature). Returns the final status."""
         from bulletd.signing import read_signature
@@ -865,7 +866,7 @@ class OtaReceiver:
                   "created": time.time(), "local": True}
         t = Transfer(self.staging, record)
         try:
-            await asyncio.to_thread(self._stage_copy, path, t)
+            await asyncio.to_thread(self._stage_copy, path, t, _link)
         except OSError as exc:
             t.remove()
             raise io_error(f"copying {path} into staging", exc) from exc
@@ -874,12 +875,19 @@ class OtaReceiver:
         return self.finals[push_id]
 
     @staticmethod
-    def _stage_copy(src: Path, t: Transfer) -> None:
+    def _stage_copy(src: Path, t: Transfer, link: bool = False) -> None:
+        """Copy (or, for our own previous/ files, hard-link) src into staging, durably. An
+        administrator's file is copied: a later edit of it must never change the live child."""
         tmp = t.part.with_name(t.part.name + TMP_SUFFIX)
-        try:
+        if link:
             link_or_copy(src, tmp)
-        except OSError:
+        else:
             shutil.copyfile(src, tmp)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, t.part)
         t.bits = bytearray([1] * t.total)
 
@@ -894,7 +902,7 @@ class OtaReceiver:
         link_or_copy(prev, tmp)
         sig = self.previous / f"{name}.bullet.sig"
         try:
-            return await self.install_local(tmp, sig, force=True)
+            return await self.install_local(tmp, sig, force=True, _link=True)
         finally:
             tmp.unlink(missing_ok=True)
 
