@@ -366,3 +366,73 @@ def test_one_session_used_by_two_threads_at_once_is_refused_not_corrupted(small)
     # whatever interleaving happened, the session still computes the right thing
     ref = m.new_session().prefill(list(range(40)), 0)
     np.testing.assert_array_equal(s.prefill(list(range(40)), 0), ref)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fuzz: any config and any tensor dict either builds a working model or raises ModelError
+# ----------------------------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, event, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_DTYPES = [np.float32, np.float16, np.uint8, np.float64, np.int8]
+
+
+@st.composite
+def _fuzz_model(draw):
+    cfg = {k: draw(st.integers(-2, 70)) for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim",
+                                                   "vocab_size", "max_seq_len")}
+    cfg["n_layers"] = min(cfg["n_layers"], 3)
+    cfg["tied_embeddings"] = draw(st.booleans())
+    if draw(st.booleans()):  # mostly consistent configs, so the tensor checks get exercised too
+        h = draw(st.sampled_from([1, 2, 4]))
+        cfg.update(n_heads=h, n_kv_heads=draw(st.sampled_from([d for d in (1, 2, 4) if h % d == 0])),
+                   dim=h * draw(st.sampled_from([2, 6, 8, 16])), n_layers=draw(st.integers(1, 2)),
+                   hidden_dim=draw(st.integers(1, 70)), vocab_size=draw(st.integers(1, 70)),
+                   max_seq_len=draw(st.integers(1, 12)))
+    ok = all(v >= 1 for k, v in cfg.items() if k != "tied_embeddings") and cfg["dim"] % max(cfg["n_heads"], 1) == 0
+    tensors = {}
+    if ok:
+        from _kernels_util import lm_shapes
+        rng = np.random.default_rng(draw(st.integers(0, 1000)))
+        shapes = lm_shapes(cfg)
+        bad = set(draw(st.lists(st.sampled_from(sorted(shapes)), max_size=2)))  # often none
+        for name, shape in shapes.items():
+            kind = draw(st.sampled_from(["dtype", "shape", "drop"])) if name in bad else "right"
+            if kind == "drop":
+                continue
+            if len(shape) == 2 and draw(st.booleans()):
+                arr = rng.integers(0, 256, (shape[0], -(-shape[1] // 32) * 20), dtype=np.uint8)  # bq4 bytes
+            else:
+                arr = rng.standard_normal(shape).astype(np.float32)
+            if kind == "dtype":
+                arr = arr.astype(draw(st.sampled_from(_DTYPES)))
+            if kind == "shape":
+                arr = np.zeros(tuple(max(1, s + draw(st.integers(-1, 1))) for s in arr.shape), arr.dtype)
+            tensors[name] = arr
+        if draw(st.integers(0, 5)) == 0:
+            tensors[draw(st.sampled_from(["blk.9.wq", "output", "junk", "blk.0.wq"]))] = np.zeros(4, np.float32)
+    return cfg, tensors
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_fuzz_model())
+def test_fuzzed_models_build_or_raise_model_error(model):
+    cfg, tensors = model
+    try:
+        m = K.NativeModel(cfg, tensors)
+    except ModelError as exc:
+        assert str(exc).startswith("native model: ")
+        event("refused")
+        return
+    event("built and ran")
+    s = m.new_session()
+    out = s.prefill(list(range(min(3, cfg["max_seq_len"]))) if cfg["vocab_size"] >= 3 else [0], 0)
+    assert out.shape == (cfg["vocab_size"],)
+    rng = np.random.default_rng(0)
+    for _ in range(10):  # arbitrary ids and positions: logits or a ModelError, nothing else
+        tok, pos = (int(v) for v in rng.integers(-3, 80, 2))
+        try:
+            assert s.forward(tok, pos).shape == (cfg["vocab_size"],)
+        except ModelError as exc:
+            assert "out of range" in str(exc) or "position" in str(exc)
