@@ -5,6 +5,7 @@
     bulletd-cli load child_models/stories.bullet [--as NAME]
     bulletd-cli unload stories [--cancel] [--timeout 5]
     bulletd-cli route "how long to boil an egg"
+    bulletd-cli reload                    # re-read the config file (like SIGHUP)
     bulletd-cli generate "Once upon a time" [--child stories] [--max-tokens 64] [--no-stream]
     bulletd-cli rollback stories          # back to the version the last install replaced
     bulletd-cli install new.bullet [--force]   # a signed file, like an OTA push; --force: older version
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("list", "ps"):
         sp = sub.add_parser(name, help="loaded and installed children")
     sub.add_parser("status", help="daemon status")
+    sub.add_parser("reload", help="re-read the daemon's config file (admin; same as SIGHUP)")
     sub.add_parser("ping", help="is the daemon up?")
     sp = sub.add_parser("route", help="show the mother's decision and scores for TEXT")
     sp.add_argument("text")
@@ -194,6 +196,9 @@ def run(a: argparse.Namespace) -> int:
         elif a.cmd == "status":
             s = c.status()
             json.dump(s, out, indent=2) if a.json else print_status(s)
+        elif a.cmd == "reload":
+            r = c.request("reload")
+            json.dump(r, out) if a.json else print(f"reloaded {r.get('config') or '(built-in defaults)'}")
         elif a.cmd == "ping":
             r = c.ping()
             json.dump(r, out) if a.json else print(f"bulletd {r.get('version')} on {r.get('device')} is up")

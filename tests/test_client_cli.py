@@ -119,3 +119,10 @@ def test_blocking_and_async_clients_stream(daemon):
             return r1, r2, "".join(pieces)
     r1, r2, streamed = asyncio.run(go())
     assert (r1.child, r2.child) == ("math", "cooking") and streamed == text
+
+
+def test_reload_command_rereads_the_config(daemon):
+    r = cli(daemon, "reload")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"reloaded {daemon.cfg_path}"
+    assert "configuration reloaded from" in daemon.log()
