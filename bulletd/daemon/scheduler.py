@@ -38,10 +38,11 @@ class Scheduler:
         self.rejected = 0
 
     def resize(self, workers: int, max_queue: int) -> None:
-        # ThreadPoolExecutor cannot shrink; a reload takes effect for the queue bound and,
-        # if larger, the pool (new threads start on demand)
-        if workers > self.workers:
-            self.pool._max_workers = workers  # documented attribute since 3.x; grows lazily
+        """A reload: new generations go to a pool of the new size; running ones finish on the
+        old pool, which then ends its threads."""
+        if workers != self.workers:
+            old, self.pool = self.pool, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bulletd-gen")
+            old.shutdown(wait=False)
             self.workers = workers
         self.capacity = self.workers + max_queue
 

@@ -41,6 +41,7 @@ class Daemon:
     def __init__(self, cfg: Config, config_path: str | None = None):
         self.cfg = cfg
         self.config_path = config_path
+        self.cli_overrides: dict = {}        # command-line flags, applied again after each reload
         self.notifier = Notifier()
         self.started = time.time()
         self.accepting = False
@@ -339,8 +340,6 @@ class Daemon:
             await self._restart_mqtt()
         log.info("configuration reloaded from %s", self.config_path or "(defaults)")
         self.notifier.notify("READY=1", f"STATUS={self.status_line()}")
-
-    cli_overrides: dict = {}
 
     def status_line(self) -> str:
         m = "mqtt " + (self.mqtt.state()["state"] if self.mqtt else "off")
