@@ -369,6 +369,11 @@ def test_swap_keeps_running_requests_on_the_old_version_and_rollback_restores_it
             rb = c.request("rollback", name="slow")["rolled_back"]
             assert rb["version"] == "1.0.0"
             assert c.generate("x", child="slow", max_tokens=2).raw["version"] == "1.0.0"
+            unsigned = make_child(tmp_path, "slow-v3", key=None, seed=5, version="3.0.0")
+            with pytest.raises(DaemonError) as e:                  # a bad file never replaces a good one
+                c.request("swap", name="slow", path=str(unsigned))
+            assert e.value.code == "untrusted"
+            assert c.generate("x", child="slow", max_tokens=2).raw["version"] == "1.0.0"
     finally:
         d.stop()
 
