@@ -627,3 +627,23 @@ def test_sighup_with_a_broken_config_keeps_the_running_one(kit, tmp_path):
         assert raw_request(d.sock, {"op": "generate", "child": "math", "prompt": "x", "max_tokens": 2})[-1]["ok"]
     finally:
         d.stop()
+
+
+def test_a_child_dropped_into_the_model_dir_is_routable_after_a_reload(kit, tmp_path):
+    models = tmp_path / "m"
+    shutil.copytree(kit["models"], models)
+    (models / "slow.bullet").unlink()
+    d = DaemonProc(tmp_path, base_cfg(kit, models=models)).start()
+    try:
+        prompt = "prune the roses and water the garden beds"
+        make_child(models, "garden", key=kit["key"], seed=11,
+                   examples=["plant tomatoes in spring", "water the garden roses", "prune the apple tree branches",
+                             "compost for the vegetable beds", "mow the lawn and rake leaves"])
+        with d.client() as c:
+            assert c.route(prompt)["decision"]["child"] != "garden"
+            c.request("reload")
+            dec = c.route(prompt)["decision"]
+            assert (dec["child"], dec["reason"]) == ("garden", "examples"), dec
+            assert c.generate(prompt, max_tokens=2).child == "garden"
+    finally:
+        d.stop()

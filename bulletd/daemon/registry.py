@@ -214,6 +214,7 @@ class Registry:
         self.draining: list[Child] = []          # retired versions with running requests
         self.known: dict[str, str] = {}          # name -> path of every child file found in model_dir
         self.previous: dict[str, str] = {}       # name -> path of the version before the last swap
+        self.ever_loaded: set[str] = set()       # names loaded at least once (their examples are known)
         self._locks: dict[str, asyncio.Lock] = {}
         self._drained = asyncio.Event()
         self.evictions = 0
@@ -320,6 +321,7 @@ class Registry:
             except RequestError:
                 pass
             self.known.setdefault(rname, path)
+            self.ever_loaded.add(rname)
             log.info("loaded child %s v%s from %s (%d bytes, signer %s) in %.1f ms",
                      rname, child.version, path, size, signer or "none (unsigned)", ms)
             self._changed(rname, child)

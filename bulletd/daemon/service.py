@@ -335,6 +335,14 @@ class Daemon:
             log.warning("after reload: %s", exc.message)
         reg.scan()
         await self.load_mother()
+        if new.registry.preload:
+            # children added to model_dir since the start: load them so that the ones whose
+            # header carries examples become routable (evicted ones stay on disk)
+            for name in sorted(set(reg.known) - reg.ever_loaded):
+                try:
+                    await reg.load(name)
+                except RequestError as exc:
+                    log.error("child %s not loaded: %s (%s)", name, exc.message, exc.code)
         if new.mqtt != old.mqtt or new.device != old.device:
             log.info("MQTT settings changed; reconnecting")
             await self._restart_mqtt()
