@@ -93,14 +93,14 @@ float dot_bq4_q8_avx2(const BlockBQ4* w, const BlockQ8* x, int64_t nb) {
 }
 
 // ============================================================================
-// Packed BQ4: groups of 8 rows; per (group, block) 128 bytes of nibbles + 8 f32 scales
+// Packed BQ4: groups of 8 rows; per (group, block) 128 bytes of nibbles + the 8 rows' f16 scales
 // ============================================================================
 // Nibble chunk c (0..3) of a (group, block): byte 4*r + k holds u[r][8c + k] in its low nibble
 // and u[r][8c + 4 + k] in its high nibble (r: row in group, k: 0..3). Rows past `rows` are zero
 // with scale 0.
 
 constexpr int64_t PACK_ROWS = 8;
-constexpr int64_t PACK_BLOCK = 128 + 32;  // bytes per (group, block)
+constexpr int64_t PACK_BLOCK = 128 + 16;  // bytes per (group, block): 18 per row-block, less than BQ4's 20
 
 static int64_t packed_bq4_bytes_avx2(int64_t rows, int64_t nb) {
     return (rows + PACK_ROWS - 1) / PACK_ROWS * nb * PACK_BLOCK;
@@ -111,7 +111,7 @@ static void pack_bq4_avx2(const BlockBQ4* w, int64_t rows, int64_t nb, uint8_t* 
     for (int64_t g = 0; g < groups; g++) {
         for (int64_t b = 0; b < nb; b++) {
             uint8_t* p = dst + (g * nb + b) * PACK_BLOCK;
-            float* scales = (float*)(p + 128);
+            uint16_t* scales = (uint16_t*)(p + 128);  // f16 bits, widened by vcvtph2ps when used
             for (int64_t r = 0; r < PACK_ROWS; r++) {
                 const int64_t row = g * PACK_ROWS + r;
                 uint8_t u[QK];
@@ -121,10 +121,10 @@ static void pack_bq4_avx2(const BlockBQ4* w, int64_t rows, int64_t nb, uint8_t* 
                         u[j] = (uint8_t)((blk.qs[j] & 0x0f) ^ 0x08);
                         u[j + QK / 2] = (uint8_t)((blk.qs[j] >> 4) ^ 0x08);
                     }
-                    scales[r] = f16(blk.scale);
+                    scales[r] = blk.scale;
                 } else {
                     std::memset(u, 8, sizeof u);  // q = 0
-                    scales[r] = 0.0f;
+                    scales[r] = 0;
                 }
                 for (int c = 0; c < 4; c++)
                     for (int k = 0; k < 4; k++) p[32 * c + 4 * r + k] = (uint8_t)(u[8 * c + k] | (u[8 * c + 4 + k] << 4));
@@ -152,11 +152,14 @@ inline __m256i group_block_dot(const __m256i u[8], const BlockQ8& x, __m256i one
 
 inline void unpack_group_block(const uint8_t* p, __m256i u[8], __m256i m0f) {
     for (int c = 0; c < 4; c++) {
-        const __m256i v = _mm256_load_si256((const __m256i*)(p + 32 * c));
+        const __m256i v = _mm256_loadu_si256((const __m256i*)(p + 32 * c));
         u[2 * c] = _mm256_and_si256(v, m0f);
         u[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
     }
 }
+
+// the 8 rows' block scales, f16 -> f32 (exact)
+inline __m256 load_scales(const uint8_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(p + 128))); }
 
 inline void store_group(float* out, int64_t stride, int64_t valid, __m256 acc) {
     if (valid >= PACK_ROWS && stride == 1) {
@@ -182,7 +185,7 @@ static void matvec_bq4_q8_avx2(const void* wv, int64_t rows, int64_t nb, const B
             __m256i u[8];
             unpack_group_block(p, u, m0f);
             const __m256i s = group_block_dot(u, x[b], ones);
-            const __m256 sc = _mm256_mul_ps(_mm256_load_ps((const float*)(p + 128)), _mm256_set1_ps(x[b].d));
+            const __m256 sc = _mm256_mul_ps(load_scales(p), _mm256_set1_ps(x[b].d));
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc);
         }
         store_group(out + g * PACK_ROWS, 1, rows - g * PACK_ROWS, acc);
@@ -206,7 +209,7 @@ static void matmul_bq4_q8_avx2(const void* wv, int64_t rows, int64_t nb, const B
             for (int64_t b = 0; b < nb; b++, p += PACK_BLOCK) {
                 __m256i u[8];
                 unpack_group_block(p, u, m0f);
-                const __m256 dw = _mm256_load_ps((const float*)(p + 128));
+                const __m256 dw = load_scales(p);
                 const BlockQ8* xb = x + t0 * nb + b;
                 for (int64_t t = 0; t < tn; t++, xb += nb) {
                     const __m256i s = group_block_dot(u, *xb, ones);

@@ -77,13 +77,13 @@ float dot_bq4_q8_neon(const BlockBQ4* w, const BlockQ8* x, int64_t nb) {
 
 // ============================================================================
 // Packed BQ4 (shared with neon_dot): groups of 4 rows; per (group, block) 64 bytes of nibbles
-// + 4 f32 scales. Chunk c (0..3, 16 bytes): byte 4*r + k holds q[r][8c + k] in its low nibble and
+// + the 4 rows' f16 scales. Chunk c (0..3, 16 bytes): byte 4*r + k holds q[r][8c + k] in its low nibble and
 // q[r][8c + 4 + k] in its high nibble (r: row in group, k: 0..3). Rows past `rows` are zero with
 // scale 0. So one 16-byte vector holds 4 consecutive weights of each of the 4 rows.
 // ============================================================================
 
 constexpr int64_t PACK_ROWS = 4;
-constexpr int64_t PACK_BLOCK = 64 + 16;
+constexpr int64_t PACK_BLOCK = 64 + 8;  // nibbles + 4 f16 scales: 18 bytes per row-block
 
 int64_t packed_bq4_bytes_neon(int64_t rows, int64_t nb) { return (rows + PACK_ROWS - 1) / PACK_ROWS * nb * PACK_BLOCK; }
 
@@ -92,7 +92,7 @@ void pack_bq4_neon(const BlockBQ4* w, int64_t rows, int64_t nb, uint8_t* dst) {
     for (int64_t g = 0; g < groups; g++) {
         for (int64_t b = 0; b < nb; b++) {
             uint8_t* p = dst + (g * nb + b) * PACK_BLOCK;
-            float* scales = (float*)(p + 64);
+            uint16_t* scales = (uint16_t*)(p + 64);  // f16 bits, widened by fcvtl when used
             for (int64_t r = 0; r < PACK_ROWS; r++) {
                 const int64_t row = g * PACK_ROWS + r;
                 uint8_t q[QK];  // 4-bit two's complement nibbles
@@ -102,10 +102,10 @@ void pack_bq4_neon(const BlockBQ4* w, int64_t rows, int64_t nb, uint8_t* dst) {
                         q[j] = blk.qs[j] & 0x0f;
                         q[j + QK / 2] = blk.qs[j] >> 4;
                     }
-                    scales[r] = f16_scale_neon(blk.scale);
+                    scales[r] = blk.scale;
                 } else {
                     for (int j = 0; j < QK; j++) q[j] = 0;
-                    scales[r] = 0.0f;
+                    scales[r] = 0;
                 }
                 for (int c = 0; c < 4; c++)
                     for (int k = 0; k < 4; k++) p[16 * c + 4 * r + k] = (uint8_t)(q[8 * c + k] | (q[8 * c + 4 + k] << 4));
@@ -170,7 +170,7 @@ static void matvec_bq4_q8_neon(const void* wv, int64_t rows, int64_t nb, const B
             GroupBlock gb;
             unpack_group_block(p, gb);
             const int32x4_t s = group_block_dot(gb, x[b]);
-            acc = vfmaq_f32(acc, vcvtq_f32_s32(s), vmulq_n_f32(vld1q_f32((const float*)(p + 64)), x[b].d));
+            acc = vfmaq_f32(acc, vcvtq_f32_s32(s), vmulq_n_f32(vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t*)(p + 64)))), x[b].d));
         }
         store_group(out + g * PACK_ROWS, rows - g * PACK_ROWS, acc);
     }
@@ -191,7 +191,7 @@ static void matmul_bq4_q8_neon(const void* wv, int64_t rows, int64_t nb, const B
             for (int64_t b = 0; b < nb; b++, p += PACK_BLOCK) {
                 GroupBlock gb;
                 unpack_group_block(p, gb);
-                const float32x4_t dw = vld1q_f32((const float*)(p + 64));
+                const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t*)(p + 64))));
                 const BlockQ8* xb = x + t0 * nb + b;
                 for (int64_t t = 0; t < tn; t++, xb += nb) {
                     const int32x4_t s = group_block_dot(gb, *xb);

@@ -53,7 +53,7 @@ static float dot_bq4_q8_neon_dot(const BlockBQ4* w, const BlockQ8* x, int64_t nb
 // ============================================================================
 
 constexpr int64_t PACK_ROWS = 4;
-constexpr int64_t PACK_BLOCK = 64 + 16;
+constexpr int64_t PACK_BLOCK = 64 + 8;  // nibbles + 4 f16 scales: 18 bytes per row-block
 
 namespace {
 
@@ -105,7 +105,7 @@ static void matvec_bq4_q8_neon_dot(const void* wv, int64_t rows, int64_t nb, con
             GroupBlock gb;
             unpack_group_block(p, gb);
             const int32x4_t s = group_block_dot(gb, x[b]);
-            acc = vfmaq_f32(acc, vcvtq_f32_s32(s), vmulq_n_f32(vld1q_f32((const float*)(p + 64)), x[b].d));
+            acc = vfmaq_f32(acc, vcvtq_f32_s32(s), vmulq_n_f32(vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t*)(p + 64)))), x[b].d));
         }
         store_group(out + g * PACK_ROWS, rows - g * PACK_ROWS, acc);
     }
@@ -126,7 +126,7 @@ static void matmul_bq4_q8_neon_dot(const void* wv, int64_t rows, int64_t nb, con
             for (int64_t b = 0; b < nb; b++, p += PACK_BLOCK) {
                 GroupBlock gb;
                 unpack_group_block(p, gb);
-                const float32x4_t dw = vld1q_f32((const float*)(p + 64));
+                const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t*)(p + 64))));
                 const BlockQ8* xb = x + t0 * nb + b;
                 for (int64_t t = 0; t < tn; t++, xb += nb) {
                     const int32x4_t s = group_block_dot(gb, *xb);
