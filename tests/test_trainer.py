@@ -586,3 +586,27 @@ def test_cli_invalid_utf8_corpus_fails_fast_with_the_flag(tmp_path):
 def test_cli_export_of_missing_checkpoint(tmp_path):
     r = _cli("export", str(tmp_path / "none"), "-o", str(tmp_path / "x.bullet"))
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_export_with_grouped_kv_heads_and_tied_embeddings_matches_runtime(tmp_path):
+    """Contract check for the other architecture switches: n_kv_heads < n_heads and tied output."""
+    from bulletd.format import BulletFile, dequantize_bq4
+    from bulletd.runtime.reference import ReferenceModel
+    from trainer.export import export
+    from trainer.model import Model
+
+    cfg = load_config(write_config(tmp_path, max_steps=5, num_heads=4, num_kv_heads=2, tie_embeddings=True,
+                                   eval_batches=1))
+    Trainer(cfg, progress=False, verbose=False).run()
+    out = tmp_path / "gqa.bullet"
+    export(tmp_path / "run", out, check_windows=2, log=lambda *a: None)
+    with BulletFile.open(out) as bf:
+        assert bf.arch["n_kv_heads"] == 2 and bf.arch["tied_embeddings"] is True
+        assert "output" not in bf.tensors and bf.tensors["blk.0.wk"].shape == (16, 32)
+        tensors = {n: (dequantize_bq4(bf.tensor(n), i.shape[1]) if i.dtype == "bq4" else np.array(bf.tensor(n)))
+                   for n, i in bf.tensors.items()}
+        ids = bf.tokenizer.encode("A dog sees the ball", bos=True)
+        logits_rt = ReferenceModel.from_bullet(bf).new_session().prefill_all(ids, 0)
+    m = Model(cfg.arch())
+    m.load_bullet_tensors(tensors)
+    np.testing.assert_allclose(m.logits(np.array([ids])).data, logits_rt, atol=2e-3, rtol=1e-3)
