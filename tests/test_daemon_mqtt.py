@@ -406,3 +406,18 @@ async def test_repeated_and_retained_requests_are_not_served_twice(tmp_path, kit
                 d2.stop()
     finally:
         d.stop()
+
+
+async def test_requests_sent_while_the_daemon_is_down_are_served_after_it_restarts(tmp_path, kit, broker):
+    d = mqtt_daemon(tmp_path, kit, broker)
+    d.stop()
+    async with Raw(broker) as r:
+        await r.send("bullet/dev1/req", {"child": "math", "prompt": "x", "max_tokens": 2}, corr=b"late")
+        await asyncio.sleep(0.2)
+        assert not r.finals(b"late")
+        d.start()                  # same client id, clean_start=false: the broker kept the session
+        try:
+            await r.wait(lambda: r.finals(b"late"), timeout=20)
+            assert r.finals(b"late")[0]["ok"] is True and len(r.finals(b"late")) == 1
+        finally:
+            d.stop()
