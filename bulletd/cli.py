@@ -71,6 +71,15 @@ def print_children(children: list[dict]) -> None:
                        "ACTIVE", "ROUTED BY"]))
 
 
+def _ota_line(o: dict) -> str:
+    if not o.get("enabled"):
+        return "off"
+    a = o.get("active")
+    busy = f", receiving {a['name']} {a['version']} {a['have']}/{a['total']}" if a else ""
+    return ("connected" if o.get("connected") else "not connected") + busy + \
+        f", {len(o.get('children') or {})} child(ren) installed by OTA (bulletd-cli list shows the last push)"
+
+
 def print_status(s: dict) -> None:
     mem = s.get("memory", {})
     mq = s.get("mqtt", {})
@@ -92,6 +101,7 @@ def print_status(s: dict) -> None:
         ("mqtt", (f"{mq.get('state')} to {mq.get('broker')} as {mq.get('client_id')}"
                   + (f" (last error: {mq['last_error']})" if mq.get("last_error") else "")) if mq.get("enabled") else "off"),
         ("socket", s.get("socket")),
+        ("ota", _ota_line(s.get("ota") or {})),
     ]
     w = max(len(k) for k, _ in pairs)
     for k, v in pairs:

@@ -139,6 +139,8 @@ def test_rollback_and_forced_local_downgrade_through_bulletd_cli(tmp_path, broke
         assert r.returncode == 0, r.stderr
         assert version_of(d) == "1"
         assert (tmp_path / "models" / "kid.bullet").read_bytes() == other1.read_bytes()
+        r = cli("status")
+        assert "ota       connected" in r.stdout and "1 child(ren) installed by OTA" in r.stdout
         r = cli("--json", "list")
         kid = [c for c in json.loads(r.stdout) if c["name"] == "kid"][0]
         assert kid["version"] == "1" and kid["ota"]["state"] == "installed"
