@@ -3,7 +3,8 @@ every kernel it runs (the executable specification the parity tests hold each pa
 
 Native side (C++, native/): kernels in four variants (scalar reference, avx2, neon, neon_dot)
 behind a dispatch table filled once from the CPU's features; BULLET_KERNEL=scalar forces the
-reference path. The SIMD paths repack each BQ4 matrix once at load into row groups (8 rows for
+reference path (a path the CPU cannot run, or an unknown name, also falls back to scalar; the
+active path is always what kernel_path() reports). The SIMD paths repack each BQ4 matrix once at load into row groups (8 rows for
 AVX2, 4 for NEON) so one vector op serves several rows; the scalar path reads the mapped blocks. `NativeModel(config, tensors)` wraps `_native.Model`, `NativeSession(model)` wraps
 `_native.Session` (its own KV cache; forward/prefill release the GIL) and turn the native module's
 ValueError/RuntimeError into ModelError.

@@ -240,6 +240,17 @@ def test_bad_models_are_refused_with_a_clear_error(small, mutate, message):
         K.NativeModel(cfg, tensors)
 
 
+def test_misaligned_arrays_are_refused(small):
+    cfg, tensors = small
+    raw = np.zeros(300 * 64 * 4 + 1, np.uint8)
+    bad = np.frombuffer(raw.data, dtype=np.float32, count=300 * 64, offset=1).reshape(300, 64)
+    with pytest.raises(ModelError, match="tensor tok_embd: data is not 4-byte aligned"):
+        K.NativeModel(cfg, _replace(tensors, tok_embd=bad))
+    raw = np.zeros(32 * 40 + 1, np.uint8)
+    with pytest.raises(ModelError, match="tensor blk.0.wk: data is not 2-byte aligned"):
+        K.NativeModel(cfg, _replace(tensors, blk__0__wk=raw[1:].reshape(32, 40)))
+
+
 def test_hostile_bq4_bytes_do_not_crash(small):
     """Random bytes as weights (NaN/inf scales, any nibbles) give numbers or NaNs, never a crash."""
     cfg, tensors = small
