@@ -168,15 +168,17 @@ class FaultyPusher(Pusher):
     drop: seqs never sent the first time they are asked for (the receiver must re-ask)
     duplicate: send every chunk twice; reverse: send each window in reverse order
     corrupt_once: seqs sent once with a flipped byte and the original CRC (transit damage)
+    truncate_once: seqs sent once 10 bytes short (with a CRC that matches the short data)
     forge: seqs always sent with a flipped byte and a matching CRC (only the SHA-256 can tell)
     stop_after: stop serving after this many chunks (a truncated push)
     """
 
     def __init__(self, *a, drop=(), duplicate=False, reverse=False, corrupt_once=(), forge=(),
-                 stop_after=None, delay=0.0, **kw):
+                 stop_after=None, delay=0.0, truncate_once=(), **kw):
         super().__init__(*a, **kw)
         self.drop, self.duplicate, self.reverse = set(drop), duplicate, reverse
         self.corrupt_once, self.forge = set(corrupt_once), set(forge)
+        self.truncate_once = set(truncate_once)
         self.stop_after, self.delay = stop_after, delay
         self.sent_total = 0
         self.sent_seqs: list[int] = []
@@ -203,6 +205,9 @@ class FaultyPusher(Pusher):
             self.corrupt_once.discard(seq)
             crc = P.chunk_crc(data)
             data = bytes([data[0] ^ 0xFF]) + data[1:]
+        elif seq in self.truncate_once:
+            self.truncate_once.discard(seq)
+            data = data[:-10]
         elif seq in self.forge:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
         msg = P.pack(P.make_chunk(self.push_id, seq, data, crc))

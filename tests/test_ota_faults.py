@@ -85,12 +85,13 @@ def test_duplicated_and_reordered_chunks_still_install(world):
 def test_chunk_damaged_in_transit_is_asked_for_again(world):
     tmp, broker, keys, rx = world
     f = child(tmp, keys, "damaged", "1")
-    p = push(f, broker, FaultyPusher, devices=("shared",), corrupt_once={3, 7})
+    p = push(f, broker, FaultyPusher, devices=("shared",), corrupt_once={3, 7},
+             truncate_once={5})
     o = outcome(p, "shared")
     assert o.state == "installed"
-    assert p.sent_seqs.count(3) == 2 and p.sent_seqs.count(7) == 2
+    assert [p.sent_seqs.count(s) for s in (3, 5, 7)] == [2, 2, 2]
     received = [e for e in o.statuses if e["state"] == "received"][-1]
-    assert received["bad_chunks"] == 2
+    assert received["bad_chunks"] == 3
     assert (rx.models / "damaged.bullet").read_bytes() == f.read_bytes()
 
 
