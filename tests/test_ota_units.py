@@ -234,7 +234,12 @@ def test_bullet_push_command_reports_each_device(tmp_path, broker):
         assert "no final status within 6 s" in out["devices"]["ghost"]["message"]
         r = subprocess.run(cmd[:4] + [str(tmp_path / "nope.bullet"), "--device", "dev1"],
                            capture_output=True, text=True, timeout=60, cwd=ROOT)
-        assert r.returncode == 1 and "nope.bullet is not signed" in r.stderr
+        assert r.returncode == 1 and "nope.bullet: no such file" in r.stderr
+        unsigned = make_child(tmp_path / "unsigned.bullet", keys.key, sign=False)
+        r = subprocess.run(cmd[:4] + [str(unsigned), "--device", "dev1"],
+                           capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert r.returncode == 1 and "unsigned.bullet is not signed" in r.stderr
+        assert "bullet sign" in r.stderr
     finally:
         rx.stop()
 

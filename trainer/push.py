@@ -76,6 +76,8 @@ class Pusher:
                  timeout: float = 120.0, reoffer: float = 2.0, discover: float = 1.0,
                  username=None, password=None, on_event=None):
         self.path = Path(path)
+        if not self.path.is_file():
+            raise PushError(f"{self.path}: no such file (expected a signed .bullet file)")
         if bool(devices) == bool(fleet):
             raise PushError("name the target: --device ID (one or more) or --fleet GROUP")
         for d in devices:

@@ -1,10 +1,13 @@
 """Run the OTA receiver on its own (without the daemon): bring-up, tests and benchmarks.
 
-    python -m bulletd.ota receive --device pi1 --port 1883 --models ./models \
-        --ota-dir ./state/ota --trust ./keys [--groups lab,kitchen] [--no-smoke]
+    python -m bulletd.ota receive --device pi1 --port 1883 --models ./models
+                                  --ota-dir ./state/ota --trust ./keys [--groups lab,kitchen]
+    python -m bulletd.ota recover --models ./models --ota-dir ./state/ota   # crash recovery only
+    python -m bulletd.ota status --ota-dir ./state/ota                      # the ledger as JSON
 
-Prints "READY" on stdout once connected to the broker; SIGTERM stops it cleanly (the retained
-presence is set offline). No hot swap happens here: the daemon does that through install_hook.
+`receive` prints "READY" on stdout once connected to the broker; SIGTERM stops it cleanly (the
+retained presence is set offline). No hot swap happens here: inside bulletd the daemon does
+that through install_hook (bulletd/ota/daemon_glue.py). Protocol: docs/OTA.md.
 """
 from __future__ import annotations
 
