@@ -116,6 +116,7 @@ class ReceiverProc:
 
     def wait_ready(self, timeout=20.0):
         if not self._ready.wait(timeout):
+            self.kill()
             raise RuntimeError(f"receiver did not become ready; log:\n{self.log.read_text()[-3000:]}")
 
     def wait_exit(self, timeout=30.0) -> int:

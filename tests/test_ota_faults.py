@@ -33,11 +33,16 @@ def world(tmp_path_factory):
     a fresh child name (rejections); the fault tests start their own receivers."""
     tmp = tmp_path_factory.mktemp("ota")
     broker = Broker(tmp)
-    keys = Keys(tmp)
-    rx = ReceiverProc(tmp, broker, device="shared").start()
-    yield tmp, broker, keys, rx
-    rx.stop()
-    broker.stop()
+    rx = None
+    try:
+        keys = Keys(tmp)
+        rx = ReceiverProc(tmp, broker, device="shared")
+        rx.start()
+        yield tmp, broker, keys, rx
+    finally:   # also when the receiver fails to start: never leave processes behind
+        if rx is not None:
+            rx.stop()
+        broker.stop()
 
 
 def outcome(p, device="dev1"):
