@@ -35,8 +35,12 @@ def start_daemon(tmp, broker, keys, *, env=None, name="d", first=None):
            "mqtt": {"host": "127.0.0.1", "port": broker.port},
            "ota": {"chunk_timeout": 0.5, "stall_timeout": 5.0, "min_free_mb": 0}}
     d = DaemonProc(tmp, cfg, env=env, name=name).start()
-    with d.client() as c:   # the OTA connection is up when the status says so
-        wait_for(lambda: c.status()["ota"].get("connected"), 15, what="OTA connection")
+    try:
+        with d.client() as c:   # the OTA connection is up when the status says so
+            wait_for(lambda: c.status()["ota"].get("connected"), 15, what="OTA connection")
+    except BaseException:
+        d.kill()
+        raise
     return d
 
 
