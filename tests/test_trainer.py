@@ -610,3 +610,17 @@ def test_export_with_grouped_kv_heads_and_tied_embeddings_matches_runtime(tmp_pa
     m = Model(cfg.arch())
     m.load_bullet_tensors(tensors)
     np.testing.assert_allclose(m.logits(np.array([ids])).data, logits_rt, atol=2e-3, rtol=1e-3)
+
+
+def test_bench_prints_the_step_split_and_baselines():
+    from trainer.bench import run
+
+    lines = []
+    res = run(steps=1, warmup=0, memory_seq=256, plain=False, out=lines.append)
+    text = "\n".join(lines)
+    assert "REFERENCE model (7.87M parameters" in text
+    assert "steps/min" in text and "forward" in text and "backward" in text and "optimiser" in text
+    assert "GEMM floor" in text and "plain" in text and "flash" in text
+    r = res["flash"]
+    assert r["step_ms"] == pytest.approx(r["fwd_ms"] + r["bwd_ms"] + r["opt_ms"])
+    assert res["memory"]["plain"] > res["memory"]["flash"]
