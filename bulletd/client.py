@@ -94,8 +94,8 @@ def _check(reply: dict) -> dict:
 
 class _SocketTransport:
     def __init__(self, path: str | None):
-        from bulletd.daemon.config import default_socket_path
-        self.path = path or default_socket_path()
+        from bulletd.daemon.config import client_socket_path
+        self.path = path or client_socket_path()
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.waiting: dict[Any, asyncio.Queue] = {}

@@ -149,3 +149,21 @@ def test_notifier_speaks_to_an_abstract_socket_and_honours_watchdog_pid():
     assert Notifier({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"}).watchdog_period is None
     off = Notifier({})
     assert not off.enabled and off.notify("READY=1") is False
+
+
+def test_socket_path_defaults(monkeypatch, tmp_path):
+    from bulletd.daemon import config as c
+    monkeypatch.setenv("BULLETD_SOCKET", str(tmp_path / "x.sock"))
+    assert c.default_socket_path() == c.client_socket_path() == str(tmp_path / "x.sock")
+    monkeypatch.delenv("BULLETD_SOCKET")
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path))
+    assert c.default_socket_path() == str(tmp_path / "bulletd.sock")
+    monkeypatch.delenv("RUNTIME_DIRECTORY")
+    monkeypatch.setattr(c.os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    own = str(tmp_path / "run" / "bulletd.sock")
+    assert c.default_socket_path() == own
+    monkeypatch.setattr(c, "SYSTEM_SOCKET", str(tmp_path / "system.sock"))
+    assert c.client_socket_path() == own                        # nothing exists: name the user's
+    (tmp_path / "system.sock").touch()
+    assert c.client_socket_path() == str(tmp_path / "system.sock")   # the system service's

@@ -38,11 +38,26 @@ def default_socket_path() -> str:
     if rt:
         return os.path.join(rt.split(":")[0], "bulletd.sock")
     if os.geteuid() == 0:
-        return "/run/bulletd/bulletd.sock"
+        return SYSTEM_SOCKET
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg:
         return os.path.join(xdg, "bulletd.sock")
     return f"/tmp/bulletd-{os.geteuid()}/bulletd.sock"
+
+
+SYSTEM_SOCKET = "/run/bulletd/bulletd.sock"
+
+
+def client_socket_path() -> str:
+    """Where bulletd-cli and bulletd.client look: BULLETD_SOCKET; else this user's own daemon
+    socket if it exists; else the system service's /run/bulletd/bulletd.sock if it exists (a
+    member of the socket's group can use it); else this user's default (named in the error)."""
+    own = default_socket_path()
+    if os.environ.get("BULLETD_SOCKET") or os.path.exists(own):
+        return own
+    if os.path.exists(SYSTEM_SOCKET):
+        return SYSTEM_SOCKET
+    return own
 
 
 def default_model_dir() -> str:
