@@ -159,7 +159,7 @@ class MQTTTransport:
                     await self._flush_outbox()
                     async for msg in client.messages:
                         self.counts["received"] += 1
-                        t = asyncio.create_task(self._serve(msg))
+                        t = asyncio.create_task(self._serve_guarded(msg))
                         self.serving.add(t)
                         t.add_done_callback(self.serving.discard)
             except aiomqtt.MqttError as exc:
@@ -250,6 +250,14 @@ class MQTTTransport:
             return True
         self.recent[key] = now
         return False
+
+    async def _serve_guarded(self, msg: aiomqtt.Message) -> None:
+        try:
+            await self._serve(msg)
+        except asyncio.CancelledError:
+            raise
+        except Exception:   # a bug: log it with its traceback; the transport keeps serving
+            log.exception("serving a message on %s failed", getattr(msg.topic, "value", msg.topic))
 
     async def _serve(self, msg: aiomqtt.Message) -> None:
         if msg.retain:

@@ -147,7 +147,7 @@ class SocketServer:
                     body = await reader.readexactly(n)
                 except (asyncio.IncompleteReadError, ConnectionError):
                     break
-                t = asyncio.create_task(self._serve(body, peer, send))
+                t = asyncio.create_task(self._serve_guarded(body, peer, send))
                 pending.add(t)
                 t.add_done_callback(pending.discard)
             if pending:
@@ -164,6 +164,14 @@ class SocketServer:
                 writer.close()
             except Exception:
                 pass
+
+    async def _serve_guarded(self, body: bytes, peer, send) -> None:
+        try:
+            await self._serve(body, peer, send)
+        except asyncio.CancelledError:
+            raise
+        except Exception:   # a bug: log it with its traceback; the connection keeps serving
+            log.exception("serving a request from %s failed", peer.who)
 
     async def _serve(self, body: bytes, peer, send) -> None:
         rid = None
