@@ -167,3 +167,36 @@ def test_socket_path_defaults(monkeypatch, tmp_path):
     assert c.client_socket_path() == own                        # nothing exists: name the user's
     (tmp_path / "system.sock").touch()
     assert c.client_socket_path() == str(tmp_path / "system.sock")   # the system service's
+
+
+from hypothesis import given, settings, strategies as st
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
+                     st.text(max_size=40), st.binary(max_size=20))
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                       max_leaves=8)
+_keys = st.sampled_from(["op", "id", "child", "prompt", "max_tokens", "temperature", "top_k", "top_p",
+                         "repetition_penalty", "seed", "stop", "stream", "deadline", "reply_to", "name", "path"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_keys, _values, max_size=8))
+def test_any_request_map_parses_or_gets_a_request_error(obj):
+    try:
+        r = parse_request(obj, LIMITS)
+    except RequestError as e:
+        assert e.code in ("bad_request", "too_long") and e.message
+        return
+    assert r.op in ("generate", "route", "list", "status", "ping", "children", "load", "unload", "reload",
+                    "swap", "rollback", "install")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=200), st.sampled_from([None, "application/json", "application/msgpack", "text/plain"]))
+def test_any_payload_decodes_or_gets_bad_request(data, ct):
+    try:
+        obj, out_ct = decode_payload(data, ct)
+    except RequestError as e:
+        assert e.code == "bad_request"
+        return
+    assert isinstance(obj, dict) and out_ct in (CT_JSON, CT_MSGPACK)
