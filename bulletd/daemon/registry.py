@@ -364,7 +364,11 @@ class Registry:
                     signer, header, load_ms=ms, _closer=closer)
         if old is not None:
             new.requests = old.requests
-            self.previous[name] = old.path
+            if os.path.realpath(old.path) != os.path.realpath(path):
+                self.previous[name] = old.path
+            else:
+                # replaced in place (e.g. by an OTA install): no file of the old version is left
+                self.previous.pop(name, None)
         self.children[name] = new        # the swap: one dict assignment on the loop thread
         self.known[name] = path
         if old is not None:
