@@ -76,7 +76,7 @@ class _Raw:
         return len(g.tokens), dt, first if first is not None else dt
 
 
-async def _paired(port: int, device: str, path: Path, child: str, prompt: str, max_tokens: int, reps: int,
+async def _paired(port: int | str, device: str, path: Path, child: str, prompt: str, max_tokens: int, reps: int,
                   stream: bool) -> dict:
     """Alternate raw and daemon runs (the machine's load changes by the second; pairing keeps the
     comparison fair). Returns medians of both."""
@@ -84,7 +84,10 @@ async def _paired(port: int, device: str, path: Path, child: str, prompt: str, m
     raw = _Raw(path)
     r_tps, r_first, d_tps, d_first, ntok = [], [], [], [], 0
     ratio, extra_ms = [], []          # per pair: daemon/raw tokens/s, and the added milliseconds
-    async with AsyncClient.mqtt("127.0.0.1", port, device=device, timeout=60) as c:
+    # port: the broker's port (MQTT), or a socket path (the same measurement over the Unix socket)
+    client = (AsyncClient.socket(port, timeout=60) if isinstance(port, str)
+              else AsyncClient.mqtt("127.0.0.1", port, device=device, timeout=60))
+    async with client as c:
         for i in range(reps + 1):
             n, dt, first = raw.run(prompt, max_tokens)
             t0 = time.perf_counter()
@@ -288,10 +291,12 @@ def main(argv: list[str] | None = None) -> int:
         # 1 + 2: throughput and first chunk, raw beside daemon, both children
         for child in ("small", "ref0"):
             t = asyncio.run(_paired(port, "bench", models / f"{child}.bullet", child, prompt64, 64, reps, False))
+            ts = asyncio.run(_paired(sock, "bench", models / f"{child}.bullet", child, prompt64, 64, reps, False))
             results[f"throughput_{child}"] = {
                 "raw_tokens_per_s": round(t["raw_tokens_per_s"], 1), "mqtt_tokens_per_s": round(t["mqtt_tokens_per_s"], 1),
                 "tokens": t["tokens"], "overhead_pct": round(t["overhead_pct"], 1), "overhead_ms": round(t["overhead_ms"], 2),
-                "kernel": t["kernel"]}
+                "kernel": t["kernel"], "socket_overhead_pct": round(ts["overhead_pct"], 1),
+                "socket_overhead_ms": round(ts["overhead_ms"], 2)}
         f = asyncio.run(_paired(port, "bench", models / "small.bullet", "small", p16, 16, reps * 2, True))
         results["first_chunk_small"] = {"prompt_tokens": n16, "raw_first_token_ms": round(f["raw_first_ms"], 2),
                                         "mqtt_first_chunk_ms": round(f["mqtt_first_ms"], 2)}
@@ -347,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         t = results[f"throughput_{child}"]
         print(f"  {child:5s} 64-token generation: runtime {t['raw_tokens_per_s']:8.1f} tok/s | via MQTT "
               f"{t['mqtt_tokens_per_s']:8.1f} tok/s | overhead {t['overhead_pct']:5.1f} % = {t['overhead_ms']:.2f} ms per "
-              f"request (median of paired runs; target <= 10 %)")
+              f"request (median of paired runs; target <= 10 %); via the Unix socket {t['socket_overhead_pct']:.1f} % = "
+              f"{t['socket_overhead_ms']:.2f} ms")
     f = results["first_chunk_small"]
     print(f"  SMALL {f['prompt_tokens']}-token prompt: runtime first token {f['raw_first_token_ms']:.2f} ms | "
           f"first streamed chunk via MQTT {f['mqtt_first_chunk_ms']:.2f} ms  (target <= 10 ms)")
