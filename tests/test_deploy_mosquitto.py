@@ -30,13 +30,13 @@ def tls_broker(tmp_path_factory):
 
 
 def client(b: TLSBroker, user: str, *, password: str | None = None, tls: bool = True,
-           ca: str | None = None) -> aiomqtt.Client:
+           ca: str | None = None, cid: str | None = None) -> aiomqtt.Client:
     kw = {}
     if tls:
         kw["tls_params"] = aiomqtt.TLSParameters(ca_certs=ca or str(b.certs / "ca.crt"))
     return aiomqtt.Client("localhost" if tls else "127.0.0.1", b.tls_port if tls else b.plain_port,
                           username=user, password=USERS[user] if password is None else password,
-                          identifier=f"{user}-{uuid.uuid4().hex[:8]}",
+                          identifier=cid or f"{user}-{uuid.uuid4().hex[:8]}",
                           protocol=aiomqtt.ProtocolVersion.V5, timeout=5, **kw)
 
 
@@ -126,21 +126,29 @@ async def test_device_chunk_requests_reach_the_trainer_and_dev2_cannot_read_them
 
 
 async def test_status_replies_and_fleet_requests(tls_broker):
-    async with client(tls_broker, "dev1") as d1, client(tls_broker, "app1") as app:
+    # bulletd.client's reply topic is <prefix>/reply/<its client id>
+    cid = f"bulletc-{uuid.uuid4().hex[:12]}"
+    async with client(tls_broker, "dev1") as d1, client(tls_broker, "app1", cid=cid) as app, \
+            client(tls_broker, "dev2") as d2, client(tls_broker, "trainer") as tr:
         await app.subscribe("bullet/+/status", qos=1)
-        await app.subscribe("bullet/reply/app1/#", qos=1)
+        await app.subscribe(f"bullet/reply/{cid}", qos=1)
+        await d2.subscribe(f"bullet/reply/{cid}", qos=1)          # someone else's replies
+        await d2.subscribe("bullet/dev2/req", qos=1)
         await app.subscribe("bullet/+/ota/state", qos=1)
         await d1.subscribe("$share/bulletd/bullet/fleet/req", qos=1)
-        a_inbox, d_inbox = Inbox(app), Inbox(d1)
+        a_inbox, d_inbox, d2_inbox = Inbox(app), Inbox(d1), Inbox(d2)
         await app.publish("bullet/fleet/req", b"fleet-job", qos=1)
         await d_inbox.until(b"fleet-job")
         await d1.publish("bullet/dev2/status", b"spoofed-status", qos=1)
         await d1.publish("bullet/dev1/status", b"online", qos=1, retain=True)
         await d1.publish("bullet/dev1/ota/state", b"ota-online", qos=1)
-        await d1.publish("bullet/reply/app1/42", b"reply-42", qos=1)
+        await d1.publish(f"bullet/reply/{cid}", b"reply-42", qos=1)
         got = await a_inbox.until(b"reply-42")
-        a_inbox.close()
-        d_inbox.close()
+        await tr.publish("bullet/dev2/req", b"d2-fence", qos=1)
+        got_d2 = await d2_inbox.until(b"d2-fence")
+        for box in (a_inbox, d_inbox, d2_inbox):
+            box.close()
+    assert [p for _, p in got_d2] == [b"d2-fence"], f"dev2 read another client's reply: {got_d2}"
     assert ("bullet/dev1/status", b"online") in got
     assert ("bullet/dev1/ota/state", b"ota-online") in got
     assert b"spoofed-status" not in [p for _, p in got]
@@ -162,6 +170,63 @@ async def test_tls_rejects_wrong_password_and_untrusted_ca(tls_broker, tmp_path)
     with pytest.raises((aiomqtt.MqttError, ssl.SSLError), match=r"(?i)certificate verify failed"):
         async with client(tls_broker, "dev1", ca=str(other_ca / "ca.crt")):
             pass
+
+
+async def test_real_daemon_and_client_work_through_tls_and_the_acl(tls_broker, tmp_path):
+    """bulletd logs in as device dev1 over TLS; a bulletd.client logged in as app1 gets a
+    generation: the ACL allows exactly the daemon's and the client's real topics."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+    from bulletd.client import AsyncClient
+    from bulletd.format.synth import write_random_lm
+    from bulletd.signing import generate_keypair, sign_file
+
+    models, trust = tmp_path / "models", tmp_path / "trust"
+    models.mkdir()
+    trust.mkdir()
+    priv, pub = generate_keypair("acltest", tmp_path / "keys")
+    (trust / pub.name).write_bytes(pub.read_bytes())
+    arch = dict(dim=64, n_layers=2, n_heads=2, n_kv_heads=2, hidden_dim=128, vocab_size=320, max_seq_len=128)
+    sign_file(write_random_lm(models / "tiny.bullet", arch, seed=1, name="tiny"), priv, name="tiny", version="1.0.0")
+    pwfile = tmp_path / "mqtt.password"
+    pwfile.write_text(USERS["dev1"] + "\n")
+    cfg = {"device_id": "dev1", "model_dir": str(models), "trust": {"keys": [str(trust)]},
+           "socket": {"path": str(tmp_path / "d.sock")},
+           "mqtt": {"host": "localhost", "port": tls_broker.tls_port, "username": "dev1",
+                    "password_file": str(pwfile),
+                    "tls": {"enabled": True, "ca_file": str(tls_broker.certs / "ca.crt")}}}
+    (tmp_path / "bulletd.yaml").write_text(yaml.safe_dump(cfg))
+    log = open(tmp_path / "daemon.log", "w")
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    d = subprocess.Popen([sys.executable, "-m", "bulletd.daemon.main", "--config", str(tmp_path / "bulletd.yaml")],
+                         stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        async with client(tls_broker, "app1") as watcher:
+            await watcher.subscribe("bullet/dev1/status", qos=1)
+            async def online():
+                async for m in watcher.messages:
+                    if b"online" in bytes(m.payload):
+                        return
+            await asyncio.wait_for(online(), 60)
+        async with AsyncClient.mqtt("localhost", tls_broker.tls_port, device="dev1", username="app1",
+                                    password=USERS["app1"], tls=True,
+                                    ca_file=str(tls_broker.certs / "ca.crt")) as c:
+            r = await c.generate("hello", child="tiny", max_tokens=6, temperature=0.0)
+        assert (r.child, r.tokens, r.finish_reason) == ("tiny", 6, "length")
+    finally:
+        d.send_signal(signal.SIGTERM)
+        try:
+            d.wait(timeout=30)
+        finally:
+            if d.poll() is None:
+                d.kill()
+            log.close()
+    text = (tmp_path / "daemon.log").read_text()
+    assert d.returncode == 0, text
 
 
 def test_broker_log_has_no_errors(tls_broker):
