@@ -76,7 +76,7 @@ class Broker:
         self.log = workdir / "mosquitto.log"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            f"log_dest file {self.log}\nlog_type error\nlog_type warning\n{extra_conf}"
+            f"set_tcp_nodelay true\nlog_dest file {self.log}\nlog_type error\nlog_type warning\n{extra_conf}"
         )
         self.proc = None
         self.start()
