@@ -11,6 +11,7 @@ same subscription; when the fence arrives, any forbidden message would have arri
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import uuid
 
@@ -148,6 +149,7 @@ async def test_status_replies_and_fleet_requests(tls_broker):
         got_d2 = await d2_inbox.until(b"d2-fence")
         for box in (a_inbox, d_inbox, d2_inbox):
             box.close()
+        await d1.publish("bullet/dev1/status", b"", qos=1, retain=True)     # clear the retained one
     assert [p for _, p in got_d2] == [b"d2-fence"], f"dev2 read another client's reply: {got_d2}"
     assert ("bullet/dev1/status", b"online") in got
     assert ("bullet/dev1/ota/state", b"ota-online") in got
@@ -207,15 +209,19 @@ async def test_real_daemon_and_client_work_through_tls_and_the_acl(tls_broker, t
     try:
         async with client(tls_broker, "app1") as watcher:
             await watcher.subscribe("bullet/dev1/status", qos=1)
-            async def online():
+            async def online():       # this daemon's own status (not an older retained one)
                 async for m in watcher.messages:
-                    if b"online" in bytes(m.payload):
+                    try:
+                        st = json.loads(bytes(m.payload))
+                    except ValueError:
+                        continue
+                    if isinstance(st, dict) and st.get("state") == "online" and st.get("pid") == d.pid:
                         return
             await asyncio.wait_for(online(), 60)
         async with AsyncClient.mqtt("localhost", tls_broker.tls_port, device="dev1", username="app1",
                                     password=USERS["app1"], tls=True,
                                     ca_file=str(tls_broker.certs / "ca.crt")) as c:
-            r = await c.generate("hello", child="tiny", max_tokens=6, temperature=0.0)
+            r = await c.generate("hello", child="tiny", max_tokens=6, temperature=0.0, timeout=60)
         assert (r.child, r.tokens, r.finish_reason) == ("tiny", 6, "length")
     finally:
         d.send_signal(signal.SIGTERM)
