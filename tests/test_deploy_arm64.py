@@ -20,7 +20,7 @@ import pytest
 
 from _deploy_util import DEPLOY
 
-TOOLS = ("debootstrap", "qemu-aarch64", "aarch64-linux-gnu-g++", "dpkg-deb")
+TOOLS = ("debootstrap", "qemu-aarch64", "aarch64-linux-gnu-g++", "dpkg-deb", "cmake")
 
 
 def _missing() -> list[str]:
@@ -34,7 +34,7 @@ def _missing() -> list[str]:
 def test_arm64_daemon_generates_with_neon_kernels(tmp_path):
     miss = _missing()
     if miss:
-        msg = f"arm64 end-to-end needs {', '.join(miss)} (apt-get install debootstrap qemu-user g++-aarch64-linux-gnu)"
+        msg = f"arm64 end-to-end needs {', '.join(miss)} (apt-get install debootstrap qemu-user g++-aarch64-linux-gnu cmake)"
         if os.environ.get("CI"):
             pytest.fail(msg + "; CI must install them")
         pytest.skip(msg)
