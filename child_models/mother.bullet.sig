@@ -1,11 +1,11 @@
 {
  "manifest": {
-  "created": "2026-11-26T05:33:33+00:00",
+  "created": "2026-11-26T05:56:24+00:00",
   "key_id": "d75738e657a882c4",
   "name": "mother",
-  "sha256": "624e6c3f7142e8f0cfce05941171582f0d081a2917935411cfaad22d19fe3a58",
+  "sha256": "307188feb0018d65d445f852c79977de12bf8cb5c461b166c7ce9b5ef5ca4200",
   "size": 267158,
   "version": "0.1.0"
  },
- "signature": "lxLY3Uyi1KcHYEMTMieUfXXKq5bhjf1dFGGxrFFXIeCWmGtJn2wfBgGep36UM0SJFfEb8Z77ItvgGxTq5I7wAg=="
+ "signature": "+dPb8X7P2GCrSP0//JSnEvTafgPFL41HsIm4TnCR1e5LihOZu8tXQuIWj+ufSnWfDprUegBZBiRyo8LxbwqLAw=="
 }
