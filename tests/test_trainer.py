@@ -624,3 +624,34 @@ def test_bench_prints_the_step_split_and_baselines():
     r = res["flash"]
     assert r["step_ms"] == pytest.approx(r["fwd_ms"] + r["bwd_ms"] + r["opt_ms"])
     assert res["memory"]["plain"] > res["memory"]["flash"]
+
+
+def test_sigint_stops_at_a_step_boundary_saves_and_resumes_exactly(tmp_path):
+    steps = 30
+    a = tmp_path / "a"
+    a.mkdir()
+    r = _cli("train", "--config", str(write_config(a, max_steps=steps, checkpoint_interval=100)), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    full, _ = _weights(a / "run")
+    b = tmp_path / "b"
+    b.mkdir()
+    cfg_b = write_config(b, max_steps=steps, checkpoint_interval=100, log_interval=1)
+    proc = subprocess.Popen([sys.executable, "-m", "trainer.cli", "train", "--config", str(cfg_b), "--no-progress"],
+                            cwd=ROOT, env=dict(ENV, BULLET_TRAIN_STEP_DELAY="0.05"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = b / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 5):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in out and "--resume-from" in out
+    saved = ckpt_mod.list_checkpoints(b / "run")
+    assert len(saved) == 1 and 5 <= int(saved[0].name[5:]) < steps  # saved where it stopped, not at an interval
+    r = _cli("train", "--config", str(cfg_b), "--resume-from", str(b / "run"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    resumed, step = _weights(b / "run")
+    assert step == steps
+    for k in full:
+        np.testing.assert_array_equal(resumed[k], full[k], err_msg=k)

@@ -26,6 +26,10 @@ def _train(args) -> int:
 
     cfg = load_config(args.config, max_steps=args.steps)
     res = Trainer(cfg, resume_from=args.resume_from, progress=not args.no_progress).run()
+    if res.get("interrupted"):
+        print(f"interrupted at step {res['step']}; resume with: bullet-train train --config {args.config} "
+              f"--resume-from {res['run_dir']}" + (f" --steps {args.steps}" if args.steps else ""))
+        return 130
     print(f"final: step {res['step']} val loss {res['val_loss']:.4f} nats/token, {res['val_bpb']:.4f} bits/byte; "
           f"run folder {res['run_dir']}")
     return 0

@@ -43,6 +43,14 @@ def card(name: str, summary: dict, ck, gold: dict, pub_key_id: str, data_note: s
                                                       "learning_rate", "min_learning_rate", "warmup_steps",
                                                       "max_steps", "weight_decay", "grad_clip", "seed"))
     examples = "\n".join(f"- {e}" for e in summary.get("examples", []))
+    wall = ""
+    log = Path(ck.path).parent / "train.log"
+    if log.is_file():  # first and last timestamps of the run's log
+        import datetime as _dt
+
+        lines = [x for x in log.read_text(encoding="utf-8").splitlines() if x[:4].isdigit()]
+        t0, t1 = (_dt.datetime.strptime(x[:19], "%Y-%m-%d %H:%M:%S") for x in (lines[0], lines[-1]))
+        wall = f", {(t1 - t0).total_seconds() / 60:.0f} min wall clock on the shared 2-core machine"
     return f"""# {name} — model card
 
 A Bullet OS child trained with `bullet-train` (NumPy, CPU) and exported to BQ4 `.bullet`.
@@ -51,11 +59,13 @@ A Bullet OS child trained with `bullet-train` (NumPy, CPU) and exported to BQ4 `
 | --- | --- |
 | file | `{name}.bullet` ({summary['size'] / 1e6:.2f} MB), signature `{name}.bullet.sig` (key id `{pub_key_id}`, public key `release.pub.pem`) |
 | data | `{Path(ck.state.get('data_path', '')).name}` (SHA-256 `{ck.state.get('data_sha256')}`), {data_note} |
-| training | {ck.state['step']} steps, batch {cfg['batch_size']} x {cfg['max_seq_len']} tokens, config `trainer/configs/small_{name}.yaml` |
+| training | {ck.state['step']} steps, batch {cfg['batch_size']} x {cfg['max_seq_len']} tokens, config `trainer/configs/small_{name}.yaml`{wall} |
 | parameters | {ck.state.get('n_params'):,} (float32 during training) |
 | validation loss (float32 checkpoint) | {ev.get('val_loss', float('nan')):.4f} nats/token, **{ev.get('val_bpb', float('nan')):.4f} bits per byte** ({ev.get('val_tokens')} tokens) |
 | validation loss (exported BQ4 file, runtime, {summary.get('windows', 16)} windows) | float32 {chk['f32_val_loss']:.4f} -> BQ4 {chk['exported_val_loss']:.4f} nats/token ({100 * chk['relative_increase']:+.2f}%), {chk['exported_val_bpb']:.4f} bits/byte |
 | verification vectors | {summary['vectors']} (prompt -> greedy ids, replayed by `bulletd.ota.smoke`) |
+
+![training (blue) and validation (red) loss]({name}-loss.png)
 
 Bits per byte = total negative log-likelihood of the validation tokens / ln 2 / the UTF-8 bytes
 they stand for (a `<s>` separator counts as one byte), so models with different tokenizers compare.
@@ -139,6 +149,8 @@ def main(argv=None) -> int:
         summary = export(run, path, key=key, name=name)
         prompt = prompts.get(name) or summary["examples"][0].split()[0]
         gold = golden(path, prompt)
+        if (Path(run) / "loss.png").is_file():
+            shutil.copy(Path(run) / "loss.png", out / f"{name}-loss.png")
         goldens[name] = gold
         data_path = Path(ck.state["data_path"])
         note = "split 98/2 into training/validation by the run's seed; see `shared/data/README.md` for sources and licences"

@@ -21,7 +21,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -209,6 +211,9 @@ class Trainer:
                  f"learning-rate scale now {self.lr_scale:g}, skipping to fresh batches (attempt {self.attempt}), "
                  f"rollback {self.rollbacks}/{self.cfg.max_rollbacks}")
 
+    def _on_signal(self, signum, frame) -> None:
+        self._stop_signal = signum
+
     def state_dict(self) -> dict:
         cfg = self.cfg
         return {"config": cfg.to_dict(), "model": cfg.model_dict(), "arch": cfg.arch().to_dict(),
@@ -244,8 +249,19 @@ class Trainer:
         t_last, step_last = time.monotonic(), self.step
         tok_s = 0.0
         metrics = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        # Ctrl-C / SIGTERM only set a flag; the loop stops at the next step boundary and saves a
+        # checkpoint there (an interrupt inside the optimiser step would leave half-updated weights)
+        self._stop_signal = None
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self._on_signal)
+        interrupted = False
         try:
             while self.step < cfg.max_steps:
+                if self._stop_signal is not None:
+                    interrupted = True
+                    break
                 s = self.step
                 lr = lr_at(s, max_lr=cfg.learning_rate, min_lr=cfg.min_lr, warmup=cfg.warmup_steps,
                            total=cfg.max_steps) * self.lr_scale
@@ -288,6 +304,15 @@ class Trainer:
                     self.save_checkpoint()
         finally:
             metrics.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if interrupted:
+            if not ckpt_mod.list_checkpoints(self.run_dir) or \
+                    ckpt_mod.list_checkpoints(self.run_dir)[-1].name != f"ckpt-{self.step:07d}":
+                self.save_checkpoint()
+            self.log(f"interrupted by {signal.Signals(self._stop_signal).name} at step {self.step}; checkpoint saved, "
+                     f"continue with --resume-from {self.run_dir}")
+            return dict(self.last_eval or {}, step=self.step, run_dir=str(self.run_dir), interrupted=True)
         if self.last_eval is None or self.last_eval.get("step") != self.step:
             self.evaluate()
         if not ckpt_mod.list_checkpoints(self.run_dir) or ckpt_mod.list_checkpoints(self.run_dir)[-1].name != f"ckpt-{self.step:07d}":
