@@ -395,6 +395,9 @@ for f in "$STAGE_ETC"/models/*; do
     fi
 done
 note "models in $STATE/models: $nmodels shipped, $added file(s) added"
+# The daemon owns its state (OTA replaces files there). systemd's StateDirectory= would chown it
+# at the first start, but not files added by a later install.
+if [ "$NO_USER" = 0 ]; then chown -R bulletd:bulletd "$STATE"; fi
 
 # the unit
 install -d -m 0755 "$UNIT_DIR"
