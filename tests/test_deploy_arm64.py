@@ -1,6 +1,7 @@
 """The arm64 end-to-end run (deploy/arm64-e2e.sh) as a test: an arm64 Debian root under
 qemu-aarch64, the native module cross-compiled, every kernel path checked against the scalar
-reference, then the arm64 daemon serving a signed child to the arm64 bulletd-cli.
+reference, then the arm64 daemon serving signed children to the arm64 bulletd-cli, whose
+temperature-0 outputs must equal the shipped children's golden texts (child_models/golden.json).
 
 Run: pytest tests/test_deploy_arm64.py -q -s   (about 70 s with a warm cache, ~100 s cold)
 
@@ -11,6 +12,7 @@ CI=true, where a missing tool is a failure.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,7 +20,7 @@ import subprocess
 
 import pytest
 
-from _deploy_util import DEPLOY
+from _deploy_util import DEPLOY, ROOT
 
 TOOLS = ("debootstrap", "qemu-aarch64", "aarch64-linux-gnu-g++", "dpkg-deb", "cmake")
 
@@ -50,5 +52,9 @@ def test_arm64_daemon_generates_with_neon_kernels(tmp_path):
         if f"'{path}'" in m.group(2):
             assert re.search(rf"{path}\s+max \|logit - scalar\| \S+ ok;", out), out
     assert "generated 32 tokens on arm64 (length)" in out, out
+    golden = ROOT / "child_models" / "golden.json"
+    if golden.exists():       # every shipped child's temperature-0 golden text, made on x86-64
+        for name in json.loads(golden.read_text(encoding="utf-8")):
+            assert f"golden {name}: identical" in out, out
     assert "loaded child small v1.0.0" in out and "INFO bulletd: stopped" in out, out
     assert re.search(r"OK: arm64 root, .* in \d+ s", out), out
