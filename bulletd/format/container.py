@@ -503,6 +503,9 @@ def write_bullet(path: str | os.PathLike, **kwargs) -> Path:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)   # mkstemp makes 0600; a model file is as readable as any file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
