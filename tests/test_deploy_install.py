@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -230,6 +231,45 @@ def test_failed_first_install_leaves_no_files(tmp_path, wheel):
     assert "removed the staging folders" in r.stderr
     files = [p for p, meta in files_under(root).items() if not meta[1]]    # anything but folders
     assert files == [], files
+
+
+def test_ctrl_c_during_the_venv_build_leaves_no_files(tmp_path, wheel):
+    # Ctrl-C reaches the whole foreground process group: bash and the pip it is waiting for.
+    root = tmp_path / "root"
+    e = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    p = subprocess.Popen(["bash", str(INSTALL), "--python", sys.executable, "--root", str(root),
+                          "--wheel", str(wheel)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=e, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (root / "opt/.bulletd.new/venv/bin/python").exists():
+        assert p.poll() is None, p.communicate()
+        assert time.monotonic() < deadline, "the staging venv never appeared"
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode != 0, out
+    assert "removed the staging folders, the previous state is unchanged" in err, err
+    files = [f for f, meta in files_under(root).items() if not meta[1]]
+    assert files == [], files
+
+
+def test_refuses_to_install_into_the_system_without_root():
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv (util-linux) to run the installer as another user")
+    # A copy user nobody can read (pytest's own temporary folders are private to root).
+    folder = Path(tempfile.mkdtemp(prefix="bulletd-install-", dir="/tmp"))
+    try:
+        folder.chmod(0o755)
+        script = folder / "install.sh"
+        shutil.copy(INSTALL, script)
+        script.chmod(0o755)
+        r = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "bash", str(script)],
+                           capture_output=True, text=True, timeout=60, cwd="/")
+    finally:
+        shutil.rmtree(folder)
+    assert r.returncode != 0
+    assert "installing into / needs root: sudo" in r.stderr, r.stderr
 
 
 # -------------------------------------------------------------------------------- refusals
