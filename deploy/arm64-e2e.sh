@@ -92,6 +92,7 @@ if [ ! -f "$ROOT/.bullet-complete" ]; then
     for deb in "$stage"/var/cache/apt/archives/*.deb; do
         dpkg-deb -x "$deb" "$stage"
     done
+    rm -f "$stage"/var/cache/apt/archives/*.deb     # unpacked; 50 MB the cache need not keep
     touch "$stage/.bullet-complete"
     rm -rf "$ROOT"
     mv "$stage" "$ROOT"
