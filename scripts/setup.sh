@@ -12,7 +12,7 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 pkgs=(python3 python3-venv python3-dev python3-pip g++ make mosquitto mosquitto-clients)
-[ $want_test = 1 ] && pkgs+=(g++-aarch64-linux-gnu qemu-user shellcheck debootstrap systemd openssl)
+[ $want_test = 1 ] && pkgs+=(g++-aarch64-linux-gnu qemu-user shellcheck debootstrap systemd openssl cmake util-linux)
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
