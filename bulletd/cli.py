@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -130,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt", metavar="HOST[:PORT]", help="talk over MQTT instead of the socket (read-only ops)")
     p.add_argument("--device", help="device id for --mqtt (default: this host name)")
     p.add_argument("--fleet", action="store_true", help="with --mqtt: send to the fleet topic")
+    p.add_argument("--prefix", default="bullet", help="with --mqtt: topic prefix (default bullet)")
+    p.add_argument("--username", help="with --mqtt: broker user name")
+    p.add_argument("--password-file", metavar="FILE",
+                   help="with --mqtt: file holding the broker password (or set BULLET_MQTT_PASSWORD)")
+    p.add_argument("--tls", action="store_true", help="with --mqtt: connect with TLS")
+    p.add_argument("--cafile", help="with --mqtt --tls: CA certificate that signed the broker's certificate")
     p.add_argument("--json", action="store_true", help="print the daemon's reply as JSON")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for a final reply")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
@@ -177,7 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _client(a: argparse.Namespace) -> Client:
     if a.mqtt:
         host, _, port = a.mqtt.partition(":")
-        return Client.mqtt(host, int(port or 1883), device=a.device, fleet=a.fleet, timeout=a.timeout)
+        password = os.environ.get("BULLET_MQTT_PASSWORD")
+        if a.password_file:
+            with open(a.password_file, encoding="utf-8") as f:
+                password = f.read().strip()
+        return Client.mqtt(host, int(port or (8883 if a.tls else 1883)), device=a.device, fleet=a.fleet,
+                           prefix=a.prefix, username=a.username, password=password, tls=a.tls,
+                           ca_file=a.cafile, timeout=a.timeout)
     return Client(a.socket, timeout=a.timeout)
 
 

@@ -223,6 +223,21 @@ async def test_real_daemon_and_client_work_through_tls_and_the_acl(tls_broker, t
                                     ca_file=str(tls_broker.certs / "ca.crt")) as c:
             r = await c.generate("hello", child="tiny", max_tokens=6, temperature=0.0, timeout=60)
         assert (r.child, r.tokens, r.finish_reason) == ("tiny", 6, "length")
+        # bulletd-cli reaches the same daemon through TLS, a password file and the ACL
+        app_pw = tmp_path / "app1.password"
+        app_pw.write_text(USERS["app1"] + "\n")
+        cli = [sys.executable, "-m", "bulletd.cli", "--mqtt", f"localhost:{tls_broker.tls_port}", "--device", "dev1",
+               "--username", "app1", "--password-file", str(app_pw), "--tls",
+               "--cafile", str(tls_broker.certs / "ca.crt"), "--timeout", "60"]
+        out = subprocess.run(cli + ["--json", "generate", "hello", "--child", "tiny", "--max-tokens", "5",
+                                    "--temperature", "0"], capture_output=True, text=True, timeout=90)
+        assert out.returncode == 0, out.stderr
+        final = json.loads(out.stdout)
+        assert final["child"] == "tiny" and final["tokens"] == 5, final
+        no_tls = cli[:11] + ["--timeout", "20", "ping"]   # the same login, but plain MQTT to the TLS port
+        assert "--tls" not in no_tls and no_tls[-4] == str(app_pw)
+        bad = subprocess.run(no_tls, capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 3 and "bulletd-cli" in bad.stderr, (bad.returncode, bad.stderr)
     finally:
         d.send_signal(signal.SIGTERM)
         try:
@@ -242,6 +257,8 @@ def test_broker_log_has_no_errors(tls_broker):
     startup = log.split("connection from")[0]
     assert "Error" not in startup, startup
     assert "tlsv1 alert unknown ca" in log      # the untrusted-CA client was refused by TLS
+    assert "wrong version number" in log        # bulletd-cli without --tls was refused by TLS
     later_errors = [ln for ln in log.splitlines() if "Error" in ln and "unknown ca" not in ln
-                    and "unexpected eof" not in ln]     # the port probe closes without a handshake
+                    and "unexpected eof" not in ln      # the port probe closes without a handshake
+                    and "wrong version number" not in ln]
     assert later_errors == [], later_errors
