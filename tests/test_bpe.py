@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bulletd.format import TOKEN_BYTE, TOKEN_CONTROL, TOKEN_NORMAL, Tokenizer
+from bulletd.format import TOKEN_BYTE, TOKEN_CONTROL, TOKEN_NORMAL
 from trainer.bpe import BOS_ID, Vocab, chunks, train_bpe
 from trainer.errors import ConfigError, DataError
 
