@@ -197,3 +197,17 @@ def raw_request(path: str, obj, until_final: int = 1, timeout: float = 20.0) -> 
         s.connect(path)
         s.sendall(frame(obj))
         return read_replies(s, until_final, timeout)
+
+
+def make_kit(directory: Path, *, slow: bool = True) -> dict:
+    """A signing key and trust folder, one signed tiny child per TOPICS entry (with its routing
+    examples), a signed mother over TOPICS and, with `slow`, a signed REFERENCE-size "slow" child."""
+    key, trust = make_keys(directory)
+    models = directory / "models"
+    models.mkdir()
+    for i, (lab, ex) in enumerate(TOPICS.items()):
+        make_child(models, lab, key=key, seed=i, examples=ex)
+    make_mother(models, TOPICS, key=key)
+    if slow:
+        make_child(models, "slow", key=key, arch=SLOW, seed=9)
+    return {"dir": directory, "key": key, "trust": trust, "models": models}

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from _daemon_util import ROOT, TOPICS, DaemonProc, make_child, make_keys, make_mother
+from _daemon_util import ROOT, TOPICS, DaemonProc, make_child, make_kit
 from bulletd.client import AsyncClient, Client, DaemonError
 
 pytestmark = pytest.mark.timeout(120)
@@ -16,12 +16,8 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
     t = tmp_path_factory.mktemp("cli")
-    key, trust = make_keys(t)
-    models = t / "models"
-    models.mkdir()
-    for i, (lab, ex) in enumerate(TOPICS.items()):
-        make_child(models, lab, key=key, seed=i, examples=ex)
-    make_mother(models, TOPICS, key=key)
+    k = make_kit(t, slow=False)
+    key, trust, models = k["key"], k["trust"], k["models"]
     extra = make_child(t, "extra", key=key, seed=7, version="3.1.4",
                        examples=["plant tomatoes in spring", "water the garden roses", "prune the apple tree"])
     d = DaemonProc(t, {"model_dir": str(models), "trust": {"keys": [str(trust)]}, "device_id": "clidev"}).start()

@@ -4,7 +4,6 @@ Last Will, fleet mode with two daemons, and the broker killed and restarted unde
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import time
 import uuid
@@ -15,23 +14,15 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from _daemon_util import SLOW, SLOW_ENV, TOPICS, DaemonProc, make_child, make_keys, make_mother
-from bulletd.client import AsyncClient, Client, DaemonError, DaemonUnavailable
+from _daemon_util import SLOW_ENV, DaemonProc, make_kit
+from bulletd.client import AsyncClient, Client, DaemonUnavailable
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory):
-    t = tmp_path_factory.mktemp("mkit")
-    key, trust = make_keys(t)
-    models = t / "models"
-    models.mkdir()
-    for i, (lab, ex) in enumerate(TOPICS.items()):
-        make_child(models, lab, key=key, seed=i, examples=ex)
-    make_mother(models, TOPICS, key=key)
-    make_child(models, "slow", key=key, arch=SLOW, seed=9)
-    return {"trust": trust, "models": models}
+    return make_kit(tmp_path_factory.mktemp("mkit"))
 
 
 def mqtt_daemon(tmp_path, kit, broker, device="dev1", name="d", env=None, **mqtt):

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from _daemon_util import (SLOW, SLOW_ENV, TINY, TOPICS, DaemonProc, frame, make_child, make_keys, make_mother,
-                          raw_request, read_replies)
+from _daemon_util import SLOW, SLOW_ENV, TOPICS, DaemonProc, frame, make_child, make_kit, raw_request, read_replies
 from bulletd.client import Client, DaemonError, DaemonUnavailable
 
 pytestmark = pytest.mark.timeout(120)
@@ -25,15 +24,7 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory):
     """Signed tiny children with routing examples, a mother, a slow child, and the trust folder."""
-    t = tmp_path_factory.mktemp("kit")
-    key, trust = make_keys(t)
-    models = t / "models"
-    models.mkdir()
-    for i, (lab, ex) in enumerate(TOPICS.items()):
-        make_child(models, lab, key=key, seed=i, examples=ex)
-    make_mother(models, TOPICS, key=key)
-    make_child(models, "slow", key=key, arch=SLOW, seed=9)
-    return {"dir": t, "key": key, "trust": trust, "models": models}
+    return make_kit(tmp_path_factory.mktemp("kit"))
 
 
 def base_cfg(kit, models=None, **extra):

@@ -12,7 +12,7 @@ from bulletd.errors import FormatError
 from bulletd.format import (FOOTER, BulletFile, VocabEntry, build_bullet, dequantize_bq4, lm_tensor_shapes,
                             write_bullet)
 from bulletd.format.container import HEADER_ALIGN
-from tests._format_util import TINY, micro_file, tiny_file
+from _format_util import TINY, micro_file, tiny_file
 
 
 @pytest.fixture

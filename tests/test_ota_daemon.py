@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bulletd.client import Client, DaemonError
+from bulletd.client import DaemonError
 from bulletd.signing import verify_file
 from _daemon_util import DaemonProc
 from _ota_util import Keys, make_child, make_mother, push, wait_for

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import FormatError
 from .bq4 import BLOCK_BYTES, bq4_nbytes, bq4_row_blocks, quantize_bq4
-from .tokenizer import TOKEN_BYTE, TOKEN_CONTROL, TOKEN_NORMAL, Tokenizer, VocabEntry
+from .tokenizer import TOKEN_BYTE, TOKEN_CONTROL, Tokenizer, VocabEntry
 
 FORMAT_VERSION = 1
 HEADER_ALIGN = 4096
