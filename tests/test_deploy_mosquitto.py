@@ -234,7 +234,7 @@ async def test_real_daemon_and_client_work_through_tls_and_the_acl(tls_broker, t
         assert out.returncode == 0, out.stderr
         final = json.loads(out.stdout)
         assert final["child"] == "tiny" and final["tokens"] == 5, final
-        no_tls = cli[:11] + ["--timeout", "20", "ping"]   # the same login, but plain MQTT to the TLS port
+        no_tls = cli[:11] + ["--timeout", "5", "ping"]   # the same login, but plain MQTT to the TLS port
         assert "--tls" not in no_tls and no_tls[-4] == str(app_pw)
         bad = subprocess.run(no_tls, capture_output=True, text=True, timeout=60)
         assert bad.returncode == 3 and "bulletd-cli" in bad.stderr, (bad.returncode, bad.stderr)
