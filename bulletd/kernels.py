@@ -72,6 +72,14 @@ def available_kernels() -> list[str]:
     return list(_native.available_kernels()) if _native is not None else []
 
 
+def native_sampler():
+    """The native token sampler (same rules as runtime.sampling.Sampler's NumPy path, GIL
+    released), or None when the module is missing, too old, or BULLET_SAMPLER=numpy."""
+    if _native is None or os.environ.get("BULLET_SAMPLER", "").lower() == "numpy":
+        return None
+    return getattr(_native, "sample_token", None)
+
+
 class NativeModel:
     """A native model over borrowed arrays (views into the mapped file; kept alive here).
 

@@ -135,17 +135,19 @@ def apply_repetition_penalty(logits: np.ndarray, seen, penalty: float, unique: b
     out = np.array(logits, dtype=np.float32)
     if penalty == 1.0 or len(seen) == 0:
         return out
-    if unique:
-        ids = seen
-    else:
-        if isinstance(seen, (set, frozenset)):
-            seen = list(seen)
-        ids = np.unique(np.asarray(seen, dtype=np.int64))
-        ids = ids[(ids >= 0) & (ids < out.shape[0])]
+    ids = seen if unique else _distinct_ids(seen, out.shape[0])
     v = out[ids]
     p = np.float32(penalty)
     out[ids] = np.where(v > 0, v / p, v * p)
     return out
+
+
+def _distinct_ids(seen, n: int) -> np.ndarray:
+    """Distinct ids of `seen` that index a vocabulary of n, as int64 (for the penalty)."""
+    if isinstance(seen, (set, frozenset)):
+        seen = list(seen)
+    ids = np.unique(np.asarray(seen, dtype=np.int64))
+    return ids[(ids >= 0) & (ids < n)]
 
 
 def top_k_ids(logits: np.ndarray, k: int) -> np.ndarray:
@@ -192,6 +194,8 @@ class Sampler:
     def __init__(self, settings: GenerationSettings):
         self.settings = settings
         self.rng = np.random.default_rng(settings.seed)
+        from ..kernels import native_sampler
+        self._native = native_sampler()
 
     def _penalised(self, logits: np.ndarray, seen, unique: bool = False) -> np.ndarray:
         return apply_repetition_penalty(logits, seen, self.settings.repetition_penalty, unique)
@@ -227,7 +231,24 @@ class Sampler:
     def sample(self, logits: np.ndarray, seen=(), unique: bool = False) -> int:
         """One token id. Temperature 0 is argmax (after the repetition penalty) with no draw.
         seen: ids so far (prompt + generated) for the repetition penalty; unique=True when it is
-        already an int array of distinct valid ids."""
+        already an int array of distinct valid ids.
+
+        Runs the native sampler when it is available (BULLET_SAMPLER=numpy forces NumPy): the
+        same rules and the same single draw from this sampler's RNG, without holding the GIL."""
+        native = self._native
+        if native is None:
+            return self.sample_numpy(logits, seen, unique)
+        st = self.settings
+        logits = np.asarray(logits, dtype=np.float32)
+        ids = seen if unique else _distinct_ids(seen, logits.shape[0])
+        coin = self.rng.random() if st.temperature != 0.0 else 0.0
+        t = native(logits, ids, st.temperature, st.top_k, st.top_p, st.repetition_penalty, coin)
+        if t < 0:
+            raise ValueError("cannot sample from logits that hold NaN or infinite values")
+        return int(t)
+
+    def sample_numpy(self, logits: np.ndarray, seen=(), unique: bool = False) -> int:
+        """The NumPy reference of sample() (and its fallback)."""
         if self.settings.temperature == 0.0:
             return int(np.argmax(self._penalised(logits, seen, unique)))
         # the same rules as candidates(), fused so one cumulative sum serves top-p and the draw
