@@ -12,7 +12,11 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 pkgs=(python3 python3-venv python3-dev python3-pip g++ make mosquitto mosquitto-clients)
-[ $want_test = 1 ] && pkgs+=(g++-aarch64-linux-gnu qemu-user shellcheck debootstrap systemd openssl cmake util-linux)
+if [ $want_test = 1 ]; then
+  pkgs+=(shellcheck debootstrap systemd openssl cmake util-linux)
+  # the ARM tests cross-compile and emulate from x86-64; on an arm64 machine they run natively
+  [ "$(uname -m)" = x86_64 ] && pkgs+=(g++-aarch64-linux-gnu qemu-user)
+fi
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
