@@ -151,6 +151,12 @@ class ReceiverProc:
         p = self.ota_dir / "ledger.json"
         return json.loads(p.read_text()) if p.exists() else {}
 
+    def durable_chunks(self) -> int:
+        """Chunks the staging bitmap (.bits, one byte per chunk) records as durably written."""
+        d = self.ota_dir / "staging"
+        bits = sorted(d.glob("*.bits")) if d.exists() else []
+        return sum(bits[0].read_bytes()) if len(bits) == 1 else 0
+
     def staging_files(self) -> list[str]:
         d = self.ota_dir / "staging"
         return sorted(p.name for p in d.iterdir()) if d.exists() else []

@@ -208,6 +208,7 @@ def test_truncated_push_resumes_sending_only_what_is_missing(tmp_path, broker):
         assert outcome(p1).state == "timeout"
         assert outcome(p1).chunks_sent == 8
         # the partial file survives on the device, durably: its bitmap says 8 chunks
+        wait_for(lambda: rx.durable_chunks() == 8, 10, what="8 chunks in the staging bitmap")
         assert sorted(Path(n).suffix for n in rx.staging_files()) == [".bits", ".offer", ".part"]
         p2 = push(f, broker)
         o = outcome(p2)
@@ -226,6 +227,7 @@ def test_resumed_push_with_another_chunk_size_sends_only_what_is_missing(tmp_pat
     try:
         p1 = push(f, broker, FaultyPusher, stop_after=8, timeout=2.5)   # 8 x 4 KiB durable
         assert outcome(p1).chunks_sent == 8
+        wait_for(lambda: rx.durable_chunks() == 8, 10, what="8 chunks in the staging bitmap")
         p2 = push(f, broker, chunk_size=8192)                           # 4 x 8 KiB are there
         o = outcome(p2)
         assert o.state == "installed", o.message
@@ -285,6 +287,8 @@ def test_truncated_push_survives_a_receiver_restart(tmp_path, broker):
     try:
         p1 = push(f, broker, FaultyPusher, stop_after=16, timeout=2.5)
         assert outcome(p1).chunks_sent == 16
+        # the last window's fsync runs on a worker thread: stop only once all 16 are durable
+        wait_for(lambda: rx.durable_chunks() == 16, 10, what="16 chunks in the staging bitmap")
         rx.stop()
         rx.start()
         p2 = push(f, broker, chunk_size=8192)   # and with another chunk size: 16 x 4 KiB = 8 x 8 KiB
