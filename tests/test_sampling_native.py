@@ -48,3 +48,22 @@ def test_non_finite_logits_are_an_error_not_a_token():
 def test_numpy_sampler_can_be_forced(monkeypatch):
     monkeypatch.setenv("BULLET_SAMPLER", "numpy")
     assert Sampler(GenerationSettings().validate())._native is None
+
+
+@pytest.mark.parametrize("sampler", ["native", "numpy"])
+def test_generation_with_nan_weights_is_a_model_error(tmp_path, monkeypatch, sampler):
+    from bulletd.errors import ModelError
+    from bulletd.format import write_bullet
+    from bulletd.format.synth import byte_vocab, random_lm_tensors
+    from bulletd.runtime import load_model
+    if sampler == "numpy":
+        monkeypatch.setenv("BULLET_SAMPLER", "numpy")
+    arch = dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=2, hidden_dim=64, vocab_size=260, max_seq_len=16)
+    tensors = random_lm_tensors(arch, seed=0)
+    tensors["out_norm"] = ("f32", np.full(32, np.nan, np.float32))
+    p = write_bullet(tmp_path / "nan.bullet", kind="lm", arch=arch, tensors=tensors, vocab=byte_vocab(260),
+                     tokenizer={"bos_id": 1, "eos_id": 2}, provenance={"name": "nan", "version": "1"})
+    with load_model(p) as m:
+        for temperature in (0.0, 0.8):
+            with pytest.raises(ModelError, match="non-finite logits at position"):
+                list(m.generate("hi", GenerationSettings(max_tokens=4, temperature=temperature)))

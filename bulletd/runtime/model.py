@@ -413,10 +413,11 @@ class Generation:
                 if self._cancelled():
                     self.finish_reason = "cancelled"
                     break
-                if not np.isfinite(logits).all():
+                try:   # the sampler refuses NaN/inf logits (checked once, inside it)
+                    nxt = sampler.sample(logits, seen, unique=True)
+                except ValueError as exc:
                     raise ModelError(f"{m.path}: the model produced non-finite logits at position "
-                                     f"{pos - 1} (weights with NaN or infinite values?)")
-                nxt = sampler.sample(logits, seen, unique=True)
+                                     f"{pos - 1} (weights with NaN or infinite values?)") from exc
                 if t_dec is None:
                     t_dec = time.perf_counter()
                     self.ttft_s = t_dec - t0

@@ -249,6 +249,8 @@ class Sampler:
 
     def sample_numpy(self, logits: np.ndarray, seen=(), unique: bool = False) -> int:
         """The NumPy reference of sample() (and its fallback)."""
+        if not np.isfinite(logits).all():
+            raise ValueError("cannot sample from logits that hold NaN or infinite values")
         if self.settings.temperature == 0.0:
             return int(np.argmax(self._penalised(logits, seen, unique)))
         # the same rules as candidates(), fused so one cumulative sum serves top-p and the draw
