@@ -222,7 +222,18 @@ class FaultyPusher(Pusher):
         for _ in range(2 if self.duplicate else 1):
             await client.publish(topic, msg, qos=1)
         self.sent_seqs.append(seq)
-        self._count(device, len(data))
+        self._count(device, len(data), seq)
+
+
+def still_missing(held: set, old_size: int, new_size: int, file_size: int) -> set:
+    """Chunks of new_size not wholly covered by the `held` chunks of old_size: what a resumed
+    push must send (the device asks for windows out of order, so `held` need not be a prefix)."""
+    out = set()
+    for seq in range(-(-file_size // new_size)):
+        lo, hi = seq * new_size, min(file_size, (seq + 1) * new_size)
+        if not all(c in held for c in range(lo // old_size, (hi - 1) // old_size + 1)):
+            out.add(seq)
+    return out
 
 
 def push(file, broker, pusher_cls=Pusher, **kw):

@@ -42,8 +42,9 @@ class DeviceOutcome:
     message: str = ""
     have: int = 0
     total: int = 0
-    chunks_sent: int = 0
+    chunks_sent: int = 0               # sends, retransmissions included
     bytes_sent: int = 0
+    seqs_sent: set = field(default_factory=set)   # distinct chunks sent
     first_seen: float | None = None
     last_seen: float | None = None
     received_at: float | None = None  # the device's "received" status
@@ -126,12 +127,13 @@ class Pusher:
         data = self.chunk(seq)
         await client.publish(P.device_topic(self.prefix, device, "data"),
                              P.pack(P.make_chunk(self.push_id, seq, data)), qos=1)
-        self._count(device, len(data))
+        self._count(device, len(data), seq)
 
-    def _count(self, device: str, nbytes: int) -> None:
+    def _count(self, device: str, nbytes: int, seq: int) -> None:
         o = self.outcomes.get(device)
         if o is not None:
             o.chunks_sent += 1
+            o.seqs_sent.add(seq)
             o.bytes_sent += nbytes
             o.last_chunk_at = time.monotonic()
 
