@@ -141,6 +141,23 @@ class NativeSession:
             raise ModelError(str(exc)) from exc
 
     @property
+    def has_decode(self) -> bool:
+        """Whether this build has the batched decode loop (a module built before it lacks it)."""
+        return hasattr(self._s, "decode")
+
+    def decode(self, logits: np.ndarray, pending: int, pos: int, n: int, coins: np.ndarray, seen: np.ndarray,
+               temperature: float, top_k: int, top_p: float, penalty: float, stop_ids: np.ndarray):
+        """Sample up to n tokens in one native call (GIL released), running each through the model
+        before drawing the next; the last one drawn is not run (pass it as `pending` next time).
+        logits: the caller's float32 buffer of the logits at pos - 1, overwritten in place.
+        Returns (tokens, end, next_pos), end in "count", "stop_id", "nonfinite"."""
+        try:
+            return self._s.decode(logits, int(pending), int(pos), int(n), coins, seen, float(temperature),
+                                  int(top_k), float(top_p), float(penalty), stop_ids)
+        except (ValueError, RuntimeError, TypeError, OverflowError) as exc:
+            raise ModelError(str(exc)) from exc
+
+    @property
     def kv_cache_bytes(self) -> int:
         return self._s.kv_cache_bytes
 

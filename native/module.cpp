@@ -16,6 +16,7 @@
 #include "kernels.h"
 #include "model.h"
 #include "sampling.h"
+#include "generate.h"
 
 namespace py = pybind11;
 using namespace bullet;
@@ -191,6 +192,43 @@ PYBIND11_MODULE(_native, m) {
                  return out;
              },
              py::arg("tokens"), py::arg("pos"), "Logits (vocab,) of the last of `tokens` placed at pos..; GIL released")
+        .def("decode",
+             [](PySession& s, py::array_t<float, py::array::c_style> logits, int64_t pending, int64_t pos, int64_t n,
+                py::array_t<double, py::array::c_style | py::array::forcecast> coins,
+                py::array_t<int64_t, py::array::c_style | py::array::forcecast> seen, double temperature, int64_t top_k,
+                double top_p, float penalty, py::array_t<int64_t, py::array::c_style | py::array::forcecast> stop_ids) {
+                 const int64_t vocab = s.core->model().cfg.vocab_size;
+                 // logits is written in place: it must be the caller's own float32 buffer, not a copy
+                 if (logits.ndim() != 1 || logits.shape(0) != vocab || !logits.writeable())
+                     throw std::invalid_argument("decode: logits must be a writable float32 array of " +
+                                                 std::to_string(vocab) + " values");
+                 if (n < 0 || n > 1 << 20) throw std::invalid_argument("decode: n must be in 0..2^20");
+                 if (pending >= vocab) throw std::invalid_argument("decode: pending token id out of range");
+                 if (coins.ndim() != 1 || coins.shape(0) < n)
+                     throw std::invalid_argument("decode: coins must hold n values");
+                 if (seen.ndim() != 1 || stop_ids.ndim() != 1)
+                     throw std::invalid_argument("decode: seen and stop_ids must be 1-D");
+                 if (!(temperature >= 0.0) || !(top_p > 0.0) || !(penalty > 0.0f))
+                     throw std::invalid_argument("decode: temperature >= 0, top_p > 0 and penalty > 0 required");
+                 for (int64_t i = 0; temperature != 0.0 && i < n; i++)
+                     if (!(coins.data()[i] >= 0.0 && coins.data()[i] < 1.0))
+                         throw std::invalid_argument("decode: coins must lie in [0, 1)");
+                 SampleParams sp{temperature, top_k, top_p, penalty};
+                 float* lp = logits.mutable_data();
+                 DecodeResult r;
+                 {
+                     py::gil_scoped_release release;
+                     r = decode_batch(*s.core, lp, pending, pos, n, coins.data(), seen.data(), seen.shape(0), sp,
+                                      stop_ids.data(), stop_ids.shape(0));
+                 }
+                 static const char* names[] = {"count", "stop_id", "nonfinite"};
+                 return py::make_tuple(r.tokens, names[(int)r.end], r.pos);
+             },
+             py::arg("logits"), py::arg("pending"), py::arg("pos"), py::arg("n"), py::arg("coins"), py::arg("seen"),
+             py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("penalty"), py::arg("stop_ids"),
+             "Sample up to n tokens, running each through the model before the next draw (the last one is not "
+             "run: pass it as `pending` next time). Returns (tokens, end, next_pos); end is 'count', 'stop_id' "
+             "(last token is a stop id) or 'nonfinite'. GIL released for the whole batch.")
         .def_property_readonly("kv_cache_bytes", [](const PySession& s) { return s.core->kv_cache_bytes(); })
         .def_property_readonly("scratch_bytes", [](const PySession& s) { return s.core->scratch_bytes(); })
         .def_property_readonly("valid_len", [](const PySession& s) { return s.core->valid_len(); })

@@ -400,54 +400,47 @@ class Generation:
             logits = self.session._prefill_reusing(self.prompt_tokens)
             self.prefill_s = time.perf_counter() - t0
             pos = len(self.prompt_tokens)
-            sampler = Sampler(s)
-            seen_set = set(self.prompt_tokens)
-            seen = np.array(sorted(seen_set), dtype=np.int64)   # distinct ids, for the penalty
+            src = self._sampled(logits, pos, Sampler(s))
             dec = tok.stream_decoder()
             for i in self.prompt_tokens:   # prime the decoder: the prompt's text is not output,
                 dec.push(i)                # but it decides leading-space stripping and UTF-8 state
             out = ""        # decoded generated text
             emitted = 0     # out[:emitted] has been yielded
             t_dec = None
-            while True:
-                if self._cancelled():
-                    self.finish_reason = "cancelled"
-                    break
-                try:   # the sampler refuses NaN/inf logits (checked once, inside it)
-                    nxt = sampler.sample(logits, seen, unique=True)
-                except ValueError as exc:
-                    raise ModelError(f"{m.path}: the model produced non-finite logits at position "
-                                     f"{pos - 1} (weights with NaN or infinite values?)") from exc
-                if t_dec is None:
-                    t_dec = time.perf_counter()
-                    self.ttft_s = t_dec - t0
-                if nxt in m.stop_ids:
-                    self.finish_reason = "eos"
-                    break
-                self.tokens.append(nxt)
-                if nxt not in seen_set:
-                    seen_set.add(nxt)
-                    seen = np.append(seen, nxt)
-                out += dec.push(nxt)
-                if stops:
-                    cut, hold = _scan_stops(out, emitted, stops)
-                    if cut is not None:
-                        out = out[:cut]
-                        self.finish_reason = "stop"
+            try:
+                while True:
+                    if self._cancelled():
+                        self.finish_reason = "cancelled"
                         break
-                    safe = len(out) - hold
-                else:
-                    safe = len(out)
-                if safe > emitted:
-                    delta = out[emitted:safe]
-                    emitted = safe
-                    self.text += delta
-                    yield delta
-                if len(self.tokens) >= s.max_tokens or pos >= m.context:
-                    self.finish_reason = "length"
-                    break
-                logits = self.session._run([nxt], pos)
-                pos += 1
+                    nxt = next(src)
+                    if t_dec is None:
+                        t_dec = time.perf_counter()
+                        self.ttft_s = t_dec - t0
+                    if nxt in m.stop_ids:
+                        self.finish_reason = "eos"
+                        break
+                    self.tokens.append(nxt)
+                    out += dec.push(nxt)
+                    if stops:
+                        cut, hold = _scan_stops(out, emitted, stops)
+                        if cut is not None:
+                            out = out[:cut]
+                            self.finish_reason = "stop"
+                            break
+                        safe = len(out) - hold
+                    else:
+                        safe = len(out)
+                    if safe > emitted:
+                        delta = out[emitted:safe]
+                        emitted = safe
+                        self.text += delta
+                        yield delta
+                    if len(self.tokens) >= s.max_tokens or pos >= m.context:
+                        self.finish_reason = "length"
+                        break
+                    pos += 1    # nxt is (or is about to be) run at pos; the next draw is for pos + 1
+            finally:
+                src.close()
             if self._finish != "stop":
                 out += dec.flush()
                 if stops:
@@ -462,6 +455,75 @@ class Generation:
                 delta = out[emitted:]
                 self.text += delta
                 yield delta
+
+    def _sampled(self, logits: np.ndarray, pos: int, sampler: Sampler):
+        """The drawn token ids, one at a time; each is run through the model before the next
+        one is drawn. The consumer stops resuming when it has what it wants, and never asks for
+        more than max_tokens or the context allows (the next draw after one at the context's
+        last position is refused by the model).
+
+        With the native backend and sampler, draws and forward passes run in batches inside one
+        native call each (the GIL is free meanwhile); batches grow 1, 2, 4 .. _MAX_BATCH, so the
+        first token comes at once and a cancel waits at most one batch. Tokens drawn beyond what
+        the consumer takes are wasted work but stay valid in the cache (session.tokens lists them).
+        Otherwise one draw and one forward call per token. Both give the same ids for one seed."""
+        m, s, sess = self.model, self.settings, self.session
+        seen_set = set(self.prompt_tokens)
+        seen = sorted(seen_set)      # distinct ids so far, for the repetition penalty
+        native = sampler._native is not None and getattr(sess._impl, "has_decode", False)
+        if not native:
+            seen_arr = np.array(seen, dtype=np.int64)
+            while True:
+                try:   # the sampler refuses NaN/inf logits (checked once, inside it)
+                    nxt = sampler.sample(logits, seen_arr, unique=True)
+                except ValueError as exc:
+                    raise ModelError(f"{m.path}: the model produced non-finite logits at position "
+                                     f"{pos - 1} (weights with NaN or infinite values?)") from exc
+                yield nxt
+                if nxt not in seen_set:
+                    seen_set.add(nxt)
+                    seen_arr = np.append(seen_arr, nxt)
+                logits = sess._run([nxt], pos)
+                pos += 1
+        buf = np.require(logits, dtype=np.float32, requirements=["C", "W", "O"])
+        stop_ids = np.array(sorted(m.stop_ids), dtype=np.int64)
+        no_coins = np.zeros(_MAX_BATCH, dtype=np.float64)
+        pending, produced, batch = -1, 0, 1
+        while True:
+            # draws the context allows: each one after the first needs a free position, and so
+            # does the pending token
+            room = m.context - pos + (0 if pending >= 0 else 1)
+            n = min(batch, s.max_tokens - produced, room)
+            if n <= 0:
+                return
+            coins = sampler.rng.random(n) if s.temperature != 0.0 else no_coins
+            toks, end, new_pos = sess._impl.decode(
+                buf, pending, pos, n, coins, np.array(seen, dtype=np.int64), s.temperature, s.top_k, s.top_p,
+                s.repetition_penalty, stop_ids)
+            ran = new_pos - pos
+            if pending >= 0:
+                sess.tokens.append(pending)
+                ran -= 1
+            sess.tokens.extend(toks[:ran])
+            pos = new_pos
+            for t in toks:
+                if t not in seen_set:
+                    seen_set.add(t)
+                    seen.append(t)
+                yield t
+            produced += len(toks)
+            if end == "nonfinite":
+                raise ModelError(f"{m.path}: the model produced non-finite logits at position "
+                                 f"{pos - 1} (weights with NaN or infinite values?)")
+            if end == "stop_id" or not toks:
+                return
+            pending = toks[-1]
+            batch = min(2 * batch, _MAX_BATCH)
+
+
+# Most tokens one native decode call draws: a cancel or deadline waits at most this many tokens,
+# and a streaming consumer gets its pieces in bursts of at most this many.
+_MAX_BATCH = 16
 
 
 def _scan_stops(out: str, emitted: int, stops) -> tuple[int | None, int]:
