@@ -38,6 +38,7 @@ from typing import Any, AsyncIterator, Iterator
 import msgpack
 
 from bulletd.errors import RequestError, TransportError
+from bulletd.mqtt_direct import direct_queue
 
 FRAME = struct.Struct("!I")
 # paho leaves Nagle on: small request/reply packets then wait for delayed ACKs (~40 ms each)
@@ -194,7 +195,7 @@ class _MQTTTransport:
         # aiomqtt binds the running loop at construction, so the client is made here
         self.client = aiomqtt.Client(self.host, self.port, identifier=self.cid, protocol=(
             aiomqtt.ProtocolVersion.V5 if self.v5 else aiomqtt.ProtocolVersion.V311), timeout=10,
-            socket_options=NODELAY, **self.kw)
+            socket_options=NODELAY, queue_type=direct_queue(self._deliver), **self.kw)
         try:
             await self.client.__aenter__()
             await self.client.subscribe(self.reply_topic, qos=1)
@@ -202,19 +203,25 @@ class _MQTTTransport:
             raise DaemonUnavailable(f"cannot reach the MQTT broker {self.host}:{self.port}: {exc}") from None
         self.task = asyncio.create_task(self._read_loop())
 
+    def _deliver(self, msg: Any) -> None:
+        """A reply, straight from paho's read callback (bulletd.mqtt_direct): to its waiter."""
+        payload = bytes(msg.payload)
+        try:
+            obj = json.loads(payload) if payload[:1] == b"{" else msgpack.unpackb(payload, raw=False)
+        except Exception:
+            return
+        if not isinstance(obj, dict):
+            return
+        corr = getattr(msg.properties, "CorrelationData", None) if msg.properties else None
+        key = corr if (self.v5 and corr is not None) else obj.get("id")
+        q = self.waiting.get(key)
+        if q is not None:
+            q.put_nowait(obj)
+
     async def _read_loop(self) -> None:
         try:
-            async for msg in self.client.messages:
-                payload = bytes(msg.payload)
-                try:
-                    obj = json.loads(payload) if payload[:1] == b"{" else msgpack.unpackb(payload, raw=False)
-                except Exception:
-                    continue
-                corr = getattr(msg.properties, "CorrelationData", None) if msg.properties else None
-                key = corr if (self.v5 and corr is not None) else obj.get("id")
-                q = self.waiting.get(key)
-                if q is not None:
-                    q.put_nowait(obj)
+            async for _ in self.client.messages:   # never yields (see _deliver); ends when the
+                pass                                # connection is lost
         except self.aiomqtt.MqttError:
             pass
         finally:

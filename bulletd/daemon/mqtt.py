@@ -30,6 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bulletd.errors import RequestError
+from bulletd.mqtt_direct import direct_queue
 from bulletd.daemon.protocol import (CT_JSON, CT_MSGPACK, check_topic, decode_payload, encode_payload,
                                      error_reply)
 
@@ -130,7 +131,8 @@ class MQTTTransport:
         return aiomqtt.Client(
             mc.host, mc.port, identifier=self.client_id, keepalive=mc.keepalive, timeout=10,
             will=aiomqtt.Will(self.status_topic, offline, qos=1, retain=True),
-            max_queued_incoming_messages=1000,
+            # messages go straight to _dispatch from paho's read callback (see bulletd.mqtt_direct)
+            queue_type=direct_queue(self._dispatch),
             # paho leaves Nagle on; small replies would wait for delayed ACKs (~40 ms each)
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),), **kw)
 
@@ -157,11 +159,8 @@ class MQTTTransport:
                              self.client_id, self.req_topic, f" and {self.fleet_topic}" if self.fleet_topic else "")
                     await self._publish_status("online")
                     await self._flush_outbox()
-                    async for msg in client.messages:
-                        self.counts["received"] += 1
-                        t = asyncio.create_task(self._serve_guarded(msg))
-                        self.serving.add(t)
-                        t.add_done_callback(self.serving.discard)
+                    async for _ in client.messages:   # never yields (see _dispatch); raises
+                        pass                              # MqttError when the connection is lost
             except aiomqtt.MqttError as exc:
                 was = self.connected
                 self.connected = False
@@ -180,6 +179,13 @@ class MQTTTransport:
                 break
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, self.mc.reconnect_max)
+
+    def _dispatch(self, msg: aiomqtt.Message) -> None:
+        """Every incoming message, on the loop thread: serve it in its own task."""
+        self.counts["received"] += 1
+        t = asyncio.create_task(self._serve_guarded(msg))
+        self.serving.add(t)
+        t.add_done_callback(self.serving.discard)
 
     async def _status_loop(self) -> None:
         while True:
