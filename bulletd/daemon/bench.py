@@ -84,6 +84,7 @@ async def _paired(port: int | str, device: str, path: Path, child: str, prompt: 
     raw = _Raw(path)
     r_tps, r_first, d_tps, d_first, ntok = [], [], [], [], 0
     ratio, extra_ms = [], []          # per pair: daemon/raw tokens/s, and the added milliseconds
+    inside_ms, raw_ms = [], []        # the daemon's own time from receipt to final reply; the runtime's
     # port: the broker's port (MQTT), or a socket path (the same measurement over the Unix socket)
     client = (AsyncClient.socket(port, timeout=60) if isinstance(port, str)
               else AsyncClient.mqtt("127.0.0.1", port, device=device, timeout=60))
@@ -109,12 +110,15 @@ async def _paired(port: int | str, device: str, path: Path, child: str, prompt: 
             d_tps.append(r.tokens / ddt)
             ratio.append((r.tokens / ddt) / (n / dt))
             extra_ms.append((ddt - dt) * 1e3)
+            inside_ms.append(float((r.timing or {}).get("total_ms", 0.0)))
+            raw_ms.append(dt * 1e3)
             if t_first is not None:
                 d_first.append(t_first)
     raw.m.close()
     med = statistics.median
     return {"tokens": ntok, "raw_tokens_per_s": med(r_tps), "mqtt_tokens_per_s": med(d_tps),
             "overhead_pct": 100 * (1 - med(ratio)), "overhead_ms": med(extra_ms),
+            "raw_ms": med(raw_ms), "daemon_ms": med(inside_ms),
             "raw_first_ms": med(r_first) * 1e3, "mqtt_first_ms": med(d_first) * 1e3 if d_first else None,
             "kernel": raw.kernel}
 
@@ -295,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             results[f"throughput_{child}"] = {
                 "raw_tokens_per_s": round(t["raw_tokens_per_s"], 1), "mqtt_tokens_per_s": round(t["mqtt_tokens_per_s"], 1),
                 "tokens": t["tokens"], "overhead_pct": round(t["overhead_pct"], 1), "overhead_ms": round(t["overhead_ms"], 2),
+                "raw_ms": round(t["raw_ms"], 2), "daemon_ms": round(t["daemon_ms"], 2),
+                "socket_daemon_ms": round(ts["daemon_ms"], 2),
                 "kernel": t["kernel"], "socket_overhead_pct": round(ts["overhead_pct"], 1),
                 "socket_overhead_ms": round(ts["overhead_ms"], 2)}
         f = asyncio.run(_paired(port, "bench", models / "small.bullet", "small", p16, 16, reps * 2, True))
@@ -354,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{t['mqtt_tokens_per_s']:8.1f} tok/s | overhead {t['overhead_pct']:5.1f} % = {t['overhead_ms']:.2f} ms per "
               f"request (median of paired runs; target <= 10 %); via the Unix socket {t['socket_overhead_pct']:.1f} % = "
               f"{t['socket_overhead_ms']:.2f} ms")
+        print(f"        where the time goes (medians): runtime {t['raw_ms']:.2f} ms | inside bulletd, receipt to final "
+              f"reply {t['daemon_ms']:.2f} ms (socket requests: {t['socket_daemon_ms']:.2f} ms) | the rest is the "
+              f"transport: broker, both MQTT clients, wake-ups")
     f = results["first_chunk_small"]
     print(f"  SMALL {f['prompt_tokens']}-token prompt: runtime first token {f['raw_first_token_ms']:.2f} ms | "
           f"first streamed chunk via MQTT {f['mqtt_first_chunk_ms']:.2f} ms  (target <= 10 ms)")
