@@ -26,7 +26,7 @@ def test_bench_quick_json_reports_all_figures():
     kv_f32 = 2 * 4 * 4 * 256 * 128                  # K and V, 4 layers, 256 positions x 128, f32
     assert res["kv_cache_bytes"] in (kv_f32, kv_f32 // 2)   # f32 or f16 cache
     assert res["session_rss_bytes"] >= 0 and res["rss_with_one_session"] > 0
-    assert res["kernel_path"] in ("avx2", "neon", "neon_dot", "scalar")
+    assert res["kernel_path"] in ("avx512vnni", "avx2", "neon", "neon_dot", "scalar")
     assert out["targets"]["decode_tok_s"] == 2000.0
 
 
