@@ -5,6 +5,8 @@ already run on every path in available_kernels():
 - integer exactness: with unit scales every output is an exact integer, so the path must equal
   the int64 NumPy product bit for bit (extreme nibbles -8/+7, activations +-127, ragged shapes);
 - the float side is the AVX2 path's operation for operation, so both paths agree bit for bit;
+- the AVX-512 attention (64 positions / output elements per pass, masked tails) on head sizes
+  and cache lengths past one pass, against NumPy;
 - dispatch: auto prefers avx512vnni when the CPU and OS support it, BULLET_KERNEL=avx2/scalar
   still force those paths, and the CPU-feature report names the AVX-512 flags.
 
@@ -98,7 +100,7 @@ def test_single_row_dot_is_exact_on_integer_data(cols):
 
 @needs_vnni
 @pytest.mark.skipif("avx2" not in PATHS, reason="no AVX2 path to compare with")
-@pytest.mark.parametrize("T", [1, 2, 8, 13, 70])
+@pytest.mark.parametrize("T", [1, 2, 8, 13, 16, 24, 70])   # prefill tiles: 16 tokens, then 8, then 1..7
 @pytest.mark.parametrize("rows,cols", SHAPES + [(2048, 256), (256, 768)])
 def test_float_results_equal_the_avx2_path_bit_for_bit(rows, cols, T):
     rng = np.random.default_rng(rows + 1000 * cols + T)
@@ -109,6 +111,18 @@ def test_float_results_equal_the_avx2_path_bit_for_bit(rows, cols, T):
     np.testing.assert_array_equal(b, a, err_msg=f"avx512vnni vs avx2 {rows}x{cols} T={T}")
     assert_close(f"avx512vnni vs numpy {rows}x{cols} T={T}", K.matmul_bq4_q8_ref(blocks, rows, cols, x), b,
                  *TOL_INT_DOT)
+
+
+@needs_vnni
+@pytest.mark.parametrize("head_dim", [16, 64, 80, 128])
+@pytest.mark.parametrize("n", [1, 15, 64, 65, 130, 256])
+def test_attention_past_one_pass_matches_numpy(head_dim, n):
+    rng = np.random.default_rng(head_dim * 1000 + n)
+    q = rng.standard_normal(head_dim).astype(np.float32)
+    k = rng.standard_normal((n, head_dim)).astype(np.float32)
+    v = rng.standard_normal((n, head_dim)).astype(np.float32)
+    assert_close(f"avx512vnni attention hd={head_dim} n={n}", K.attention_ref(q, k, v),
+                 N.k_attention("avx512vnni", q, k, v), 1e-5, 1e-6)
 
 
 @needs_vnni
