@@ -26,6 +26,8 @@ using farr = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using u8arr = py::array_t<uint8_t, py::array::c_style>;
 
 const KernelTable& table(const std::string& path) {
+    // "auto" is the dispatch's choice, BULLET_KERNEL included (as kernel_path() reports it)
+    if (path == "auto") return active_kernels();
     const KernelTable* t = kernels_by_name(path.c_str());
     if (!t) throw std::invalid_argument("kernel path '" + path + "' is unknown or not supported by this CPU/build");
     return *t;

@@ -39,14 +39,20 @@ TOL_INT_DOT = (2e-6, 1e-6)   # as tests/test_kernels.py
 SHAPES = [(1, 32), (15, 33), (16, 64), (17, 100), (31, 172), (33, 256), (100, 768), (13, 31)]
 
 
-def _kernel_in_subprocess(env_value):
+def _kernel_in_subprocess(env_value, code="import bulletd.kernels as k; print(k.kernel_path())"):
     env = {k: v for k, v in os.environ.items() if k != "BULLET_KERNEL"}
     if env_value is not None:
         env["BULLET_KERNEL"] = env_value
-    code = "import bulletd.kernels as k; print(k.kernel_path())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
+
+
+MODEL_PATH_CODE = """
+import bulletd.kernels as K
+cfg = dict(K.SMALL, n_layers=1, tied_embeddings=True, max_seq_len=8)
+print(K.NativeModel(cfg, K.random_bq4_tensors(cfg, seed=1)).kernel_path)
+"""
 
 
 def _bq4_unit_scale(q: np.ndarray) -> np.ndarray:
@@ -176,3 +182,10 @@ def test_bullet_kernel_still_forces_a_path(forced):
     if forced not in PATHS:
         pytest.skip(f"{forced} not available here")
     assert _kernel_in_subprocess(forced) == forced
+
+
+@pytest.mark.parametrize("forced", PATHS)
+def test_bullet_kernel_governs_models_built_with_auto(forced):
+    """A model built with kernel="auto" (what load_model and `bullet bench` do) runs the path
+    BULLET_KERNEL names, e.g. a forced avx2 baseline on an AVX-512 VNNI machine."""
+    assert _kernel_in_subprocess(forced, MODEL_PATH_CODE) == forced
