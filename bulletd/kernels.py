@@ -8,7 +8,8 @@ avx512vnni (AVX-512 F+BW+VL+VNNI, with the OS saving ZMM state) over avx2. BULLE
 name, falls back to scalar; the active path is always what kernel_path() reports). The SIMD paths
 repack each BQ4 matrix once at load into row groups (16 rows for AVX-512 VNNI, 8 for AVX2, 4 for
 NEON) so one vector op serves several rows; the scalar path reads the mapped blocks. avx512vnni
-replaces only the BQ4 x q8 kernels (vpdpbusd) and q8 quantisation; its float kernels are AVX2's. `NativeModel(config, tensors)` wraps `_native.Model`, `NativeSession(model)` wraps
+has its own BQ4 x q8 kernels (vpdpbusd), q8 quantisation and attention; its other float kernels
+are AVX2's. `NativeModel(config, tensors)` wraps `_native.Model`, `NativeSession(model)` wraps
 `_native.Session` (its own KV cache; forward/prefill release the GIL) and turn the native module's
 ValueError/RuntimeError into ModelError.
 
@@ -342,7 +343,7 @@ def main(argv=None) -> int:
         tensors = random_bq4_tensors(cfg, seed=0)
         for path in available_kernels():
             r = bench_forward(cfg, tensors, path, a.decode, a.prompt, a.repeats)
-            print(f"{label:9s} {path:8s} decode {r['decode_tok_s']:7.0f} tok/s ({r['decode_tok_s_cpu']:7.0f})   "
+            print(f"{label:9s} {path:10s} decode {r['decode_tok_s']:7.0f} tok/s ({r['decode_tok_s_cpu']:7.0f})   "
                   f"prefill {a.prompt} tokens {r['prefill_ms']:7.2f} ms ({r['prefill_ms_cpu']:7.2f})   "
                   f"kv cache {r['kv_cache_bytes']:,} B   scratch {r['scratch_bytes']:,} B   "
                   f"packed weights {r['packed_bytes']:,} B")

@@ -91,8 +91,8 @@ float silu_mul_ref(float g, float u);
 const KernelTable& kernels_ref();
 #if defined(__x86_64__) || defined(_M_X64)
 const KernelTable& kernels_avx2() noexcept;
-// AVX-512 F/BW/VL + VNNI BQ4 kernels (vpdpbusd), AVX2 float kernels; only in builds that compile
-// kernels_avx512.cpp (BULLET_HAVE_AVX512VNNI).
+// AVX-512 F/BW/VL + VNNI: BQ4 kernels (vpdpbusd), q8 quantisation and attention; the other float
+// kernels are AVX2's. Only in builds that compile kernels_avx512.cpp (BULLET_HAVE_AVX512VNNI).
 const KernelTable& kernels_avx512vnni() noexcept;
 #endif
 #if defined(__aarch64__)

@@ -16,8 +16,10 @@
 //
 // The float side is the AVX2 path's, operation for operation (per block: f32(int dot) times
 // (f16 scale * activation scale), fused into the row's accumulator, blocks in ascending order),
-// so this path's results equal the AVX2 path's bit for bit. The float vector kernels (rmsnorm,
-// softmax, attention, ...) are the AVX2 ones: the table takes their pointers from kernels_avx2().
+// so this path's results equal the AVX2 path's bit for bit. Attention (decode and prefill) has
+// its own AVX-512 kernels below (more independent accumulators, masked tails); the other float
+// kernels (rmsnorm, softmax, SwiGLU, RoPE, dot, axpy) are the AVX2 ones: the table takes their
+// pointers from kernels_avx2(), they are short and gained nothing measurable from 512 bits.
 #include <immintrin.h>
 
 #include <cmath>
@@ -297,8 +299,104 @@ void attention_avx512(const float* q, const float* kt, int64_t ks, const float* 
     }
 }
 
+// Prefill attention for 4 consecutive queries of one head (query i at position n0 + i sees
+// positions 0 .. n0 + i): every K row segment and V row is loaded once for all four. Scores: 32
+// positions x 4 queries per pass (8 accumulators); att . V: 32 output elements x 4 queries.
+void attention_multi_avx512(const float* q, int64_t qs, int64_t nq, const float* kt, int64_t ks, const float* v,
+                            int64_t n0, int64_t hd, float* att, float* out, int64_t os) {
+    if (nq < 4) {
+        for (int64_t i = 0; i < nq; i++) attention_avx512(q + i * qs, kt, ks, v, n0 + i + 1, hd, att, out + i * os);
+        return;
+    }
+    const int64_t nmax = n0 + 4;  // query i uses the first n0 + i + 1 of these
+    const __m512 vscale = _mm512_set1_ps(1.0f / std::sqrt((float)hd));
+    const float* q0 = q;
+    const float* q1 = q + qs;
+    const float* q2 = q + 2 * qs;
+    const float* q3 = q + 3 * qs;
+    float* a[4] = {att, att + nmax, att + 2 * nmax, att + 3 * nmax};
+    for (int64_t t = 0; t < nmax; t += 32) {
+        const __mmask16 m0 = lanes(nmax - t), m1 = lanes(nmax - t - 16);
+        __m512 s00 = _mm512_setzero_ps(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00, s30 = s00, s31 = s00;
+        for (int64_t d = 0; d < hd; d++) {
+            const float* row = kt + d * ks + t;
+            const __m512 k0 = _mm512_maskz_loadu_ps(m0, row), k1 = _mm512_maskz_loadu_ps(m1, row + 16);
+            __m512 qd = _mm512_set1_ps(q0[d]);
+            s00 = _mm512_fmadd_ps(qd, k0, s00);
+            s01 = _mm512_fmadd_ps(qd, k1, s01);
+            qd = _mm512_set1_ps(q1[d]);
+            s10 = _mm512_fmadd_ps(qd, k0, s10);
+            s11 = _mm512_fmadd_ps(qd, k1, s11);
+            qd = _mm512_set1_ps(q2[d]);
+            s20 = _mm512_fmadd_ps(qd, k0, s20);
+            s21 = _mm512_fmadd_ps(qd, k1, s21);
+            qd = _mm512_set1_ps(q3[d]);
+            s30 = _mm512_fmadd_ps(qd, k0, s30);
+            s31 = _mm512_fmadd_ps(qd, k1, s31);
+        }
+        _mm512_mask_storeu_ps(a[0] + t, m0, _mm512_mul_ps(s00, vscale));
+        _mm512_mask_storeu_ps(a[0] + t + 16, m1, _mm512_mul_ps(s01, vscale));
+        _mm512_mask_storeu_ps(a[1] + t, m0, _mm512_mul_ps(s10, vscale));
+        _mm512_mask_storeu_ps(a[1] + t + 16, m1, _mm512_mul_ps(s11, vscale));
+        _mm512_mask_storeu_ps(a[2] + t, m0, _mm512_mul_ps(s20, vscale));
+        _mm512_mask_storeu_ps(a[2] + t + 16, m1, _mm512_mul_ps(s21, vscale));
+        _mm512_mask_storeu_ps(a[3] + t, m0, _mm512_mul_ps(s30, vscale));
+        _mm512_mask_storeu_ps(a[3] + t + 16, m1, _mm512_mul_ps(s31, vscale));
+    }
+    for (int i = 0; i < 4; i++) softmax_avx2_(a[i], n0 + i + 1);
+    // Positions 0..n0 are seen by all four queries; n0 + j (j = 1..3) only by queries j..3.
+    for (int64_t d0 = 0; d0 < hd; d0 += 32) {
+        const __mmask16 m0 = lanes(hd - d0), m1 = lanes(hd - d0 - 16);
+        __m512 o00 = _mm512_setzero_ps(), o01 = o00, o10 = o00, o11 = o00, o20 = o00, o21 = o00, o30 = o00, o31 = o00;
+        int64_t s = 0;
+        for (; s <= n0; s++) {
+            const float* row = v + s * hd + d0;
+            const __m512 v0 = _mm512_maskz_loadu_ps(m0, row), v1 = _mm512_maskz_loadu_ps(m1, row + 16);
+            __m512 w = _mm512_set1_ps(a[0][s]);
+            o00 = _mm512_fmadd_ps(w, v0, o00);
+            o01 = _mm512_fmadd_ps(w, v1, o01);
+            w = _mm512_set1_ps(a[1][s]);
+            o10 = _mm512_fmadd_ps(w, v0, o10);
+            o11 = _mm512_fmadd_ps(w, v1, o11);
+            w = _mm512_set1_ps(a[2][s]);
+            o20 = _mm512_fmadd_ps(w, v0, o20);
+            o21 = _mm512_fmadd_ps(w, v1, o21);
+            w = _mm512_set1_ps(a[3][s]);
+            o30 = _mm512_fmadd_ps(w, v0, o30);
+            o31 = _mm512_fmadd_ps(w, v1, o31);
+        }
+        for (; s < nmax; s++) {  // causal tail: position n0 + j for queries j..3
+            const float* row = v + s * hd + d0;
+            const __m512 v0 = _mm512_maskz_loadu_ps(m0, row), v1 = _mm512_maskz_loadu_ps(m1, row + 16);
+            const int64_t j = s - n0;
+            __m512 w;
+            if (j <= 1) {
+                w = _mm512_set1_ps(a[1][s]);
+                o10 = _mm512_fmadd_ps(w, v0, o10);
+                o11 = _mm512_fmadd_ps(w, v1, o11);
+            }
+            if (j <= 2) {
+                w = _mm512_set1_ps(a[2][s]);
+                o20 = _mm512_fmadd_ps(w, v0, o20);
+                o21 = _mm512_fmadd_ps(w, v1, o21);
+            }
+            w = _mm512_set1_ps(a[3][s]);
+            o30 = _mm512_fmadd_ps(w, v0, o30);
+            o31 = _mm512_fmadd_ps(w, v1, o31);
+        }
+        _mm512_mask_storeu_ps(out + d0, m0, o00);
+        _mm512_mask_storeu_ps(out + d0 + 16, m1, o01);
+        _mm512_mask_storeu_ps(out + os + d0, m0, o10);
+        _mm512_mask_storeu_ps(out + os + d0 + 16, m1, o11);
+        _mm512_mask_storeu_ps(out + 2 * os + d0, m0, o20);
+        _mm512_mask_storeu_ps(out + 2 * os + d0 + 16, m1, o21);
+        _mm512_mask_storeu_ps(out + 3 * os + d0, m0, o30);
+        _mm512_mask_storeu_ps(out + 3 * os + d0 + 16, m1, o31);
+    }
+}
+
 KernelTable make_table() noexcept {
-    KernelTable t = kernels_avx2();  // float kernels: the AVX2 ones (no measured gain from 512 bits)
+    KernelTable t = kernels_avx2();  // rmsnorm, softmax, swiglu, rope, dot_f32/f16, axpy: the AVX2 ones
     t.name = "avx512vnni";
     t.quantize_q8 = quantize_q8_avx512;
     t.dot_bq4_q8 = dot_bq4_q8_avx512;
@@ -307,6 +405,7 @@ KernelTable make_table() noexcept {
     t.matvec_bq4_q8 = matvec_bq4_q8_avx512;
     t.matmul_bq4_q8 = matmul_bq4_q8_avx512;
     t.attention = attention_avx512;
+    t.attention_multi = attention_multi_avx512;
     return t;
 }
 

@@ -5,8 +5,8 @@ already run on every path in available_kernels():
 - integer exactness: with unit scales every output is an exact integer, so the path must equal
   the int64 NumPy product bit for bit (extreme nibbles -8/+7, activations +-127, ragged shapes);
 - the float side is the AVX2 path's operation for operation, so both paths agree bit for bit;
-- the AVX-512 attention (64 positions / output elements per pass, masked tails) on head sizes
-  and cache lengths past one pass, against NumPy;
+- the AVX-512 attention (64 positions / output elements per pass, masked tails) and prefill
+  attention (4 queries, 32 per pass) on head sizes and cache lengths past one pass, against NumPy;
 - dispatch: auto prefers avx512vnni when the CPU and OS support it, BULLET_KERNEL=avx2/scalar
   still force those paths, and the CPU-feature report names the AVX-512 flags.
 
@@ -129,6 +129,20 @@ def test_attention_past_one_pass_matches_numpy(head_dim, n):
     v = rng.standard_normal((n, head_dim)).astype(np.float32)
     assert_close(f"avx512vnni attention hd={head_dim} n={n}", K.attention_ref(q, k, v),
                  N.k_attention("avx512vnni", q, k, v), 1e-5, 1e-6)
+
+
+@needs_vnni
+@pytest.mark.parametrize("head_dim", [40, 80, 128])
+@pytest.mark.parametrize("n0", [0, 27, 28, 60, 130])
+def test_prefill_attention_past_one_pass_is_causal_and_matches_numpy(head_dim, n0):
+    rng = np.random.default_rng(head_dim * 100 + n0)
+    q = rng.standard_normal((4, head_dim)).astype(np.float32)
+    k = rng.standard_normal((n0 + 4, head_dim)).astype(np.float32)
+    v = rng.standard_normal((n0 + 4, head_dim)).astype(np.float32)
+    got = N.k_attention_multi("avx512vnni", q, k, v, n0)
+    for i in range(4):  # query i sits at position n0 + i and must not see later positions
+        ref = K.attention_ref(q[i], k[: n0 + i + 1], v[: n0 + i + 1])
+        assert_close(f"avx512vnni attention_multi hd={head_dim} n0={n0} query {i}", ref, got[i], 1e-5, 1e-6)
 
 
 @needs_vnni
