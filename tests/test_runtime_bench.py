@@ -30,6 +30,7 @@ def test_bench_quick_json_reports_all_figures():
     if res["kernel_path"] == "avx512vnni":  # the AVX2 baseline, measured in the same process
         assert res["baseline_kernel_path"] == "avx2"
         assert res["baseline_decode_tok_s"] > 0 and res["baseline_prefill128_ms"] > 0
+        assert res["decode_vs_baseline"] > 0 and res["prefill_vs_baseline"] > 0
     else:
         assert "baseline_kernel_path" not in res
     assert out["targets"]["decode_tok_s"] == 2000.0
