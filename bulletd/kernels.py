@@ -1,11 +1,15 @@
 """bulletd.kernels: the one door to the native module bulletd._native, and the NumPy reference of
 every kernel it runs (the executable specification the parity tests hold each path to).
 
-Native side (C++, native/): kernels in four variants (scalar reference, avx2, neon, neon_dot)
-behind a dispatch table filled once from the CPU's features; BULLET_KERNEL=scalar forces the
-reference path (a path the CPU cannot run, or an unknown name, also falls back to scalar; the
-active path is always what kernel_path() reports). The SIMD paths repack each BQ4 matrix once at load into row groups (8 rows for
-AVX2, 4 for NEON) so one vector op serves several rows; the scalar path reads the mapped blocks. `NativeModel(config, tensors)` wraps `_native.Model`, `NativeSession(model)` wraps
+Native side (C++, native/): kernels in five variants (scalar reference, avx2, avx512vnni, neon,
+neon_dot) behind a dispatch table filled once from the CPU's features; on x86-64 auto prefers
+avx512vnni (AVX-512 F+BW+VL+VNNI, with the OS saving ZMM state) over avx2. BULLET_KERNEL=scalar
+(or avx2, avx512vnni, neon, neon_dot) forces a path (a path the CPU cannot run, or an unknown
+name, falls back to scalar; the active path is always what kernel_path() reports). The SIMD paths
+repack each BQ4 matrix once at load into row groups (16 rows for AVX-512 VNNI, 8 for AVX2, 4 for
+NEON) so one vector op serves several rows; the scalar path reads the mapped blocks. avx512vnni
+has its own BQ4 x q8 kernels (vpdpbusd), q8 quantisation and attention; its other float kernels
+are AVX2's. `NativeModel(config, tensors)` wraps `_native.Model`, `NativeSession(model)` wraps
 `_native.Session` (its own KV cache; forward/prefill release the GIL) and turn the native module's
 ValueError/RuntimeError into ModelError.
 
@@ -59,11 +63,15 @@ def native_module():
 
 
 def kernel_path() -> str:
-    """Active kernel path: "avx2", "neon_dot", "neon" or "scalar"; "numpy" without the module."""
+    """Active kernel path: "avx512vnni", "avx2", "neon_dot", "neon" or "scalar"; "numpy" without
+    the module."""
     return _native.kernel_path() if _native is not None else "numpy"
 
 
 def cpu_features() -> dict:
+    """What dispatch saw: arch, and booleans avx2, fma, f16c, avx512f, avx512bw, avx512vl,
+    avx512vnni (each AVX/AVX-512 flag only if the OS also saves that register state), neon,
+    dotprod. Empty without the native module."""
     return dict(_native.cpu_features()) if _native is not None else {}
 
 
@@ -352,7 +360,7 @@ def main(argv=None) -> int:
         tensors = random_bq4_tensors(cfg, seed=0)
         for path in available_kernels():
             r = bench_forward(cfg, tensors, path, a.decode, a.prompt, a.repeats)
-            print(f"{label:9s} {path:8s} decode {r['decode_tok_s']:7.0f} tok/s ({r['decode_tok_s_cpu']:7.0f})   "
+            print(f"{label:9s} {path:10s} decode {r['decode_tok_s']:7.0f} tok/s ({r['decode_tok_s_cpu']:7.0f})   "
                   f"prefill {a.prompt} tokens {r['prefill_ms']:7.2f} ms ({r['prefill_ms_cpu']:7.2f})   "
                   f"kv cache {r['kv_cache_bytes']:,} B   scratch {r['scratch_bytes']:,} B   "
                   f"packed weights {r['packed_bytes']:,} B")

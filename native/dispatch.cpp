@@ -1,8 +1,9 @@
 // CPU feature detection and the kernel dispatch table, filled once.
 //
-// x86-64: cpuid (AVX2 + FMA + F16C, and the OS saving YMM state via xgetbv) selects "avx2".
+// x86-64: cpuid (AVX2 + FMA + F16C, and the OS saving YMM state via xgetbv) selects "avx2";
+// AVX-512 F + BW + VL + VNNI with the OS saving opmask and ZMM state as well selects "avx512vnni".
 // aarch64: NEON is baseline; getauxval(AT_HWCAP) & HWCAP_ASIMDDP selects "neon_dot" (sdot/udot).
-// BULLET_KERNEL=scalar (or avx2/neon/neon_dot, if the CPU can run it) overrides the choice.
+// BULLET_KERNEL=scalar (or avx2/avx512vnni/neon/neon_dot, if the CPU can run it) overrides the choice.
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
@@ -30,13 +31,20 @@ static CpuFeatures detect() {
         const bool osxsave = c & (1u << 27);
         f.fma = c & (1u << 12);
         f.f16c = c & (1u << 29);
-        bool ymm = false;
+        bool ymm = false, zmm = false;
         if (osxsave) {
             unsigned lo, hi;
             __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-            ymm = (lo & 0x6) == 0x6;  // XMM and YMM state enabled by the OS
+            ymm = (lo & 0x6) == 0x6;    // XMM and YMM state enabled by the OS
+            zmm = (lo & 0xe6) == 0xe6;  // and opmask, ZMM0-15 upper halves, ZMM16-31
         }
-        if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) f.avx2 = ymm && (b & (1u << 5));
+        if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+            f.avx2 = ymm && (b & (1u << 5));
+            f.avx512f = zmm && (b & (1u << 16));
+            f.avx512bw = zmm && (b & (1u << 30));
+            f.avx512vl = zmm && (b & (1u << 31));
+            f.avx512vnni = zmm && (c & (1u << 11));
+        }
         if (!ymm) f.fma = f.f16c = false;
     }
 #elif defined(__aarch64__)
@@ -62,12 +70,19 @@ const KernelTable* kernels_by_name(const char* name) {
 #if defined(__x86_64__) && defined(BULLET_HAVE_AVX2)
     if (std::strcmp(name, "avx2") == 0) return (f.avx2 && f.fma && f.f16c) ? &kernels_avx2() : nullptr;
 #endif
+#if defined(__x86_64__) && defined(BULLET_HAVE_AVX512VNNI)
+    // the table also uses the AVX2 float kernels
+    if (std::strcmp(name, "avx512vnni") == 0)
+        return (f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni && f.avx2 && f.fma && f.f16c)
+                   ? &kernels_avx512vnni()
+                   : nullptr;
+#endif
 #if defined(__aarch64__)
     if (std::strcmp(name, "neon") == 0) return &kernels_neon();
     if (std::strcmp(name, "neon_dot") == 0) return f.dotprod ? &kernels_neon_dot() : nullptr;
 #endif
     if (std::strcmp(name, "auto") == 0) {
-        for (const char* n : {"neon_dot", "neon", "avx2"}) {
+        for (const char* n : {"neon_dot", "neon", "avx512vnni", "avx2"}) {
             const KernelTable* t = kernels_by_name(n);
             if (t) return t;
         }

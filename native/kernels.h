@@ -1,8 +1,8 @@
 // Kernel declarations and the dispatch table.
 //
 // Every kernel exists as a scalar reference (suffix _ref, kernels_ref.cpp) and, where it pays, as
-// SIMD variants (_avx2 in kernels_avx2.cpp, _neon in kernels_neon.cpp, _neon_dot in
-// kernels_neon_dot.cpp). Callers never name a variant: they go through a KernelTable, filled once
+// SIMD variants (_avx2 in kernels_avx2.cpp, avx512vnni in kernels_avx512.cpp, _neon in
+// kernels_neon.cpp, _neon_dot in kernels_neon_dot.cpp). Callers never name a variant: they go through a KernelTable, filled once
 // by dispatch.cpp from the CPU's features (BULLET_KERNEL=scalar forces the reference table).
 //
 // Activations are quantised to int8 per 32-element block (BlockQ8, like ggml's q8_0 but with an
@@ -27,7 +27,7 @@ static_assert(sizeof(BlockQ8) == 40, "Q8 block must be 40 bytes");
 inline int64_t n_blocks(int64_t n) { return (n + QK - 1) / QK; }
 
 struct KernelTable {
-    const char* name;  // "scalar", "avx2", "neon", "neon_dot"
+    const char* name;  // "scalar", "avx2", "avx512vnni", "neon", "neon_dot"
 
     // y[0 .. n_blocks(n)) = q8(x[0 .. n)), zero-padded past n
     void (*quantize_q8)(const float* x, BlockQ8* y, int64_t n);
@@ -90,7 +90,10 @@ float silu_mul_ref(float g, float u);
 // ---- tables ----
 const KernelTable& kernels_ref();
 #if defined(__x86_64__) || defined(_M_X64)
-const KernelTable& kernels_avx2();
+const KernelTable& kernels_avx2() noexcept;
+// AVX-512 F/BW/VL + VNNI: BQ4 kernels (vpdpbusd), q8 quantisation and attention; the other float
+// kernels are AVX2's. Only in builds that compile kernels_avx512.cpp (BULLET_HAVE_AVX512VNNI).
+const KernelTable& kernels_avx512vnni() noexcept;
 #endif
 #if defined(__aarch64__)
 const KernelTable& kernels_neon();
@@ -99,12 +102,15 @@ const KernelTable& kernels_neon_dot();
 
 // dispatch.cpp: the active table (chosen once) and what the CPU can run.
 const KernelTable& active_kernels();
-// Table by name ("scalar", "avx2", "neon", "neon_dot", or "auto"); nullptr if this CPU or build
-// cannot run it.
+// Table by name ("scalar", "avx2", "avx512vnni", "neon", "neon_dot", or "auto"); nullptr if this
+// CPU or build cannot run it.
 const KernelTable* kernels_by_name(const char* name);
 struct CpuFeatures {
     const char* arch;  // "x86_64", "aarch64", "other"
     bool avx2 = false, fma = false, f16c = false;
+    // AVX-512 foundation, byte/word, vector-length and VNNI; each false unless the OS also saves
+    // the opmask and ZMM state (XCR0 bits 5-7, with SSE/AVX bits 1-2)
+    bool avx512f = false, avx512bw = false, avx512vl = false, avx512vnni = false;
     bool neon = false, dotprod = false;
 };
 CpuFeatures cpu_features();

@@ -533,7 +533,7 @@ static void attention_multi_avx2(const float* q, int64_t qs, int64_t nq, const f
     }
 }
 
-const KernelTable& kernels_avx2() {
+const KernelTable& kernels_avx2() noexcept {
     static const KernelTable t = {
         "avx2",
         quantize_q8_avx2,

@@ -27,6 +27,8 @@ using farr = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using u8arr = py::array_t<uint8_t, py::array::c_style>;
 
 const KernelTable& table(const std::string& path) {
+    // "auto" is the dispatch's choice, BULLET_KERNEL included (as kernel_path() reports it)
+    if (path == "auto") return active_kernels();
     const KernelTable* t = kernels_by_name(path.c_str());
     if (!t) throw std::invalid_argument("kernel path '" + path + "' is unknown or not supported by this CPU/build");
     return *t;
@@ -131,7 +133,7 @@ PYBIND11_MODULE(_native, m) {
     m.doc() = "Bullet OS native kernels and forward pass (reach it through bulletd.kernels)";
 
     m.def("kernel_path", []() { return std::string(active_kernels().name); },
-          "Active kernel path: avx2, neon_dot, neon or scalar (BULLET_KERNEL=scalar forces scalar)");
+          "Active kernel path: avx512vnni, avx2, neon_dot, neon or scalar (BULLET_KERNEL=scalar forces scalar)");
     m.def("cpu_features", []() {
         const CpuFeatures f = cpu_features();
         py::dict d;
@@ -139,13 +141,17 @@ PYBIND11_MODULE(_native, m) {
         d["avx2"] = f.avx2;
         d["fma"] = f.fma;
         d["f16c"] = f.f16c;
+        d["avx512f"] = f.avx512f;
+        d["avx512bw"] = f.avx512bw;
+        d["avx512vl"] = f.avx512vl;
+        d["avx512vnni"] = f.avx512vnni;
         d["neon"] = f.neon;
         d["dotprod"] = f.dotprod;
         return d;
     });
     m.def("available_kernels", []() {
         std::vector<std::string> out;
-        for (const char* n : {"scalar", "avx2", "neon", "neon_dot"})
+        for (const char* n : {"scalar", "avx2", "avx512vnni", "neon", "neon_dot"})
             if (kernels_by_name(n)) out.push_back(n);
         return out;
     });

@@ -35,8 +35,11 @@ def test_dispatch_reports_a_path_this_cpu_runs():
     assert "scalar" in PATHS
     if feats.get("avx2") and feats.get("fma") and feats.get("f16c"):
         assert "avx2" in PATHS
+        # with AVX-512 F/BW/VL/VNNI too (and the OS saving ZMM state) auto prefers avx512vnni
+        vnni = all(feats.get(k) for k in ("avx512f", "avx512bw", "avx512vl", "avx512vnni"))
+        assert ("avx512vnni" in PATHS) == vnni
         if not os.environ.get("BULLET_KERNEL"):
-            assert K.kernel_path() == "avx2"
+            assert K.kernel_path() == ("avx512vnni" if vnni else "avx2")
 
 
 def test_bullet_kernel_scalar_forces_the_reference_path():

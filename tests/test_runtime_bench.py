@@ -26,7 +26,13 @@ def test_bench_quick_json_reports_all_figures():
     kv_f32 = 2 * 4 * 4 * 256 * 128                  # K and V, 4 layers, 256 positions x 128, f32
     assert res["kv_cache_bytes"] in (kv_f32, kv_f32 // 2)   # f32 or f16 cache
     assert res["session_rss_bytes"] >= 0 and res["rss_with_one_session"] > 0
-    assert res["kernel_path"] in ("avx2", "neon", "neon_dot", "scalar")
+    assert res["kernel_path"] in ("avx512vnni", "avx2", "neon", "neon_dot", "scalar")
+    if res["kernel_path"] == "avx512vnni":  # the AVX2 baseline, measured in the same process
+        assert res["baseline_kernel_path"] == "avx2"
+        assert res["baseline_decode_tok_s"] > 0 and res["baseline_prefill128_ms"] > 0
+        assert res["decode_vs_baseline"] > 0 and res["prefill_vs_baseline"] > 0
+    else:
+        assert "baseline_kernel_path" not in res
     assert out["targets"]["decode_tok_s"] == 2000.0
 
 

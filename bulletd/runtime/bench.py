@@ -10,6 +10,9 @@ measures on one thread, in this process:
   - the NumPy reference backend measured the same way (the baseline) and native / NumPy ratios
   - KV-cache bytes per session and the RSS one extra session adds (context filled)
   - two sessions decoding on two threads at once (aggregate tokens/s: the GIL is released)
+  - when the active kernel path has a narrower sibling (avx512vnni -> avx2), that path's decode
+    and prefill too, as a baseline from the same file in the same process, in passes alternating
+    with the active path's (the speed-up is the ratio of those medians)
 and prints them beside the issue's targets. BLAS is pinned to one thread (the process re-executes
 itself with OPENBLAS_NUM_THREADS=1 etc. when they are not set), so the NumPy baseline is one
 thread too.
@@ -34,6 +37,9 @@ from pathlib import Path
 import numpy as np
 
 _THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BULLET_THREADS")
+
+# Active kernel path -> the path also measured in the same process as its baseline
+BASELINE_PATHS = {"avx512vnni": "avx2"}
 
 TARGETS = {  # from the runtime issue, REFERENCE shape, one thread
     "decode_tok_s": 2000.0,
@@ -136,6 +142,28 @@ def _ttft_ms(model, prompt: list[int], runs: int) -> float:
     return 1e3 * statistics.median(ts)
 
 
+def _baseline(r: dict, model, bm, ids: list[int], prompt: list[int], passes: int, runs: int) -> None:
+    """Decode and prefill of the baseline path `bm` in passes alternating with the active path's
+    (`model`), so that load from other processes falls on both alike; ratios from those pairs."""
+    ws = bm.new_session()
+    for pos, t in enumerate(ids):
+        ws.forward(t, pos)
+    del ws
+    dec, dec_b, pre, pre_b = [], [], [], []
+    for _ in range(max(passes, 3)):
+        dec.append(_decode_rate(model, ids, 1))
+        dec_b.append(_decode_rate(bm, ids, 1))
+    for _ in range(runs):
+        pre.append(_prefill_ms(model, prompt, 1))
+        pre_b.append(_prefill_ms(bm, prompt, 1))
+    r["baseline_kernel_path"] = bm.kernel_path
+    r["baseline_decode_tok_s"] = statistics.median(dec_b)
+    r["baseline_prefill128_ms"] = statistics.median(pre_b)
+    r["decode_vs_baseline"] = statistics.median(dec) / r["baseline_decode_tok_s"]
+    r["prefill_vs_baseline"] = r["baseline_prefill128_ms"] / statistics.median(pre)
+    bm.close()
+
+
 def bench_shape(label: str, arch: dict, workdir: Path, args) -> dict:
     from ..format.synth import write_random_lm
     from .model import load_model
@@ -170,9 +198,17 @@ def bench_shape(label: str, arch: dict, workdir: Path, args) -> dict:
     r["prefill128_tok_s"] = 128 / (r["prefill128_ms"] / 1e3)
     r["ttft128_ms"] = _ttft_ms(model, prompt, 3 if quick else 10)
 
+    base = BASELINE_PATHS.get(r["kernel_path"])
+    if base is not None:  # the narrower SIMD path, same file, same process: what the wider one gains
+        from .. import kernels as K
+        if base in K.available_kernels():
+            _baseline(r, model, load_model(path, backend="native", kernel=base), ids, prompt, passes,
+                      3 if quick else 20)
+
     r["kv_cache_bytes"] = warm.kv_bytes
     del warm
     model.close()
+
     # memory, in a fresh process so memory freed by the sessions above cannot hide it
     probe = subprocess.run([sys.executable, "-m", "bulletd.runtime.bench", "--rss-probe", str(path)],
                            capture_output=True, text=True, timeout=600)
@@ -228,6 +264,11 @@ def report(results: list[dict]) -> str:
         lines.append(f"  model open             {r['open_ms']:9.2f} ms")
         lines.append(f"  decode                 {r['decode_tok_s']:9.1f} tok/s   numpy {r['numpy_decode_tok_s']:8.1f} tok/s"
                      f"   ratio {r['decode_vs_numpy']:6.1f}x   (numpy over {r['numpy_decode_positions']} positions)")
+        if "baseline_kernel_path" in r:
+            lines.append(f"  {'decode, ' + r['baseline_kernel_path'] + ' (baseline)':22s} "
+                         f"{r['baseline_decode_tok_s']:9.1f} tok/s   prefill 128 {r['baseline_prefill128_ms']:.2f} ms"
+                         f"   ({r['kernel_path']} / {r['baseline_kernel_path']}, passes alternating in this process: "
+                         f"decode {r['decode_vs_baseline']:.2f}x, prefill {r['prefill_vs_baseline']:.2f}x)")
         lines.append(f"  generate (sampling)    {r['generate_tok_s']:9.1f} tok/s   (temperature 0.8, top-k 40, top-p 0.95, penalty 1.1)")
         lines.append(f"  2 sessions, 2 threads  {r['parallel2_tok_s']:9.1f} tok/s in total   "
                      f"({r['parallel2_tok_s'] / r['decode_tok_s']:.2f}x one session; {os.cpu_count()} CPUs, shared)")

@@ -7,12 +7,12 @@
 //   driver                         run all checks
 //   driver --expect-path neon_dot  also fail unless the automatic dispatch chose this path
 //   driver --bench [PATH]          decode/prefill timing of a random REFERENCE model per path
-//   driver --force PATH            run one kernel of table PATH (neon_dot, avx2) without asking the
+//   driver --force PATH            run one kernel of table PATH (neon_dot, avx2, avx512vnni) without asking the
 //                                  CPU first: on a CPU without the feature it must die of SIGILL,
 //                                  which shows that the dispatch is what keeps a build portable
 //
 // Built natively or cross-compiled by tests/arm/test_arm_driver.py, and also run under
-// qemu-x86_64 -cpu Nehalem (no AVX: must pick scalar) and -cpu Haswell (AVX2):
+// qemu-x86_64 -cpu Nehalem (no AVX: must pick scalar) and -cpu Haswell (AVX2, no AVX-512):
 //   aarch64-linux-gnu-g++ -O2 -std=c++17 -static -Inative tests/arm/driver.cpp native/{kernels_ref,
 //     bq4_ref,dispatch,model,kernels_neon}.cpp + native/kernels_neon_dot.cpp (-march=armv8.2-a+dotprod)
 //   qemu-aarch64 -cpu cortex-a72 ./driver --expect-path neon       (no dotprod)
@@ -321,7 +321,7 @@ void bench(const char* only) {
     c.max_seq_len = 256;
     c.tied = true;
     auto rm = random_model(c, r);
-    for (const char* name : {"scalar", "avx2", "neon", "neon_dot"}) {
+    for (const char* name : {"scalar", "avx2", "avx512vnni", "neon", "neon_dot"}) {
         const KernelTable* k = kernels_by_name(name);
         if (!k || (only && std::strcmp(only, name) != 0)) continue;
         auto m = std::make_shared<Model>(c, rm->views, k);
@@ -364,6 +364,9 @@ int main(int argc, char** argv) {
 #if defined(__x86_64__) && defined(BULLET_HAVE_AVX2)
             if (std::strcmp(argv[i + 1], "avx2") == 0) k = &kernels_avx2();
 #endif
+#if defined(__x86_64__) && defined(BULLET_HAVE_AVX512VNNI)
+            if (std::strcmp(argv[i + 1], "avx512vnni") == 0) k = &kernels_avx512vnni();
+#endif
             if (!k) {
                 std::printf("no table %s in this build\n", argv[i + 1]);
                 return 2;
@@ -381,12 +384,13 @@ int main(int argc, char** argv) {
         if (std::strcmp(argv[i], "--expect-path") == 0 && i + 1 < argc) expect = argv[++i];
     }
     const CpuFeatures f = cpu_features();
-    std::printf("cpu: arch=%s avx2=%d fma=%d f16c=%d neon=%d dotprod=%d\n", f.arch, f.avx2, f.fma, f.f16c, f.neon,
-                f.dotprod);
+    std::printf("cpu: arch=%s avx2=%d fma=%d f16c=%d avx512f=%d avx512bw=%d avx512vl=%d avx512vnni=%d neon=%d "
+                "dotprod=%d\n",
+                f.arch, f.avx2, f.fma, f.f16c, f.avx512f, f.avx512bw, f.avx512vl, f.avx512vnni, f.neon, f.dotprod);
     std::printf("kernel path: %s\n", active_kernels().name);
     if (!expect.empty()) check(expect == active_kernels().name, "dispatch chose " + std::string(active_kernels().name) +
                                                                    ", expected " + expect, 0, 0, 0, 0);
-    for (const char* name : {"scalar", "avx2", "neon", "neon_dot"}) {
+    for (const char* name : {"scalar", "avx2", "avx512vnni", "neon", "neon_dot"}) {
         const KernelTable* k = kernels_by_name(name);
         if (!k) continue;
         Rng r(12345);

@@ -5,9 +5,11 @@
   them, must pick "neon_dot"); every path the emulated CPU runs is checked against the scalar
   reference compiled into the same binary, kernels and a whole random model;
 - on a72, calling an sdot kernel directly dies of SIGILL, which is why the dispatch asks first;
-- built natively on x86-64 with the AVX2 file alone compiled with -mavx2 -mfma -mf16c, and the
-  same static binary run under qemu-x86_64 as a Nehalem (no AVX: scalar path) and a Haswell
-  (AVX2), so one build is shown to run on any x86-64.
+- built natively on x86-64 with the AVX2 file alone compiled with -mavx2 -mfma -mf16c and the
+  AVX-512 VNNI file alone with -mavx512f -mavx512bw -mavx512vl -mavx512vnni, and the same static
+  binary run under qemu-x86_64 as a Nehalem (no AVX: scalar path) and a Haswell (AVX2, no AVX-512:
+  avx2 path; forcing avx512vnni there dies of SIGILL), so one build is shown to run on any x86-64;
+  natively, on a CPU with AVX-512 VNNI, the driver picks and checks avx512vnni.
 
 Skips (with the reason) only when the cross compiler or qemu-aarch64 is missing; .ci/run installs
 g++-aarch64-linux-gnu and qemu-user. Run: pytest tests/arm -q
@@ -104,8 +106,10 @@ def x86_driver(tmp_path_factory):
     if cxx is None:
         pytest.skip("no native C++ compiler")
     out = tmp_path_factory.mktemp("x86") / "driver"
-    return _build(cxx, out, [("kernels_avx2.cpp", ["-mavx2", "-mfma", "-mf16c"])],
-                  extra=["-DBULLET_HAVE_AVX2=1", "-static"])
+    return _build(cxx, out, [("kernels_avx2.cpp", ["-mavx2", "-mfma", "-mf16c"]),
+                             ("kernels_avx512.cpp", ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw",
+                                                     "-mavx512vl", "-mavx512vnni"])],
+                  extra=["-DBULLET_HAVE_AVX2=1", "-DBULLET_HAVE_AVX512VNNI=1", "-static"])
 
 
 def test_x86_native_driver(x86_driver):
@@ -113,9 +117,17 @@ def test_x86_native_driver(x86_driver):
     r = _run([exe])
     assert r.returncode == 0, r.stdout[-3000:]
     has_avx2 = "avx2=1 fma=1 f16c=1" in r.stdout
-    assert ("kernel path: avx2\n" if has_avx2 else "kernel path: scalar\n") in r.stdout
+    has_vnni = has_avx2 and "avx512f=1 avx512bw=1 avx512vl=1 avx512vnni=1" in r.stdout
+    want = "avx512vnni" if has_vnni else "avx2" if has_avx2 else "scalar"
+    assert f"kernel path: {want}\n" in r.stdout
     if has_avx2:
         assert "path avx2: " in r.stdout and "PASSED" in r.stdout
+    if has_vnni:
+        line = r.stdout.split("path avx512vnni: ")[1].splitlines()[0]
+        assert line.endswith(", 0 failed") and not line.startswith("0 checks"), line
+    r = _run([exe, "--expect-path", "avx2"], env=dict(os.environ, BULLET_KERNEL="avx2"))
+    if has_avx2:
+        assert r.returncode == 0 and "kernel path: avx2\n" in r.stdout
     r = _run([exe, "--expect-path", "scalar"], env=dict(os.environ, BULLET_KERNEL="scalar"))
     assert r.returncode == 0 and "kernel path: scalar\n" in r.stdout
 
@@ -125,7 +137,7 @@ def test_one_x86_build_runs_on_cpus_with_and_without_avx2(x86_driver, cpu, path)
     """The same binary under qemu-x86_64: a pre-AVX CPU gets the scalar path, Haswell gets AVX2."""
     if shutil.which("qemu-x86_64") is None:
         pytest.skip("qemu-x86_64 not installed (apt-get install qemu-user)")
-    r = _run(["qemu-x86_64", "-cpu", cpu, x86_driver, "--expect-path", path])
+    r = first = _run(["qemu-x86_64", "-cpu", cpu, x86_driver, "--expect-path", path])
     assert f"kernel path: {path}\n" in r.stdout
     assert r.returncode == 0 and "PASSED" in r.stdout, r.stdout[-3000:]
     if cpu == "Nehalem":
@@ -133,19 +145,25 @@ def test_one_x86_build_runs_on_cpus_with_and_without_avx2(x86_driver, cpu, path)
         # the AVX2 table itself would not run there: the dispatch is what keeps the build portable
         r = _run(["qemu-x86_64", "-cpu", cpu, x86_driver, "--force", "avx2"])
         assert r.returncode in (-signal.SIGILL, 128 + signal.SIGILL), f"expected SIGILL, got {r.returncode}"
+    # qemu emulates no AVX-512: the VNNI table must not be chosen, and would not run
+    assert "avx512vnni=0" in first.stdout and "path avx512vnni" not in first.stdout
+    r = _run(["qemu-x86_64", "-cpu", cpu, x86_driver, "--force", "avx512vnni"])
+    assert r.returncode in (-signal.SIGILL, 128 + signal.SIGILL), f"expected SIGILL, got {r.returncode}"
 
 
-def test_simd_objects_export_no_shared_inline_code(x86_driver, tmp_path):
-    """With per-file -m flags, an inline function emitted as a weak symbol in the AVX2 object could
-    be picked by the linker for the whole module and run AVX2 code on any CPU. There must be none."""
+@pytest.mark.parametrize("name,tag", [("kernels_avx2", "avx2"), ("kernels_avx512", "avx512vnni")])
+def test_simd_objects_export_no_shared_inline_code(x86_driver, name, tag):
+    """With per-file -m flags, an inline function emitted as a weak symbol in a SIMD object could
+    be picked by the linker for the whole module and run AVX2 (or AVX-512) code on any CPU. There
+    must be none."""
     nm = shutil.which("nm")
-    obj = x86_driver.parent / "kernels_avx2.o"
+    obj = x86_driver.parent / f"{name}.o"
     if nm is None or not obj.exists():
         pytest.skip("nm or the object file is missing")
     r = _run([nm, "-C", obj])
-    assert r.returncode == 0 and "avx2" in r.stdout
+    assert r.returncode == 0 and tag in r.stdout
     weak = [ln for ln in r.stdout.splitlines() if ln[17:19].strip() in ("W", "V", "u")]
-    assert weak == [], f"weak (shared) symbols in kernels_avx2.o: {weak}"
+    assert weak == [], f"weak (shared) symbols in {name}.o: {weak}"
 
 
 def test_dotprod_object_exports_no_shared_inline_code(arm_driver):
