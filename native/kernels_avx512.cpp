@@ -254,24 +254,14 @@ void attention_avx512(const float* q, const float* kt, int64_t ks, const float* 
     for (int64_t t = 0; t < n; t += 64) {
         const __mmask16 m0 = lanes(n - t), m1 = lanes(n - t - 16), m2 = lanes(n - t - 32), m3 = lanes(n - t - 48);
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        if (n - t >= 64) {
-            for (int64_t d = 0; d < hd; d++) {
-                const __m512 qd = _mm512_set1_ps(q[d]);
-                const float* row = kt + d * ks + t;
-                a0 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(row), a0);
-                a1 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(row + 16), a1);
-                a2 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(row + 32), a2);
-                a3 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(row + 48), a3);
-            }
-        } else {
-            for (int64_t d = 0; d < hd; d++) {
-                const __m512 qd = _mm512_set1_ps(q[d]);
-                const float* row = kt + d * ks + t;
-                a0 = _mm512_fmadd_ps(qd, _mm512_maskz_loadu_ps(m0, row), a0);
-                a1 = _mm512_fmadd_ps(qd, _mm512_maskz_loadu_ps(m1, row + 16), a1);
-                a2 = _mm512_fmadd_ps(qd, _mm512_maskz_loadu_ps(m2, row + 32), a2);
-                a3 = _mm512_fmadd_ps(qd, _mm512_maskz_loadu_ps(m3, row + 48), a3);
-            }
+        // masked loads cost the same as plain ones, so full tiles and the tail share one loop
+        for (int64_t d = 0; d < hd; d++) {
+            const __m512 qd = _mm512_set1_ps(q[d]);
+            const float* row = kt + d * ks + t;
+            a0 = _mm512_fmadd_ps(qd, _mm512_maskz_loadu_ps(m0, row), a0);
+            a1 = _mm512_fmadd_ps(qd, _mm512_maskz_loadu_ps(m1, row + 16), a1);
+            a2 = _mm512_fmadd_ps(qd, _mm512_maskz_loadu_ps(m2, row + 32), a2);
+            a3 = _mm512_fmadd_ps(qd, _mm512_maskz_loadu_ps(m3, row + 48), a3);
         }
         _mm512_mask_storeu_ps(att + t, m0, _mm512_mul_ps(a0, vscale));
         _mm512_mask_storeu_ps(att + t + 16, m1, _mm512_mul_ps(a1, vscale));
