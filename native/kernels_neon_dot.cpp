@@ -5,6 +5,7 @@
 #include <arm_neon.h>
 
 #include "kernels.h"
+#include "neon_packed.h"
 
 
 namespace bullet {
@@ -47,27 +48,12 @@ static float dot_bq4_q8_neon_dot(const BlockBQ4* w, const BlockQ8* x, int64_t nb
 }
 
 // ============================================================================
-// Packed BQ4 (layout in kernels_neon.cpp): one sdot-by-lane adds, for each of the 4 rows (the 4
+// Packed BQ4 (layout and drivers in neon_packed.h): one sdot-by-lane adds, for each of the 4 rows (the 4
 // int32 lanes), 4 weights times the same 4 activation bytes, so the 4 rows' dot products build up
 // in one register with no horizontal sums.
 // ============================================================================
 
-constexpr int64_t PACK_ROWS = 4;
-constexpr int64_t PACK_BLOCK = 64 + 8;  // nibbles + 4 f16 scales: 18 bytes per row-block
-
 namespace {
-
-struct GroupBlock {
-    int8x16_t w[8];  // w[j]: 4 rows x weights 4j..4j+3
-};
-
-inline void unpack_group_block(const uint8_t* p, GroupBlock& gb) {
-    for (int c = 0; c < 4; c++) {
-        const int8x16_t v = vreinterpretq_s8_u8(vld1q_u8(p + 16 * c));
-        gb.w[2 * c] = vshrq_n_s8(vshlq_n_s8(v, 4), 4);
-        gb.w[2 * c + 1] = vshrq_n_s8(v, 4);
-    }
-}
 
 // Exact int32 dot products of the 4 rows of a (group, block) with one q8 block.
 inline int32x4_t group_block_dot(const GroupBlock& gb, const BlockQ8& x) {
@@ -83,61 +69,7 @@ inline int32x4_t group_block_dot(const GroupBlock& gb, const BlockQ8& x) {
     return s;
 }
 
-inline void store_group(float* out, int64_t valid, float32x4_t acc) {
-    if (valid >= PACK_ROWS) {
-        vst1q_f32(out, acc);
-    } else {
-        float tmp[4];
-        vst1q_f32(tmp, acc);
-        for (int64_t r = 0; r < valid; r++) out[r] = tmp[r];
-    }
-}
-
 }  // namespace
-
-static void matvec_bq4_q8_neon_dot(const void* wv, int64_t rows, int64_t nb, const BlockQ8* x, float* out) {
-    const uint8_t* w = (const uint8_t*)wv;
-    const int64_t groups = (rows + PACK_ROWS - 1) / PACK_ROWS;
-    for (int64_t g = 0; g < groups; g++) {
-        const uint8_t* p = w + g * nb * PACK_BLOCK;
-        float32x4_t acc = vdupq_n_f32(0.0f);
-        for (int64_t b = 0; b < nb; b++, p += PACK_BLOCK) {
-            GroupBlock gb;
-            unpack_group_block(p, gb);
-            const int32x4_t s = group_block_dot(gb, x[b]);
-            acc = vfmaq_f32(acc, vcvtq_f32_s32(s), vmulq_n_f32(vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t*)(p + 64)))), x[b].d));
-        }
-        store_group(out + g * PACK_ROWS, rows - g * PACK_ROWS, acc);
-    }
-}
-
-// Prefill: each (group, block) is unpacked once and applied to up to 64 tokens.
-static void matmul_bq4_q8_neon_dot(const void* wv, int64_t rows, int64_t nb, const BlockQ8* x, int64_t T, float* out,
-                                   int64_t ldo) {
-    const uint8_t* w = (const uint8_t*)wv;
-    const int64_t groups = (rows + PACK_ROWS - 1) / PACK_ROWS;
-    constexpr int64_t TT = 64;
-    float acc[TT * PACK_ROWS];
-    for (int64_t t0 = 0; t0 < T; t0 += TT) {
-        const int64_t tn = T - t0 < TT ? T - t0 : TT;
-        for (int64_t g = 0; g < groups; g++) {
-            const uint8_t* p = w + g * nb * PACK_BLOCK;
-            for (int64_t t = 0; t < tn; t++) vst1q_f32(acc + 4 * t, vdupq_n_f32(0.0f));
-            for (int64_t b = 0; b < nb; b++, p += PACK_BLOCK) {
-                GroupBlock gb;
-                unpack_group_block(p, gb);
-                const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t*)(p + 64))));
-                const BlockQ8* xb = x + t0 * nb + b;
-                for (int64_t t = 0; t < tn; t++, xb += nb) {
-                    const int32x4_t s = group_block_dot(gb, *xb);
-                    vst1q_f32(acc + 4 * t, vfmaq_f32(vld1q_f32(acc + 4 * t), vcvtq_f32_s32(s), vmulq_n_f32(dw, xb->d)));
-                }
-            }
-            for (int64_t t = 0; t < tn; t++)
-                store_group(out + (t0 + t) * ldo + g * PACK_ROWS, rows - g * PACK_ROWS, vld1q_f32(acc + 4 * t));
-        }
-    }
-}
 
 const KernelTable& kernels_neon_dot() {
     static const KernelTable t = {
@@ -146,8 +78,8 @@ const KernelTable& kernels_neon_dot() {
         dot_bq4_q8_neon_dot,
         packed_bq4_bytes_neon,
         pack_bq4_neon,
-        matvec_bq4_q8_neon_dot,
-        matmul_bq4_q8_neon_dot,
+        matvec_packed<group_block_dot>,
+        matmul_packed<group_block_dot>,
         dot_f32_neon,
         dot_f16_neon,
         axpy_neon,
