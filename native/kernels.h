@@ -96,7 +96,7 @@ const KernelTable& kernels_avx2() noexcept;
 const KernelTable& kernels_avx512vnni() noexcept;
 #endif
 #if defined(__aarch64__)
-const KernelTable& kernels_neon();
+const KernelTable& kernels_neon() noexcept;
 const KernelTable& kernels_neon_dot();
 #endif
 

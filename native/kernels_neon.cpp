@@ -319,7 +319,7 @@ void attention_multi_neon(const float* q, int64_t qstride, int64_t nq, const flo
     for (int64_t i = 0; i < nq; i++) attention_neon(q + i * qstride, kt, kstride, v, n0 + i + 1, hd, att, out + i * ostride);
 }
 
-const KernelTable& kernels_neon() {
+const KernelTable& kernels_neon() noexcept {
     static const KernelTable t = {
         "neon",
         quantize_q8_neon,

@@ -10,22 +10,8 @@
 
 namespace bullet {
 
-// from kernels_neon.cpp (baseline code: the packed layout is shared by both NEON tables)
+// from kernels_neon.cpp (baseline code)
 float f16_scale_neon(uint16_t h);
-int64_t packed_bq4_bytes_neon(int64_t rows, int64_t nb);
-void pack_bq4_neon(const BlockBQ4* w, int64_t rows, int64_t nb, uint8_t* dst);
-void quantize_q8_neon(const float* x, BlockQ8* y, int64_t n);
-float dot_f32_neon(const float* a, const float* b, int64_t n);
-float dot_f16_neon(const uint16_t* a, const float* b, int64_t n);
-void axpy_neon(float a, const float* x, float* y, int64_t n);
-void rmsnorm_neon(float* out, const float* x, const float* w, int64_t n, float eps);
-void softmax_neon(float* x, int64_t n);
-void swiglu_neon(float* g, const float* u, int64_t n);
-void rope_neon(float* v, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin);
-void attention_neon(const float* q, const float* kt, int64_t ks, const float* v, int64_t n, int64_t hd, float* att,
-                    float* out);
-void attention_multi_neon(const float* q, int64_t qstride, int64_t nq, const float* kt, int64_t kstride, const float* v,
-                          int64_t n0, int64_t hd, float* att, float* out, int64_t ostride);
 
 // ============================================================================
 // Raw blocks, one row (the reference's order): used for dot_bq4_q8
@@ -71,25 +57,17 @@ inline int32x4_t group_block_dot(const GroupBlock& gb, const BlockQ8& x) {
 
 }  // namespace
 
+// The plain NEON table with the three BQ4 x q8 entries replaced: the packed layout, the q8
+// quantisation and every float kernel are the same on both paths.
 const KernelTable& kernels_neon_dot() {
-    static const KernelTable t = {
-        "neon_dot",
-        quantize_q8_neon,
-        dot_bq4_q8_neon_dot,
-        packed_bq4_bytes_neon,
-        pack_bq4_neon,
-        matvec_packed<group_block_dot>,
-        matmul_packed<group_block_dot>,
-        dot_f32_neon,
-        dot_f16_neon,
-        axpy_neon,
-        rmsnorm_neon,
-        softmax_neon,
-        swiglu_neon,
-        rope_neon,
-        attention_neon,
-        attention_multi_neon,
-    };
+    static const KernelTable t = [] {
+        KernelTable k = kernels_neon();
+        k.name = "neon_dot";
+        k.dot_bq4_q8 = dot_bq4_q8_neon_dot;
+        k.matvec_bq4_q8 = matvec_packed<group_block_dot>;
+        k.matmul_bq4_q8 = matmul_packed<group_block_dot>;
+        return k;
+    }();
     return t;
 }
 
