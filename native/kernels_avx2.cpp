@@ -363,66 +363,48 @@ static void rope_avx2(float* v, int64_t n_heads, int64_t head_dim, const float* 
     }
 }
 
-// Scores run over positions 32 (then 8) at a time against the transposed K, so each query
-// element is broadcast once per block of positions and no horizontal sums are needed.
+// out[j] = scale * sum over i < m of c[i] * rows[i * stride + j], for j < w. Both halves of
+// attention are this: scores (c = q over the head's dimensions, rows = the transposed K, j = the
+// position) and the output (c = the weights over positions, rows = V, j = the element). Columns
+// go 32 (then 8) at a time in registers, so each c[i] is broadcast once per pass and no
+// horizontal sums are needed; every output is one FMA chain in i order, and the scalar tail is
+// the reference's loop. scale 1 leaves the sums exact.
+static void weighted_rows_avx2(const float* c, int64_t m, const float* rows, int64_t stride, int64_t w, float scale,
+                               float* out) {
+    const __m256 vscale = _mm256_set1_ps(scale);
+    int64_t j = 0;
+    for (; j + 32 <= w; j += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t i = 0; i < m; i++) {
+            const __m256 ci = _mm256_set1_ps(c[i]);
+            const float* row = rows + i * stride + j;
+            a0 = _mm256_fmadd_ps(ci, _mm256_loadu_ps(row), a0);
+            a1 = _mm256_fmadd_ps(ci, _mm256_loadu_ps(row + 8), a1);
+            a2 = _mm256_fmadd_ps(ci, _mm256_loadu_ps(row + 16), a2);
+            a3 = _mm256_fmadd_ps(ci, _mm256_loadu_ps(row + 24), a3);
+        }
+        _mm256_storeu_ps(out + j, _mm256_mul_ps(a0, vscale));
+        _mm256_storeu_ps(out + j + 8, _mm256_mul_ps(a1, vscale));
+        _mm256_storeu_ps(out + j + 16, _mm256_mul_ps(a2, vscale));
+        _mm256_storeu_ps(out + j + 24, _mm256_mul_ps(a3, vscale));
+    }
+    for (; j + 8 <= w; j += 8) {
+        __m256 a0 = _mm256_setzero_ps();
+        for (int64_t i = 0; i < m; i++) a0 = _mm256_fmadd_ps(_mm256_set1_ps(c[i]), _mm256_loadu_ps(rows + i * stride + j), a0);
+        _mm256_storeu_ps(out + j, _mm256_mul_ps(a0, vscale));
+    }
+    for (; j < w; j++) {  // scalar tail, as attention_ref
+        float acc = 0.0f;
+        for (int64_t i = 0; i < m; i++) acc += c[i] * rows[i * stride + j];
+        out[j] = acc * scale;
+    }
+}
+
 static void attention_avx2(const float* q, const float* kt, int64_t ks, const float* v, int64_t n, int64_t hd,
                            float* att, float* out) {
-    const float scale = 1.0f / std::sqrt((float)hd);
-    const __m256 vscale = _mm256_set1_ps(scale);
-    int64_t t = 0;
-    for (; t + 32 <= n; t += 32) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int64_t d = 0; d < hd; d++) {
-            const __m256 qd = _mm256_set1_ps(q[d]);
-            const float* row = kt + d * ks + t;
-            a0 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(row), a0);
-            a1 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(row + 8), a1);
-            a2 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(row + 16), a2);
-            a3 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(row + 24), a3);
-        }
-        _mm256_storeu_ps(att + t, _mm256_mul_ps(a0, vscale));
-        _mm256_storeu_ps(att + t + 8, _mm256_mul_ps(a1, vscale));
-        _mm256_storeu_ps(att + t + 16, _mm256_mul_ps(a2, vscale));
-        _mm256_storeu_ps(att + t + 24, _mm256_mul_ps(a3, vscale));
-    }
-    for (; t + 8 <= n; t += 8) {
-        __m256 a0 = _mm256_setzero_ps();
-        for (int64_t d = 0; d < hd; d++) a0 = _mm256_fmadd_ps(_mm256_set1_ps(q[d]), _mm256_loadu_ps(kt + d * ks + t), a0);
-        _mm256_storeu_ps(att + t, _mm256_mul_ps(a0, vscale));
-    }
-    for (; t < n; t++) {  // scalar tail, as attention_ref
-        float s = 0.0f;
-        for (int64_t d = 0; d < hd; d++) s += q[d] * kt[d * ks + t];
-        att[t] = s * scale;
-    }
+    weighted_rows_avx2(q, hd, kt, ks, n, 1.0f / std::sqrt((float)hd), att);  // att[t] = q . K[t] / sqrt(hd)
     softmax_avx2(att, n);
-    // out = sum_t att[t] V[t], 32 (then 8) output elements held in registers across all t
-    int64_t d0 = 0;
-    for (; d0 + 32 <= hd; d0 += 32) {
-        __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
-        for (int64_t s = 0; s < n; s++) {
-            const __m256 a = _mm256_set1_ps(att[s]);
-            const float* row = v + s * hd + d0;
-            o0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(row), o0);
-            o1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(row + 8), o1);
-            o2 = _mm256_fmadd_ps(a, _mm256_loadu_ps(row + 16), o2);
-            o3 = _mm256_fmadd_ps(a, _mm256_loadu_ps(row + 24), o3);
-        }
-        _mm256_storeu_ps(out + d0, o0);
-        _mm256_storeu_ps(out + d0 + 8, o1);
-        _mm256_storeu_ps(out + d0 + 16, o2);
-        _mm256_storeu_ps(out + d0 + 24, o3);
-    }
-    for (; d0 + 8 <= hd; d0 += 8) {
-        __m256 o0 = _mm256_setzero_ps();
-        for (int64_t s = 0; s < n; s++) o0 = _mm256_fmadd_ps(_mm256_set1_ps(att[s]), _mm256_loadu_ps(v + s * hd + d0), o0);
-        _mm256_storeu_ps(out + d0, o0);
-    }
-    for (; d0 < hd; d0++) {  // scalar tail: the reference's per-element order (t ascending)
-        float o = 0.0f;
-        for (int64_t s = 0; s < n; s++) o += att[s] * v[s * hd + d0];
-        out[d0] = o;
-    }
+    weighted_rows_avx2(att, n, v, hd, hd, 1.0f, out);                          // out = sum_t att[t] V[t]
 }
 
 // Prefill attention for up to 4 queries of one head: every K row segment and V row is loaded once

@@ -246,47 +246,36 @@ inline __mmask16 lanes(int64_t left) {
     return left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
 }
 
-void attention_avx512(const float* q, const float* kt, int64_t ks, const float* v, int64_t n, int64_t hd, float* att,
-                      float* out) {
-    const float scale = 1.0f / std::sqrt((float)hd);
+// out[j] = scale * sum over i < m of c[i] * rows[i * stride + j], for j < w: the scores (c = q,
+// rows = the transposed K) and the output (c = the weights, rows = V) of attention, as in
+// kernels_avx2.cpp, 64 columns per pass and the tail as masked lanes. scale 1 is exact.
+static void weighted_rows_avx512(const float* c, int64_t m, const float* rows, int64_t stride, int64_t w, float scale,
+                                 float* out) {
     const __m512 vscale = _mm512_set1_ps(scale);
-    // scores att[t] = q . K[t] * scale, 64 positions per pass
-    for (int64_t t = 0; t < n; t += 64) {
-        const __mmask16 m0 = lanes(n - t), m1 = lanes(n - t - 16), m2 = lanes(n - t - 32), m3 = lanes(n - t - 48);
+    for (int64_t j = 0; j < w; j += 64) {
+        const __mmask16 m0 = lanes(w - j), m1 = lanes(w - j - 16), m2 = lanes(w - j - 32), m3 = lanes(w - j - 48);
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         // masked loads cost the same as plain ones, so full tiles and the tail share one loop
-        for (int64_t d = 0; d < hd; d++) {
-            const __m512 qd = _mm512_set1_ps(q[d]);
-            const float* row = kt + d * ks + t;
-            a0 = _mm512_fmadd_ps(qd, _mm512_maskz_loadu_ps(m0, row), a0);
-            a1 = _mm512_fmadd_ps(qd, _mm512_maskz_loadu_ps(m1, row + 16), a1);
-            a2 = _mm512_fmadd_ps(qd, _mm512_maskz_loadu_ps(m2, row + 32), a2);
-            a3 = _mm512_fmadd_ps(qd, _mm512_maskz_loadu_ps(m3, row + 48), a3);
+        for (int64_t i = 0; i < m; i++) {
+            const __m512 ci = _mm512_set1_ps(c[i]);
+            const float* row = rows + i * stride + j;
+            a0 = _mm512_fmadd_ps(ci, _mm512_maskz_loadu_ps(m0, row), a0);
+            a1 = _mm512_fmadd_ps(ci, _mm512_maskz_loadu_ps(m1, row + 16), a1);
+            a2 = _mm512_fmadd_ps(ci, _mm512_maskz_loadu_ps(m2, row + 32), a2);
+            a3 = _mm512_fmadd_ps(ci, _mm512_maskz_loadu_ps(m3, row + 48), a3);
         }
-        _mm512_mask_storeu_ps(att + t, m0, _mm512_mul_ps(a0, vscale));
-        _mm512_mask_storeu_ps(att + t + 16, m1, _mm512_mul_ps(a1, vscale));
-        _mm512_mask_storeu_ps(att + t + 32, m2, _mm512_mul_ps(a2, vscale));
-        _mm512_mask_storeu_ps(att + t + 48, m3, _mm512_mul_ps(a3, vscale));
+        _mm512_mask_storeu_ps(out + j, m0, _mm512_mul_ps(a0, vscale));
+        _mm512_mask_storeu_ps(out + j + 16, m1, _mm512_mul_ps(a1, vscale));
+        _mm512_mask_storeu_ps(out + j + 32, m2, _mm512_mul_ps(a2, vscale));
+        _mm512_mask_storeu_ps(out + j + 48, m3, _mm512_mul_ps(a3, vscale));
     }
+}
+
+void attention_avx512(const float* q, const float* kt, int64_t ks, const float* v, int64_t n, int64_t hd, float* att,
+                      float* out) {
+    weighted_rows_avx512(q, hd, kt, ks, n, 1.0f / std::sqrt((float)hd), att);  // att[t] = q . K[t] / sqrt(hd)
     softmax_avx2_(att, n);
-    // out = sum_t att[t] V[t], 64 output elements per pass
-    for (int64_t d0 = 0; d0 < hd; d0 += 64) {
-        const __mmask16 m0 = lanes(hd - d0), m1 = lanes(hd - d0 - 16), m2 = lanes(hd - d0 - 32),
-                        m3 = lanes(hd - d0 - 48);
-        __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
-        for (int64_t s = 0; s < n; s++) {
-            const __m512 a = _mm512_set1_ps(att[s]);
-            const float* row = v + s * hd + d0;
-            o0 = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m0, row), o0);
-            o1 = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m1, row + 16), o1);
-            o2 = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m2, row + 32), o2);
-            o3 = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m3, row + 48), o3);
-        }
-        _mm512_mask_storeu_ps(out + d0, m0, o0);
-        _mm512_mask_storeu_ps(out + d0 + 16, m1, o1);
-        _mm512_mask_storeu_ps(out + d0 + 32, m2, o2);
-        _mm512_mask_storeu_ps(out + d0 + 48, m3, o3);
-    }
+    weighted_rows_avx512(att, n, v, hd, hd, 1.0f, out);                          // out = sum_t att[t] V[t]
 }
 
 // Prefill attention for 4 consecutive queries of one head (query i at position n0 + i sees

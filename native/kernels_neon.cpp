@@ -255,61 +255,44 @@ void softmax_neon(float* x, int64_t n) {
     for (; i < n; i++) x[i] /= sum;
 }
 
-// Scores run over 16 (then 4) positions at a time against the transposed K.
+// out[j] = scale * sum over i < m of c[i] * rows[i * stride + j], for j < w: the scores (c = q,
+// rows = the transposed K) and the output (c = the weights, rows = V) of attention. 16 (then 4)
+// columns per pass in registers, one FMA chain per output in i order; the scalar tail is the
+// reference's loop. scale 1 is exact.
+static void weighted_rows_neon(const float* c, int64_t m, const float* rows, int64_t stride, int64_t w, float scale,
+                               float* out) {
+    int64_t j = 0;
+    for (; j + 16 <= w; j += 16) {
+        float32x4_t a0 = vdupq_n_f32(0), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t i = 0; i < m; i++) {
+            const float* row = rows + i * stride + j;
+            a0 = vfmaq_n_f32(a0, vld1q_f32(row), c[i]);
+            a1 = vfmaq_n_f32(a1, vld1q_f32(row + 4), c[i]);
+            a2 = vfmaq_n_f32(a2, vld1q_f32(row + 8), c[i]);
+            a3 = vfmaq_n_f32(a3, vld1q_f32(row + 12), c[i]);
+        }
+        vst1q_f32(out + j, vmulq_n_f32(a0, scale));
+        vst1q_f32(out + j + 4, vmulq_n_f32(a1, scale));
+        vst1q_f32(out + j + 8, vmulq_n_f32(a2, scale));
+        vst1q_f32(out + j + 12, vmulq_n_f32(a3, scale));
+    }
+    for (; j + 4 <= w; j += 4) {
+        float32x4_t a0 = vdupq_n_f32(0);
+        for (int64_t i = 0; i < m; i++) a0 = vfmaq_n_f32(a0, vld1q_f32(rows + i * stride + j), c[i]);
+        vst1q_f32(out + j, vmulq_n_f32(a0, scale));
+    }
+    for (; j < w; j++) {  // scalar tail, as attention_ref
+        float acc = 0.0f;
+        for (int64_t i = 0; i < m; i++) acc += c[i] * rows[i * stride + j];
+        out[j] = acc * scale;
+    }
+}
+
 void attention_neon(const float* q, const float* kt, int64_t ks, const float* v, int64_t n, int64_t hd, float* att,
                     float* out) {
-    const float scale = 1.0f / std::sqrt((float)hd);
-    int64_t t = 0;
-    for (; t + 16 <= n; t += 16) {
-        float32x4_t a0 = vdupq_n_f32(0), a1 = a0, a2 = a0, a3 = a0;
-        for (int64_t d = 0; d < hd; d++) {
-            const float* row = kt + d * ks + t;
-            a0 = vfmaq_n_f32(a0, vld1q_f32(row), q[d]);
-            a1 = vfmaq_n_f32(a1, vld1q_f32(row + 4), q[d]);
-            a2 = vfmaq_n_f32(a2, vld1q_f32(row + 8), q[d]);
-            a3 = vfmaq_n_f32(a3, vld1q_f32(row + 12), q[d]);
-        }
-        vst1q_f32(att + t, vmulq_n_f32(a0, scale));
-        vst1q_f32(att + t + 4, vmulq_n_f32(a1, scale));
-        vst1q_f32(att + t + 8, vmulq_n_f32(a2, scale));
-        vst1q_f32(att + t + 12, vmulq_n_f32(a3, scale));
-    }
-    for (; t + 4 <= n; t += 4) {
-        float32x4_t a0 = vdupq_n_f32(0);
-        for (int64_t d = 0; d < hd; d++) a0 = vfmaq_n_f32(a0, vld1q_f32(kt + d * ks + t), q[d]);
-        vst1q_f32(att + t, vmulq_n_f32(a0, scale));
-    }
-    for (; t < n; t++) {  // scalar tail, as attention_ref
-        float s = 0.0f;
-        for (int64_t d = 0; d < hd; d++) s += q[d] * kt[d * ks + t];
-        att[t] = s * scale;
-    }
+    weighted_rows_neon(q, hd, kt, ks, n, 1.0f / std::sqrt((float)hd), att);  // att[t] = q . K[t] / sqrt(hd)
     softmax_neon(att, n);
-    int64_t d0 = 0;
-    for (; d0 + 16 <= hd; d0 += 16) {
-        float32x4_t o0 = vdupq_n_f32(0), o1 = o0, o2 = o0, o3 = o0;
-        for (int64_t s = 0; s < n; s++) {
-            const float* row = v + s * hd + d0;
-            o0 = vfmaq_n_f32(o0, vld1q_f32(row), att[s]);
-            o1 = vfmaq_n_f32(o1, vld1q_f32(row + 4), att[s]);
-            o2 = vfmaq_n_f32(o2, vld1q_f32(row + 8), att[s]);
-            o3 = vfmaq_n_f32(o3, vld1q_f32(row + 12), att[s]);
-        }
-        vst1q_f32(out + d0, o0);
-        vst1q_f32(out + d0 + 4, o1);
-        vst1q_f32(out + d0 + 8, o2);
-        vst1q_f32(out + d0 + 12, o3);
-    }
-    for (; d0 + 4 <= hd; d0 += 4) {
-        float32x4_t o0 = vdupq_n_f32(0);
-        for (int64_t s = 0; s < n; s++) o0 = vfmaq_n_f32(o0, vld1q_f32(v + s * hd + d0), att[s]);
-        vst1q_f32(out + d0, o0);
-    }
-    for (; d0 < hd; d0++) {  // scalar tail: the reference's per-element order
-        float o = 0.0f;
-        for (int64_t s = 0; s < n; s++) o += att[s] * v[s * hd + d0];
-        out[d0] = o;
-    }
+    weighted_rows_neon(att, n, v, hd, hd, 1.0f, out);                          // out = sum_t att[t] V[t]
 }
 
 // Prefill attention: the single-query kernel per query (each head's K/V block fits in the L2 of
