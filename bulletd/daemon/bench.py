@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                                         "mqtt_first_chunk_ms": round(f["mqtt_first_ms"], 2)}
         # 3: two children at once
         results["concurrency"] = {k: round(v, 2) for k, v in
-                                  asyncio.run(_concurrent(sock, ["ref1", "ref2"], prompt64, 128, max(2, reps // 2),
+                                  asyncio.run(_concurrent(sock, ["ref1", "ref2"], prompt64, 128, 2 * reps,
                                                           [models / "ref1.bullet", models / "ref2.bullet"])).items()
                                   if v is not None}
         # 4: RSS with four REFERENCE children loaded and used
