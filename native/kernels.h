@@ -7,7 +7,7 @@
 //
 // Activations are quantised to int8 per 32-element block (BlockQ8, like ggml's q8_0 but with an
 // f32 scale and the block's sum of quants, which the AVX2 path uses to turn the signed nibbles
-// into unsigned ones). Quantisation is bit-identical on every path: d = amax / 127,
+// into unsigned ones). Quantisation is bit-identical on every path for finite inputs: d = amax / 127,
 // q = round-half-even(x * (1 / d)); the last, partial block is padded with zeros.
 #pragma once
 #include <cstddef>

@@ -36,7 +36,8 @@ inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 }  // namespace
 
 // ============================================================================
-// q8 activation quantisation (bit-identical to quantize_q8_ref)
+// q8 activation quantisation (bit-identical to quantize_q8_ref for finite inputs; with a NaN in a
+// block the vector max may keep or drop it by lane, where the reference's fmax drops it)
 // ============================================================================
 
 void quantize_q8_avx2(const float* x, BlockQ8* y, int64_t n) {

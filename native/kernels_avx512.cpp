@@ -35,7 +35,8 @@ namespace {
 void softmax_avx2_(float* x, int64_t n) { kernels_avx2().softmax(x, n); }
 
 // ============================================================================
-// q8 activation quantisation (bit-identical to quantize_q8_ref)
+// q8 activation quantisation (bit-identical to quantize_q8_ref for finite inputs; with a NaN in a
+// block the vector max may keep or drop it by lane, where the reference's fmax drops it)
 // ============================================================================
 
 void quantize_q8_avx512(const float* x, BlockQ8* y, int64_t n) {

@@ -230,7 +230,7 @@ PYBIND11_MODULE(_native, m) {
                  static const char* names[] = {"count", "stop_id", "nonfinite"};
                  return py::make_tuple(r.tokens, names[(int)r.end], r.pos);
              },
-             py::arg("logits"), py::arg("pending"), py::arg("pos"), py::arg("n"), py::arg("coins"), py::arg("seen"),
+             py::arg("logits").noconvert(), py::arg("pending"), py::arg("pos"), py::arg("n"), py::arg("coins"), py::arg("seen"),
              py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("penalty"), py::arg("stop_ids"),
              "Sample up to n tokens, running each through the model before the next draw (the last one is not "
              "run: pass it as `pending` next time). Returns (tokens, end, next_pos); end is 'count', 'stop_id' "

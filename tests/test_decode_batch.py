@@ -164,6 +164,11 @@ def test_decode_refuses_bad_arguments(path, bad, match):
         args["pending"] = 7          # running a token at a bad position is what fails
     with pytest.raises(ModelError, match=match):
         s._impl.decode(**args)
+    # the logits are written in place: anything that would need a converted copy is refused
+    for other in (np.zeros(600, np.float32)[::2], list(logits), logits.astype(np.float16)):
+        with pytest.raises(ModelError, match="incompatible function arguments"):
+            s._impl.decode(other, -1, 3, 1, np.zeros(1), np.zeros(0, np.int64), 0.0, 0, 1.0, 1.0,
+                           np.zeros(0, np.int64))
     ro = logits.copy()
     ro.flags.writeable = False
     with pytest.raises(ModelError, match="writable"):
