@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -113,3 +114,15 @@ def wait_for(pred, timeout: float = 10.0, what: str = "condition") -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def stop_daemon(d: subprocess.Popen, log) -> None:
+    """SIGTERM a daemon the test started, wait for its clean exit (kill it if it hangs), close
+    its log file. The caller then asserts on d.returncode and the log."""
+    d.send_signal(signal.SIGTERM)
+    try:
+        d.wait(timeout=30)
+    finally:
+        if d.poll() is None:
+            d.kill()
+        log.close()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from _deploy_util import DEPLOY, INSTALL, ROOT, UNIT
+from _deploy_util import DEPLOY, INSTALL, ROOT, UNIT, stop_daemon
 
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="needs a Debian system (dpkg-query)")
 
@@ -177,13 +177,7 @@ def test_installed_daemon_serves_a_signed_child_from_the_layout(installed, tmp_p
         assert (reply["ok"], reply["child"], reply["tokens"], reply["finish_reason"]) == \
             (True, "tinytest", 8, "length"), reply
     finally:
-        d.send_signal(signal.SIGTERM)
-        try:
-            d.wait(timeout=30)
-        finally:
-            if d.poll() is None:
-                d.kill()
-            log.close()
+        stop_daemon(d, log)
         for f in (child, Path(str(child) + ".sig"), trust / pub.name):
             f.unlink(missing_ok=True)
     log_text = (tmp_path / "daemon.log").read_text()

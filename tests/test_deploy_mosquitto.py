@@ -18,7 +18,7 @@ import uuid
 import aiomqtt
 import pytest
 
-from _deploy_util import TLSBroker, make_certs
+from _deploy_util import TLSBroker, make_certs, stop_daemon
 
 USERS = {"dev1": "pw-dev1", "dev2": "pw-dev2", "trainer": "pw-trainer", "app1": "pw-app1"}
 
@@ -178,7 +178,6 @@ async def test_real_daemon_and_client_work_through_tls_and_the_acl(tls_broker, t
     """bulletd logs in as device dev1 over TLS; a bulletd.client logged in as app1 gets a
     generation: the ACL allows exactly the daemon's and the client's real topics."""
     import os
-    import signal
     import subprocess
     import sys
 
@@ -239,13 +238,7 @@ async def test_real_daemon_and_client_work_through_tls_and_the_acl(tls_broker, t
         bad = subprocess.run(no_tls, capture_output=True, text=True, timeout=60)
         assert bad.returncode == 3 and "bulletd-cli" in bad.stderr, (bad.returncode, bad.stderr)
     finally:
-        d.send_signal(signal.SIGTERM)
-        try:
-            d.wait(timeout=30)
-        finally:
-            if d.poll() is None:
-                d.kill()
-            log.close()
+        stop_daemon(d, log)
     text = (tmp_path / "daemon.log").read_text()
     assert d.returncode == 0, text
 
