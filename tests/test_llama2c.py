@@ -1,13 +1,17 @@
-"""llama2.c import: parity with a NumPy transcription of run.c (tests/_runtime_util.RunC), the
+"""llama2.c import: parity with llama2.c's run.c (its output recorded in tests/data/llama2c, see
+the README there) and with a NumPy transcription of run.c (tests/_runtime_util.RunC), the
 import round trip, tokenizer.bin, separate classifiers, malformed checkpoints, `bullet run --ids`.
 
     pytest tests/test_llama2c.py -q
 """
+import hashlib
 import json
 import os
 import struct
 import subprocess
 import sys
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +26,8 @@ from bulletd.runtime.llama2c import (greedy_agreement, import_llama2c, read_chec
 from bulletd.runtime.model import _native_kernels
 
 STEPS = 200
+RECORDED = Path(__file__).parent / "data" / "llama2c"
+STORIES_SHA256 = "9414d5a285453a7eab631713d171753232c978f6f97654211469aff8be93c8d6"
 
 
 def _native_or_fail():
@@ -49,6 +55,17 @@ def stories_bq4(stories260k, tmp_path_factory):
     out = tmp_path_factory.mktemp("l2c") / "stories260K-bq4.bullet"
     import_llama2c(stories260k, out, dtype="bq4")
     return out
+
+
+@pytest.fixture(scope="module")
+def runc_recorded(stories260k):
+    """run.c's own greedy ids (256 steps) and first logits, recorded from this exact checkpoint."""
+    digest = hashlib.sha256(stories260k.read_bytes()).hexdigest()
+    assert digest == STORIES_SHA256, "the recording belongs to another stories260K.bin"
+    ids = [int(t) for t in (RECORDED / "stories260K_runc_greedy_ids.txt").read_text().split()]
+    first = np.loadtxt(RECORDED / "stories260K_runc_first_logits.txt", dtype=np.float32)
+    assert len(ids) == 256 and first.shape == (512,)
+    return ids, first
 
 
 def _greedy_with_logits(model, steps, bos=1):
@@ -86,6 +103,28 @@ def test_f32_import_reproduces_runc_greedy_ids_and_logits(stories_f32, stories_r
     assert ids == ref_ids
     err = np.abs(logits - ref_logits).max()
     assert err < 1e-4, f"max |logit difference| {err:.3g} over {STEPS} steps"
+
+
+def test_numpy_transcription_agrees_with_recorded_runc(stories_runc, runc_recorded):
+    ids, logits = stories_runc
+    rec_ids, rec_first = runc_recorded
+    assert ids == rec_ids[:STEPS]
+    assert np.abs(logits[0] - rec_first).max() < 1e-4
+
+
+@pytest.mark.parametrize("backend", ["numpy", "native", "native-scalar"])
+def test_f32_import_gives_recorded_runc_ids_for_256_steps(stories_f32, runc_recorded, backend):
+    kernel = "auto"
+    if backend.startswith("native"):
+        _native_or_fail()
+        if backend == "native-scalar":
+            backend, kernel = "native", "scalar"
+    rec_ids, rec_first = runc_recorded
+    m = load_model(stories_f32, backend=backend, kernel=kernel)
+    ids, logits = _greedy_with_logits(m, len(rec_ids))
+    assert ids == rec_ids
+    err = np.abs(logits[0] - rec_first).max()
+    assert err < 1e-4, f"max |logit difference| {err:.3g} at position 0"
 
 
 @pytest.mark.parametrize("backend", ["numpy", "native"])
@@ -281,7 +320,7 @@ def _bullet(*args, env=None):
                           capture_output=True, text=True, timeout=120, env=env)
 
 
-def test_cli_import_and_run_ids_reproduce_runc(stories260k, stories_runc, tmp_path):
+def test_cli_import_and_run_ids_reproduce_runc(stories260k, runc_recorded, tmp_path):
     out = tmp_path / "s.bullet"
     r = _bullet("import-llama2c", stories260k, "--dtype", "f32", "-o", out)
     assert r.returncode == 0, r.stderr
@@ -289,10 +328,10 @@ def test_cli_import_and_run_ids_reproduce_runc(stories260k, stories_runc, tmp_pa
     for backend in ("numpy", "native"):
         if backend == "native":
             _native_or_fail()
-        r = _bullet("run", out, "-n", STEPS, "-t", 0, "--ids", "--backend", backend)
+        r = _bullet("run", out, "-n", 256, "-t", 0, "--ids", "--backend", backend)
         assert r.returncode == 0, r.stderr
-        assert [int(t) for t in r.stdout.split()] == stories_runc[0]
-        assert f"{STEPS} tokens" in r.stderr and backend in r.stderr
+        assert [int(t) for t in r.stdout.split()] == runc_recorded[0]
+        assert "256 tokens" in r.stderr and backend in r.stderr
 
 
 def test_cli_run_seeded_sampling_is_repeatable_and_seed_dependent(stories_f32):
