@@ -275,6 +275,9 @@ class _MQTTTransport:
 # ---------------------------------------------------------------------- async client
 
 
+_EXPIRED = object()   # put in a request's queue when its time is up
+
+
 class AsyncStream:
     """`async for piece in stream` yields text; `stream.result` holds the final Result after."""
 
@@ -327,23 +330,22 @@ class AsyncClient:
     async def _replies(self, req: dict, timeout: float | None) -> AsyncIterator[dict]:
         q = await self.t.send(dict(req))
         key = q.key  # type: ignore[attr-defined]
-        loop = asyncio.get_running_loop()
-        end = loop.time() + (timeout or self.timeout)
+        limit = timeout or self.timeout
+        # one timer for the whole request that drops _EXPIRED into the queue (asyncio.wait_for
+        # would start a task for every reply: a streamed request gets hundreds)
+        timer = asyncio.get_running_loop().call_later(limit, q.put_nowait, _EXPIRED)
         try:
             while True:
-                left = end - loop.time()
-                if left <= 0:
-                    raise DaemonUnavailable(f"no final reply from bulletd within {timeout or self.timeout:.0f} s")
-                try:
-                    m = await asyncio.wait_for(q.get(), left)
-                except asyncio.TimeoutError:
-                    continue
+                m = q.get_nowait() if not q.empty() else await q.get()
+                if m is _EXPIRED:
+                    raise DaemonUnavailable(f"no final reply from bulletd within {limit:g} s")
                 if m is None:
                     raise DaemonUnavailable(self.t.lost())
                 yield m
                 if m.get("final"):
                     return
         finally:
+            timer.cancel()
             self.t.done(key)
 
     async def request(self, op: str, timeout: float | None = None, **fields: Any) -> dict:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from _daemon_util import ROOT, TOPICS, DaemonProc, make_child, make_kit
-from bulletd.client import AsyncClient, Client, DaemonError
+from bulletd.client import AsyncClient, Client, DaemonError, DaemonUnavailable
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -115,6 +115,31 @@ def test_blocking_and_async_clients_stream(daemon):
             return r1, r2, "".join(pieces)
     r1, r2, streamed = asyncio.run(go())
     assert (r1.child, r2.child) == ("math", "cooking") and streamed == text
+
+
+def test_no_final_reply_within_the_timeout_is_a_clear_error(tmp_path):
+    """A peer that reads the request and never answers: the client gives up after its timeout
+    with DaemonUnavailable, forgets the request, and a late reply would find no waiter."""
+    path = str(tmp_path / "silent.sock")
+    seen = []
+
+    async def silent(reader, writer):
+        seen.append(await reader.read(4))
+        await asyncio.sleep(10)
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        srv = await asyncio.start_unix_server(silent, path)
+        async with srv:
+            async with AsyncClient.socket(path, timeout=0.3) as c:
+                t0 = loop.time()
+                with pytest.raises(DaemonUnavailable, match=r"no final reply from bulletd within 0\.3 s"):
+                    await c.ping()
+                took = loop.time() - t0
+                return took, dict(c.t.waiting)
+    took, waiting = asyncio.run(go())
+    assert seen and len(seen[0]) == 4          # the request did reach the peer
+    assert 0.25 <= took < 2.0 and waiting == {}
 
 
 def test_reload_command_rereads_the_config(daemon):
