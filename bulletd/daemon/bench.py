@@ -9,7 +9,14 @@ values), signs them with a key made for the run, starts mosquitto on a free loop
 uses --broker HOST:PORT) and bulletd, then measures:
 
   1. MQTT v5 loopback tokens/s for 64-token generations vs the runtime's raw tokens/s (same
-     file, settings and seed, so the same tokens); overhead target <= 10 %.
+     file, settings and seed, so the same tokens); overhead target <= 10 %. Two ways:
+     a. one request at a time: each request pays the whole round trip (client -> broker ->
+        bulletd -> worker thread -> bulletd -> broker -> client) on top of its generation;
+     b. under load: the client keeps two requests in flight to a second bulletd that has ONE
+        worker thread, so the daemon generates one request at a time, as the one-thread
+        runtime does, while the next request's transport overlaps the current generation.
+        Compared with the runtime generating the same requests back to back. This is the
+        daemon's cost to throughput; (a) is its cost to one request's latency.
   2. time to the first streamed chunk for a 16-token prompt on SMALL (target <= 10 ms), beside
      the runtime's own time to first token.
   3. two concurrent requests to two REFERENCE children: combined tokens/s vs one (target >= 1.7x).
@@ -121,6 +128,40 @@ async def _paired(port: int | str, device: str, path: Path, child: str, prompt: 
             "raw_ms": med(raw_ms), "daemon_ms": med(inside_ms),
             "raw_first_ms": med(r_first) * 1e3, "mqtt_first_ms": med(d_first) * 1e3 if d_first else None,
             "kernel": raw.kernel}
+
+
+async def _pipelined(port: int, device: str, path: Path, child: str, prompt: str, max_tokens: int,
+                     rounds: int, per_round: int = 8, depth: int = 2) -> dict:
+    """Throughput under load: `per_round` requests with `depth` in flight (to a daemon with one
+    worker), beside the runtime generating the same requests back to back in this process,
+    alternating round by round. Returns medians."""
+    from bulletd.client import AsyncClient
+    raw = _Raw(path)
+    raw_tps, d_tps, ratio = [], [], []
+    async with AsyncClient.mqtt("127.0.0.1", port, device=device, timeout=60) as c:
+        gate = asyncio.Semaphore(depth)
+
+        async def one() -> int:
+            async with gate:
+                r = await c.generate(prompt, child, max_tokens=max_tokens, temperature=0.8, seed=1234)
+                return r.tokens
+
+        await asyncio.gather(*(one() for _ in range(depth)))          # warm-up
+        raw.run(prompt, max_tokens)
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            n = sum(raw.run(prompt, max_tokens)[0] for _ in range(per_round))
+            rt = n / (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            ns = await asyncio.gather(*(one() for _ in range(per_round)))
+            dt = sum(ns) / (time.perf_counter() - t0)
+            raw_tps.append(rt)
+            d_tps.append(dt)
+            ratio.append(dt / rt)
+    raw.m.close()
+    med = statistics.median
+    return {"raw_tokens_per_s": med(raw_tps), "mqtt_tokens_per_s": med(d_tps), "overhead_pct": 100 * (1 - med(ratio)),
+            "in_flight": depth, "requests_per_round": per_round, "rounds": rounds}
 
 
 def _raw_pair(paths: list[Path], prompt: str, max_tokens: int) -> tuple[float, float]:
@@ -276,9 +317,25 @@ def main(argv: list[str] | None = None) -> int:
         _wait(lambda: os.path.exists(sock) or d.poll() is not None, 60, "bulletd socket")
         if d.poll() is not None:
             raise RuntimeError("bulletd exited: " + (tmp / "bulletd.log").read_text())
+        # a second bulletd on the same broker and children with ONE worker thread: the load figure
+        sock1 = str(tmp / "bulletd1.sock")
+        cfg1 = tmp / "bulletd1.yaml"
+        cfg1.write_text(json.dumps({
+            "device_id": "bench1", "model_dir": str(models), "log_level": "warning",
+            "socket": {"path": sock1}, "trust": {"keys": [str(pub)]},
+            "registry": {"memory_budget_mb": 64, "session_idle": 30.0, "preload": False},
+            "scheduler": {"workers": 1}, "mqtt": {"host": "127.0.0.1", "port": port},
+        }))
+        d1 = subprocess.Popen([sys.executable, "-m", "bulletd.daemon", "--config", str(cfg1)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=open(tmp / "bulletd1.log", "wb"))
+        procs.append(d1)
         from bulletd.client import Client
-        with Client(sock) as c:
-            _wait(lambda: c.status()["mqtt"].get("state") == "connected", 20, "bulletd MQTT connection")
+        _wait(lambda: os.path.exists(sock1) or d1.poll() is not None, 60, "second bulletd socket")
+        if d1.poll() is not None:
+            raise RuntimeError("the one-worker bulletd exited: " + (tmp / "bulletd1.log").read_text())
+        for s_path in (sock, sock1):
+            with Client(s_path) as c:
+                _wait(lambda: c.status()["mqtt"].get("state") == "connected", 20, "bulletd MQTT connection")
 
         prompt64 = "Once upon a time there was a little robot"
         # 16-token prompt on SMALL: the byte-level synthetic vocabulary makes ~1 token per char pair
@@ -303,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
                 "socket_daemon_ms": round(ts["daemon_ms"], 2),
                 "kernel": t["kernel"], "socket_overhead_pct": round(ts["overhead_pct"], 1),
                 "socket_overhead_ms": round(ts["overhead_ms"], 2)}
+            pl = asyncio.run(_pipelined(port, "bench1", models / f"{child}.bullet", child, prompt64, 64, reps))
+            results[f"throughput_{child}"]["under_load"] = {k: round(v, 1) if isinstance(v, float) else v
+                                                            for k, v in pl.items()}
+        # the one-worker daemon has done its part; it would only compete for the cores from here on
+        d1.terminate()
+        d1.wait(10)
         f = asyncio.run(_paired(port, "bench", models / "small.bullet", "small", p16, 16, reps * 2, True))
         results["first_chunk_small"] = {"prompt_tokens": n16, "raw_first_token_ms": round(f["raw_first_ms"], 2),
                                         "mqtt_first_chunk_ms": round(f["mqtt_first_ms"], 2)}
@@ -358,8 +421,13 @@ def main(argv: list[str] | None = None) -> int:
         t = results[f"throughput_{child}"]
         print(f"  {child:5s} 64-token generation: runtime {t['raw_tokens_per_s']:8.1f} tok/s | via MQTT "
               f"{t['mqtt_tokens_per_s']:8.1f} tok/s | overhead {t['overhead_pct']:5.1f} % = {t['overhead_ms']:.2f} ms per "
-              f"request (median of paired runs; target <= 10 %); via the Unix socket {t['socket_overhead_pct']:.1f} % = "
+              f"request, one request at a time (median of paired runs; target <= 10 %); via the Unix socket {t['socket_overhead_pct']:.1f} % = "
               f"{t['socket_overhead_ms']:.2f} ms")
+        u = t["under_load"]
+        print(f"        under load ({u['in_flight']} requests in flight, one worker thread): runtime back to back "
+              f"{u['raw_tokens_per_s']:8.1f} tok/s | via MQTT {u['mqtt_tokens_per_s']:8.1f} tok/s | overhead "
+              f"{u['overhead_pct']:5.1f} %  (target <= 10 %; median of {u['rounds']} rounds of "
+              f"{u['requests_per_round']} requests)")
         print(f"        where the time goes (medians): runtime {t['raw_ms']:.2f} ms | inside bulletd, receipt to final "
               f"reply {t['daemon_ms']:.2f} ms (socket requests: {t['socket_daemon_ms']:.2f} ms) | the rest is the "
               f"transport: broker, both MQTT clients, wake-ups")
