@@ -311,7 +311,7 @@ def report(results: list[dict]) -> str:
             f32_label += (f" (+{r['numpy_f32_weight_bytes'] / 1e6:.1f} MB, "
                           f"{r['numpy_f32_weight_bytes'] / r['numpy_bq4_bytes']:.1f}x the bq4)")
         for k, label in (("numpy", "numpy (weights read from the map each step, the fallback)"), ("numpy_f32", f32_label)):
-            lines.append(f"  {label:62s} decode {r[k + '_decode_tok_s']:7.1f} tok/s (native {r['decode_vs_' + k]:5.1f}x, "
+            lines.append(f"  {label:64s} decode {r[k + '_decode_tok_s']:7.1f} tok/s (native {r['decode_vs_' + k]:5.1f}x, "
                          f"over {r[k + '_decode_positions']} positions)   prefill 128 {r[k + '_prefill128_ms']:7.2f} ms "
                          f"(native {r['prefill_vs_' + k]:4.1f}x)")
         lines.append(f"  KV cache per session   {r['kv_cache_bytes'] / 2**20:9.2f} MiB")
