@@ -25,7 +25,9 @@ TINY = dict(dim=64, n_layers=2, n_heads=2, n_kv_heads=2, hidden_dim=128, vocab_s
 # a REFERENCE-like child; with SLOW_ENV (the NumPy reference backend, ~100-150 tokens/s here)
 # a 250-token generation lasts long enough for tests that act while it runs. The native kernels
 # are too fast for that (thousands of tokens/s) and their speed is the benchmark's business.
-SLOW_ENV = {"BULLET_BACKEND": "numpy"}
+# Weights dequantised once (f32): the default "mapped" fallback is ~4x slower per token, which
+# these tests do not need and would only wait for (the logits are the same).
+SLOW_ENV = {"BULLET_BACKEND": "numpy", "BULLET_NUMPY_WEIGHTS": "f32"}
 SLOW = dict(dim=256, n_layers=8, n_heads=4, n_kv_heads=4, hidden_dim=768, vocab_size=512, max_seq_len=256)
 
 TOPICS = {

@@ -69,3 +69,27 @@ def test_native_dequantize_matches_numpy(rows, cols):
 def test_native_dequantize_rejects_mismatched_sizes():
     with pytest.raises(ValueError):
         _native.bq4_dequantize(np.zeros(20, np.uint8), 1, 64)
+
+
+def test_dequantize_decodes_every_byte_and_scale_as_the_layout_says():
+    """Every nibble byte under scales of both signs, zero, subnormal, inf and NaN: weight[j] =
+    f32(scale) * q, q the two's-complement nibble (low nibble -> q[j], high -> q[j+16])."""
+    scales = np.array([1.0, -0.5, 0.0, -0.0, 6e-8, 0.1, -65504.0, np.inf, np.nan], np.float16)
+    nibble_bytes = np.arange(256, dtype=np.uint8).reshape(16, 16)     # 16 blocks cover all bytes
+    blocks = np.zeros((len(scales), 16, 20), np.uint8)
+    blocks[:, :, 0:2] = scales.view(np.uint8).reshape(-1, 1, 2)
+    blocks[:, :, 4:] = nibble_bytes[None]
+    with np.errstate(invalid="ignore"):                               # inf * 0 is NaN
+        got = dequantize_bq4(blocks.reshape(len(scales), 16 * 20), 16 * 32)
+        signed = lambda n: n - 16 if n >= 8 else n
+        want = np.empty((len(scales), 16, 32), np.float32)
+        for r, s in enumerate(scales.astype(np.float32)):
+            for blk in range(16):
+                for j in range(16):
+                    byte = int(nibble_bytes[blk, j])
+                    want[r, blk, j] = s * np.float32(signed(byte & 0xF))
+                    want[r, blk, j + 16] = s * np.float32(signed(byte >> 4))
+    want = want.reshape(len(scales), -1)
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    np.testing.assert_array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))  # -0.0 too

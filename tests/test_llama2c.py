@@ -196,6 +196,21 @@ def test_bq4_import_pads_hidden_172_and_reports_greedy_agreement(stories_bq4, st
     assert r["teacher_forced"] > 0.15
 
 
+def test_bq4_import_mapped_and_f32_weights_give_identical_logits(stories_bq4):
+    """The numpy backend's two weight modes on the real model (w2 rows of 172 weights, 6 blocks):
+    bit for bit, over greedy steps and a batched prefill."""
+    mapped = load_model(stories_bq4, backend="numpy", numpy_weights="mapped")
+    f32 = load_model(stories_bq4, backend="numpy", numpy_weights="f32")
+    assert (mapped.numpy_weights, f32.numpy_weights) == ("mapped", "f32")
+    ids_m, logits_m = _greedy_with_logits(mapped, 64)
+    ids_f, logits_f = _greedy_with_logits(f32, 64)
+    assert ids_m == ids_f
+    np.testing.assert_array_equal(logits_m.view(np.uint32), logits_f.view(np.uint32))
+    prompt = [1] + ids_m[:40]
+    np.testing.assert_array_equal(mapped.new_session().prefill(prompt, 0).view(np.uint32),
+                                  f32.new_session().prefill(prompt, 0).view(np.uint32))
+
+
 def test_bq4_native_matches_q8_reference_on_stories(stories_bq4):
     _native_or_fail()
     from bulletd.runtime.reference import ReferenceModel
@@ -332,6 +347,8 @@ def test_cli_import_and_run_ids_reproduce_runc(stories260k, runc_recorded, tmp_p
         assert r.returncode == 0, r.stderr
         assert [int(t) for t in r.stdout.split()] == runc_recorded[0]
         assert "256 tokens" in r.stderr and backend in r.stderr
+        if backend == "numpy":   # how the fallback holds bq4 weights is reported (default: mapped)
+            assert "weights mapped, BULLET_NUMPY_WEIGHTS" in r.stderr
 
 
 def test_cli_run_seeded_sampling_is_repeatable_and_seed_dependent(stories_f32):

@@ -21,8 +21,17 @@ def test_bench_quick_json_reports_all_figures():
     (res,) = out["results"]
     assert res["shape"] == "small" and res["arch"]["dim"] == 128
     for key in ("decode_tok_s", "generate_tok_s", "parallel2_tok_s", "prefill128_ms", "prefill128_tok_s", "ttft128_ms",
-                "numpy_decode_tok_s", "numpy_prefill128_ms", "decode_vs_numpy", "open_ms"):
+                "numpy_decode_tok_s", "numpy_prefill128_ms", "decode_vs_numpy", "prefill_vs_numpy",
+                "numpy_f32_decode_tok_s", "numpy_f32_prefill128_ms", "decode_vs_numpy_f32", "prefill_vs_numpy_f32",
+                "open_ms"):
         assert res[key] > 0, key
+    # the NumPy baseline in both weight modes: "numpy" is the fallback as it runs by default
+    assert res["numpy_weights"] == "mapped" and res["numpy_f32_weights"] == "f32"
+    assert res["numpy_decode_positions"] == res["numpy_f32_decode_positions"] == 32   # --quick
+    assert res["decode_vs_numpy"] == res["decode_tok_s"] / res["numpy_decode_tok_s"]
+    assert res["decode_vs_numpy_f32"] == res["decode_tok_s"] / res["numpy_f32_decode_tok_s"]
+    assert res["numpy_f32_weight_bytes"] == 4 * 1_114_112           # every SMALL matrix (untied), as f32
+    assert 6 < res["numpy_f32_weight_bytes"] / res["numpy_bq4_bytes"] < 6.5   # 20 bytes per 32 weights
     kv_f32 = 2 * 4 * 4 * 256 * 128                  # K and V, 4 layers, 256 positions x 128, f32
     assert res["kv_cache_bytes"] in (kv_f32, kv_f32 // 2)   # f32 or f16 cache
     assert res["session_rss_bytes"] >= 0 and res["rss_with_one_session"] > 0
@@ -34,6 +43,27 @@ def test_bench_quick_json_reports_all_figures():
     else:
         assert "baseline_kernel_path" not in res
     assert out["targets"]["decode_tok_s"] == 2000.0
+
+
+def test_bench_table_labels_both_numpy_baselines():
+    from bulletd.runtime.bench import report
+    from bulletd.format.synth import REFERENCE
+    r = {"shape": "reference", "arch": dict(REFERENCE), "file_bytes": 4_000_000, "kernel_path": "avx2",
+         "open_ms": 1.0, "decode_tok_s": 6000.0, "generate_tok_s": 5000.0, "parallel2_tok_s": 9000.0,
+         "prefill128_ms": 10.0, "prefill128_tok_s": 12800.0, "ttft128_ms": 11.0, "kv_cache_bytes": 4 << 20,
+         "session_rss_bytes": 5 << 20, "rss_with_one_session": 60 << 20,
+         "numpy_decode_tok_s": 80.0, "numpy_prefill128_ms": 45.0, "numpy_decode_positions": 128,
+         "decode_vs_numpy": 75.0, "prefill_vs_numpy": 4.5,
+         "numpy_f32_decode_tok_s": 300.0, "numpy_f32_prefill128_ms": 35.0, "numpy_f32_decode_positions": 256,
+         "decode_vs_numpy_f32": 20.0, "prefill_vs_numpy_f32": 3.5,
+         "numpy_bq4_bytes": 4_587_520, "numpy_f32_weight_bytes": 29_360_128}
+    text = report([r])
+    mapped = next(line for line in text.splitlines() if "numpy (weights read from the map each step, the fallback)" in line)
+    f32 = next(line for line in text.splitlines() if "numpy, weights dequantised once to f32 (+29.4 MB, 6.4x the bq4)" in line)
+    assert "80.0 tok/s" in mapped and "75.0x" in mapped and "over 128 positions" in mapped and "45.00 ms" in mapped
+    assert "300.0 tok/s" in f32 and "20.0x" in f32 and "over 256 positions" in f32 and "35.00 ms" in f32
+    target = next(line for line in text.splitlines() if "x NumPy" in line)
+    assert "(the fallback, weights mapped): meets target (75.0x; vs NumPy with f32 weights 20.0x)" in target
 
 
 def test_bench_rejects_an_unknown_shape():

@@ -107,13 +107,15 @@ def dequantize_bq4(blocks: np.ndarray, cols: int) -> np.ndarray:
     nb = bq4_row_blocks(cols)
     if blocks.shape[1] != nb * BLOCK_BYTES:
         raise FormatError(f"BQ4 row of {cols} weights needs {nb * BLOCK_BYTES} bytes, got {blocks.shape[1]}")
-    b = np.ascontiguousarray(blocks).reshape(rows, nb, BLOCK_BYTES)
-    d = b[:, :, 0:2].copy().view(np.float16).astype(np.float32)       # (rows, nb, 1)
-    qs = b[:, :, 4:]
-    lo = ((qs & 0x0F).astype(np.int8) ^ 8) - 8
-    hi = ((qs >> 4).astype(np.int8) ^ 8) - 8
-    q = np.concatenate([lo, hi], axis=2).astype(np.float32)          # (rows, nb, 32)
-    return (q * d).reshape(rows, nb * QK)[:, :cols]
+    b = np.ascontiguousarray(blocks).reshape(rows * nb, BLOCK_BYTES)
+    d = b[:, 0:2].copy().view(np.float16).astype(np.float32)          # (rows*nb, 1)
+    qs = b[:, 4:]
+    w = np.empty((rows * nb, QK), dtype=np.float32)
+    # sign-extend a nibble: put it in the top half of an int8, shift back arithmetically
+    w[:, : QK // 2] = (qs << 4).view(np.int8) >> 4                    # q[j]: low nibbles
+    w[:, QK // 2:] = qs.view(np.int8) >> 4                            # q[j+16]: high nibbles
+    w *= d                                                            # weight = scale * q (float32)
+    return w.reshape(rows, nb * QK)[:, :cols]
 
 
 def bq4_rms_error(w: np.ndarray, rule: str = "mse") -> float:

@@ -55,9 +55,16 @@ def _cmd_run(args) -> int:
     if not args.quiet:
         print(f"[{model.name} {model.version}: {n} tokens, finish {gen.finish_reason}, "
               f"{n / dt if dt > 0 else 0:.1f} tok/s, prefill {len(ids)} tokens in "
-              f"{gen.prefill_s * 1e3:.2f} ms, backend {model.backend} ({model.kernel_path})]",
+              f"{gen.prefill_s * 1e3:.2f} ms, backend {model.backend} ({_backend_detail(model)})]",
               file=sys.stderr)
     return 0
+
+
+def _backend_detail(model) -> str:
+    """The kernel path (native), or how the numpy backend holds its weights."""
+    if getattr(model, "numpy_weights", None):
+        return f"weights {model.numpy_weights}, BULLET_NUMPY_WEIGHTS"
+    return model.kernel_path
 
 
 def _cmd_import(args) -> int:

@@ -7,9 +7,16 @@ prompt_tokens and text). The contract is docs/ARCHITECTURE.md, "bulletd.runtime"
 Backends:
     native  bulletd._native through bulletd.kernels: the whole forward step in one C++ call with
             the GIL released; a prompt is one prefill call (matrix-matrix work).
-    numpy   bulletd.runtime.reference: the NumPy oracle (bq4 weights dequantised once).
+    numpy   bulletd.runtime.reference: the NumPy oracle, the fallback without the native module.
 load_model(..., backend="auto") uses native when the module imports, unless the environment sets
 BULLET_BACKEND=numpy (or =native to insist on it); an explicit backend argument wins.
+
+The numpy backend keeps bq4 weights as the environment's BULLET_NUMPY_WEIGHTS says (an explicit
+numpy_weights argument wins; `model.numpy_weights` tells which is in use, None on native):
+    mapped  (default) in the mapped file; each product dequantises its matrix on the fly:
+            private memory is the KV caches and temporaries; several times slower per token
+    f32     dequantised once at load: 4 bytes per weight (6.4x the bq4 bytes) of private memory
+Both give bit-identical logits (bulletd.runtime.reference).
 
     from bulletd.runtime import load_model, GenerationSettings
     m = load_model("child.bullet")
@@ -30,6 +37,7 @@ from .reference import ReferenceModel, check_arch, expected_shapes
 from .sampling import GenerationSettings, Sampler
 
 BACKENDS = ("auto", "native", "numpy")
+NUMPY_WEIGHTS = ("mapped", "f32")   # BULLET_NUMPY_WEIGHTS; the first is the default
 # A session's KV cache is sized by arch.max_seq_len, which no tensor bounds: a hostile header could
 # ask for terabytes. Refuse beyond this (override with BULLET_MAX_KV_BYTES).
 DEFAULT_MAX_KV_BYTES = 1 << 30
@@ -68,6 +76,20 @@ def _choose_backend(backend: str) -> str:
             raise ModelError(f"backend 'native' was requested but {why}; "
                              f"use backend='numpy' (BULLET_BACKEND=numpy) or rebuild the project")
     return backend
+
+
+def _choose_numpy_weights(numpy_weights: str) -> str:
+    """"mapped" or "f32": the argument, or for "auto" BULLET_NUMPY_WEIGHTS (default "mapped")."""
+    if numpy_weights == "auto":
+        env = os.environ.get("BULLET_NUMPY_WEIGHTS", "").strip().lower()
+        if env and env not in NUMPY_WEIGHTS:
+            raise ModelError(f"BULLET_NUMPY_WEIGHTS must be one of {', '.join(NUMPY_WEIGHTS)}, "
+                             f"got {os.environ['BULLET_NUMPY_WEIGHTS']!r}")
+        return env or NUMPY_WEIGHTS[0]
+    if numpy_weights not in NUMPY_WEIGHTS:
+        raise ModelError(f"numpy_weights must be auto or one of {', '.join(NUMPY_WEIGHTS)}, "
+                         f"got {numpy_weights!r}")
+    return numpy_weights
 
 
 def check_lm_file(bf) -> dict:
@@ -116,7 +138,8 @@ def check_lm_file(bf) -> dict:
 class Model:
     """One loaded lm file. Serves any number of sessions; weights are shared, read-only."""
 
-    def __init__(self, bf, backend: str = "auto", kernel: str = "auto", owns_file: bool = False):
+    def __init__(self, bf, backend: str = "auto", kernel: str = "auto", owns_file: bool = False,
+                 numpy_weights: str = "auto"):
         self.bf = bf
         self._owns_file = owns_file     # close the BulletFile in close() only if load_model opened it
         self._idle: Session | None = None   # one idle session kept for generate(session=None)
@@ -136,7 +159,9 @@ class Model:
                 stop.add(i)
         self.stop_ids = frozenset(stop)   # sampling one of these ends generation with "eos"
         self.backend = _choose_backend(backend)
+        weights = _choose_numpy_weights(numpy_weights)
         self.kernel_path = "numpy"
+        self.numpy_weights: str | None = None   # "mapped" | "f32" on the numpy backend
         self._ref: ReferenceModel | None = None
         self._native = None
         if self.backend == "native":
@@ -155,7 +180,8 @@ class Model:
         else:
             if kernel != "auto":
                 raise ModelError(f"kernel {kernel!r} was requested but the backend is numpy")
-            self._ref = ReferenceModel.from_bullet(bf)
+            self._ref = ReferenceModel.from_bullet(bf, weights=weights)
+            self.numpy_weights = weights
 
     # -- sessions -------------------------------------------------------------------------
     def new_session(self) -> "Session":
@@ -229,7 +255,8 @@ class Model:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Model {self.name} {self.version} backend={self.backend} kernel={self.kernel_path}>"
+        how = f"weights={self.numpy_weights}" if self.numpy_weights else f"kernel={self.kernel_path}"
+        return f"<Model {self.name} {self.version} backend={self.backend} {how}>"
 
 
 def _check_ids(tokens, vocab_size: int) -> list[int]:
@@ -548,12 +575,14 @@ def _scan_stops(out: str, emitted: int, stops) -> tuple[int | None, int]:
     return None, hold
 
 
-def load_model(source, backend: str = "auto", kernel: str = "auto") -> Model:
+def load_model(source, backend: str = "auto", kernel: str = "auto", numpy_weights: str = "auto") -> Model:
     """Open a .bullet lm file (path or an open BulletFile) and build the chosen backend.
 
     Raises FormatError for a malformed file, ModelError when the file is well-formed but cannot
     be run (wrong kind, inconsistent shapes, native module missing with backend='native').
-    kernel: "auto" or a native kernel path name (e.g. "scalar") to force one, native backend only."""
+    kernel: "auto" or a native kernel path name (e.g. "scalar") to force one, native backend only.
+    numpy_weights: "auto" (BULLET_NUMPY_WEIGHTS, default "mapped"), "mapped" or "f32": how the
+    numpy backend keeps bq4 weights (module docstring)."""
     from ..format import BulletFile
     if isinstance(source, (str, os.PathLike)):
         p = Path(source)
@@ -561,10 +590,10 @@ def load_model(source, backend: str = "auto", kernel: str = "auto") -> Model:
             raise FormatError(f"{p}: no such model file")
         bf = BulletFile.open(p)
         try:
-            return Model(bf, backend, kernel, owns_file=True)
+            return Model(bf, backend, kernel, owns_file=True, numpy_weights=numpy_weights)
         except BaseException:
             bf.close()
             raise
     if isinstance(source, BulletFile):
-        return Model(source, backend, kernel)
+        return Model(source, backend, kernel, numpy_weights=numpy_weights)
     raise ModelError(f"load_model expects a path or a BulletFile, got {type(source).__name__}")

@@ -15,13 +15,26 @@ Owns the math every backend must reproduce (docs/ARCHITECTURE.md, "Tensor names"
 
 Everything is float32, as in llama2.c's run.c, including the RoPE angle (pos * freq rounded to
 f32 before cos/sin). It is the oracle of the parity tests and the fallback backend
-(BULLET_BACKEND=numpy). `ReferenceModel.from_bullet(bf)` dequantises bq4 tensors once.
+(BULLET_BACKEND=numpy).
+
+Weights (`ReferenceModel.from_bullet(bf, weights=...)`, BULLET_NUMPY_WEIGHTS for the backend):
+    "mapped" (default)  bq4 matrices stay the uint8 block arrays of the mapped .bullet file (no
+                        copy); each product dequantises its matrix (dequantize_bq4) into a
+                        temporary and multiplies, the embedding lookup dequantises only the rows
+                        it reads. Private memory: the KV caches and temporaries.
+    "f32"               bq4 matrices are dequantised once at load and kept (4 bytes per weight,
+                        6.4x the bq4 bytes): faster per token; the same products on the same
+                        values, so the logits are bit-identical to "mapped".
+f32 tensors are views of the mapping in both modes; f16 tensors are widened to f32 copies.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..errors import ModelError
+from ..format import dequantize_bq4
+
+WEIGHT_MODES = ("mapped", "f32")
 
 _ARCH_INT_KEYS = ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "vocab_size", "max_seq_len")
 MAX_ARCH_VALUE = 1 << 20   # no tiny model comes near; stops a hostile header allocating terabytes
@@ -117,56 +130,131 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x * (np.float32(1.0) / (np.float32(1.0) + np.exp(-x)))
 
 
-class ReferenceModel:
-    """Float32 weights (NumPy arrays) plus the arch. Sessions hold the KV caches."""
+def _check_bq4(name: str, shape: tuple[int, ...], entry) -> np.ndarray:
+    """A mapped bq4 tensor `(blocks, (rows, cols))`, checked against the arch's shape; the blocks."""
+    try:
+        blocks, logical = entry
+        logical = tuple(int(v) for v in logical)
+    except (TypeError, ValueError):
+        raise ModelError(f"bq4 tensor {name} must be given as (blocks, (rows, cols))") from None
+    if len(shape) != 2:
+        raise ModelError(f"tensor {name} is a vector of shape {shape} and cannot be bq4")
+    if logical != shape:
+        raise ModelError(f"tensor {name}: expected shape {shape}, found {logical}")
+    want = (shape[0], -(-shape[1] // 32) * 20)
+    b = np.asarray(blocks)
+    if b.dtype != np.uint8 or tuple(b.shape) != want:
+        raise ModelError(f"bq4 tensor {name} of shape {shape} needs uint8 blocks {want}, "
+                         f"found {b.dtype} {tuple(b.shape)}")
+    return b
 
-    def __init__(self, arch: dict, tensors: dict[str, np.ndarray], q8_weights: dict | None = None):
+
+def _dequantized(blocks: np.ndarray, cols: int) -> np.ndarray:
+    """BQ4 blocks -> C-contiguous float32 (rows, cols): the one way both weight modes build a
+    float matrix, so that "mapped" multiplies exactly the array "f32" keeps."""
+    return np.ascontiguousarray(dequantize_bq4(blocks, cols), dtype=np.float32)
+
+
+class ReferenceModel:
+    """Weights plus the arch. Sessions hold the KV caches.
+
+    tensors: name -> float array (kept as float32; an f32 array is not copied).
+    bq4: name -> (blocks, (rows, cols)): BQ4 block arrays kept as given (views of the mapped file:
+        no copy) and dequantised for every product; see the module docstring ("mapped").
+    q8_weights: name -> (d, q, cols), bq4 matrices unpacked once; products with them quantise the
+        activations to q8 (see matmul()).
+    activations "q8": products with the matrices of `bq4` do too, unpacking them per product."""
+
+    def __init__(self, arch: dict, tensors: dict[str, np.ndarray], q8_weights: dict | None = None,
+                 bq4: dict | None = None, activations: str = "f32"):
+        if activations not in ("f32", "q8"):
+            raise ModelError(f"activations must be 'f32' or 'q8', got {activations!r}")
         self.arch = check_arch(arch)
+        self.activations = activations
         # name -> (d_w (rows, nb) f32, q_w (rows, nb, 32) i32, cols): matrices multiplied the
         # way the native kernels do (activations quantised to q8), see matmul()
         self.q8w = dict(q8_weights or {})
-        shapes = expected_shapes(self.arch)
-        self.w: dict[str, np.ndarray] = {}
-        for name, shape in shapes.items():
+        bq4 = dict(bq4 or {})
+        self.shapes = expected_shapes(self.arch)
+        self.w: dict[str, np.ndarray] = {}      # float32 tensors
+        self.bq4: dict[str, np.ndarray] = {}    # uint8 (rows, nb*20) BQ4 blocks, dequantised per use
+        for name, shape in self.shapes.items():
+            if name in bq4:
+                self.bq4[name] = _check_bq4(name, shape, bq4[name])
+                continue
             if name not in tensors:
                 raise ModelError(f"tensor {name} is missing (arch needs shape {shape})")
             t = np.asarray(tensors[name])
             if tuple(t.shape) != shape:
                 raise ModelError(f"tensor {name}: expected shape {shape}, found {tuple(t.shape)}")
             self.w[name] = np.ascontiguousarray(t, dtype=np.float32)
+        # "mapped" when some matrix is read from its blocks at every use
+        self.weights = "mapped" if self.bq4 else "f32"
         a = self.arch
         self.cos, self.sin = rope_tables(a["head_dim"], a["max_seq_len"], a["rope_theta"])
         self.out_name = "tok_embd" if a["tied_embeddings"] else "output"
 
     @classmethod
-    def from_bullet(cls, bf, activations: str = "f32") -> "ReferenceModel":
-        """Build from an open BulletFile: bq4 tensors are dequantised once, f16/f32 widened.
+    def from_bullet(cls, bf, activations: str = "f32", weights: str = "mapped") -> "ReferenceModel":
+        """Build from an open BulletFile; f16/f32 tensors are widened (f32: a view of the mapping).
 
+        weights "mapped": bq4 tensors stay the block arrays of the mapping and are dequantised at
+        every use; "f32": they are dequantised once, here. Both give bit-identical logits.
         activations "f32": every product is float32 (the model's math, the parity oracle).
         activations "q8": products with bq4 matrices quantise the activation row to int8 per
         32-block and sum exact integer block products, as the native kernels do
         (bulletd.kernels.matmul_bq4_q8_ref), so native bq4 logits can be held to a tight bound."""
-        from ..format import dequantize_bq4
         if activations not in ("f32", "q8"):
             raise ModelError(f"activations must be 'f32' or 'q8', got {activations!r}")
-        tensors, q8w = {}, {}
+        if weights not in WEIGHT_MODES:
+            raise ModelError(f"weights must be 'mapped' or 'f32', got {weights!r}")
+        tensors, bq4, q8w = {}, {}, {}
         for name, info in bf.tensors.items():
             raw = bf.tensor(name)
             if info.dtype == "bq4":
-                tensors[name] = dequantize_bq4(raw, info.shape[1])
+                if weights == "mapped":
+                    bq4[name] = (raw, tuple(info.shape))
+                    continue
+                tensors[name] = _dequantized(raw, info.shape[1])
                 if activations == "q8":
                     from ..kernels import bq4_unpack_ref
                     d, q = bq4_unpack_ref(raw, info.shape[1])
                     q8w[name] = (d, q.astype(np.int32), info.shape[1])
             else:
                 tensors[name] = np.asarray(raw, dtype=np.float32)
-        return cls(bf.arch, tensors, q8w)
+        m = cls(bf.arch, tensors, q8w, bq4=bq4, activations=activations)
+        m.weights = weights
+        return m
+
+    def weight(self, name: str) -> np.ndarray:
+        """The named tensor as float32: the kept array, or a bq4 matrix dequantised now."""
+        b = self.bq4.get(name)
+        if b is None:
+            return self.w[name]
+        return _dequantized(b, self.shapes[name][1])
+
+    def embed(self, ids: np.ndarray) -> np.ndarray:
+        """Rows `ids` of tok_embd, float32 (T, dim); from BQ4 blocks only those rows are decoded
+        (a row's blocks hold its weights alone)."""
+        b = self.bq4.get("tok_embd")
+        if b is None:
+            return self.w["tok_embd"][ids].astype(np.float32)
+        return _dequantized(b[ids], self.shapes["tok_embd"][1])
+
+    def _q8_weight(self, name: str):
+        q = self.q8w.get(name)
+        if q is None and self.activations == "q8" and name in self.bq4:
+            from ..kernels import bq4_unpack_ref
+            cols = self.shapes[name][1]
+            d, qi = bq4_unpack_ref(self.bq4[name], cols)
+            q = (d, qi.astype(np.int32), cols)
+        return q
 
     def matmul(self, x: np.ndarray, name: str) -> np.ndarray:
         """x (T, in) -> (T, out) = x @ W.T for the named matrix."""
-        q = self.q8w.get(name)
+        q = self._q8_weight(name)
         if q is None:
-            return (x @ self.w[name].T).astype(np.float32)
+            return (x @ self.weight(name).T).astype(np.float32)
         dw, qw, cols = q
         T = x.shape[0]
         nb = dw.shape[1]
@@ -240,7 +328,7 @@ class ReferenceSession:
         # causal mask: query t (absolute pos + t) sees keys 0..pos+t
         allowed = np.arange(end)[None, :] <= (pos + np.arange(T))[:, None]      # (T, end)
 
-        x = w["tok_embd"][ids].astype(np.float32)                                # (T, dim)
+        x = m.embed(ids)                                                         # (T, dim)
         for i in range(a["n_layers"]):
             xb = rmsnorm(x, w[f"blk.{i}.attn_norm"], eps)
             q = m.matmul(xb, f"blk.{i}.wq").reshape(T, nh, hd)
