@@ -55,6 +55,10 @@ SETTINGS = [
     dict(max_tokens=3, temperature=0.7, seed=3),
     dict(max_tokens=17, temperature=1.3, top_k=5, seed=4),
     dict(max_tokens=40, temperature=0.9, seed=5, stop=["e", "ab"]),
+    # not streaming: every native batch is _MAX_BATCH tokens from the first one
+    dict(max_tokens=40, temperature=0.8, top_k=40, top_p=0.95, repetition_penalty=1.1, seed=1, stream=False),
+    dict(max_tokens=40, temperature=0.9, seed=5, stop=["e", "ab"], stream=False),
+    dict(max_tokens=3, temperature=0.0, stream=False),
 ]
 
 

@@ -70,9 +70,10 @@ class _Raw:
         self.m = load_model(str(path))
         self.kernel = getattr(self.m, "kernel_path", "?")
 
-    def run(self, prompt: str, max_tokens: int) -> tuple[int, float, float]:
+    def run(self, prompt: str, max_tokens: int, stream: bool = False) -> tuple[int, float, float]:
+        """One generation with the settings the daemon requests use (stream as the request)."""
         from bulletd.runtime import GenerationSettings
-        gs = GenerationSettings(max_tokens=max_tokens, temperature=0.8, seed=1234, stream=True)
+        gs = GenerationSettings(max_tokens=max_tokens, temperature=0.8, seed=1234, stream=stream)
         t0 = time.perf_counter()
         g = self.m.generate(prompt, gs)
         first = None
@@ -97,7 +98,7 @@ async def _paired(port: int | str, device: str, path: Path, child: str, prompt: 
               else AsyncClient.mqtt("127.0.0.1", port, device=device, timeout=60))
     async with client as c:
         for i in range(reps + 1):
-            n, dt, first = raw.run(prompt, max_tokens)
+            n, dt, first = raw.run(prompt, max_tokens, stream)
             t0 = time.perf_counter()
             t_first = None
             if stream:

@@ -490,8 +490,9 @@ class Generation:
         last position is refused by the model).
 
         With the native backend and sampler, draws and forward passes run in batches inside one
-        native call each (the GIL is free meanwhile); batches grow 1, 2, 4 .. _MAX_BATCH, so the
-        first token comes at once and a cancel waits at most one batch. Tokens drawn beyond what
+        native call each (the GIL is free meanwhile). When streaming, batches grow 1, 2, 4 ..
+        _MAX_BATCH, so the first token comes at once; otherwise (no one sees a token before the
+        end) every batch is _MAX_BATCH, fewer calls. A cancel waits at most one batch. Tokens drawn beyond what
         the consumer takes are wasted work but stay valid in the cache (session.tokens lists them).
         Otherwise one draw and one forward call per token. Both give the same ids for one seed."""
         m, s, sess = self.model, self.settings, self.session
@@ -515,7 +516,7 @@ class Generation:
         buf = np.require(logits, dtype=np.float32, requirements=["C", "W", "O"])
         stop_ids = np.array(sorted(m.stop_ids), dtype=np.int64)
         no_coins = np.zeros(_MAX_BATCH, dtype=np.float64)
-        pending, produced, batch = -1, 0, 1
+        pending, produced, batch = -1, 0, (1 if s.stream else _MAX_BATCH)
         while True:
             # draws the context allows: each one after the first needs a free position, and so
             # does the pending token
