@@ -51,6 +51,34 @@ def test_stream_decoder_never_emits_half_a_character():
     assert sum(1 for s in out if s == "") > 0   # some bytes were held back
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 260), max_size=30), st.lists(st.integers(1, 6), min_size=1, max_size=8),
+       st.booleans())
+def test_push_many_is_pushing_one_at_a_time(ids, cuts, prefix):
+    """Any ids (control tokens, raw bytes that split or break UTF-8, pieces with a leading space),
+    cut into groups anywhere: push_many gives the same text, and leaves the same state."""
+    tok = Tokenizer(_vocab([" a", "नम", " "]), {"add_dummy_prefix": prefix})
+    one = tok.stream_decoder()
+    want = "".join(one.push(i) for i in ids)
+    many = tok.stream_decoder()
+    got, k, c = [], 0, 0
+    while k < len(ids):
+        n = cuts[c % len(cuts)]
+        got.append(many.push_many(ids[k:k + n]))
+        k, c = k + n, c + 1
+    assert "".join(got) == want
+    assert many.push_many([]) == ""
+    tail = tok.encode(" aन", bos=False)       # the states match: the same text follows
+    assert many.push_many(tail) + many.flush() == "".join(one.push(i) for i in tail) + one.flush()
+
+
+def test_push_many_names_a_bad_id():
+    dec = Tokenizer(_vocab([]), {}).stream_decoder()
+    for bad in ([5, 10 ** 6], [-1]):
+        with pytest.raises(Exception, match="out of range"):
+            dec.push_many(bad)
+
+
 def test_dummy_prefix_is_added_and_stripped():
     tok = Tokenizer(_vocab([" hi", "hi"]), {"add_dummy_prefix": True})
     ids = tok.encode("hi", bos=False)

@@ -56,6 +56,8 @@ class Tokenizer:
             elif e.type == TOKEN_BYTE and len(e.piece) == 1 and e.piece[0] not in self._byte:
                 self._byte[e.piece[0]] = i
         self._cache: dict[str, tuple[int, ...]] = {}
+        # what each id decodes to (control tokens: nothing), for decoding many ids at once
+        self._out_bytes = [b"" if e.type == TOKEN_CONTROL else e.piece for e in vocab]
 
     def __len__(self) -> int:
         return len(self.vocab)
@@ -137,7 +139,22 @@ class StreamDecoder:
         self._strip = tok.add_dummy_prefix   # the dummy prefix space is not part of the output
 
     def push(self, token_id: int) -> str:
-        text = self._dec.decode(self._tok.piece_bytes(token_id))
+        return self._text(self._dec.decode(self._tok.piece_bytes(token_id)))
+
+    def push_many(self, token_ids) -> str:
+        """The text of several ids at once: the same as joining push(i) for each."""
+        pieces = self._tok._out_bytes
+        try:
+            if min(token_ids, default=0) < 0:
+                raise IndexError
+            data = b"".join([pieces[i] for i in token_ids])
+        except (IndexError, TypeError):
+            for i in token_ids:                  # name the bad id the way push() does
+                self._tok.piece_bytes(i)
+            raise
+        return self._text(self._dec.decode(data))
+
+    def _text(self, text: str) -> str:
         if self._strip and text:
             self._strip = False
             if text.startswith(" "):

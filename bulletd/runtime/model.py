@@ -429,43 +429,59 @@ class Generation:
             pos = len(self.prompt_tokens)
             src = self._sampled(logits, pos, Sampler(s))
             dec = tok.stream_decoder()
-            for i in self.prompt_tokens:   # prime the decoder: the prompt's text is not output,
-                dec.push(i)                # but it decides leading-space stripping and UTF-8 state
+            dec.push_many(self.prompt_tokens)   # prime the decoder: the prompt's text is not output,
+            #                                     but it decides leading-space stripping and UTF-8 state
             out = ""        # decoded generated text
             emitted = 0     # out[:emitted] has been yielded
             t_dec = None
+            stop_ids = m.stop_ids
             try:
                 while True:
                     if self._cancelled():
                         self.finish_reason = "cancelled"
                         break
-                    nxt = next(src)
+                    batch = next(src)           # ids drawn (and run) together
                     if t_dec is None:
                         t_dec = time.perf_counter()
                         self.ttft_s = t_dec - t0
-                    if nxt in m.stop_ids:
-                        self.finish_reason = "eos"
-                        break
-                    self.tokens.append(nxt)
-                    out += dec.push(nxt)
-                    if stops:
-                        cut, hold = _scan_stops(out, emitted, stops)
-                        if cut is not None:
-                            out = out[:cut]
-                            self.finish_reason = "stop"
+                    # the ids of this batch the generation keeps, and why it ends if it does: an
+                    # end-of-sequence id is dropped; max_tokens or the context keeps the id reaching it
+                    take, reason = len(batch), None
+                    n0 = len(self.tokens)
+                    for j, nxt in enumerate(batch):
+                        if nxt in stop_ids:
+                            take, reason = j, "eos"
                             break
-                        safe = len(out) - hold
-                    else:
+                        if n0 + j + 1 >= s.max_tokens or pos + j >= m.context:
+                            take, reason = j + 1, "length"
+                            break
+                    ids = batch[:take] if take < len(batch) else batch
+                    if not stops:
+                        self.tokens.extend(ids)
+                        out += dec.push_many(ids)
                         safe = len(out)
+                    else:
+                        # one id at a time: a stop string ends the generation at the id that
+                        # completes it, and text that may begin one is held back
+                        safe = len(out)
+                        for nxt in ids:
+                            self.tokens.append(nxt)
+                            out += dec.push(nxt)
+                            cut, hold = _scan_stops(out, emitted, stops)
+                            if cut is not None:
+                                out = out[:cut]
+                                reason = "stop"
+                                break
+                            safe = len(out) - hold
+                    if reason is not None:
+                        self.finish_reason = reason
+                        break
                     if safe > emitted:
                         delta = out[emitted:safe]
                         emitted = safe
                         self.text += delta
                         yield delta
-                    if len(self.tokens) >= s.max_tokens or pos >= m.context:
-                        self.finish_reason = "length"
-                        break
-                    pos += 1    # nxt is (or is about to be) run at pos; the next draw is for pos + 1
+                    pos += take   # the ids are (or the last is about to be) run at pos..pos+take-1
             finally:
                 src.close()
             if self._finish != "stop":
@@ -484,10 +500,10 @@ class Generation:
                 yield delta
 
     def _sampled(self, logits: np.ndarray, pos: int, sampler: Sampler):
-        """The drawn token ids, one at a time; each is run through the model before the next
-        one is drawn. The consumer stops resuming when it has what it wants, and never asks for
-        more than max_tokens or the context allows (the next draw after one at the context's
-        last position is refused by the model).
+        """The drawn token ids, in lists (one per native batch, else one id each); each id is
+        run through the model before the next one is drawn. The consumer stops resuming when it
+        has what it wants, and never asks for more than max_tokens or the context allows (the
+        next draw after one at the context's last position is refused by the model).
 
         With the native backend and sampler, draws and forward passes run in batches inside one
         native call each (the GIL is free meanwhile). When streaming, batches grow 1, 2, 4 ..
@@ -507,7 +523,7 @@ class Generation:
                 except ValueError as exc:
                     raise ModelError(f"{m.path}: the model produced non-finite logits at position "
                                      f"{pos - 1} (weights with NaN or infinite values?)") from exc
-                yield nxt
+                yield [nxt]
                 if nxt not in seen_set:
                     seen_set.add(nxt)
                     seen_arr = np.append(seen_arr, nxt)
@@ -538,7 +554,8 @@ class Generation:
                 if t not in seen_set:
                     seen_set.add(t)
                     seen.append(t)
-                yield t
+            if toks:
+                yield toks
             produced += len(toks)
             if end == "nonfinite":
                 raise ModelError(f"{m.path}: the model produced non-finite logits at position "
