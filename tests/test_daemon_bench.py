@@ -19,6 +19,9 @@ def test_bench_quick_json_reports_every_figure():
         t = j[f"throughput_{child}"]
         assert t["raw_tokens_per_s"] > 0 and t["mqtt_tokens_per_s"] > 0 and t["tokens"] > 0
         assert "socket_overhead_ms" in t and "overhead_ms" in t
+        u = t["under_load"]           # two requests in flight to the one-worker daemon
+        assert u["in_flight"] == 2 and u["raw_tokens_per_s"] > 0 and u["mqtt_tokens_per_s"] > 0
+        assert u["rounds"] >= 3 and "overhead_pct" in u
     assert j["first_chunk_small"]["prompt_tokens"] == 16 and j["first_chunk_small"]["mqtt_first_chunk_ms"] > 0
     assert j["concurrency"]["two_tokens_per_s"] > 0 and "runtime_alone_speedup" in j["concurrency"]
     assert set(j["rss"]["children_loaded"]) >= {"ref0", "ref1", "ref2", "ref3"}
