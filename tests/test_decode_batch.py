@@ -191,3 +191,27 @@ def test_non_finite_logits_end_the_batch(path):
                                     np.zeros(0, np.int64))
     assert (toks, end, pos) == ([], "nonfinite", 3)
     m.close()
+
+
+@pytest.mark.parametrize("kw, sizes", [
+    (dict(stream=True), [1, 2, 4, 8, 16, 9]),
+    (dict(stream=False), [1, 16, 16, 7]),                     # nobody sees a token before the end
+    (dict(stream=False, stop=["\x00never"]), [1, 2, 4, 8, 16, 9]),   # a stop string may end it early
+])
+def test_batch_sizes_first_one_token_then_grow_or_jump(path, monkeypatch, kw, sizes):
+    """The first native batch is one token (so ttft_s times one token); then batches double while
+    streaming or with stop strings, and jump to 16 otherwise."""
+    asked = []
+    real = kernels.NativeSession.decode
+
+    def spy(self, logits, pending, pos, n, *rest):
+        asked.append(n)
+        return real(self, logits, pending, pos, n, *rest)
+
+    monkeypatch.setattr(kernels.NativeSession, "decode", spy)
+    m = load_model(path, backend="native")
+    g = m.generate("hi", GenerationSettings(max_tokens=40, temperature=0.8, seed=1, **kw))
+    "".join(g)
+    assert len(g.tokens) == 40 and g.finish_reason == "length"
+    assert asked == sizes
+    m.close()

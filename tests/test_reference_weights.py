@@ -211,6 +211,9 @@ def test_bullet_numpy_weights_selects_the_mode(files, monkeypatch):
         load_model(p, backend="numpy", numpy_weights="copy")
     if _native_kernels()[0] is not None:
         assert load_model(p, backend="native").numpy_weights is None
+        # the fallback's setting never stops the native backend from loading
+        monkeypatch.setenv("BULLET_NUMPY_WEIGHTS", "f16")
+        assert load_model(p, backend="native").numpy_weights is None
 
 
 def test_both_modes_generate_the_same_text(files, monkeypatch):

@@ -68,6 +68,8 @@ def test_push_many_is_pushing_one_at_a_time(ids, cuts, prefix):
         k, c = k + n, c + 1
     assert "".join(got) == want
     assert many.push_many([]) == ""
+    again = tok.stream_decoder()                 # any iterable, read once
+    assert again.push_many(i for i in ids) == want
     tail = tok.encode(" aन", bos=False)       # the states match: the same text follows
     assert many.push_many(tail) + many.flush() == "".join(one.push(i) for i in tail) + one.flush()
 

@@ -279,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="bulletd-bench-"))
     procs: list[subprocess.Popen] = []
+    logs: list = []
+
+    def _log(path: Path):
+        f = open(path, "wb")
+        logs.append(f)
+        return f
     results: dict = {"cpu_count": os.cpu_count()}
     try:
         models = tmp / "models"
@@ -313,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ}
         env.pop("NOTIFY_SOCKET", None)
         d = subprocess.Popen([sys.executable, "-m", "bulletd.daemon", "--config", str(cfg)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=open(tmp / "bulletd.log", "wb"))
+                             stdout=subprocess.DEVNULL, stderr=_log(tmp / "bulletd.log"))
         procs.append(d)
         _wait(lambda: os.path.exists(sock) or d.poll() is not None, 60, "bulletd socket")
         if d.poll() is not None:
@@ -328,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             "scheduler": {"workers": 1}, "mqtt": {"host": "127.0.0.1", "port": port},
         }))
         d1 = subprocess.Popen([sys.executable, "-m", "bulletd.daemon", "--config", str(cfg1)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=open(tmp / "bulletd1.log", "wb"))
+                              stdout=subprocess.DEVNULL, stderr=_log(tmp / "bulletd1.log"))
         procs.append(d1)
         from bulletd.client import Client
         _wait(lambda: os.path.exists(sock1) or d1.poll() is not None, 60, "second bulletd socket")
@@ -410,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
+        for f in logs:
+            f.close()
         if not a.keep:
             shutil.rmtree(tmp, ignore_errors=True)
 

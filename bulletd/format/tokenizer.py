@@ -144,6 +144,8 @@ class StreamDecoder:
     def push_many(self, token_ids) -> str:
         """The text of several ids at once: the same as joining push(i) for each."""
         pieces = self._tok._out_bytes
+        if not isinstance(token_ids, (list, tuple)):
+            token_ids = list(token_ids)          # an iterator is read once
         try:
             if min(token_ids, default=0) < 0:
                 raise IndexError

@@ -159,7 +159,6 @@ class Model:
                 stop.add(i)
         self.stop_ids = frozenset(stop)   # sampling one of these ends generation with "eos"
         self.backend = _choose_backend(backend)
-        weights = _choose_numpy_weights(numpy_weights)
         self.kernel_path = "numpy"
         self.numpy_weights: str | None = None   # "mapped" | "f32" on the numpy backend
         self._ref: ReferenceModel | None = None
@@ -180,6 +179,7 @@ class Model:
         else:
             if kernel != "auto":
                 raise ModelError(f"kernel {kernel!r} was requested but the backend is numpy")
+            weights = _choose_numpy_weights(numpy_weights)   # checked only where it matters
             self._ref = ReferenceModel.from_bullet(bf, weights=weights)
             self.numpy_weights = weights
 
@@ -360,7 +360,8 @@ class Generation:
 
     The session's lock is held from the first next() until the generation ends or is closed, so
     two generations on one session run one after the other. A set `cancel` Event ends it with
-    finish_reason "cancelled" before the next token."""
+    finish_reason "cancelled" before the next batch of tokens (one token on the NumPy paths, at
+    most _MAX_BATCH with the native decode loop; the tokens of a batch already run are kept)."""
 
     def __init__(self, model: Model, prompt_ids: list[int], settings: GenerationSettings,
                  session: Session | None, cancel: threading.Event | None):
@@ -506,9 +507,11 @@ class Generation:
         next draw after one at the context's last position is refused by the model).
 
         With the native backend and sampler, draws and forward passes run in batches inside one
-        native call each (the GIL is free meanwhile). When streaming, batches grow 1, 2, 4 ..
-        _MAX_BATCH, so the first token comes at once; otherwise (no one sees a token before the
-        end) every batch is _MAX_BATCH, fewer calls. A cancel waits at most one batch. Tokens drawn beyond what
+        native call each (the GIL is free meanwhile). The first batch is one token, so the first
+        token comes at once (and ttft_s times one token). When streaming, or when stop strings may
+        end the generation early, batches then grow 2, 4 .. _MAX_BATCH; otherwise (no one sees a
+        token before the end) they jump to _MAX_BATCH: fewer calls. A cancel waits at most one
+        batch. Tokens drawn beyond what
         the consumer takes are wasted work but stay valid in the cache (session.tokens lists them).
         Otherwise one draw and one forward call per token. Both give the same ids for one seed."""
         m, s, sess = self.model, self.settings, self.session
@@ -532,7 +535,8 @@ class Generation:
         buf = np.require(logits, dtype=np.float32, requirements=["C", "W", "O"])
         stop_ids = np.array(sorted(m.stop_ids), dtype=np.int64)
         no_coins = np.zeros(_MAX_BATCH, dtype=np.float64)
-        pending, produced, batch = -1, 0, (1 if s.stream else _MAX_BATCH)
+        pending, produced, batch = -1, 0, 1
+        ramp = s.stream or bool(s.stop)
         while True:
             # draws the context allows: each one after the first needs a free position, and so
             # does the pending token
@@ -563,7 +567,7 @@ class Generation:
             if end == "stop_id" or not toks:
                 return
             pending = toks[-1]
-            batch = min(2 * batch, _MAX_BATCH)
+            batch = min(2 * batch, _MAX_BATCH) if ramp else _MAX_BATCH
 
 
 # Most tokens one native decode call draws: a cancel or deadline waits at most this many tokens,
