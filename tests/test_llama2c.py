@@ -89,16 +89,22 @@ def test_runc_transcription_runs_200_greedy_steps_without_stopping(stories_runc)
     assert len(set(ids)) > 20         # a real sequence, not one token repeated
 
 
-@pytest.mark.parametrize("backend", ["numpy", "native", "native-scalar"])
-def test_f32_import_reproduces_runc_greedy_ids_and_logits(stories_f32, stories_runc, backend):
+def _load_backend(path, backend: str):
+    """backend "numpy", "native" or "native-scalar" (the native backend on the scalar kernels)."""
     kernel = "auto"
     if backend.startswith("native"):
         _native_or_fail()
         if backend == "native-scalar":
             backend, kernel = "native", "scalar"
-    ref_ids, ref_logits = stories_runc
-    m = load_model(stories_f32, backend=backend, kernel=kernel)
+    m = load_model(path, backend=backend, kernel=kernel)
     assert m.backend == backend and (kernel == "auto" or m.kernel_path == kernel)
+    return m
+
+
+@pytest.mark.parametrize("backend", ["numpy", "native", "native-scalar"])
+def test_f32_import_reproduces_runc_greedy_ids_and_logits(stories_f32, stories_runc, backend):
+    ref_ids, ref_logits = stories_runc
+    m = _load_backend(stories_f32, backend)
     ids, logits = _greedy_with_logits(m, STEPS)
     assert ids == ref_ids
     err = np.abs(logits - ref_logits).max()
@@ -114,13 +120,8 @@ def test_numpy_transcription_agrees_with_recorded_runc(stories_runc, runc_record
 
 @pytest.mark.parametrize("backend", ["numpy", "native", "native-scalar"])
 def test_f32_import_gives_recorded_runc_ids_for_256_steps(stories_f32, runc_recorded, backend):
-    kernel = "auto"
-    if backend.startswith("native"):
-        _native_or_fail()
-        if backend == "native-scalar":
-            backend, kernel = "native", "scalar"
     rec_ids, rec_first = runc_recorded
-    m = load_model(stories_f32, backend=backend, kernel=kernel)
+    m = _load_backend(stories_f32, backend)
     ids, logits = _greedy_with_logits(m, len(rec_ids))
     assert ids == rec_ids
     err = np.abs(logits[0] - rec_first).max()

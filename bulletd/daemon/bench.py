@@ -308,38 +308,30 @@ def main(argv: list[str] | None = None) -> int:
             conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n")
             procs.append(subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             _wait(lambda: _port_open(port), 10, "mosquitto")
-        sock = str(tmp / "bulletd.sock")
-        cfg = tmp / "bulletd.yaml"
-        cfg.write_text(json.dumps({
-            "device_id": "bench", "model_dir": str(models), "log_level": "warning",
-            "socket": {"path": sock}, "trust": {"keys": [str(pub)]},
-            "registry": {"memory_budget_mb": 64, "session_idle": 1.0},
-            "mqtt": {"host": "127.0.0.1", "port": port},
-        }))
         env = {**os.environ}
         env.pop("NOTIFY_SOCKET", None)
-        d = subprocess.Popen([sys.executable, "-m", "bulletd.daemon", "--config", str(cfg)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=_log(tmp / "bulletd.log"))
-        procs.append(d)
-        _wait(lambda: os.path.exists(sock) or d.poll() is not None, 60, "bulletd socket")
-        if d.poll() is not None:
-            raise RuntimeError("bulletd exited: " + (tmp / "bulletd.log").read_text())
+
+        def start_daemon(name: str, registry: dict, **extra) -> tuple[subprocess.Popen, str]:
+            """A bulletd process on the broker and the children made above; (process, socket)."""
+            sock_path, log = str(tmp / f"{name}.sock"), tmp / f"{name}.log"
+            cfg = tmp / f"{name}.yaml"
+            cfg.write_text(json.dumps({
+                "device_id": name, "model_dir": str(models), "log_level": "warning",
+                "socket": {"path": sock_path}, "trust": {"keys": [str(pub)]},
+                "registry": {"memory_budget_mb": 64, **registry},
+                "mqtt": {"host": "127.0.0.1", "port": port}, **extra}))
+            p = subprocess.Popen([sys.executable, "-m", "bulletd.daemon", "--config", str(cfg)], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=_log(log))
+            procs.append(p)
+            _wait(lambda: os.path.exists(sock_path) or p.poll() is not None, 60, f"the {name} socket")
+            if p.poll() is not None:
+                raise RuntimeError(f"{name} exited: " + log.read_text())
+            return p, sock_path
+
+        d, sock = start_daemon("bench", {"session_idle": 1.0})
         # a second bulletd on the same broker and children with ONE worker thread: the load figure
-        sock1 = str(tmp / "bulletd1.sock")
-        cfg1 = tmp / "bulletd1.yaml"
-        cfg1.write_text(json.dumps({
-            "device_id": "bench1", "model_dir": str(models), "log_level": "warning",
-            "socket": {"path": sock1}, "trust": {"keys": [str(pub)]},
-            "registry": {"memory_budget_mb": 64, "session_idle": 30.0, "preload": False},
-            "scheduler": {"workers": 1}, "mqtt": {"host": "127.0.0.1", "port": port},
-        }))
-        d1 = subprocess.Popen([sys.executable, "-m", "bulletd.daemon", "--config", str(cfg1)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=_log(tmp / "bulletd1.log"))
-        procs.append(d1)
+        d1, sock1 = start_daemon("bench1", {"session_idle": 30.0, "preload": False}, scheduler={"workers": 1})
         from bulletd.client import Client
-        _wait(lambda: os.path.exists(sock1) or d1.poll() is not None, 60, "second bulletd socket")
-        if d1.poll() is not None:
-            raise RuntimeError("the one-worker bulletd exited: " + (tmp / "bulletd1.log").read_text())
         for s_path in (sock, sock1):
             with Client(s_path) as c:
                 _wait(lambda: c.status()["mqtt"].get("state") == "connected", 20, "bulletd MQTT connection")
