@@ -84,7 +84,7 @@ class _Raw:
         return len(g.tokens), dt, first if first is not None else dt
 
 
-async def _paired(port: int | str, device: str, path: Path, child: str, prompt: str, max_tokens: int, reps: int,
+async def _paired(port: tuple[str, int] | str, device: str, path: Path, child: str, prompt: str, max_tokens: int, reps: int,
                   stream: bool) -> dict:
     """Alternate raw and daemon runs (the machine's load changes by the second; pairing keeps the
     comparison fair). Returns medians of both."""
@@ -93,9 +93,9 @@ async def _paired(port: int | str, device: str, path: Path, child: str, prompt: 
     r_tps, r_first, d_tps, d_first, ntok = [], [], [], [], 0
     ratio, extra_ms = [], []          # per pair: daemon/raw tokens/s, and the added milliseconds
     inside_ms, raw_ms = [], []        # the daemon's own time from receipt to final reply; the runtime's
-    # port: the broker's port (MQTT), or a socket path (the same measurement over the Unix socket)
+    # port: the broker's (host, port) (MQTT), or a socket path (the same measurement over the Unix socket)
     client = (AsyncClient.socket(port, timeout=60) if isinstance(port, str)
-              else AsyncClient.mqtt("127.0.0.1", port, device=device, timeout=60))
+              else AsyncClient.mqtt(*port, device=device, timeout=60))
     async with client as c:
         for i in range(reps + 1):
             n, dt, first = raw.run(prompt, max_tokens, stream)
@@ -131,7 +131,7 @@ async def _paired(port: int | str, device: str, path: Path, child: str, prompt: 
             "kernel": raw.kernel}
 
 
-async def _pipelined(port: int, device: str, path: Path, child: str, prompt: str, max_tokens: int,
+async def _pipelined(broker: tuple[str, int], device: str, path: Path, child: str, prompt: str, max_tokens: int,
                      rounds: int, per_round: int = 8, depth: int = 2) -> dict:
     """Throughput under load: `per_round` requests with `depth` in flight (to a daemon with one
     worker), beside the runtime generating the same requests back to back in this process,
@@ -139,7 +139,7 @@ async def _pipelined(port: int, device: str, path: Path, child: str, prompt: str
     from bulletd.client import AsyncClient
     raw = _Raw(path)
     raw_tps, d_tps, ratio = [], [], []
-    async with AsyncClient.mqtt("127.0.0.1", port, device=device, timeout=60) as c:
+    async with AsyncClient.mqtt(*broker, device=device, timeout=60) as c:
         gate = asyncio.Semaphore(depth)
 
         async def one() -> int:
@@ -299,10 +299,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if a.broker:
             host, _, port_s = a.broker.partition(":")
-            port = int(port_s or 1883)
+            host, port = host or "127.0.0.1", int(port_s or 1883)
         else:
             exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-            port = _free_port()
+            host, port = "127.0.0.1", _free_port()
             conf = tmp / "mosquitto.conf"
             # set_tcp_nodelay: without it mosquitto holds small replies for delayed ACKs (~40 ms each)
             conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n")
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                 "device_id": name, "model_dir": str(models), "log_level": "warning",
                 "socket": {"path": sock_path}, "trust": {"keys": [str(pub)]},
                 "registry": {"memory_budget_mb": 64, **registry},
-                "mqtt": {"host": "127.0.0.1", "port": port}, **extra}))
+                "mqtt": {"host": host, "port": port}, **extra}))
             p = subprocess.Popen([sys.executable, "-m", "bulletd.daemon", "--config", str(cfg)], env=env,
                                  stdout=subprocess.DEVNULL, stderr=_log(log))
             procs.append(p)
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # 1 + 2: throughput and first chunk, raw beside daemon, both children
         for child in ("small", "ref0"):
-            t = asyncio.run(_paired(port, "bench", models / f"{child}.bullet", child, prompt64, 64, reps, False))
+            t = asyncio.run(_paired((host, port), "bench", models / f"{child}.bullet", child, prompt64, 64, reps, False))
             ts = asyncio.run(_paired(sock, "bench", models / f"{child}.bullet", child, prompt64, 64, reps, False))
             results[f"throughput_{child}"] = {
                 "raw_tokens_per_s": round(t["raw_tokens_per_s"], 1), "mqtt_tokens_per_s": round(t["mqtt_tokens_per_s"], 1),
@@ -359,13 +359,13 @@ def main(argv: list[str] | None = None) -> int:
                 "socket_daemon_ms": round(ts["daemon_ms"], 2),
                 "kernel": t["kernel"], "socket_overhead_pct": round(ts["overhead_pct"], 1),
                 "socket_overhead_ms": round(ts["overhead_ms"], 2)}
-            pl = asyncio.run(_pipelined(port, "bench1", models / f"{child}.bullet", child, prompt64, 64, reps))
+            pl = asyncio.run(_pipelined((host, port), "bench1", models / f"{child}.bullet", child, prompt64, 64, reps))
             results[f"throughput_{child}"]["under_load"] = {k: round(v, 1) if isinstance(v, float) else v
                                                             for k, v in pl.items()}
         # the one-worker daemon has done its part; it would only compete for the cores from here on
         d1.terminate()
         d1.wait(10)
-        f = asyncio.run(_paired(port, "bench", models / "small.bullet", "small", p16, 16, reps * 2, True))
+        f = asyncio.run(_paired((host, port), "bench", models / "small.bullet", "small", p16, 16, reps * 2, True))
         results["first_chunk_small"] = {"prompt_tokens": n16, "raw_first_token_ms": round(f["raw_first_ms"], 2),
                                         "mqtt_first_chunk_ms": round(f["mqtt_first_ms"], 2)}
         # 3: two children at once
