@@ -435,7 +435,7 @@ class Generation:
             out = ""        # decoded generated text
             emitted = 0     # out[:emitted] has been yielded
             t_dec = None
-            stop_ids = m.stop_ids
+            stop_ids, context, max_tokens = m.stop_ids, m.context, s.max_tokens
             try:
                 while True:
                     if self._cancelled():
@@ -453,7 +453,7 @@ class Generation:
                         if nxt in stop_ids:
                             take, reason = j, "eos"
                             break
-                        if n0 + j + 1 >= s.max_tokens or pos + j >= m.context:
+                        if n0 + j + 1 >= max_tokens or pos + j >= context:
                             take, reason = j + 1, "length"
                             break
                     ids = batch[:take] if take < len(batch) else batch
