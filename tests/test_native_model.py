@@ -306,50 +306,50 @@ def test_forward_releases_the_gil():
     assert len(ticks) >= 5, f"the other thread ran {len(ticks)} times during a {elapsed * 1e3:.0f} ms native call"
 
 
-def test_two_sessions_on_two_threads_run_in_parallel():
-    """Wall time of two sessions on two threads is clearly below twice one session's.
+def test_two_sessions_on_two_threads_are_not_serialised():
+    """Native calls of two sessions of one model overlap in time: no model-wide lock.
 
-    Needs a second core to be free: with the machine saturated by other processes the kernel's
-    autogroup scheduler gives this process the same CPU share whatever its thread count, and no
-    timing can show parallelism. The GIL release itself is checked by test_forward_releases_the_gil."""
-    ncpu = os.cpu_count() or 1
-    if ncpu < 2:
-        pytest.skip("one CPU: threads cannot run in parallel on this machine")
+    Checked by order of events, not by speed: while one thread is inside a long prefill call,
+    the other thread starts and finishes whole forward calls. Had the native side serialised
+    sessions (a model-wide mutex, or the GIL kept), no call could both start and end inside the
+    long one. This holds on one core as on many, since the scheduler time-slices the threads;
+    how much faster two threads are is a figure for the benchmarks (`bulletd-cli bench`), not
+    for a test on a shared machine."""
     cfg = dict(K.REFERENCE, tied_embeddings=True)
-    m = K.NativeModel(cfg, random_lm(cfg, 0))
-    sessions = [m.new_session(), m.new_session()]
-    toks = list(range(96))
+    m = K.NativeModel(cfg, random_lm(cfg, 0), "scalar")  # the slow path makes the long call long
+    long_s, short_s = m.new_session(), m.new_session()
+    short_s.prefill([1, 2, 3], 0)
+    window = []
+    calls = []
+    started = threading.Event()
+    stop = threading.Event()
 
-    def work(s):
-        for _ in range(2):
-            s.prefill(toks, 0)
-            for p in range(96, 160):
-                s.forward(p, p)
+    def short_calls():
+        started.set()
+        p = 3
+        while not stop.is_set() and p < 60:
+            t0 = time.perf_counter()
+            short_s.forward(p % 200, p)
+            calls.append((t0, time.perf_counter()))
+            p += 1
 
-    def timed(n):
-        ths = [threading.Thread(target=work, args=(sessions[i],)) for i in range(n)]
+    th = threading.Thread(target=short_calls)
+    th.start()
+    try:
+        started.wait()
         t0 = time.perf_counter()
-        for t in ths:
-            t.start()
-        for t in ths:
-            t.join()
-        return time.perf_counter() - t0
-
-    work(sessions[0])  # warm up
-    ratios = []
-    for _ in range(4):  # the machine is shared: best of a few rounds
-        one = timed(1)
-        two = timed(2)
-        ratios.append(two / one)
-        if two / one < 1.5:
-            break
-    load = os.getloadavg()[0]
-    if min(ratios) >= 1.5 and load > ncpu - 0.5:
-        pytest.skip(f"machine saturated by other processes (load average {load:.1f} on {ncpu} CPUs); "
-                    f"two/one thread wall-time ratios {[round(r, 2) for r in ratios]} say nothing about parallelism")
-    assert min(ratios) < 1.5, f"two threads took {min(ratios):.2f}x one thread's wall time (rounds: {ratios})"
-    # and the results of parallel sessions are the same as alone
-    np.testing.assert_array_equal(sessions[0].forward(5, 100), sessions[1].forward(5, 100))
+        long_s.prefill(list(range(48)), 0)  # one native call, ~150 ms on the scalar path
+        window = (t0, time.perf_counter())
+    finally:
+        stop.set()
+        th.join()
+    inside = [c for c in calls if window[0] < c[0] and c[1] < window[1]]
+    assert len(inside) >= 2, (f"{len(inside)} of {len(calls)} short calls ran wholly inside the "
+                              f"{(window[1] - window[0]) * 1e3:.0f} ms long call")
+    # and sessions that ran side by side give the same results as alone
+    fresh = m.new_session()
+    fresh.prefill(list(range(48)), 0)
+    np.testing.assert_array_equal(long_s.forward(5, 48), fresh.forward(5, 48))
 
 
 def test_one_session_used_by_two_threads_at_once_is_refused_not_corrupted(small):
