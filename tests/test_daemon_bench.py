@@ -1,6 +1,7 @@
 """The daemon benchmark command runs end to end and reports every figure (no speed is asserted:
 figures are the benchmark's output, not a test's)."""
 import json
+import os
 import subprocess
 import sys
 
@@ -22,8 +23,16 @@ def test_bench_quick_json_reports_every_figure():
         u = t["under_load"]           # two requests in flight to the one-worker daemon
         assert u["in_flight"] == 2 and u["raw_tokens_per_s"] > 0 and u["mqtt_tokens_per_s"] > 0
         assert u["rounds"] >= 3 and "overhead_pct" in u
+        fl = t["broker_floor"]        # the echo through the same broker, no model behind it
+        assert fl["round_trip_ms"] > 0 and fl["raw_ms"] > 0 and 0 < fl["floor_pct"] < 100
     assert j["first_chunk_small"]["prompt_tokens"] == 16 and j["first_chunk_small"]["mqtt_first_chunk_ms"] > 0
-    assert j["concurrency"]["two_tokens_per_s"] > 0 and "runtime_alone_speedup" in j["concurrency"]
+    cc = j["concurrency"]
+    assert cc["two_tokens_per_s"] > 0 and "runtime_alone_speedup" in cc
+    if len(os.sched_getaffinity(0)) < 2:
+        assert "core_speeds" not in cc     # one core: no per-core comparison to make
+        return
+    assert len(cc["core_speeds"]) == 2 and all(len(x) >= 2 and min(x.values()) > 0 for x in cc["core_speeds"])
+    assert 1 < cc["core_ceiling"] <= 2
     assert set(j["rss"]["children_loaded"]) >= {"ref0", "ref1", "ref2", "ref3"}
     assert j["rss"]["rss_mb"] > 10
     assert 4.5 < j["load_unload"]["size_mb"] < 5.5 and j["load_unload"]["load_ms"] > 0

@@ -9,7 +9,9 @@ values), signs them with a key made for the run, starts mosquitto on a free loop
 uses --broker HOST:PORT) and bulletd, then measures:
 
   1. MQTT v5 loopback tokens/s for 64-token generations vs the runtime's raw tokens/s (same
-     file, settings and seed, so the same tokens); overhead target <= 10 %. Two ways:
+     file, settings and seed, so the same tokens); overhead target <= 10 %. Beside it, the floor:
+     the round trip through the same broker to a minimal paho responder that runs no model,
+     paced by the same generations. Then two ways:
      a. one request at a time: each request pays the whole round trip (client -> broker ->
         bulletd -> worker thread -> bulletd -> broker -> client) on top of its generation;
      b. under load: the client keeps two requests in flight to a second bulletd that has ONE
@@ -19,7 +21,9 @@ uses --broker HOST:PORT) and bulletd, then measures:
         daemon's cost to throughput; (a) is its cost to one request's latency.
   2. time to the first streamed chunk for a 16-token prompt on SMALL (target <= 10 ms), beside
      the runtime's own time to first token.
-  3. two concurrent requests to two REFERENCE children: combined tokens/s vs one (target >= 1.7x).
+  3. two concurrent requests to two REFERENCE children: combined tokens/s vs one (target >= 1.7x),
+     beside the runtime alone on two threads and the runtime pinned to each core in turn (a
+     virtual machine's cores need not be equally fast: that bounds what two at once can reach).
   4. daemon RSS with four REFERENCE children loaded and used (target <= 100 MB).
   5. load and unload time of a ~5 MB child, signature verification included.
 """
@@ -163,6 +167,103 @@ async def _pipelined(broker: tuple[str, int], device: str, path: Path, child: st
     med = statistics.median
     return {"raw_tokens_per_s": med(raw_tps), "mqtt_tokens_per_s": med(d_tps), "overhead_pct": 100 * (1 - med(ratio)),
             "in_flight": depth, "requests_per_round": per_round, "rounds": rounds}
+
+
+def _core_speeds(path: Path, prompt: str, max_tokens: int, rounds: int) -> dict | None:
+    """The runtime's tokens/s pinned to each core in turn, alternating, medians. On a virtual
+    machine the cores need not be equal: a vCPU whose host thread is shared runs slower, and
+    then no two-request figure can reach twice one, and a daemon worker that lands on the slow
+    core looks slow beside a baseline that ran on the fast one."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None
+    raw = _Raw(path)
+    per: dict[int, list[float]] = {c: [] for c in cores}
+    try:
+        for i in range(rounds):
+            for c in cores:
+                os.sched_setaffinity(0, {c})
+                if i == 0:
+                    raw.run(prompt, 8)
+                n, dt, _ = raw.run(prompt, max_tokens)
+                per[c].append(n / dt)
+    finally:
+        os.sched_setaffinity(0, cores)
+        raw.m.close()
+    speeds = {c: statistics.median(v) for c, v in per.items()}
+    best = sorted(speeds.values(), reverse=True)
+    return {"tokens_per_s": speeds, "two_at_once_ceiling": (best[0] + best[1]) / best[0]}
+
+
+def _echo_responder(host: str, port: int, topic: str) -> None:
+    """The smallest MQTT responder there is (paho, no asyncio, no model): each request on
+    `topic`/req comes straight back on `topic`/rep with a reply-sized payload. Runs in its own
+    process, as bulletd does, for the transport floor below."""
+    import paho.mqtt.client as mqtt
+    reply = b"r" * 512
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.on_message = lambda cl, _u, _m: cl.publish(topic + "/rep", reply, qos=1)
+    c.on_connect = lambda cl, *_a: cl.subscribe(topic + "/req", qos=1)
+    c.connect(host, port)
+    c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    c.loop_forever()
+
+
+def _echo_floor(broker: tuple[str, int], path: Path, prompt: str, max_tokens: int, reps: int) -> dict:
+    """The broker round trip alone: request -> broker -> a minimal paho responder -> broker ->
+    reply, with QoS 1 both ways and TCP_NODELAY, between the same runtime generations as the
+    one-at-a-time daemon figure (so the processes are as idle, and wake as slowly, as there).
+    No MQTT daemon can answer faster than this on this machine."""
+    import threading
+    import paho.mqtt.client as mqtt
+    topic = f"bulletd-bench/echo/{os.getpid()}"
+    host, port = broker
+    resp = subprocess.Popen([sys.executable, "-c", "import sys; from bulletd.daemon.bench import _echo_responder; "
+                             "_echo_responder(sys.argv[1], int(sys.argv[2]), sys.argv[3])", host, str(port), topic])
+    got = threading.Event()
+    subscribed = threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.on_message = lambda *_a: got.set()
+    c.on_subscribe = lambda *_a: subscribed.set()
+    raw = _Raw(path)
+    try:
+        c.connect(host, port)
+        c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c.loop_start()
+        c.subscribe(topic + "/rep", qos=1)
+        if not subscribed.wait(10):
+            raise RuntimeError("the echo client could not subscribe")
+        request = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.8, "seed": 1234}).encode()
+        # the responder may still be connecting: ask until it answers
+        deadline = time.monotonic() + 20
+        while True:
+            got.clear()
+            c.publish(topic + "/req", request, qos=1)
+            if got.wait(0.2):
+                break
+            if time.monotonic() > deadline or resp.poll() is not None:
+                raise RuntimeError("the echo responder never answered")
+        rtt, gen = [], []
+        for _ in range(reps + 1):
+            n, dt, _ = raw.run(prompt, max_tokens)
+            got.clear()
+            t0 = time.perf_counter()
+            c.publish(topic + "/req", request, qos=1)
+            if not got.wait(10):
+                raise RuntimeError("an echo got lost")
+            rtt.append((time.perf_counter() - t0) * 1e3)
+            gen.append(dt * 1e3)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+        resp.terminate()
+        resp.wait(10)
+        raw.m.close()
+    rtt, gen = rtt[1:], gen[1:]
+    med = statistics.median
+    return {"round_trip_ms": med(rtt), "raw_ms": med(gen), "floor_pct": 100 * med(r / (r + g) for r, g in zip(rtt, gen))}
 
 
 def _raw_pair(paths: list[Path], prompt: str, max_tokens: int) -> tuple[float, float]:
@@ -359,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
                 "socket_daemon_ms": round(ts["daemon_ms"], 2),
                 "kernel": t["kernel"], "socket_overhead_pct": round(ts["overhead_pct"], 1),
                 "socket_overhead_ms": round(ts["overhead_ms"], 2)}
+            fl = _echo_floor((host, port), models / f"{child}.bullet", prompt64, 64, reps)
+            results[f"throughput_{child}"]["broker_floor"] = {k: round(v, 2) for k, v in fl.items()}
             pl = asyncio.run(_pipelined((host, port), "bench1", models / f"{child}.bullet", child, prompt64, 64, reps))
             results[f"throughput_{child}"]["under_load"] = {k: round(v, 1) if isinstance(v, float) else v
                                                             for k, v in pl.items()}
@@ -368,11 +471,18 @@ def main(argv: list[str] | None = None) -> int:
         f = asyncio.run(_paired((host, port), "bench", models / "small.bullet", "small", p16, 16, reps * 2, True))
         results["first_chunk_small"] = {"prompt_tokens": n16, "raw_first_token_ms": round(f["raw_first_ms"], 2),
                                         "mqtt_first_chunk_ms": round(f["mqtt_first_ms"], 2)}
-        # 3: two children at once
+        # 3: two children at once, with each core's speed measured around it
+        cs = [_core_speeds(models / "ref1.bullet", prompt64, 128, reps)]
         results["concurrency"] = {k: round(v, 2) for k, v in
                                   asyncio.run(_concurrent(sock, ["ref1", "ref2"], prompt64, 128, 2 * reps,
                                                           [models / "ref1.bullet", models / "ref2.bullet"])).items()
                                   if v is not None}
+        cs.append(_core_speeds(models / "ref1.bullet", prompt64, 128, reps))
+        if cs[0] and cs[1]:
+            results["concurrency"]["core_speeds"] = [{str(c): round(v, 1) for c, v in x["tokens_per_s"].items()} for x in cs]
+            results["concurrency"]["core_ceiling"] = round(min(x["two_at_once_ceiling"] for x in cs), 2)
+            results["concurrency"]["core_ceiling_after"] = round(cs[1]["two_at_once_ceiling"], 2)
+            results["concurrency"]["core_ceiling_before"] = round(cs[0]["two_at_once_ceiling"], 2)
         # 4: RSS with four REFERENCE children loaded and used
         with Client(sock) as c:
             for i in range(4):
@@ -424,6 +534,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{t['mqtt_tokens_per_s']:8.1f} tok/s | overhead {t['overhead_pct']:5.1f} % = {t['overhead_ms']:.2f} ms per "
               f"request, one request at a time (median of paired runs; target <= 10 %); via the Unix socket {t['socket_overhead_pct']:.1f} % = "
               f"{t['socket_overhead_ms']:.2f} ms")
+        fl = t["broker_floor"]
+        print(f"        the broker round trip alone (a minimal paho responder, same pacing): {fl['round_trip_ms']:.2f} ms = "
+              f"{fl['floor_pct']:.1f} % of a generation here, the floor of any MQTT daemon's overhead on this machine")
         u = t["under_load"]
         print(f"        under load ({u['in_flight']} requests in flight, one worker thread): runtime back to back "
               f"{u['raw_tokens_per_s']:8.1f} tok/s | via MQTT {u['mqtt_tokens_per_s']:8.1f} tok/s | overhead "
@@ -439,6 +552,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  two REFERENCE children at once: one {cc['one_tokens_per_s']:.1f} tok/s, two combined "
           f"{cc['two_tokens_per_s']:.1f} tok/s = {cc['speedup']:.2f}x  (target >= 1.7x); the runtime alone on two "
           f"threads in this process: {cc.get('runtime_alone_speedup', float('nan')):.2f}x")
+    if "core_speeds" in cc:
+        speeds = " | ".join(", ".join(f"core {c} {v:.0f}" for c, v in x.items()) for x in cc["core_speeds"])
+        print(f"        the runtime pinned to each core (tok/s, before | after): {speeds}; a pair can reach at most "
+              f"{cc['core_ceiling_before']:.2f}x | {cc['core_ceiling_after']:.2f}x (sum of the two cores / the faster one)")
     r = results["rss"]
     print(f"  daemon RSS with 4 REFERENCE children loaded ({r['children_mb']} MB mapped): {r['rss_mb']} MB idle, "
           f"{r['rss_right_after_use_mb']} MB while each still holds its cached session  (target <= 100 MB)")
