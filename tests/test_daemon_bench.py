@@ -23,6 +23,8 @@ def test_bench_quick_json_reports_every_figure():
         u = t["under_load"]           # two requests in flight to the one-worker daemon
         assert u["in_flight"] == 2 and u["raw_tokens_per_s"] > 0 and u["mqtt_tokens_per_s"] > 0
         assert u["rounds"] >= 3 and "overhead_pct" in u
+        assert 0 < u["worker_cpu_ms"] <= u["worker_ms"] + 0.5 and 0 < t["worker_cpu_ms"] <= t["worker_ms"] + 0.5
+        assert t["worker_ms"] <= t["daemon_ms"] + 0.01
         fl = t["broker_floor"]        # the echo through the same broker, no model behind it
         assert fl["round_trip_ms"] > 0 and fl["raw_ms"] > 0 and 0 < fl["floor_pct"] < 100
     assert j["first_chunk_small"]["prompt_tokens"] == 16 and j["first_chunk_small"]["mqtt_first_chunk_ms"] > 0

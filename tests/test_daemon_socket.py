@@ -64,6 +64,11 @@ def test_generate_through_the_mother_and_by_name(shared):
         assert again.text == r.text                      # same seed, same tokens
         r2 = c.generate("anything", child="math", max_tokens=4, seed=1)
         assert r2.child == "math" and r2.route == {"reason": "explicit", "confidence": 1.0}
+    # where the time went: the worker's wall and CPU time sit inside the request's total
+    t = r.timing
+    assert 0 < t["worker_cpu_ms"] <= t["worker_ms"] + 0.5
+    assert t["queue_ms"] + t["worker_ms"] <= t["total_ms"] + 0.01
+    assert t["first_ms"] <= t["worker_ms"] + 0.01
 
 
 def test_streaming_sends_chunks_then_exactly_one_final(shared):

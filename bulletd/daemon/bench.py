@@ -97,6 +97,7 @@ async def _paired(port: tuple[str, int] | str, device: str, path: Path, child: s
     r_tps, r_first, d_tps, d_first, ntok = [], [], [], [], 0
     ratio, extra_ms = [], []          # per pair: daemon/raw tokens/s, and the added milliseconds
     inside_ms, raw_ms = [], []        # the daemon's own time from receipt to final reply; the runtime's
+    worker_ms, worker_cpu = [], []    # the generation on bulletd's worker thread: wall and CPU time
     # port: the broker's (host, port) (MQTT), or a socket path (the same measurement over the Unix socket)
     client = (AsyncClient.socket(port, timeout=60) if isinstance(port, str)
               else AsyncClient.mqtt(*port, device=device, timeout=60))
@@ -123,6 +124,8 @@ async def _paired(port: tuple[str, int] | str, device: str, path: Path, child: s
             ratio.append((r.tokens / ddt) / (n / dt))
             extra_ms.append((ddt - dt) * 1e3)
             inside_ms.append(float((r.timing or {}).get("total_ms", 0.0)))
+            worker_ms.append(float((r.timing or {}).get("worker_ms", 0.0)))
+            worker_cpu.append(float((r.timing or {}).get("worker_cpu_ms", 0.0)))
             raw_ms.append(dt * 1e3)
             if t_first is not None:
                 d_first.append(t_first)
@@ -130,7 +133,8 @@ async def _paired(port: tuple[str, int] | str, device: str, path: Path, child: s
     med = statistics.median
     return {"tokens": ntok, "raw_tokens_per_s": med(r_tps), "mqtt_tokens_per_s": med(d_tps),
             "overhead_pct": 100 * (1 - med(ratio)), "overhead_ms": med(extra_ms),
-            "raw_ms": med(raw_ms), "daemon_ms": med(inside_ms),
+            "raw_ms": med(raw_ms), "daemon_ms": med(inside_ms), "worker_ms": med(worker_ms),
+            "worker_cpu_ms": med(worker_cpu),
             "raw_first_ms": med(r_first) * 1e3, "mqtt_first_ms": med(d_first) * 1e3 if d_first else None,
             "kernel": raw.kernel}
 
@@ -142,16 +146,20 @@ async def _pipelined(broker: tuple[str, int], device: str, path: Path, child: st
     alternating round by round. Returns medians."""
     from bulletd.client import AsyncClient
     raw = _Raw(path)
-    raw_tps, d_tps, ratio = [], [], []
+    raw_tps, d_tps, ratio, wall, cpu = [], [], [], [], []
     async with AsyncClient.mqtt(*broker, device=device, timeout=60) as c:
         gate = asyncio.Semaphore(depth)
 
         async def one() -> int:
             async with gate:
                 r = await c.generate(prompt, child, max_tokens=max_tokens, temperature=0.8, seed=1234)
+                wall.append(float(r.timing.get("worker_ms", 0.0)))
+                cpu.append(float(r.timing.get("worker_cpu_ms", 0.0)))
                 return r.tokens
 
         await asyncio.gather(*(one() for _ in range(depth)))          # warm-up
+        wall.clear()
+        cpu.clear()
         raw.run(prompt, max_tokens)
         for _ in range(rounds):
             t0 = time.perf_counter()
@@ -166,7 +174,7 @@ async def _pipelined(broker: tuple[str, int], device: str, path: Path, child: st
     raw.m.close()
     med = statistics.median
     return {"raw_tokens_per_s": med(raw_tps), "mqtt_tokens_per_s": med(d_tps), "overhead_pct": 100 * (1 - med(ratio)),
-            "in_flight": depth, "requests_per_round": per_round, "rounds": rounds}
+            "worker_ms": med(wall), "worker_cpu_ms": med(cpu), "in_flight": depth, "requests_per_round": per_round, "rounds": rounds}
 
 
 def _core_speeds(path: Path, prompt: str, max_tokens: int, rounds: int) -> dict | None:
@@ -457,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
                 "raw_tokens_per_s": round(t["raw_tokens_per_s"], 1), "mqtt_tokens_per_s": round(t["mqtt_tokens_per_s"], 1),
                 "tokens": t["tokens"], "overhead_pct": round(t["overhead_pct"], 1), "overhead_ms": round(t["overhead_ms"], 2),
                 "raw_ms": round(t["raw_ms"], 2), "daemon_ms": round(t["daemon_ms"], 2),
+                "worker_ms": round(t["worker_ms"], 2), "worker_cpu_ms": round(t["worker_cpu_ms"], 2),
                 "socket_daemon_ms": round(ts["daemon_ms"], 2),
                 "kernel": t["kernel"], "socket_overhead_pct": round(ts["overhead_pct"], 1),
                 "socket_overhead_ms": round(ts["overhead_ms"], 2)}
@@ -541,8 +550,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"        under load ({u['in_flight']} requests in flight, one worker thread): runtime back to back "
               f"{u['raw_tokens_per_s']:8.1f} tok/s | via MQTT {u['mqtt_tokens_per_s']:8.1f} tok/s | overhead "
               f"{u['overhead_pct']:5.1f} %  (target <= 10 %; median of {u['rounds']} rounds of "
-              f"{u['requests_per_round']} requests)")
-        print(f"        where the time goes (medians): runtime {t['raw_ms']:.2f} ms | inside bulletd, receipt to final "
+              f"{u['requests_per_round']} requests); bulletd's worker per request: {u['worker_ms']:.2f} ms wall, "
+              f"{u['worker_cpu_ms']:.2f} ms CPU")
+        print(f"        where the time goes (medians): runtime {t['raw_ms']:.2f} ms | bulletd's worker thread "
+              f"{t['worker_ms']:.2f} ms wall, {t['worker_cpu_ms']:.2f} ms CPU | inside bulletd, receipt to final "
               f"reply {t['daemon_ms']:.2f} ms (socket requests: {t['socket_daemon_ms']:.2f} ms) | the rest is the "
               f"transport: broker, both MQTT clients, wake-ups")
     f = results["first_chunk_small"]

@@ -88,6 +88,7 @@ class Scheduler:
 
         def work() -> Any:                         # worker thread
             marks["start"] = time.perf_counter()
+            cpu0 = time.thread_time()
             self.running += 1
             try:
                 if cancel.is_set():
@@ -103,6 +104,8 @@ class Scheduler:
                         break
                 return gen
             finally:
+                marks["cpu"] = time.thread_time() - cpu0
+                marks["end"] = time.perf_counter()
                 self.running -= 1
 
         timer = loop.call_later(deadline, lease.cancel, "timeout")
@@ -161,6 +164,10 @@ class Scheduler:
                 "queue_ms": round((marks.get("start", end) - marks["submit"]) * 1e3, 3),
                 "first_ms": round((marks.get("first", end) - marks.get("start", end)) * 1e3, 3),
                 "total_ms": round((end - marks["submit"]) * 1e3, 3),
+                # the worker's own share: wall time of the generation on its thread, and that
+                # thread's CPU time (the difference is time it waited: the GIL, the scheduler)
+                "worker_ms": round((marks.get("end", end) - marks.get("start", end)) * 1e3, 3),
+                "worker_cpu_ms": round(marks.get("cpu", 0.0) * 1e3, 3),
                 "tokens_per_s": round(len(tokens) / gen_s, 2) if gen_s > 0 else 0.0,
             },
         }
