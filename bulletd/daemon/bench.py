@@ -140,7 +140,7 @@ async def _paired(port: tuple[str, int] | str, device: str, path: Path, child: s
 
 
 async def _pipelined(broker: tuple[str, int], device: str, path: Path, child: str, prompt: str, max_tokens: int,
-                     rounds: int, per_round: int = 8, depth: int = 2) -> dict:
+                     rounds: int, per_round: int = 16, depth: int = 2) -> dict:
     """Throughput under load: `per_round` requests with `depth` in flight (to a daemon with one
     worker), beside the runtime generating the same requests back to back in this process,
     alternating round by round. Returns medians."""

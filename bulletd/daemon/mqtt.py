@@ -31,6 +31,7 @@ from paho.mqtt.properties import Properties
 
 from bulletd.errors import RequestError
 from bulletd.mqtt_direct import direct_queue
+from bulletd.tasks import cancel_and_wait
 from bulletd.daemon.protocol import (CT_JSON, CT_MSGPACK, check_topic, decode_payload, encode_payload,
                                      error_reply)
 
@@ -93,15 +94,7 @@ class MQTTTransport:
                 await self._publish_status("offline")
             except Exception as exc:
                 log.warning("could not publish the offline status: %s", exc)
-        for t in (self.status_task, self.task):
-            if t is not None:
-                t.cancel()
-        for t in (self.status_task, self.task):
-            if t is not None:
-                try:
-                    await t
-                except (asyncio.CancelledError, Exception):
-                    pass
+        await cancel_and_wait((self.status_task, self.task), what="MQTT task")
         self.connected = False
 
     # ------------------------------------------------------------------ connection

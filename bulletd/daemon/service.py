@@ -443,6 +443,7 @@ class Daemon:
         return 0
 
     async def shutdown(self) -> None:
+        from bulletd.tasks import cancel_and_wait
         """Stop accepting, drain in-flight requests under drain_timeout, cancel the rest (they
         still get a final error reply), then close transports and children one by one."""
         log.info("stopping: %d request(s) in flight, draining for up to %.1f s", self.inflight,
@@ -460,9 +461,7 @@ class Daemon:
                 await asyncio.wait_for(self.idle.wait(), 5.0)
             except asyncio.TimeoutError:
                 log.error("%d request(s) did not finish after cancellation", self.inflight)
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks, what="background task")
         if self.mqtt is not None:
             await self.mqtt.stop(graceful=True)
         if self.socket_server is not None:

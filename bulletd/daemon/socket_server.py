@@ -18,6 +18,7 @@ import msgpack
 
 from bulletd.errors import BulletError, RequestError
 from bulletd.daemon.protocol import FRAME_HDR, error_from_exc, error_reply, pack_frame
+from bulletd.tasks import cancel_and_wait
 
 log = logging.getLogger("bulletd.socket")
 
@@ -98,10 +99,7 @@ class SocketServer:
 
     async def close(self) -> None:
         self.stop_listening()
-        for t in list(self.conns):
-            t.cancel()
-        if self.conns:
-            await asyncio.gather(*self.conns, return_exceptions=True)
+        await cancel_and_wait(list(self.conns), what="socket connection")
         try:
             if os.path.exists(self.path) and stat.S_ISSOCK(os.lstat(self.path).st_mode):
                 os.unlink(self.path)

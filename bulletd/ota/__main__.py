@@ -71,12 +71,8 @@ async def _receive(args) -> int:
     if not stop.is_set():
         print("READY", flush=True)
     await stop.wait()
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
-    return 0
+    from bulletd.tasks import cancel_and_wait
+    return 1 if await cancel_and_wait([task], what="OTA receiver") else 0
 
 
 def main(argv=None) -> int:
