@@ -16,15 +16,20 @@ from typing import Iterable
 log = logging.getLogger("bulletd")
 
 
-async def cancel_and_wait(tasks: Iterable[asyncio.Future], *, every: float = 2.0, limit: float = 10.0,
+async def cancel_and_wait(tasks: Iterable[asyncio.Future], *, every: float = 2.0, limit: float = 5.0,
                           what: str = "task") -> set[asyncio.Future]:
     """Cancel `tasks` and wait until they end, cancelling again every `every` seconds (long
     enough for a task's own clean-up on cancellation, such as a last publish, to finish).
 
-    Returns the tasks still running after `limit` seconds (logged; normally none). Their
-    results and exceptions are retrieved, so none is reported as never retrieved."""
+    Returns the tasks still running after `limit` seconds (logged; normally none). Every
+    ended task's exception is retrieved, also of tasks that had ended before the call, so none
+    is reported as never retrieved (callers that care look at the tasks themselves)."""
     loop = asyncio.get_running_loop()
-    pending = {t for t in tasks if t is not None and not t.done()}
+    given = [t for t in tasks if t is not None]
+    for t in given:
+        if t.done() and not t.cancelled():
+            t.exception()
+    pending = {t for t in given if not t.done()}
     end = loop.time() + limit
     first = True
 
@@ -38,7 +43,7 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Future], *, every: float = 2.0
                       names(pending))
             break
         if not first:
-            log.info("%d %s(s) still running %.1f s after being cancelled (%s): cancelling again", len(pending),
+            log.warning("%d %s(s) still running %.1f s after being cancelled (%s): cancelling again", len(pending),
                      what, limit - left, names(pending))
         first = False
         for t in pending:

@@ -65,8 +65,19 @@ async def test_finished_and_failing_tasks_are_fine_and_their_errors_retrieved():
     async def quick():
         return 1
 
+    unretrieved: list = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, ctx: unretrieved.append(ctx.get("message")))
     a, b = asyncio.create_task(fails()), asyncio.create_task(quick())
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)          # both ended before the call
+    assert a.done() and b.done()
     assert await cancel_and_wait([a, b, None]) == set()
     c = asyncio.create_task(asyncio.sleep(30))
     assert await cancel_and_wait([c]) == set() and c.cancelled()
+    # an unretrieved exception is reported when its task is destroyed: make that happen now
+    del a
+    import gc
+    gc.collect()
+    await asyncio.sleep(0)
+    loop.set_exception_handler(None)
+    assert not [m for m in unretrieved if m and "never retrieved" in m], unretrieved

@@ -24,6 +24,7 @@ from bulletd.daemon.protocol import ADMIN_OPS, Request, error_from_exc, error_re
 from bulletd.daemon.registry import Registry, load_trust_store
 from bulletd.daemon.scheduler import Scheduler
 from bulletd.router import Router, load_mother, no_route_error
+from bulletd.tasks import cancel_and_wait
 
 log = logging.getLogger("bulletd")
 
@@ -443,7 +444,6 @@ class Daemon:
         return 0
 
     async def shutdown(self) -> None:
-        from bulletd.tasks import cancel_and_wait
         """Stop accepting, drain in-flight requests under drain_timeout, cancel the rest (they
         still get a final error reply), then close transports and children one by one."""
         log.info("stopping: %d request(s) in flight, draining for up to %.1f s", self.inflight,

@@ -20,6 +20,8 @@ import sys
 
 from bulletd.errors import BulletError
 
+log = logging.getLogger("bulletd.ota")
+
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bulletd.ota", description=__doc__,
@@ -72,7 +74,12 @@ async def _receive(args) -> int:
         print("READY", flush=True)
     await stop.wait()
     from bulletd.tasks import cancel_and_wait
-    return 1 if await cancel_and_wait([task], what="OTA receiver") else 0
+    if await cancel_and_wait([task], what="OTA receiver"):
+        return 1
+    if not task.cancelled() and task.exception() is not None:
+        log.error("OTA receiver failed: %r", task.exception())
+        return 2
+    return 0
 
 
 def main(argv=None) -> int:
