@@ -162,7 +162,7 @@ class Scheduler:
             "prompt_tokens": n_prompt,
             "timing": {
                 "queue_ms": round((marks.get("start", end) - marks["submit"]) * 1e3, 3),
-                "first_ms": round((marks.get("first", end) - marks.get("start", end)) * 1e3, 3),
+                "first_ms": round((marks.get("first", marks.get("end", end)) - marks.get("start", end)) * 1e3, 3),
                 "total_ms": round((end - marks["submit"]) * 1e3, 3),
                 # the worker's own share: wall time of the generation on its thread, and that
                 # thread's CPU time (the difference is time it waited: the GIL, the scheduler)
