@@ -380,8 +380,10 @@ def test_full_queue_answers_busy_at_once(kit, tmp_path):
         with socket.socket(socket.AF_UNIX) as s:
             s.connect(d.sock)
             t0 = time.monotonic()
-            s.sendall(b"".join(frame({"op": "generate", "id": i, "child": "slow", "prompt": "go", "max_tokens": 200})
-                               for i in range(4)))
+            # a fixed seed: no run of the four can end early on an end-of-text token (the two
+            # that run are checked below to reach max_tokens)
+            s.sendall(b"".join(frame({"op": "generate", "id": i, "child": "slow", "prompt": "go", "max_tokens": 200,
+                                      "seed": 11}) for i in range(4)))
             first = read_replies(s, 1, 30)
             first_at = time.monotonic() - t0
             rest = read_replies(s, 3, 60)
@@ -389,6 +391,7 @@ def test_full_queue_answers_busy_at_once(kit, tmp_path):
         busy = [r for r in finals if not r["ok"] and r["error"]["code"] == "busy"]
         ok = [r for r in finals if r["ok"]]
         assert len(finals) == 4 and len(busy) == 2 and len(ok) == 2, finals
+        assert all(r["finish_reason"] == "length" and r["tokens"] == 200 for r in ok), ok
         assert first[0]["ok"] is False and first[0]["error"]["code"] == "busy"   # answered before any generation ended
         assert "scheduler.max_queue" in busy[0]["error"]["message"]
         assert first_at < 1.0
