@@ -26,30 +26,27 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Future], *, every: float = 2.0
     is reported as never retrieved (callers that care look at the tasks themselves)."""
     loop = asyncio.get_running_loop()
     given = [t for t in tasks if t is not None]
-    for t in given:
-        if t.done() and not t.cancelled():
-            t.exception()
     pending = {t for t in given if not t.done()}
     end = loop.time() + limit
-    first = True
 
     def names(ts) -> str:
         return ", ".join(sorted(t.get_name() if hasattr(t, "get_name") else repr(t) for t in ts))
 
+    rounds = 0
     while pending:
         left = end - loop.time()
         if left <= 0:
             log.error("%d %s(s) did not end after %.1f s of cancelling: %s", len(pending), what, limit,
                       names(pending))
             break
-        if not first:
-            log.warning("%d %s(s) still running %.1f s after being cancelled (%s): cancelling again", len(pending),
-                     what, limit - left, names(pending))
-        first = False
+        if rounds:
+            log.warning("%d %s(s) still running %.1f s after being cancelled (%s): cancelling again",
+                        len(pending), what, limit - left, names(pending))
+        rounds += 1
         for t in pending:
             t.cancel()
-        done, pending = await asyncio.wait(pending, timeout=min(every, left))
-        for t in done:
-            if not t.cancelled():
-                t.exception()       # retrieved: the caller is stopping, not inspecting
+        _, pending = await asyncio.wait(pending, timeout=min(every, left))
+    for t in given:
+        if t.done() and not t.cancelled():
+            t.exception()       # retrieved: the caller is stopping, not inspecting
     return pending
