@@ -21,6 +21,10 @@ struct BlockBQ4 {
 };
 static_assert(sizeof(BlockBQ4) == 20, "BQ4 block must be 20 bytes");
 
+// The signed 4-bit weights of a nibble byte: q[j] (low nibble) and q[j + 16] (high nibble).
+inline int nib_lo(uint8_t b) { return (int)(int8_t)(uint8_t)(b << 4) >> 4; }
+inline int nib_hi(uint8_t b) { return (int)(int8_t)b >> 4; }
+
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
 

@@ -53,8 +53,6 @@ uint16_t f32_to_f16(float f) {
     return (uint16_t)half;
 }
 
-static inline int nib_lo(uint8_t b) { return (int)(int8_t)(uint8_t)(b << 4) >> 4; }
-static inline int nib_hi(uint8_t b) { return (int)(int8_t)b >> 4; }
 
 void bq4_dequantize_row_ref(const BlockBQ4* blocks, float* out, int64_t n) {
     for (int64_t b = 0; b < n / QK; b++) {

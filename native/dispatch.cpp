@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <stdexcept>
+#include <string>
 
 #include "kernels.h"
 
@@ -64,7 +66,23 @@ CpuFeatures cpu_features() {
     return f;
 }
 
-const KernelTable* kernels_by_name(const char* name) {
+// Tables are filled entry by entry, by name; one that misses an entry is refused loudly here
+// rather than jumping to a null pointer later.
+static const KernelTable* complete(const KernelTable* t) {
+    if (!t) return t;
+    const bool ok = t->name && t->quantize_q8 && t->dot_bq4_q8 && t->packed_bq4_bytes && t->pack_bq4 &&
+                    t->matvec_bq4_q8 && t->matmul_bq4_q8 && t->dot_f32 && t->dot_f16 && t->axpy && t->rmsnorm &&
+                    t->softmax && t->swiglu && t->rope && t->attention && t->attention_multi;
+    if (!ok) throw std::logic_error(std::string("kernel table ") + (t->name ? t->name : "?") + " misses an entry");
+    return t;
+}
+static_assert(sizeof(KernelTable) == 16 * sizeof(void*), "a KernelTable entry was added: check it in complete()");
+
+static const KernelTable* lookup(const char* name);
+
+const KernelTable* kernels_by_name(const char* name) { return complete(lookup(name)); }
+
+static const KernelTable* lookup(const char* name) {
     const CpuFeatures f = cpu_features();
     if (std::strcmp(name, "scalar") == 0) return &kernels_ref();
 #if defined(__x86_64__) && defined(BULLET_HAVE_AVX2)

@@ -9,6 +9,7 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 
 #include "kernels.h"
@@ -101,7 +102,18 @@ float dot_bq4_q8_avx2(const BlockBQ4* w, const BlockQ8* x, int64_t nb) {
 // with scale 0.
 
 constexpr int64_t PACK_ROWS = 8;
-constexpr int64_t PACK_BLOCK = 128 + 16;  // bytes per (group, block): 18 per row-block, less than BQ4's 20
+
+// One packed (group, block): 18 bytes per row-block, less than BQ4's 20.
+struct PackedBlockAvx2 {
+    uint8_t chunk[4][4 * PACK_ROWS];  // chunk c, byte 4 * r + k: u[r][8c + k] | u[r][8c + 4 + k] << 4
+    uint16_t scales[PACK_ROWS];       // f16 bits, widened by vcvtph2ps when used
+};
+static_assert(sizeof(PackedBlockAvx2) == 144, "AVX2 packed block must be 144 bytes");
+static_assert(offsetof(PackedBlockAvx2, scales) == 128, "AVX2 packed scales follow the 128 nibble bytes");
+static_assert(sizeof(PackedBlockAvx2::chunk[0]) == sizeof(__m256i), "one chunk is one 32-byte vector");
+
+constexpr int64_t PACK_BLOCK = sizeof(PackedBlockAvx2);
+constexpr int64_t SCALES_AT = offsetof(PackedBlockAvx2, scales);
 
 static int64_t packed_bq4_bytes_avx2(int64_t rows, int64_t nb) {
     return (rows + PACK_ROWS - 1) / PACK_ROWS * nb * PACK_BLOCK;
@@ -112,7 +124,7 @@ static void pack_bq4_avx2(const BlockBQ4* w, int64_t rows, int64_t nb, uint8_t* 
     for (int64_t g = 0; g < groups; g++) {
         for (int64_t b = 0; b < nb; b++) {
             uint8_t* p = dst + (g * nb + b) * PACK_BLOCK;
-            uint16_t* scales = (uint16_t*)(p + 128);  // f16 bits, widened by vcvtph2ps when used
+            uint16_t* scales = (uint16_t*)(p + SCALES_AT);
             for (int64_t r = 0; r < PACK_ROWS; r++) {
                 const int64_t row = g * PACK_ROWS + r;
                 uint8_t u[QK];
@@ -128,7 +140,7 @@ static void pack_bq4_avx2(const BlockBQ4* w, int64_t rows, int64_t nb, uint8_t* 
                     scales[r] = 0;
                 }
                 for (int c = 0; c < 4; c++)
-                    for (int k = 0; k < 4; k++) p[32 * c + 4 * r + k] = (uint8_t)(u[8 * c + k] | (u[8 * c + 4 + k] << 4));
+                    for (int k = 0; k < 4; k++) p[sizeof(PackedBlockAvx2::chunk[0]) * c + 4 * r + k] = (uint8_t)(u[8 * c + k] | (u[8 * c + 4 + k] << 4));
             }
         }
     }
@@ -153,14 +165,14 @@ inline __m256i group_block_dot(const __m256i u[8], const BlockQ8& x, __m256i one
 
 inline void unpack_group_block(const uint8_t* p, __m256i u[8], __m256i m0f) {
     for (int c = 0; c < 4; c++) {
-        const __m256i v = _mm256_loadu_si256((const __m256i*)(p + 32 * c));
+        const __m256i v = _mm256_loadu_si256((const __m256i*)(p + sizeof(PackedBlockAvx2::chunk[0]) * c));
         u[2 * c] = _mm256_and_si256(v, m0f);
         u[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
     }
 }
 
 // the 8 rows' block scales, f16 -> f32 (exact)
-inline __m256 load_scales(const uint8_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(p + 128))); }
+inline __m256 load_scales(const uint8_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(p + SCALES_AT))); }
 
 inline void store_group(float* out, int64_t stride, int64_t valid, __m256 acc) {
     if (valid >= PACK_ROWS && stride == 1) {
@@ -517,24 +529,26 @@ static void attention_multi_avx2(const float* q, int64_t qs, int64_t nq, const f
 }
 
 const KernelTable& kernels_avx2() noexcept {
-    static const KernelTable t = {
-        "avx2",
-        quantize_q8_avx2,
-        dot_bq4_q8_avx2,
-        packed_bq4_bytes_avx2,
-        pack_bq4_avx2,
-        matvec_bq4_q8_avx2,
-        matmul_bq4_q8_avx2,
-        dot_f32_avx2,
-        dot_f16_avx2,
-        axpy_avx2,
-        rmsnorm_avx2,
-        softmax_avx2,
-        swiglu_avx2,
-        rope_avx2,
-        attention_avx2,
-        attention_multi_avx2,
-    };
+    static const KernelTable t = [] {
+        KernelTable k{};
+        k.name = "avx2";
+        k.quantize_q8 = quantize_q8_avx2;
+        k.dot_bq4_q8 = dot_bq4_q8_avx2;
+        k.packed_bq4_bytes = packed_bq4_bytes_avx2;
+        k.pack_bq4 = pack_bq4_avx2;
+        k.matvec_bq4_q8 = matvec_bq4_q8_avx2;
+        k.matmul_bq4_q8 = matmul_bq4_q8_avx2;
+        k.dot_f32 = dot_f32_avx2;
+        k.dot_f16 = dot_f16_avx2;
+        k.axpy = axpy_avx2;
+        k.rmsnorm = rmsnorm_avx2;
+        k.softmax = softmax_avx2;
+        k.swiglu = swiglu_avx2;
+        k.rope = rope_avx2;
+        k.attention = attention_avx2;
+        k.attention_multi = attention_multi_avx2;
+        return k;
+    }();
     return t;
 }
 

@@ -96,7 +96,16 @@ float dot_bq4_q8_avx512(const BlockBQ4* w, const BlockQ8* x, int64_t nb) {
 // scale 0, and are never stored.
 
 constexpr int64_t PACK_ROWS = 16;
-constexpr int64_t NIB_BLOCK = PACK_ROWS * QK / 2;  // 256 bytes of nibbles per (group, block)
+
+// The nibbles of one packed (group, block); a group's nb of them are followed by its scales.
+struct PackedNibblesAvx512 {
+    uint8_t chunk[4][4 * PACK_ROWS];  // chunk c, byte 4 * r + k: u[r][8c + k] | u[r][8c + 4 + k] << 4
+};
+static_assert(sizeof(PackedNibblesAvx512) == 256, "AVX-512 packed nibbles must be 256 bytes a block");
+static_assert(sizeof(PackedNibblesAvx512::chunk[0]) == sizeof(__m512i), "one chunk is one 64-byte vector");
+
+constexpr int64_t NIB_BLOCK = sizeof(PackedNibblesAvx512);
+constexpr int64_t CHUNK = sizeof(PackedNibblesAvx512::chunk[0]);
 
 inline int64_t scale_bytes(int64_t nb) { return (nb * PACK_ROWS * 2 + 63) / 64 * 64; }
 inline int64_t group_bytes(int64_t nb) { return nb * NIB_BLOCK + scale_bytes(nb); }
@@ -128,7 +137,7 @@ void pack_bq4_avx512(const BlockBQ4* w, int64_t rows, int64_t nb, uint8_t* dst) 
                 }
                 for (int c = 0; c < 4; c++)
                     for (int k = 0; k < 4; k++)
-                        p[4 * PACK_ROWS * c + 4 * r + k] = (uint8_t)(u[8 * c + k] | (u[8 * c + 4 + k] << 4));
+                        p[CHUNK * c + 4 * r + k] = (uint8_t)(u[8 * c + k] | (u[8 * c + 4 + k] << 4));
             }
         }
     }
@@ -146,7 +155,7 @@ inline __m512i block_dot(const uint8_t* p, const BlockQ8& x, __m512i m0f, __m512
     // so the exact shift by 4 below leaves u_hi . y - 8 * sum(y)
     __m512i lo = _mm512_setzero_si512(), hi = _mm512_set1_epi32(-128 * x.sum);
     for (int c = 0; c < 4; c++) {
-        const __m512i v = _mm512_load_si512((const void*)(p + 4 * PACK_ROWS * c));
+        const __m512i v = _mm512_load_si512((const void*)(p + CHUNK * c));
         lo = _mm512_dpbusd_epi32(lo, _mm512_and_si512(v, m0f), bcast4(x.qs + 8 * c));
         hi = _mm512_dpbusd_epi32(hi, _mm512_and_si512(v, mf0), bcast4(x.qs + 8 * c + 4));
     }
@@ -192,7 +201,7 @@ inline void group_tokens(const uint8_t* nib, const uint16_t* sc, int64_t nb, con
         const uint8_t* p = nib + b * NIB_BLOCK;
         __m512i u[8];
         for (int c = 0; c < 4; c++) {
-            const __m512i v = _mm512_load_si512((const void*)(p + 4 * PACK_ROWS * c));
+            const __m512i v = _mm512_load_si512((const void*)(p + CHUNK * c));
             u[2 * c] = _mm512_and_si512(v, m0f);
             u[2 * c + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m0f);
         }

@@ -87,7 +87,7 @@ void pack_bq4_neon(const BlockBQ4* w, int64_t rows, int64_t nb, uint8_t* dst) {
     for (int64_t g = 0; g < groups; g++) {
         for (int64_t b = 0; b < nb; b++) {
             uint8_t* p = dst + (g * nb + b) * PACK_BLOCK;
-            uint16_t* scales = (uint16_t*)(p + 64);  // f16 bits, widened by fcvtl when used
+            uint16_t* scales = (uint16_t*)(p + SCALES_AT);
             for (int64_t r = 0; r < PACK_ROWS; r++) {
                 const int64_t row = g * PACK_ROWS + r;
                 uint8_t q[QK];  // 4-bit two's complement nibbles
@@ -103,7 +103,7 @@ void pack_bq4_neon(const BlockBQ4* w, int64_t rows, int64_t nb, uint8_t* dst) {
                     scales[r] = 0;
                 }
                 for (int c = 0; c < 4; c++)
-                    for (int k = 0; k < 4; k++) p[16 * c + 4 * r + k] = (uint8_t)(q[8 * c + k] | (q[8 * c + 4 + k] << 4));
+                    for (int k = 0; k < 4; k++) p[sizeof(PackedBlockNeon::chunk[0]) * c + 4 * r + k] = (uint8_t)(q[8 * c + k] | (q[8 * c + 4 + k] << 4));
             }
         }
     }
@@ -303,24 +303,26 @@ void attention_multi_neon(const float* q, int64_t qstride, int64_t nq, const flo
 }
 
 const KernelTable& kernels_neon() noexcept {
-    static const KernelTable t = {
-        "neon",
-        quantize_q8_neon,
-        dot_bq4_q8_neon,
-        packed_bq4_bytes_neon,
-        pack_bq4_neon,
-        matvec_packed<group_block_dot>,
-        matmul_packed<group_block_dot>,
-        dot_f32_neon,
-        dot_f16_neon,
-        axpy_neon,
-        rmsnorm_neon,
-        softmax_neon,
-        swiglu_neon,
-        rope_neon,
-        attention_neon,
-        attention_multi_neon,
-    };
+    static const KernelTable t = [] {
+        KernelTable k{};
+        k.name = "neon";
+        k.quantize_q8 = quantize_q8_neon;
+        k.dot_bq4_q8 = dot_bq4_q8_neon;
+        k.packed_bq4_bytes = packed_bq4_bytes_neon;
+        k.pack_bq4 = pack_bq4_neon;
+        k.matvec_bq4_q8 = matvec_packed<group_block_dot>;
+        k.matmul_bq4_q8 = matmul_packed<group_block_dot>;
+        k.dot_f32 = dot_f32_neon;
+        k.dot_f16 = dot_f16_neon;
+        k.axpy = axpy_neon;
+        k.rmsnorm = rmsnorm_neon;
+        k.softmax = softmax_neon;
+        k.swiglu = swiglu_neon;
+        k.rope = rope_neon;
+        k.attention = attention_neon;
+        k.attention_multi = attention_multi_neon;
+        return k;
+    }();
     return t;
 }
 

@@ -43,8 +43,6 @@ void quantize_q8_ref(const float* x, BlockQ8* y, int64_t n) {
 static int64_t packed_bq4_bytes_ref(int64_t, int64_t) { return 0; }  // works on raw blocks
 static void pack_bq4_ref(const BlockBQ4*, int64_t, int64_t, uint8_t*) {}
 
-static inline int nib_lo(uint8_t b) { return (int)(int8_t)(uint8_t)(b << 4) >> 4; }
-static inline int nib_hi(uint8_t b) { return (int)(int8_t)b >> 4; }
 
 int32_t dot_bq4_q8_block_ref(const BlockBQ4& w, const BlockQ8& x) {
     int32_t s = 0;
@@ -148,11 +146,26 @@ void attention_multi_ref(const float* q, int64_t qstride, int64_t nq, const floa
 }
 
 const KernelTable& kernels_ref() {
-    static const KernelTable t = {
-        "scalar",      quantize_q8_ref, dot_bq4_q8_ref, packed_bq4_bytes_ref, pack_bq4_ref, matvec_bq4_q8_ref, matmul_bq4_q8_ref,
-        dot_f32_ref,   dot_f16_ref,     axpy_ref,       rmsnorm_ref,       softmax_ref,
-        swiglu_ref,    rope_ref,        attention_ref, attention_multi_ref,
-    };
+    static const KernelTable t = [] {
+        KernelTable k{};
+        k.name = "scalar";
+        k.quantize_q8 = quantize_q8_ref;
+        k.dot_bq4_q8 = dot_bq4_q8_ref;
+        k.packed_bq4_bytes = packed_bq4_bytes_ref;
+        k.pack_bq4 = pack_bq4_ref;
+        k.matvec_bq4_q8 = matvec_bq4_q8_ref;
+        k.matmul_bq4_q8 = matmul_bq4_q8_ref;
+        k.dot_f32 = dot_f32_ref;
+        k.dot_f16 = dot_f16_ref;
+        k.axpy = axpy_ref;
+        k.rmsnorm = rmsnorm_ref;
+        k.softmax = softmax_ref;
+        k.swiglu = swiglu_ref;
+        k.rope = rope_ref;
+        k.attention = attention_ref;
+        k.attention_multi = attention_multi_ref;
+        return k;
+    }();
     return t;
 }
 

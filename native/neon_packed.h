@@ -16,13 +16,26 @@
 #pragma once
 #include <arm_neon.h>
 
+#include <cstddef>
+
 #include "kernels.h"
 
 namespace bullet {
 namespace {
 
 constexpr int64_t PACK_ROWS = 4;
-constexpr int64_t PACK_BLOCK = 64 + 8;  // nibbles + 4 f16 scales: 18 bytes per row-block
+
+// One packed (group, block): nibbles + 4 f16 scales, 18 bytes per row-block.
+struct PackedBlockNeon {
+    uint8_t chunk[4][4 * PACK_ROWS];  // chunk c, byte 4 * r + k: q[r][8c + k] | q[r][8c + 4 + k] << 4
+    uint16_t scales[PACK_ROWS];       // f16 bits, widened by fcvtl when used
+};
+static_assert(sizeof(PackedBlockNeon) == 72, "NEON packed block must be 72 bytes");
+static_assert(offsetof(PackedBlockNeon, scales) == 64, "NEON packed scales follow the 64 nibble bytes");
+static_assert(sizeof(PackedBlockNeon::chunk[0]) == 16, "one chunk is one 16-byte vector");
+
+constexpr int64_t PACK_BLOCK = sizeof(PackedBlockNeon);
+constexpr int64_t SCALES_AT = offsetof(PackedBlockNeon, scales);
 
 struct GroupBlock {
     int8x16_t w[8];  // w[j]: 4 rows x weights 4j..4j+3, sign-extended
@@ -30,7 +43,7 @@ struct GroupBlock {
 
 inline void unpack_group_block(const uint8_t* p, GroupBlock& gb) {
     for (int c = 0; c < 4; c++) {
-        const int8x16_t v = vreinterpretq_s8_u8(vld1q_u8(p + 16 * c));
+        const int8x16_t v = vreinterpretq_s8_u8(vld1q_u8(p + sizeof(PackedBlockNeon::chunk[0]) * c));
         gb.w[2 * c] = vshrq_n_s8(vshlq_n_s8(v, 4), 4);
         gb.w[2 * c + 1] = vshrq_n_s8(v, 4);
     }
@@ -38,7 +51,7 @@ inline void unpack_group_block(const uint8_t* p, GroupBlock& gb) {
 
 // the 4 rows' block scales, f16 -> f32 (exact)
 inline float32x4_t group_scales(const uint8_t* p) {
-    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t*)(p + 64))));
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t*)(p + SCALES_AT))));
 }
 
 inline void store_group(float* out, int64_t valid, float32x4_t acc) {

@@ -1,6 +1,7 @@
 """One build of bulletd._native runs on any x86-64: the installed module itself (built with the
 AVX2 file alone compiled with -mavx2 -mfma -mf16c, and LTO) is imported by this same Python under
-qemu-x86_64 as a pre-AVX CPU (Nehalem: must pick the scalar path and compute the same logits as
+qemu-x86_64 as a CPU without AVX2 (Nehalem, or Sandy Bridge when NumPy itself needs AVX: must
+pick the scalar path and compute the same logits as
 the scalar path here) and as Haswell (must pick avx2 and match this machine's AVX2 logits).
 
 Skips with the reason when qemu-x86_64 is missing (.ci/run installs qemu-user) or the host is not
@@ -50,9 +51,23 @@ def _here(path: str):
     return s.prefill(list(range(8)), 0), s.forward(5, 8)
 
 
-def test_installed_module_runs_on_a_cpu_without_avx():
-    got = _run_under("Nehalem")
-    assert got["features"]["avx2"] is False
+def _oldest_cpu_numpy_runs_on(qemu: str) -> str:
+    """Nehalem (no AVX at all) when this NumPy runs there; NumPy 2.4's wheels need AVX, and then
+    Sandy Bridge (AVX, but no AVX2, FMA or F16C) is the oldest CPU the Python side can start on."""
+    for cpu in ("Nehalem", "SandyBridge"):
+        r = subprocess.run([qemu, "-cpu", cpu, sys.executable, "-c", "import numpy"], capture_output=True,
+                           timeout=300)
+        if r.returncode == 0:
+            return cpu
+    pytest.fail(f"NumPy {np.__version__} does not start under qemu -cpu Nehalem or SandyBridge")
+
+
+def test_installed_module_runs_on_a_cpu_without_avx2():
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None:
+        pytest.skip("qemu-x86_64 not installed (apt-get install qemu-user)")
+    got = _run_under(_oldest_cpu_numpy_runs_on(qemu))
+    assert got["features"]["avx2"] is False and got["features"]["fma"] is False
     assert got["path"] == "scalar"
     a, b = _here("scalar")
     np.testing.assert_allclose(got["prefill"], a, rtol=0, atol=1e-5)
