@@ -344,7 +344,7 @@ def test_cli_import_and_run_ids_reproduce_runc(stories260k, runc_recorded, tmp_p
     for backend in ("numpy", "native"):
         if backend == "native":
             _native_or_fail()
-        r = _bullet("run", out, "-n", 256, "-t", 0, "--ids", "--backend", backend)
+        r = _bullet("run", out, "-n", 256, "-t", 0, "--repeat-penalty", 1, "--ids", "--backend", backend)
         assert r.returncode == 0, r.stderr
         assert [int(t) for t in r.stdout.split()] == runc_recorded[0]
         assert "256 tokens" in r.stderr and backend in r.stderr
