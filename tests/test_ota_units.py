@@ -244,6 +244,23 @@ def test_bullet_push_command_reports_each_device(tmp_path, broker):
         rx.stop()
 
 
+def test_bullet_push_counts_in_plain_words(tmp_path, broker):
+    """One chunk is '1 chunk'; no '0/0 chunks' before the device has said how much it needs."""
+    keys = Keys(tmp_path)
+    f = make_child(tmp_path / "kid.bullet", keys.key, version="5")
+    rx = ReceiverProc(tmp_path, broker).start()
+    try:
+        r = subprocess.run([sys.executable, "-m", "bulletd.cli_bullet", "push", str(f), "--device", "dev1",
+                            "--broker", f"127.0.0.1:{broker.port}", "--chunk-size", "512k", "--timeout", "30"],
+                           capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == f"dev1: installed (sent 1 chunk, {f.stat().st_size} bytes)"
+        assert "1 chunk of" in r.stderr and "1 chunks" not in r.stderr and "0/0" not in r.stderr
+        assert "dev1: installed 1/1 chunk" in r.stderr
+    finally:
+        rx.stop()
+
+
 def test_receiver_creates_its_directories_only_when_a_push_needs_them(tmp_path):
     keys = Keys(tmp_path)
     rx = OtaReceiver(OtaConfig(device="d"), TrustStore(keys.trust), tmp_path / "models",

@@ -541,6 +541,7 @@ def test_a_failed_export_leaves_the_signed_file_and_its_sig_alone(exported, tiny
     shutil.copy(str(exported[0]) + ".sig", str(kid) + ".sig")
     before = kid.read_bytes(), (tmp_path / "kid.bullet.sig").read_bytes()
     r = _cli("export", str(res["run_dir"]), "-o", str(kid), "--key", str(keypair[1]), "--check-windows", "0")
+    assert (kid.read_bytes(), (tmp_path / "kid.bullet.sig").read_bytes()) == before
     assert r.returncode == 2 and "is a public key; signing needs the private key" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
 
@@ -596,9 +597,10 @@ def test_router_with_a_bad_key_writes_nothing(tmp_path, keypair):
     out = tmp_path / "mother.bullet"
     export_router(model, out, key=keypair[0])
     before = out.read_bytes(), (tmp_path / "mother.bullet.sig").read_bytes()
-    with pytest.raises(ExportError, match="is a public key"):
+    with pytest.raises(ExportError) as e:
         export_router(model, out, key=keypair[1], version="0.2.0")
     assert (out.read_bytes(), (tmp_path / "mother.bullet.sig").read_bytes()) == before
+    assert "is a public key" in str(e.value)
     # the command checks the key before it trains
     r = _cli("router", "-o", str(out), "--child", f"a={tmp_path / 'none.jsonl'}", "--key", str(keypair[1]))
     assert r.returncode == 2 and "is a public key" in r.stderr and "Traceback" not in r.stderr
