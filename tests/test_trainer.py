@@ -39,6 +39,18 @@ def test_example_configs_load():
         (1511, 256, 4, 8, 4, 128)
 
 
+def test_example_configs_write_their_runs_inside_the_checkout(tmp_path, monkeypatch):
+    """Relative paths resolve against the config's folder, not the current directory: from any
+    directory the shipped configs write to runs/NAME at the checkout root (git-ignored)."""
+    monkeypatch.chdir(tmp_path)
+    configs = sorted((ROOT / "trainer" / "configs").glob("*.yaml"))
+    assert len(configs) >= 4
+    for p in configs:
+        cfg = load_config(p)
+        assert Path(cfg.output_dir) == ROOT / "runs" / p.stem, (p.name, cfg.output_dir)
+    assert "/runs/" in (ROOT / ".gitignore").read_text().split()
+
+
 def test_config_unknown_key_suggests_the_right_one(tmp_path):
     p = write_config(tmp_path, hiden_size=32)
     with pytest.raises(ConfigError, match=r"unknown key 'hiden_size' \(did you mean 'hidden_size'\?\)"):
