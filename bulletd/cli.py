@@ -128,6 +128,15 @@ def print_route(r: dict) -> None:
             print(f"  {k:<20} {v:.3f}")
 
 
+def _host_port(text: str) -> tuple[str, int | None]:
+    host, sep, port = text.rpartition(":") if ":" in text else (text, "", "")
+    if not sep:
+        return text, None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST[:PORT] with a port from 1 to 65535, got {text!r}")
+    return host or "127.0.0.1", int(port)
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors as JSON when the command line asks for --json."""
     json_errors = False
@@ -148,7 +157,8 @@ def _print_json_error(code: str, message: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bulletd-cli", description="Control and query a running bulletd.")
     p.add_argument("--socket", metavar="PATH", help="daemon socket (default: BULLETD_SOCKET or the daemon's default)")
-    p.add_argument("--mqtt", metavar="HOST[:PORT]", help="talk over MQTT instead of the socket (read-only ops)")
+    p.add_argument("--mqtt", metavar="HOST[:PORT]", type=_host_port,
+                   help="talk over MQTT instead of the socket (read-only ops)")
     p.add_argument("--device", help="device id for --mqtt (default: this host name)")
     p.add_argument("--fleet", action="store_true", help="with --mqtt: send to the fleet topic")
     p.add_argument("--prefix", default="bullet", help="with --mqtt: topic prefix (default bullet)")
@@ -204,12 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _client(a: argparse.Namespace) -> Client:
     if a.mqtt:
-        host, _, port = a.mqtt.partition(":")
+        host, port = a.mqtt
         password = os.environ.get("BULLET_MQTT_PASSWORD")
         if a.password_file:
             with open(a.password_file, encoding="utf-8") as f:
                 password = f.read().strip()
-        return Client.mqtt(host, int(port or (8883 if a.tls else 1883)), device=a.device, fleet=a.fleet,
+        return Client.mqtt(host, port or (8883 if a.tls else 1883), device=a.device, fleet=a.fleet,
                            prefix=a.prefix, username=a.username, password=password, tls=a.tls,
                            ca_file=a.cafile, timeout=a.timeout)
     return Client(a.socket, timeout=a.timeout)

@@ -29,6 +29,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import struct
 import threading
 import uuid
@@ -224,7 +225,8 @@ class _MQTTTransport:
             await self.client.__aenter__()
             await self.client.subscribe(self.reply_topic, qos=1)
         except self.aiomqtt.MqttError as exc:
-            raise DaemonUnavailable(f"cannot reach the MQTT broker {self.host}:{self.port}: {exc}") from None
+            why = re.sub(r"^\[Errno \d+\] ", "", str(exc))
+            raise DaemonUnavailable(f"cannot reach the MQTT broker {self.host}:{self.port}: {why}") from None
         self.task = asyncio.create_task(self._read_loop())
 
     def _deliver(self, msg: Any) -> None:

@@ -237,6 +237,10 @@ def test_errors_are_json_with_json(daemon, tmp_path):
     r = cli(daemon, "--json", "--mqtt", "127.0.0.1:1", "--password-file", str(tmp_path / "nope"), "status")
     e = json.loads(r.stdout)["error"]
     assert r.returncode == 2 and e["message"].endswith("nope: No such file or directory")
+    r = cli(daemon, "--mqtt", "broker:port", "status")
+    assert r.returncode == 2 and "expected HOST[:PORT]" in r.stderr and "Traceback" not in r.stderr
+    r = cli(daemon, "--mqtt", f"127.0.0.1:{_free_port()}", "status")
+    assert r.returncode == 3 and "cannot reach the MQTT broker" in r.stderr and "Errno" not in r.stderr
 
 
 def test_bench_options_reach_the_daemon_benchmark(daemon, tmp_path):
