@@ -600,6 +600,19 @@ def test_router_trains_and_the_daemon_mother_reads_it(tmp_path, keypair):
     assert int(np.argmax(mother.probs(mother.hidden(mother.features("बंद करा"))))) == 1
 
 
+def test_ship_with_a_wrong_key_writes_nothing(tmp_path, keypair):
+    out = tmp_path / "child_models"
+    out.mkdir()
+    (out / "release.pub.pem").write_text("the shipped key\n")
+    r = subprocess.run([sys.executable, "-m", "trainer.ship", "--key", str(keypair[1]), "--out", str(out),
+                        "--child", f"kid={tmp_path / 'run'}"], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1 and "is a public key; signing needs the private key" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert [p.name for p in out.iterdir()] == ["release.pub.pem"]
+    assert (out / "release.pub.pem").read_text() == "the shipped key\n"
+
+
 def test_router_with_a_bad_key_writes_nothing(tmp_path, keypair):
     from trainer.errors import ExportError
     from trainer.router import export_router, train_router
