@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from bulletd.client import Client, DaemonError, DaemonUnavailable
+from bulletd.client import Client, DaemonError
 from bulletd.errors import TransportError, plain, stdout_gone
 
 EXIT_ERROR, EXIT_USAGE, EXIT_DOWN = 1, 2, 3
