@@ -157,13 +157,13 @@ def test_a_refused_connection_exits_3_in_one_line(tmp_path):
 
     k = make_kit(tmp_path, slow=False)
     d = DaemonProc(tmp_path, {"model_dir": str(k["models"]), "trust": {"keys": [str(k["trust"])]},
-                              "socket": {"path": str(tmp_path / "d.sock"), "max_connections": 1}}).start()
+                              "socket": {"path": str(tmp_path / "d.sock"), "max_connections": 5}}).start()
     held = []
     try:
         for _ in range(200):   # fill the table, whatever room the daemon keeps, until it refuses one
             s = socket.socket(socket.AF_UNIX)
             s.connect(d.sock)
-            s.settimeout(0.5)
+            s.settimeout(0.3)
             try:
                 s.recv(1)          # a refused connection is answered (or closed) at once
                 s.close()
