@@ -232,6 +232,7 @@ def test_bullet_push_command_reports_each_device(tmp_path, broker):
         assert out["devices"]["dev1"]["chunks_sent"] == -(-f.stat().st_size // 8192)
         assert out["devices"]["ghost"]["state"] == "timeout"
         assert "no final status within 6 s" in out["devices"]["ghost"]["message"]
+        assert "0/0" not in out["devices"]["ghost"]["message"]      # it never said how much it needs
         r = subprocess.run(cmd[:4] + [str(tmp_path / "nope.bullet"), "--device", "dev1"],
                            capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert r.returncode == 1 and "nope.bullet: no such file" in r.stderr

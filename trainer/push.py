@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -193,7 +194,8 @@ class Pusher:
                     await self._session(client, deadline)
             except aiomqtt.MqttError as exc:
                 self.reconnects += 1
-                self.on_event("disconnected", DeviceOutcome("-", message=str(exc)))
+                why = re.sub(r"^\[Errno \d+\] ", "", str(exc))
+                self.on_event("disconnected", DeviceOutcome("-", message=why))
             finally:
                 self.client = None
             if not self._done():
@@ -204,8 +206,8 @@ class Pusher:
         for o in self.outcomes.values():
             if not o.final:
                 o.state, o.reason = "timeout", "timeout"
-                o.message = (f"no final status within {self.timeout:.0f} s "
-                             f"(last: {o.status.get('state', 'no answer')}, {o.have}/{o.total})")
+                got = f", {o.have}/{_count(o.total, 'chunk')}" if o.total else ""
+                o.message = f"no final status within {self.timeout:.0f} s (last: {o.status.get('state', 'no answer')}{got})"
                 self.on_event("final", o)
         return self.outcomes
 
