@@ -9,10 +9,12 @@
     bulletd-cli generate "Once upon a time" [--child stories] [--max-tokens 64] [--no-stream]
     bulletd-cli rollback stories          # back to the version the last install replaced
     bulletd-cli install new.bullet [--force]   # a signed file, like an OTA push; --force: older version
-    bulletd-cli bench [--quick]           # same as python -m bulletd.daemon.bench
+    bulletd-cli bench [--quick] [--json] [--broker HOST:PORT]   # same as python -m bulletd.daemon.bench
 
 Exit status: 0 ok, 1 the daemon answered an error (its code is printed), 2 bad usage,
-3 the daemon (or broker) cannot be reached.
+3 the daemon (or broker) cannot be reached, 141 standard output was closed early (`| head`).
+With --json an error is printed on standard output as {"ok": false, "error": {"code", "message"}}
+(code: the daemon's error code, "unreachable" for exit 3, "usage" for exit 2).
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ import sys
 import time
 from typing import Any
 
-from bulletd.client import Client, DaemonError, DaemonUnavailable
+from bulletd.client import Client, DaemonError
+from bulletd.errors import TransportError, plain, stdout_gone
 
 EXIT_ERROR, EXIT_USAGE, EXIT_DOWN = 1, 2, 3
 
@@ -125,10 +128,37 @@ def print_route(r: dict) -> None:
             print(f"  {k:<20} {v:.3f}")
 
 
+def _host_port(text: str) -> tuple[str, int | None]:
+    host, sep, port = text.rpartition(":") if ":" in text else (text, "", "")
+    if not sep:
+        return text, None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST[:PORT] with a port from 1 to 65535, got {text!r}")
+    return host or "127.0.0.1", int(port)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as JSON when the command line asks for --json."""
+    json_errors = False
+
+    def error(self, message: str):
+        if _Parser.json_errors:
+            _print_json_error("usage", f"{self.prog}: {message}")
+            raise SystemExit(EXIT_USAGE)
+        super().error(message)
+
+
+def _print_json_error(code: str, message: str) -> None:
+    json.dump({"ok": False, "error": {"code": code, "message": message}}, sys.stdout)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bulletd-cli", description="Control and query a running bulletd.")
+    p = _Parser(prog="bulletd-cli", description="Control and query a running bulletd.")
     p.add_argument("--socket", metavar="PATH", help="daemon socket (default: BULLETD_SOCKET or the daemon's default)")
-    p.add_argument("--mqtt", metavar="HOST[:PORT]", help="talk over MQTT instead of the socket (read-only ops)")
+    p.add_argument("--mqtt", metavar="HOST[:PORT]", type=_host_port,
+                   help="talk over MQTT instead of the socket (read-only ops)")
     p.add_argument("--device", help="device id for --mqtt (default: this host name)")
     p.add_argument("--fleet", action="store_true", help="with --mqtt: send to the fleet topic")
     p.add_argument("--prefix", default="bullet", help="with --mqtt: topic prefix (default bullet)")
@@ -177,18 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--sig", help="signature file (default FILE.sig)")
     sp.add_argument("--force", action="store_true", help="allow a lower version (anti-rollback override)")
     sp = sub.add_parser("bench", help="daemon benchmark (python -m bulletd.daemon.bench)")
-    sp.add_argument("bench_args", nargs=argparse.REMAINDER)
+    from bulletd.daemon.bench import add_arguments as bench_arguments
+    bench_arguments(sp, json_dest="bench_json")   # --json after `bench` as well as before it
     return p
 
 
 def _client(a: argparse.Namespace) -> Client:
     if a.mqtt:
-        host, _, port = a.mqtt.partition(":")
+        host, port = a.mqtt
         password = os.environ.get("BULLET_MQTT_PASSWORD")
         if a.password_file:
             with open(a.password_file, encoding="utf-8") as f:
                 password = f.read().strip()
-        return Client.mqtt(host, int(port or (8883 if a.tls else 1883)), device=a.device, fleet=a.fleet,
+        return Client.mqtt(host, port or (8883 if a.tls else 1883), device=a.device, fleet=a.fleet,
                            prefix=a.prefix, username=a.username, password=password, tls=a.tls,
                            ca_file=a.cafile, timeout=a.timeout)
     return Client(a.socket, timeout=a.timeout)
@@ -196,8 +227,9 @@ def _client(a: argparse.Namespace) -> Client:
 
 def run(a: argparse.Namespace) -> int:
     if a.cmd == "bench":
-        from bulletd.daemon.bench import main as bench_main
-        return bench_main(a.bench_args)
+        from bulletd.daemon.bench import run as bench_run
+        a.json = a.json or a.bench_json
+        return bench_run(a)
     out = sys.stdout
     with _client(a) as c:
         if a.cmd in ("list", "ps"):
@@ -269,16 +301,29 @@ def run(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = build_parser()
-    a = p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _Parser.json_errors = "--json" in argv
+    a = build_parser().parse_args(argv)
+    json_errors = a.json or getattr(a, "bench_json", False)
+
+    def fail(status: int, code: str, message: str) -> int:
+        if json_errors:
+            _print_json_error(code, message)
+        else:
+            print(f"bulletd-cli: {message}", file=sys.stderr)
+        return status
     try:
-        return run(a)
-    except DaemonUnavailable as exc:
-        print(f"bulletd-cli: {exc}", file=sys.stderr)
-        return EXIT_DOWN
+        rc = run(a)
+        sys.stdout.flush()        # a pipe closed early shows here, not at interpreter exit
+        return rc
+    except BrokenPipeError:       # `bulletd-cli list | head`: the reader left, nothing to say
+        return stdout_gone()
+    except TransportError as exc:  # DaemonUnavailable, or the bench's broker
+        return fail(EXIT_DOWN, "unreachable", str(exc))
     except DaemonError as exc:
-        print(f"bulletd-cli: error {exc.code}: {exc.message}", file=sys.stderr)
-        return EXIT_ERROR
+        return fail(EXIT_ERROR, exc.code, exc.message if json_errors else f"error {exc.code}: {exc.message}")
+    except OSError as exc:        # a file named on the command line (--password-file, ...)
+        return fail(EXIT_USAGE, "usage", plain(exc))
     except KeyboardInterrupt:
         return 130
 

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from .errors import BulletError
+from .errors import BulletError, plain, stdout_gone
 
 
 def _cmd_keygen(args) -> int:
@@ -35,6 +35,8 @@ def _cmd_sign(args) -> int:
 def _cmd_verify(args) -> int:
     from .format import BulletFile
     from .signing import verify_file
+    if not os.path.isfile(args.file):   # before its .sig: the file is what the user named
+        raise FileNotFoundError(2, "no such file" if not os.path.exists(args.file) else "not a file", args.file)
     m = verify_file(args.file, args.trust, args.sig)
     with BulletFile.open(args.file) as bf:   # structure checked only after the signature
         bf.verify_body()
@@ -154,19 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()        # a pipe closed early shows here, not at interpreter exit
+        return rc
+    except BrokenPipeError:       # `bullet inspect ... | head`: the reader left, nothing to say
+        return stdout_gone()
     except BulletError as exc:
         code = getattr(exc, "code", None)
         print(f"bullet {args.cmd}: error: {exc}" + (f" [{code}]" if code else ""), file=sys.stderr)
         return 1
     except (OSError, ValueError) as exc:
-        print(f"bullet {args.cmd}: error: {exc}", file=sys.stderr)
+        print(f"bullet {args.cmd}: error: {plain(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:          # `bullet inspect ... | head`: the reader left, nothing to say
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import struct
 import threading
 import uuid
@@ -103,6 +104,7 @@ class _SocketTransport:
         self.task: asyncio.Task | None = None
         self.ids = itertools.count(1)
         self.closed_exc: BaseException | None = None
+        self.refusal: str | None = None   # why the daemon turned this connection away, if it said
 
     async def open(self) -> None:
         try:
@@ -116,6 +118,8 @@ class _SocketTransport:
         except PermissionError:
             raise DaemonUnavailable(f"permission denied on {self.path}: join the socket's group "
                                     "(socket.group) or run as the daemon's user") from None
+        except OSError as exc:
+            raise DaemonUnavailable(f"cannot reach bulletd at {self.path}: {exc.strerror or exc}") from None
         self.task = asyncio.create_task(self._read_loop())
 
     async def _read_loop(self) -> None:
@@ -125,9 +129,16 @@ class _SocketTransport:
                 if n > MAX_REPLY_FRAME:
                     raise DaemonUnavailable(f"reply frame of {n} bytes is too large")
                 obj = msgpack.unpackb(await self.reader.readexactly(n), raw=False)
-                q = self.waiting.get(obj.get("id")) if isinstance(obj, dict) else None
-                if q is None and len(self.waiting) == 1 and obj.get("id") is None:
-                    q = next(iter(self.waiting.values()))   # an error before the daemon read our id
+                if not isinstance(obj, dict):
+                    continue
+                q = self.waiting.get(obj.get("id"))
+                if q is None and obj.get("id") is None and obj.get("ok") is False:
+                    err = obj.get("error") or {}
+                    if err.get("code") == "busy":   # turned away before any request was read
+                        self.refusal = str(err.get("message") or "busy")
+                        continue
+                    if len(self.waiting) == 1:      # an error before the daemon read our id
+                        q = next(iter(self.waiting.values()))
                 if q is not None:
                     q.put_nowait(obj)
         except (asyncio.IncompleteReadError, ConnectionError, DaemonUnavailable) as exc:
@@ -139,20 +150,34 @@ class _SocketTransport:
     async def send(self, obj: dict) -> asyncio.Queue:
         rid = obj.setdefault("id", f"c{next(self.ids)}")
         q: asyncio.Queue = asyncio.Queue()
-        self.waiting[rid] = q
-        if self.closed_exc is not None:
-            raise DaemonUnavailable(f"the connection to bulletd at {self.path} is closed")
-        body = msgpack.packb(obj, use_bin_type=True)
-        self.writer.write(FRAME.pack(len(body)) + body)
-        await self.writer.drain()
         q.key = rid  # type: ignore[attr-defined]
+        if self.closed_exc is not None:
+            raise DaemonUnavailable(self.lost())
+        self.waiting[rid] = q
+        body = msgpack.packb(obj, use_bin_type=True)
+        try:
+            self.writer.write(FRAME.pack(len(body)) + body)
+            await self.writer.drain()
+        except OSError:
+            # the daemon closed the connection while the request was on its way (a frame over its
+            # limit, a full connection table): its reason, if it sent one, is still to be read
+            if self.task is not None:
+                await asyncio.wait({self.task}, timeout=2.0)
+            got = [q.get_nowait() for _ in range(q.qsize())]
+            if not any(isinstance(m, dict) for m in got):
+                self.waiting.pop(rid, None)
+                raise DaemonUnavailable(self.lost()) from None
+            for m in got:
+                q.put_nowait(m)
         return q
 
     def done(self, rid: Any) -> None:
         self.waiting.pop(rid, None)
 
     def lost(self) -> str:
-        return f"bulletd closed the connection on {self.path} before the final reply"
+        if self.refusal:
+            return f"cannot reach bulletd: it refused the connection on {self.path} ({self.refusal})"
+        return f"cannot reach bulletd: it closed the connection on {self.path} before the final reply"
 
     async def close(self) -> None:
         if self.writer is not None:
@@ -200,7 +225,8 @@ class _MQTTTransport:
             await self.client.__aenter__()
             await self.client.subscribe(self.reply_topic, qos=1)
         except self.aiomqtt.MqttError as exc:
-            raise DaemonUnavailable(f"cannot reach the MQTT broker {self.host}:{self.port}: {exc}") from None
+            why = re.sub(r"^\[Errno \d+\] ", "", str(exc))
+            raise DaemonUnavailable(f"cannot reach the MQTT broker {self.host}:{self.port}: {why}") from None
         self.task = asyncio.create_task(self._read_loop())
 
     def _deliver(self, msg: Any) -> None:

@@ -45,3 +45,31 @@ class TransportError(BulletError):
 
 class ModelError(BulletError):
     """The runtime cannot build or run a model (bad shapes, ids out of range, context full)."""
+
+
+# ---------------------------------------------------------------------- for the command lines
+
+EXIT_BROKEN_PIPE = 141   # what a shell reports for a tool ended by SIGPIPE (128 + 13)
+
+
+def plain(exc: BaseException) -> str:
+    """One line for a user, without the exception's class name: an OSError becomes
+    "FILE: No such file or directory"; our own errors are already written for users."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = exc.filename if exc.filename is not None else None
+        return f"{where}: {exc.strerror}" if where is not None else exc.strerror
+    return str(exc) or "failed without a message"
+
+
+def stdout_gone() -> int:
+    """The reader of standard output went away (`bullet inspect ... | head`): say nothing, like a
+    Unix tool ended by SIGPIPE, and keep Python from reporting the same pipe again at exit."""
+    import os
+    import sys
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE

@@ -14,6 +14,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -54,23 +55,45 @@ def generate_keypair(name: str, directory: str | os.PathLike = ".") -> tuple[Pat
     return priv_path, pub_path
 
 
+def _key_kind(key) -> str:
+    return type(key).__name__.replace("PrivateKey", "").replace("PublicKey", "") or "other"
+
+
 def load_private_key(path: str | os.PathLike) -> Ed25519PrivateKey:
     try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise TrustError(f"{path}: cannot read an Ed25519 private key: {exc}", "bad_key") from exc
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise TrustError(f"private key {path} does not exist", "bad_key") from None
+    except OSError as exc:
+        raise TrustError(f"cannot read the private key {path}: {exc.strerror or exc}", "bad_key") from None
+    if b"-----BEGIN PUBLIC KEY-----" in data:
+        raise TrustError(f"{path} is a public key; signing needs the private key (the NAME.key file "
+                         "that `bullet keygen` wrote)", "bad_key")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise TrustError(f"{path} is not a PEM private key without a password (make one with "
+                         "`bullet keygen NAME`)", "bad_key") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise TrustError(f"{path}: not an Ed25519 private key ({type(key).__name__})", "bad_key")
+        raise TrustError(f"{path} is a {_key_kind(key)} key, not an Ed25519 key", "bad_key")
     return key
 
 
 def load_public_key(path: str | os.PathLike) -> Ed25519PublicKey:
     try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except (OSError, ValueError, TypeError) as exc:
-        raise TrustError(f"{path}: cannot read an Ed25519 public key: {exc}", "bad_key") from exc
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise TrustError(f"public key {path} does not exist", "bad_key") from None
+    except OSError as exc:
+        raise TrustError(f"cannot read the public key {path}: {exc.strerror or exc}", "bad_key") from None
+    if b"PRIVATE KEY-----" in data:
+        raise TrustError(f"{path} is a private key; trust needs the public key (NAME.pub.pem)", "bad_key")
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError):
+        raise TrustError(f"{path} is not a PEM public key", "bad_key") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise TrustError(f"{path}: not an Ed25519 public key ({type(key).__name__})", "bad_key")
+        raise TrustError(f"{path} is a {_key_kind(key)} key, not an Ed25519 key", "bad_key")
     return key
 
 
@@ -159,16 +182,89 @@ def verify_manifest(signed, trust: TrustStore) -> dict:
     return m
 
 
-def sign_file(path: str | os.PathLike, private_key_path: str | os.PathLike, *, name: str | None = None,
-              version: str | None = None) -> Path:
-    """Write PATH.sig, a signed manifest of the file."""
-    key = load_private_key(private_key_path)
+def _write_signature(path: Path, sig_path: Path, key: Ed25519PrivateKey, name: str | None,
+                     version: str | None) -> None:
     signed = sign_manifest(make_manifest(path, name, version), key)
+    fd, tmp = tempfile.mkstemp(prefix=f".{sig_path.name}.", suffix=".part", dir=sig_path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(signed, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, sig_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def sign_file(path: str | os.PathLike, private_key_path: str | os.PathLike | Ed25519PrivateKey, *,
+              name: str | None = None, version: str | None = None) -> Path:
+    """Write PATH.sig, a signed manifest of the file. The key is read first and the signature
+    written to a temporary file: a bad key or a failure leaves an existing PATH.sig as it was."""
+    key = private_key_path if isinstance(private_key_path, Ed25519PrivateKey) else load_private_key(private_key_path)
     sig_path = Path(str(path) + SIG_SUFFIX)
-    tmp = sig_path.with_name(sig_path.name + ".tmp")
-    tmp.write_text(json.dumps(signed, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, sig_path)
+    _write_signature(Path(path), sig_path, key, name, version)
     return sig_path
+
+
+class ModelOutput:
+    """Write a model file (and its signature) in place of PATH only once both are whole.
+
+        with ModelOutput("kid.bullet", key="release.key", name=..., version=...) as out:
+            write_bullet(out.tmp, ...)        # build and check the new file at out.tmp
+        # now kid.bullet and kid.bullet.sig are the new ones; out.removed_sig tells whether an
+        # old kid.bullet.sig was dropped because the new file is unsigned (key=None)
+
+    The key is read when the ModelOutput is made, before anything is written, so a wrong key
+    (a public key, say) leaves the existing file and its .sig untouched. The new file is written
+    and signed under temporary names in PATH's folder; on any error they are removed and PATH and
+    PATH.sig stay as they were. On success the old PATH.sig is removed first, then the file and
+    then its new .sig are renamed into place, so at no moment does a .sig sit beside a file it
+    does not sign (a crash between the renames leaves the new file unsigned, never mismatched).
+    """
+
+    def __init__(self, path: str | os.PathLike, key: str | os.PathLike | None = None, *,
+                 name: str | None = None, version: str | None = None):
+        self.path = Path(path)
+        self.sig_path = Path(str(self.path) + SIG_SUFFIX)
+        self.key = load_private_key(key) if key is not None else None
+        self.name, self.version = name, version
+        self.removed_sig = False
+        folder = self.path.parent
+        if not folder.is_dir():
+            raise TrustError(f"output folder {folder} does not exist (writing {self.path})", "bad_path")
+        if self.path.is_dir():
+            raise TrustError(f"cannot write {self.path}: it is a folder", "bad_path")
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=folder)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.tmp_sig = Path(tmp + SIG_SUFFIX)
+
+    def __enter__(self) -> "ModelOutput":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._commit()
+        finally:
+            for p in (self.tmp, self.tmp_sig):
+                if os.path.lexists(p):
+                    os.unlink(p)
+
+    def _commit(self) -> None:
+        if self.tmp.stat().st_size == 0:
+            raise TrustError(f"{self.path}: nothing was written", "bad_path")
+        if self.key is not None:
+            _write_signature(self.tmp, self.tmp_sig, self.key, self.name, self.version)
+        if os.path.lexists(self.sig_path):
+            os.unlink(self.sig_path)
+            self.removed_sig = self.key is None
+        os.replace(self.tmp, self.path)
+        if self.key is not None:
+            os.replace(self.tmp_sig, self.sig_path)
 
 
 def read_signature(sig_path: str | os.PathLike) -> dict:

@@ -7,6 +7,7 @@
 #   sudo deploy/install.sh --uninstall --purge  # remove everything, the user and group too
 #   deploy/install.sh --root DIR              # lay the whole install out under DIR (an image,
 #                                             # a test); touches nothing outside DIR
+#   sudo deploy/install.sh --root DIR --owner-ids 990:990   # ... owned by the image's bulletd ids
 #
 # Layout (docs/DEPLOY.md explains each piece):
 #   /opt/bulletd/venv/                    Python venv with the project (bulletd, bulletd-cli, bullet)
@@ -21,7 +22,10 @@
 #
 # Options:
 #   --root DIR               install under DIR; implies --no-apt --no-user --no-systemd (the
-#                            commands that would have run are printed and logged instead)
+#                            commands that would have run are printed and logged instead, and
+#                            those the first boot must run are written to opt/bulletd/first-boot.sh)
+#   --owner-ids UID:GID      with --root or --no-user: the numeric ids bulletd's user and group
+#                            have (or will get) in the image; files are given to them (needs root)
 #   --no-apt                 do not apt-get install anything (refuse if something is missing)
 #   --no-user                do not create the bulletd user and group
 #   --no-systemd             do not run systemctl (the unit file is still installed)
@@ -56,6 +60,7 @@ SYSTEM_SITE=0
 NO_BUILD_ISOLATION=0
 UNINSTALL=0
 PURGE=0
+OWNER_IDS=""
 MIN_PY="3.10"
 # Test hooks, documented in tests/test_deploy_install.py: another os-release file, another
 # machine name, and a forced failure after a named step (to prove nothing half-made stays).
@@ -65,12 +70,13 @@ FAIL_AFTER="${BULLETD_INSTALL_FAIL_AFTER:-}"
 
 say() { echo "$PROG: $*"; }
 die() { echo "$PROG: error: $*" >&2; exit 1; }
-usage() { sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --root) DEST="${2:?--root needs a folder}"; shift 2 ;;
         --root=*) DEST="${1#--root=}"; shift ;;
+        --owner-ids) OWNER_IDS="${2:?--owner-ids needs UID:GID}"; shift 2 ;;
         --no-apt) NO_APT=1; shift ;;
         --no-user) NO_USER=1; shift ;;
         --no-systemd) NO_SYSTEMD=1; shift ;;
@@ -99,6 +105,18 @@ if [ -n "$DEST" ]; then
     NO_SYSTEMD=1
 fi
 [ "$PURGE" = 0 ] || [ "$UNINSTALL" = 1 ] || die "--purge only goes with --uninstall"
+OWN_UID=""
+OWN_GID=""
+if [ -n "$OWNER_IDS" ]; then
+    if ! [[ "$OWNER_IDS" =~ ^[0-9]+:[0-9]+$ ]]; then
+        die "--owner-ids $OWNER_IDS: expected UID:GID, two numbers (e.g. 990:990)"
+    fi
+    OWN_UID="${OWNER_IDS%%:*}"
+    OWN_GID="${OWNER_IDS##*:}"
+    [ "$NO_USER" = 1 ] || die "--owner-ids goes with --root or --no-user (otherwise the installer creates bulletd itself)"
+    [ "$UNINSTALL" = 0 ] || die "--owner-ids is for installing, not --uninstall"
+    [ "$(id -u)" = 0 ] || die "--owner-ids needs root: giving files to other ids takes chown (sudo $0 ...)"
+fi
 
 OPT="$DEST/opt/bulletd"
 ETC="$DEST/etc/bulletd"
@@ -349,7 +367,12 @@ fail_point stage
 # ------------------------------------------------------------------------------------------------
 # commit: moves and small copies only
 # ------------------------------------------------------------------------------------------------
-# user and group first: the files below are given to the group
+# user and group first: the files below are given to the group.
+# Ownership (docs/DEPLOY.md): /etc/bulletd, its trusted_keys/ and bulletd.yaml root:bulletd,
+# /var/lib/bulletd bulletd:bulletd. Set here by name (bulletd created above), or by the numeric
+# ids of --owner-ids (an image); otherwise (--root, --no-user) the first boot must do it: those
+# commands are printed, logged and written to /opt/bulletd/first-boot.sh.
+FIRST_BOOT=()
 if [ "$NO_USER" = 0 ]; then
     if ! getent group bulletd >/dev/null; then groupadd --system bulletd; note "created group bulletd"; fi
     if ! getent passwd bulletd >/dev/null; then
@@ -357,11 +380,25 @@ if [ "$NO_USER" = 0 ]; then
             --shell /usr/sbin/nologin --comment "Bullet OS daemon" bulletd
         note "created system user bulletd"
     fi
+    OWN_USER=bulletd
+    OWN_GROUP=bulletd
 else
-    skipped "$([ -n "$DEST" ] && echo --root || echo --no-user)" "groupadd --system bulletd; useradd --system --gid bulletd --home-dir /var/lib/bulletd --shell /usr/sbin/nologin bulletd"
+    FIRST_BOOT+=("getent group bulletd >/dev/null || groupadd --system${OWN_GID:+ --gid $OWN_GID} bulletd")
+    FIRST_BOOT+=("getent passwd bulletd >/dev/null || useradd --system${OWN_UID:+ --uid $OWN_UID} --gid bulletd --home-dir /var/lib/bulletd --no-create-home --shell /usr/sbin/nologin --comment 'Bullet OS daemon' bulletd")
+    if [ -n "$OWNER_IDS" ]; then
+        OWN_USER="$OWN_UID"
+        OWN_GROUP="$OWN_GID"
+    else
+        OWN_USER=""
+        OWN_GROUP=""
+        FIRST_BOOT+=("chown root:bulletd /etc/bulletd /etc/bulletd/trusted_keys /etc/bulletd/bulletd.yaml")
+        FIRST_BOOT+=("chown -R bulletd:bulletd /var/lib/bulletd")
+    fi
+    why="$([ -n "$DEST" ] && echo --root || echo --no-user)"
+    skipped "$why" "$(printf '%s; ' "${FIRST_BOOT[@]}" | sed 's/; $//') (all in /opt/bulletd/first-boot.sh)"
 fi
-group_owns() {   # chgrp to bulletd when that group exists here (not in --root / --no-user)
-    if [ "$NO_USER" = 0 ]; then chgrp bulletd "$@"; fi
+group_owns() {   # root:bulletd, by name or by --owner-ids; nothing when left to the first boot
+    if [ -n "$OWN_GROUP" ]; then chown "0:$OWN_GROUP" "$@"; fi
 }
 
 # /etc/bulletd: config only if absent; example, keys and unit refreshed
@@ -372,9 +409,9 @@ if [ -e "$ETC/bulletd.yaml" ]; then
 else
     install -m 0640 "$STAGE_ETC/etc/bulletd.yaml" "$ETC/.bulletd.yaml.tmp"
     mv "$ETC/.bulletd.yaml.tmp" "$ETC/bulletd.yaml"
-    group_owns "$ETC/bulletd.yaml"
     note "wrote $ETC/bulletd.yaml"
 fi
+group_owns "$ETC/bulletd.yaml"   # the daemon reads it as group bulletd, kept or new
 install -m 0644 "$STAGE_ETC/etc/bulletd.yaml.example" "$ETC/bulletd.yaml.example"
 for key in "$STAGE_ETC"/etc/trusted_keys/*.pem; do
     [ -e "$key" ] || continue
@@ -397,7 +434,7 @@ done
 note "models in $STATE/models: $nmodels shipped, $added file(s) added"
 # The daemon owns its state (OTA replaces files there). systemd's StateDirectory= would chown it
 # at the first start, but not files added by a later install.
-if [ "$NO_USER" = 0 ]; then chown -R bulletd:bulletd "$STATE"; fi
+if [ -n "$OWN_USER" ]; then chown -R "$OWN_USER:$OWN_GROUP" "$STATE"; fi
 
 # the unit
 install -d -m 0755 "$UNIT_DIR"
@@ -431,4 +468,14 @@ else
     skipped "systemd is not PID 1 here" "systemctl daemon-reload; systemctl enable --now bulletd.service"
 fi
 { printf '%s\n' "${LOG_LINES[@]}"; echo "installed $(date -u +%Y-%m-%dT%H:%M:%SZ) from $SRC"; } >"$OPT/install.log"
+if [ "${#FIRST_BOOT[@]}" -gt 0 ]; then
+    {
+        echo "#!/bin/sh"
+        echo "# Written by deploy/install.sh $([ -n "$DEST" ] && echo "--root" || echo "--no-user"): run once as root on the"
+        echo "# installed system (its first boot) before bulletd starts. Safe to run again."
+        echo "set -e"
+        printf '%s\n' "${FIRST_BOOT[@]}"
+    } >"$OPT/first-boot.sh"
+    chmod 0755 "$OPT/first-boot.sh"
+fi
 say "done: ${DEST:-/} now has /opt/bulletd, /etc/bulletd, /var/lib/bulletd/models and the bulletd unit"

@@ -147,3 +147,122 @@ def test_reload_command_rereads_the_config(daemon):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"reloaded {daemon.cfg_path}"
     assert "configuration reloaded from" in daemon.log()
+
+
+# ---------------------------------------------------------------------- what users see on errors
+
+def test_a_refused_connection_exits_3_in_one_line(tmp_path):
+    """The daemon turns a connection away (its connection table is full): exit 3, one line."""
+    import socket
+
+    k = make_kit(tmp_path, slow=False)
+    d = DaemonProc(tmp_path, {"model_dir": str(k["models"]), "trust": {"keys": [str(k["trust"])]},
+                              "socket": {"path": str(tmp_path / "d.sock"), "max_connections": 5}}).start()
+    held = []
+    try:
+        for _ in range(200):   # fill the table, whatever room the daemon keeps, until it refuses one
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(d.sock)
+            s.settimeout(0.3)
+            try:
+                s.recv(1)          # a refused connection is answered (or closed) at once
+                s.close()
+                if held:           # (not the ready probe's connection, still being closed)
+                    break
+            except socket.timeout:
+                held.append(s)     # accepted and waiting for a request
+        else:
+            pytest.fail("bulletd never refused a connection")
+        for args in (["status"], ["generate", "-"]):
+            r = cli(d, *args, stdin="x" * 300_000)
+            assert r.returncode == 3, r.stderr
+            assert r.stderr.startswith("bulletd-cli: cannot reach bulletd") and "Traceback" not in r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1 and "Error" not in r.stderr
+        r = cli(d, "--json", "ping")
+        assert r.returncode == 3 and json.loads(r.stdout)["error"]["code"] == "unreachable"
+    finally:
+        for s in held:
+            s.close()
+        d.stop()
+
+
+def test_a_peer_that_drops_the_connection_mid_request_is_unreachable(tmp_path):
+    """A daemon that goes away while a large request is being written: DaemonUnavailable, not a
+    ConnectionResetError or BrokenPipeError."""
+    path = str(tmp_path / "drop.sock")
+
+    async def drop(reader, writer):
+        await reader.read(4)
+        writer.close()
+
+    async def go():
+        srv = await asyncio.start_unix_server(drop, path)
+        async with srv:
+            async with AsyncClient.socket(path, timeout=5) as c:
+                with pytest.raises(DaemonUnavailable, match="cannot reach bulletd: it closed the connection"):
+                    await c.generate("x" * 4_000_000)
+    asyncio.run(go())
+
+
+def test_a_prompt_over_the_frame_limit_is_too_large_said_plainly(daemon):
+    r = cli(daemon, "generate", "-", "--child", "math", stdin="word " * 200_000)   # 1 MB from stdin
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith("bulletd-cli: error too_large: ") and "larger than the limit" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = cli(daemon, "--json", "generate", "-", "--child", "math", stdin="word " * 200_000)
+    assert r.returncode == 1 and json.loads(r.stdout)["error"]["code"] == "too_large"
+
+
+def test_output_closed_early_ends_quietly(daemon):
+    """`bulletd-cli list | head`: the reader leaves; no traceback, no error line, status 141."""
+    for args in (["list"], ["generate", "hello", "--child", "math", "--max-tokens", "20"]):
+        p = subprocess.Popen([sys.executable, "-m", "bulletd.cli", "--socket", daemon.sock, *args], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p.stdout.close()
+        err = p.stderr.read()
+        assert p.wait(60) == 141 and err == "", err
+
+
+def test_errors_are_json_with_json(daemon, tmp_path):
+    r = cli(daemon, "--json", "generate", "x", "--child", "nosuch")
+    assert r.returncode == 1 and r.stderr == ""
+    e = json.loads(r.stdout)
+    assert e["ok"] is False and e["error"]["code"] == "unknown_child"
+    assert e["error"]["message"].startswith("no child named 'nosuch'")
+    r = cli(daemon, "--json", "status", sock=str(tmp_path / "gone.sock"))
+    e = json.loads(r.stdout)["error"]
+    assert r.returncode == 3 and e["code"] == "unreachable" and "gone.sock" in e["message"]
+    r = cli(daemon, "--json", "generate")
+    assert r.returncode == 2 and json.loads(r.stdout)["error"]["code"] == "usage"
+    r = cli(daemon, "--json", "--mqtt", "127.0.0.1:1", "--password-file", str(tmp_path / "nope"), "status")
+    e = json.loads(r.stdout)["error"]
+    assert r.returncode == 2 and e["message"].endswith("nope: No such file or directory")
+    r = cli(daemon, "--mqtt", "broker:port", "status")
+    assert r.returncode == 2 and "expected HOST[:PORT]" in r.stderr and "Traceback" not in r.stderr
+    r = cli(daemon, "--mqtt", f"127.0.0.1:{_free_port()}", "status")
+    assert r.returncode == 3 and "cannot reach the MQTT broker" in r.stderr and "Errno" not in r.stderr
+
+
+def test_bench_options_reach_the_daemon_benchmark(daemon, tmp_path):
+    """`bulletd-cli bench --quick --json --broker` are the benchmark's own options."""
+    models = daemon.tmp / "models"
+    r = cli(daemon, "bench", "--quick", "--json", "--route", str(models))
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout)
+    assert j["prompts"] == sum(len(v) for v in TOPICS.values()) and j["mother"] is True
+    port = _free_port()
+    r = cli(daemon, "bench", "--quick", "--broker", f"127.0.0.1:{port}")
+    assert r.returncode == 3 and f"cannot reach the broker 127.0.0.1:{port}" in r.stderr
+    r = cli(daemon, "bench", "--json", "--broker", f"127.0.0.1:{port}")
+    assert r.returncode == 3 and json.loads(r.stdout)["error"]["code"] == "unreachable"
+    r = cli(daemon, "bench", "--broker", "host:port")
+    assert r.returncode == 2 and "expected HOST:PORT" in r.stderr
+    r = cli(daemon, "--json", "bench", "--route", str(tmp_path / "none"))
+    assert r.returncode == 2 and "no such folder" in json.loads(r.stdout)["error"]["message"]
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -113,9 +113,41 @@ def test_install_lays_out_the_whole_tree(installed):
     for tool in ("bulletd-cli", "bullet"):
         assert os.readlink(r / "usr/local/bin" / tool) == f"/opt/bulletd/venv/bin/{tool}"
     log = (r / "opt/bulletd/install.log").read_text()
-    assert "skipped (--root): groupadd --system bulletd; useradd --system" in log
+    assert "skipped (--root): getent group bulletd >/dev/null || groupadd --system bulletd; " in log
     assert "skipped (--root): systemctl daemon-reload; systemctl enable bulletd.service" in log
     assert leftovers(r) == []
+
+
+def test_root_install_leaves_the_first_boot_every_command_it_needs(installed):
+    """Without --owner-ids the image's files are not yet root:bulletd / bulletd:bulletd: the first
+    boot must create the user and group AND give them the files; both are printed and scripted."""
+    out = (installed / "stdout.txt").read_text()
+    script = installed / "opt/bulletd/first-boot.sh"
+    assert script.stat().st_mode & 0o777 == 0o755
+    lines = script.read_text().splitlines()
+    assert lines[0] == "#!/bin/sh" and "set -e" in lines
+    cmds = [x for x in lines if x and not x.startswith("#") and x != "set -e"]
+    assert cmds == [
+        "getent group bulletd >/dev/null || groupadd --system bulletd",
+        "getent passwd bulletd >/dev/null || useradd --system --gid bulletd --home-dir /var/lib/bulletd "
+        "--no-create-home --shell /usr/sbin/nologin --comment 'Bullet OS daemon' bulletd",
+        "chown root:bulletd /etc/bulletd /etc/bulletd/trusted_keys /etc/bulletd/bulletd.yaml",
+        "chown -R bulletd:bulletd /var/lib/bulletd"]
+    for c in cmds:   # printed too, in the one "skipped" line
+        assert c in out
+    assert subprocess.run(["sh", "-n", str(script)]).returncode == 0
+    # every path the script gives away exists in the image
+    for p in ("etc/bulletd", "etc/bulletd/trusted_keys", "etc/bulletd/bulletd.yaml", "var/lib/bulletd"):
+        assert (installed / p).exists(), p
+
+
+def test_refuses_bad_owner_ids(tmp_path):
+    for ids, msg in (("990", "expected UID:GID, two numbers"), ("a:b", "expected UID:GID"),
+                     ("990:990:1", "expected UID:GID")):
+        r = run_install("--root", str(tmp_path / "r"), "--owner-ids", ids)
+        assert r.returncode == 1 and msg in r.stderr, r.stderr
+    r = run_install("--owner-ids", "990:990")
+    assert r.returncode == 1 and "--owner-ids goes with --root or --no-user" in r.stderr
 
 
 def test_shipped_children_are_installed_with_their_signatures(installed):
@@ -201,6 +233,30 @@ def test_reinstall_keeps_the_users_config_and_models(installed, wheel):
     assert (installed / "opt/bulletd/venv").stat().st_ino != venv_ino      # the program was replaced
     assert leftovers(installed) == []
     extra.unlink()
+
+
+def test_owner_ids_give_the_image_its_documented_ownership(installed, wheel):
+    """--owner-ids UID:GID (the ids bulletd has in the image): /etc/bulletd, trusted_keys/ and
+    bulletd.yaml root:GID, /var/lib/bulletd UID:GID; the first boot only creates the user."""
+    if os.geteuid() != 0:
+        r = run_install("--root", str(installed), "--wheel", str(wheel), "--owner-ids", "4242:4243")
+        assert r.returncode == 1 and "--owner-ids needs root" in r.stderr
+        return
+    r = run_install("--root", str(installed), "--wheel", str(wheel), "--owner-ids", "4242:4243")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    def owner(p):
+        st = (installed / p).stat()
+        return st.st_uid, st.st_gid, st.st_mode & 0o777
+    assert owner("etc/bulletd") == (0, 4243, 0o750)
+    assert owner("etc/bulletd/trusted_keys") == (0, 4243, 0o750)
+    assert owner("etc/bulletd/bulletd.yaml") == (0, 4243, 0o640)
+    for p in [installed / "var/lib/bulletd", *(installed / "var/lib/bulletd").rglob("*")]:
+        assert (p.stat().st_uid, p.stat().st_gid) == (4242, 4243), p
+    cmds = (installed / "opt/bulletd/first-boot.sh").read_text()
+    assert "groupadd --system --gid 4243 bulletd" in cmds and "useradd --system --uid 4242 --gid bulletd" in cmds
+    assert "chown" not in cmds
+    assert leftovers(installed) == []
 
 
 def test_failed_upgrade_leaves_the_previous_install_untouched(installed, wheel):

@@ -64,6 +64,24 @@ def test_unit_passes_systemd_analyze_verify_without_any_output(tmp_path):
         f"rc={r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
 
 
+def test_the_documented_verify_commands_print_nothing(tmp_path):
+    """docs/DEPLOY.md's way to verify the unit from a checkout, run as written (with /tmp moved
+    to this test's folder); and the reason it is needed: the checkout's unit names a program
+    that only an install creates."""
+    from _deploy_util import ROOT
+    doc = (ROOT / "docs" / "DEPLOY.md").read_text()
+    m = re.search(r"^(sed 's\|\^ExecStart=.*)\n(systemd-analyze verify .*)$", doc, flags=re.M)
+    assert m, "the sed + systemd-analyze verify lines are not in docs/DEPLOY.md"
+    for cmd in m.groups():
+        r = subprocess.run(cmd.replace("/tmp/", f"{tmp_path}/"), shell=True, cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0 and r.stdout == "" and r.stderr == "", (cmd, r.returncode, r.stdout, r.stderr)
+    assert (tmp_path / "bulletd.service").is_file()
+    r = verify(UNIT)
+    if not Path("/opt/bulletd/venv/bin/bulletd").exists():
+        assert r.returncode == 1 and "/opt/bulletd/venv/bin/bulletd is not executable" in r.stderr, r.stderr
+
+
 def test_verify_check_catches_a_misspelt_key(tmp_path):
     # The rule above (any output fails) is what catches this: verify itself still exits 0.
     bad = UNIT.read_text().replace("WatchdogSec=30s", "WatchdogSecs=30s")

@@ -344,7 +344,7 @@ def test_cli_import_and_run_ids_reproduce_runc(stories260k, runc_recorded, tmp_p
     for backend in ("numpy", "native"):
         if backend == "native":
             _native_or_fail()
-        r = _bullet("run", out, "-n", 256, "-t", 0, "--ids", "--backend", backend)
+        r = _bullet("run", out, "-n", 256, "-t", 0, "--repeat-penalty", 1, "--ids", "--backend", backend)
         assert r.returncode == 0, r.stderr
         assert [int(t) for t in r.stdout.split()] == runc_recorded[0]
         assert "256 tokens" in r.stderr and backend in r.stderr
@@ -373,3 +373,26 @@ def test_cli_import_of_a_missing_checkpoint_is_one_clear_error(tmp_path):
     r = _bullet("import-llama2c", tmp_path / "nope.bin", "-o", tmp_path / "x.bullet")
     assert r.returncode == 1
     assert "cannot read llama2.c checkpoint" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_import_over_a_signed_file_replaces_it_whole_and_drops_its_stale_sig(tmp_path):
+    """The old .sig cannot sign the new file: it goes with the file it signed. A failed import
+    (a bad checkpoint) leaves the existing pair alone."""
+    from bulletd.signing import generate_keypair, sign_file, verify_file
+    priv, pub = generate_keypair("k", tmp_path / "keys")
+    ck = tmp_path / "m.bin"
+    write_llama2c_bin(ck, seed=1)
+    out = tmp_path / "m.bullet"
+    import_llama2c(ck, out, dtype="f32")
+    sig = sign_file(out, priv)
+    before = out.read_bytes(), sig.read_bytes()
+    (tmp_path / "bad.bin").write_bytes(ck.read_bytes()[:-8])
+    r = _bullet("import-llama2c", tmp_path / "bad.bin", "-o", out)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert (out.read_bytes(), sig.read_bytes()) == before
+    verify_file(out, pub)
+    r = _bullet("import-llama2c", ck, "--dtype", "bq4", "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert f"removed {sig}: it signed the file this one replaced" in r.stdout
+    assert not sig.exists() and out.read_bytes() != before[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.bin", "keys", "m.bin", "m.bullet"]

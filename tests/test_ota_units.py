@@ -232,6 +232,7 @@ def test_bullet_push_command_reports_each_device(tmp_path, broker):
         assert out["devices"]["dev1"]["chunks_sent"] == -(-f.stat().st_size // 8192)
         assert out["devices"]["ghost"]["state"] == "timeout"
         assert "no final status within 6 s" in out["devices"]["ghost"]["message"]
+        assert "0/0" not in out["devices"]["ghost"]["message"]      # it never said how much it needs
         r = subprocess.run(cmd[:4] + [str(tmp_path / "nope.bullet"), "--device", "dev1"],
                            capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert r.returncode == 1 and "nope.bullet: no such file" in r.stderr
@@ -240,6 +241,23 @@ def test_bullet_push_command_reports_each_device(tmp_path, broker):
                            capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert r.returncode == 1 and "unsigned.bullet is not signed" in r.stderr
         assert "bullet sign" in r.stderr
+    finally:
+        rx.stop()
+
+
+def test_bullet_push_counts_in_plain_words(tmp_path, broker):
+    """One chunk is '1 chunk'; no '0/0 chunks' before the device has said how much it needs."""
+    keys = Keys(tmp_path)
+    f = make_child(tmp_path / "kid.bullet", keys.key, version="5")
+    rx = ReceiverProc(tmp_path, broker).start()
+    try:
+        r = subprocess.run([sys.executable, "-m", "bulletd.cli_bullet", "push", str(f), "--device", "dev1",
+                            "--broker", f"127.0.0.1:{broker.port}", "--chunk-size", "512k", "--timeout", "30"],
+                           capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == f"dev1: installed (sent 1 chunk, {f.stat().st_size} bytes)"
+        assert "1 chunk of" in r.stderr and "1 chunks" not in r.stderr and "0/0" not in r.stderr
+        assert "dev1: installed 1/1 chunk" in r.stderr
     finally:
         rx.stop()
 

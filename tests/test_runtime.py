@@ -371,3 +371,28 @@ def test_consumer_that_breaks_after_cancel_sees_cancelled_and_close_releases(sma
     g2 = small.generate("hi", GenerationSettings(max_tokens=3, temperature=0), session=s)
     list(g2)
     assert g2.finish_reason in ("length", "eos")
+
+
+def test_bullet_run_uses_the_daemons_defaults_and_refuses_negative_steps(tmp_path):
+    """`bullet run` without sampling options generates what the daemon does with the same seed:
+    one definition of the defaults (GenerationSettings)."""
+    import subprocess
+    import sys
+    p = write_random_lm(tmp_path / "m.bullet", random_arch(dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                                                           hidden_dim=96, vocab_size=300, max_seq_len=128),
+                        seed=3, name="m")
+
+    def bullet(*args):
+        return subprocess.run([sys.executable, "-m", "bulletd.cli_bullet", "run", str(p), *args],
+                              capture_output=True, text=True, timeout=60)
+    r = bullet("-p", "ab", "--seed", "5", "--ids", "--quiet")
+    assert r.returncode == 0, r.stderr
+    with load_model(p) as m:
+        g = m.generate_ids(m.tokenizer.encode("ab", bos=True), GenerationSettings(seed=5))
+        for _ in g:
+            pass
+    assert [int(t) for t in r.stdout.split()] == list(g.tokens) and len(g.tokens) > 1
+    for bad in ("-1", "x"):
+        r = bullet("-n", bad)
+        assert r.returncode == 2 and "argument -n/--steps" in r.stderr and "Traceback" not in r.stderr
+    assert "must be 0 (the whole context) or more, got -1" in bullet("-n", "-1").stderr

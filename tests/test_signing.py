@@ -117,4 +117,55 @@ def test_bullet_command_keygen_sign_verify_inspect(tmp_path):
     r = _bullet("verify", f, "--trust", tmp_path / "k.pub.pem")
     assert r.returncode != 0 and "hash_mismatch" in r.stderr
     r = _bullet("verify", tmp_path / "missing.bullet", "--trust", tmp_path / "k.pub.pem")
-    assert r.returncode != 0 and "no signature" in r.stderr
+    assert r.returncode == 1 and "missing.bullet: no such file" in r.stderr
+    assert ".sig" not in r.stderr and "Errno" not in r.stderr
+
+
+def test_bullet_sign_with_a_public_key_leaves_the_signature_alone(tmp_path, keys):
+    f = tiny_file(tmp_path / "c.bullet", name="cli")
+    sig = sign_file(f, keys[0])
+    before = sig.read_bytes()
+    for bad in (keys[1], tmp_path / "nokey.key", f):   # public key, no file, not a key
+        r = _bullet("sign", f, "--key", bad)
+        assert r.returncode == 1 and "[bad_key]" in r.stderr and "Traceback" not in r.stderr
+        assert sig.read_bytes() == before
+    assert "is a public key; signing needs the private key" in _bullet("sign", f, "--key", keys[1]).stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.bullet", "c.bullet.sig", "keys"]
+
+
+def test_model_output_replaces_file_and_sig_only_when_both_are_whole(tmp_path, keys):
+    """ModelOutput: a bad key writes nothing; a failure while writing keeps the old pair; success
+    replaces the file and its .sig together; an unsigned file drops the .sig it would contradict."""
+    from bulletd.signing import ModelOutput
+    f = micro_file(tmp_path / "m.bullet", name="tiny")
+    sign_file(f, keys[0])
+    old = (f.read_bytes(), (tmp_path / "m.bullet.sig").read_bytes())
+
+    def pair():
+        return f.read_bytes(), (tmp_path / "m.bullet.sig").read_bytes()
+    with pytest.raises(TrustError, match="is a public key"):
+        ModelOutput(f, keys[1])
+    with pytest.raises(RuntimeError, match="half way"):
+        with ModelOutput(f, keys[0]) as out:
+            out.tmp.write_bytes(b"half a file")
+            raise RuntimeError("half way")
+    assert pair() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys", "m.bullet", "m.bullet.sig"]
+    with ModelOutput(f, keys[0], name="tiny", version="2") as out:
+        tiny_file(out.tmp, name="tiny", version="2")
+    assert pair() != old and verify_file(f, TrustStore(keys[1]))["version"] == "2"
+    with ModelOutput(f) as out:                         # unsigned over signed
+        tiny_file(out.tmp, name="tiny", version="3")
+    assert out.removed_sig and not (tmp_path / "m.bullet.sig").exists()
+    with pytest.raises(TrustError, match="output folder .* does not exist"):
+        ModelOutput(tmp_path / "no" / "x.bullet")
+
+
+def test_bullet_output_closed_early_ends_quietly(tmp_path):
+    """`bullet inspect FILE | head`: the reader leaves; no traceback, no error line, status 141."""
+    f = tiny_file(tmp_path / "c.bullet", name="cli")
+    p = subprocess.Popen([sys.executable, "-m", "bulletd.cli_bullet", "inspect", str(f)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()                                    # the reader is gone before the first line
+    err = p.stderr.read().decode()
+    assert p.wait(60) == 141 and err == ""

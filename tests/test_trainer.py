@@ -39,6 +39,18 @@ def test_example_configs_load():
         (1511, 256, 4, 8, 4, 128)
 
 
+def test_example_configs_write_their_runs_inside_the_checkout(tmp_path, monkeypatch):
+    """Relative paths resolve against the config's folder, not the current directory: from any
+    directory the shipped configs write to runs/NAME at the checkout root (git-ignored)."""
+    monkeypatch.chdir(tmp_path)
+    configs = sorted((ROOT / "trainer" / "configs").glob("*.yaml"))
+    assert len(configs) >= 4
+    for p in configs:
+        cfg = load_config(p)
+        assert Path(cfg.output_dir) == ROOT / "runs" / p.stem, (p.name, cfg.output_dir)
+    assert "/runs/" in (ROOT / ".gitignore").read_text().split()
+
+
 def test_config_unknown_key_suggests_the_right_one(tmp_path):
     p = write_config(tmp_path, hiden_size=32)
     with pytest.raises(ConfigError, match=r"unknown key 'hiden_size' \(did you mean 'hidden_size'\?\)"):
@@ -526,6 +538,38 @@ def test_export_bad_inputs(tiny_run, tmp_path):
         export(res["run_dir"], tmp_path / "no" / "x.bullet")
 
 
+def test_a_failed_export_leaves_the_signed_file_and_its_sig_alone(exported, tiny_run, keypair, tmp_path):
+    """`bullet-train export CKPT -o kid.bullet --key PUBLIC.pem` (the public key by mistake), or a
+    failure half way, must not touch an existing signed kid.bullet or its .sig."""
+    import shutil
+
+    from bulletd.signing import verify_file
+    from trainer.errors import ExportError
+    from trainer.export import export
+
+    _, res, _ = tiny_run
+    kid = tmp_path / "kid.bullet"
+    shutil.copy(exported[0], kid)
+    shutil.copy(str(exported[0]) + ".sig", str(kid) + ".sig")
+    before = kid.read_bytes(), (tmp_path / "kid.bullet.sig").read_bytes()
+    r = _cli("export", str(res["run_dir"]), "-o", str(kid), "--key", str(keypair[1]), "--check-windows", "0")
+    assert (kid.read_bytes(), (tmp_path / "kid.bullet.sig").read_bytes()) == before
+    assert r.returncode == 2 and "is a public key; signing needs the private key" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+    def broken_log(msg):   # fails after the new file is written at its temporary name
+        raise ExportError("the disk filled up")
+    with pytest.raises(ExportError, match="the disk filled up"):
+        export(res["run_dir"], kid, key=keypair[0], check_windows=2, log=broken_log)
+    assert (kid.read_bytes(), (tmp_path / "kid.bullet.sig").read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kid.bullet", "kid.bullet.sig"]
+    verify_file(kid, keypair[1])
+    # exported again without a key: the old .sig, which cannot sign the new file, goes with it
+    lines = []
+    export(res["run_dir"], kid, check_windows=0, version="9", log=lines.append)
+    assert not (tmp_path / "kid.bullet.sig").exists() and any("removed" in x for x in lines)
+
+
 # ---------------------------------------------------------------------------------------------
 # router
 # ---------------------------------------------------------------------------------------------
@@ -556,6 +600,38 @@ def test_router_trains_and_the_daemon_mother_reads_it(tmp_path, keypair):
     assert int(np.argmax(mother.probs(mother.hidden(mother.features("बंद करा"))))) == 1
 
 
+def test_ship_with_a_wrong_key_writes_nothing(tmp_path, keypair):
+    out = tmp_path / "child_models"
+    out.mkdir()
+    (out / "release.pub.pem").write_text("the shipped key\n")
+    r = subprocess.run([sys.executable, "-m", "trainer.ship", "--key", str(keypair[1]), "--out", str(out),
+                        "--child", f"kid={tmp_path / 'run'}"], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1 and "is a public key; signing needs the private key" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert [p.name for p in out.iterdir()] == ["release.pub.pem"]
+    assert (out / "release.pub.pem").read_text() == "the shipped key\n"
+
+
+def test_router_with_a_bad_key_writes_nothing(tmp_path, keypair):
+    from trainer.errors import ExportError
+    from trainer.router import export_router, train_router
+
+    ex = [(t, "a") for t in ("one two", "three four", "five six")] + [(t, "b") for t in ("x y", "z w", "v u")]
+    model = train_router(ex, feature_dim=64, hidden=8, steps=20, seed=0, log=lambda *a: None)
+    out = tmp_path / "mother.bullet"
+    export_router(model, out, key=keypair[0])
+    before = out.read_bytes(), (tmp_path / "mother.bullet.sig").read_bytes()
+    with pytest.raises(ExportError) as e:
+        export_router(model, out, key=keypair[1], version="0.2.0")
+    assert (out.read_bytes(), (tmp_path / "mother.bullet.sig").read_bytes()) == before
+    assert "is a public key" in str(e.value)
+    # the command checks the key before it trains
+    r = _cli("router", "-o", str(out), "--child", f"a={tmp_path / 'none.jsonl'}", "--key", str(keypair[1]))
+    assert r.returncode == 2 and "is a public key" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mother.bullet", "mother.bullet.sig"]
+
+
 def test_router_needs_two_labels():
     from trainer.router import train_router
 
@@ -581,6 +657,17 @@ def test_cli_invalid_utf8_corpus_fails_fast_with_the_flag(tmp_path):
     cfg = write_config(tmp_path, dataset_path=str(p), on_bad_line="error")
     r = _cli("train", "--config", str(cfg))
     assert r.returncode == 2 and "line 2: invalid UTF-8" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_output_closed_early_ends_quietly(tmp_path):
+    """`bullet-train ... | head`: the reader leaves; no traceback, status 141."""
+    p = subprocess.Popen([sys.executable, "-m", "trainer.cli", "tokenizer", "--data", str(TINY_CORPUS),
+                          "--vocab-size", "300", "-o", str(tmp_path / "tok.json")], cwd=ROOT, env=ENV,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(120) == 141 and err == ""
+    assert (tmp_path / "tok.json").is_file()
 
 
 def test_cli_export_of_missing_checkpoint(tmp_path):

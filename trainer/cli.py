@@ -9,7 +9,9 @@
 
 --steps N sets the run's total step count (and the length of its cosine schedule): an interrupted
 run resumed with the same --steps ends with exactly the weights of an uninterrupted one.
-Errors are printed as one line `bullet-train: error: ...` with exit status 2 (bad input) or 1.
+Errors are printed as one line `bullet-train: error: ...` with exit status 2 (bad input) or 1 (the
+system refused: a file that cannot be written, a full disk). Output piped into a reader that
+leaves early (`| head`) ends the command quietly with status 141, as SIGPIPE would.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import argparse
 import sys
 import time
 
-from bulletd.errors import BulletError
+from bulletd.errors import BulletError, plain, stdout_gone
 
 
 def _train(args) -> int:
@@ -47,6 +49,9 @@ def _router(args) -> int:
     from trainer.errors import ConfigError
     from trainer.router import examples_from_labelled, examples_from_source, export_router, train_router
 
+    if args.key:   # a wrong key is found before the training, not after
+        from bulletd.signing import load_private_key
+        load_private_key(args.key)
     examples = []
     for spec in args.child or []:
         if "=" not in spec:
@@ -58,6 +63,8 @@ def _router(args) -> int:
     model = train_router(examples, feature_dim=args.feature_dim, hidden=args.hidden, steps=args.steps, seed=args.seed)
     s = export_router(model, args.output, threshold=args.threshold, key=args.key, name=args.name, version=args.version)
     print(f"wrote {s['path']} ({s['size']} bytes)" + (", signed" if args.key else ""))
+    if s.get("removed_sig"):
+        print(f"removed {s['removed_sig']}: it signed the file this one replaced")
     return 0
 
 
@@ -136,13 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.fn(args)
+        rc = args.fn(args)
+        sys.stdout.flush()        # a pipe closed early shows here, not at interpreter exit
+        return rc
+    except BrokenPipeError:       # `bullet-train ... | head`: the reader left, nothing to say
+        return stdout_gone()
     except KeyboardInterrupt:
         print("bullet-train: interrupted", file=sys.stderr)
         return 130
     except BulletError as exc:
         print(f"bullet-train: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"bullet-train: error: {plain(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

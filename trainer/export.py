@@ -140,15 +140,33 @@ def export(checkpoint, out, *, key=None, examples=None, prompts=None, vector_tok
     examples: prompts stored as header["examples"] (default: from the validation split).
     prompts: prompts for the verification vectors (default: the first examples' first words).
     """
+    from bulletd.signing import ModelOutput
+
     ck = ckpt_mod.load(checkpoint)
     model, cfg, vocab = model_from_checkpoint(ck)
-    out = Path(out)
-    if out.parent and not out.parent.exists():
-        raise ExportError(f"output folder {out.parent} does not exist")
-    if key is not None and not Path(key).is_file():
-        raise ExportError(f"private key {key} does not exist")
     name = name or cfg.name
     version = version or cfg.version
+    try:   # reads the key first: a wrong key writes nothing and leaves an existing OUT as it was
+        output = ModelOutput(out, key, name=name, version=version)
+    except BulletError as exc:
+        raise ExportError(str(exc)) from None
+    with output:
+        summary = _export_to(output.tmp, Path(out), model, cfg, vocab, ck, examples=examples, prompts=prompts,
+                             vector_tokens=vector_tokens, check_windows=check_windows, name=name,
+                             version=version, log=log)
+    if key is not None:
+        summary["signature"] = str(output.sig_path)
+    log(f"wrote {out} ({summary['size'] / 1e6:.2f} MB, {summary['vectors']} verification vectors"
+        + (", signed" if key else "") + ")")
+    if output.removed_sig:
+        log(f"removed {output.sig_path}: it signed the file this one replaced (sign the new one with "
+            f"`bullet sign {out} --key KEY`)")
+    return summary
+
+
+def _export_to(out: Path, final: Path, model, cfg, vocab, ck, *, examples, prompts, vector_tokens, check_windows,
+               name, version, log) -> dict:
+    """Write the exported file at OUT (a temporary name); FINAL is the name it will have."""
     examples = list(examples) if examples else default_examples(cfg)
     if prompts is None:
         prompts = [" ".join(e.split()[:2]) for e in examples[:4]] or ["a"]
@@ -175,7 +193,7 @@ def export(checkpoint, out, *, key=None, examples=None, prompts=None, vector_tok
 
     # pass 1: the file without vectors, so the runtime can compute them on the real weights
     write_bullet(out, provenance=provenance(), extra={"examples": examples}, **common)
-    summary = {"path": str(out), "steps": step, "f32_val_loss_ckpt": ev.get("val_loss")}
+    summary = {"path": str(final), "steps": step, "f32_val_loss_ckpt": ev.get("val_loss")}
     data = val_data_for(cfg, vocab) if check_windows else None
     if data is not None and len(data.val) > cfg.max_seq_len + 1:
         f32 = f32_val_loss(model, data, check_windows)
@@ -201,16 +219,7 @@ def export(checkpoint, out, *, key=None, examples=None, prompts=None, vector_tok
         for v in vectors:
             got = greedy_ids(rt, v["ids"], len(v["expected"]))
             if got != v["expected"]:
-                raise ExportError(f"{out}: verification vector for {v['prompt']!r} does not replay "
+                raise ExportError(f"{final}: verification vector for {v['prompt']!r} does not replay "
                                   f"({got} != {v['expected']})")
     summary.update(size=out.stat().st_size, vectors=len(vectors), examples=examples)
-    if key is not None:
-        from bulletd.signing import sign_file
-
-        try:
-            summary["signature"] = str(sign_file(out, key, name=name, version=version))
-        except BulletError as exc:
-            raise ExportError(f"signing {out} with {key} failed: {exc}") from exc
-    log(f"wrote {out} ({summary['size'] / 1e6:.2f} MB, {len(vectors)} verification vectors"
-        + (", signed" if key else "") + ")")
     return summary

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -193,7 +194,8 @@ class Pusher:
                     await self._session(client, deadline)
             except aiomqtt.MqttError as exc:
                 self.reconnects += 1
-                self.on_event("disconnected", DeviceOutcome("-", message=str(exc)))
+                why = re.sub(r"^\[Errno \d+\] ", "", str(exc))
+                self.on_event("disconnected", DeviceOutcome("-", message=why))
             finally:
                 self.client = None
             if not self._done():
@@ -204,8 +206,8 @@ class Pusher:
         for o in self.outcomes.values():
             if not o.final:
                 o.state, o.reason = "timeout", "timeout"
-                o.message = (f"no final status within {self.timeout:.0f} s "
-                             f"(last: {o.status.get('state', 'no answer')}, {o.have}/{o.total})")
+                got = f", {o.have}/{_count(o.total, 'chunk')}" if o.total else ""
+                o.message = f"no final status within {self.timeout:.0f} s (last: {o.status.get('state', 'no answer')}{got})"
                 self.on_event("final", o)
         return self.outcomes
 
@@ -340,8 +342,13 @@ class _Printer:
             return
         self.shown[o.device] = key
         extra = f" ({o.reason}: {o.message})" if o.reason else ""
-        print(f"  {o.device}: {o.state} {o.have}/{o.total} chunks{extra}", file=self.stream,
-              flush=True)
+        count = f" {o.have}/{o.total} {'chunk' if o.total == 1 else 'chunks'}" if o.total else ""
+        print(f"  {o.device}: {o.state}{count}{extra}", file=self.stream, flush=True)
+
+
+def _count(n: int, word: str) -> str:
+    """'1 chunk', '3 chunks'."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def cmd_push(args) -> int:
@@ -355,7 +362,7 @@ def cmd_push(args) -> int:
     m = pusher.manifest
     if not (args.quiet or args.json):
         target = f"fleet {args.fleet}" if args.fleet else ", ".join(args.device)
-        print(f"pushing {m['name']} {m['version']} ({m['size']} bytes, {pusher.n_chunks} chunks "
+        print(f"pushing {m['name']} {m['version']} ({_count(m['size'], 'byte')}, {_count(pusher.n_chunks, 'chunk')} "
               f"of {pusher.chunk_size}) to {target} via {host}:{port}, push {pusher.push_id}",
               file=sys.stderr)
     outcomes = asyncio.run(pusher.run())
@@ -369,7 +376,7 @@ def cmd_push(args) -> int:
             print(f"no device of fleet {args.fleet} answered", file=sys.stderr)
         for d, o in sorted(outcomes.items()):
             why = f" [{o.reason}] {o.message}" if o.reason else ""
-            print(f"{d}: {o.state}{why} (sent {o.chunks_sent} chunks, {o.bytes_sent} bytes)")
+            print(f"{d}: {o.state}{why} (sent {_count(o.chunks_sent, 'chunk')}, {_count(o.bytes_sent, 'byte')})")
     ok = bool(outcomes) and all(o.state == P.INSTALLED for o in outcomes.values())
     return 0 if ok else 1
 

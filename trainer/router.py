@@ -175,16 +175,20 @@ def export_router(model: RouterModel, out, *, threshold: float = 0.5, key=None, 
     extra = {"router": {"labels": model.labels, "feature_dim": int(D), "hidden": int(H), "threshold": threshold}}
     if examples:
         extra["examples"] = examples
-    write_bullet(out, kind="router", arch={"feature_dim": int(D), "hidden": int(H)},
-                 tensors={"router.w1": ("f32", model.w1), "router.b1": ("f32", model.b1),
-                          "router.w2": ("f32", model.w2), "router.b2": ("f32", model.b2)},
-                 vocab=[], tokenizer={"kind": "none"}, provenance=prov, extra=extra)
+    from bulletd.signing import ModelOutput
+
+    try:   # reads the key first: a wrong key writes nothing and leaves an existing OUT as it was
+        output = ModelOutput(out, key, name=name, version=version)
+    except BulletError as exc:
+        raise ExportError(str(exc)) from None
+    with output:
+        write_bullet(output.tmp, kind="router", arch={"feature_dim": int(D), "hidden": int(H)},
+                     tensors={"router.w1": ("f32", model.w1), "router.b1": ("f32", model.b1),
+                              "router.w2": ("f32", model.w2), "router.b2": ("f32", model.b2)},
+                     vocab=[], tokenizer={"kind": "none"}, provenance=prov, extra=extra)
     summary = {"path": str(out), "size": out.stat().st_size, **model.metrics}
     if key is not None:
-        from bulletd.signing import sign_file
-
-        try:
-            summary["signature"] = str(sign_file(out, key, name=name, version=version))
-        except BulletError as exc:
-            raise ExportError(f"signing {out} with {key} failed: {exc}") from exc
+        summary["signature"] = str(output.sig_path)
+    if output.removed_sig:
+        summary["removed_sig"] = str(output.sig_path)
     return summary

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -122,6 +123,12 @@ Prompt sources:
 """
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m trainer.ship")
     ap.add_argument("--key", required=True)
@@ -131,14 +138,21 @@ def main(argv=None) -> int:
     ap.add_argument("--labelled", action="append", default=[])
     ap.add_argument("--per-child", type=int, default=1500)
     args = ap.parse_args(argv)
+    from cryptography.hazmat.primitives import serialization
+
+    from bulletd.errors import BulletError
+    from bulletd.signing import key_id as _key_id, load_private_key
+
+    key = Path(args.key)
+    try:   # before anything is written: a wrong key leaves the shipped files as they are
+        private = load_private_key(key)
+    except BulletError as exc:
+        raise SystemExit(f"python -m trainer.ship: error: {exc}") from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    key = Path(args.key)
-    pub = key.with_name(key.name.replace(".key", ".pub.pem"))
-    shutil.copy(pub, out / "release.pub.pem")
-    from bulletd.signing import key_id as _key_id, load_public_key
-
-    key_id = _key_id(load_public_key(out / "release.pub.pem"))
+    key_id = _key_id(private.public_key())
+    _write_atomic(out / "release.pub.pem", private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     prompts = dict(p.split("=", 1) for p in args.golden_prompt)
     goldens = {}
     mother_examples, sources = [], []
@@ -154,7 +168,7 @@ def main(argv=None) -> int:
         goldens[name] = gold
         data_path = Path(ck.state["data_path"])
         note = "split 98/2 into training/validation by the run's seed; see `shared/data/README.md` for sources and licences"
-        (out / f"{name}.md").write_text(card(name, summary, ck, gold, key_id, note), encoding="utf-8")
+        _write_atomic(out / f"{name}.md", card(name, summary, ck, gold, key_id, note).encode("utf-8"))
         ex = examples_from_source(name, data_path, args.per_child, seed=11)
         mother_examples += ex
         sources.append(f"{len(ex)} records of `{data_path.name}` cut to prompt length (label `{name}`)")
@@ -165,8 +179,8 @@ def main(argv=None) -> int:
         sources.append(f"{len(ex)} hand-written prompts from `{Path(lab).name}`")
     model = train_router(mother_examples, feature_dim=1024, hidden=64, steps=400, seed=0)
     ms = export_router(model, out / "mother.bullet", key=key, threshold=0.5, name="mother")
-    (out / "mother.md").write_text(mother_card(ms, model.labels, sources, key_id), encoding="utf-8")
-    (out / "golden.json").write_text(json.dumps(goldens, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    _write_atomic(out / "mother.md", mother_card(ms, model.labels, sources, key_id).encode("utf-8"))
+    _write_atomic(out / "golden.json", (json.dumps(goldens, ensure_ascii=False, indent=1) + "\n").encode("utf-8"))
     print(f"mother: {ms['size']} bytes, held-out accuracy {ms['heldout_accuracy']:.3f}")
     return 0
 

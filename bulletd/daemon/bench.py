@@ -42,6 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bulletd.errors import TransportError, plain
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -378,14 +379,46 @@ def route_bench(models: Path) -> dict:
             "trainer_heldout_accuracy": heldout}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="bulletd-bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--broker", metavar="HOST:PORT", help="use this broker instead of starting mosquitto")
+def _broker(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":") if ":" in text else (text, "", "1883")
+    try:
+        n = int(port)
+    except ValueError:
+        n = -1
+    if not 0 < n < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT with a port from 1 to 65535, got {text!r}")
+    return host or "127.0.0.1", n
+
+
+def add_arguments(ap: argparse.ArgumentParser, json_dest: str = "json") -> None:
+    """The benchmark's options, on its own parser or on `bulletd-cli bench`."""
+    ap.add_argument("--broker", metavar="HOST:PORT", type=_broker,
+                    help="use this broker instead of starting mosquitto")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (noisier)")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", action="store_true", dest=json_dest, help="print the figures as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     ap.add_argument("--route", metavar="DIR", help="only the routing figures for the children and mother in DIR")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bulletd-bench", description=__doc__.split("\n\n")[0])
+    add_arguments(ap)
     a = ap.parse_args(argv)
+    try:
+        return run(a)
+    except TransportError as exc:
+        print(f"bulletd-bench: {exc}", file=sys.stderr)
+        return 3
+    except OSError as exc:
+        print(f"bulletd-bench: {plain(exc)}", file=sys.stderr)
+        return 2
+
+
+def run(a: argparse.Namespace) -> int:
+    """Run the benchmark with parsed options (broker, quick, json, keep, route). Raises
+    TransportError when --broker cannot be reached, OSError when --route is not a folder."""
+    if a.route and not Path(a.route).is_dir():
+        raise FileNotFoundError(2, "no such folder (--route expects the folder of the children)", a.route)
     if a.route:
         r = route_bench(Path(a.route))
         if a.json:
@@ -399,6 +432,12 @@ def main(argv: list[str] | None = None) -> int:
                   + (f"; trainer's held-out accuracy {r['trainer_heldout_accuracy']}" if r.get("trainer_heldout_accuracy") is not None else ""))
         return 0
     reps = 3 if a.quick else 7
+    if a.broker:   # before minutes of setup
+        try:
+            socket.create_connection(a.broker, timeout=5).close()
+        except OSError as exc:
+            raise TransportError(f"cannot reach the broker {a.broker[0]}:{a.broker[1]}: "
+                                 f"{exc.strerror or exc}") from None
 
     from bulletd.format.synth import REFERENCE, SMALL, write_random_lm
     from bulletd.signing import generate_keypair, sign_file
@@ -425,8 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         sign_file(spare, priv)
 
         if a.broker:
-            host, _, port_s = a.broker.partition(":")
-            host, port = host or "127.0.0.1", int(port_s or 1883)
+            host, port = a.broker
         else:
             exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
             host, port = "127.0.0.1", _free_port()

@@ -2,7 +2,7 @@
 `register(subparsers)`.
 
     bullet run model.bullet -p "Once upon a time" -n 128 -t 0.8 --seed 42
-    bullet run model.bullet -n 200 -t 0 --ids         # greedy ids from BOS, like llama2.c's run
+    bullet run model.bullet -n 200 -t 0 --ids --repeat-penalty 1   # greedy ids from BOS, as llama2.c's run
     bullet import-llama2c stories260K.bin --dtype bq4 -o stories260K.bullet
     bullet bench                                       # SMALL and REFERENCE, native vs NumPy
 """
@@ -27,14 +27,22 @@ def _cmd_run(args) -> int:
     else:
         raise RequestError("bad_request", f"{args.file}: the model has no BOS token, so it cannot "
                                           f"start from nothing; give a prompt with -p")
-    # llama2.c's -n counts positions (prompt + generated); 0 or more than the context = context
-    steps = args.steps if 0 < args.steps <= ctx else ctx
-    max_tokens = steps - len(ids) + 1
-    if max_tokens < 1:
-        raise RequestError("too_long", f"the prompt is {len(ids)} tokens, more than -n {steps} steps allow")
-    settings = GenerationSettings(max_tokens=max_tokens, temperature=args.temperature, top_k=args.top_k,
-                                  top_p=args.top_p, repetition_penalty=args.repeat_penalty,
-                                  seed=args.seed, stop=tuple(args.stop or ()))
+    if args.steps is None:
+        # the daemon's default length: GenerationSettings.max_tokens new tokens, within the context
+        max_tokens = min(GenerationSettings().max_tokens, ctx - len(ids) + 1)
+        if max_tokens < 1:
+            raise RequestError("too_long", f"the prompt is {len(ids)} tokens, the model's whole context of {ctx}")
+    else:
+        # llama2.c's -n counts positions (prompt + generated); 0 or more than the context = context
+        steps = args.steps if 0 < args.steps <= ctx else ctx
+        max_tokens = steps - len(ids) + 1
+        if max_tokens < 1:
+            raise RequestError("too_long", f"the prompt is {len(ids)} tokens, more than -n {steps} steps allow")
+    # sampling: what the command line gives, else GenerationSettings' defaults (the daemon's too)
+    chosen = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+              "repetition_penalty": args.repeat_penalty}
+    settings = GenerationSettings(max_tokens=max_tokens, seed=args.seed, stop=tuple(args.stop or ()),
+                                  **{k: v for k, v in chosen.items() if v is not None})
     gen = model.generate_ids(ids, settings)
     t0 = time.perf_counter()
     out = sys.stdout
@@ -76,6 +84,8 @@ def _cmd_import(args) -> int:
           f"{c['n_layers']} layers, {c['n_heads']} heads / {c['n_kv_heads']} kv heads, hidden "
           f"{c['hidden_dim']}, vocab {c['vocab_size']}, context {c['seq_len']}, "
           f"{'shared' if c['shared_classifier'] else 'separate'} classifier")
+    if info.get("removed_sig"):
+        print(f"removed {info['removed_sig']}: it signed the file this one replaced")
     if info["placeholder_vocab"]:
         print("note: no --tokenizer given: the vocabulary is a byte-level placeholder; token ids "
               "are exact, text is not (recorded in the header's provenance)")
@@ -102,17 +112,32 @@ def _cmd_bench(args) -> int:
     return bench_main(args)
 
 
+def _steps(text: str) -> int:
+    import argparse
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of positions, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (the whole context) or more, got {n}")
+    return n
+
+
 def register(subparsers) -> None:
     """Add run, import-llama2c and bench to the `bullet` parser's subparsers."""
+    from .sampling import GenerationSettings
     p = subparsers.add_parser("run", help="generate text (or ids) from a model file, like llama2.c's run")
     p.add_argument("file", help="an lm .bullet file")
     p.add_argument("-p", "--prompt", default="", help="prompt text (default: start from BOS)")
-    p.add_argument("-n", "--steps", type=int, default=256,
-                   help="positions to run, prompt included, as llama2.c counts them (0 = the context)")
-    p.add_argument("-t", "--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
-    p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling (default 0.9, 1 = off)")
-    p.add_argument("--top-k", type=int, default=0, help="top-k sampling (default 0 = off)")
-    p.add_argument("--repeat-penalty", type=float, default=1.0, help="repetition penalty (default 1.0 = off)")
+    d = GenerationSettings()   # the daemon's defaults: one definition for both
+    p.add_argument("-n", "--steps", type=_steps, default=None,
+                   help="positions to run, prompt included, as llama2.c counts them (0 = the whole context; "
+                        f"default: {d.max_tokens} new tokens, as the daemon)")
+    p.add_argument("-t", "--temperature", type=float, help=f"0 = greedy (default {d.temperature:g})")
+    p.add_argument("--top-p", type=float, help=f"nucleus sampling (default {d.top_p:g}, 1 = off)")
+    p.add_argument("--top-k", type=int, help=f"top-k sampling (default {d.top_k}, 0 = off)")
+    p.add_argument("--repeat-penalty", type=float,
+                   help=f"repetition penalty (default {d.repetition_penalty:g}, 1 = off)")
     p.add_argument("--seed", type=int, default=None, help="RNG seed for a repeatable run")
     p.add_argument("--stop", action="append", help="stop string (repeatable)")
     p.add_argument("--ids", action="store_true", help="print generated token ids (BOS excluded) instead of text")

@@ -286,6 +286,7 @@ def import_llama2c(checkpoint, out, *, tokenizer=None, dtype: str = "f32", name:
     Raises FormatError for a malformed checkpoint or tokenizer, ValueError for a bad dtype.
     """
     from ..format import write_bullet
+    from ..signing import ModelOutput
     if dtype not in ("f32", "bq4"):
         raise ValueError(f"dtype must be 'f32' or 'bq4', got {dtype!r}")
     checkpoint = Path(checkpoint)
@@ -333,10 +334,14 @@ def import_llama2c(checkpoint, out, *, tokenizer=None, dtype: str = "f32", name:
                 "bos_id": BOS_ID, "eos_id": EOS_ID, "add_dummy_prefix": True,
                 # run.c ends a sample when the model emits BOS again (TinyStories delimiter)
                 "stop_ids": [BOS_ID]}
-    write_bullet(out, kind="lm", arch=arch_from_config(cfg), tensors=tensors, vocab=vocab,
-                 tokenizer=tok_meta, provenance=provenance)
+    # an existing OUT is replaced only by a whole file; its old .sig (which cannot sign the new
+    # file) is removed with it
+    with ModelOutput(out) as output:
+        write_bullet(output.tmp, kind="lm", arch=arch_from_config(cfg), tensors=tensors, vocab=vocab,
+                     tokenizer=tok_meta, provenance=provenance)
     return {"config": asdict(cfg), "dtype": dtype, "placeholder_vocab": placeholder,
-            "out": str(out), "size": os.path.getsize(out)}
+            "out": str(out), "size": os.path.getsize(out),
+            "removed_sig": str(output.sig_path) if output.removed_sig else None}
 
 
 def greedy_agreement(model_a, model_b, steps: int = 200, bos: int = BOS_ID) -> dict:
