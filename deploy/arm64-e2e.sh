@@ -35,6 +35,10 @@ WORK=""
 KEEP=0
 KERNEL_ONLY=0
 HOST_PY="${PYTHON:-python3}"
+# The host's own bulletd: an installed one (its native module with it) when there is one; the
+# checkout on PYTHONPATH otherwise. Putting the checkout first would hide an editable install's
+# native module, which lives in site-packages, not in the source tree.
+if "$HOST_PY" -c 'import bulletd._native' >/dev/null 2>&1; then HOST_PYPATH="${PYTHONPATH:-}"; else HOST_PYPATH="$SRC"; fi
 
 die() { echo "arm64-e2e: error: $*" >&2; exit 1; }
 say() { echo "arm64-e2e: $*"; }
@@ -200,7 +204,7 @@ phase_start "daemon"
 # A signed child made on the host (format and signing are plain Python): SMALL-like shape, so the
 # NEON mat-vecs do real work; the key is made here and lives only in WORK.
 mkdir -p "$WORK/models" "$WORK/trust"
-PYTHONPATH="$SRC" "$HOST_PY" - "$WORK" <<'PYEOF'
+PYTHONPATH="$HOST_PYPATH" "$HOST_PY" - "$WORK" <<'PYEOF'
 import sys
 from pathlib import Path
 from bulletd.format.synth import write_random_lm
@@ -276,7 +280,7 @@ wait "$DAEMON_PID" || rc=$?
 DAEMON_PID=""
 [ "$rc" = 0 ] || { cat "$WORK/daemon.log"; die "the arm64 daemon exited with $rc after SIGTERM"; }
 # The reply, and the same greedy generation by the host's NumPy reference forward.
-PYTHONPATH="$SRC" "$HOST_PY" - "$WORK" <<'PYEOF'
+PYTHONPATH="$HOST_PYPATH" "$HOST_PY" - "$WORK" <<'PYEOF'
 import json, sys
 from pathlib import Path
 from bulletd.runtime import GenerationSettings, load_model
