@@ -464,3 +464,36 @@ def test_native_grammar_decode_parity(models, monkeypatch, kw, schema):
         assert r["joined"] == r["text"]
         if r["reason"] == "stop" and "stop" not in kw:
             check_doc(schema, r["text"], src)
+
+
+def test_numpy_backend_generations_validate(models):
+    m = load_model(models[1], backend="numpy")
+    for i in range(6):
+        src = SOURCES[i % len(SOURCES)]
+        gen = m.generate(src + "\n=>", GenerationSettings(max_tokens=300, temperature=1.0, seed=i),
+                         grammar=compile_schema(HOME, copy_source=src))
+        text = "".join(gen)
+        assert gen.finish_reason == "stop"
+        check_doc(HOME, text, src)
+
+
+def test_bullet_run_schema_and_format(models, tmp_path):
+    import subprocess
+    import sys
+    (tmp_path / "home.json").write_text(json.dumps(HOME))
+    (tmp_path / "bad.json").write_text(json.dumps({"type": "object", "properties": {"a": {"enum": []}}}))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "bulletd.cli_bullet", "run", str(models[0]), *a],
+                                    capture_output=True, text=True, timeout=60)
+    src = "turn on the kitchen light"
+    r = run("-p", src + "\n=>", "--schema", str(tmp_path / "home.json"), "--seed", "3", "--quiet-prompt")
+    assert r.returncode == 0, r.stderr
+    check_doc(HOME, r.stdout.strip(), src)
+    assert "finish stop" in r.stderr
+    r = run("-p", "x", "--schema", str(tmp_path / "home.json"), "--copy-source", "bedroom", "--seed", "1",
+            "--quiet-prompt", "-t", "0")
+    assert r.returncode == 0, r.stderr
+    check_doc(HOME, r.stdout.strip(), "bedroom")
+    r = run("-p", "x", "--format", "json", "-n", "40", "--quiet-prompt", "--seed", "2")
+    assert r.returncode == 0 and json_grammar().is_prefix(r.stdout.rstrip("\n"))
+    r = run("-p", "x", "--schema", str(tmp_path / "bad.json"))
+    assert r.returncode == 1 and "#/properties/a/enum" in r.stderr and "empty" in r.stderr
