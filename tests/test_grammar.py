@@ -497,3 +497,36 @@ def test_bullet_run_schema_and_format(models, tmp_path):
     assert r.returncode == 0 and json_grammar().is_prefix(r.stdout.rstrip("\n"))
     r = run("-p", "x", "--schema", str(tmp_path / "bad.json"))
     assert r.returncode == 1 and "#/properties/a/enum" in r.stderr and "empty" in r.stderr
+
+
+def test_two_threads_share_a_grammar_and_its_caches(models, monkeypatch):
+    """Requests on two threads expand rows of one grammar at once; a small MAX_STATES makes the
+    caches start afresh between requests. Every output still validates."""
+    import threading
+    from bulletd.runtime import grammar as G
+    monkeypatch.setattr(G, "MAX_STATES", 300)
+    m = load_model(models[0])
+    errors, outs = [], []
+
+    def work(k):
+        try:
+            for i in range(25):
+                src = SOURCES[(i + k) % len(SOURCES)]
+                g = compile_schema(MIXED if i % 2 else HOME, copy_source=src)
+                gen = m.generate(src, GenerationSettings(max_tokens=300, temperature=1.2, seed=100 * k + i),
+                                 grammar=g)
+                outs.append((g.schema, "".join(gen), src, gen.finish_reason))
+        except Exception as exc:       # reported below, with the thread's traceback lost but its error kept
+            errors.append(exc)
+
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors
+    assert len(outs) == 50
+    for schema, text, src, reason in outs:
+        assert reason == "stop"
+        check_doc(schema, text, src)
+    m.close()

@@ -106,7 +106,7 @@ def compact_json(value) -> str:
 class _Node:
     __slots__ = ("kind", "alts", "prefixes", "max_len", "min_len", "ci", "cf", "lo", "hi", "neg",
                  "exp", "keys", "children", "required", "req_from", "any_req", "rest", "item",
-                 "max_items", "min_items", "depth", "value", "string", "choices")
+                 "max_items", "min_items", "string", "choices")
 
     def __init__(self, kind):
         self.kind = kind

@@ -607,7 +607,7 @@ class Generation:
         """_sampled under a grammar: each draw is among the tokens the current state allows;
         the token that completes the document (no token can extend it) is the last one, and
         sets _grammar_done. One draw and one forward call per token."""
-        m, s, sess, run = self.model, self.settings, self.session, self.grammar
+        m, sess, run = self.model, self.session, self.grammar
         state = run.start
         row = self._grammar_row(state)
         if row.done:          # a grammar whose only document is empty cannot be built; be safe
