@@ -1019,25 +1019,10 @@ class Vocab:
         key = (ph, u)
         t = self._strings.get(key)
         if t is None:
-            n = self.size
-            kind = np.zeros(n, np.int8)
-            chars = np.zeros(n, np.int32)
-            sub = np.zeros(n, np.int32)
-            q = np.zeros(n, np.int32)
-            plain = ph == 1 and u == 0
-            for tid, p in enumerate(self.pieces):
-                if not p:
-                    continue
-                if plain:   # the common case, in C: whole characters, nothing to escape
-                    try:
-                        text = p.decode("utf-8")
-                    except UnicodeDecodeError:
-                        text = None
-                    if text is not None and not _STRING_SPECIAL.search(text):
-                        kind[tid], chars[tid], sub[tid] = 1, len(text), 8
-                        continue
-                kind[tid], chars[tid], sub[tid], q[tid] = _str_sim(p, ph, u)
-            t = (kind, chars, sub, q)
+            dead = (0, 0, 0, 0)
+            rows = [_str_sim(p, ph, u) if p else dead for p in self.pieces]
+            a = np.array(rows, dtype=np.int32).reshape(len(rows), 4)
+            t = (a[:, 0].astype(np.int8), a[:, 1].copy(), a[:, 2].copy(), a[:, 3].copy())
             with self._lock:
                 t = self._strings.setdefault(key, t)
         return t
@@ -1068,7 +1053,17 @@ def _str_sim(piece: bytes, ph: int, u: int) -> tuple:
     """piece through string content from substate (ph, u), with _Core.feed's rules for STR:
     (kind, chars, ph * 8 + u after it, index of the closing quote)."""
     chars = 0
+    plain = False
     for i, b in enumerate(piece):
+        if ph == 1 and not u and not plain:
+            # the common case, in C: the rest is whole characters with nothing to escape
+            plain = True
+            try:
+                text = piece[i:].decode("utf-8")
+            except UnicodeDecodeError:
+                text = None
+            if text is not None and not _STRING_SPECIAL.search(text):
+                return 1, chars + len(text), 8, 0
         if ph == 1:
             if u:
                 lo, hi, nu = _UTF8[u]
