@@ -1267,8 +1267,10 @@ class TokenRun:
         if final:
             a = np.concatenate([a, self.stop_ids])
             b = np.concatenate([b, np.full(self.stop_ids.size, -1, dtype=np.int32)])
-        order = np.argsort(a, kind="stable")
-        row = Row(a[order], b[order], final, done, not w.touched_copy)
+        if a.size > 1 and not (a[1:] > a[:-1]).all():
+            order = np.argsort(a, kind="stable")
+            a, b = a[order], b[order]
+        row = Row(a, b, final, done, not w.touched_copy)
         if row.shared:
             return self.table.add(sid, row)
         self.local[sid] = row
