@@ -406,6 +406,15 @@ def test_finish_reasons(models):
         gen = m.generate("x", GenerationSettings(max_tokens=10, temperature=1.0, seed=seed), grammar=gi)
         text = "".join(gen)
         assert gen.finish_reason == "stop" and text in [str(i) for i in range(10)], (text, gen.finish_reason)
+    # the token that completes the document is also the last max_tokens allows: "stop" wins
+    gc = compile_schema(CALC)
+    full = m.generate("x", GenerationSettings(max_tokens=300, temperature=0.0), grammar=gc)
+    text = "".join(full)
+    assert full.finish_reason == "stop"
+    exact = m.generate("x", GenerationSettings(max_tokens=len(full.tokens), temperature=0.0), grammar=gc)
+    assert "".join(exact) == text and exact.finish_reason == "stop"
+    short = m.generate("x", GenerationSettings(max_tokens=len(full.tokens) - 1, temperature=0.0), grammar=gc)
+    assert text.startswith("".join(short)) and short.finish_reason == "length"
     with pytest.raises(Exception, match="Grammar"):
         m.generate("x", GenerationSettings(), grammar={"type": "string"})
 
@@ -541,4 +550,45 @@ def test_two_threads_share_a_grammar_and_its_caches(models, monkeypatch):
     for schema, text, src, reason in outs:
         assert reason == "stop"
         check_doc(schema, text, src)
+    m.close()
+
+
+def test_a_vocabulary_that_cannot_spell_the_document_is_a_clear_error(tmp_path):
+    vocab = [VocabEntry(b"<unk>", 0.0, TOKEN_CONTROL), VocabEntry(b"<s>", 0.0, TOKEN_CONTROL),
+             VocabEntry(b"</s>", 0.0, TOKEN_CONTROL)] + [VocabEntry(p, 0.0, TOKEN_NORMAL)
+                                                         for p in (b"a", b"b", b"{", b'"', b"x")]
+    m = load_model(write_model(tmp_path / "v.bullet", 1, vocab=vocab))
+    gen = m.generate("ab", GenerationSettings(max_tokens=20, temperature=0.0),
+                     grammar=compile_schema({"type": "object", "properties": {"k": {"type": "null"}},
+                                             "required": ["k"]}))
+    with pytest.raises(Exception, match="vocabulary"):
+        "".join(gen)
+
+
+def test_native_automaton_refuses_bad_rows(models):
+    from bulletd import kernels
+    from bulletd.errors import ModelError
+    a = kernels.token_automaton(10)
+    if a is None:
+        pytest.skip(f"native module not built: {kernels.native_error()}")
+    with pytest.raises(ValueError, match="ascending"):
+        a.set(0, np.array([3, 2], np.int32), np.array([1, 1], np.int32), False)
+    with pytest.raises(ValueError, match="outside"):
+        a.set(0, np.array([3, 10], np.int32), np.array([1, 1], np.int32), False)
+    with pytest.raises(ValueError, match="length"):
+        a.set(0, np.array([3], np.int32), np.array([1, 1], np.int32), False)
+    with pytest.raises(ValueError, match="another vocab"):
+        kernels.token_automaton(11, a)
+    a.set(0, np.array([3, 4], np.int32), np.array([1, -1], np.int32), False)
+    assert a.has(0) and not a.has(1) and a.rows == 1
+    m = load_model(models[0], backend="native")
+    s = m.new_session()
+    logits = np.array(s.prefill([1, 5], 0), dtype=np.float32)
+    with pytest.raises(ModelError, match="another vocab size"):
+        s._impl.decode_grammar(logits, -1, 2, 4, np.zeros(4), np.zeros(0, np.int64), 0.0, 0, 1.0, 1.0,
+                               np.array([2], np.int64), a, 0)
+    b = kernels.token_automaton(m.arch["vocab_size"])
+    with pytest.raises(ModelError, match="no row"):
+        s._impl.decode_grammar(logits, -1, 2, 4, np.zeros(4), np.zeros(0, np.int64), 0.0, 0, 1.0, 1.0,
+                               np.array([2], np.int64), b, 0)
     m.close()
