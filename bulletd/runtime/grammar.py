@@ -524,8 +524,7 @@ class _Core:
         if neg:
             spans = [(-b, -a) for a, b in spans]
         L, H = n.lo, n.hi
-        any_in = all_in = False
-        all_in = True
+        any_in, all_in = False, True
         for a, b in spans:
             lo = a if L is None else max(a, L)
             hi = b if H is None else min(b, H)
@@ -622,6 +621,7 @@ class _Core:
             _, ph, i, mask, pre = fr
             if ph == 2:      # inside a key: pre holds its bytes after the opening quote
                 p = pre + bytes((b,))
+                # keys are distinct and end in '":', so at most one key is complete here
                 for j in self._key_choices(n, i, mask):
                     kb = n.keys[j]
                     if kb == p:
@@ -630,7 +630,6 @@ class _Core:
                             out.append(parent + (f,))
                     elif kb.startswith(p):
                         out.append(up + ((nid, 2, i, mask, p),))
-                        # keys are distinct and end in '":', so one key matches at most once
                 return
             if ph == 0:
                 if b == 0x7B:
