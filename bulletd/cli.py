@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--child", help="the agent child (default: the mother routes)")
     sp.add_argument("--act", action="store_true", help="carry out the actions (needs tools.home.act in the "
                     "daemon's config); without it the reply is a dry run")
+    sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the reply as JSON")
+    sp.add_argument("--schema", metavar="JSON|@FILE", help="a JSON schema the call must follow for this request "
+                    "(narrower than the child's own)")
     sp.add_argument("--deadline", type=float, help="seconds the daemon may spend")
     sp = sub.add_parser("rollback", help="return a child to the version its last install replaced")
     sp.add_argument("name")
@@ -270,7 +273,15 @@ def run(a: argparse.Namespace) -> int:
             json.dump(r, out, indent=2) if a.json else print_route(r)
         elif a.cmd == "ask":
             text = sys.stdin.read().strip() if a.text == "-" else a.text
-            r = c.ask(text, a.child, act=a.act, deadline=a.deadline)
+            schema = None
+            if a.schema:
+                try:
+                    schema = json.loads(open(a.schema[1:], encoding="utf-8").read() if a.schema.startswith("@")
+                                        else a.schema)
+                except (OSError, ValueError) as exc:
+                    print(f"bulletd-cli: --schema: {exc}", file=sys.stderr)
+                    return EXIT_USAGE
+            r = c.ask(text, a.child, act=a.act, deadline=a.deadline, schema=schema)
             json.dump(r.raw, out, indent=2, ensure_ascii=False) if a.json else print_answer(r)
         elif a.cmd == "generate":
             prompt = sys.stdin.read() if a.text == "-" else a.text

@@ -276,8 +276,9 @@ def test_calc_agent_and_socket(actd):
         with pytest.raises(DaemonError) as e:
             c.ask("one over zero", child="calc", schema=pin({"expression": "1/0"}))
         assert e.value.code == "calc_error" and "division by zero" in e.value.message
-        r = c.ask("anything", child="calc")               # the header's schema, unpinned: still a valid call
-        assert isinstance(r.call["expression"], str)
+        with pytest.raises(DaemonError) as e:             # cut short: never a half call
+            c.ask("what is 17 times 23", child="calc", max_tokens=8)
+        assert e.value.code == "bad_call" and "max_tokens (8)" in e.value.message
         with pytest.raises(DaemonError) as e:
             c.ask("x", child="calc", schema={"type": "object", "properties": {"a": {"type": "wat"}}})
         assert e.value.code == "bad_request"
@@ -315,16 +316,26 @@ def test_mosquitto_rr_by_hand(mbroker, actd):
                                ("bad_call", "no_such_entity", "ambiguous", "out_of_range"))
 
 
-def test_cli_ask(actd):
-    cmd = [sys.executable, "-m", "bulletd.cli", "--socket", actd.sock, "ask", "what is 17 times 23",
-           "--child", "calc"]
+def test_cli_ask(mbroker, actd):
+    cli = [sys.executable, "-m", "bulletd.cli", "--socket", actd.sock, "ask"]
+    call = {"intent": "HassLightSet", "name": "office light", "brightness": 75}
+    cmd = [*cli, "office light to 75 percent", "--child", "home", "--schema", json.dumps(pin(call))]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("child    calc (explicit")
-    assert "call     {\"expression\":" in out.stdout and "result   " in out.stdout
-    out = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.stdout.splitlines() == [
+        "child    home (explicit, 1.00)",
+        'call     {"intent":"HassLightSet","name":"office light","brightness":75}',
+        'actions  light.turn_on light.office {"brightness_pct": 75}',
+        "result   dry run: 1 action(s) resolved, nothing published (add --act to carry it out)"]
+    out = subprocess.run([*cmd, "--act"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == 'result   done: zigbee2mqtt/office_light/set {"state":"ON","brightness":190}'
+    out = subprocess.run([*cli, "6 times 7", "--child", "calc", "--schema", json.dumps(pin({"expression": "6*7"})),
+                          "--json"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     reply = json.loads(out.stdout)
-    assert reply["child"] == "calc" and "call" in reply and reply["actions"] == []
-    out = subprocess.run([sys.executable, "-m", "bulletd.cli", "--socket", actd.sock, "ask", "hi", "--child",
-                          "plain"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert reply["child"] == "calc" and reply["result"] == {"value": 42, "exact": "42"} and reply["actions"] == []
+    out = subprocess.run([*cli, "hi", "--child", "plain"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 1 and "not an agent" in out.stderr
+    out = subprocess.run([*cli, "hi", "--child", "calc", "--schema", "{nope"], capture_output=True, text=True,
+                         timeout=60, cwd=ROOT)
+    assert out.returncode == 2 and "--schema" in out.stderr
