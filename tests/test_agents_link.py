@@ -131,3 +131,14 @@ async def test_retained_states_and_discovery(broker):
         assert last["text"] == "turn on the tv" and last["ok"] is False and "no_route" in last["summary"]
     finally:
         await link.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_agent_bench_runs():
+    """The shipped bench (python -m bulletd.agents.bench) end to end, with few repetitions."""
+    from bulletd.agents.bench import CALL, run
+    r = run(2, None)
+    assert r["call"] == CALL and r["tokens"] > 0
+    for k in ("in_process", "mqtt_dry_run", "mqtt_act"):
+        assert r[k]["n"] == 2 and r[k]["median_ms"] > 0
