@@ -45,11 +45,15 @@ def kit(tmp_path_factory):
     key, trust = make_keys(d)
     models = d / "models"
     models.mkdir()
+    examples = {"home": ["turn on the kitchen light", "switch off the bedroom fan", "open the garage door",
+                         "lock the front door", "set the bedroom ac to 22"],
+                "calc": ["what is 17 times 23", "15 percent of 80", "divide 100 by 4", "2 to the power 10"]}
     for name, tool, seed in (("home", "home", 3), ("calc", "calc", 4)):
         p = models / f"{name}.bullet"
         from bulletd.format.synth import write_random_lm
         from bulletd.signing import sign_file
         write_random_lm(p, AGENT_ARCH, seed=seed, name=name, extra={
+            "examples": examples[name],
             "agent": {"tool": tool, "schema": TOOLS[tool].schema, "template": "{text}\n=>"}})
         sign_file(p, key, name=name, version="1.0.0")
     make_child(models, "plain", key=key, arch=AGENT_ARCH, seed=5)
@@ -282,6 +286,17 @@ def test_calc_agent_and_socket(actd):
         with pytest.raises(DaemonError) as e:
             c.ask("x", child="calc", schema={"type": "object", "properties": {"a": {"type": "wat"}}})
         assert e.value.code == "bad_request"
+
+
+def test_agent_children_are_routed(actd):
+    """Without `child`, the request is routed (here by the children's header examples) and an
+    agent child's reply is still a call."""
+    with actd.client() as c:
+        r = c.ask("turn on the kitchen light please", schema=pin({"intent": "HassTurnOn", "name": "kitchen light"}))
+        assert r.child == "home" and r.route["reason"] == "examples"
+        assert r.actions == [{"service": "light.turn_on", "entity_id": "light.kitchen_ceiling"}]
+        r = c.ask("what is 17 times 23", schema=pin({"expression": "17*23"}))
+        assert r.child == "calc" and r.result["value"] == 391
 
 
 def test_plain_child_structured_output(actd):
