@@ -82,6 +82,16 @@ def _ota_line(o: dict) -> str:
         f", {len(o.get('children') or {})} child(ren) installed by OTA (bulletd-cli list shows the last push)"
 
 
+def _home_line(h: dict | None) -> str:
+    if not h:
+        return "off (tools.home.file)"
+    last = h.get("last_action") or {}
+    return (f"{h.get('entities')} entities from {h.get('file')}, acting {'on' if h.get('act') else 'off'}, "
+            f"{'connected' if h.get('connected') else 'not connected'}, {h.get('known_states')} states known, "
+            f"{h.get('published')} command(s) published"
+            + (f"; last: {last.get('text')!r} -> {last.get('summary')}" if last else ""))
+
+
 def print_status(s: dict) -> None:
     mem = s.get("memory", {})
     mq = s.get("mqtt", {})
@@ -104,6 +114,7 @@ def print_status(s: dict) -> None:
                   + (f" (last error: {mq['last_error']})" if mq.get("last_error") else "")) if mq.get("enabled") else "off"),
         ("socket", s.get("socket")),
         ("ota", _ota_line(s.get("ota") or {})),
+        ("home", _home_line((s.get("tools") or {}).get("home"))),
     ]
     w = max(len(k) for k, _ in pairs)
     for k, v in pairs:

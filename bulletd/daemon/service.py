@@ -7,6 +7,7 @@ return value), plus the run loop: capture signals, start up, serve, drain, shut 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -188,7 +189,6 @@ class Daemon:
                     out = await self.scheduler.generate(lease, req.prompt, req.settings, stream=req.stream,
                                                         emit=emit_text, deadline=deadline, grammar=grammar)
                     if grammar is not None and "text" in out:
-                        import json
                         try:
                             out["json"] = json.loads(out["text"])
                         except ValueError:
