@@ -283,9 +283,17 @@ def test_calc_agent_and_socket(actd):
         with pytest.raises(DaemonError) as e:             # cut short: never a half call
             c.ask("what is 17 times 23", child="calc", max_tokens=8)
         assert e.value.code == "bad_call" and "max_tokens (8)" in e.value.message
+        for bad in ({"type": "object", "properties": {"a": {"type": "wat"}}},          # not a JSON schema
+                    {"type": "integer", "minimum": 5, "maximum": 1},                     # impossible
+                    {"type": "object", "properties": {"expression": {"type": "string", "pattern": "x"}}}):
+            with pytest.raises(DaemonError) as e:                                        # unsupported keyword
+                c.ask("x", child="calc", schema=bad)
+            assert e.value.code == "bad_request", bad
         with pytest.raises(DaemonError) as e:
-            c.ask("x", child="calc", schema={"type": "object", "properties": {"a": {"type": "wat"}}})
-        assert e.value.code == "bad_request"
+            long = "+".join(["12"] * 50)                  # ~150 tokens: far longer than the deadline
+            c.ask(long, child="calc", schema=pin({"expression": long}), max_tokens=200, deadline=0.001)
+        assert e.value.code == "timeout"
+        assert c.ask("2+2", child="calc", schema=pin({"expression": "2+2"})).result["value"] == 4   # still serving
 
 
 def test_agent_children_are_routed(actd):
@@ -311,6 +319,9 @@ def test_plain_child_structured_output(actd):
         with pytest.raises(DaemonError) as e:
             c.generate("x", child="plain", format="yaml")
         assert e.value.code == "bad_request"
+        with pytest.raises(DaemonError) as e:
+            c.generate("x", child="plain", schema={"type": "number", "minimum": 3, "maximum": 2})
+        assert e.value.code == "bad_request" and "schema" in e.value.message
 
 
 def test_mosquitto_rr_by_hand(mbroker, actd):
