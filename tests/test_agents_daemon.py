@@ -365,3 +365,35 @@ def test_cli_ask(mbroker, actd):
     out = subprocess.run([*cli, "hi", "--child", "calc", "--schema", "{nope"], capture_output=True, text=True,
                          timeout=60, cwd=ROOT)
     assert out.returncode == 2 and "--schema" in out.stderr
+
+
+def test_reload_reads_the_home_file_again(tmp_path, kit, mbroker):
+    import signal
+    home = tmp_path / "home.yaml"
+    home.write_text(EXAMPLE.read_text(encoding="utf-8"), encoding="utf-8")
+    d = start(tmp_path, kit, mbroker, device="reloading", home=home)
+    try:
+        call = {"intent": "HassTurnOn", "name": "aquarium"}
+        code, _ = ask_error(mbroker, "reloading", "turn on the aquarium", call)
+        assert code == "no_such_entity"
+        good = home.read_text(encoding="utf-8") + (
+            "  - {id: switch.aquarium, area: living_room, names: [aquarium], command_topic: tasmota/aquarium/cmnd/POWER,"
+            " payload: plain}\n")
+        home.write_text(good + "  - {id: switch.bad, area: nowhere, names: [bad], command_topic: t}\n", encoding="utf-8")
+        d.signal(signal.SIGHUP)          # a broken home file: the running config stays
+        time.sleep(1.0)
+        assert "tools.home.file" in d.log() and ask_error(mbroker, "reloading", "turn on the aquarium", call)[0] \
+            == "no_such_entity"
+        home.write_text(good, encoding="utf-8")
+        d.signal(signal.SIGHUP)
+        end = time.monotonic() + 10
+        while True:
+            try:
+                r = ask(mbroker, "reloading", "turn on the aquarium", call)
+                break
+            except DaemonError:
+                assert time.monotonic() < end, d.log()
+                time.sleep(0.2)
+        assert r.actions == [{"service": "switch.turn_on", "entity_id": "switch.aquarium"}]
+    finally:
+        d.stop()

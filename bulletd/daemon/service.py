@@ -404,8 +404,8 @@ class Daemon:
         if new.mqtt != old.mqtt or new.device != old.device:
             log.info("MQTT settings changed; reconnecting")
             await self._restart_mqtt()
-        if new.tools != old.tools or new.mqtt != old.mqtt or new.device != old.device or new.tools.home.file:
-            await self._restart_home()         # the home file is read again even under the same name
+        if new.tools.home.file or old.tools.home.file:
+            await self._restart_home()         # the home file is read again, also under the same name
         log.info("configuration reloaded from %s", self.config_path or "(defaults)")
         self.notifier.notify("READY=1", f"STATUS={self.status_line()}")
 
