@@ -1,10 +1,12 @@
 """The home tool without a broker: the example home file, malformed files refused with key and
 line, name matching (exact, aliases, Devanagari, fuzzy), resolution to Home Assistant service
 calls, device payloads, states, and validation of calls against the tool schemas."""
+import functools
 import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
 
 from bulletd.agents.home import HomeConfig, HomeConfigError, StateStore, command, normalize, resolve
 from bulletd.agents.tools import TOOLS, validate_call
@@ -272,3 +274,49 @@ def test_call_validation():
     assert e.value.code == "bad_call"
     assert set(TOOLS["home"].schema["properties"]) == {"intent", "name", "area", "domain", "brightness",
                                                        "temperature", "position"}
+
+
+# ---------------------------------------------------------------- whatever the model emits
+
+@functools.lru_cache(maxsize=1)
+def _example():
+    return HomeConfig.load(EXAMPLE)
+
+
+def _calls():
+    from bulletd.agents.home import DOMAINS, INTENTS
+    home = _example()
+    names = sorted({n for e in home.entities.values() for n in e.names} | {n for a in home.areas.values()
+                                                                         for n in a.names})
+    from hypothesis import strategies as st
+    text = st.one_of(st.sampled_from(names), st.text(max_size=20),
+                     st.sampled_from(names).map(lambda n: n[:-1]), st.sampled_from(sorted(home.command_topics)),
+                     st.sampled_from(sorted(home.entities)))
+    num = st.one_of(st.integers(-300, 300), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=3),
+                    st.booleans(), st.none())
+    return st.fixed_dictionaries({"intent": st.one_of(st.sampled_from(INTENTS), st.text(max_size=8))},
+                                 optional={"name": text, "area": text, "domain": st.one_of(st.sampled_from(DOMAINS), text),
+                                           "brightness": num, "temperature": num, "position": num})
+
+
+@settings(max_examples=300, deadline=None)
+@given(_calls())
+def test_any_call_resolves_to_configured_commands_or_a_clear_error(call):
+    from bulletd.agents.home import INTENTS
+    home = _example()
+    try:
+        actions = resolve(call, home)
+    except RequestError as e:
+        assert e.code in ("bad_call", "no_such_entity", "ambiguous", "out_of_range") and e.message
+        return
+    assert call["intent"] in INTENTS and actions
+    for a in actions:
+        e = home.entities[a["entity_id"]]
+        for k in ("brightness_pct", "position"):
+            if k in (a.get("data") or {}):
+                assert 0 <= a["data"][k] <= 100 and isinstance(a["data"][k], int)
+        if "temperature" in (a.get("data") or {}):
+            assert e.min_temp <= a["data"]["temperature"] <= e.max_temp
+        if a["service"] != "get_state":
+            topic, payload = command(e, a)
+            assert topic in home.command_topics and topic == e.command_topic and payload
