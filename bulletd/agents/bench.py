@@ -122,8 +122,9 @@ def run(reps: int, broker: str | None) -> dict:
                                       stdout=subprocess.DEVNULL, stderr=log))
         _wait(lambda: os.path.exists(sock), 60, "the bulletd socket")
         with Client(sock) as c:
-            _wait(lambda: (c.status()["tools"]["home"] or {}).get("connected"), 20, "the home link")
-        raw, dry, act = [], [], []
+            _wait(lambda: c.status()["mqtt"].get("state") == "connected"
+                  and (c.status()["tools"]["home"] or {}).get("connected"), 20, "the MQTT connections")
+        raw, dry, act, worker = [], [], [], []
         with Client.mqtt(host, port, device="agentbench", timeout=60) as c:
             c.ask(UTTERANCE, child="home", schema=schema)                        # the daemon's first request
             for _ in range(reps):
@@ -133,6 +134,7 @@ def run(reps: int, broker: str | None) -> dict:
                 t = time.perf_counter()
                 a = c.ask(UTTERANCE, child="home", schema=schema)
                 dry.append((time.perf_counter() - t) * 1e3)
+                worker.append(a.timing["worker_ms"])
                 assert a.call == CALL and len(a.actions) == 2
                 t = time.perf_counter()
                 a = c.ask(UTTERANCE, child="home", schema=schema, act=True)
@@ -142,6 +144,7 @@ def run(reps: int, broker: str | None) -> dict:
         out["in_process"] = _stats(raw)
         out["mqtt_dry_run"] = _stats(dry)
         out["mqtt_act"] = _stats(act)
+        out["daemon_worker"] = _stats(worker)
         out["mqtt_overhead_ms"] = round(out["mqtt_dry_run"]["median_ms"] - out["in_process"]["median_ms"], 2)
         return out
     finally:
@@ -168,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
           f"generated tokens, call {json.dumps(r['call'], separators=(',', ':'))}")
     print(f"  first request in-process (grammar compile + first masks): {r['first_request_in_process_ms']:.1f} ms")
     for key, what in (("in_process", "in-process run_agent"), ("mqtt_dry_run", "through bulletd over MQTT, dry run"),
-                      ("mqtt_act", "through bulletd over MQTT, act (QoS 1 command published)")):
+                      ("mqtt_act", "through bulletd over MQTT, act (QoS 1 command published)"),
+                      ("daemon_worker", "  of the dry run: run_agent on the daemon's worker")):
         s = r[key]
         print(f"  {what:<58} median {s['median_ms']:7.2f} ms  p90 {s['p90_ms']:7.2f} ms  (n={s['n']})")
     print(f"  MQTT + daemon overhead on the dry run: {r['mqtt_overhead_ms']:.2f} ms")
