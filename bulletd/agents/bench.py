@@ -124,7 +124,7 @@ def run(reps: int, broker: str | None) -> dict:
         with Client(sock) as c:
             _wait(lambda: c.status()["mqtt"].get("state") == "connected"
                   and (c.status()["tools"]["home"] or {}).get("connected"), 20, "the MQTT connections")
-        raw, dry, act, worker = [], [], [], []
+        raw, dry, act, worker, total = [], [], [], [], []
         with Client.mqtt(host, port, device="agentbench", timeout=60) as c:
             c.ask(UTTERANCE, child="home", schema=schema)                        # the daemon's first request
             for _ in range(reps):
@@ -135,6 +135,7 @@ def run(reps: int, broker: str | None) -> dict:
                 a = c.ask(UTTERANCE, child="home", schema=schema)
                 dry.append((time.perf_counter() - t) * 1e3)
                 worker.append(a.timing["worker_ms"])
+                total.append(a.timing["total_ms"])
                 assert a.call == CALL and len(a.actions) == 2
                 t = time.perf_counter()
                 a = c.ask(UTTERANCE, child="home", schema=schema, act=True)
@@ -145,6 +146,7 @@ def run(reps: int, broker: str | None) -> dict:
         out["mqtt_dry_run"] = _stats(dry)
         out["mqtt_act"] = _stats(act)
         out["daemon_worker"] = _stats(worker)
+        out["daemon_total"] = _stats(total)
         out["mqtt_overhead_ms"] = round(out["mqtt_dry_run"]["median_ms"] - out["in_process"]["median_ms"], 2)
         return out
     finally:
@@ -172,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  first request in-process (grammar compile + first masks): {r['first_request_in_process_ms']:.1f} ms")
     for key, what in (("in_process", "in-process run_agent"), ("mqtt_dry_run", "through bulletd over MQTT, dry run"),
                       ("mqtt_act", "through bulletd over MQTT, act (QoS 1 command published)"),
+                      ("daemon_total", "  of the dry run: in the daemon's scheduler (queue + worker)"),
                       ("daemon_worker", "  of the dry run: run_agent on the daemon's worker")):
         s = r[key]
         print(f"  {what:<58} median {s['median_ms']:7.2f} ms  p90 {s['p90_ms']:7.2f} ms  (n={s['n']})")
