@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                       ("daemon_total", "  of the dry run: in the daemon's scheduler (queue + worker)"),
                       ("daemon_worker", "  of the dry run: run_agent on the daemon's worker")):
         s = r[key]
-        print(f"  {what:<58} median {s['median_ms']:7.2f} ms  p90 {s['p90_ms']:7.2f} ms  (n={s['n']})")
+        print(f"  {what:<62} median {s['median_ms']:7.2f} ms  p90 {s['p90_ms']:7.2f} ms  (n={s['n']})")
     print(f"  MQTT + daemon overhead on the dry run: {r['mqtt_overhead_ms']:.2f} ms")
     return 0
 
