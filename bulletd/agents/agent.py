@@ -56,7 +56,7 @@ def agent_spec(header: dict | None) -> dict | None:
     return {"tool": a["tool"], "schema": schema, "template": template}
 
 
-def make_grammar(model: Any, schema: dict | None, fmt: Any, copy_source: str):
+def make_grammar(schema: dict | None, fmt: Any, copy_source: str):
     """The grammar for a request: `fmt`/`schema` when given, else `schema`. RequestError(bad_request)."""
     from bulletd.runtime.grammar import GrammarError, compile_schema, grammar_for_request
     try:
@@ -110,7 +110,7 @@ def run_agent(model: Any, utterance: str, settings: Any, ctx: AgentContext, chil
         raise RequestError("bad_model", f"the agent template {spec['template']!r} is malformed: {exc}") from None
     if schema is not None:
         check_schema(schema, "the request's")
-    grammar = make_grammar(model, schema if schema is not None else spec["schema"], fmt, utterance)
+    grammar = make_grammar(schema if schema is not None else spec["schema"], fmt, utterance)
     gs = settings_for(model, settings)
     gen = model.generate(prompt, gs, session=ctx.session, cancel=ctx.cancel, grammar=grammar)
     for _ in gen:
@@ -125,7 +125,7 @@ def run_agent(model: Any, utterance: str, settings: Any, ctx: AgentContext, chil
         raise RequestError("bad_call", f"generation stopped at max_tokens ({gs.max_tokens}) or the end of the "
                            f"context before the call was complete: {text[:200]!r}")
     if schema is not None:
-        call = validate_call(spec["tool"], text, schema)   # what the request asked for ...
+        validate_call(spec["tool"], text, schema)           # what the request asked for ...
     call = validate_call(spec["tool"], text)                # ... and what the tool accepts
     result, actions = run_tool(spec["tool"], call, ctx)
     if ctx.act and ctx.publish is not None and actions and actions[0]["service"] != "get_state":

@@ -185,7 +185,7 @@ class Daemon:
 
                     grammar = None
                     if req.format is not None or req.schema is not None:
-                        grammar = self._grammar_thunk(lease, req)
+                        grammar = self._grammar_thunk(req)
                     out = await self.scheduler.generate(lease, req.prompt, req.settings, stream=req.stream,
                                                         emit=emit_text, deadline=deadline, grammar=grammar)
                     if grammar is not None and "text" in out:
@@ -203,13 +203,13 @@ class Daemon:
         out["route"] = {"reason": decision.reason, "confidence": round(float(decision.confidence), 6)}
         return out
 
-    def _grammar_thunk(self, lease, req: Request):
+    def _grammar_thunk(self, req: Request):
         """Structured output for a plain child: the grammar is compiled on the worker thread."""
         from bulletd.agents.agent import make_grammar
         from bulletd.agents.tools import check_schema
         if req.schema is not None:
             check_schema(req.schema, "the request's")
-        return lambda: make_grammar(lease.model, req.schema, req.format, req.prompt)
+        return lambda: make_grammar(req.schema, req.format, req.prompt)
 
     async def _agent(self, req: Request, lease, spec: dict, deadline: float) -> dict:
         """An agent child: generation + tool on a worker (run_agent), then acting on the loop."""
