@@ -397,3 +397,38 @@ def test_reload_reads_the_home_file_again(tmp_path, kit, mbroker):
         assert r.actions == [{"service": "switch.turn_on", "entity_id": "switch.aquarium"}]
     finally:
         d.stop()
+
+
+async def test_home_assistant_discovery_and_text_commands(tmp_path, kit, mbroker):
+    d = start(tmp_path, kit, mbroker, device="hass", discovery=True, child="home")
+    try:
+        seen: dict[str, bytes] = {}
+        async with aiomqtt.Client(mbroker.host, mbroker.port) as c:
+            await c.subscribe("homeassistant/+/bullet_hass/#", qos=1)
+            await c.subscribe("bullet/hass/last_action", qos=1)
+            await c.subscribe("bullet/hass/status", qos=1)
+
+            async def read():
+                async for m in c.messages:
+                    seen[m.topic.value] = bytes(m.payload)
+            reader = asyncio.create_task(read())
+            end = time.monotonic() + 10
+            while len([t for t in seen if t.startswith("homeassistant/")]) < 5 and time.monotonic() < end:
+                await asyncio.sleep(0.05)
+            text_cfg = json.loads(seen["homeassistant/text/bullet_hass/command/config"])
+            assert text_cfg["command_topic"] == "bullet/hass/ha/command"
+            state_cfg = json.loads(seen["homeassistant/sensor/bullet_hass/state/config"])
+            assert json.loads(seen[state_cfg["state_topic"]])["state"] == "online"
+            # a text command is a home request with act: true; the random child's own (unpinned)
+            # call is whatever it is, and the last action says what became of it
+            await c.publish(text_cfg["command_topic"], b"turn on the kitchen light", qos=1)
+            while "bullet/hass/last_action" not in seen and time.monotonic() < end + 10:
+                await asyncio.sleep(0.05)
+            reader.cancel()
+        last = json.loads(seen["bullet/hass/last_action"])
+        assert last["text"] == "turn on the kitchen light" and last["summary"]
+        with d.client() as c:
+            st = c.status()
+            assert st["tools"]["home"]["ha_commands"] == 1 and st["requests"]["requests"] >= 2
+    finally:
+        d.stop()
