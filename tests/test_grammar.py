@@ -279,16 +279,28 @@ def random_vocab(seed: int, n_pieces: int = 300) -> list[VocabEntry]:
     return v
 
 
-def _brute_row(g, run, state, text: bytes, vocab, stop_ids):
+def _brute_row(g, text: bytes, vocab, stop_ids):
     """Allowed ids by brute force: a token is allowed iff text + its bytes is still a viable
-    prefix (walked from scratch), or it is a stop id and the document is complete."""
+    prefix of the byte automaton (each token's bytes stepped one by one from the state of text,
+    on a walker of its own), or it is a stop id and the document is complete."""
     complete = g.accepts(text)
+    w = g._walker()
+    s0 = w.start
+    for b in text:
+        s0 = w.step(s0, b)
+    assert s0 >= 0
     allowed = []
     for tid, e in enumerate(vocab):
         if e.type == TOKEN_CONTROL:
             if tid in stop_ids and complete:
                 allowed.append(tid)
-        elif g.is_prefix(text + e.piece):
+            continue
+        s = s0
+        for b in e.piece:
+            s = w.step(s, b)
+            if s < 0:
+                break
+        if s >= 0:
             allowed.append(tid)
     return allowed, complete
 
@@ -302,12 +314,12 @@ def test_masks_match_brute_force(schema, seed):
     voc = Vocab([None if e.type == TOKEN_CONTROL else e.piece for e in vocab], f"test{seed}")
     stop_ids = {2}
     checked = 0
-    for walk in range(4):
+    for walk in range(12):
         run = g.runner(voc, stop_ids)
         state, text = run.start, b""
         for step in range(60):
             row = run.row(state)
-            want, complete = _brute_row(g, run, state, text, vocab, stop_ids)
+            want, complete = _brute_row(g, text, vocab, stop_ids)
             assert row.ids.tolist() == want, (text, set(row.ids.tolist()) ^ set(want))
             assert row.final == complete
             checked += 1
@@ -394,6 +406,15 @@ def test_finish_reasons(models):
         gen = m.generate("x", GenerationSettings(max_tokens=10, temperature=1.0, seed=seed), grammar=gi)
         text = "".join(gen)
         assert gen.finish_reason == "stop" and text in [str(i) for i in range(10)], (text, gen.finish_reason)
+    # the token that completes the document is also the last max_tokens allows: "stop" wins
+    gc = compile_schema(CALC)
+    full = m.generate("x", GenerationSettings(max_tokens=300, temperature=0.0), grammar=gc)
+    text = "".join(full)
+    assert full.finish_reason == "stop"
+    exact = m.generate("x", GenerationSettings(max_tokens=len(full.tokens), temperature=0.0), grammar=gc)
+    assert "".join(exact) == text and exact.finish_reason == "stop"
+    short = m.generate("x", GenerationSettings(max_tokens=len(full.tokens) - 1, temperature=0.0), grammar=gc)
+    assert text.startswith("".join(short)) and short.finish_reason == "length"
     with pytest.raises(Exception, match="Grammar"):
         m.generate("x", GenerationSettings(), grammar={"type": "string"})
 
@@ -464,3 +485,110 @@ def test_native_grammar_decode_parity(models, monkeypatch, kw, schema):
         assert r["joined"] == r["text"]
         if r["reason"] == "stop" and "stop" not in kw:
             check_doc(schema, r["text"], src)
+
+
+def test_numpy_backend_generations_validate(models):
+    m = load_model(models[1], backend="numpy")
+    for i in range(6):
+        src = SOURCES[i % len(SOURCES)]
+        gen = m.generate(src + "\n=>", GenerationSettings(max_tokens=300, temperature=1.0, seed=i),
+                         grammar=compile_schema(HOME, copy_source=src))
+        text = "".join(gen)
+        assert gen.finish_reason == "stop"
+        check_doc(HOME, text, src)
+
+
+def test_bullet_run_schema_and_format(models, tmp_path):
+    import subprocess
+    import sys
+    (tmp_path / "home.json").write_text(json.dumps(HOME))
+    (tmp_path / "bad.json").write_text(json.dumps({"type": "object", "properties": {"a": {"enum": []}}}))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "bulletd.cli_bullet", "run", str(models[0]), *a],
+                                    capture_output=True, text=True, timeout=60)
+    src = "turn on the kitchen light"
+    r = run("-p", src + "\n=>", "--schema", str(tmp_path / "home.json"), "--seed", "3", "--quiet-prompt")
+    assert r.returncode == 0, r.stderr
+    check_doc(HOME, r.stdout.strip(), src)
+    assert "finish stop" in r.stderr
+    r = run("-p", "x", "--schema", str(tmp_path / "home.json"), "--copy-source", "bedroom", "--seed", "1",
+            "--quiet-prompt", "-t", "0")
+    assert r.returncode == 0, r.stderr
+    check_doc(HOME, r.stdout.strip(), "bedroom")
+    r = run("-p", "x", "--format", "json", "-n", "40", "--quiet-prompt", "--seed", "2")
+    assert r.returncode == 0 and json_grammar().is_prefix(r.stdout.rstrip("\n"))
+    r = run("-p", "x", "--schema", str(tmp_path / "bad.json"))
+    assert r.returncode == 1 and "#/properties/a/enum" in r.stderr and "empty" in r.stderr
+
+
+def test_two_threads_share_a_grammar_and_its_caches(models, monkeypatch):
+    """Requests on two threads expand rows of one grammar at once; a small MAX_STATES makes the
+    caches start afresh between requests. Every output still validates."""
+    import threading
+    from bulletd.runtime import grammar as G
+    monkeypatch.setattr(G, "MAX_STATES", 300)
+    m = load_model(models[0])
+    errors, outs = [], []
+
+    def work(k):
+        try:
+            for i in range(25):
+                src = SOURCES[(i + k) % len(SOURCES)]
+                g = compile_schema(MIXED if i % 2 else HOME, copy_source=src)
+                gen = m.generate(src, GenerationSettings(max_tokens=300, temperature=1.2, seed=100 * k + i),
+                                 grammar=g)
+                outs.append((g.schema, "".join(gen), src, gen.finish_reason))
+        except Exception as exc:       # reported below, with the thread's traceback lost but its error kept
+            errors.append(exc)
+
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors
+    assert len(outs) == 50
+    for schema, text, src, reason in outs:
+        assert reason == "stop"
+        check_doc(schema, text, src)
+    m.close()
+
+
+def test_a_vocabulary_that_cannot_spell_the_document_is_a_clear_error(tmp_path):
+    vocab = [VocabEntry(b"<unk>", 0.0, TOKEN_CONTROL), VocabEntry(b"<s>", 0.0, TOKEN_CONTROL),
+             VocabEntry(b"</s>", 0.0, TOKEN_CONTROL)] + [VocabEntry(p, 0.0, TOKEN_NORMAL)
+                                                         for p in (b"a", b"b", b"{", b'"', b"x")]
+    m = load_model(write_model(tmp_path / "v.bullet", 1, vocab=vocab))
+    gen = m.generate("ab", GenerationSettings(max_tokens=20, temperature=0.0),
+                     grammar=compile_schema({"type": "object", "properties": {"k": {"type": "null"}},
+                                             "required": ["k"]}))
+    with pytest.raises(Exception, match="vocabulary"):
+        "".join(gen)
+
+
+def test_native_automaton_refuses_bad_rows(models):
+    from bulletd import kernels
+    from bulletd.errors import ModelError
+    a = kernels.token_automaton(10)
+    if a is None:
+        pytest.skip(f"native module not built: {kernels.native_error()}")
+    with pytest.raises(ValueError, match="ascending"):
+        a.set(0, np.array([3, 2], np.int32), np.array([1, 1], np.int32), False)
+    with pytest.raises(ValueError, match="outside"):
+        a.set(0, np.array([3, 10], np.int32), np.array([1, 1], np.int32), False)
+    with pytest.raises(ValueError, match="length"):
+        a.set(0, np.array([3], np.int32), np.array([1, 1], np.int32), False)
+    with pytest.raises(ValueError, match="another vocab"):
+        kernels.token_automaton(11, a)
+    a.set(0, np.array([3, 4], np.int32), np.array([1, -1], np.int32), False)
+    assert a.has(0) and not a.has(1) and a.rows == 1
+    m = load_model(models[0], backend="native")
+    s = m.new_session()
+    logits = np.array(s.prefill([1, 5], 0), dtype=np.float32)
+    with pytest.raises(ModelError, match="another vocab size"):
+        s._impl.decode_grammar(logits, -1, 2, 4, np.zeros(4), np.zeros(0, np.int64), 0.0, 0, 1.0, 1.0,
+                               np.array([2], np.int64), a, 0)
+    b = kernels.token_automaton(m.arch["vocab_size"])
+    with pytest.raises(ModelError, match="no row"):
+        s._impl.decode_grammar(logits, -1, 2, 4, np.zeros(4), np.zeros(0, np.int64), 0.0, 0, 1.0, 1.0,
+                               np.array([2], np.int64), b, 0)
+    m.close()

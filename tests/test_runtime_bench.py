@@ -71,3 +71,24 @@ def test_bench_rejects_an_unknown_shape():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert "unknown shape 'huge'" in r.stderr or "native module is unavailable" in r.stderr
+
+
+def test_bench_grammar_quick_reports_its_figures():
+    r = subprocess.run([sys.executable, "-m", "bulletd.cli_bullet", "bench", "--shapes", "grammar", "--quick",
+                        "--json"], capture_output=True, text=True, timeout=300)
+    if _native_kernels()[0] is None:
+        assert r.returncode == 1
+        return
+    assert r.returncode == 0, r.stderr
+    (res,) = json.loads(r.stdout)["results"]
+    assert res["shape"] == "grammar" and res["arch"]["vocab_size"] == 4096 and res["arch"]["dim"] == 256
+    assert res["trie_ms"] > 0 and res["trie_nodes"] > 4096
+    for name in ("home", "calc"):
+        for key in ("compile_ms", "first_mask_ms", "first_request_ms", "request_ms", "decode_tok_s",
+                    "free_decode_tok_s", "tokens_per_request"):
+            assert res[f"{name}_{key}"] > 0, (name, key)
+        assert res[f"{name}_decode_vs_free"] > 0
+        json.loads(res[f"{name}_example"])          # the cold request's output is a whole document
+    from bulletd.runtime.bench import report
+    text = report([res])
+    assert "STRUCTURED OUTPUT" in text and "decode with the grammar" in text and "first mask" in text

@@ -3,6 +3,8 @@
 
     bullet run model.bullet -p "Once upon a time" -n 128 -t 0.8 --seed 42
     bullet run model.bullet -n 200 -t 0 --ids         # greedy ids from BOS, like llama2.c's run
+    bullet run agent.bullet -p "turn on the kitchen light\n=>" --schema call.json -t 0
+    bullet run model.bullet -p "A JSON object:" --format json
     bullet import-llama2c stories260K.bin --dtype bq4 -o stories260K.bullet
     bullet bench                                       # SMALL and REFERENCE, native vs NumPy
 """
@@ -35,7 +37,20 @@ def _cmd_run(args) -> int:
     settings = GenerationSettings(max_tokens=max_tokens, temperature=args.temperature, top_k=args.top_k,
                                   top_p=args.top_p, repetition_penalty=args.repeat_penalty,
                                   seed=args.seed, stop=tuple(args.stop or ()))
-    gen = model.generate_ids(ids, settings)
+    grammar = None
+    if args.schema or args.format:
+        import json
+        from .grammar import grammar_for_request
+        schema = None
+        if args.schema:
+            try:
+                with open(args.schema, encoding="utf-8") as f:
+                    schema = json.load(f)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{args.schema}: not JSON: {exc}") from None
+        src = args.copy_source if args.copy_source is not None else prompt
+        grammar = grammar_for_request(args.format, schema, copy_source=src)
+    gen = model.generate_ids(ids, settings, grammar=grammar)
     t0 = time.perf_counter()
     out = sys.stdout
     if args.ids:
@@ -116,6 +131,11 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=None, help="RNG seed for a repeatable run")
     p.add_argument("--stop", action="append", help="stop string (repeatable)")
     p.add_argument("--ids", action="store_true", help="print generated token ids (BOS excluded) instead of text")
+    p.add_argument("--schema", metavar="FILE",
+                   help="a JSON schema file: the output is a compact JSON document valid against it")
+    p.add_argument("--format", choices=("json",), help="json: the output is any JSON value")
+    p.add_argument("--copy-source", metavar="TEXT",
+                   help='what "x-copy" strings of the schema may copy from (default: the prompt)')
     p.add_argument("--backend", choices=("auto", "native", "numpy"), default="auto")
     p.add_argument("--quiet", action="store_true", help="no statistics line on stderr")
     p.add_argument("--quiet-prompt", action="store_true", help="do not echo the prompt")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import threading
 from collections import OrderedDict
 from fractions import Fraction
@@ -83,6 +84,9 @@ for _b in range(0xF1, 0xF4):
     _LEAD[_b] = 5
 _LEAD[0xF0], _LEAD[0xF4] = 6, 7
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+_STRING_SPECIAL = re.compile(r'["\\\x00-\x1f]')   # what a string cannot hold unescaped
+_NUMBYTES = frozenset(b"0123456789-.eE+")
+_VALUE_START = frozenset(b'"-0123456789tfn{[')
 _ESCAPES = frozenset(b'"\\/bfnrt')
 
 
@@ -102,7 +106,7 @@ def compact_json(value) -> str:
 class _Node:
     __slots__ = ("kind", "alts", "prefixes", "max_len", "min_len", "ci", "cf", "lo", "hi", "neg",
                  "exp", "keys", "children", "required", "req_from", "any_req", "rest", "item",
-                 "max_items", "min_items", "depth", "value", "string", "choices")
+                 "max_items", "min_items", "string", "choices")
 
     def __init__(self, kind):
         self.kind = kind
@@ -415,6 +419,7 @@ class _Tables:
         self.states: list[frozenset] = []
         self.copy: list[bool] = []      # the state has a stack inside an x-copy string
         self.final: list[bool] = []
+        self.first: list = []           # first_bytes of the state (a frozenset), or None
         self.memo: dict[int, int] = {}  # (sid << 8 | byte) -> sid or -1, for non-copy states
         self.vocabs: dict[str, "_TokenTable"] = {}
         self.lock = threading.Lock()
@@ -519,8 +524,7 @@ class _Core:
         if neg:
             spans = [(-b, -a) for a, b in spans]
         L, H = n.lo, n.hi
-        any_in = all_in = False
-        all_in = True
+        any_in, all_in = False, True
         for a, b in spans:
             lo = a if L is None else max(a, L)
             hi = b if H is None else min(b, H)
@@ -617,6 +621,7 @@ class _Core:
             _, ph, i, mask, pre = fr
             if ph == 2:      # inside a key: pre holds its bytes after the opening quote
                 p = pre + bytes((b,))
+                # keys are distinct and end in '":', so at most one key is complete here
                 for j in self._key_choices(n, i, mask):
                     kb = n.keys[j]
                     if kb == p:
@@ -625,7 +630,6 @@ class _Core:
                             out.append(parent + (f,))
                     elif kb.startswith(p):
                         out.append(up + ((nid, 2, i, mask, p),))
-                        # keys are distinct and end in '":', so one key matches at most once
                 return
             if ph == 0:
                 if b == 0x7B:
@@ -771,6 +775,47 @@ class _Core:
                 text = None
         out.append(stack[:-1] + ((nid, nph, text, ni, nf),))
 
+    def first_bytes(self, stack: tuple):
+        """A superset of the bytes `stack` accepts next, or None when it may accept most bytes
+        (inside a string). Lets a trie walk skip children that cannot match."""
+        if not stack:
+            return frozenset()
+        fr = stack[-1]
+        nid = fr[0]
+        k, n = self.kind[nid], self.nodes[nid]
+        if k == STR or k == COPY:
+            return frozenset(b'"') if fr[1] == 0 else None
+        if k == LIT:
+            p, m = fr[1], len(fr[1])
+            return frozenset(a[m] for a in n.alts if len(a) > m and a.startswith(p))
+        if k == NUM:
+            if self._num_accepting(fr):
+                up = self.first_bytes(stack[:-1])
+                return None if up is None else _NUMBYTES | up
+            return _NUMBYTES
+        ph = fr[1]
+        if k == OBJ:
+            if ph == 2:
+                pre, m = fr[4], len(fr[4])
+                return frozenset(n.keys[j][m] for j in self._key_choices(n, fr[2], fr[3])
+                                 if len(n.keys[j]) > m and n.keys[j].startswith(pre))
+            return (frozenset(b"{"), frozenset(b'"}'), None, frozenset(b",}"), frozenset(b'"'))[ph]
+        if k == ARR:
+            if ph == 1:
+                acc = set(b"]")
+                for f in self.starts[n.item]:
+                    c = self.first_bytes((f,))
+                    if c is None:
+                        return None
+                    acc |= c
+                return frozenset(acc)
+            return frozenset(b"[") if ph == 0 else frozenset(b",]")
+        if k == JOBJ:
+            return (frozenset(b"{"), frozenset(b'"}'), frozenset(b":"), frozenset(b",}"), frozenset(b'"'))[ph]
+        if k == JARR:
+            return (frozenset(b"["), _VALUE_START | frozenset(b"]"), frozenset(b",]"))[ph]
+        return None
+
     def stack_final(self, stack: tuple) -> bool:
         if not stack:
             return True
@@ -876,6 +921,14 @@ class _Walker:
                     t.states.append(stacks)
                     t.copy.append(any(self.core.stack_copy(s) for s in stacks))
                     t.final.append(any(self.core.stack_final(s) for s in stacks))
+                    first = set()
+                    for s in stacks:
+                        c = self.core.first_bytes(s)
+                        if c is None:
+                            first = None
+                            break
+                        first |= c
+                    t.first.append(None if first is None else frozenset(first))
                     t.ids[stacks] = sid
         return sid
 
@@ -965,15 +1018,10 @@ class Vocab:
         key = (ph, u)
         t = self._strings.get(key)
         if t is None:
-            n = self.size
-            kind = np.zeros(n, np.int8)
-            chars = np.zeros(n, np.int32)
-            sub = np.zeros(n, np.int32)
-            q = np.zeros(n, np.int32)
-            for tid, p in enumerate(self.pieces):
-                if p:
-                    kind[tid], chars[tid], sub[tid], q[tid] = _str_sim(p, ph, u)
-            t = (kind, chars, sub, q)
+            dead = (0, 0, 0, 0)
+            rows = [_str_sim(p, ph, u) if p else dead for p in self.pieces]
+            a = np.array(rows, dtype=np.int32).reshape(len(rows), 4)
+            t = (a[:, 0].astype(np.int8), a[:, 1].copy(), a[:, 2].copy(), a[:, 3].copy())
             with self._lock:
                 t = self._strings.setdefault(key, t)
         return t
@@ -1004,7 +1052,17 @@ def _str_sim(piece: bytes, ph: int, u: int) -> tuple:
     """piece through string content from substate (ph, u), with _Core.feed's rules for STR:
     (kind, chars, ph * 8 + u after it, index of the closing quote)."""
     chars = 0
+    plain = False
     for i, b in enumerate(piece):
+        if ph == 1 and not u and not plain:
+            # the common case, in C: the rest is whole characters with nothing to escape
+            plain = True
+            try:
+                text = piece[i:].decode("utf-8")
+            except UnicodeDecodeError:
+                text = None
+            if text is not None and not _STRING_SPECIAL.search(text):
+                return 1, chars + len(text), 8, 0
         if ph == 1:
             if u:
                 lo, hi, nu = _UTF8[u]
@@ -1127,16 +1185,16 @@ class TokenRun:
         w.touched_copy = False
         step = w.step
         children, ends, cmap = self.vocab.children, self.vocab.ends, self.vocab.child_map
-        copy = w.tables.copy
+        copy, first = w.tables.copy, w.tables.first
         ids: list[int] = []
         nxt: list[int] = []
         todo = [(0, sid)]
         while todo:
             node, s = todo.pop()
             kids = children[node]
-            if copy[s] and len(kids) > 8:     # inside a copy string: only the source's next bytes
-                few = w.copy_bytes(s)
-                if few is not None:
+            if len(kids) > 4:     # try only the bytes the state can take (most states take few)
+                few = w.copy_bytes(s) if copy[s] else first[s]
+                if few is not None and len(few) < len(kids):
                     m = cmap[node]
                     kids = [(b, m[b]) for b in few if b in m]
             for b, c in kids:
@@ -1208,8 +1266,10 @@ class TokenRun:
         if final:
             a = np.concatenate([a, self.stop_ids])
             b = np.concatenate([b, np.full(self.stop_ids.size, -1, dtype=np.int32)])
-        order = np.argsort(a, kind="stable")
-        row = Row(a[order], b[order], final, done, not w.touched_copy)
+        if a.size > 1 and not (a[1:] > a[:-1]).all():
+            order = np.argsort(a, kind="stable")
+            a, b = a[order], b[order]
+        row = Row(a, b, final, done, not w.touched_copy)
         if row.shared:
             return self.table.add(sid, row)
         self.local[sid] = row

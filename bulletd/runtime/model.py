@@ -373,7 +373,12 @@ class Generation:
     The session's lock is held from the first next() until the generation ends or is closed, so
     two generations on one session run one after the other. A set `cancel` Event ends it with
     finish_reason "cancelled" before the next batch of tokens (one token on the NumPy paths, at
-    most _MAX_BATCH with the native decode loop; the tokens of a batch already run are kept)."""
+    most _MAX_BATCH with the native decode loop; the tokens of a batch already run are kept).
+
+    With a grammar (bulletd.runtime.grammar) every draw is among the tokens the automaton allows
+    (`grammar` holds the request's TokenRun), and the generation ends with "stop" as soon as the
+    document is complete: when nothing can extend it, or at a stop id, which the grammar allows
+    only there ("eos" does not happen)."""
 
     def __init__(self, model: Model, prompt_ids: list[int], settings: GenerationSettings,
                  session: Session | None, cancel: threading.Event | None, grammar=None):
@@ -607,7 +612,7 @@ class Generation:
         """_sampled under a grammar: each draw is among the tokens the current state allows;
         the token that completes the document (no token can extend it) is the last one, and
         sets _grammar_done. One draw and one forward call per token."""
-        m, s, sess, run = self.model, self.settings, self.session, self.grammar
+        m, sess, run = self.model, self.session, self.grammar
         state = run.start
         row = self._grammar_row(state)
         if row.done:          # a grammar whose only document is empty cannot be built; be safe
