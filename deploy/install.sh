@@ -343,6 +343,11 @@ mqtt:
   tls:
     enabled: false
     ca_file: ""                      # e.g. /etc/bulletd/broker-ca.crt
+
+tools:
+  home:
+    file: ""                         # the home file for agent children, e.g. /etc/bulletd/home.yaml
+    act: false                       # true lets requests with act: true switch devices over MQTT
 EOF
 cp "$STAGE_ETC/etc/bulletd.yaml" "$STAGE_ETC/etc/bulletd.yaml.example"
 
