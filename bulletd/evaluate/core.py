@@ -237,7 +237,8 @@ def eval_calc(models: Models, items: list[Item], child: str | None) -> dict:
     return _accuracy_report("calc", items, right, gots)
 
 
-def eval_home(models: Models, items: list[Item], child: str | None, home, baseline: str | None = None) -> dict:
+def eval_home(models: Models, items: list[Item], child: str | None, home, baseline: str | None = None,
+              home_path: str | None = None) -> dict:
     right, gots = [], []
     for it in items:
         got = _agent_result(models, it, child, home)
@@ -252,7 +253,7 @@ def eval_home(models: Models, items: list[Item], child: str | None, home, baseli
     rep = _accuracy_report("home", items, right, gots)
     if baseline == "hassil":
         from bulletd.evaluate.hassil_baseline import HassilBaseline
-        hb = HassilBaseline(home)
+        hb = HassilBaseline(home, home_path)
         b_right, b_gots = [], []
         for it in items:
             got = hb.run(it.text)
@@ -432,7 +433,7 @@ def evaluate(models: Models, set_path, *, child: str | None = None, home_path: s
             home = HomeConfig.load(home_path)
         except BulletError as exc:
             raise EvalError(f"--home {home_path}: {exc}") from None
-        rep = eval_home(models, items, child, home, baseline)
+        rep = eval_home(models, items, child, home, baseline, home_path)
     elif kind == "routing":
         rep = eval_routing(models, items)
     elif kind == "text":
