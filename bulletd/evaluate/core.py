@@ -176,12 +176,6 @@ def calc_right(got: Any, answer: float) -> bool:
     return abs(got - answer) <= 1e-9 * max(1.0, abs(answer))
 
 
-def agent_settings(model) -> Any:
-    from bulletd.runtime.sampling import GenerationSettings
-    return GenerationSettings(max_tokens=min(256, model.context - 1), temperature=0.0, top_k=0, top_p=1.0,
-                              repetition_penalty=1.0, stream=False)
-
-
 def _agent_result(models: Models, item: Item, child: str | None, home) -> dict:
     """Route and run one line through the agent path; the `got` record of the line."""
     d = models.route(item.text, child)
@@ -191,9 +185,9 @@ def _agent_result(models: Models, item: Item, child: str | None, home) -> dict:
     if not isinstance(header.get("agent"), dict):
         return {"child": d.child, "error": "not_an_agent", "message": f"{d.child} is not an agent child"}
     from bulletd.agents.agent import AgentContext, run_agent
-    ctx = AgentContext(home=home, act=False, publish=None, states={})
+    ctx = AgentContext(home=home, act=False)
     try:
-        res = run_agent(model, item.text, agent_settings(model), ctx, child_header=header)
+        res = run_agent(model, item.text, None, ctx, child_header=header)   # a request's defaults
     except RequestError as exc:
         return {"child": d.child, "error": exc.code, "message": exc.message}
     out = {"child": d.child, "call": res.get("call"), "result": res.get("result"),
