@@ -285,3 +285,18 @@ def test_hassil_baseline_on_the_example_home():
         got = hb.run(text)
         assert sorted(got.get("actions", []), key=str) == sorted(want, key=str), (text, got)
     assert hb.run("could you dim the bedside lamp to 20 percent")["error"] == "no_intent"
+
+
+# ------------------------------------------------------------------------------------ bullet-train split
+def test_trainer_split_writes_the_runs_split(tmp_path):
+    from trainer.cli import main as train_main
+    from trainer.config import load_config
+    from trainer.data import load_jsonl, split
+    cfg_path = ROOT / "trainer" / "configs" / "tiny.yaml"
+    assert train_main(["split", "--config", str(cfg_path), "-o", str(tmp_path / "s"), "--prompts", "5"]) == 0
+    cfg = load_config(cfg_path)
+    train, val = split(load_jsonl(cfg.dataset_path).texts, cfg.validation_fraction, cfg.seed)
+    read = lambda name: [json.loads(x)["text"] for x in (tmp_path / "s" / name).read_text().splitlines()]
+    assert read("train.jsonl") == train and read("val.jsonl") == val
+    prompts = read("prompts.jsonl")
+    assert len(prompts) == 5 and all(v.startswith(p) and 0 < len(p) <= 32 for p, v in zip(prompts, val))
