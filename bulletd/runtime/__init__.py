@@ -8,7 +8,8 @@
 
 Modules: model (load_model, Model, Session, Generation), reference (the NumPy forward pass, the
 oracle), sampling (GenerationSettings, Sampler), llama2c (checkpoint import), cli (`bullet run`,
-`bullet import-llama2c`, `bullet bench`), bench (the benchmark).
+`bullet import-llama2c`, `bullet bench`), bench (the benchmark), grammar (structured output:
+compile_schema, json_grammar, grammar_for_request; model.generate(..., grammar=g)).
 """
 from .model import Generation, Model, Session, load_model
 from .sampling import GenerationSettings, Sampler

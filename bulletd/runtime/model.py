@@ -226,20 +226,32 @@ class Model:
                                            f"{ctx} tokens and generation needs at least one free position")
 
     def generate(self, prompt: str, settings: GenerationSettings | None = None, session=None,
-                 cancel: threading.Event | None = None) -> "Generation":
+                 cancel: threading.Event | None = None, grammar=None) -> "Generation":
         """Generate a continuation of `prompt`. Settings and prompt are checked now (RequestError
-        bad_request / too_long); the returned Generation yields str deltas as tokens decode."""
+        bad_request / too_long); the returned Generation yields str deltas as tokens decode.
+        grammar (bulletd.runtime.grammar.Grammar): every token keeps the text a prefix of a valid
+        document; generation ends with "stop" as soon as the document is complete."""
         settings = (settings or GenerationSettings()).validate(self.context)
         ids = self.encode_prompt(prompt)
-        return Generation(self, ids, settings, session, cancel)
+        return Generation(self, ids, settings, session, cancel, grammar)
 
     def generate_ids(self, prompt_ids, settings: GenerationSettings | None = None, session=None,
-                     cancel: threading.Event | None = None) -> "Generation":
+                     cancel: threading.Event | None = None, grammar=None) -> "Generation":
         """Like generate, from token ids (BOS included if wanted). ModelError for bad ids."""
         settings = (settings or GenerationSettings()).validate(self.context)
         ids = _check_ids(prompt_ids, self.arch["vocab_size"])
         self._check_prompt_len(ids)
-        return Generation(self, ids, settings, session, cancel)
+        return Generation(self, ids, settings, session, cancel, grammar)
+
+    @property
+    def grammar_vocab(self):
+        """The vocabulary's byte trie for structured output (built on first use, shared by models
+        with the same vocabulary)."""
+        v = self.__dict__.get("_grammar_vocab")
+        if v is None:
+            from .grammar import Vocab
+            v = self._grammar_vocab = Vocab.of(self.bf.vocab)
+        return v
 
     def close(self) -> None:
         self.release_idle()
@@ -364,9 +376,17 @@ class Generation:
     most _MAX_BATCH with the native decode loop; the tokens of a batch already run are kept)."""
 
     def __init__(self, model: Model, prompt_ids: list[int], settings: GenerationSettings,
-                 session: Session | None, cancel: threading.Event | None):
+                 session: Session | None, cancel: threading.Event | None, grammar=None):
         if session is not None and session.model is not model:
             raise ModelError("the session belongs to another model")
+        self.grammar = None     # the request's TokenRun when a grammar constrains it
+        self._grammar_done = False
+        if grammar is not None:
+            from .grammar import Grammar
+            if not isinstance(grammar, Grammar):
+                raise ModelError(f"grammar must be a bulletd.runtime.grammar.Grammar, got "
+                                 f"{type(grammar).__name__}")
+            self.grammar = grammar.runner(model.grammar_vocab, model.stop_ids)
         self.model = model
         self.settings = settings
         self.session = session          # None: take the model's idle session when the run starts
@@ -450,12 +470,14 @@ class Generation:
                     take, reason = len(batch), None
                     n0 = len(self.tokens)
                     for j, nxt in enumerate(batch):
-                        if nxt in stop_ids:
-                            take, reason = j, "eos"
+                        if nxt in stop_ids:   # with a grammar: only where the document is complete
+                            take, reason = j, "stop" if self.grammar is not None else "eos"
                             break
                         if n0 + j + 1 >= max_tokens or pos + j >= context:
                             take, reason = j + 1, "length"
                             break
+                    if self._grammar_done and take == len(batch):
+                        reason = "stop"   # the document is complete and nothing can extend it
                     ids = batch[:take] if take < len(batch) else batch
                     if not stops:
                         self.tokens.extend(ids)
@@ -517,6 +539,9 @@ class Generation:
         m, s, sess = self.model, self.settings, self.session
         seen_set = set(self.prompt_tokens)
         seen = sorted(seen_set)      # distinct ids so far, for the repetition penalty
+        if self.grammar is not None:
+            yield from self._sampled_grammar(logits, pos, sampler, seen_set, seen)
+            return
         native = sampler._native is not None and getattr(sess._impl, "has_decode", False)
         if not native:
             seen_arr = np.array(seen, dtype=np.int64)
@@ -568,6 +593,46 @@ class Generation:
                 return
             pending = toks[-1]
             batch = min(2 * batch, _MAX_BATCH) if ramp else _MAX_BATCH
+
+
+    def _grammar_row(self, state: int):
+        """The state's row; ModelError when the vocabulary cannot go on (no byte fallback)."""
+        row = self.grammar.row(state)
+        if not row.final and row.ids.size == 0:
+            raise ModelError(f"{self.model.path}: no token of this model's vocabulary can continue the "
+                             f"document (the vocabulary lacks bytes the grammar needs)")
+        return row
+
+    def _sampled_grammar(self, logits: np.ndarray, pos: int, sampler: Sampler, seen_set: set, seen: list):
+        """_sampled under a grammar: each draw is among the tokens the current state allows;
+        the token that completes the document (no token can extend it) is the last one, and
+        sets _grammar_done. One draw and one forward call per token."""
+        m, sess, run = self.model, self.session, self.grammar
+        state = run.start
+        row = self._grammar_row(state)
+        if row.done:          # a grammar whose only document is empty cannot be built; be safe
+            self._grammar_done = True
+            return
+        seen_arr = np.array(seen, dtype=np.int64)
+        while True:
+            try:
+                nxt = sampler.sample_masked(logits, row.ids, seen_arr)
+            except ValueError as exc:
+                raise ModelError(f"{m.path}: the model produced non-finite logits at position "
+                                 f"{pos - 1} (weights with NaN or infinite values?)") from exc
+            state = row.next_state(nxt)
+            if state >= 0:
+                row = self._grammar_row(state)
+                if row.done:
+                    self._grammar_done = True
+            yield [nxt]
+            if state < 0 or self._grammar_done:
+                return
+            if nxt not in seen_set:
+                seen_set.add(nxt)
+                seen_arr = np.append(seen_arr, nxt)
+            logits = sess._run([nxt], pos)
+            pos += 1
 
 
 # Most tokens one native decode call draws: a cancel or deadline waits at most this many tokens,

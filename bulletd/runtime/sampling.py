@@ -251,11 +251,14 @@ class Sampler:
         """The NumPy reference of sample() (and its fallback)."""
         if not np.isfinite(logits).all():
             raise ValueError("cannot sample from logits that hold NaN or infinite values")
+        return self._pick(self._penalised(logits, seen, unique))
+
+    def _pick(self, z: np.ndarray) -> int:
+        """Index of the token drawn from penalised logits z with the settings' rules."""
         if self.settings.temperature == 0.0:
-            return int(np.argmax(self._penalised(logits, seen, unique)))
+            return int(np.argmax(z))
         # the same rules as candidates(), fused so one cumulative sum serves top-p and the draw
         st = self.settings
-        z = self._penalised(logits, seen, unique)
         ids = top_k_ids(z, st.top_k)
         zc = z[ids]
         order = np.argsort(-zc, kind="stable")
@@ -269,3 +272,36 @@ class Sampler:
         coin = self.rng.random()
         i = int(np.searchsorted(cum[:n], coin * cum[n - 1], side="right"))
         return int(ids[min(i, n - 1)])
+
+    # -- masked sampling (structured output) ------------------------------------------------
+    def sample_masked(self, logits: np.ndarray, allowed: np.ndarray, seen=()) -> int:
+        """One token id among `allowed` (ascending ids): every rule (penalty, greedy, top-k,
+        top-p, the draw) works on the allowed tokens only, as if the others had probability 0.
+        Native when available, like sample(); sample_masked_numpy is the reference."""
+        native = self._native
+        if native is None:
+            return self.sample_masked_numpy(logits, allowed, seen)
+        st = self.settings
+        z = np.asarray(logits, dtype=np.float32)[allowed]
+        local = _seen_in(allowed, seen)
+        coin = self.rng.random() if st.temperature != 0.0 else 0.0
+        i = native(z, local, st.temperature, st.top_k, st.top_p, st.repetition_penalty, coin)
+        if i < 0:
+            raise ValueError("cannot sample from logits that hold NaN or infinite values")
+        return int(allowed[i])
+
+    def sample_masked_numpy(self, logits: np.ndarray, allowed: np.ndarray, seen=()) -> int:
+        """The NumPy reference of sample_masked()."""
+        z = np.asarray(logits, dtype=np.float32)[allowed]
+        if not np.isfinite(z).all():
+            raise ValueError("cannot sample from logits that hold NaN or infinite values")
+        z = apply_repetition_penalty(z, _seen_in(allowed, seen), self.settings.repetition_penalty, True)
+        return int(allowed[self._pick(z)])
+
+
+def _seen_in(allowed: np.ndarray, seen) -> np.ndarray:
+    """Positions in `allowed` (ascending ids) of the ids in `seen`."""
+    seen = np.asarray(list(seen) if isinstance(seen, (set, frozenset)) else seen, dtype=np.int64)
+    if seen.size == 0 or allowed.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.isin(allowed, seen))

@@ -1,0 +1,413 @@
+"""Structured output (bulletd.runtime.grammar): schema errors, the byte automaton against an
+independent validator (json + jsonschema), token masks against a brute-force walk on small
+random vocabularies (multi-byte Devanagari pieces, split UTF-8 pieces, byte tokens), 1,000 seeded
+generations from random-weight models that all parse and validate, and masked sampling.
+
+    pytest tests/test_grammar.py -q
+"""
+import datetime as dt
+import json
+import random
+
+import jsonschema
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from bulletd.format import write_bullet
+from bulletd.format.synth import random_lm_tensors
+from bulletd.format.tokenizer import TOKEN_BYTE, TOKEN_CONTROL, TOKEN_NORMAL, VocabEntry
+from bulletd.runtime import GenerationSettings, load_model
+from bulletd.runtime.grammar import (GrammarError, Vocab, compact_json, compile_schema,
+                                     grammar_for_request, json_grammar)
+from bulletd.runtime.sampling import Sampler
+
+INTENTS = ["HassTurnOn", "HassTurnOff", "HassToggle", "HassLightSet", "HassClimateSetTemperature",
+           "HassSetPosition", "HassGetState", "HassOpenCover", "HassCloseCover", "HassLockLock",
+           "HassLockUnlock"]
+HOME = {
+    "type": "object",
+    "properties": {
+        "intent": {"enum": INTENTS},
+        "name": {"type": "string", "x-copy": True, "maxLength": 64},
+        "area": {"type": "string", "x-copy": True, "maxLength": 64},
+        "domain": {"enum": ["light", "switch", "fan", "climate", "cover", "lock", "media_player", "sensor"]},
+        "brightness": {"type": "integer", "minimum": 0, "maximum": 100},
+        "temperature": {"type": "number", "minimum": -50, "maximum": 100},
+        "position": {"type": "integer", "minimum": 0, "maximum": 100},
+    },
+    "required": ["intent"],
+    "anyOf": [{"required": ["name"]}, {"required": ["area"]}],
+    "additionalProperties": False,
+}
+CALC = {"type": "object", "properties": {"expression": {"type": "string", "maxLength": 40}},
+        "required": ["expression"], "additionalProperties": False}
+MIXED = {"anyOf": [
+    {"type": "object", "properties": {
+        "kind": {"const": "list"},
+        "items": {"type": "array", "items": {"type": "integer", "minimum": -5, "maximum": 12},
+                  "minItems": 1, "maxItems": 4},
+        "flag": {"type": "boolean"}},
+     "required": ["kind", "items"]},
+    {"type": "object", "properties": {
+        "kind": {"const": "point"},
+        "x": {"type": "number", "exclusiveMinimum": -1.5, "maximum": 2.25},
+        "label": {"type": ["string", "null"], "minLength": 1, "maxLength": 5},
+        "tag": {"enum": [1, "one", True, None, 2.5]}},
+     "required": ["kind", "x", "tag"]},
+]}
+SOURCES = ["turn on the kitchen light to 40%", "किचन की लाइट बंद करो", "set bedroom fan to 3",
+           "open the garage door", "ताप 21.5 करो in the living room"]
+
+
+def check_doc(schema, text: str, source: str = "") -> None:
+    """Independent check of a complete document: compact JSON, properties in schema order,
+    valid against the schema (jsonschema), x-copy strings substrings of the source."""
+    value = json.loads(text)
+    assert compact_json(value) == text or _same_numbers(value, text), text
+    jsonschema.validate(value, schema)
+    _check_copy(schema, value, source)
+
+
+def _same_numbers(value, text):
+    # compact_json writes 2.0 where the model may write 2 (or 2.50 vs 2.5): compare parsed values
+    return json.loads(compact_json(value)) == value
+
+
+def _check_copy(schema, value, source):
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        if "anyOf" in schema and not props:
+            return
+        assert list(value) == [k for k in props if k in value], "properties out of schema order"
+        for k, v in value.items():
+            sub = props[k]
+            if sub.get("x-copy"):
+                assert v in source, f"{k}={v!r} is not a substring of {source!r}"
+            _check_copy(sub, v, source)
+
+
+# ---------------------------------------------------------------------------------------------
+# schemas: errors name the path; the subset is accepted
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("schema, words", [
+    ({"type": "integer", "minimum": 5, "maximum": 1}, ["#", "minimum 5 > maximum 1"]),
+    ({"type": "object", "properties": {"a": {"type": "number", "minimum": 3, "maximum": -3}}},
+     ["#/properties/a", "minimum"]),
+    ({"enum": []}, ["#/enum", "empty"]),
+    ({"type": "string", "enum": [1, 2]}, ["#/enum", "no value"]),
+    ({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["b"]},
+     ["#/required", "'b'"]),
+    ({"type": "object", "properties": {"s": {"type": "string", "pattern": "x"}}},
+     ["#/properties/s", "pattern"]),
+    ({"type": "object", "properties": {"t": {"type": "date"}}}, ["#/properties/t/type", "date"]),
+    ({"type": "string", "minLength": 5, "maxLength": 2}, ["minLength 5 > maxLength 2"]),
+    ({"type": "string", "maxLength": 10 ** 6}, ["#/maxLength", "limit"]),
+    ({"type": "array", "items": {"type": "integer"}, "maxItems": 1, "minItems": 3}, ["minItems"]),
+    ({"type": "integer", "exclusiveMinimum": 1, "exclusiveMaximum": 2}, ["no integer"]),
+    ({"type": "object", "properties": {f"p{i}": {"type": "null"} for i in range(100)}},
+     ["#/properties", "limit"]),
+    ({"type": "object", "properties": {"a": {"type": "null"}}, "anyOf": [{"required": ["z"]}]},
+     ["#/anyOf/0/required", "'z'"]),
+    ({"anyOf": [{"type": "null"}], "minimum": 3}, ["anyOf cannot be combined"]),
+    ({"type": "object", "additionalProperties": {"type": "string"}}, ["additionalProperties"]),
+    ({"type": "object", "properties": {"a": {"type": "string", "x-copy": "yes"}}}, ["#/properties/a/x-copy"]),
+    ({"not": {"type": "null"}}, ["no type"]),
+])
+def test_impossible_or_unsupported_schema_names_the_path(schema, words):
+    with pytest.raises(GrammarError) as e:
+        compile_schema(schema)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+
+
+def test_too_deep_and_too_large():
+    s = {"type": "null"}
+    for _ in range(40):
+        s = {"type": "array", "items": s}
+    with pytest.raises(GrammarError, match="nest deeper"):
+        compile_schema(s)
+    with pytest.raises(GrammarError, match="limit"):
+        compile_schema({"enum": list(range(5000))})
+
+
+def test_grammar_for_request():
+    assert grammar_for_request(None, None) is None
+    assert grammar_for_request("json", None).accepts('{"a":[1,true]}')
+    g = grammar_for_request(None, CALC, copy_source="x")
+    assert g.accepts('{"expression":"1+2"}') and g.copy_source == "x"
+    assert grammar_for_request(CALC, None).accepts('{"expression":"1+2"}')   # Ollama style
+    with pytest.raises(GrammarError, match="format"):
+        grammar_for_request("yaml", None)
+    with pytest.raises(GrammarError):
+        grammar_for_request(None, "not a schema")
+    assert compile_schema(CALC)._core is compile_schema(json.loads(json.dumps(CALC)))._core  # cached
+
+
+# ---------------------------------------------------------------------------------------------
+# the byte automaton against json + jsonschema
+# ---------------------------------------------------------------------------------------------
+
+ACCEPT = [
+    (HOME, '{"intent":"HassTurnOn","area":"kitchen","brightness":40}', True),
+    (HOME, '{"intent":"HassTurnOn","name":"kitchen light","area":"the"}', True),
+    (HOME, '{"intent":"HassClimateSetTemperature","area":"kitchen","temperature":-49.5}', True),
+    (HOME, '{"intent":"HassTurnOn","area":"kitchen","temperature":100}', True),
+    (HOME, '{"intent":"HassTurnOn"}', False),                                # neither name nor area
+    (HOME, '{"intent":"HassTurnOn","area":"kitchens"}', False),              # not in the source
+    (HOME, '{"area":"kitchen","intent":"HassTurnOn"}', False),               # schema order
+    (HOME, '{"intent":"HassTurnOn", "area":"kitchen"}', False),              # whitespace
+    (HOME, '{"intent":"HassTurnOn","area":"kitchen","brightness":101}', False),
+    (HOME, '{"intent":"HassTurnOn","area":"kitchen","brightness":-0}', False),      # no "-" when minimum >= 0
+    (HOME, '{"intent":"HassTurnOn","area":"kitchen","brightness":05}', False),
+    (HOME, '{"intent":"HassTurnOn","area":"kitchen","brightness":4.0}', False),
+    (HOME, '{"intent":"HassTurnOn","area":"kitchen","temperature":100.000001}', False),
+    (HOME, '{"intent":"HassTurnOn","area":"kitchen","temperature":-50.0000001}', False),
+    (HOME, '{"intent":"HassTurnOn","area":"kitchen","domain":"light","position":0}', True),
+    (HOME, '{"intent":"HassTurn","area":"kitchen"}', False),
+    (MIXED, '{"kind":"list","items":[-5,12,0]}', True),
+    (MIXED, '{"kind":"list","items":[]}', False),
+    (MIXED, '{"kind":"list","items":[1,2,3,4,5]}', False),
+    (MIXED, '{"kind":"list","items":[13]}', False),
+    (MIXED, '{"kind":"list","items":[1],"flag":false}', True),
+    (MIXED, '{"kind":"point","x":-1.5,"tag":1}', False),
+    (MIXED, '{"kind":"point","x":-1.499999,"tag":1}', True),
+    (MIXED, '{"kind":"point","x":2.25,"label":null,"tag":2.5}', True),
+    (MIXED, '{"kind":"point","x":2.250001,"tag":true}', False),
+    (MIXED, '{"kind":"point","x":0,"label":"","tag":"one"}', False),
+    (MIXED, '{"kind":"point","x":0,"label":"ab\\"c","tag":"one"}', True),
+    (MIXED, '{"kind":"point","x":0,"label":"abcdef","tag":"one"}', False),
+    (MIXED, '{"kind":"point","x":0,"label":"किचनकी","tag":null}', False),   # 6 characters
+    (MIXED, '{"kind":"point","x":0,"label":"किचन","tag":null}', True),
+    (MIXED, '{"kind":"point","x":0,"label":"\\u0915x","tag":null}', True),
+    (MIXED, '{"kind":"point","x":0,"label":"\\ud800","tag":null}', False),  # lone surrogate
+    (MIXED, '{"kind":"list","items":[1],"x":0}', False),
+]
+
+
+@pytest.mark.parametrize("schema, text, ok", ACCEPT)
+def test_accepts_matches_the_validator(schema, text, ok):
+    g = compile_schema(schema, copy_source=SOURCES[0])
+    assert g.accepts(text) == ok
+    if ok:
+        check_doc(schema, text, SOURCES[0])
+        for i in range(len(text.encode())):        # every prefix is viable
+            assert g.is_prefix(text.encode()[:i])
+
+
+def test_utf8_inside_strings():
+    g = compile_schema({"type": "string"})
+    assert g.accepts('"किचन"')
+    for bad in [b'"\xe0\x80\x80"', b'"\xc0\xaf"', b'"\xed\xa0\x80"', b'"\xf4\x90\x80\x80"', b'"\xff"',
+                b'"\x80"', b'"a\n"']:
+        assert not g.is_prefix(bad), bad
+    assert g.is_prefix(b'"\xe0\xa4')             # half of a Devanagari character
+    assert not g.accepts(b'"\xe0\xa4"')
+
+
+def test_copy_strings_refuse_quotes_backslashes_and_split_characters():
+    src = 'say "hi" \\ किचन'
+    g = compile_schema({"type": "object", "properties": {"n": {"type": "string", "x-copy": True}},
+                        "required": ["n"]}, copy_source=src)
+    assert g.accepts('{"n":"say "}') and g.accepts('{"n":"किचन"}') and g.accepts('{"n":""}')
+    assert not g.is_prefix('{"n":"say \\"')
+    assert not g.is_prefix('{"n":"say "h')                       # the quote closes the string
+    assert not g.is_prefix('{"n":"\\')
+    assert not g.is_prefix('{"n":"'.encode() + "कि".encode()[1:])  # starts inside a character
+    assert not g.accepts('{"n":"'.encode() + "कि".encode()[:2] + b'"}')
+    assert g.with_source("other").accepts('{"n":"other"}')
+    assert not g.with_source("other").is_prefix('{"n":"say')
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10 ** 12, 10 ** 12)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=10)
+
+
+@settings(max_examples=150, deadline=None)
+@given(json_values)
+def test_json_format_accepts_any_compact_value(value):
+    assert json_grammar().accepts(compact_json(value))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet='{}[]",:0123456789.-eEtrufalsn\\ aé', max_size=14))
+def test_json_format_accepts_only_json(text):
+    if json_grammar().accepts(text):
+        json.loads(text)
+        assert text == text.strip()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-60, 120), st.integers(0, 999), st.sampled_from(INTENTS), st.booleans())
+def test_home_numbers_match_the_range(whole, frac, intent, use_frac):
+    num = f"{whole}.{frac}" if use_frac else str(whole)
+    text = f'{{"intent":"{intent}","area":"kitchen","temperature":{num}}}'
+    ok = -50 <= float(num) <= 100
+    assert compile_schema(HOME, copy_source=SOURCES[0]).accepts(text) == ok
+
+
+# ---------------------------------------------------------------------------------------------
+# token masks against brute force, on small random byte-level vocabularies
+# ---------------------------------------------------------------------------------------------
+
+def random_vocab(seed: int, n_pieces: int = 300) -> list[VocabEntry]:
+    """<unk> <s> </s>, the 256 bytes, then pieces cut from JSON calls, Devanagari text (whole and
+    split characters) and random bytes."""
+    rng = random.Random(seed)
+    v = [VocabEntry(b"<unk>", 0.0, TOKEN_CONTROL), VocabEntry(b"<s>", 0.0, TOKEN_CONTROL),
+         VocabEntry(b"</s>", 0.0, TOKEN_CONTROL)]
+    v += [VocabEntry(bytes([b]), 0.0, TOKEN_BYTE) for b in range(256)]
+    corpus = ('{"intent":"HassTurnOn","area":"kitchen","brightness":40}{"expression":"17*23"}'
+              '{"kind":"point","x":-1.25,"label":null,"tag":"one"}[true,false,null,{"a":[]}]'
+              + "".join(SOURCES)).encode()
+    seen = set()
+    while len(v) < 259 + n_pieces:
+        r = rng.random()
+        if r < 0.7:
+            i = rng.randrange(len(corpus))
+            piece = corpus[i:i + rng.randint(2, 9)]
+        else:
+            piece = bytes(rng.randrange(256) for _ in range(rng.randint(2, 4)))
+        if piece in seen or len(piece) < 2:
+            continue
+        seen.add(piece)
+        v.append(VocabEntry(piece, -float(len(v)), TOKEN_NORMAL))
+    return v
+
+
+def _brute_row(g, run, state, text: bytes, vocab, stop_ids):
+    """Allowed ids by brute force: a token is allowed iff text + its bytes is still a viable
+    prefix (walked from scratch), or it is a stop id and the document is complete."""
+    complete = g.accepts(text)
+    allowed = []
+    for tid, e in enumerate(vocab):
+        if e.type == TOKEN_CONTROL:
+            if tid in stop_ids and complete:
+                allowed.append(tid)
+        elif g.is_prefix(text + e.piece):
+            allowed.append(tid)
+    return allowed, complete
+
+
+@pytest.mark.parametrize("schema, seed", [(HOME, 0), (HOME, 1), (CALC, 2), (MIXED, 3), (None, 4)])
+def test_masks_match_brute_force(schema, seed):
+    vocab = random_vocab(seed)
+    rng = random.Random(seed)
+    source = SOURCES[seed % len(SOURCES)]
+    g = json_grammar().with_source(source) if schema is None else compile_schema(schema, copy_source=source)
+    voc = Vocab([None if e.type == TOKEN_CONTROL else e.piece for e in vocab], f"test{seed}")
+    stop_ids = {2}
+    checked = 0
+    for walk in range(4):
+        run = g.runner(voc, stop_ids)
+        state, text = run.start, b""
+        for step in range(60):
+            row = run.row(state)
+            want, complete = _brute_row(g, run, state, text, vocab, stop_ids)
+            assert row.ids.tolist() == want, (text, set(row.ids.tolist()) ^ set(want))
+            assert row.final == complete
+            checked += 1
+            if row.done or not len(row.ids):
+                break
+            # prefer short, structural tokens so walks reach deep states; sometimes any token
+            ids = row.ids.tolist()
+            if rng.random() < 0.6:
+                ids = [t for t in ids if len(vocab[t].piece) > 1 and t not in stop_ids] or ids
+            t = rng.choice(ids)
+            if t in stop_ids:
+                break
+            state = row.next_state(t)
+            text += vocab[t].piece
+            assert g.is_prefix(text)
+        if schema is not None and g.accepts(text):
+            check_doc(schema, text.decode(), source)
+    assert checked >= 25
+
+
+# ---------------------------------------------------------------------------------------------
+# generation: 1,000 seeded runs from random-weight models all parse and validate
+# ---------------------------------------------------------------------------------------------
+
+ARCH = dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=2, hidden_dim=64, vocab_size=0, max_seq_len=384,
+            norm_eps=1e-5, rope_theta=10000.0, tied_embeddings=True)
+
+
+def write_model(path, seed: int, vocab=None):
+    vocab = vocab or random_vocab(seed)
+    arch = dict(ARCH, vocab_size=len(vocab))
+    write_bullet(path, kind="lm", arch=arch, tensors=random_lm_tensors(arch, seed=seed), vocab=vocab,
+                 tokenizer={"kind": "bpe", "bos_id": 1, "eos_id": 2, "add_dummy_prefix": False},
+                 provenance={"name": f"g{seed}", "version": "1.0.0",
+                             "created": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc).isoformat(),
+                             "training": {"kind": "random", "seed": seed}})
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("grammar")
+    return [write_model(d / f"m{i}.bullet", seed=10 + i) for i in range(2)]
+
+
+@pytest.mark.parametrize("schema, n", [(HOME, 400), (CALC, 250), (MIXED, 350)])
+def test_seeded_generations_parse_and_validate(models, schema, n):
+    for k, path in enumerate(models):
+        m = load_model(path)
+        for i in range(n // len(models)):
+            src = SOURCES[i % len(SOURCES)]
+            g = compile_schema(schema, copy_source=src)
+            st_ = GenerationSettings(max_tokens=300, temperature=[0.0, 0.7, 1.0, 1.5][i % 4], top_k=[0, 40][i % 2],
+                                     top_p=[1.0, 0.9][i % 3 == 0], repetition_penalty=[1.0, 1.3][i % 2], seed=i)
+            gen = m.generate(src + "\n=>", st_, grammar=g)
+            text = "".join(gen)
+            assert gen.finish_reason == "stop", (text, gen.finish_reason)
+            assert text == gen.text
+            check_doc(schema, text, src)
+        m.close()
+
+
+def test_json_format_generations(models):
+    m = load_model(models[0])
+    g = json_grammar()
+    for i in range(30):
+        gen = m.generate("x", GenerationSettings(max_tokens=60, temperature=1.0, seed=i), grammar=g)
+        text = "".join(gen)
+        if gen.finish_reason == "stop":
+            json.loads(text)
+        else:
+            assert gen.finish_reason == "length" and g.is_prefix(text)
+
+
+def test_finish_reasons(models):
+    m = load_model(models[0])
+    g = compile_schema(HOME, copy_source=SOURCES[0])
+    gen = m.generate("x", GenerationSettings(max_tokens=3, temperature=1.0, seed=1), grammar=g)
+    text = "".join(gen)
+    assert gen.finish_reason == "length" and len(gen.tokens) == 3 and g.is_prefix(text)
+    # a complete top-level number may be extended: the stop id is allowed there and ends it
+    gi = compile_schema({"type": "integer", "minimum": 0, "maximum": 9})
+    for seed in range(10):
+        gen = m.generate("x", GenerationSettings(max_tokens=10, temperature=1.0, seed=seed), grammar=gi)
+        text = "".join(gen)
+        assert gen.finish_reason == "stop" and text in [str(i) for i in range(10)], (text, gen.finish_reason)
+    with pytest.raises(Exception, match="Grammar"):
+        m.generate("x", GenerationSettings(), grammar={"type": "string"})
+
+
+def test_masked_sampling_rules():
+    logits = np.array([5.0, 1.0, 4.0, 3.0, -2.0, 0.5], dtype=np.float32)
+    allowed = np.array([1, 3, 4], dtype=np.int32)
+    s = Sampler(GenerationSettings(temperature=0.0, repetition_penalty=1.0).validate())
+    assert s.sample_masked_numpy(logits, allowed) == 3
+    s = Sampler(GenerationSettings(temperature=0.0, repetition_penalty=10.0).validate())
+    assert s.sample_masked_numpy(logits, allowed, seen=[3, 0]) == 1        # 3.0 / 10 < 1.0
+    for seed in range(20):
+        st_ = GenerationSettings(temperature=1.0, top_k=2, top_p=1.0, seed=seed).validate()
+        a, b = Sampler(st_), Sampler(st_)
+        x = a.sample_masked_numpy(logits, allowed, seen=[4])
+        assert x in (1, 3)
+        assert b.sample_masked(logits, allowed, seen=[4]) == x                # native == NumPy
