@@ -300,3 +300,86 @@ def test_trainer_split_writes_the_runs_split(tmp_path):
     assert read("train.jsonl") == train and read("val.jsonl") == val
     prompts = read("prompts.jsonl")
     assert len(prompts) == 5 and all(v.startswith(p) and 0 < len(p) <= 32 for p, v in zip(prompts, val))
+
+
+# ------------------------------------------------------------------------------------ agent sets
+# Random-weight agent children whose header schemas allow one call each, so that the grammar makes
+# their output known: calc always asks for 17*23, home always turns on the kitchen light.
+ONE_CALC = {"type": "object", "properties": {"expression": {"type": "string", "enum": ["17*23"]}},
+            "required": ["expression"]}
+ONE_HOME = {"type": "object", "properties": {"intent": {"type": "string", "enum": ["HassTurnOn"]},
+                                             "name": {"type": "string", "enum": ["kitchen light"]}},
+            "required": ["intent", "name"]}
+AGENT_TOPICS = {
+    "calc": ["what is seven times eight", "add two and three", "divide ten by four", "multiply six by nine",
+             "17 times 23", "percent of eighty"],
+    "home": ["turn on the kitchen light", "switch off the fan", "open the garage door", "lock the front door",
+             "dim the bedroom lamp", "set the ac to 22 degrees"],
+    "story": ["once upon a time", "tell me a story", "the dragon and the princess", "a fairy tale about a fox",
+              "long ago in a castle", "the old king had three sons"],
+}
+HOME_YAML = ROOT / "examples" / "home.yaml"
+KITCHEN_ON = {"service": "light.turn_on", "entity_id": "light.kitchen_ceiling"}
+
+
+@pytest.fixture(scope="module")
+def agents(tmp_path_factory):
+    from _daemon_util import TINY
+    d = tmp_path_factory.mktemp("agents")
+    key, trust = make_keys(d)
+    models = d / "models"
+    models.mkdir()
+    for name, seed, extra in (("calc", 1, {"agent": {"tool": "calc", "schema": ONE_CALC, "template": "{text}\n=>"}}),
+                              ("home", 2, {"agent": {"tool": "home", "schema": ONE_HOME, "template": "{text}\n=>"}}),
+                              ("story", 3, None)):
+        write_random_lm(models / f"{name}.bullet", TINY, seed=seed, name=name, extra=extra)
+        from bulletd.signing import sign_file
+        sign_file(models / f"{name}.bullet", key, name=name, version="1.0.0")
+    make_mother(models, AGENT_TOPICS, key=key)
+    return {"models": models, "trust": trust}
+
+
+def test_calc_set_through_the_mother(tmp_path, agents, capsys):
+    s = write_jsonl(tmp_path / "c.jsonl", [
+        {"text": "what is 17 times 23", "answer": 391, "category": "digits"},
+        {"text": "how much is seventeen times twenty three", "answer": 391.0000000001, "category": "words"},  # within 1e-9
+        {"text": "what is 17 times 24", "answer": 408, "category": "digits"},           # the child says 391
+        {"text": "once upon a time there was a fox", "answer": 1},                     # routed to a plain child
+    ])
+    r = run_json(capsys, s, "--models", agents["models"], "--trust", agents["trust"])
+    assert (r["kind"], r["n"], r["correct"], r["accuracy"]) == ("calc", 4, 2, 0.5)
+    assert r["by_category"]["digits"] == {"n": 2, "correct": 1, "accuracy": 0.5}
+    assert r["by_category"]["words"] == {"n": 1, "correct": 1, "accuracy": 1.0}
+    m1, m2 = r["misses"]
+    assert (m1["line"], m1["expected"], m1["got"]["call"], m1["got"]["result"]["value"]) == (3, 408, {"expression": "17*23"}, 391)
+    assert (m2["line"], m2["got"]["child"], m2["got"]["error"]) == (4, "story", "not_an_agent")
+    assert main(["eval", str(s), "--models", str(agents["models"])]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy: 2/4 = 50.00%" in out and "got:      calc: 17*23 = 391" in out
+    # --child sends every line to calc, the story line included
+    r = run_json(capsys, s, "--models", agents["models"], "--child", "calc")
+    assert r["correct"] == 2 and [m["line"] for m in r["misses"]] == [3, 4]
+
+
+def test_home_set_with_the_hassil_baseline(tmp_path, agents, capsys):
+    s = write_jsonl(tmp_path / "h.jsonl", [
+        {"text": "turn on the kitchen light", "expect": [KITCHEN_ON], "category": "plain"},
+        {"text": "switch the kitchen light on", "expect": [dict(KITCHEN_ON, data={})], "category": "plain"},
+        {"text": "kitchen light on, thanks a lot mate", "expect": [KITCHEN_ON], "category": "chatty"},
+        {"text": "set the kitchen light to 40%", "category": "plain",
+         "expect": [dict(KITCHEN_ON, data={"brightness_pct": 40})]},              # the child cannot dim
+    ])
+    assert main(["eval", str(s), "--models", str(agents["models"])]) == 1
+    assert "a home set needs --home FILE" in capsys.readouterr().err
+    r = run_json(capsys, s, "--models", agents["models"], "--home", HOME_YAML, "--baseline", "hassil")
+    assert (r["kind"], r["correct"]) == ("home", 3)
+    [m] = r["misses"]
+    assert m["line"] == 4 and m["got"]["actions"] == [KITCHEN_ON] and m["got"]["child"] == "home"
+    b = r["baseline"]
+    assert b["name"] == "hassil" and "home-assistant-intents" in b["version"]
+    # Home Assistant's templates know lines 1, 2 and 4 but not the chatty one
+    assert b["correct"] == 3 and [x["line"] for x in b["misses"]] == [3]
+    assert b["by_category"]["chatty"] == {"n": 1, "correct": 0, "accuracy": 0.0}
+    assert main(["eval", str(s), "--models", str(agents["models"]), "--home", str(HOME_YAML), "--baseline", "hassil"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy: child 3/4 = 75.00%; hassil" in out and "hassil misses (1):" in out
