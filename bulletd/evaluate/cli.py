@@ -6,16 +6,13 @@ import sys
 
 
 def _run(args) -> int:
-    from bulletd.evaluate.core import Models, evaluate
+    from bulletd.evaluate.core import run_eval
     from bulletd.evaluate.report import format_report
 
-    models = Models(args.models, trust=args.trust, mother=args.mother, fallback=args.fallback or "",
-                    threshold=args.threshold, centroid_threshold=args.centroid_threshold)
-    try:
-        rep = evaluate(models, args.set, child=args.child, home_path=args.home, baseline=args.baseline,
-                       train=args.train, distinct=args.distinct, tokens=args.tokens, order=args.order)
-    finally:
-        models.close()
+    rep = run_eval(args.set, args.models, trust=args.trust, mother=args.mother, fallback=args.fallback or "",
+                   threshold=args.threshold, centroid_threshold=args.centroid_threshold, child=args.child,
+                   home_path=args.home, baseline=args.baseline, train=args.train, distinct=args.distinct,
+                   tokens=args.tokens, order=args.order)
     if args.json:
         print(json.dumps(rep, ensure_ascii=False))
     else:

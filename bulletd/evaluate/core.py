@@ -4,6 +4,7 @@ run each child through the code bulletd runs, and count.
     from bulletd.evaluate.core import Models, evaluate
     models = Models("child_models", trust="child_models/release.pub.pem")
     report = evaluate(models, "calc.jsonl")            # the dict `bullet eval --json` prints
+    report = run_eval("calc.jsonl", "child_models", trust=..., child="calc")   # the same, opened and closed
 
 Loading: children are `NAME.bullet` in the directory (hidden files and the mother skipped, as
 the registry scans), the mother is `mother.bullet` there. With a trust store every file must
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -408,6 +410,7 @@ def evaluate(models: Models, set_path, *, child: str | None = None, home_path: s
              baseline: str | None = None, train: str | None = None, distinct: bool = False,
              tokens: int = 200, order: int = 5) -> dict:
     """Evaluate one set; the report dict (`bullet eval --json`)."""
+    t0 = time.monotonic()
     kind, items = load_set(set_path, distinct=distinct)
     if baseline is not None and (baseline != "hassil" or kind != "home"):
         raise EvalError(f"--baseline {baseline}: only 'hassil' on a home set is known (this set is {kind})")
@@ -438,4 +441,16 @@ def evaluate(models: Models, set_path, *, child: str | None = None, home_path: s
     rep["models"] = str(models.dir)
     rep["child"] = child
     rep["signatures"] = models.signatures
+    rep["elapsed_s"] = round(time.monotonic() - t0, 3)
     return rep
+
+
+def run_eval(set_path, models_dir, *, trust: str | None = None, mother: str | None = None, fallback: str = "",
+             threshold: float = -1.0, centroid_threshold: float = 0.35, **kw) -> dict:
+    """`bullet eval` as a function: open the directory, evaluate, close. Keywords as evaluate()."""
+    models = Models(models_dir, trust=trust, mother=mother, fallback=fallback, threshold=threshold,
+                    centroid_threshold=centroid_threshold)
+    try:
+        return evaluate(models, set_path, **kw)
+    finally:
+        models.close()

@@ -97,4 +97,6 @@ def format_report(r: dict) -> str:
                 lines.append(f"  line {o['line']} {o['child']}, {o['tokens']} tokens, "
                              f"distinct {'-' if o['distinct4'] is None else format(o['distinct4'], '.3f')}: "
                              f"{_short(o['text'], 40)} -> {_short(o['output'], 100)}")
+    if r.get("elapsed_s") is not None:
+        lines.append(f"({r['elapsed_s']:.1f} s)")
     return "\n".join(lines)
