@@ -14,7 +14,7 @@ import pytest
 from _daemon_util import TOPICS, make_child, make_keys, make_mother
 from bulletd.cli_bullet import main
 from bulletd.evaluate.baselines import CharKN, estimate_discounts, join_lines, lzma_cost, ppmd_cost, text_baselines
-from bulletd.evaluate.core import Models, distinct_share, greedy_ids, line_bits
+from bulletd.evaluate.core import distinct_share, greedy_ids, line_bits
 from bulletd.evaluate.sets import EvalError, load_set
 from bulletd.format.synth import write_random_lm
 from bulletd.runtime import load_model
@@ -382,4 +382,4 @@ def test_home_set_with_the_hassil_baseline(tmp_path, agents, capsys):
     assert b["by_category"]["chatty"] == {"n": 1, "correct": 0, "accuracy": 0.0}
     assert main(["eval", str(s), "--models", str(agents["models"]), "--home", str(HOME_YAML), "--baseline", "hassil"]) == 0
     out = capsys.readouterr().out
-    assert "accuracy: child 3/4 = 75.00%; hassil" in out and "hassil misses (1):" in out
+    assert "accuracy: child 3/4 = 75.00%; hassil 3/4 = 75.00% (hassil " in out and "hassil misses (1):" in out

@@ -50,7 +50,7 @@ def format_report(r: dict) -> str:
         b = r.get("baseline")
         if b:
             lines.append(f"accuracy: child {r['correct']}/{r['n']} = {_pct(r['accuracy'])}; "
-                         f"{b['name']} {b.get('version') or ''} {b['correct']}/{r['n']} = {_pct(b['accuracy'])}")
+                         f"{b['name']} {b['correct']}/{r['n']} = {_pct(b['accuracy'])} ({b.get('version')})")
             lines.append(f"{'category':<24} {'n':>5} {'child':>8} {'':>8} {b['name']:>8} {'':>8}")
             for cat, c in r["by_category"].items():
                 bc = b["by_category"].get(cat, {})
