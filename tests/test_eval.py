@@ -280,6 +280,8 @@ def test_hassil_baseline_on_the_example_home():
                                                {"service": "light.turn_off", "entity_id": "light.bedside"}],
         "set the living room ac to 22 degrees": [{"service": "climate.set_temperature",
                                                   "entity_id": "climate.living_room_ac", "data": {"temperature": 22}}],
+        "what is the temperature in the bedroom": [{"service": "get_state", "entity_id": "climate.bedroom_ac"}],
+        "are the garden lights on": [{"service": "get_state", "entity_id": "light.garden"}],
     }
     for text, want in cases.items():
         got = hb.run(text)

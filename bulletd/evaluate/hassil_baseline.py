@@ -8,6 +8,8 @@ preferring the longest `name`). The match becomes a call of the home tool:
 
 - HassTurnOn / HassTurnOff on a cover or a lock become HassOpenCover / HassCloseCover and
   HassLockLock / HassLockUnlock (what Home Assistant's handlers call for those domains);
+  HassClimateGetTemperature becomes a state question about the climate entities it names
+  (HassGetState with domain climate), which is what its handler reads;
 - the slots name, area, domain, brightness, temperature and position are copied; others
   (state, floor, device_class, ...) are not part of the home tool's calls and are dropped;
 
@@ -55,6 +57,8 @@ def to_call(result) -> dict:
     intent = result.intent.name
     domain = ent.get("domain") or result.context.get("domain")
     intent = DOMAIN_INTENTS.get((intent, domain), intent)
+    if intent == "HassClimateGetTemperature":
+        intent, ent["domain"] = "HassGetState", "climate"
     call: dict = {"intent": intent}
     for k in ("name", "area"):
         if isinstance(ent.get(k), str):
