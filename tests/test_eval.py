@@ -385,3 +385,16 @@ def test_home_set_with_the_hassil_baseline(tmp_path, agents, capsys):
     assert main(["eval", str(s), "--models", str(agents["models"]), "--home", str(HOME_YAML), "--baseline", "hassil"]) == 0
     out = capsys.readouterr().out
     assert "accuracy: child 3/4 = 75.00%; hassil 3/4 = 75.00% (hassil " in out and "hassil misses (1):" in out
+
+
+def test_without_pyppmd_the_report_says_so(monkeypatch):
+    import bulletd.evaluate.baselines as bl
+    from bulletd.evaluate.report import format_report
+    monkeypatch.setattr(bl, "ppmd_available", lambda: False)
+    r = bl.text_baselines(["abc abc"] * 20, ["abc abc"])
+    assert r["ppmd8"] is None and "pyppmd is not installed" in r["ppmd_note"]
+    rep = {"set": "t.jsonl", "kind": "text", "n": 1, "models": "m", "signatures": "checked", "child": "x",
+           "children": {"x": 1}, "bpb": 1.0, "bytes": 8, "tokens": 3, "baselines": r, "by_category": {},
+           "misses": [], "best_baseline_bpb": r["kn5"], "vs_best_baseline": 0.5}
+    out = format_report(rep)
+    assert "ppmd8 -" in out and "ppmd8: pyppmd is not installed" in out
