@@ -398,3 +398,10 @@ def test_without_pyppmd_the_report_says_so(monkeypatch):
            "misses": [], "best_baseline_bpb": r["kn5"], "vs_best_baseline": 0.5}
     out = format_report(rep)
     assert "ppmd8 -" in out and "ppmd8: pyppmd is not installed" in out
+
+
+def test_a_line_the_child_cannot_take_is_a_miss_not_the_end(tmp_path, agents, capsys):
+    s = write_jsonl(tmp_path / "c.jsonl", [{"text": "what is " + "1+" * 100 + "1", "answer": 101},
+                                          {"text": "what is 17 times 23", "answer": 391}])
+    r = run_json(capsys, s, "--models", agents["models"], "--child", "calc")
+    assert r["correct"] == 1 and r["misses"][0]["got"]["error"] == "too_long"

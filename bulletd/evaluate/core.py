@@ -190,8 +190,9 @@ def _agent_result(models: Models, item: Item, child: str | None, home) -> dict:
     ctx = AgentContext(home=home, act=False)
     try:
         res = run_agent(model, item.text, None, ctx, child_header=header)   # a request's defaults
-    except RequestError as exc:
-        return {"child": d.child, "error": exc.code, "message": exc.message}
+    except BulletError as exc:          # RequestError codes; ModelError and the like as a miss too
+        return {"child": d.child, "error": getattr(exc, "code", None) or type(exc).__name__,
+                "message": getattr(exc, "message", None) or str(exc)}
     out = {"child": d.child, "call": res.get("call"), "result": res.get("result"),
            "actions": res.get("actions") or []}
     if res.get("call") is None:
