@@ -7,6 +7,7 @@
     bulletd-cli route "how long to boil an egg"
     bulletd-cli reload                    # re-read the config file (like SIGHUP)
     bulletd-cli generate "Once upon a time" [--child stories] [--max-tokens 64] [--no-stream]
+    bulletd-cli ask "turn on the kitchen light" [--act] [--child home]   # an agent: call, actions, result
     bulletd-cli rollback stories          # back to the version the last install replaced
     bulletd-cli install new.bullet [--force]   # a signed file, like an OTA push; --force: older version
     bulletd-cli bench [--quick]           # same as python -m bulletd.daemon.bench
@@ -81,6 +82,16 @@ def _ota_line(o: dict) -> str:
         f", {len(o.get('children') or {})} child(ren) installed by OTA (bulletd-cli list shows the last push)"
 
 
+def _home_line(h: dict | None) -> str:
+    if not h:
+        return "off (tools.home.file)"
+    last = h.get("last_action") or {}
+    return (f"{h.get('entities')} entities from {h.get('file')}, acting {'on' if h.get('act') else 'off'}, "
+            f"{'connected' if h.get('connected') else 'not connected'}, {h.get('known_states')} states known, "
+            f"{h.get('published')} command(s) published"
+            + (f"; last: {last.get('text')!r} -> {last.get('summary')}" if last else ""))
+
+
 def print_status(s: dict) -> None:
     mem = s.get("memory", {})
     mq = s.get("mqtt", {})
@@ -103,6 +114,7 @@ def print_status(s: dict) -> None:
                   + (f" (last error: {mq['last_error']})" if mq.get("last_error") else "")) if mq.get("enabled") else "off"),
         ("socket", s.get("socket")),
         ("ota", _ota_line(s.get("ota") or {})),
+        ("home", _home_line((s.get("tools") or {}).get("home"))),
     ]
     w = max(len(k) for k, _ in pairs)
     for k, v in pairs:
@@ -123,6 +135,28 @@ def print_route(r: dict) -> None:
         print("example centroid cosine:")
         for k, v in sorted(d["example_scores"].items(), key=lambda kv: -kv[1]):
             print(f"  {k:<20} {v:.3f}")
+
+
+def print_answer(r: Any) -> None:
+    route = r.route or {}
+    print(f"child    {r.child} ({route.get('reason', '-')}"
+          + (f", {route['confidence']:.2f}" if isinstance(route.get("confidence"), (int, float)) else "") + ")")
+    print(f"call     {json.dumps(r.call, ensure_ascii=False, separators=(',', ':'))}")
+    if r.actions:
+        for i, act in enumerate(r.actions):
+            data = f" {json.dumps(act['data'], ensure_ascii=False)}" if act.get("data") else ""
+            print(f"{'actions' if i == 0 else '':<8} {act['service']} {act['entity_id']}{data}")
+    res = r.result if isinstance(r.result, dict) else {"value": r.result}
+    if "value" in res:
+        exact = res.get("exact")
+        line = f"{res['value']}" + (f"  (exact {exact})" if exact is not None and exact != str(res["value"]) else "")
+    elif res.get("acted"):
+        line = "done: " + ", ".join(f"{p['topic']} {p['payload']}" for p in res.get("published", []))
+    else:
+        line = res.get("message") or json.dumps(res, ensure_ascii=False)
+        if r.actions and r.actions[0].get("service") != "get_state":
+            line += " (add --act to carry it out)"
+    print(f"result   {line}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--stop", action="append", help="stop string (repeatable)")
     sp.add_argument("--deadline", type=float, help="seconds the daemon may spend")
     sp.add_argument("--no-stream", action="store_true", help="print the text only at the end")
+    sp = sub.add_parser("ask", help="ask an agent child: shows the routed child, the call, the actions, the result")
+    sp.add_argument("text", help="the utterance, or - to read it from standard input")
+    sp.add_argument("--child", help="the agent child (default: the mother routes)")
+    sp.add_argument("--act", action="store_true", help="carry out the actions (needs tools.home.act in the "
+                    "daemon's config); without it the reply is a dry run")
+    sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the reply as JSON")
+    sp.add_argument("--schema", metavar="JSON|@FILE", help="a JSON schema the call must follow for this request "
+                    "(narrower than the child's own)")
+    sp.add_argument("--deadline", type=float, help="seconds the daemon may spend")
     sp = sub.add_parser("rollback", help="return a child to the version its last install replaced")
     sp.add_argument("name")
     sp = sub.add_parser("install", help="install a signed .bullet file like an OTA push (admin)")
@@ -239,6 +282,18 @@ def run(a: argparse.Namespace) -> int:
         elif a.cmd == "route":
             r = c.route(a.text, a.child)
             json.dump(r, out, indent=2) if a.json else print_route(r)
+        elif a.cmd == "ask":
+            text = sys.stdin.read().strip() if a.text == "-" else a.text
+            schema = None
+            if a.schema:
+                try:
+                    schema = json.loads(open(a.schema[1:], encoding="utf-8").read() if a.schema.startswith("@")
+                                        else a.schema)
+                except (OSError, ValueError) as exc:
+                    print(f"bulletd-cli: --schema: {exc}", file=sys.stderr)
+                    return EXIT_USAGE
+            r = c.ask(text, a.child, act=a.act, deadline=a.deadline, schema=schema)
+            json.dump(r.raw, out, indent=2, ensure_ascii=False) if a.json else print_answer(r)
         elif a.cmd == "generate":
             prompt = sys.stdin.read() if a.text == "-" else a.text
             settings = {"max_tokens": a.max_tokens, "temperature": a.temperature, "top_k": a.top_k,

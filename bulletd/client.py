@@ -81,6 +81,25 @@ class Result:
                    route=reply.get("route") or {}, raw=reply)
 
 
+@dataclass
+class Answer:
+    """The final reply of an agent request: the call, its result and the actions."""
+    call: Any
+    result: Any
+    actions: list
+    text: str
+    child: str | None
+    route: dict = field(default_factory=dict)
+    timing: dict = field(default_factory=dict)
+    raw: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_reply(cls, reply: dict) -> "Answer":
+        return cls(call=reply.get("call"), result=reply.get("result"), actions=list(reply.get("actions") or []),
+                   text=reply.get("text", ""), child=reply.get("child"), route=reply.get("route") or {},
+                   timing=reply.get("timing") or {}, raw=reply)
+
+
 def _check(reply: dict) -> dict:
     if not isinstance(reply, dict):
         raise DaemonUnavailable(f"unexpected reply of type {type(reply).__name__} from the daemon")
@@ -362,6 +381,16 @@ class AsyncClient:
         r = await self.request("generate", timeout=timeout, prompt=prompt, child=child, stream=False, **settings)
         return Result.from_reply(r)
 
+    async def ask(self, text: str, child: str | None = None, act: bool = False, timeout: float | None = None,
+                  **settings: Any) -> Answer:
+        """An agent request: the routed (or named) agent child's call, its result and the actions
+        (carried out only with act=True and tools.home.act in the daemon's config)."""
+        r = await self.request("generate", timeout=timeout, prompt=text, child=child, act=True if act else None,
+                               stream=False, **settings)
+        if "call" not in r:
+            raise DaemonError("bad_request", f"child {r.get('child')!r} is not an agent (its reply has no call)", r)
+        return Answer.from_reply(r)
+
     def stream(self, prompt: str, child: str | None = None, timeout: float | None = None,
                **settings: Any) -> AsyncStream:
         req = {"op": "generate", "prompt": prompt, "stream": True,
@@ -475,6 +504,10 @@ class Client:
 
     def stream(self, prompt: str, child: str | None = None, timeout: float | None = None, **settings: Any) -> Stream:
         return Stream(self, self._a.stream(prompt, child, timeout, **settings))
+
+    def ask(self, text: str, child: str | None = None, act: bool = False, timeout: float | None = None,
+            **settings: Any) -> Answer:
+        return self._call(self._a.ask(text, child, act, timeout, **settings))
 
     def route(self, prompt: str, child: str | None = None) -> dict:
         return self._call(self._a.route(prompt, child))

@@ -200,3 +200,27 @@ def test_any_payload_decodes_or_gets_bad_request(data, ct):
         assert e.code == "bad_request"
         return
     assert isinstance(obj, dict) and out_ct in (CT_JSON, CT_MSGPACK)
+
+
+def test_tools_section_and_a_malformed_home_file(tmp_path):
+    from bulletd.daemon.config import ConfigError, load_config
+    from bulletd.daemon.main import main
+    home = tmp_path / "home.yaml"
+    home.write_text("areas: [{id: kitchen, names: [kitchen]}]\nentities:\n"
+                    "  - {id: light.k, area: kitchn, names: [k], command_topic: z/k/set}\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"tools:\n  home:\n    file: {home}\n    act: true\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    assert "tools.home.file" in str(e.value) and "entities[0] (light.k).area (line 3)" in str(e.value)
+    assert main(["--check-config", "--config", str(cfg)]) == 2
+    home.write_text(home.read_text().replace("kitchn", "kitchen"))
+    c = load_config(cfg)
+    assert c.tools.home.act is True and c.tools.home.max_actions_per_minute == 30 and not c.tools.home.discovery
+    for bad, words in (("tools: {home: {max_actions_per_minute: 0}}", "max_actions_per_minute"),
+                       ("tools: {home: {acting: true}}", "unknown key"),
+                       ("tools: {calc: {precision: 3}}", "takes no keys"),
+                       ("tools: {home: {discovery_prefix: 'ha/#'}}", "discovery_prefix")):
+        cfg.write_text(bad)
+        with pytest.raises(ConfigError, match=words):
+            load_config(cfg)

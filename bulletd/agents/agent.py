@@ -121,6 +121,9 @@ def run_agent(model: Any, utterance: str, settings: Any, ctx: AgentContext, chil
     text = gen.text
     base = {"text": text, "finish_reason": gen.finish_reason, "tokens": len(gen.tokens),
             "prompt_tokens": len(gen.prompt_tokens) if not isinstance(gen.prompt_tokens, int) else gen.prompt_tokens}
+    if gen.finish_reason == "length":
+        raise RequestError("bad_call", f"generation stopped at max_tokens ({gs.max_tokens}) or the end of the "
+                           f"context before the call was complete: {text[:200]!r}")
     if schema is not None:
         call = validate_call(spec["tool"], text, schema)   # what the request asked for ...
     call = validate_call(spec["tool"], text)                # ... and what the tool accepts

@@ -321,7 +321,7 @@ def _targets(call: dict, home: HomeConfig, domains: set[str]) -> list[Entity]:
                     if e.domain in domains and (area_id is None or e.area == area_id)}
         key = normalize(name)
         ids = home.match_name(name, in_scope, fuzzy=False)
-        if not ids and area_id is None and key in home._area_keys:
+        if not ids and key in home._area_keys and area_id in (None, *home._area_keys[key]):
             area_id = home.match_area(name)     # "turn on the kitchen": the name is an area's
             name = None
         elif not ids and key in home._object_keys:

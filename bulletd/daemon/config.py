@@ -176,6 +176,28 @@ class OTAConfig:
 
 
 @dataclass(frozen=True)
+class HomeToolConfig:
+    """The home tool (bulletd.agents): the home file, acting over MQTT, Home Assistant discovery."""
+    file: str = ""                       # home YAML (areas, entities; examples/home.yaml); "" -> no home
+    act: bool = False                    # let requests with act: true publish device commands
+    max_actions_per_minute: int = 30     # published commands in any 60 s; beyond: rate_limited
+    child: str = ""                      # agent child for Home Assistant text commands; "" -> the mother routes
+    discovery: bool = False              # announce bulletd to Home Assistant (MQTT discovery)
+    discovery_prefix: str = "homeassistant"
+
+
+@dataclass(frozen=True)
+class CalcToolConfig:
+    """The calc tool has no settings; its limits are fixed (bulletd.agents.calc)."""
+
+
+@dataclass(frozen=True)
+class ToolsConfig:
+    home: HomeToolConfig = field(default_factory=HomeToolConfig)
+    calc: CalcToolConfig = field(default_factory=CalcToolConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     device_id: str = ""                  # "" -> host name
     model_dir: str = ""                  # "" -> default_model_dir()
@@ -189,6 +211,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     mqtt: MQTTConfig = field(default_factory=MQTTConfig)
     ota: OTAConfig = field(default_factory=OTAConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
 
     # --- resolved values (defaults that depend on the machine) ---
     @property
@@ -271,7 +294,7 @@ def _build(cls: type, data: dict, where: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{where or 'config'}: unknown key(s) {', '.join(map(str, unknown))}; "
-                          f"expected one of {', '.join(sorted(names))}")
+                          + (f"expected one of {', '.join(sorted(names))}" if names else "this section takes no keys"))
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
 
@@ -331,6 +354,17 @@ def validate(cfg: Config) -> Config:
     dev = cfg.device
     if any(c in dev for c in "+#/") or not dev:
         bad("device_id", "a name without / + #", dev)
+    h = cfg.tools.home
+    if h.max_actions_per_minute < 1:
+        bad("tools.home.max_actions_per_minute", "an integer >= 1", h.max_actions_per_minute)
+    if not h.discovery_prefix or any(c in h.discovery_prefix for c in "+#$"):
+        bad("tools.home.discovery_prefix", "a topic prefix without wildcards", h.discovery_prefix)
+    if h.file:
+        from bulletd.agents.home import HomeConfig, HomeConfigError
+        try:
+            HomeConfig.load(h.file)
+        except HomeConfigError as exc:
+            raise ConfigError(f"tools.home.file: {exc}") from None
     return cfg
 
 

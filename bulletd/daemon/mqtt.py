@@ -42,6 +42,26 @@ DEDUP_SECONDS = 120.0
 DEDUP_MAX = 10000
 
 
+def client_options(mc) -> dict:
+    """aiomqtt.Client keyword arguments for the broker's credentials and TLS (mqtt config section);
+    shared with the other connections of the daemon (bulletd.agents.link)."""
+    kw: dict[str, Any] = {}
+    password = mc.password
+    if mc.password_file:
+        with open(mc.password_file, encoding="utf-8") as f:
+            password = f.read().strip()
+    if mc.username:
+        kw.update(username=mc.username, password=password or None)
+    if mc.tls.enabled:
+        ctx = ssl.create_default_context(cafile=mc.tls.ca_file or None)
+        if mc.tls.cert_file:
+            ctx.load_cert_chain(mc.tls.cert_file, mc.tls.key_file or None)
+        if mc.tls.insecure:
+            ctx.check_hostname = False
+        kw.update(tls_context=ctx, tls_insecure=mc.tls.insecure)
+    return kw
+
+
 class MQTTTransport:
     def __init__(self, daemon):
         self.d = daemon
@@ -108,19 +128,7 @@ class MQTTTransport:
             kw.update(protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props)
         else:
             kw.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
-        password = mc.password
-        if mc.password_file:
-            with open(mc.password_file, encoding="utf-8") as f:
-                password = f.read().strip()
-        if mc.username:
-            kw.update(username=mc.username, password=password or None)
-        if mc.tls.enabled:
-            ctx = ssl.create_default_context(cafile=mc.tls.ca_file or None)
-            if mc.tls.cert_file:
-                ctx.load_cert_chain(mc.tls.cert_file, mc.tls.key_file or None)
-            if mc.tls.insecure:
-                ctx.check_hostname = False
-            kw.update(tls_context=ctx, tls_insecure=mc.tls.insecure)
+        kw.update(client_options(mc))
         return aiomqtt.Client(
             mc.host, mc.port, identifier=self.client_id, keepalive=mc.keepalive, timeout=10,
             will=aiomqtt.Will(self.status_topic, offline, qos=1, retain=True),

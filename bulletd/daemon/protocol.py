@@ -39,6 +39,14 @@ ERROR_CODES = {
     "not_found": "a file to load does not exist",
     "shutting_down": "the daemon is stopping and takes no new requests",
     "internal": "a bug; the daemon logged a traceback",
+    # agents (tools): docs/DAEMON.md, "Agents and tools"
+    "bad_call": "the agent's call failed its schema, is incomplete, or does not apply to what it names",
+    "no_such_entity": "the home has no area or entity of that name",
+    "ambiguous": "the name fits more than one entity or area; nothing was done",
+    "out_of_range": "a value is outside its range (0..100, or the entity's min_temp..max_temp)",
+    "calc_error": "the expression is malformed, divides by zero or exceeds the calculator's limits",
+    "rate_limited": "acting now would exceed tools.home.max_actions_per_minute; nothing was published",
+    "act_failed": "the device commands could not be published (no broker connection)",
 }
 
 GENERATE_OPS = ("generate",)
@@ -130,6 +138,9 @@ class Request:
     deadline: float | None = None                  # seconds from arrival
     args: dict = field(default_factory=dict)       # admin arguments (path, name, mode, ...)
     reply_to: str | None = None                    # MQTT 3.1.1: topic from the payload
+    act: bool = False                              # agents: carry out the resolved actions
+    format: str | None = None                      # structured output: "json" (any JSON value)
+    schema: dict | None = None                     # structured output: a JSON schema (grammar subset)
 
 
 def parse_request(obj: dict, limits: Any, *, default_op: str = "generate") -> Request:
@@ -165,6 +176,20 @@ def parse_request(obj: dict, limits: Any, *, default_op: str = "generate") -> Re
         if not isinstance(stream, bool):
             raise RequestError("bad_request", f"stream: expected true or false, found {stream!r}")
         req.stream = stream
+        act = obj.get("act", False)
+        if not isinstance(act, bool):
+            raise RequestError("bad_request", f"act: expected true or false, found {act!r}")
+        req.act = act
+        fmt = obj.get("format")
+        if fmt is not None and fmt != "json":
+            raise RequestError("bad_request", f"format: expected \"json\" (or a schema in 'schema'), found {fmt!r}")
+        req.format = fmt
+        schema = obj.get("schema")
+        if schema is not None and not isinstance(schema, dict):
+            raise RequestError("bad_request", f"schema: expected a JSON schema object, found {type(schema).__name__}")
+        if schema is not None and fmt is not None:
+            raise RequestError("bad_request", "format and schema: send one of them, not both")
+        req.schema = schema
     dl = obj.get("deadline", obj.get("timeout"))
     if dl is not None:
         if isinstance(dl, bool) or not isinstance(dl, (int, float)) or not math.isfinite(dl) or dl <= 0:

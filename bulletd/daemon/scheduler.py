@@ -58,8 +58,50 @@ class Scheduler:
         self.inflight -= 1
         self.completed += 1
 
+    async def call(self, lease: Lease, fn: Callable[[], Any], deadline: float) -> tuple[Any, dict]:
+        """Run fn() on a worker under the lease's deadline and cancellation (an agent request:
+        generation and tool in one call). Call admit() first. Returns (fn's value, timing)."""
+        loop = asyncio.get_running_loop()
+        marks: dict[str, float] = {"submit": time.perf_counter()}
+
+        def work() -> Any:                         # worker thread
+            marks["start"] = time.perf_counter()
+            cpu0 = time.thread_time()
+            self.running += 1
+            try:
+                if lease.cancel_event.is_set():
+                    return None
+                return fn()
+            finally:
+                marks["cpu"] = time.thread_time() - cpu0
+                marks["end"] = time.perf_counter()
+                self.running -= 1
+
+        timer = loop.call_later(deadline, lease.cancel, "timeout")
+        try:
+            try:
+                value = await loop.run_in_executor(self.pool, work)
+            except RequestError as exc:
+                if lease.reason is None:
+                    raise
+                value = exc
+            except ModelError as exc:
+                msg = str(exc)
+                raise RequestError("too_long" if ("context" in msg or "too long" in msg) else "bad_request",
+                                   msg) from None
+        finally:
+            timer.cancel()
+        end = time.perf_counter()
+        if lease.reason is not None:
+            raise _cancel_error(lease, deadline, None)
+        start = marks.get("start", end)
+        return value, {"queue_ms": round((start - marks["submit"]) * 1e3, 3),
+                       "total_ms": round((end - marks["submit"]) * 1e3, 3),
+                       "worker_ms": round((marks.get("end", end) - start) * 1e3, 3),
+                       "worker_cpu_ms": round(marks.get("cpu", 0.0) * 1e3, 3)}
+
     async def generate(self, lease: Lease, prompt: str, settings: dict, *, stream: bool,
-                       emit: Emit | None, deadline: float) -> dict:
+                       emit: Emit | None, deadline: float, grammar: Callable[[], Any] | None = None) -> dict:
         """Run one generation on a worker. Call admit() first (and release() after).
 
         Returns the result map; raises RequestError with the stable code on failure,
@@ -96,7 +138,8 @@ class Scheduler:
                 from bulletd.runtime import GenerationSettings
                 gs = GenerationSettings(**settings, stream=stream)
                 gs.validate()
-                gen = model.generate(prompt, gs, cancel=cancel)
+                extra = {"grammar": grammar()} if grammar is not None else {}
+                gen = model.generate(prompt, gs, cancel=cancel, **extra)
                 for piece in gen:
                     if piece:
                         push(piece)
@@ -141,17 +184,7 @@ class Scheduler:
             timer.cancel()
         end = time.perf_counter()
         if lease.reason is not None:
-            code = CANCEL_CODES.get(lease.reason, "cancelled")
-            ntok = len(getattr(gen, "tokens", []) or []) if gen is not None else 0
-            if lease.reason == "timeout":
-                msg = f"deadline of {deadline:.3g} s passed after {ntok} generated token(s)"
-            elif lease.reason == "shutting_down":
-                msg = f"the daemon is stopping; cancelled after {ntok} token(s)"
-            elif lease.reason == "client_gone":
-                msg = f"the requester stopped reading; cancelled after {ntok} token(s)"
-            else:
-                msg = f"child {lease.child.name!r} was unloaded with cancel after {ntok} token(s)"
-            raise RequestError(code, msg)
+            raise _cancel_error(lease, deadline, len(getattr(gen, "tokens", []) or []) if gen is not None else 0)
         tokens = list(getattr(gen, "tokens", []) or [])
         ptoks = getattr(gen, "prompt_tokens", [])
         n_prompt = ptoks if isinstance(ptoks, int) else len(ptoks or [])
@@ -177,3 +210,17 @@ class Scheduler:
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _cancel_error(lease: Lease, deadline: float, ntok: int | None) -> RequestError:
+    code = CANCEL_CODES.get(lease.reason, "cancelled")
+    after = f" after {ntok} generated token(s)" if ntok is not None else ""
+    if lease.reason == "timeout":
+        msg = f"deadline of {deadline:.3g} s passed{after}"
+    elif lease.reason == "shutting_down":
+        msg = f"the daemon is stopping; cancelled{after}"
+    elif lease.reason == "client_gone":
+        msg = f"the requester stopped reading; cancelled{after}"
+    else:
+        msg = f"child {lease.child.name!r} was unloaded with cancel{after}"
+    return RequestError(code, msg)

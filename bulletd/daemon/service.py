@@ -7,6 +7,7 @@ return value), plus the run loop: capture signals, start up, serve, drain, shut 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -60,6 +61,8 @@ class Daemon:
         self.ota = None                  # bulletd.ota receiver, built in run() (its recovery first)
         self.socket_server = None
         self.mqtt = None
+        self.home = None                 # bulletd.agents.home.HomeConfig (tools.home.file)
+        self.home_link = None            # bulletd.agents.link.HomeLink: states in, commands out
         self._tasks: list[asyncio.Task] = []
 
     # ------------------------------------------------------------------ setup
@@ -172,12 +175,24 @@ class Daemon:
             try:
                 limit = self.cfg.scheduler.max_deadline
                 deadline = min(req.deadline or self.cfg.scheduler.default_deadline, limit)
+                from bulletd.agents.agent import agent_spec
+                spec = agent_spec(lease.child.header)
+                if spec is not None:
+                    out = await self._agent(req, lease, spec, deadline)
+                else:
+                    async def emit_text(text: str) -> None:
+                        await emit({"text": text})
 
-                async def emit_text(text: str) -> None:
-                    await emit({"text": text})
-
-                out = await self.scheduler.generate(lease, req.prompt, req.settings, stream=req.stream,
-                                                    emit=emit_text, deadline=deadline)
+                    grammar = None
+                    if req.format is not None or req.schema is not None:
+                        grammar = self._grammar_thunk(lease, req)
+                    out = await self.scheduler.generate(lease, req.prompt, req.settings, stream=req.stream,
+                                                        emit=emit_text, deadline=deadline, grammar=grammar)
+                    if grammar is not None and "text" in out:
+                        try:
+                            out["json"] = json.loads(out["text"])
+                        except ValueError:
+                            pass      # cut short by max_tokens: finish_reason says "length"
             finally:
                 self.registry.release(lease)
         finally:
@@ -186,6 +201,47 @@ class Daemon:
         out["version"] = lease.child.version
         out["device"] = self.cfg.device
         out["route"] = {"reason": decision.reason, "confidence": round(float(decision.confidence), 6)}
+        return out
+
+    def _grammar_thunk(self, lease, req: Request):
+        """Structured output for a plain child: the grammar is compiled on the worker thread."""
+        from bulletd.agents.agent import make_grammar
+        from bulletd.agents.tools import check_schema
+        if req.schema is not None:
+            check_schema(req.schema, "the request's")
+        return lambda: make_grammar(lease.model, req.schema, req.format, req.prompt)
+
+    async def _agent(self, req: Request, lease, spec: dict, deadline: float) -> dict:
+        """An agent child: generation + tool on a worker (run_agent), then acting on the loop."""
+        from bulletd.agents.agent import AgentContext, run_agent
+        act = req.act and spec["tool"] == "home"
+        link = self.home_link
+        if act:
+            if not self.cfg.tools.home.act:
+                raise RequestError("forbidden", "the request asks to act, but acting is off in this daemon's "
+                                   "config (tools.home.act: false); without act the reply is a dry run")
+            if link is None or not link.connected:
+                raise RequestError("act_failed", "acting needs tools.home.file and a connection to the MQTT "
+                                   "broker (mqtt.host); nothing was published")
+        ctx = AgentContext(home=self.home, states=link.states if link else None, cancel=lease.cancel_event)
+        model, header = lease.model, lease.child.header
+        try:
+            out, timing = await self.scheduler.call(lease, lambda: run_agent(
+                model, req.prompt, req.settings, ctx, child_header=header, fmt=req.format, schema=req.schema),
+                deadline)
+        except RequestError as exc:
+            if link is not None and spec["tool"] == "home":
+                link.note(req.prompt, error_reply(exc.code, exc.message))
+            raise
+        if act and out["actions"] and out["actions"][0]["service"] != "get_state":
+            try:
+                out["result"] = {**out["result"], **await link.act(out["actions"])}
+            except RequestError as exc:
+                link.note(req.prompt, error_reply(exc.code, exc.message))
+                raise
+        if link is not None and spec["tool"] == "home":
+            link.note(req.prompt, {**out, "ok": True})
+        out["timing"] = timing
         return out
 
     def route(self, prompt: str, child: str | None):
@@ -245,6 +301,7 @@ class Daemon:
             "socket": self.cfg.socket_path,
             "trust": {"allow_unsigned": self.cfg.trust.allow_unsigned, "keys": list(self.cfg.trust.keys)},
             "ota": daemon_glue.status(self),
+            "tools": {"home": self.home_link.state() if self.home_link is not None else None},
         }
 
     async def op_status(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
@@ -347,6 +404,8 @@ class Daemon:
         if new.mqtt != old.mqtt or new.device != old.device:
             log.info("MQTT settings changed; reconnecting")
             await self._restart_mqtt()
+        if new.tools.home.file or old.tools.home.file:
+            await self._restart_home()         # the home file is read again, also under the same name
         log.info("configuration reloaded from %s", self.config_path or "(defaults)")
         self.notifier.notify("READY=1", f"STATUS={self.status_line()}")
 
@@ -363,6 +422,28 @@ class Daemon:
             from bulletd.daemon.mqtt import MQTTTransport
             self.mqtt = MQTTTransport(self)
             self.mqtt.start()
+
+    def _start_home(self) -> None:
+        """tools.home: load the home file, start the link (states, acting, discovery)."""
+        from bulletd.agents.home import HomeConfig, HomeConfigError
+        from bulletd.agents.link import HomeLink
+        f = self.cfg.tools.home.file
+        if not f:
+            self.home, self.home_link = None, None
+            return
+        try:
+            self.home = HomeConfig.load(f)
+        except HomeConfigError as exc:      # checked with the config; the file changed since
+            log.error("home tool off: %s", exc)
+            self.home, self.home_link = None, None
+            return
+        self.home_link = HomeLink(self, self.home)
+        self.home_link.start()
+
+    async def _restart_home(self) -> None:
+        if self.home_link is not None:
+            await self.home_link.stop()
+        self._start_home()
 
     def _make_ota(self) -> None:
         if not self.cfg.ota.enabled:
@@ -412,6 +493,7 @@ class Daemon:
             from bulletd.daemon.mqtt import MQTTTransport
             self.mqtt = MQTTTransport(self)
             self.mqtt.start()                 # connects and retries in the background
+        self._start_home()
         if self.ota is not None:
             from bulletd.ota import daemon_glue
             ota_task = daemon_glue.start(self)    # its own MQTT connection (big chunks never delay replies)
@@ -462,6 +544,8 @@ class Daemon:
             except asyncio.TimeoutError:
                 log.error("%d request(s) did not finish after cancellation", self.inflight)
         await cancel_and_wait(self._tasks, what="background task")
+        if self.home_link is not None:
+            await self.home_link.stop()
         if self.mqtt is not None:
             await self.mqtt.stop(graceful=True)
         if self.socket_server is not None:
