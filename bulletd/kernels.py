@@ -88,6 +88,14 @@ def native_sampler():
     return getattr(_native, "sample_token", None)
 
 
+def token_automaton(vocab: int, base=None):
+    """A native token automaton for grammar decoding (rows added with .set(state, ids, next,
+    done)), layered over `base`; None when the module lacks it or BULLET_SAMPLER=numpy."""
+    if native_sampler() is None or not hasattr(_native, "TokenAutomaton"):
+        return None
+    return _native.TokenAutomaton(int(vocab), base)
+
+
 class NativeModel:
     """A native model over borrowed arrays (views into the mapped file; kept alive here).
 
@@ -162,6 +170,23 @@ class NativeSession:
         try:
             return self._s.decode(logits, int(pending), int(pos), int(n), coins, seen, float(temperature),
                                   int(top_k), float(top_p), float(penalty), stop_ids)
+        except (ValueError, RuntimeError, TypeError, OverflowError) as exc:
+            raise ModelError(str(exc)) from exc
+
+    @property
+    def has_decode_grammar(self) -> bool:
+        """Whether this build has the decode loop under a grammar automaton."""
+        return hasattr(self._s, "decode_grammar")
+
+    def decode_grammar(self, logits: np.ndarray, pending: int, pos: int, n: int, coins: np.ndarray,
+                       seen: np.ndarray, temperature: float, top_k: int, top_p: float, penalty: float,
+                       stop_ids: np.ndarray, automaton, state: int):
+        """decode() among the ids a token automaton (token_automaton()) allows, following its
+        transitions. Returns (tokens, end, next_pos, state), end in "count", "stop_id",
+        "nonfinite", "expand" (state has no row yet), "complete" (the document is complete)."""
+        try:
+            return self._s.decode_grammar(logits, int(pending), int(pos), int(n), coins, seen, float(temperature),
+                                          int(top_k), float(top_p), float(penalty), stop_ids, automaton, int(state))
         except (ValueError, RuntimeError, TypeError, OverflowError) as exc:
             raise ModelError(str(exc)) from exc
 

@@ -235,6 +235,45 @@ PYBIND11_MODULE(_native, m) {
              "Sample up to n tokens, running each through the model before the next draw (the last one is not "
              "run: pass it as `pending` next time). Returns (tokens, end, next_pos); end is 'count', 'stop_id' "
              "(last token is a stop id) or 'nonfinite'. GIL released for the whole batch.")
+        .def("decode_grammar",
+             [](PySession& s, py::array_t<float, py::array::c_style> logits, int64_t pending, int64_t pos, int64_t n,
+                py::array_t<double, py::array::c_style | py::array::forcecast> coins,
+                py::array_t<int64_t, py::array::c_style | py::array::forcecast> seen, double temperature, int64_t top_k,
+                double top_p, float penalty, py::array_t<int64_t, py::array::c_style | py::array::forcecast> stop_ids,
+                std::shared_ptr<TokenAutomaton> automaton, int64_t state) {
+                 const int64_t vocab = s.core->model().cfg.vocab_size;
+                 if (logits.ndim() != 1 || logits.shape(0) != vocab || !logits.writeable())
+                     throw std::invalid_argument("decode: logits must be a writable float32 array of " +
+                                                 std::to_string(vocab) + " values");
+                 if (n < 0 || n > 1 << 20) throw std::invalid_argument("decode: n must be in 0..2^20");
+                 if (pending >= vocab) throw std::invalid_argument("decode: pending token id out of range");
+                 if (coins.ndim() != 1 || coins.shape(0) < n)
+                     throw std::invalid_argument("decode: coins must hold n values");
+                 if (seen.ndim() != 1 || stop_ids.ndim() != 1)
+                     throw std::invalid_argument("decode: seen and stop_ids must be 1-D");
+                 if (!(temperature >= 0.0) || !(top_p > 0.0) || !(penalty > 0.0f))
+                     throw std::invalid_argument("decode: temperature >= 0, top_p > 0 and penalty > 0 required");
+                 for (int64_t i = 0; temperature != 0.0 && i < n; i++)
+                     if (!(coins.data()[i] >= 0.0 && coins.data()[i] < 1.0))
+                         throw std::invalid_argument("decode: coins must lie in [0, 1)");
+                 if (!automaton) throw std::invalid_argument("decode: no grammar automaton");
+                 SampleParams sp{temperature, top_k, top_p, penalty};
+                 float* lp = logits.mutable_data();
+                 DecodeResult r;
+                 {
+                     py::gil_scoped_release release;
+                     r = decode_grammar(*s.core, lp, pending, pos, n, coins.data(), seen.data(), seen.shape(0), sp,
+                                        stop_ids.data(), stop_ids.shape(0), *automaton, state);
+                 }
+                 static const char* names[] = {"count", "stop_id", "nonfinite", "expand", "complete"};
+                 return py::make_tuple(r.tokens, names[(int)r.end], r.pos, r.state);
+             },
+             py::arg("logits").noconvert(), py::arg("pending"), py::arg("pos"), py::arg("n"), py::arg("coins"), py::arg("seen"),
+             py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("penalty"), py::arg("stop_ids"),
+             py::arg("automaton"), py::arg("state"),
+             "decode() under a grammar: draws among the ids the automaton's state allows and follows the "
+             "transitions. Returns (tokens, end, next_pos, state); end is 'count', 'stop_id', 'nonfinite', "
+             "'expand' (the state has no row yet) or 'complete' (the document is complete). GIL released.")
         .def_property_readonly("kv_cache_bytes", [](const PySession& s) { return s.core->kv_cache_bytes(); })
         .def_property_readonly("scratch_bytes", [](const PySession& s) { return s.core->scratch_bytes(); })
         .def_property_readonly("valid_len", [](const PySession& s) { return s.core->valid_len(); })
@@ -373,6 +412,23 @@ PYBIND11_MODULE(_native, m) {
                                     out.mutable_data(), hd);
         return out;
     });
+    py::class_<TokenAutomaton, std::shared_ptr<TokenAutomaton>>(m, "TokenAutomaton")
+        .def(py::init([](int64_t vocab, std::shared_ptr<TokenAutomaton> base) {
+                 return std::make_shared<TokenAutomaton>(vocab, std::move(base));
+             }),
+             py::arg("vocab"), py::arg("base") = nullptr)
+        .def("set",
+             [](TokenAutomaton& a, int64_t state, py::array_t<int32_t, py::array::c_style | py::array::forcecast> ids,
+                py::array_t<int32_t, py::array::c_style | py::array::forcecast> next, bool done) {
+                 if (ids.ndim() != 1 || next.ndim() != 1) throw std::invalid_argument("TokenAutomaton.set: 1-D arrays");
+                 a.set(state, std::vector<int32_t>(ids.data(), ids.data() + ids.shape(0)),
+                       std::vector<int32_t>(next.data(), next.data() + next.shape(0)), done);
+             },
+             py::arg("state"), py::arg("ids"), py::arg("next"), py::arg("done"),
+             "Add the row of `state`: allowed ids (ascending), next state per id, done flag")
+        .def("has", [](const TokenAutomaton& a, int64_t state) { return (bool)a.get(state); })
+        .def_property_readonly("rows", &TokenAutomaton::size, "rows held here (not counting the base)")
+        .def_readonly("vocab", &TokenAutomaton::vocab);
     m.def("sample_token",
           [](farr logits, py::array_t<int64_t, py::array::c_style | py::array::forcecast> seen, double temperature,
              int64_t top_k, double top_p, float penalty, double coin) {

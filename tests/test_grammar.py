@@ -411,3 +411,56 @@ def test_masked_sampling_rules():
         x = a.sample_masked_numpy(logits, allowed, seen=[4])
         assert x in (1, 3)
         assert b.sample_masked(logits, allowed, seen=[4]) == x                # native == NumPy
+
+
+# ---------------------------------------------------------------------------------------------
+# the native decode loop under a grammar gives the ids of the per-token and NumPy paths
+# ---------------------------------------------------------------------------------------------
+
+def _gen_mode(path, monkeypatch, mode, grammar, prompt, **kw):
+    from bulletd import kernels
+    with monkeypatch.context() as mp:
+        if mode == "numpy":
+            mp.setenv("BULLET_SAMPLER", "numpy")
+        if mode != "batched":
+            mp.setattr(kernels.NativeSession, "has_decode_grammar", property(lambda self: False))
+        m = load_model(path, backend="native")
+        s = m.new_session()
+        g = m.generate(prompt, GenerationSettings(**kw), session=s, grammar=grammar)
+        pieces = list(g)
+        out = dict(tokens=g.tokens, text=g.text, joined="".join(pieces), reason=g.finish_reason,
+                   cached=list(s.tokens))
+        m.close()
+        return out
+
+
+PARITY = [
+    dict(max_tokens=300, temperature=0.0),
+    dict(max_tokens=300, temperature=0.8, top_k=40, top_p=0.95, repetition_penalty=1.1, seed=1),
+    dict(max_tokens=300, temperature=1.5, top_k=0, top_p=1.0, repetition_penalty=1.5, seed=2),
+    dict(max_tokens=7, temperature=1.0, seed=3),
+    dict(max_tokens=300, temperature=1.2, top_k=5, seed=4, stream=False),
+    dict(max_tokens=300, temperature=1.0, seed=5, stop=['"a']),
+]
+
+
+@pytest.mark.parametrize("kw", PARITY)
+@pytest.mark.parametrize("schema", [HOME, MIXED])
+def test_native_grammar_decode_parity(models, monkeypatch, kw, schema):
+    from bulletd import kernels
+    if kernels.token_automaton(4) is None:
+        pytest.skip(f"native module not built: {kernels.native_error()}")
+    src = SOURCES[kw.get("seed", 0) % len(SOURCES)]
+    for path in models:
+        g = compile_schema(schema, copy_source=src)
+        runs = {mode: _gen_mode(path, monkeypatch, mode, g, src + "\n=>", **kw)
+                for mode in ("batched", "per_token", "numpy")}
+        # a batch may have run tokens past a stop string (wasted work, still valid cache entries)
+        cb, cp = runs["batched"].pop("cached"), runs["per_token"].pop("cached")
+        assert cp == runs["numpy"].pop("cached")
+        assert runs["batched"] == runs["per_token"] == runs["numpy"]
+        assert cb[:len(cp)] == cp and (cb == cp or runs["batched"]["reason"] == "stop")
+        r = runs["batched"]
+        assert r["joined"] == r["text"]
+        if r["reason"] == "stop" and "stop" not in kw:
+            check_doc(schema, r["text"], src)

@@ -16,6 +16,10 @@ measures on one thread, in this process:
     the f32 variant is printed beside it
   - KV-cache bytes per session and the RSS one extra session adds (context filled)
   - two sessions decoding on two threads at once (aggregate tokens/s: the GIL is released)
+  - structured output ("grammar", REFERENCE shape with a 4,096-token vocabulary): the vocabulary
+    trie, schema compile and first-mask times for the home-call and calc schemas, the first
+    request (cold caches) and later ones, and decode with a grammar beside the same requests
+    without one (same prompts and token counts, runs alternating)
   - when the active kernel path has a narrower sibling (avx512vnni -> avx2), that path's decode
     and prefill too, as a baseline from the same file in the same process, in passes alternating
     with the active path's (the speed-up is the ratio of those medians)
@@ -60,7 +64,8 @@ TARGETS = {  # from the runtime issue, REFERENCE shape, one thread; "NumPy" = th
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--shapes", default="small,reference", help="comma list of small, reference")
+    p.add_argument("--shapes", default="small,reference,grammar",
+                   help="comma list of small, reference, grammar (structured output on REFERENCE, vocab 4096)")
     p.add_argument("--passes", type=int, default=5, help="decode passes over the context (median)")
     p.add_argument("--numpy-tokens", type=int, default=NUMPY_MAPPED_TOKENS,
                    help="decode positions timed on the NumPy fallback, weights mapped "
@@ -262,6 +267,119 @@ def _numpy_baselines(r: dict, path: Path, ids: list[int], prompt: list[int], arg
         m.close()
 
 
+# The agents contract's tool-call schemas (bulletd.agents.tools keeps the shipped ones)
+HOME_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "intent": {"enum": ["HassTurnOn", "HassTurnOff", "HassToggle", "HassLightSet", "HassClimateSetTemperature",
+                            "HassSetPosition", "HassGetState", "HassOpenCover", "HassCloseCover", "HassLockLock",
+                            "HassLockUnlock"]},
+        "name": {"type": "string", "x-copy": True},
+        "area": {"type": "string", "x-copy": True},
+        "domain": {"enum": ["light", "switch", "fan", "climate", "cover", "lock", "media_player", "sensor"]},
+        "brightness": {"type": "integer", "minimum": 0, "maximum": 100},
+        "temperature": {"type": "number", "minimum": -50, "maximum": 100},
+        "position": {"type": "integer", "minimum": 0, "maximum": 100},
+    },
+    "required": ["intent"],
+    "anyOf": [{"required": ["name"]}, {"required": ["area"]}],
+}
+CALC_SCHEMA = {"type": "object", "properties": {"expression": {"type": "string", "maxLength": 160}},
+               "required": ["expression"]}
+GRAMMAR_REQUESTS = {
+    "home": (HOME_SCHEMA, ["turn on the kitchen light", "set the bedroom lamp to 40 percent",
+                           "close the garage door", "is the front door locked",
+                           "set the living room thermostat to 21.5", "किचन की लाइट बंद करो",
+                           "open the office blinds halfway", "toggle the hallway fan"]),
+    "calc": (CALC_SCHEMA, ["what is 17 times 23", "15 percent of 80", "2 to the power of 10",
+                           "(3.5 + 4) / 2", "12 divided by 7", "९ गुणा ८"]),
+}
+
+
+def bench_grammar(workdir: Path, args) -> dict:
+    """Structured output on the REFERENCE shape with a 4,096-token vocabulary."""
+    from ..format.synth import REFERENCE, write_random_lm
+    from . import grammar as G
+    from .model import load_model
+    from .sampling import GenerationSettings
+
+    arch = dict(REFERENCE, vocab_size=4096)
+    path = workdir / "grammar.bullet"
+    write_random_lm(path, arch, seed=0, dtype="bq4", name="bench-grammar")
+    model = load_model(path, backend="native")
+    r: dict = {"shape": "grammar", "arch": arch, "kernel_path": model.kernel_path}
+    quick = args.quick
+    pieces = [None if e.type == 2 else bytes(e.piece) for e in model.bf.vocab]
+    r["trie_ms"] = 1e3 * _median_time(lambda: G.Vocab(pieces, "bench"), 3 if quick else 7)
+    r["trie_nodes"] = G.Vocab(pieces, "bench").nodes
+    vocab = model.grammar_vocab
+    warm = model.new_session()
+    rng = np.random.default_rng(1)
+    for pos, t in enumerate(rng.integers(3, arch["vocab_size"], size=arch["max_seq_len"])):
+        warm.forward(int(t), pos)
+    del warm
+    for name, (schema, texts) in GRAMMAR_REQUESTS.items():
+        r[f"{name}_compile_ms"] = 1e3 * _median_time(lambda: G._build_core(schema), 5 if quick else 21)
+
+        def first_mask():
+            g = G.Grammar(G._build_core(schema), texts[0])
+            g.runner(vocab, model.stop_ids).row(g._walker().start)
+        r[f"{name}_first_mask_ms"] = 1e3 * _median_time(first_mask, 3 if quick else 9)
+        st = GenerationSettings(max_tokens=arch["max_seq_len"] - 32, temperature=0.0, stream=False)
+
+        def request(grammar, text, max_tokens=None):
+            s = st if max_tokens is None else GenerationSettings(max_tokens=max_tokens, temperature=0.0, stream=False)
+            t0 = time.perf_counter()
+            g = model.generate(f"{text}\n=>", s, grammar=grammar)
+            for _ in g:
+                pass
+            total = time.perf_counter() - t0
+            return g, total, total - g.prefill_s
+        # the first request meets cold caches: compile, masks, native rows
+        G._CORES.clear()
+        g0, t_first, _ = request(G.compile_schema(schema, copy_source=texts[0]), texts[0])
+        r[f"{name}_first_request_ms"] = 1e3 * t_first
+        tok = {"grammar": 0, "free": 0}
+        sec = {"grammar": 0.0, "free": 0.0}
+        later = []
+        for k in range(1 if quick else 6):
+            for text in texts:
+                g, total, dec = request(G.compile_schema(schema, copy_source=text), text)
+                later.append(total)
+                n = len(g.tokens) + (g.finish_reason == "stop" and len(g.tokens) == 0)
+                tok["grammar"] += n
+                sec["grammar"] += dec
+                u, _, udec = request(None, text, max_tokens=max(1, n))
+                tok["free"] += len(u.tokens)
+                sec["free"] += udec
+        r[f"{name}_request_ms"] = 1e3 * statistics.median(later)
+        r[f"{name}_tokens_per_request"] = tok["grammar"] / len(later)
+        r[f"{name}_decode_tok_s"] = tok["grammar"] / sec["grammar"]
+        r[f"{name}_free_decode_tok_s"] = tok["free"] / sec["free"]
+        r[f"{name}_decode_vs_free"] = r[f"{name}_decode_tok_s"] / r[f"{name}_free_decode_tok_s"]
+        r[f"{name}_example"] = g0.text
+    model.close()
+    return r
+
+
+def report_grammar(r: dict) -> list[str]:
+    a = r["arch"]
+    lines = [f"== STRUCTURED OUTPUT: REFERENCE shape, vocab {a['vocab_size']} (byte-level + pieces), "
+             f"{r['kernel_path']}, one thread, greedy",
+             f"  vocabulary trie        {r['trie_ms']:9.2f} ms  ({r['trie_nodes']:,} nodes; once per vocabulary)"]
+    for name in GRAMMAR_REQUESTS:
+        lines.append(f"  {name + ' schema':22s} compile {r[name + '_compile_ms']:.2f} ms, first mask "
+                     f"{r[name + '_first_mask_ms']:.2f} ms, first request {r[name + '_first_request_ms']:.1f} ms "
+                     f"(cold caches), later requests {r[name + '_request_ms']:.1f} ms "
+                     f"({r[name + '_tokens_per_request']:.1f} tokens each)")
+        ok = r[name + "_decode_vs_free"] >= 0.8
+        lines.append(f"  {'':22s} decode with the grammar {r[name + '_decode_tok_s']:7.1f} tok/s, without "
+                     f"{r[name + '_free_decode_tok_s']:7.1f} tok/s: {r[name + '_decode_vs_free']:.2f}x "
+                     f"(>= 0.80: {_check(ok)}; the same prompts and token counts, after prefill)")
+        lines.append(f"  {'':22s} e.g. {r[name + '_example'][:100]}")
+    return lines
+
+
 def rss_probe(path: str) -> dict:
     """RSS one extra session adds, weights already paged in by a first session (fresh process)."""
     from .model import load_model
@@ -289,6 +407,9 @@ def _check(ok: bool) -> str:
 def report(results: list[dict]) -> str:
     lines = []
     for r in results:
+        if r["shape"] == "grammar":
+            lines += report_grammar(r)
+            continue
         a = r["arch"]
         lines.append(f"== {r['shape'].upper()}: dim {a['dim']}, {a['n_layers']} layers, {a['n_heads']} heads "
                      f"/ {a['n_kv_heads']} kv, hidden {a['hidden_dim']}, vocab {a['vocab_size']}, "
@@ -359,16 +480,19 @@ def main(args=None) -> int:
         print(f"bullet bench: error: {why}; the benchmark compares the native backend with NumPy",
               file=sys.stderr)
         return 1
-    shapes = {"small": SMALL, "reference": REFERENCE}
+    shapes = {"small": SMALL, "reference": REFERENCE, "grammar": None}
     wanted = [s.strip().lower() for s in args.shapes.split(",") if s.strip()]
     for s in wanted:
         if s not in shapes:
-            print(f"bullet bench: error: unknown shape {s!r}; expected small and/or reference", file=sys.stderr)
+            print(f"bullet bench: error: unknown shape {s!r}; expected small, reference, grammar", file=sys.stderr)
             return 2
     results = []
     with tempfile.TemporaryDirectory(prefix="bullet-bench-") as d:
         for s in wanted:
-            results.append(bench_shape(s, dict(shapes[s]), Path(d), args))
+            if s == "grammar":
+                results.append(bench_grammar(Path(d), args))
+            else:
+                results.append(bench_shape(s, dict(shapes[s]), Path(d), args))
     if args.json:
         print(json.dumps({"results": results, "targets": TARGETS}, indent=2))
     else:

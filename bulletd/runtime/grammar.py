@@ -879,6 +879,27 @@ class _Walker:
                     t.ids[stacks] = sid
         return sid
 
+    def copy_bytes(self, sid: int):
+        """The bytes that can follow in a state whose stacks are all inside x-copy strings (a few,
+        read off the source), or None when some stack is elsewhere (then any byte may)."""
+        acc = set()
+        src = self.src
+        for st in self.tables.states[sid]:
+            if not self.core.stack_copy(st):
+                return None
+            content = st[-1][2]
+            acc.add(0x22)
+            if not content:
+                acc.update(x for x in src if not 0x80 <= x < 0xC0)
+                continue
+            i = src.find(content)
+            while i >= 0:
+                j = i + len(content)
+                if j < len(src):
+                    acc.add(src[j])
+                i = src.find(content, i + 1)
+        return acc
+
     def step(self, sid: int, b: int) -> int:
         t = self.tables
         key = sid << 8 | b
@@ -929,8 +950,33 @@ class Vocab:
                 node = nxt
             ends[node].append(tid)
         self.children = [tuple(sorted(c.items())) for c in children]
+        self.child_map = children
+        self.pieces = [p or b"" for p in pieces]
+        self._strings: dict[tuple, tuple] = {}
+        self._lock = threading.Lock()
         self.ends = [tuple(e) for e in ends]
         self.nodes = len(children)
+
+    def string_table(self, ph: int, u: int) -> tuple:
+        """Every token's bytes run through JSON string content from substate (ph, u) (see
+        _str_sim): arrays kind (0 dead, 1 stays inside, 2 closes the string), chars (characters
+        begun), sub (the substate after it, ph * 8 + u, for kind 1), q (index of the closing
+        quote, for kind 2). Built once per substate."""
+        key = (ph, u)
+        t = self._strings.get(key)
+        if t is None:
+            n = self.size
+            kind = np.zeros(n, np.int8)
+            chars = np.zeros(n, np.int32)
+            sub = np.zeros(n, np.int32)
+            q = np.zeros(n, np.int32)
+            for tid, p in enumerate(self.pieces):
+                if p:
+                    kind[tid], chars[tid], sub[tid], q[tid] = _str_sim(p, ph, u)
+            t = (kind, chars, sub, q)
+            with self._lock:
+                t = self._strings.setdefault(key, t)
+        return t
 
     @classmethod
     def of(cls, vocab_entries) -> "Vocab":
@@ -952,6 +998,50 @@ class Vocab:
             while len(cls._cache) > 8:
                 cls._cache.popitem(last=False)
         return v
+
+
+def _str_sim(piece: bytes, ph: int, u: int) -> tuple:
+    """piece through string content from substate (ph, u), with _Core.feed's rules for STR:
+    (kind, chars, ph * 8 + u after it, index of the closing quote)."""
+    chars = 0
+    for i, b in enumerate(piece):
+        if ph == 1:
+            if u:
+                lo, hi, nu = _UTF8[u]
+                if not lo <= b <= hi:
+                    return 0, 0, 0, 0
+                u = nu
+                continue
+            if b == 0x22:
+                return 2, chars, 0, i
+            if b < 0x20:
+                return 0, 0, 0, 0
+            if b == 0x5C:
+                ph = 2
+            elif b >= 0x80:
+                if not _LEAD[b]:
+                    return 0, 0, 0, 0
+                u = _LEAD[b]
+            chars += 1
+        elif ph == 2:
+            if b in _ESCAPES:
+                ph = 1
+            elif b == 0x75:
+                ph = 3
+            else:
+                return 0, 0, 0, 0
+        else:
+            if b not in _HEX:
+                return 0, 0, 0, 0
+            if ph == 3:
+                ph, u = 4, (1 if b in b"dD" else 0)
+            elif ph == 4:
+                if u and b not in b"01234567":
+                    return 0, 0, 0, 0
+                ph, u = 5, 0
+            else:
+                ph = ph + 1 if ph == 5 else 1
+    return 1, chars, ph * 8 + u, 0
 
 
 class Row:
@@ -978,6 +1068,25 @@ class _TokenTable:
         self.rows: dict[int, Row] = {}
         self.native = None      # the native automaton holding the shared rows (lazily)
         self.lock = threading.Lock()
+
+    def add(self, sid: int, row: Row) -> Row:
+        with self.lock:
+            got = self.rows.setdefault(sid, row)
+            if got is row and self.native is not None:
+                self.native.set(sid, row.ids, row.next, row.done)
+        return got
+
+    def native_base(self, vocab_size: int):
+        with self.lock:
+            if self.native is None:
+                from .. import kernels
+                a = kernels.token_automaton(vocab_size)
+                if a is None:
+                    return None
+                for sid, row in self.rows.items():
+                    a.set(sid, row.ids, row.next, row.done)
+                self.native = a
+            return self.native
 
 
 class TokenRun:
@@ -1010,15 +1119,27 @@ class TokenRun:
 
     def _expand(self, sid: int) -> Row:
         w = self.walker
+        stacks = w.tables.states[sid]
+        if len(stacks) == 1:
+            (stack,) = stacks
+            if stack and w.core.kind[stack[-1][0]] == STR and stack[-1][1] != 0:
+                return self._finish(sid, *self._string_row(stack))
         w.touched_copy = False
         step = w.step
-        children, ends = self.vocab.children, self.vocab.ends
+        children, ends, cmap = self.vocab.children, self.vocab.ends, self.vocab.child_map
+        copy = w.tables.copy
         ids: list[int] = []
         nxt: list[int] = []
         todo = [(0, sid)]
         while todo:
             node, s = todo.pop()
-            for b, c in children[node]:
+            kids = children[node]
+            if copy[s] and len(kids) > 8:     # inside a copy string: only the source's next bytes
+                few = w.copy_bytes(s)
+                if few is not None:
+                    m = cmap[node]
+                    kids = [(b, m[b]) for b in few if b in m]
+            for b, c in kids:
                 t = step(s, b)
                 if t < 0:
                     continue
@@ -1028,20 +1149,87 @@ class TokenRun:
                     nxt.extend([t] * len(e))
                 if children[c]:
                     todo.append((c, t))
-        final = w.tables.final[sid]
-        done = final and not ids
-        if final:
-            ids.extend(self.stop_ids.tolist())
-            nxt.extend([-1] * len(self.stop_ids))
-        a = np.array(ids, dtype=np.int32)
-        order = np.argsort(a, kind="stable")
-        row = Row(a[order], np.array(nxt, dtype=np.int32)[order], final, done, not w.touched_copy)
-        if row.shared:
-            with self.table.lock:
-                row = self.table.rows.setdefault(sid, row)
+        return self._finish(sid, np.array(ids, dtype=np.int32), np.array(nxt, dtype=np.int32))
+
+    def _string_row(self, stack: tuple) -> tuple:
+        """The row of a state inside a (non-copy) string, from the vocabulary's string table
+        instead of a trie walk: the tokens that stay inside need only their character count
+        checked; the few that close the string walk on from the state after it."""
+        w = self.walker
+        w.touched_copy = False
+        nid, ph, cnt, u = stack[-1]
+        n = w.core.nodes[nid]
+        up = stack[:-1]
+        kind, chars, sub, q = self.vocab.string_table(ph, u)
+        inside = kind == 1
+        total = cnt + chars
+        if n.max_len is not None:
+            inside &= total <= n.max_len
         else:
-            self.local[sid] = row
+            total = np.minimum(total, n.min_len)
+        ids = np.flatnonzero(inside).astype(np.int32)
+        key = total[ids].astype(np.int64) * 64 + sub[ids]
+        uniq, inv = np.unique(key, return_inverse=True)
+        to = np.array([w.intern(frozenset((up + ((nid, int(k) % 64 // 8, int(k) // 64, int(k) % 8),),)))
+                       for k in uniq.tolist()], dtype=np.int32)
+        nxt = to[inv.reshape(-1)] if ids.size else np.zeros(0, np.int32)
+        more_ids, more_next = [], []
+        after = None
+        pieces = self.vocab.pieces
+        for t in np.flatnonzero(kind == 2).tolist():
+            c = cnt + int(chars[t])
+            if n.max_len is not None and c > n.max_len:
+                continue
+            if (c if n.max_len is not None else min(c, n.min_len)) < n.min_len:
+                continue
+            if after is None:
+                after = w.intern(frozenset((up,)))
+            s = after
+            for b in pieces[t][int(q[t]) + 1:]:
+                s = w.step(s, b)
+                if s < 0:
+                    break
+            if s >= 0:
+                more_ids.append(t)
+                more_next.append(s)
+        if more_ids:
+            ids = np.concatenate([ids, np.array(more_ids, np.int32)])
+            nxt = np.concatenate([nxt, np.array(more_next, np.int32)])
+        return ids, nxt
+
+    def _finish(self, sid: int, a: np.ndarray, b: np.ndarray) -> Row:
+        w = self.walker
+        final = w.tables.final[sid]
+        for x in self.stop_ids:           # a stop id ends generation: never a piece of the text
+            keep = a != x
+            if not keep.all():
+                a, b = a[keep], b[keep]
+        done = final and not a.size
+        if final:
+            a = np.concatenate([a, self.stop_ids])
+            b = np.concatenate([b, np.full(self.stop_ids.size, -1, dtype=np.int32)])
+        order = np.argsort(a, kind="stable")
+        row = Row(a[order], b[order], final, done, not w.touched_copy)
+        if row.shared:
+            return self.table.add(sid, row)
+        self.local[sid] = row
+        if self._native is not None:
+            self._native.set(sid, row.ids, row.next, row.done)
         return row
+
+    def native(self):
+        """The native automaton of this request (the shared rows as its base), or None when the
+        native decode loop is unavailable."""
+        if self._native is None:
+            base = self.table.native_base(self.vocab.size)
+            if base is None:
+                return None
+            from .. import kernels
+            a = kernels.token_automaton(self.vocab.size, base)
+            for sid, row in self.local.items():
+                a.set(sid, row.ids, row.next, row.done)
+            self._native = a
+        return self._native
 
     def advance(self, sid: int, token: int) -> int:
         return self.row(sid).next_state(token)
@@ -1080,12 +1268,15 @@ def compile_schema(schema: dict, *, copy_source: str = "") -> Grammar:
     except (TypeError, ValueError) as exc:
         raise GrammarError(f"#: the schema is not JSON: {exc}") from None
 
-    def build():
-        c = _Compiler()
-        root = c.schema(schema, "", 0)
-        return _Core(c.nodes, root, json.loads(key[7:]), key)
+    return Grammar(_core_for(key, lambda: _build_core(schema, key)), copy_source)
 
-    return Grammar(_core_for(key, build), copy_source)
+
+def _build_core(schema: dict, key: str | None = None) -> _Core:
+    """Compile without the cache (compile_schema caches; the bench times this)."""
+    key = key or "schema:" + compact_json(schema)
+    c = _Compiler()
+    root = c.schema(schema, "", 0)
+    return _Core(c.nodes, root, json.loads(key[7:]), key)
 
 
 def json_grammar() -> Grammar:

@@ -607,11 +607,17 @@ class Generation:
         """_sampled under a grammar: each draw is among the tokens the current state allows;
         the token that completes the document (no token can extend it) is the last one, and
         sets _grammar_done. One draw and one forward call per token."""
-        m, sess, run = self.model, self.session, self.grammar
+        m, s, sess, run = self.model, self.settings, self.session, self.grammar
         state = run.start
         row = self._grammar_row(state)
         if row.done:          # a grammar whose only document is empty cannot be built; be safe
             self._grammar_done = True
+            return
+        auto = None
+        if sampler._native is not None and getattr(sess._impl, "has_decode_grammar", False):
+            auto = run.native()
+        if auto is not None:
+            yield from self._decode_grammar(logits, pos, sampler, seen_set, seen, state, auto)
             return
         seen_arr = np.array(seen, dtype=np.int64)
         while True:
@@ -633,6 +639,62 @@ class Generation:
                 seen_arr = np.append(seen_arr, nxt)
             logits = sess._run([nxt], pos)
             pos += 1
+
+
+    def _decode_grammar(self, logits, pos, sampler, seen_set, seen, state, auto):
+        """_sampled_grammar on the native loop: batches as in _sampled, each one native call that
+        draws among the allowed ids and follows the automaton; it comes back early when it reaches
+        a state not expanded yet (expanded here, then the loop goes on) or the document is
+        complete. Coins drawn for draws that did not happen are kept for the next call, so the
+        ids equal the one-call-per-token path's for one seed."""
+        m, s, sess = self.model, self.settings, self.session
+        buf = np.require(logits, dtype=np.float32, requirements=["C", "W", "O"])
+        stop_ids = np.array(sorted(m.stop_ids), dtype=np.int64)
+        no_coins = np.zeros(_MAX_BATCH, dtype=np.float64)
+        spare = np.zeros(0, dtype=np.float64)
+        pending, produced, batch = -1, 0, 1
+        ramp = s.stream or bool(s.stop)
+        while True:
+            room = m.context - pos + (0 if pending >= 0 else 1)
+            n = min(batch, s.max_tokens - produced, room)
+            if n <= 0:
+                return
+            if s.temperature != 0.0:
+                coins = spare[:n] if spare.size >= n else np.concatenate([spare, sampler.rng.random(n - spare.size)])
+            else:
+                coins = no_coins
+            toks, end, new_pos, state = sess._impl.decode_grammar(
+                buf, pending, pos, n, coins, np.array(seen, dtype=np.int64), s.temperature, s.top_k, s.top_p,
+                s.repetition_penalty, stop_ids, auto, state)
+            if s.temperature != 0.0:
+                spare = np.concatenate([coins[len(toks):n], spare[n:]]) if spare.size > n else coins[len(toks):n]
+            ran = new_pos - pos
+            if pending >= 0:
+                sess.tokens.append(pending)
+                ran -= 1
+            sess.tokens.extend(toks[:ran])
+            pos = new_pos
+            for t in toks:
+                if t not in seen_set:
+                    seen_set.add(t)
+                    seen.append(t)
+            if end == "nonfinite":
+                raise ModelError(f"{m.path}: the model produced non-finite logits at position "
+                                 f"{pos - 1} (weights with NaN or infinite values?)")
+            if end == "expand":
+                if state < 0:
+                    raise ModelError("the grammar automaton has no next state for a drawn token")
+                if self._grammar_row(state).done:
+                    end = "complete"
+            if end == "complete":
+                self._grammar_done = True
+            if toks:
+                yield toks
+            produced += len(toks)
+            if end in ("stop_id", "complete") or not toks:
+                return
+            pending = toks[-1]
+            batch = min(2 * batch, _MAX_BATCH) if ramp else _MAX_BATCH
 
 
 # Most tokens one native decode call draws: a cancel or deadline waits at most this many tokens,
