@@ -102,7 +102,8 @@ def test_status_and_listing_fields(shared):
 
 
 @pytest.mark.parametrize("payload, code, needle", [
-    (b"\xc1\xff\x00", "bad_request", "not valid msgpack"),
+    (b"\xc1\xff\x00", "bad_request", "not valid msgpack (truncated or malformed)"),
+    (b"\x91" * 60000 + b"\xc0", "bad_request", "nested more than"),
     ([1, 2, 3], "bad_request", "expected a map as the request, found list"),
     ({"op": "generate"}, "bad_request", "prompt: missing"),
     ({"op": "generate", "prompt": ["no"]}, "bad_request", "prompt: expected a string, found list"),
@@ -124,12 +125,31 @@ def test_bad_requests_get_one_clear_error_and_the_daemon_keeps_serving(shared, p
     assert raw_request(shared.sock, {"op": "ping"})[-1]["pong"] is True
 
 
+def test_malformed_requests_are_answered_with_their_id_and_seq_in_plain_words(shared):
+    deep = {"id": "deep-1", "op": "generate", "prompt": "x", "stop": []}
+    inner = deep["stop"]
+    for _ in range(200):
+        inner.append([])
+        inner = inner[0]
+    for req in (deep, {"id": 7, "op": "generate", "prompt": 5}, {"id": "s", "op": "generate", "prompt": "x",
+                                                                "stop": [[1]]}):
+        (r,) = raw_request(shared.sock, req)
+        assert r["final"] and r["ok"] is False and r["error"]["code"] == "bad_request", r
+        assert r["id"] == req["id"] and r["seq"] == 0, r
+        assert "Error" not in r["error"]["message"], r
+    (r,) = raw_request(shared.sock, b"\x81\xa2id\x05extra")                # extra bytes after the map
+    assert r["error"]["code"] == "bad_request" and "extra bytes" in r["error"]["message"]
+    assert "ExtraData" not in r["error"]["message"] and r["seq"] == 0 and "id" in r
+
+
 def test_oversized_frame_is_refused_and_the_connection_closed(shared):
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(shared.sock)
         s.sendall(struct.pack("!I", 10 << 20) + b"x" * 100)
-        code, msg = err(read_replies(s))
+        replies = read_replies(s)
+        code, msg = err(replies)
         assert code == "too_large" and "limits.max_request_bytes" in msg
+        assert replies[0]["seq"] == 0 and replies[0]["id"] is None   # the id could not be read
         s.settimeout(5)
         assert s.recv(10) == b""                     # closed
     assert raw_request(shared.sock, {"op": "ping"})[-1]["ok"] is True
@@ -443,7 +463,8 @@ def test_internal_errors_become_an_internal_reply_not_a_crash():
         ok = await d.handle({"op": "ping"}, None, Peer("socket", True))
         return r, ok
     r, ok = asyncio.run(go())
-    assert r["ok"] is False and r["error"]["code"] == "internal" and "ZeroDivisionError: boom" in r["error"]["message"]
+    assert r["ok"] is False and r["error"]["code"] == "internal" and "internal error: boom" in r["error"]["message"]
+    assert "ZeroDivisionError" not in r["error"]["message"]      # plain words, the class is in the log
     assert ok["ok"] is True
 
 

@@ -33,7 +33,7 @@ from bulletd.errors import RequestError
 from bulletd.mqtt_direct import direct_queue
 from bulletd.tasks import cancel_and_wait
 from bulletd.daemon.protocol import (CT_JSON, CT_MSGPACK, check_topic, decode_payload, encode_payload,
-                                     error_reply)
+                                     error_from_exc, error_reply)
 
 log = logging.getLogger("bulletd.mqtt")
 
@@ -316,6 +316,10 @@ class MQTTTransport:
             seq += 1
 
         peer = Peer("mqtt", self.mc.allow_admin, f"mqtt:{reply_to}")
-        final = await self.d.handle(obj, emit, peer)
+        try:
+            final = await self.d.handle(obj, emit, peer)
+        except Exception as exc:   # a bug: still exactly one final reply
+            log.exception("serving a request on %s failed", msg.topic.value)
+            final = error_from_exc(exc)
         await self._send(reply_to, stamp(final), ct, corr)
         self.counts["replied"] += 1

@@ -53,6 +53,10 @@ CT_JSON = "application/json"
 
 FRAME_HDR = struct.Struct("!I")
 
+# Requests are shallow maps; anything deeper than this is refused before any code walks it
+# recursively (repr in an error message, the JSON encoder of a reply).
+MAX_DEPTH = 32
+
 
 def check_name(name: Any, what: str = "child") -> str:
     """A child name: letters, digits and . _ + -, at most 64, never a path or '..'."""
@@ -75,21 +79,56 @@ def decode_payload(payload: bytes, content_type: str | None = None) -> tuple[dic
     ct = (content_type or "").split(";")[0].strip().lower()
     as_json = ct in (CT_JSON, "text/json") or (not ct and payload[:1] in (b"{", b" ", b"\n"))
     if as_json:
-        try:
-            obj = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise RequestError("bad_request", f"payload is not valid JSON: {exc}") from None
+        obj = decode_json(payload)
         ct = CT_JSON
     else:
-        try:
-            obj = msgpack.unpackb(payload, raw=False, strict_map_key=True)
-        except Exception as exc:  # msgpack raises several unrelated types for garbage
-            raise RequestError("bad_request", f"payload is not valid msgpack ({type(exc).__name__}: {exc}); "
-                               "send msgpack, or JSON with Content Type application/json") from None
+        obj = decode_msgpack(payload, "payload")
         ct = CT_MSGPACK
     if not isinstance(obj, dict):
         raise RequestError("bad_request", f"expected a map as the request, found {type(obj).__name__}")
     return obj, ct
+
+
+def decode_json(payload: bytes) -> Any:
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RequestError("bad_request", f"payload is not valid UTF-8 (bad byte at offset {exc.start})") from None
+    except ValueError as exc:
+        raise RequestError("bad_request", f"payload is not valid JSON: {exc}") from None
+    except RecursionError:   # the C decoder stops at the interpreter's recursion limit
+        raise RequestError("bad_request", f"payload is nested more than {MAX_DEPTH} levels deep") from None
+    return obj
+
+
+def decode_msgpack(body: bytes, what: str) -> Any:
+    """One msgpack object. RequestError(bad_request), in words, for anything else."""
+    try:
+        obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except msgpack.StackError:   # its own limit (1024 levels)
+        raise RequestError("bad_request", f"{what} is nested more than {MAX_DEPTH} levels deep") from None
+    except msgpack.ExtraData:
+        raise RequestError("bad_request", f"{what} has extra bytes after the msgpack map") from None
+    except Exception:  # msgpack raises several unrelated types for garbage
+        raise RequestError("bad_request", f"{what} is not valid msgpack (truncated or malformed); send "
+                           "msgpack, or JSON with Content Type application/json") from None
+    return obj
+
+
+def check_depth(obj: Any, what: str) -> None:
+    """RequestError(bad_request) when lists/maps nest deeper than MAX_DEPTH (no recursion)."""
+    level = [obj]
+    for _ in range(MAX_DEPTH):
+        nxt = []
+        for o in level:
+            if isinstance(o, dict):
+                nxt.extend(v for v in o.values() if isinstance(v, (dict, list)))
+            elif isinstance(o, list):
+                nxt.extend(v for v in o if isinstance(v, (dict, list)))
+        if not nxt:
+            return
+        level = nxt
+    raise RequestError("bad_request", f"{what} is nested more than {MAX_DEPTH} levels deep")
 
 
 def encode_payload(obj: dict, content_type: str) -> bytes:
@@ -134,6 +173,7 @@ class Request:
 
 def parse_request(obj: dict, limits: Any, *, default_op: str = "generate") -> Request:
     """Validate a request map; raise RequestError(bad_request / too_large) naming the field."""
+    check_depth(obj, "request")
     op = obj.get("op", default_op)
     if not isinstance(op, str) or op not in ALL_OPS:
         raise RequestError("bad_request", f"op: expected one of {', '.join(ALL_OPS)}, found {op!r}")
@@ -236,4 +276,5 @@ def error_reply(code: str, message: str) -> dict:
 def error_from_exc(exc: BaseException) -> dict:
     if isinstance(exc, RequestError):
         return error_reply(exc.code, exc.message)
-    return error_reply("internal", f"{type(exc).__name__}: {exc}")
+    return error_reply("internal", f"internal error: {exc or type(exc).__name__} (a bug; the daemon "
+                       "log has the traceback)")

@@ -14,10 +14,8 @@ import socket
 import stat
 import struct
 
-import msgpack
-
 from bulletd.errors import BulletError, RequestError
-from bulletd.daemon.protocol import FRAME_HDR, error_from_exc, error_reply, pack_frame
+from bulletd.daemon.protocol import FRAME_HDR, decode_msgpack, error_from_exc, error_reply, pack_frame
 from bulletd.tasks import cancel_and_wait
 
 log = logging.getLogger("bulletd.socket")
@@ -138,8 +136,8 @@ class SocketServer:
                 (n,) = FRAME_HDR.unpack(hdr)
                 if n > self.max_frame:
                     log.info("%s sent a %d-byte frame (limit %d); closing", peer.who, n, self.max_frame)
-                    await send(error_reply("too_large", f"frame of {n} bytes is larger than the limit "
-                                           f"{self.max_frame} (limits.max_request_bytes)"))
+                    await send({**error_reply("too_large", f"frame of {n} bytes is larger than the limit "
+                                              f"{self.max_frame} (limits.max_request_bytes)"), "id": None, "seq": 0})
                     break   # cannot resynchronise without reading it all
                 try:
                     body = await reader.readexactly(n)
@@ -175,10 +173,7 @@ class SocketServer:
         rid = None
         seq = 0
         try:
-            try:
-                obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
-            except Exception as exc:
-                raise RequestError("bad_request", f"frame is not valid msgpack ({type(exc).__name__}: {exc})") from None
+            obj = decode_msgpack(body, "frame")
             if isinstance(obj, dict):
                 rid = obj.get("id") if isinstance(obj.get("id"), (str, int, bytes)) else None
 
