@@ -371,11 +371,12 @@ class AsyncClient:
     async def route(self, prompt: str, child: str | None = None) -> dict:
         return await self.request("route", prompt=prompt, child=child)
 
-    async def load(self, target: str, as_name: str | None = None) -> dict:
+    async def load(self, target: str, as_name: str | None = None, swap: bool = False) -> dict:
+        """Load a child; a loaded name is error `exists` unless swap=True replaces it."""
         key = "path" if ("/" in target or target.endswith(".bullet")) else "name"
         if key == "path":
             target = os.path.abspath(target)
-        return (await self.request("load", **{key: target, "as": as_name}))["child"]
+        return (await self.request("load", **{key: target, "as": as_name, "swap": swap or None}))["child"]
 
     async def unload(self, name: str, mode: str | None = None, timeout: float | None = None) -> dict:
         return (await self.request("unload", name=name, mode=mode, timeout=timeout))["unloaded"]
@@ -479,8 +480,8 @@ class Client:
     def route(self, prompt: str, child: str | None = None) -> dict:
         return self._call(self._a.route(prompt, child))
 
-    def load(self, target: str, as_name: str | None = None) -> dict:
-        return self._call(self._a.load(target, as_name))
+    def load(self, target: str, as_name: str | None = None, swap: bool = False) -> dict:
+        return self._call(self._a.load(target, as_name, swap))
 
     def unload(self, name: str, mode: str | None = None, timeout: float | None = None) -> dict:
         return self._call(self._a.unload(name, mode, timeout))

@@ -369,6 +369,32 @@ def test_unload_with_wait_lets_running_requests_finish(kit, tmp_path):
         d.stop()
 
 
+def test_load_as_a_loaded_name_is_exists_unless_a_swap_is_asked_for(shared, kit, tmp_path):
+    other = make_child(tmp_path, "other", key=kit["key"], seed=33, version="7.0.0")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "bulletd.cli", "--socket", shared.sock, *args],
+                              capture_output=True, text=True, timeout=60)
+
+    with shared.client() as c:
+        before = c.generate("x", child="math", max_tokens=2).raw["version"]
+        with pytest.raises(DaemonError) as e:
+            c.load(str(other), "math")
+        assert e.value.code == "exists" and "already loaded" in e.value.message
+        assert c.generate("x", child="math", max_tokens=2).raw["version"] == before
+        r = cli("load", str(other), "--as", "math")
+        assert r.returncode == 1 and "error exists" in r.stderr, r.stderr
+        assert c.generate("x", child="math", max_tokens=2).raw["version"] == before
+        r = cli("load", str(other), "--as", "math", "--swap")
+        assert r.returncode == 0, r.stderr
+        assert c.generate("x", child="math", max_tokens=2).raw["version"] == "7.0.0"
+        c.request("rollback", name="math")                       # leave the shared daemon as it was
+        assert c.generate("x", child="math", max_tokens=2).raw["version"] == before
+        with pytest.raises(DaemonError) as e:
+            c.request("load", path=str(other), **{"as": "math", "swap": "yes"})
+        assert e.value.code == "bad_request"
+
+
 def test_swap_keeps_running_requests_on_the_old_version_and_rollback_restores_it(kit, tmp_path):
     d = DaemonProc(tmp_path, base_cfg(kit), env=SLOW_ENV).start()
     v2 = make_child(tmp_path, "slow-v2", key=kit["key"], arch=SLOW, seed=21, version="2.0.0")

@@ -37,6 +37,7 @@ ERROR_CODES = {
     "no_route": "no explicit child, the mother is unsure or absent, and no fallback is configured",
     "no_memory": "the child does not fit the memory budget even after evicting idle children",
     "not_found": "a file to load does not exist",
+    "exists": "a child of that name is already loaded from another file (load with swap to replace it)",
     "shutting_down": "the daemon is stopping and takes no new requests",
     "internal": "a bug; the daemon logged a traceback",
 }

@@ -296,9 +296,10 @@ class Registry:
             self.executor, lambda: open_child(path, trust=self.trust, allow_unsigned=self.allow_unsigned))
         return model, header, signer, closer, (time.perf_counter() - t0) * 1e3
 
-    async def load(self, target: str, *, name: str | None = None) -> Child:
+    async def load(self, target: str, *, name: str | None = None, swap: bool = False) -> Child:
         """Load a child by name or path (a no-op if that file is already loaded under the name).
-        Loading a different file under a loaded name is a swap."""
+        A different file under a loaded name is RequestError(exists) unless `swap` asks to
+        replace it (then it is a swap)."""
         rname, path = self.resolve(target)
         if name is not None:
             rname = check_name(name)
@@ -308,6 +309,10 @@ class Registry:
                 cur.last_used = time.time()
                 return cur
             if cur is not None:
+                if not swap:
+                    raise RequestError("exists", f"a child named {rname!r} is already loaded (from {cur.path}); "
+                                       "unload it first, or ask for a swap (load with swap: true, "
+                                       "bulletd-cli load PATH --as NAME --swap)")
                 return await self._swap_locked(rname, path)
             size = _file_size(path)
             await self._make_room(size)

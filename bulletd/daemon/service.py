@@ -258,7 +258,10 @@ class Daemon:
         as_name = a.get("as")
         if as_name is not None and not isinstance(as_name, str):
             raise RequestError("bad_request", f"as: expected a name, found {as_name!r}")
-        child = await self.registry.load(target, name=as_name)
+        swap = a.get("swap", False)
+        if not isinstance(swap, bool):
+            raise RequestError("bad_request", f"swap: expected true or false, found {swap!r}")
+        child = await self.registry.load(target, name=as_name, swap=swap)
         return {"child": child.info(self.router.routable_by(child.name))}
 
     async def op_unload(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
