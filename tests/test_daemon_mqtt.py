@@ -408,6 +408,18 @@ async def test_repeated_and_retained_requests_are_not_served_twice(tmp_path, kit
             assert len(r.finals(b"same")) == 1 and len(r.finals(b"other")) == 1
             with d.client() as c:
                 assert c.status()["mqtt"]["duplicates"] == 1
+                dropped = c.status()["mqtt"]["dropped"]
+            # a request published with retain while the daemon is subscribed: dropped as well
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = r.reply
+            props.CorrelationData = b"live-retained"
+            await r.c.publish("bullet/dev1/req", msgpack.packb(req), qos=1, retain=True, properties=props)
+            await r.send("bullet/dev1/req", req, corr=b"after")
+            await r.wait(lambda: r.finals(b"after"))
+            assert not r.finals(b"live-retained")
+            with d.client() as c:
+                assert c.status()["mqtt"]["dropped"] == dropped + 1
+            await r.c.publish("bullet/dev1/req", b"", qos=1, retain=True)      # clear it
             # a retained request reaches every new subscription (with the retain flag set): a
             # daemon subscribing for the first time must not run it
             props = Properties(PacketTypes.PUBLISH)

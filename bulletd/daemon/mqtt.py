@@ -28,6 +28,7 @@ from typing import Any
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bulletd.errors import RequestError
 from bulletd.mqtt_direct import direct_queue
@@ -145,9 +146,13 @@ class MQTTTransport:
                     self.connects += 1
                     self.last_error = None
                     backoff = self.mc.reconnect_min
-                    await client.subscribe(self.req_topic, qos=self.mc.qos)
+                    # v5: Retain As Published keeps the retain flag of a request published
+                    # with retain while we are subscribed, so that it is dropped too
+                    sub = ({"options": SubscribeOptions(qos=self.mc.qos, retainAsPublished=True)} if self.v5
+                           else {"qos": self.mc.qos})
+                    await client.subscribe(self.req_topic, **sub)
                     if self.fleet_topic:
-                        await client.subscribe(self.fleet_topic, qos=self.mc.qos)
+                        await client.subscribe(self.fleet_topic, **sub)
                     log.info("MQTT connected to %s:%d as %s; subscribed to %s%s", self.mc.host, self.mc.port,
                              self.client_id, self.req_topic, f" and {self.fleet_topic}" if self.fleet_topic else "")
                     await self._publish_status("online")
@@ -260,7 +265,7 @@ class MQTTTransport:
 
     async def _serve(self, msg: aiomqtt.Message) -> None:
         if msg.retain:
-            # a retained request would run again on every reconnect: never serve one
+            # a retained request would run again at every new subscription: never serve one
             log.info("dropped a retained message on %s (requests must not be retained)", msg.topic.value)
             self.counts["dropped"] += 1
             return
