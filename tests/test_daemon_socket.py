@@ -607,6 +607,45 @@ def test_bad_config_exits_2_with_the_key_named(tmp_path):
     assert "registry.memory_budget_mb: expected a number > 0, found -1.0" in r.stderr
 
 
+def test_a_missing_model_dir_given_by_flag_or_config_exits_2_and_says_so(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "bulletd.daemon", "--models", str(tmp_path / "nonexistent"),
+                        "--socket", str(tmp_path / "s.sock")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert f"model_dir {tmp_path / 'nonexistent'} does not exist (from --models)" in r.stderr
+    (tmp_path / "afile").write_text("x")
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"model_dir": str(tmp_path / "afile"), "socket": {"path": str(tmp_path / "s.sock")}}))
+    r = subprocess.run([sys.executable, "-m", "bulletd.daemon", "--config", str(p)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "is not a directory (from model_dir in the config)" in r.stderr, r.stderr
+    assert not (tmp_path / "s.sock").exists()
+
+
+def test_symlinks_out_of_the_model_dir_are_neither_listed_nor_loaded(kit, tmp_path):
+    models, elsewhere = tmp_path / "m", tmp_path / "elsewhere"
+    models.mkdir()
+    elsewhere.mkdir()
+    make_child(models, "good", key=kit["key"], seed=1)
+    target = make_child(elsewhere, "target", key=kit["key"], seed=2)
+    for suffix in ("", ".sig"):
+        (models / f"evil.bullet{suffix}").symlink_to(f"{target}{suffix}")
+        (models / f"alias.bullet{suffix}").symlink_to(f"good.bullet{suffix}")   # inside: fine
+    d = DaemonProc(tmp_path, base_cfg(kit, models=models)).start()
+    try:
+        with d.client() as c:
+            assert sorted(k["name"] for k in c.list()) == ["alias", "good"]
+            with pytest.raises(DaemonError) as e:
+                c.generate("x", child="evil", max_tokens=2)
+            assert e.value.code == "unknown_child"
+            with pytest.raises(DaemonError) as e:
+                c.load("evil")
+            assert e.value.code == "unknown_child"
+            assert c.generate("x", child="alias", max_tokens=2).child == "alias"
+        assert "a symlink to" in d.log() and "outside the model dir" in d.log()
+    finally:
+        d.stop()
+
+
 def test_client_reports_a_daemon_that_is_not_running(tmp_path):
     with pytest.raises(DaemonUnavailable, match="bulletd is not running: no socket at"):
         Client(str(tmp_path / "none.sock"))

@@ -217,6 +217,7 @@ class Registry:
         self.ever_loaded: set[str] = set()       # names loaded at least once (their examples are known)
         self._locks: dict[str, asyncio.Lock] = {}
         self._drained = asyncio.Event()
+        self._outside_logged: set[str] = set()    # symlinks out of model_dir, warned about once
         self.evictions = 0
 
     # ------------------------------------------------------------------ discovery
@@ -231,10 +232,17 @@ class Registry:
             log.warning("cannot list model_dir %s: %s", self.model_dir, exc.strerror)
             entries = []
         mother = os.path.realpath(self.mother_path) if self.mother_path else None
+        inside = os.path.join(os.path.realpath(self.model_dir), "")
         for e in entries:
             if e.name.startswith(".") or not e.name.endswith(BULLET_SUFFIX) or not e.is_file():
                 continue
             name = e.name[: -len(BULLET_SUFFIX)]
+            if e.is_symlink() and not os.path.realpath(e.path).startswith(inside):
+                if e.path not in self._outside_logged:
+                    self._outside_logged.add(e.path)
+                    log.warning("ignoring %s: a symlink to %s, outside the model dir", e.path,
+                                os.path.realpath(e.path))
+                continue
             if mother and os.path.realpath(e.path) == mother:
                 continue
             try:

@@ -116,6 +116,8 @@ class Daemon:
                  len(mother.labels), mother.threshold)
 
     async def preload(self) -> None:
+        if not self.cfg.models.is_dir():
+            log.warning("model dir %s does not exist (yet): no children until it is created", self.cfg.models)
         self.registry.scan()
         if not self.cfg.registry.preload:
             return
