@@ -138,6 +138,12 @@ class _SocketTransport:
 
     async def send(self, obj: dict) -> asyncio.Queue:
         rid = obj.setdefault("id", f"c{next(self.ids)}")
+        if self.closed_exc is not None and not self.waiting:
+            # bulletd closes connections that stay idle (socket.idle_timeout): nothing was
+            # lost with this one, so connect again
+            await self.close()
+            self.closed_exc = None
+            await self.open()
         q: asyncio.Queue = asyncio.Queue()
         self.waiting[rid] = q
         if self.closed_exc is not None:

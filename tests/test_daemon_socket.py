@@ -1,6 +1,7 @@
 """bulletd as a real process over its Unix socket: requests, streaming, every error code, the
 registry (trust, eviction, keep-alive, unload while running, swap/rollback), admin checks by
 SO_PEERCRED, SIGTERM drain, SIGHUP reload and the sd_notify messages."""
+import json
 import os
 import shutil
 import signal
@@ -207,6 +208,145 @@ def test_a_peer_that_is_not_admin_cannot_load_or_unload(kit, tmp_path):
             d.stop()
     finally:
         shutil.rmtree(sockdir, ignore_errors=True)
+
+
+# a peer of another uid (run with setpriv): opens N connections, pings on each, prints what each
+# got (pong / busy), then for the accepted ones how long after the reply the daemon closed them
+HOLDER = r"""
+import json, select, socket, sys, time
+path, n, hold, req = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), bytes.fromhex(sys.argv[4])
+got, live = [], []
+for i in range(n):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    try:
+        s.sendall(req)
+    except OSError:
+        pass   # a refused connection may be closed before the request is written
+    s.settimeout(10)
+    data = b""
+    while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "big"):
+        try:
+            chunk = s.recv(65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    got.append("pong" if b"pong" in data else "busy" if b"busy" in data else data.hex())
+    if b"pong" in data:
+        live.append((s, time.monotonic()))
+print(json.dumps(got), flush=True)
+closed, end = [], time.monotonic() + hold
+while live and time.monotonic() < end:
+    ready, _, _ = select.select([s for s, _ in live], [], [], 0.05)
+    for s, t0 in [c for c in live if c[0] in ready]:
+        if s.recv(1) == b"":
+            closed.append(round(time.monotonic() - t0, 2))
+            live.remove((s, t0))
+print(json.dumps(closed), flush=True)
+"""
+
+
+def _holder(sock, uid, n, hold):
+    return subprocess.Popen(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "/usr/bin/python3",
+                             "-c", HOLDER, sock, str(n), str(hold), frame({"op": "ping"}).hex()],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def _eof_after(s, timeout=10.0):
+    """Seconds until the peer closes `s` (None if it does not within timeout)."""
+    t0 = time.monotonic()
+    s.settimeout(timeout)
+    try:
+        while s.recv(4096):
+            pass
+    except socket.timeout:
+        return None
+    return time.monotonic() - t0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run peers as other uids (setpriv)")
+def test_one_uid_cannot_take_every_connection_and_admins_keep_room(kit, tmp_path):
+    sockdir = Path(f"/tmp/bulletd-test-{os.getpid()}-{time.monotonic_ns()}")
+    sockdir.mkdir(mode=0o755)
+    procs = []
+    try:
+        cfg = base_cfg(kit, socket={"path": str(sockdir / "b.sock"), "mode": 0o666, "max_connections": 8,
+                                    "admin_reserved": 2, "max_per_uid": 3, "idle_timeout": 30})
+        d = DaemonProc(tmp_path, cfg)
+        d.sock = str(sockdir / "b.sock")
+        try:
+            d.start()
+            procs.append(_holder(d.sock, 65534, 5, 20))
+            assert json.loads(procs[-1].stdout.readline()) == ["pong"] * 3 + ["busy"] * 2   # max_per_uid
+            procs.append(_holder(d.sock, 65533, 3, 20))
+            assert json.loads(procs[-1].stdout.readline()) == ["pong"] * 3       # 6 = 8 - admin_reserved
+            procs.append(_holder(d.sock, 65532, 1, 1))
+            assert json.loads(procs[-1].stdout.readline()) == ["busy"]           # only admins now
+            with d.client() as a, d.client() as b:                               # root: an admin
+                assert a.ping()["pong"] and b.ping()["pong"]
+            log = d.log()
+            assert "refused a connection from uid=65534" in log and "socket.max_per_uid=3" in log
+            assert "refused a connection from uid=65532" in log and "kept for admins" in log
+            for p in procs:
+                p.kill()
+                p.wait()
+            with d.client() as c:                                                # the slots are free again
+                wait_until(lambda: c.status()["connections"]["open"] == 1, 10)
+                assert c.status()["connections"]["refused"] == 3
+            procs.append(_holder(d.sock, 65532, 1, 1))
+            assert json.loads(procs[-1].stdout.readline()) == ["pong"]
+        finally:
+            d.stop()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def wait_until(cond, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_idle_connections_and_partial_frames_time_out(kit, tmp_path):
+    cfg = base_cfg(kit, socket={"path": str(tmp_path / "d.sock"), "idle_timeout": 1.0, "frame_timeout": 0.5})
+    d = DaemonProc(tmp_path, cfg).start()
+    try:
+        with socket.socket(socket.AF_UNIX) as s:                 # sends nothing at all
+            s.connect(d.sock)
+            t = _eof_after(s)
+            assert t is not None and 0.8 < t < 4, t
+        with socket.socket(socket.AF_UNIX) as s:                 # half a length prefix
+            s.connect(d.sock)
+            s.sendall(b"\x00\x00")
+            t = _eof_after(s)
+            assert t is not None and 0.3 < t < 3, t
+        with socket.socket(socket.AF_UNIX) as s:                 # a header, then half the body
+            s.connect(d.sock)
+            s.sendall(frame({"op": "ping", "id": 1})[:8])
+            t = _eof_after(s)
+            assert t is not None and 0.3 < t < 3, t
+        with socket.socket(socket.AF_UNIX) as s:                 # busy with a long request: not idle
+            s.connect(d.sock)
+            s.sendall(frame({"op": "generate", "id": 1, "child": "slow", "prompt": "x", "max_tokens": 200,
+                             "stream": True}))
+            replies = read_replies(s, until_final=1, timeout=30)
+            assert replies[-1]["ok"] is True, replies[-1]
+        log = d.log()
+        assert "socket.idle_timeout" in log and "socket.frame_timeout" in log
+        with d.client() as c:                                    # the client reconnects after an idle close
+            assert c.ping()["pong"]
+            time.sleep(1.6)
+            assert c.ping()["pong"]
+    finally:
+        d.stop()
 
 
 def test_socket_file_mode_is_0660_by_default(shared):

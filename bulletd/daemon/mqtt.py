@@ -202,7 +202,7 @@ class MQTTTransport:
         s = self.d.status()
         s["state"] = state
         s["time"] = round(time.time(), 3)
-        for k in ("errors", "trust", "socket"):
+        for k in ("errors", "trust", "socket", "connections"):
             s.pop(k, None)
         return json.dumps(s, separators=(",", ":"), default=str).encode()
 

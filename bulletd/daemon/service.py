@@ -245,6 +245,7 @@ class Daemon:
             "mother": self.mother_info,
             "mqtt": self.mqtt.state() if self.mqtt is not None else {"enabled": False},
             "socket": self.cfg.socket_path,
+            "connections": self.socket_server.state() if self.socket_server is not None else None,
             "trust": {"allow_unsigned": self.cfg.trust.allow_unsigned, "keys": list(self.cfg.trust.keys)},
             "ota": daemon_glue.status(self),
         }

@@ -13,6 +13,7 @@ import os
 import socket
 import stat
 import struct
+import time
 
 from bulletd.errors import BulletError, RequestError
 from bulletd.daemon.protocol import FRAME_HDR, decode_msgpack, error_from_exc, error_reply, pack_frame
@@ -59,9 +60,17 @@ class SocketServer:
         self.admin_uids = {0, os.geteuid(), *cfg.socket.admin_uids}
         self.admin_gids = {_gid_of(g) for g in cfg.socket.admin_groups}
         self.max_frame = cfg.limits.max_request_bytes
-        self.max_conns = cfg.socket.max_connections
+        sc = cfg.socket
+        self.max_conns = sc.max_connections
+        self.max_per_uid = sc.max_per_uid
+        self.admin_reserved = sc.admin_reserved
+        self.idle_timeout = sc.idle_timeout
+        self.frame_timeout = sc.frame_timeout
         self.server: asyncio.AbstractServer | None = None
         self.conns: set[asyncio.Task] = set()
+        self.by_uid: dict[int, int] = {}                 # open connections of non-admin uids
+        self.refused = 0
+        self._refusal_logged: dict[tuple, list] = {}     # (uid, why) -> [last log time, not logged since]
 
     async def start(self) -> None:
         parent = os.path.dirname(self.path) or "."
@@ -104,10 +113,42 @@ class SocketServer:
         except OSError:
             pass
 
+    def state(self) -> dict:
+        return {"open": len(self.conns), "max": self.max_conns, "refused": self.refused,
+                "by_uid": {str(u): n for u, n in sorted(self.by_uid.items())}}
+
     def _is_admin(self, pid: int, uid: int, gid: int) -> bool:
         if uid in self.admin_uids:
             return True
         return bool(self.admin_gids and peer_groups(pid, gid) & self.admin_gids)
+
+    def _refusal(self, uid: int, admin: bool) -> tuple[str, str] | None:
+        """Why a new connection of `uid` is refused, or None. The last admin_reserved slots are
+        for admins; a non-admin uid may hold at most max_per_uid connections."""
+        others = len(self.conns) - 1
+        if others >= self.max_conns:
+            return "full", f"too many connections ({others}, socket.max_connections={self.max_conns})"
+        if admin:
+            return None
+        if others >= self.max_conns - self.admin_reserved:
+            return "reserved", (f"the last {self.admin_reserved} of {self.max_conns} connections are kept for "
+                                "admins (socket.admin_reserved); try again later")
+        if self.by_uid.get(uid, 0) >= self.max_per_uid:
+            return "per_uid", (f"uid {uid} already holds {self.by_uid[uid]} connections "
+                               f"(socket.max_per_uid={self.max_per_uid})")
+        return None
+
+    def _log_refusal(self, who: str, uid: int, kind: str, message: str) -> None:
+        """Every refusal is counted; the log gets one line per uid and reason every 10 s."""
+        self.refused += 1
+        now = time.monotonic()
+        entry = self._refusal_logged.setdefault((uid, kind), [-1e9, 0])
+        if now - entry[0] < 10.0:
+            entry[1] += 1
+            return
+        more = f" ({entry[1]} more refused since the last report)" if entry[1] else ""
+        entry[0], entry[1] = now, 0
+        log.warning("refused a connection from %s: %s%s", who, message, more)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -115,6 +156,7 @@ class SocketServer:
         from bulletd.daemon.service import Peer
         wlock = asyncio.Lock()
         pending: set[asyncio.Task] = set()
+        counted_uid = None
         try:
             sock = writer.get_extra_info("socket")
             pid, uid, gid = peer_credentials(sock)
@@ -125,37 +167,74 @@ class SocketServer:
                     writer.write(pack_frame(obj))
                     await writer.drain()
 
-            if len(self.conns) > self.max_conns:
-                await send(error_reply("busy", f"too many connections (socket.max_connections={self.max_conns})"))
+            refusal = self._refusal(uid, peer.admin)
+            if refusal is not None:
+                self._log_refusal(peer.who, uid, *refusal)
+                await asyncio.wait_for(send({**error_reply("busy", refusal[1]), "id": None, "seq": 0}),
+                                       self.frame_timeout)
                 return
+            if not peer.admin:
+                counted_uid = uid
+                self.by_uid[uid] = self.by_uid.get(uid, 0) + 1
+            last_active = time.monotonic()
+
+            def finished(t: asyncio.Task) -> None:
+                nonlocal last_active
+                pending.discard(t)
+                last_active = time.monotonic()
+
             while True:
+                # idle: nothing in flight and no byte for idle_timeout -> close; a frame once
+                # begun must be complete within frame_timeout
+                wait = self.idle_timeout - (time.monotonic() - last_active)
                 try:
-                    hdr = await reader.readexactly(FRAME_HDR.size)
+                    first = await asyncio.wait_for(reader.readexactly(1), max(wait, 0.0) if not pending
+                                                   else self.idle_timeout)
+                except asyncio.TimeoutError:
+                    if pending or time.monotonic() - last_active < self.idle_timeout:
+                        continue
+                    log.info("%s: idle for %.0f s with no request in flight; closing (socket.idle_timeout)",
+                             peer.who, self.idle_timeout)
+                    break
                 except (asyncio.IncompleteReadError, ConnectionError):
                     break
-                (n,) = FRAME_HDR.unpack(hdr)
-                if n > self.max_frame:
-                    log.info("%s sent a %d-byte frame (limit %d); closing", peer.who, n, self.max_frame)
-                    await send({**error_reply("too_large", f"frame of {n} bytes is larger than the limit "
-                                              f"{self.max_frame} (limits.max_request_bytes)"), "id": None, "seq": 0})
-                    break   # cannot resynchronise without reading it all
                 try:
-                    body = await reader.readexactly(n)
+                    hdr = first + await asyncio.wait_for(reader.readexactly(FRAME_HDR.size - 1), self.frame_timeout)
+                    (n,) = FRAME_HDR.unpack(hdr)
+                    if n > self.max_frame:
+                        log.info("%s sent a %d-byte frame (limit %d); closing", peer.who, n, self.max_frame)
+                        await send({**error_reply("too_large", f"frame of {n} bytes is larger than the limit "
+                                                  f"{self.max_frame} (limits.max_request_bytes)"), "id": None, "seq": 0})
+                        break   # cannot resynchronise without reading it all
+                    body = await asyncio.wait_for(reader.readexactly(n), self.frame_timeout)
+                except asyncio.TimeoutError:
+                    log.info("%s: a frame begun was not complete within %.1f s; closing (socket.frame_timeout)",
+                             peer.who, self.frame_timeout)
+                    break
                 except (asyncio.IncompleteReadError, ConnectionError):
                     break
+                last_active = time.monotonic()
                 t = asyncio.create_task(self._serve_guarded(body, peer, send))
                 pending.add(t)
-                t.add_done_callback(pending.discard)
+                t.add_done_callback(finished)
             if pending:
                 # the peer half-closed: finish what it asked for (replies may still get through)
                 await asyncio.gather(*pending, return_exceptions=True)
         except asyncio.CancelledError:
             for t in pending:
                 t.cancel()
+        except (asyncio.TimeoutError, ConnectionError):
+            pass   # a refused peer that does not read its refusal
         except Exception:
             log.exception("socket connection failed")
         finally:
             self.conns.discard(task)
+            if counted_uid is not None:
+                left = self.by_uid.get(counted_uid, 1) - 1
+                if left > 0:
+                    self.by_uid[counted_uid] = left
+                else:
+                    self.by_uid.pop(counted_uid, None)
             try:
                 writer.close()
             except Exception:
