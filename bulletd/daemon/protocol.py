@@ -40,6 +40,22 @@ ERROR_CODES = {
     "exists": "a child of that name is already loaded from another file (load with swap to replace it)",
     "shutting_down": "the daemon is stopping and takes no new requests",
     "internal": "a bug; the daemon logged a traceback",
+    # install and rollback answer with the OTA receiver's reasons (docs/OTA.md)
+    "unsigned": "install: the file has no signature (.sig)",
+    "bad_signature": "install: the signature does not verify",
+    "unknown_key": "install: the file is signed by a key that is not trusted",
+    "hash_mismatch": "install: the file's SHA-256 differs from its signed manifest",
+    "size_mismatch": "install: the file's size differs from its signed manifest",
+    "bad_file": "install: the file is signed but not a valid .bullet file",
+    "name_mismatch": "install: the file's header name/version differ from its signed manifest",
+    "bad_version": "install: the version is not an integer or dotted integers",
+    "downgrade": "install: the version is not higher than the installed or highest ever installed one",
+    "replay": "install: this exact file already got a verdict (use force to install it again)",
+    "no_space": "install: not enough free space to stage the file",
+    "smoke_test_failed": "install: the file did not reproduce its verification vectors",
+    "swap_failed": "install: the daemon could not load the new file; the previous version stays",
+    "io_error": "install: reading or writing the OTA staging area failed",
+    "bad_offer": "install/rollback: malformed manifest, or no previous version to roll back to",
 }
 
 GENERATE_OPS = ("generate",)
