@@ -41,6 +41,11 @@ log = logging.getLogger("bulletd.mqtt")
 OUTBOX_MAX = 2000
 DEDUP_SECONDS = 120.0
 DEDUP_MAX = 10000
+# A flood must not become thousands of tasks and pending replies at once (their memory stays
+# with the allocator afterwards): at most `serve_max` messages are served at a time, the rest
+# wait as received, up to BACKLOG_BYTES of payload; past that a request is answered busy at once.
+SERVE_MIN = 64
+BACKLOG_BYTES = 8 << 20
 
 
 class MQTTTransport:
@@ -64,6 +69,9 @@ class MQTTTransport:
         self.stopping = False
         self.outbox: collections.deque = collections.deque()
         self.serving: set[asyncio.Task] = set()
+        self.serve_max = max(SERVE_MIN, 2 * (cfg.workers + cfg.max_queue))
+        self.backlog: collections.deque = collections.deque()   # messages waiting for a serving slot
+        self.backlog_bytes = 0
         self.status_dirty = asyncio.Event()
         self.counts = {"received": 0, "replied": 0, "dropped": 0, "publish_errors": 0, "duplicates": 0}
         # (reply topic, correlation data or id) of recent requests: a QoS 1 redelivery after a
@@ -80,7 +88,7 @@ class MQTTTransport:
                 "broker": f"{self.mc.host}:{self.mc.port}", "protocol": self.mc.protocol,
                 "client_id": self.client_id, "req_topic": self.req_topic, "fleet_topic": self.fleet_topic,
                 "status_topic": self.status_topic, "connects": self.connects, "last_error": self.last_error,
-                "outbox": len(self.outbox), **self.counts}
+                "outbox": len(self.outbox), "backlog": len(self.backlog), **self.counts}
 
     def mark_status_dirty(self) -> None:
         self.status_dirty.set()
@@ -88,8 +96,13 @@ class MQTTTransport:
     async def stop(self, graceful: bool = True) -> None:
         """Publish `offline` ourselves (a clean disconnect discards the Last Will), then leave."""
         self.stopping = True
-        if self.serving:
-            await asyncio.wait(self.serving, timeout=5.0)
+        end = time.monotonic() + 5.0
+        while (self.serving or self.backlog) and time.monotonic() < end:
+            if self.serving:   # a finished task starts a waiting message: look again
+                await asyncio.wait(self.serving, timeout=end - time.monotonic(),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await asyncio.sleep(0.01)
         if graceful and self.connected and self.client is not None:
             try:
                 await self._publish_status("offline")
@@ -122,13 +135,16 @@ class MQTTTransport:
             if mc.tls.insecure:
                 ctx.check_hostname = False
             kw.update(tls_context=ctx, tls_insecure=mc.tls.insecure)
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             mc.host, mc.port, identifier=self.client_id, keepalive=mc.keepalive, timeout=10,
             will=aiomqtt.Will(self.status_topic, offline, qos=1, retain=True),
             # messages go straight to _dispatch from paho's read callback (see bulletd.mqtt_direct)
             queue_type=direct_queue(self._dispatch),
             # paho leaves Nagle on; small replies would wait for delayed ACKs (~40 ms each)
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),), **kw)
+        # one reply publish per serving task is normal, not a sign of trouble worth a warning each
+        client.pending_calls_threshold = self.serve_max + 16
+        return client
 
     async def _run(self) -> None:
         backoff = self.mc.reconnect_min
@@ -179,11 +195,30 @@ class MQTTTransport:
             backoff = min(backoff * 2, self.mc.reconnect_max)
 
     def _dispatch(self, msg: aiomqtt.Message) -> None:
-        """Every incoming message, on the loop thread: serve it in its own task."""
+        """Every incoming message, on the loop thread: serve it in its own task, or let it wait
+        for a slot (see SERVE_MIN, BACKLOG_BYTES)."""
         self.counts["received"] += 1
-        t = asyncio.create_task(self._serve_guarded(msg))
+        if len(self.serving) < self.serve_max:
+            self._start(msg)
+            return
+        size = _size(msg)
+        if self.backlog_bytes + size > BACKLOG_BYTES:
+            self._start(msg, refuse=True)
+            return
+        self.backlog.append(msg)
+        self.backlog_bytes += size
+
+    def _start(self, msg: aiomqtt.Message, refuse: bool = False) -> None:
+        t = asyncio.create_task(self._serve_guarded(msg, refuse))
         self.serving.add(t)
-        t.add_done_callback(self.serving.discard)
+        t.add_done_callback(self._served)
+
+    def _served(self, t: asyncio.Task) -> None:
+        self.serving.discard(t)
+        while self.backlog and len(self.serving) < self.serve_max:
+            msg = self.backlog.popleft()
+            self.backlog_bytes -= _size(msg)
+            self._start(msg)
 
     async def _status_loop(self) -> None:
         while True:
@@ -255,15 +290,15 @@ class MQTTTransport:
         self.recent[key] = now
         return False
 
-    async def _serve_guarded(self, msg: aiomqtt.Message) -> None:
+    async def _serve_guarded(self, msg: aiomqtt.Message, refuse: bool = False) -> None:
         try:
-            await self._serve(msg)
+            await self._serve(msg, refuse)
         except asyncio.CancelledError:
             raise
         except Exception:   # a bug: log it with its traceback; the transport keeps serving
             log.exception("serving a message on %s failed", getattr(msg.topic, "value", msg.topic))
 
-    async def _serve(self, msg: aiomqtt.Message) -> None:
+    async def _serve(self, msg: aiomqtt.Message, refuse: bool = False) -> None:
         if msg.retain:
             # a retained request would run again at every new subscription: never serve one
             log.info("dropped a retained message on %s (requests must not be retained)", msg.topic.value)
@@ -322,9 +357,18 @@ class MQTTTransport:
 
         peer = Peer("mqtt", self.mc.allow_admin, f"mqtt:{reply_to}")
         try:
-            final = await self.d.handle(obj, emit, peer)
+            if refuse:
+                final = error_reply("busy", f"more MQTT requests are waiting than bulletd keeps "
+                                            f"({BACKLOG_BYTES >> 20} MB); try again later")
+            else:
+                final = await self.d.handle(obj, emit, peer)
         except Exception as exc:   # a bug: still exactly one final reply
             log.exception("serving a request on %s failed", msg.topic.value)
             final = error_from_exc(exc)
         await self._send(reply_to, stamp(final), ct, corr)
         self.counts["replied"] += 1
+
+
+def _size(msg: aiomqtt.Message) -> int:
+    p = msg.payload
+    return len(p) if isinstance(p, (bytes, bytearray, str)) else 16

@@ -61,6 +61,7 @@ class Daemon:
         self.socket_server = None
         self.mqtt = None
         self._tasks: list[asyncio.Task] = []
+        self._trimmed_at = 0                 # request count at the last trim_memory()
 
     # ------------------------------------------------------------------ setup
     def _mother_path(self, cfg: Config) -> str | None:
@@ -387,6 +388,17 @@ class Daemon:
             await asyncio.sleep(max(0.25, min(min(periods), 5.0)))
             self.registry.expire_idle()
             self.registry.release_sessions(r.session_idle)
+            self._trim_when_idle()
+
+    def _trim_when_idle(self) -> None:
+        """After requests, once nothing is in flight: give the heap's free pages back (a burst
+        of requests would otherwise leave the RSS at its peak)."""
+        n = self.counts["requests"]
+        if self.inflight or n == self._trimmed_at:
+            return
+        self._trimmed_at = n
+        from bulletd.daemon.lifecycle import trim_memory
+        trim_memory()
 
     async def _watchdog_loop(self, period: float) -> None:
         # a healthy loop pings at half the period; a wedged loop (CPU work on it, a deadlock)
