@@ -176,47 +176,78 @@ class SocketServer:
             if not peer.admin:
                 counted_uid = uid
                 self.by_uid[uid] = self.by_uid.get(uid, 0) + 1
-            last_active = time.monotonic()
+            # One timer per connection, re-armed as frames come: a frame begun must arrive whole
+            # within frame_timeout; with nothing in flight and nothing begun, the connection
+            # may stay silent for idle_timeout. When it fires the connection is aborted, which
+            # ends the read below.
+            loop = asyncio.get_running_loop()
+            buf = bytearray()
+            began = 0.0                  # when the first byte of the frame in buf arrived
+            timer: asyncio.TimerHandle | None = None
+            expired: str | None = None
+            reading = True
+
+            def expire(why: str) -> None:
+                nonlocal expired
+                expired = why
+                writer.transport.abort()
+
+            def arm() -> None:
+                nonlocal timer
+                if timer is not None:
+                    timer.cancel()
+                    timer = None
+                if not reading:
+                    return
+                if buf:
+                    timer = loop.call_at(began + self.frame_timeout, expire, "frame")
+                elif not pending:
+                    timer = loop.call_at(last_active + self.idle_timeout, expire, "idle")
 
             def finished(t: asyncio.Task) -> None:
                 nonlocal last_active
                 pending.discard(t)
-                last_active = time.monotonic()
+                last_active = loop.time()
+                if not pending and not buf:
+                    arm()
 
+            last_active = loop.time()
+            arm()
             while True:
-                # idle: nothing in flight and no byte for idle_timeout -> close; a frame once
-                # begun must be complete within frame_timeout
-                wait = self.idle_timeout - (time.monotonic() - last_active)
                 try:
-                    first = await asyncio.wait_for(reader.readexactly(1), max(wait, 0.0) if not pending
-                                                   else self.idle_timeout)
-                except asyncio.TimeoutError:
-                    if pending or time.monotonic() - last_active < self.idle_timeout:
-                        continue
-                    log.info("%s: idle for %.0f s with no request in flight; closing (socket.idle_timeout)",
-                             peer.who, self.idle_timeout)
+                    chunk = await reader.read(1 << 16)
+                except ConnectionError:
+                    chunk = b""
+                if not chunk:
                     break
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    break
-                try:
-                    hdr = first + await asyncio.wait_for(reader.readexactly(FRAME_HDR.size - 1), self.frame_timeout)
-                    (n,) = FRAME_HDR.unpack(hdr)
-                    if n > self.max_frame:
-                        log.info("%s sent a %d-byte frame (limit %d); closing", peer.who, n, self.max_frame)
-                        await send({**error_reply("too_large", f"frame of {n} bytes is larger than the limit "
-                                                  f"{self.max_frame} (limits.max_request_bytes)"), "id": None, "seq": 0})
-                        break   # cannot resynchronise without reading it all
-                    body = await asyncio.wait_for(reader.readexactly(n), self.frame_timeout)
-                except asyncio.TimeoutError:
-                    log.info("%s: a frame begun was not complete within %.1f s; closing (socket.frame_timeout)",
-                             peer.who, self.frame_timeout)
-                    break
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    break
-                last_active = time.monotonic()
-                t = asyncio.create_task(self._serve_guarded(body, peer, send))
-                pending.add(t)
-                t.add_done_callback(finished)
+                if not buf:
+                    began = loop.time()
+                buf += chunk
+                n = 0
+                while len(buf) >= FRAME_HDR.size:
+                    (n,) = FRAME_HDR.unpack_from(buf)
+                    if n > self.max_frame or len(buf) < FRAME_HDR.size + n:
+                        break
+                    body = bytes(buf[FRAME_HDR.size:FRAME_HDR.size + n])
+                    del buf[:FRAME_HDR.size + n]
+                    began = last_active = loop.time()
+                    t = asyncio.create_task(self._serve_guarded(body, peer, send))
+                    pending.add(t)
+                    t.add_done_callback(finished)
+                if n > self.max_frame:
+                    log.info("%s sent a %d-byte frame (limit %d); closing", peer.who, n, self.max_frame)
+                    await send({**error_reply("too_large", f"frame of {n} bytes is larger than the limit "
+                                              f"{self.max_frame} (limits.max_request_bytes)"), "id": None, "seq": 0})
+                    break   # cannot resynchronise without reading it all
+                arm()
+            reading = False
+            arm()                        # cancels the timer
+            if expired == "idle":
+                log.info("%s: idle for %.0f s with no request in flight; closed (socket.idle_timeout)",
+                         peer.who, self.idle_timeout)
+            elif expired == "frame":
+                log.info("%s: a frame begun was not complete within %.1f s; closed (socket.frame_timeout)",
+                         peer.who, self.frame_timeout)
             if pending:
                 # the peer half-closed: finish what it asked for (replies may still get through)
                 await asyncio.gather(*pending, return_exceptions=True)
