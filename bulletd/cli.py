@@ -2,7 +2,7 @@
 
     bulletd-cli status
     bulletd-cli list                      # alias: ps; --json for machine-readable output
-    bulletd-cli load child_models/stories.bullet [--as NAME]
+    bulletd-cli load child_models/stories.bullet [--as NAME] [--swap]
     bulletd-cli unload stories [--cancel] [--timeout 5]
     bulletd-cli route "how long to boil an egg"
     bulletd-cli reload                    # re-read the config file (like SIGHUP)
@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("load", help="load a child by name (in the model dir) or path")
     sp.add_argument("target")
     sp.add_argument("--as", dest="as_name", metavar="NAME")
+    sp.add_argument("--swap", action="store_true", help="replace a loaded child of that name (a hot swap)")
     sp = sub.add_parser("unload", help="unload a child")
     sp.add_argument("name")
     g = sp.add_mutually_exclusive_group()
@@ -301,7 +302,7 @@ def run(a: argparse.Namespace) -> int:
             r = c.ping()
             json.dump(r, out) if a.json else print(f"bulletd {r.get('version')} on {r.get('device')} is up")
         elif a.cmd == "load":
-            info = c.load(a.target, a.as_name)
+            info = c.load(a.target, a.as_name, a.swap)
             json.dump(info, out, indent=2) if a.json else print(
                 f"loaded {info['name']} v{info['version']} ({_size(info['size'])}, signer "
                 f"{info.get('signer') or 'unsigned'}) in {info.get('load_ms', 0):.1f} ms")

@@ -168,6 +168,12 @@ class _SocketTransport:
 
     async def send(self, obj: dict) -> asyncio.Queue:
         rid = obj.setdefault("id", f"c{next(self.ids)}")
+        if self.closed_exc is not None and not self.waiting:
+            # bulletd closes connections that stay idle (socket.idle_timeout): nothing was
+            # lost with this one, so connect again
+            await self.close()
+            self.closed_exc = None
+            await self.open()
         q: asyncio.Queue = asyncio.Queue()
         q.key = rid  # type: ignore[attr-defined]
         if self.closed_exc is not None:
@@ -426,11 +432,12 @@ class AsyncClient:
     async def route(self, prompt: str, child: str | None = None) -> dict:
         return await self.request("route", prompt=prompt, child=child)
 
-    async def load(self, target: str, as_name: str | None = None) -> dict:
+    async def load(self, target: str, as_name: str | None = None, swap: bool = False) -> dict:
+        """Load a child; a loaded name is error `exists` unless swap=True replaces it."""
         key = "path" if ("/" in target or target.endswith(".bullet")) else "name"
         if key == "path":
             target = os.path.abspath(target)
-        return (await self.request("load", **{key: target, "as": as_name}))["child"]
+        return (await self.request("load", **{key: target, "as": as_name, "swap": swap or None}))["child"]
 
     async def unload(self, name: str, mode: str | None = None, timeout: float | None = None) -> dict:
         return (await self.request("unload", name=name, mode=mode, timeout=timeout))["unloaded"]
@@ -538,8 +545,8 @@ class Client:
     def route(self, prompt: str, child: str | None = None) -> dict:
         return self._call(self._a.route(prompt, child))
 
-    def load(self, target: str, as_name: str | None = None) -> dict:
-        return self._call(self._a.load(target, as_name))
+    def load(self, target: str, as_name: str | None = None, swap: bool = False) -> dict:
+        return self._call(self._a.load(target, as_name, swap))
 
     def unload(self, name: str, mode: str | None = None, timeout: float | None = None) -> dict:
         return self._call(self._a.unload(name, mode, timeout))

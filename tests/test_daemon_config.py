@@ -224,3 +224,20 @@ def test_tools_section_and_a_malformed_home_file(tmp_path):
         cfg.write_text(bad)
         with pytest.raises(ConfigError, match=words):
             load_config(cfg)
+
+
+def test_every_error_code_a_reply_can_carry_is_stable_and_documented():
+    """The codes install answers with (the OTA reasons), exists, and every ERROR_CODES entry
+    appear in DAEMON.md's tables; the docs' client examples name shipped children."""
+    import re
+    from pathlib import Path
+    from bulletd.daemon.protocol import ERROR_CODES
+    from bulletd.ota.protocol import REASONS
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "DAEMON.md").read_text()
+    reachable = set(REASONS) - {"busy", "timeout"} | {"exists"}   # busy/timeout: push states only
+    assert reachable <= set(ERROR_CODES), sorted(reachable - set(ERROR_CODES))
+    assert [c for c in ERROR_CODES if f"`{c}`" not in doc] == []
+    named = set(re.findall(r'child="([^"]+)"', doc)) | set(re.findall(r'"child": "([^"]+)"', doc))
+    named.discard("nosuch")                                  # the unknown_child example
+    assert named and all((root / "child_models" / f"{n}.bullet").exists() for n in named), named

@@ -219,6 +219,31 @@ async def test_bad_mqtt_payloads_get_error_replies_and_the_daemon_keeps_serving(
         d.stop()
 
 
+async def test_deeply_nested_payloads_get_exactly_one_bad_request(tmp_path, kit, broker):
+    d = mqtt_daemon(tmp_path, kit, broker)
+    try:
+        async with Raw(broker) as r:
+            deep_json = b"[" * 4000 + b"]" * 4000                       # past the recursion limit
+            mid_json = json.dumps({"id": "m1", "prompt": "x", "stop": json.loads("[" * 100 + "]" * 100)})
+            await r.send("bullet/dev1/req", raw=deep_json, corr=b"j", ct="application/json")
+            await r.send("bullet/dev1/req", raw=b'{"a":' * 1200 + b"1" + b"}" * 1200, corr=b"o")
+            await r.send("bullet/dev1/req", raw=mid_json.encode(), corr=b"m", ct="application/json")
+            await r.send("bullet/dev1/req", raw=b"\x91" * 5000 + b"\xc0", corr=b"p")   # msgpack
+            await r.wait(lambda: all(r.finals(c) for c in (b"j", b"o", b"m", b"p")))
+            await asyncio.sleep(0.3)
+            for c in (b"j", b"o", b"m", b"p"):
+                (f,) = r.finals(c)
+                assert f["error"]["code"] == "bad_request", f
+                assert "nested more than" in f["error"]["message"], f
+                assert f["seq"] == 0
+            assert r.finals(b"m")[0]["id"] == "m1"                      # readable, so echoed
+        assert "Traceback" not in d.log() and "RecursionError" not in d.log()
+        with d.client() as c:
+            assert c.ping()
+    finally:
+        d.stop()
+
+
 def _retained_status(broker, device):
     out = subprocess.run(["mosquitto_sub", "-p", str(broker.port), "-t", f"bullet/{device}/status", "-C", "1",
                           "-W", "5"], capture_output=True, text=True, timeout=15)
@@ -383,6 +408,18 @@ async def test_repeated_and_retained_requests_are_not_served_twice(tmp_path, kit
             assert len(r.finals(b"same")) == 1 and len(r.finals(b"other")) == 1
             with d.client() as c:
                 assert c.status()["mqtt"]["duplicates"] == 1
+                dropped = c.status()["mqtt"]["dropped"]
+            # a request published with retain while the daemon is subscribed: dropped as well
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = r.reply
+            props.CorrelationData = b"live-retained"
+            await r.c.publish("bullet/dev1/req", msgpack.packb(req), qos=1, retain=True, properties=props)
+            await r.send("bullet/dev1/req", req, corr=b"after")
+            await r.wait(lambda: r.finals(b"after"))
+            assert not r.finals(b"live-retained")
+            with d.client() as c:
+                assert c.status()["mqtt"]["dropped"] == dropped + 1
+            await r.c.publish("bullet/dev1/req", b"", qos=1, retain=True)      # clear it
             # a retained request reaches every new subscription (with the retain flag set): a
             # daemon subscribing for the first time must not run it
             props = Properties(PacketTypes.PUBLISH)

@@ -1,6 +1,7 @@
 """bulletd as a real process over its Unix socket: requests, streaming, every error code, the
 registry (trust, eviction, keep-alive, unload while running, swap/rollback), admin checks by
 SO_PEERCRED, SIGTERM drain, SIGHUP reload and the sd_notify messages."""
+import json
 import os
 import shutil
 import signal
@@ -102,7 +103,8 @@ def test_status_and_listing_fields(shared):
 
 
 @pytest.mark.parametrize("payload, code, needle", [
-    (b"\xc1\xff\x00", "bad_request", "not valid msgpack"),
+    (b"\xc1\xff\x00", "bad_request", "not valid msgpack (truncated or malformed)"),
+    (b"\x91" * 60000 + b"\xc0", "bad_request", "nested more than"),
     ([1, 2, 3], "bad_request", "expected a map as the request, found list"),
     ({"op": "generate"}, "bad_request", "prompt: missing"),
     ({"op": "generate", "prompt": ["no"]}, "bad_request", "prompt: expected a string, found list"),
@@ -124,12 +126,31 @@ def test_bad_requests_get_one_clear_error_and_the_daemon_keeps_serving(shared, p
     assert raw_request(shared.sock, {"op": "ping"})[-1]["pong"] is True
 
 
+def test_malformed_requests_are_answered_with_their_id_and_seq_in_plain_words(shared):
+    deep = {"id": "deep-1", "op": "generate", "prompt": "x", "stop": []}
+    inner = deep["stop"]
+    for _ in range(200):
+        inner.append([])
+        inner = inner[0]
+    for req in (deep, {"id": 7, "op": "generate", "prompt": 5}, {"id": "s", "op": "generate", "prompt": "x",
+                                                                "stop": [[1]]}):
+        (r,) = raw_request(shared.sock, req)
+        assert r["final"] and r["ok"] is False and r["error"]["code"] == "bad_request", r
+        assert r["id"] == req["id"] and r["seq"] == 0, r
+        assert "Error" not in r["error"]["message"], r
+    (r,) = raw_request(shared.sock, b"\x81\xa2id\x05extra")                # extra bytes after the map
+    assert r["error"]["code"] == "bad_request" and "extra bytes" in r["error"]["message"]
+    assert "ExtraData" not in r["error"]["message"] and r["seq"] == 0 and "id" in r
+
+
 def test_oversized_frame_is_refused_and_the_connection_closed(shared):
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(shared.sock)
         s.sendall(struct.pack("!I", 10 << 20) + b"x" * 100)
-        code, msg = err(read_replies(s))
+        replies = read_replies(s)
+        code, msg = err(replies)
         assert code == "too_large" and "limits.max_request_bytes" in msg
+        assert replies[0]["seq"] == 0 and replies[0]["id"] is None   # the id could not be read
         s.settimeout(5)
         assert s.recv(10) == b""                     # closed
     assert raw_request(shared.sock, {"op": "ping"})[-1]["ok"] is True
@@ -187,6 +208,145 @@ def test_a_peer_that_is_not_admin_cannot_load_or_unload(kit, tmp_path):
             d.stop()
     finally:
         shutil.rmtree(sockdir, ignore_errors=True)
+
+
+# a peer of another uid (run with setpriv): opens N connections, pings on each, prints what each
+# got (pong / busy), then for the accepted ones how long after the reply the daemon closed them
+HOLDER = r"""
+import json, select, socket, sys, time
+path, n, hold, req = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), bytes.fromhex(sys.argv[4])
+got, live = [], []
+for i in range(n):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    try:
+        s.sendall(req)
+    except OSError:
+        pass   # a refused connection may be closed before the request is written
+    s.settimeout(10)
+    data = b""
+    while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "big"):
+        try:
+            chunk = s.recv(65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    got.append("pong" if b"pong" in data else "busy" if b"busy" in data else data.hex())
+    if b"pong" in data:
+        live.append((s, time.monotonic()))
+print(json.dumps(got), flush=True)
+closed, end = [], time.monotonic() + hold
+while live and time.monotonic() < end:
+    ready, _, _ = select.select([s for s, _ in live], [], [], 0.05)
+    for s, t0 in [c for c in live if c[0] in ready]:
+        if s.recv(1) == b"":
+            closed.append(round(time.monotonic() - t0, 2))
+            live.remove((s, t0))
+print(json.dumps(closed), flush=True)
+"""
+
+
+def _holder(sock, uid, n, hold):
+    return subprocess.Popen(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "/usr/bin/python3",
+                             "-c", HOLDER, sock, str(n), str(hold), frame({"op": "ping"}).hex()],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def _eof_after(s, timeout=10.0):
+    """Seconds until the peer closes `s` (None if it does not within timeout)."""
+    t0 = time.monotonic()
+    s.settimeout(timeout)
+    try:
+        while s.recv(4096):
+            pass
+    except socket.timeout:
+        return None
+    return time.monotonic() - t0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run peers as other uids (setpriv)")
+def test_one_uid_cannot_take_every_connection_and_admins_keep_room(kit, tmp_path):
+    sockdir = Path(f"/tmp/bulletd-test-{os.getpid()}-{time.monotonic_ns()}")
+    sockdir.mkdir(mode=0o755)
+    procs = []
+    try:
+        cfg = base_cfg(kit, socket={"path": str(sockdir / "b.sock"), "mode": 0o666, "max_connections": 8,
+                                    "admin_reserved": 2, "max_per_uid": 3, "idle_timeout": 30})
+        d = DaemonProc(tmp_path, cfg)
+        d.sock = str(sockdir / "b.sock")
+        try:
+            d.start()
+            procs.append(_holder(d.sock, 65534, 5, 20))
+            assert json.loads(procs[-1].stdout.readline()) == ["pong"] * 3 + ["busy"] * 2   # max_per_uid
+            procs.append(_holder(d.sock, 65533, 3, 20))
+            assert json.loads(procs[-1].stdout.readline()) == ["pong"] * 3       # 6 = 8 - admin_reserved
+            procs.append(_holder(d.sock, 65532, 1, 1))
+            assert json.loads(procs[-1].stdout.readline()) == ["busy"]           # only admins now
+            with d.client() as a, d.client() as b:                               # root: an admin
+                assert a.ping()["pong"] and b.ping()["pong"]
+            log = d.log()
+            assert "refused a connection from uid=65534" in log and "socket.max_per_uid=3" in log
+            assert "refused a connection from uid=65532" in log and "kept for admins" in log
+            for p in procs:
+                p.kill()
+                p.wait()
+            with d.client() as c:                                                # the slots are free again
+                wait_until(lambda: c.status()["connections"]["open"] == 1, 10)
+                assert c.status()["connections"]["refused"] == 3
+            procs.append(_holder(d.sock, 65532, 1, 1))
+            assert json.loads(procs[-1].stdout.readline()) == ["pong"]
+        finally:
+            d.stop()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def wait_until(cond, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_idle_connections_and_partial_frames_time_out(kit, tmp_path):
+    cfg = base_cfg(kit, socket={"path": str(tmp_path / "d.sock"), "idle_timeout": 1.0, "frame_timeout": 0.5})
+    d = DaemonProc(tmp_path, cfg).start()
+    try:
+        with socket.socket(socket.AF_UNIX) as s:                 # sends nothing at all
+            s.connect(d.sock)
+            t = _eof_after(s)
+            assert t is not None and 0.8 < t < 4, t
+        with socket.socket(socket.AF_UNIX) as s:                 # half a length prefix
+            s.connect(d.sock)
+            s.sendall(b"\x00\x00")
+            t = _eof_after(s)
+            assert t is not None and 0.3 < t < 3, t
+        with socket.socket(socket.AF_UNIX) as s:                 # a header, then half the body
+            s.connect(d.sock)
+            s.sendall(frame({"op": "ping", "id": 1})[:8])
+            t = _eof_after(s)
+            assert t is not None and 0.3 < t < 3, t
+        with socket.socket(socket.AF_UNIX) as s:                 # busy with a long request: not idle
+            s.connect(d.sock)
+            s.sendall(frame({"op": "generate", "id": 1, "child": "slow", "prompt": "x", "max_tokens": 200,
+                             "stream": True}))
+            replies = read_replies(s, until_final=1, timeout=30)
+            assert replies[-1]["ok"] is True, replies[-1]
+        log = d.log()
+        assert "socket.idle_timeout" in log and "socket.frame_timeout" in log
+        with d.client() as c:                                    # the client reconnects after an idle close
+            assert c.ping()["pong"]
+            time.sleep(1.6)
+            assert c.ping()["pong"]
+    finally:
+        d.stop()
 
 
 def test_socket_file_mode_is_0660_by_default(shared):
@@ -349,6 +509,32 @@ def test_unload_with_wait_lets_running_requests_finish(kit, tmp_path):
         d.stop()
 
 
+def test_load_as_a_loaded_name_is_exists_unless_a_swap_is_asked_for(shared, kit, tmp_path):
+    other = make_child(tmp_path, "other", key=kit["key"], seed=33, version="7.0.0")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "bulletd.cli", "--socket", shared.sock, *args],
+                              capture_output=True, text=True, timeout=60)
+
+    with shared.client() as c:
+        before = c.generate("x", child="math", max_tokens=2).raw["version"]
+        with pytest.raises(DaemonError) as e:
+            c.load(str(other), "math")
+        assert e.value.code == "exists" and "already loaded" in e.value.message
+        assert c.generate("x", child="math", max_tokens=2).raw["version"] == before
+        r = cli("load", str(other), "--as", "math")
+        assert r.returncode == 1 and "error exists" in r.stderr, r.stderr
+        assert c.generate("x", child="math", max_tokens=2).raw["version"] == before
+        r = cli("load", str(other), "--as", "math", "--swap")
+        assert r.returncode == 0, r.stderr
+        assert c.generate("x", child="math", max_tokens=2).raw["version"] == "7.0.0"
+        c.request("rollback", name="math")                       # leave the shared daemon as it was
+        assert c.generate("x", child="math", max_tokens=2).raw["version"] == before
+        with pytest.raises(DaemonError) as e:
+            c.request("load", path=str(other), **{"as": "math", "swap": "yes"})
+        assert e.value.code == "bad_request"
+
+
 def test_swap_keeps_running_requests_on_the_old_version_and_rollback_restores_it(kit, tmp_path):
     d = DaemonProc(tmp_path, base_cfg(kit), env=SLOW_ENV).start()
     v2 = make_child(tmp_path, "slow-v2", key=kit["key"], arch=SLOW, seed=21, version="2.0.0")
@@ -443,7 +629,8 @@ def test_internal_errors_become_an_internal_reply_not_a_crash():
         ok = await d.handle({"op": "ping"}, None, Peer("socket", True))
         return r, ok
     r, ok = asyncio.run(go())
-    assert r["ok"] is False and r["error"]["code"] == "internal" and "ZeroDivisionError: boom" in r["error"]["message"]
+    assert r["ok"] is False and r["error"]["code"] == "internal" and "internal error: boom" in r["error"]["message"]
+    assert "ZeroDivisionError" not in r["error"]["message"]      # plain words, the class is in the log
     assert ok["ok"] is True
 
 
@@ -558,6 +745,45 @@ def test_bad_config_exits_2_with_the_key_named(tmp_path):
                        text=True, timeout=60)
     assert r.returncode == 2
     assert "registry.memory_budget_mb: expected a number > 0, found -1.0" in r.stderr
+
+
+def test_a_missing_model_dir_given_by_flag_or_config_exits_2_and_says_so(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "bulletd.daemon", "--models", str(tmp_path / "nonexistent"),
+                        "--socket", str(tmp_path / "s.sock")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert f"model_dir {tmp_path / 'nonexistent'} does not exist (from --models)" in r.stderr
+    (tmp_path / "afile").write_text("x")
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"model_dir": str(tmp_path / "afile"), "socket": {"path": str(tmp_path / "s.sock")}}))
+    r = subprocess.run([sys.executable, "-m", "bulletd.daemon", "--config", str(p)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "is not a directory (from model_dir in the config)" in r.stderr, r.stderr
+    assert not (tmp_path / "s.sock").exists()
+
+
+def test_symlinks_out_of_the_model_dir_are_neither_listed_nor_loaded(kit, tmp_path):
+    models, elsewhere = tmp_path / "m", tmp_path / "elsewhere"
+    models.mkdir()
+    elsewhere.mkdir()
+    make_child(models, "good", key=kit["key"], seed=1)
+    target = make_child(elsewhere, "target", key=kit["key"], seed=2)
+    for suffix in ("", ".sig"):
+        (models / f"evil.bullet{suffix}").symlink_to(f"{target}{suffix}")
+        (models / f"alias.bullet{suffix}").symlink_to(f"good.bullet{suffix}")   # inside: fine
+    d = DaemonProc(tmp_path, base_cfg(kit, models=models)).start()
+    try:
+        with d.client() as c:
+            assert sorted(k["name"] for k in c.list()) == ["alias", "good"]
+            with pytest.raises(DaemonError) as e:
+                c.generate("x", child="evil", max_tokens=2)
+            assert e.value.code == "unknown_child"
+            with pytest.raises(DaemonError) as e:
+                c.load("evil")
+            assert e.value.code == "unknown_child"
+            assert c.generate("x", child="alias", max_tokens=2).child == "alias"
+        assert "a symlink to" in d.log() and "outside the model dir" in d.log()
+    finally:
+        d.stop()
 
 
 def test_client_reports_a_daemon_that_is_not_running(tmp_path):

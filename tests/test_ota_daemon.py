@@ -223,3 +223,76 @@ def test_pushed_mother_replaces_the_router_and_a_bad_one_is_refused(tmp_path, br
             assert c.route("once upon a time a cat")["decision"]["child"] == "kid"
     finally:
         d.stop()
+
+
+def test_a_rejected_install_raises_no_high_water_mark(tmp_path, broker):
+    """A signed file of the wrong kind named mother fails only at the swap; the previous mother
+    stays and so does the anti-rollback mark: a later genuine, lower version still installs,
+    by push and by `bulletd-cli install` alike."""
+    keys = Keys(tmp_path)
+    v1 = make_child(tmp_path / "v1.bullet", keys.key, version="1")
+    m1 = make_mother(tmp_path / "m1.bullet", keys.key, version="1")
+    (tmp_path / "models").mkdir()
+    shutil.copy(m1, tmp_path / "models" / "mother.bullet")
+    shutil.copy(str(m1) + ".sig", tmp_path / "models" / "mother.bullet.sig")
+    d = start_daemon(tmp_path, broker, keys, first=v1)
+    ledger = tmp_path / "models" / ".ota" / "ledger.json"
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "bulletd.cli", "--socket", d.sock, *args],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+    try:
+        wrong = make_child(tmp_path / "wrong9.bullet", keys.key, name="mother", version="9.0.0")
+        o = push(wrong, broker).outcomes["dev1"]
+        assert (o.state, o.reason) == ("rejected", "swap_failed"), o.message
+        assert (tmp_path / "models" / "mother.bullet").read_bytes() == m1.read_bytes()
+        hw = json.loads(ledger.read_text())["children"].get("mother", {}).get("high_water")
+        assert hw in (None, "1"), hw
+        m2 = make_mother(tmp_path / "m2.bullet", keys.key, version="2", seed=1)
+        o = push(m2, broker).outcomes["dev1"]
+        assert o.state == "installed", o.message
+        # the same through the local install command
+        wrong8 = make_child(tmp_path / "wrong8.bullet", keys.key, name="mother", version="8", seed=3)
+        r = cli("install", str(wrong8))
+        assert r.returncode == 1 and "error swap_failed" in r.stderr, r.stderr
+        assert json.loads(ledger.read_text())["children"]["mother"]["high_water"] == "2"
+        m3 = make_mother(tmp_path / "m3.bullet", keys.key, version="3", seed=2)
+        r = cli("install", str(m3))
+        assert r.returncode == 0, r.stderr
+        with d.client() as c:
+            assert c.status()["mother"]["version"] == "3"
+    finally:
+        d.stop()
+
+
+def test_a_mislabelled_offer_does_not_make_the_correct_one_a_replay(tmp_path, broker):
+    """The signed manifest names the wrong version: name_mismatch. The same bytes signed
+    correctly afterwards are a new offer, not a replay. Messages name the user's file, not the
+    staging area."""
+    keys = Keys(tmp_path)
+    v1 = make_child(tmp_path / "v1.bullet", keys.key, version="1")
+    v2 = make_child(tmp_path / "v2.bullet", keys.key, version="2", seed=2)
+    d = start_daemon(tmp_path, broker, keys, first=v1)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "bulletd.cli", "--socket", d.sock, *args],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+    try:
+        from bulletd.signing import sign_file
+        sign_file(v2, keys.key, name="kid", version="3")       # header says 2
+        r = cli("install", str(v2))
+        assert r.returncode == 1 and "error name_mismatch" in r.stderr, r.stderr
+        assert ".ota" not in r.stderr and "staging" not in r.stderr, r.stderr
+        sign_file(v2, keys.key, name="kid", version="2")
+        r = cli("install", str(v2))
+        assert r.returncode == 0, r.stderr
+        assert version_of(d) == "2"
+        # a bad file's message names the file given, never .ota/staging/<sha>.part
+        bad = make_child(tmp_path / "bad4.bullet", keys.key, version="4", seed=4, bad_vectors=True)
+        r = cli("install", str(bad))
+        assert r.returncode == 1 and "error smoke_test_failed" in r.stderr, r.stderr
+        assert str(bad) in r.stderr and ".part" not in r.stderr and "staging" not in r.stderr, r.stderr
+    finally:
+        d.stop()

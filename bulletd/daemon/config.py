@@ -79,6 +79,10 @@ class SocketConfig:
     admin_uids: tuple[int, ...] = ()     # besides root and the daemon's own uid
     admin_groups: tuple[str, ...] = ()   # peers in one of these groups (primary or supplementary) are admins
     max_connections: int = 64
+    admin_reserved: int = 4              # of max_connections, kept for admin peers
+    max_per_uid: int = 16                # connections one non-admin uid may hold at once
+    idle_timeout: float = 60.0           # close a connection with no request in flight that sends nothing this long
+    frame_timeout: float = 10.0          # seconds a frame, once begun, has to arrive whole
 
 
 @dataclass(frozen=True)
@@ -309,6 +313,15 @@ def validate(cfg: Config) -> Config:
         bad("drain_timeout", "a number >= 0", cfg.drain_timeout)
     if not 0 <= cfg.socket.mode <= 0o777:
         bad("socket.mode", "a file mode between 0o000 and 0o777", oct(cfg.socket.mode))
+    so = cfg.socket
+    if so.max_connections < 1:
+        bad("socket.max_connections", "an integer >= 1", so.max_connections)
+    if not 0 <= so.admin_reserved < so.max_connections:
+        bad("socket.admin_reserved", f"0 .. max_connections - 1 ({so.max_connections - 1})", so.admin_reserved)
+    if so.max_per_uid < 1:
+        bad("socket.max_per_uid", "an integer >= 1", so.max_per_uid)
+    if so.idle_timeout <= 0 or so.frame_timeout <= 0:
+        bad("socket.idle_timeout/frame_timeout", "seconds > 0", (so.idle_timeout, so.frame_timeout))
     r = cfg.registry
     if r.memory_budget_mb <= 0:
         bad("registry.memory_budget_mb", "a number > 0", r.memory_budget_mb)

@@ -81,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
                          "workers": cfg.workers, "max_queue": cfg.max_queue, "mqtt_client_id": cfg.mqtt_client_id}
         print(json.dumps(d, indent=2, default=str))
         return 0
+    if cfg.model_dir and not cfg.models.is_dir():
+        # an explicit model dir that is missing is a mistake (a typo, an unmounted disk): say so
+        what = "is not a directory" if cfg.models.exists() else "does not exist"
+        print(f"bulletd: model_dir {cfg.models} {what} (from {'--models' if a.models else 'model_dir in the config'}); "
+              "expected a folder of NAME.bullet children", file=sys.stderr)
+        return 2
     from bulletd.daemon.service import run_daemon
     return run_daemon(cfg, a.config, ov)
 

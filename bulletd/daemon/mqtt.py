@@ -28,18 +28,24 @@ from typing import Any
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bulletd.errors import RequestError
 from bulletd.mqtt_direct import direct_queue
 from bulletd.tasks import cancel_and_wait
 from bulletd.daemon.protocol import (CT_JSON, CT_MSGPACK, check_topic, decode_payload, encode_payload,
-                                     error_reply)
+                                     error_from_exc, error_reply)
 
 log = logging.getLogger("bulletd.mqtt")
 
 OUTBOX_MAX = 2000
 DEDUP_SECONDS = 120.0
 DEDUP_MAX = 10000
+# A flood must not become thousands of tasks and pending replies at once (their memory stays
+# with the allocator afterwards): at most `serve_max` messages are served at a time, the rest
+# wait as received, up to BACKLOG_BYTES of payload; past that a request is answered busy at once.
+SERVE_MIN = 64
+BACKLOG_BYTES = 8 << 20
 
 
 def client_options(mc) -> dict:
@@ -83,6 +89,9 @@ class MQTTTransport:
         self.stopping = False
         self.outbox: collections.deque = collections.deque()
         self.serving: set[asyncio.Task] = set()
+        self.serve_max = max(SERVE_MIN, 2 * (cfg.workers + cfg.max_queue))
+        self.backlog: collections.deque = collections.deque()   # messages waiting for a serving slot
+        self.backlog_bytes = 0
         self.status_dirty = asyncio.Event()
         self.counts = {"received": 0, "replied": 0, "dropped": 0, "publish_errors": 0, "duplicates": 0}
         # (reply topic, correlation data or id) of recent requests: a QoS 1 redelivery after a
@@ -99,7 +108,7 @@ class MQTTTransport:
                 "broker": f"{self.mc.host}:{self.mc.port}", "protocol": self.mc.protocol,
                 "client_id": self.client_id, "req_topic": self.req_topic, "fleet_topic": self.fleet_topic,
                 "status_topic": self.status_topic, "connects": self.connects, "last_error": self.last_error,
-                "outbox": len(self.outbox), **self.counts}
+                "outbox": len(self.outbox), "backlog": len(self.backlog), **self.counts}
 
     def mark_status_dirty(self) -> None:
         self.status_dirty.set()
@@ -107,8 +116,13 @@ class MQTTTransport:
     async def stop(self, graceful: bool = True) -> None:
         """Publish `offline` ourselves (a clean disconnect discards the Last Will), then leave."""
         self.stopping = True
-        if self.serving:
-            await asyncio.wait(self.serving, timeout=5.0)
+        end = time.monotonic() + 5.0
+        while (self.serving or self.backlog) and time.monotonic() < end:
+            if self.serving:   # a finished task starts a waiting message: look again
+                await asyncio.wait(self.serving, timeout=end - time.monotonic(),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await asyncio.sleep(0.01)
         if graceful and self.connected and self.client is not None:
             try:
                 await self._publish_status("offline")
@@ -129,13 +143,16 @@ class MQTTTransport:
         else:
             kw.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
         kw.update(client_options(mc))
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             mc.host, mc.port, identifier=self.client_id, keepalive=mc.keepalive, timeout=10,
             will=aiomqtt.Will(self.status_topic, offline, qos=1, retain=True),
             # messages go straight to _dispatch from paho's read callback (see bulletd.mqtt_direct)
             queue_type=direct_queue(self._dispatch),
             # paho leaves Nagle on; small replies would wait for delayed ACKs (~40 ms each)
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),), **kw)
+        # one reply publish per serving task is normal, not a sign of trouble worth a warning each
+        client.pending_calls_threshold = self.serve_max + 16
+        return client
 
     async def _run(self) -> None:
         backoff = self.mc.reconnect_min
@@ -153,9 +170,13 @@ class MQTTTransport:
                     self.connects += 1
                     self.last_error = None
                     backoff = self.mc.reconnect_min
-                    await client.subscribe(self.req_topic, qos=self.mc.qos)
+                    # v5: Retain As Published keeps the retain flag of a request published
+                    # with retain while we are subscribed, so that it is dropped too
+                    sub = ({"options": SubscribeOptions(qos=self.mc.qos, retainAsPublished=True)} if self.v5
+                           else {"qos": self.mc.qos})
+                    await client.subscribe(self.req_topic, **sub)
                     if self.fleet_topic:
-                        await client.subscribe(self.fleet_topic, qos=self.mc.qos)
+                        await client.subscribe(self.fleet_topic, **sub)
                     log.info("MQTT connected to %s:%d as %s; subscribed to %s%s", self.mc.host, self.mc.port,
                              self.client_id, self.req_topic, f" and {self.fleet_topic}" if self.fleet_topic else "")
                     await self._publish_status("online")
@@ -182,11 +203,30 @@ class MQTTTransport:
             backoff = min(backoff * 2, self.mc.reconnect_max)
 
     def _dispatch(self, msg: aiomqtt.Message) -> None:
-        """Every incoming message, on the loop thread: serve it in its own task."""
+        """Every incoming message, on the loop thread: serve it in its own task, or let it wait
+        for a slot (see SERVE_MIN, BACKLOG_BYTES)."""
         self.counts["received"] += 1
-        t = asyncio.create_task(self._serve_guarded(msg))
+        if len(self.serving) < self.serve_max:
+            self._start(msg)
+            return
+        size = _size(msg)
+        if self.backlog_bytes + size > BACKLOG_BYTES:
+            self._start(msg, refuse=True)
+            return
+        self.backlog.append(msg)
+        self.backlog_bytes += size
+
+    def _start(self, msg: aiomqtt.Message, refuse: bool = False) -> None:
+        t = asyncio.create_task(self._serve_guarded(msg, refuse))
         self.serving.add(t)
-        t.add_done_callback(self.serving.discard)
+        t.add_done_callback(self._served)
+
+    def _served(self, t: asyncio.Task) -> None:
+        self.serving.discard(t)
+        while self.backlog and len(self.serving) < self.serve_max:
+            msg = self.backlog.popleft()
+            self.backlog_bytes -= _size(msg)
+            self._start(msg)
 
     async def _status_loop(self) -> None:
         while True:
@@ -205,7 +245,7 @@ class MQTTTransport:
         s = self.d.status()
         s["state"] = state
         s["time"] = round(time.time(), 3)
-        for k in ("errors", "trust", "socket"):
+        for k in ("errors", "trust", "socket", "connections"):
             s.pop(k, None)
         return json.dumps(s, separators=(",", ":"), default=str).encode()
 
@@ -258,17 +298,17 @@ class MQTTTransport:
         self.recent[key] = now
         return False
 
-    async def _serve_guarded(self, msg: aiomqtt.Message) -> None:
+    async def _serve_guarded(self, msg: aiomqtt.Message, refuse: bool = False) -> None:
         try:
-            await self._serve(msg)
+            await self._serve(msg, refuse)
         except asyncio.CancelledError:
             raise
         except Exception:   # a bug: log it with its traceback; the transport keeps serving
             log.exception("serving a message on %s failed", getattr(msg.topic, "value", msg.topic))
 
-    async def _serve(self, msg: aiomqtt.Message) -> None:
+    async def _serve(self, msg: aiomqtt.Message, refuse: bool = False) -> None:
         if msg.retain:
-            # a retained request would run again on every reconnect: never serve one
+            # a retained request would run again at every new subscription: never serve one
             log.info("dropped a retained message on %s (requests must not be retained)", msg.topic.value)
             self.counts["dropped"] += 1
             return
@@ -324,6 +364,19 @@ class MQTTTransport:
             seq += 1
 
         peer = Peer("mqtt", self.mc.allow_admin, f"mqtt:{reply_to}")
-        final = await self.d.handle(obj, emit, peer)
+        try:
+            if refuse:
+                final = error_reply("busy", f"more MQTT requests are waiting than bulletd keeps "
+                                            f"({BACKLOG_BYTES >> 20} MB); try again later")
+            else:
+                final = await self.d.handle(obj, emit, peer)
+        except Exception as exc:   # a bug: still exactly one final reply
+            log.exception("serving a request on %s failed", msg.topic.value)
+            final = error_from_exc(exc)
         await self._send(reply_to, stamp(final), ct, corr)
         self.counts["replied"] += 1
+
+
+def _size(msg: aiomqtt.Message) -> int:
+    p = msg.payload
+    return len(p) if isinstance(p, (bytes, bytearray, str)) else 16

@@ -37,6 +37,7 @@ ERROR_CODES = {
     "no_route": "no explicit child, the mother is unsure or absent, and no fallback is configured",
     "no_memory": "the child does not fit the memory budget even after evicting idle children",
     "not_found": "a file to load does not exist",
+    "exists": "a child of that name is already loaded from another file (load with swap to replace it)",
     "shutting_down": "the daemon is stopping and takes no new requests",
     "internal": "a bug; the daemon logged a traceback",
     # agents (tools): docs/DAEMON.md, "Agents and tools"
@@ -47,6 +48,22 @@ ERROR_CODES = {
     "calc_error": "the expression is malformed, divides by zero or exceeds the calculator's limits",
     "rate_limited": "acting now would exceed tools.home.max_actions_per_minute; nothing was published",
     "act_failed": "the device commands could not be published (no broker connection)",
+    # install and rollback answer with the OTA receiver's reasons (docs/OTA.md)
+    "unsigned": "install: the file has no signature (.sig)",
+    "bad_signature": "install: the signature does not verify",
+    "unknown_key": "install: the file is signed by a key that is not trusted",
+    "hash_mismatch": "install: the file's SHA-256 differs from its signed manifest",
+    "size_mismatch": "install: the file's size differs from its signed manifest",
+    "bad_file": "install: the file is signed but not a valid .bullet file",
+    "name_mismatch": "install: the file's header name/version differ from its signed manifest",
+    "bad_version": "install: the version is not an integer or dotted integers",
+    "downgrade": "install: the version is not higher than the installed or highest ever installed one",
+    "replay": "install: this exact file already got a verdict (use force to install it again)",
+    "no_space": "install: not enough free space to stage the file",
+    "smoke_test_failed": "install: the file did not reproduce its verification vectors",
+    "swap_failed": "install: the daemon could not load the new file; the previous version stays",
+    "io_error": "install: reading or writing the OTA staging area failed",
+    "bad_offer": "install/rollback: malformed manifest, or no previous version to roll back to",
 }
 
 GENERATE_OPS = ("generate",)
@@ -60,6 +77,10 @@ CT_MSGPACK = "application/msgpack"
 CT_JSON = "application/json"
 
 FRAME_HDR = struct.Struct("!I")
+
+# Requests are shallow maps; anything deeper than this is refused before any code walks it
+# recursively (repr in an error message, the JSON encoder of a reply).
+MAX_DEPTH = 32
 
 
 def check_name(name: Any, what: str = "child") -> str:
@@ -83,21 +104,56 @@ def decode_payload(payload: bytes, content_type: str | None = None) -> tuple[dic
     ct = (content_type or "").split(";")[0].strip().lower()
     as_json = ct in (CT_JSON, "text/json") or (not ct and payload[:1] in (b"{", b" ", b"\n"))
     if as_json:
-        try:
-            obj = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise RequestError("bad_request", f"payload is not valid JSON: {exc}") from None
+        obj = decode_json(payload)
         ct = CT_JSON
     else:
-        try:
-            obj = msgpack.unpackb(payload, raw=False, strict_map_key=True)
-        except Exception as exc:  # msgpack raises several unrelated types for garbage
-            raise RequestError("bad_request", f"payload is not valid msgpack ({type(exc).__name__}: {exc}); "
-                               "send msgpack, or JSON with Content Type application/json") from None
+        obj = decode_msgpack(payload, "payload")
         ct = CT_MSGPACK
     if not isinstance(obj, dict):
         raise RequestError("bad_request", f"expected a map as the request, found {type(obj).__name__}")
     return obj, ct
+
+
+def decode_json(payload: bytes) -> Any:
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RequestError("bad_request", f"payload is not valid UTF-8 (bad byte at offset {exc.start})") from None
+    except ValueError as exc:
+        raise RequestError("bad_request", f"payload is not valid JSON: {exc}") from None
+    except RecursionError:   # the C decoder stops at the interpreter's recursion limit
+        raise RequestError("bad_request", f"payload is nested more than {MAX_DEPTH} levels deep") from None
+    return obj
+
+
+def decode_msgpack(body: bytes, what: str) -> Any:
+    """One msgpack object. RequestError(bad_request), in words, for anything else."""
+    try:
+        obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except msgpack.StackError:   # its own limit (1024 levels)
+        raise RequestError("bad_request", f"{what} is nested more than {MAX_DEPTH} levels deep") from None
+    except msgpack.ExtraData:
+        raise RequestError("bad_request", f"{what} has extra bytes after the msgpack map") from None
+    except Exception:  # msgpack raises several unrelated types for garbage
+        raise RequestError("bad_request", f"{what} is not valid msgpack (truncated or malformed); send "
+                           "msgpack, or JSON with Content Type application/json") from None
+    return obj
+
+
+def check_depth(obj: Any, what: str) -> None:
+    """RequestError(bad_request) when lists/maps nest deeper than MAX_DEPTH (no recursion)."""
+    level = [obj]
+    for _ in range(MAX_DEPTH):
+        nxt = []
+        for o in level:
+            if isinstance(o, dict):
+                nxt.extend(v for v in o.values() if isinstance(v, (dict, list)))
+            elif isinstance(o, list):
+                nxt.extend(v for v in o if isinstance(v, (dict, list)))
+        if not nxt:
+            return
+        level = nxt
+    raise RequestError("bad_request", f"{what} is nested more than {MAX_DEPTH} levels deep")
 
 
 def encode_payload(obj: dict, content_type: str) -> bytes:
@@ -145,6 +201,7 @@ class Request:
 
 def parse_request(obj: dict, limits: Any, *, default_op: str = "generate") -> Request:
     """Validate a request map; raise RequestError(bad_request / too_large) naming the field."""
+    check_depth(obj, "request")
     op = obj.get("op", default_op)
     if not isinstance(op, str) or op not in ALL_OPS:
         raise RequestError("bad_request", f"op: expected one of {', '.join(ALL_OPS)}, found {op!r}")
@@ -261,4 +318,5 @@ def error_reply(code: str, message: str) -> dict:
 def error_from_exc(exc: BaseException) -> dict:
     if isinstance(exc, RequestError):
         return error_reply(exc.code, exc.message)
-    return error_reply("internal", f"{type(exc).__name__}: {exc}")
+    return error_reply("internal", f"internal error: {exc or type(exc).__name__} (a bug; the daemon "
+                       "log has the traceback)")

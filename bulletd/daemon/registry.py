@@ -217,6 +217,7 @@ class Registry:
         self.ever_loaded: set[str] = set()       # names loaded at least once (their examples are known)
         self._locks: dict[str, asyncio.Lock] = {}
         self._drained = asyncio.Event()
+        self._outside_logged: set[str] = set()    # symlinks out of model_dir, warned about once
         self.evictions = 0
 
     # ------------------------------------------------------------------ discovery
@@ -231,10 +232,17 @@ class Registry:
             log.warning("cannot list model_dir %s: %s", self.model_dir, exc.strerror)
             entries = []
         mother = os.path.realpath(self.mother_path) if self.mother_path else None
+        inside = os.path.join(os.path.realpath(self.model_dir), "")
         for e in entries:
             if e.name.startswith(".") or not e.name.endswith(BULLET_SUFFIX) or not e.is_file():
                 continue
             name = e.name[: -len(BULLET_SUFFIX)]
+            if e.is_symlink() and not os.path.realpath(e.path).startswith(inside):
+                if e.path not in self._outside_logged:
+                    self._outside_logged.add(e.path)
+                    log.warning("ignoring %s: a symlink to %s, outside the model dir", e.path,
+                                os.path.realpath(e.path))
+                continue
             if mother and os.path.realpath(e.path) == mother:
                 continue
             try:
@@ -296,9 +304,10 @@ class Registry:
             self.executor, lambda: open_child(path, trust=self.trust, allow_unsigned=self.allow_unsigned))
         return model, header, signer, closer, (time.perf_counter() - t0) * 1e3
 
-    async def load(self, target: str, *, name: str | None = None) -> Child:
+    async def load(self, target: str, *, name: str | None = None, swap: bool = False) -> Child:
         """Load a child by name or path (a no-op if that file is already loaded under the name).
-        Loading a different file under a loaded name is a swap."""
+        A different file under a loaded name is RequestError(exists) unless `swap` asks to
+        replace it (then it is a swap)."""
         rname, path = self.resolve(target)
         if name is not None:
             rname = check_name(name)
@@ -308,6 +317,10 @@ class Registry:
                 cur.last_used = time.time()
                 return cur
             if cur is not None:
+                if not swap:
+                    raise RequestError("exists", f"a child named {rname!r} is already loaded (from {cur.path}); "
+                                       "unload it first, or ask for a swap (load with swap: true, "
+                                       "bulletd-cli load PATH --as NAME --swap)")
                 return await self._swap_locked(rname, path)
             size = _file_size(path)
             await self._make_room(size)

@@ -64,6 +64,7 @@ class Daemon:
         self.home = None                 # bulletd.agents.home.HomeConfig (tools.home.file)
         self.home_link = None            # bulletd.agents.link.HomeLink: states in, commands out
         self._tasks: list[asyncio.Task] = []
+        self._trimmed_at = 0                 # request count at the last trim_memory()
 
     # ------------------------------------------------------------------ setup
     def _mother_path(self, cfg: Config) -> str | None:
@@ -119,6 +120,8 @@ class Daemon:
                  len(mother.labels), mother.threshold)
 
     async def preload(self) -> None:
+        if not self.cfg.models.is_dir():
+            log.warning("model dir %s does not exist (yet): no children until it is created", self.cfg.models)
         self.registry.scan()
         if not self.cfg.registry.preload:
             return
@@ -299,6 +302,7 @@ class Daemon:
             "mother": self.mother_info,
             "mqtt": self.mqtt.state() if self.mqtt is not None else {"enabled": False},
             "socket": self.cfg.socket_path,
+            "connections": self.socket_server.state() if self.socket_server is not None else None,
             "trust": {"allow_unsigned": self.cfg.trust.allow_unsigned, "keys": list(self.cfg.trust.keys)},
             "ota": daemon_glue.status(self),
             "tools": {"home": self.home_link.state() if self.home_link is not None else None},
@@ -315,7 +319,10 @@ class Daemon:
         as_name = a.get("as")
         if as_name is not None and not isinstance(as_name, str):
             raise RequestError("bad_request", f"as: expected a name, found {as_name!r}")
-        child = await self.registry.load(target, name=as_name)
+        swap = a.get("swap", False)
+        if not isinstance(swap, bool):
+            raise RequestError("bad_request", f"swap: expected true or false, found {swap!r}")
+        child = await self.registry.load(target, name=as_name, swap=swap)
         return {"child": child.info(self.router.routable_by(child.name))}
 
     async def op_unload(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
@@ -462,6 +469,17 @@ class Daemon:
             await asyncio.sleep(max(0.25, min(min(periods), 5.0)))
             self.registry.expire_idle()
             self.registry.release_sessions(r.session_idle)
+            self._trim_when_idle()
+
+    def _trim_when_idle(self) -> None:
+        """After requests, once nothing is in flight: give the heap's free pages back (a burst
+        of requests would otherwise leave the RSS at its peak)."""
+        n = self.counts["requests"]
+        if self.inflight or n == self._trimmed_at:
+            return
+        self._trimmed_at = n
+        from bulletd.daemon.lifecycle import trim_memory
+        trim_memory()
 
     async def _watchdog_loop(self, period: float) -> None:
         # a healthy loop pings at half the period; a wedged loop (CPU work on it, a deadlock)

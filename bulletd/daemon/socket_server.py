@@ -13,11 +13,10 @@ import os
 import socket
 import stat
 import struct
-
-import msgpack
+import time
 
 from bulletd.errors import BulletError, RequestError
-from bulletd.daemon.protocol import FRAME_HDR, error_from_exc, error_reply, pack_frame
+from bulletd.daemon.protocol import FRAME_HDR, decode_msgpack, error_from_exc, error_reply, pack_frame
 from bulletd.tasks import cancel_and_wait
 
 log = logging.getLogger("bulletd.socket")
@@ -61,9 +60,17 @@ class SocketServer:
         self.admin_uids = {0, os.geteuid(), *cfg.socket.admin_uids}
         self.admin_gids = {_gid_of(g) for g in cfg.socket.admin_groups}
         self.max_frame = cfg.limits.max_request_bytes
-        self.max_conns = cfg.socket.max_connections
+        sc = cfg.socket
+        self.max_conns = sc.max_connections
+        self.max_per_uid = sc.max_per_uid
+        self.admin_reserved = sc.admin_reserved
+        self.idle_timeout = sc.idle_timeout
+        self.frame_timeout = sc.frame_timeout
         self.server: asyncio.AbstractServer | None = None
         self.conns: set[asyncio.Task] = set()
+        self.by_uid: dict[int, int] = {}                 # open connections of non-admin uids
+        self.refused = 0
+        self._refusal_logged: dict[tuple, list] = {}     # (uid, why) -> [last log time, not logged since]
 
     async def start(self) -> None:
         parent = os.path.dirname(self.path) or "."
@@ -106,10 +113,42 @@ class SocketServer:
         except OSError:
             pass
 
+    def state(self) -> dict:
+        return {"open": len(self.conns), "max": self.max_conns, "refused": self.refused,
+                "by_uid": {str(u): n for u, n in sorted(self.by_uid.items())}}
+
     def _is_admin(self, pid: int, uid: int, gid: int) -> bool:
         if uid in self.admin_uids:
             return True
         return bool(self.admin_gids and peer_groups(pid, gid) & self.admin_gids)
+
+    def _refusal(self, uid: int, admin: bool) -> tuple[str, str] | None:
+        """Why a new connection of `uid` is refused, or None. The last admin_reserved slots are
+        for admins; a non-admin uid may hold at most max_per_uid connections."""
+        others = len(self.conns) - 1
+        if others >= self.max_conns:
+            return "full", f"too many connections ({others}, socket.max_connections={self.max_conns})"
+        if admin:
+            return None
+        if others >= self.max_conns - self.admin_reserved:
+            return "reserved", (f"the last {self.admin_reserved} of {self.max_conns} connections are kept for "
+                                "admins (socket.admin_reserved); try again later")
+        if self.by_uid.get(uid, 0) >= self.max_per_uid:
+            return "per_uid", (f"uid {uid} already holds {self.by_uid[uid]} connections "
+                               f"(socket.max_per_uid={self.max_per_uid})")
+        return None
+
+    def _log_refusal(self, who: str, uid: int, kind: str, message: str) -> None:
+        """Every refusal is counted; the log gets one line per uid and reason every 10 s."""
+        self.refused += 1
+        now = time.monotonic()
+        entry = self._refusal_logged.setdefault((uid, kind), [-1e9, 0])
+        if now - entry[0] < 10.0:
+            entry[1] += 1
+            return
+        more = f" ({entry[1]} more refused since the last report)" if entry[1] else ""
+        entry[0], entry[1] = now, 0
+        log.warning("refused a connection from %s: %s%s", who, message, more)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -117,6 +156,7 @@ class SocketServer:
         from bulletd.daemon.service import Peer
         wlock = asyncio.Lock()
         pending: set[asyncio.Task] = set()
+        counted_uid = None
         try:
             sock = writer.get_extra_info("socket")
             pid, uid, gid = peer_credentials(sock)
@@ -127,37 +167,105 @@ class SocketServer:
                     writer.write(pack_frame(obj))
                     await writer.drain()
 
-            if len(self.conns) > self.max_conns:
-                await send(error_reply("busy", f"too many connections (socket.max_connections={self.max_conns})"))
+            refusal = self._refusal(uid, peer.admin)
+            if refusal is not None:
+                self._log_refusal(peer.who, uid, *refusal)
+                await asyncio.wait_for(send({**error_reply("busy", refusal[1]), "id": None, "seq": 0}),
+                                       self.frame_timeout)
                 return
+            if not peer.admin:
+                counted_uid = uid
+                self.by_uid[uid] = self.by_uid.get(uid, 0) + 1
+            # One timer per connection, re-armed as frames come: a frame begun must arrive whole
+            # within frame_timeout; with nothing in flight and nothing begun, the connection
+            # may stay silent for idle_timeout. When it fires the connection is aborted, which
+            # ends the read below.
+            loop = asyncio.get_running_loop()
+            buf = bytearray()
+            began = 0.0                  # when the first byte of the frame in buf arrived
+            timer: asyncio.TimerHandle | None = None
+            expired: str | None = None
+            reading = True
+
+            def expire(why: str) -> None:
+                nonlocal expired
+                expired = why
+                writer.transport.abort()
+
+            def arm() -> None:
+                nonlocal timer
+                if timer is not None:
+                    timer.cancel()
+                    timer = None
+                if not reading:
+                    return
+                if buf:
+                    timer = loop.call_at(began + self.frame_timeout, expire, "frame")
+                elif not pending:
+                    timer = loop.call_at(last_active + self.idle_timeout, expire, "idle")
+
+            def finished(t: asyncio.Task) -> None:
+                nonlocal last_active
+                pending.discard(t)
+                last_active = loop.time()
+                if not pending and not buf:
+                    arm()
+
+            last_active = loop.time()
+            arm()
             while True:
                 try:
-                    hdr = await reader.readexactly(FRAME_HDR.size)
-                except (asyncio.IncompleteReadError, ConnectionError):
+                    chunk = await reader.read(1 << 16)
+                except ConnectionError:
+                    chunk = b""
+                if not chunk:
                     break
-                (n,) = FRAME_HDR.unpack(hdr)
+                if not buf:
+                    began = loop.time()
+                buf += chunk
+                n = 0
+                while len(buf) >= FRAME_HDR.size:
+                    (n,) = FRAME_HDR.unpack_from(buf)
+                    if n > self.max_frame or len(buf) < FRAME_HDR.size + n:
+                        break
+                    body = bytes(buf[FRAME_HDR.size:FRAME_HDR.size + n])
+                    del buf[:FRAME_HDR.size + n]
+                    began = last_active = loop.time()
+                    t = asyncio.create_task(self._serve_guarded(body, peer, send))
+                    pending.add(t)
+                    t.add_done_callback(finished)
                 if n > self.max_frame:
                     log.info("%s sent a %d-byte frame (limit %d); closing", peer.who, n, self.max_frame)
-                    await send(error_reply("too_large", f"frame of {n} bytes is larger than the limit "
-                                           f"{self.max_frame} (limits.max_request_bytes)"))
+                    await send({**error_reply("too_large", f"frame of {n} bytes is larger than the limit "
+                                              f"{self.max_frame} (limits.max_request_bytes)"), "id": None, "seq": 0})
                     break   # cannot resynchronise without reading it all
-                try:
-                    body = await reader.readexactly(n)
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    break
-                t = asyncio.create_task(self._serve_guarded(body, peer, send))
-                pending.add(t)
-                t.add_done_callback(pending.discard)
+                arm()
+            reading = False
+            arm()                        # cancels the timer
+            if expired == "idle":
+                log.info("%s: idle for %.0f s with no request in flight; closed (socket.idle_timeout)",
+                         peer.who, self.idle_timeout)
+            elif expired == "frame":
+                log.info("%s: a frame begun was not complete within %.1f s; closed (socket.frame_timeout)",
+                         peer.who, self.frame_timeout)
             if pending:
                 # the peer half-closed: finish what it asked for (replies may still get through)
                 await asyncio.gather(*pending, return_exceptions=True)
         except asyncio.CancelledError:
             for t in pending:
                 t.cancel()
+        except (asyncio.TimeoutError, ConnectionError):
+            pass   # a refused peer that does not read its refusal
         except Exception:
             log.exception("socket connection failed")
         finally:
             self.conns.discard(task)
+            if counted_uid is not None:
+                left = self.by_uid.get(counted_uid, 1) - 1
+                if left > 0:
+                    self.by_uid[counted_uid] = left
+                else:
+                    self.by_uid.pop(counted_uid, None)
             try:
                 writer.close()
             except Exception:
@@ -175,10 +283,7 @@ class SocketServer:
         rid = None
         seq = 0
         try:
-            try:
-                obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
-            except Exception as exc:
-                raise RequestError("bad_request", f"frame is not valid msgpack ({type(exc).__name__}: {exc})") from None
+            obj = decode_msgpack(body, "frame")
             if isinstance(obj, dict):
                 rid = obj.get("id") if isinstance(obj.get("id"), (str, int, bytes)) else None
 

@@ -112,6 +112,15 @@ class _Active:
     bad_chunks: int = 0
     finishing: bool = False
     flushing: asyncio.Future | None = None           # the background fsync of a window
+    label: str = ""                                  # the file as the sender knows it, for messages
+
+    def plain(self, message: str) -> str:
+        """A message with the staging paths replaced by the file the sender gave us."""
+        t = self.transfer
+        m = self.signed["manifest"]
+        label = self.label or f"{m['name']} {m['version']}"
+        sig = t.part.with_name(f"{t.sha256}.sig")
+        return message.replace(str(sig), label + ".sig").replace(str(t.part), label)
 
 
 class OtaReceiver:
@@ -337,6 +346,9 @@ class OtaReceiver:
         if force:
             return
         seen = self.ledger.seen.get(sha)
+        if seen and seen.get("outcome") == "name_mismatch" and \
+                (seen.get("name"), seen.get("version")) != (name, version):
+            seen = None   # the manifest was wrong, not the file: a correct offer of it is new
         if seen and seen.get("outcome") in CONTENT_VERDICTS:
             raise OtaError("replay", f"{name} {version} (sha256 {sha[:12]}) was offered before "
                                      f"and ended {seen.get('outcome')}")
@@ -571,7 +583,7 @@ class OtaReceiver:
         exc = fut.exception()
         if self.active is a and not a.finishing:
             if not isinstance(exc, OtaError):
-                exc = OtaError("internal", f"{type(exc).__name__}: {exc}")
+                exc = OtaError("internal", f"internal error: {exc}")
             task = asyncio.ensure_future(self._reject(a, exc, keep_partial=False))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -674,7 +686,8 @@ class OtaReceiver:
             return
         except Exception as exc:  # a bug: the push fails cleanly, the daemon lives on
             log.exception("OTA: internal error finishing push %s", a.push_id)
-            await self._verdict(a, OtaError("internal", f"{type(exc).__name__}: {exc}"))
+            await self._verdict(a, OtaError("internal", f"internal error: {exc} (a bug; the "
+                                                        "daemon log has the traceback)"))
             return
         finally:
             if self.active is a:
@@ -686,6 +699,7 @@ class OtaReceiver:
 
     async def _verdict(self, a: _Active, exc: OtaError) -> None:
         """A push failed after it was fully received: record, set aside or delete, report."""
+        exc = OtaError(exc.reason, a.plain(exc.message))
         t = a.transfer
         m = a.signed["manifest"]
         if exc.reason in CONTENT_VERDICTS:
@@ -755,6 +769,9 @@ class OtaReceiver:
         Returns the seconds the swap took."""
         name = manifest["name"]
         live = self.models_dir / f"{name}.bullet"
+        # the ledger entry as it was: a swap that fails puts it back whole, so a version that
+        # never went live raises no high-water mark
+        before = dict(self.ledger.children[name]) if name in self.ledger.children else None
         had_previous = await asyncio.to_thread(self._install_files, t, manifest, push_id)
         failpoint("after_install")
         t0 = time.monotonic()
@@ -764,7 +781,7 @@ class OtaReceiver:
             except Exception as exc:
                 log.warning("OTA: swapping %s %s in failed (%s); restoring the previous version",
                             name, manifest["version"], exc)
-                await asyncio.to_thread(self._undo_install, name, manifest, had_previous)
+                await asyncio.to_thread(self._undo_install, name, manifest, had_previous, before)
                 raise OtaError("swap_failed", f"the daemon could not load {name} "
                                               f"{manifest['version']}: {exc}") from exc
         return time.monotonic() - t0
@@ -814,9 +831,11 @@ class OtaReceiver:
             raise io_error(f"installing {name} into {self.models_dir}", exc) from exc
         return had_previous
 
-    def _undo_install(self, name: str, manifest: dict, had_previous: bool) -> None:
+    def _undo_install(self, name: str, manifest: dict, had_previous: bool,
+                      before: dict | None) -> None:
         """The daemon refused the new file: put the previous pair back (or remove the new one
-        when there was none) and keep the rejected file aside."""
+        when there was none), keep the rejected file aside, and restore the ledger entry of
+        NAME as it was before the install (None: there was none)."""
         live = self.models_dir / f"{name}.bullet"
         live_sig = self.models_dir / f"{name}.bullet.sig"
         base = self.rejected / f"{name}-{manifest['version']}.swap_failed"
@@ -828,27 +847,19 @@ class OtaReceiver:
                 moves.append((str(src.with_name(src.name + TMP_SUFFIX)), str(dst)))
         else:
             moves.append((str(live_sig), str(base) + ".bullet.sig"))
-        entry = self.ledger.children.get(name, {})
-        prev_version = None
-        if had_previous:
-            try:
-                prev_version = json.loads((self.previous / f"{name}.bullet.sig").read_text())[
-                    "manifest"]["version"]
-            except (OSError, ValueError, KeyError):
-                prev_version = None
-        update = {"children": {name: dict(entry, version=prev_version)}} if entry else {}
         atomic_write(self.ota_dir / "install.json",
                      json.dumps({"op": "undo", "name": name, "moves": moves,
-                                 "ledger": update}).encode())
+                                 "ledger": {"children": {name: before}}}).encode())
         run_journal(self.ota_dir / "install.json", self.ledger)
 
     # ------------------------------------------------------------------------------------------
     # local admin operations (bulletd-cli install / rollback)
 
     async def install_local(self, path, sig_path=None, *, force: bool = False,
-                            _link: bool = False) -> dict:
+                            _link: bool = False, label: str = "") -> dict:
         """Install a signed file from the local disk, the same way as a push. `force` skips
-        the anti-rollback and replay rules (never the signature). Returns the final status."""
+        the anti-rollback and replay rules (never the signature). Messages name the file as
+        `label` (default: path). Returns the final status."""
         from bulletd.signing import read_signature
         path = Path(path)
         try:
@@ -870,7 +881,8 @@ class OtaReceiver:
         except OSError as exc:
             t.remove()
             raise io_error(f"copying {path} into staging", exc) from exc
-        a = _Active(transfer=t, push_id=push_id, signed=signed, force=force, finishing=True)
+        a = _Active(transfer=t, push_id=push_id, signed=signed, force=force, finishing=True,
+                    label=label or str(path))
         await self._finish_push(a)
         return self.finals[push_id]
 
@@ -902,7 +914,8 @@ class OtaReceiver:
         link_or_copy(prev, tmp)
         sig = self.previous / f"{name}.bullet.sig"
         try:
-            return await self.install_local(tmp, sig, force=True, _link=True)
+            return await self.install_local(tmp, sig, force=True, _link=True,
+                                            label=f"the previous version of {name}")
         finally:
             tmp.unlink(missing_ok=True)
 

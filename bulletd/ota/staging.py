@@ -331,7 +331,12 @@ def run_journal(journal: Path, ledger: Ledger) -> None:
     dirs = set()
     for src, dst in data["moves"]:
         if os.path.exists(src):
-            os.replace(src, dst)
+            if os.path.exists(dst) and os.path.samefile(src, dst):
+                # rename() between two links of one file does nothing and keeps both names
+                # (after an undone install, previous/ and the live file are such links)
+                os.unlink(src)
+            else:
+                os.replace(src, dst)
             failpoint("journal_move")
         dirs.add(os.path.dirname(dst))
         dirs.add(os.path.dirname(src))
@@ -339,7 +344,10 @@ def run_journal(journal: Path, ledger: Ledger) -> None:
         fsync_dir(Path(d))
     update = data.get("ledger") or {}
     for name, entry in (update.get("children") or {}).items():
-        ledger.children[name] = entry
+        if entry is None:
+            ledger.children.pop(name, None)   # an undone first install
+        else:
+            ledger.children[name] = entry
     for sha, entry in (update.get("seen") or {}).items():
         ledger.note_seen(sha, entry)
     ledger.save()
