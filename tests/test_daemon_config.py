@@ -1,5 +1,6 @@
 """Unit tests: daemon config parsing and the request protocol (no processes)."""
 import json
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -241,3 +242,16 @@ def test_every_error_code_a_reply_can_carry_is_stable_and_documented():
     named = set(re.findall(r'child="([^"]+)"', doc)) | set(re.findall(r'"child": "([^"]+)"', doc))
     named.discard("nosuch")                                  # the unknown_child example
     assert named and all((root / "child_models" / f"{n}.bullet").exists() for n in named), named
+
+
+def test_the_home_flag_sets_the_home_file_and_a_bad_one_exits_2(tmp_path, capsys):
+    from bulletd.daemon.main import main
+    example = Path(__file__).resolve().parent.parent / "examples" / "home.yaml"
+    assert main(["--check-config", "--home", str(example)]) == 0
+    assert json.loads(capsys.readouterr().out)["tools"]["home"]["file"] == str(example)
+    bad = tmp_path / "home.yaml"
+    bad.write_text("areas: [{id: kitchen, names: [kitchen]}]\nentities:\n"
+                   "  - {id: light.k, area: kitchn, names: [k], command_topic: z/k/set}\n")
+    assert main(["--check-config", "--home", str(bad)]) == 2
+    said = capsys.readouterr()
+    assert "tools.home.file" in said.err + said.out

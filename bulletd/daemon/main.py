@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", metavar="ID", help="device id in topics (config: device_id)")
     p.add_argument("--fleet", metavar="GROUP", help="join the fleet shared subscription GROUP")
     p.add_argument("--fallback", metavar="CHILD", help="child used when the mother is unsure (config: router.fallback)")
+    p.add_argument("--home", metavar="FILE", help="home file for the home agent (config: tools.home.file)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     p.add_argument("--check-config", action="store_true", help="print the effective config as JSON and exit")
     p.add_argument("--version", action="version", version=f"bulletd {__version__}")
@@ -59,6 +60,8 @@ def overrides_from_args(a: argparse.Namespace) -> dict:
         o["mqtt.fleet.group"] = a.fleet
     if a.fallback:
         o["router.fallback"] = a.fallback
+    if a.home:
+        o["tools.home.file"] = a.home
     if a.log_level:
         o["log_level"] = a.log_level
     return o
