@@ -32,15 +32,29 @@ static void need_range(const char* what, int64_t v, int64_t lo, int64_t hi) {
 
 void rope_angles(const Config& c, int64_t pos, float* cos, float* sin);
 
+static ArchLimits g_limits;
+
+void set_arch_limits(const ArchLimits& limits) { g_limits = limits; }
+const ArchLimits& arch_limits() { return g_limits; }
+
+void check_config_float(const char* what, double v) {
+    if (!(v > 0.0 && v < g_limits.max_float))
+        throw std::invalid_argument("config " + std::string(what) + ": expected a finite value in (0, " +
+                                    std::to_string(g_limits.max_float) + "), found " + std::to_string(v));
+}
+
 void validate_config(const Config& c) {
-    need_range("dim", c.dim, 1, 1 << 16);
-    need_range("n_layers", c.n_layers, 1, 4096);
-    need_range("n_heads", c.n_heads, 1, c.dim);
+    const ArchLimits& L = g_limits;
+    if (L.dim <= 0 || L.kv_bytes <= 0)
+        throw std::invalid_argument("config: the architecture limits are not set (bulletd.kernels sets them on import)");
+    need_range("dim", c.dim, 1, L.dim);
+    need_range("n_layers", c.n_layers, 1, L.n_layers);
+    need_range("n_heads", c.n_heads, 1, L.n_heads);
     need_range("n_kv_heads", c.n_kv_heads, 1, c.n_heads);
-    need_range("hidden_dim", c.hidden_dim, 1, 1 << 18);
-    need_range("vocab_size", c.vocab_size, 1, 1 << 24);
-    need_range("max_seq_len", c.max_seq_len, 1, 1 << 20);
-    need_range("head_dim", c.head_dim_, 0, 1 << 14);
+    need_range("hidden_dim", c.hidden_dim, 1, L.hidden_dim);
+    need_range("vocab_size", c.vocab_size, 1, L.vocab_size);
+    need_range("max_seq_len", c.max_seq_len, 1, L.max_seq_len);
+    need_range("head_dim", c.head_dim_, 0, L.head_dim);
     if (c.head_dim_ == 0 && c.dim % c.n_heads != 0)
         throw std::invalid_argument("config: dim " + std::to_string(c.dim) + " is not divisible by n_heads " +
                                     std::to_string(c.n_heads));
@@ -49,15 +63,15 @@ void validate_config(const Config& c) {
     if (c.n_heads % c.n_kv_heads != 0)
         throw std::invalid_argument("config: n_heads " + std::to_string(c.n_heads) + " is not a multiple of n_kv_heads " +
                                     std::to_string(c.n_kv_heads));
-    if (!std::isfinite(c.norm_eps) || c.norm_eps < 0.0f)
-        throw std::invalid_argument("config norm_eps: expected a finite value >= 0, found " + std::to_string(c.norm_eps));
-    if (!std::isfinite(c.rope_theta) || c.rope_theta <= 0.0f)
-        throw std::invalid_argument("config rope_theta: expected a finite value > 0, found " + std::to_string(c.rope_theta));
-    // KV cache must stay reasonable: refuse configs whose cache alone exceeds 4 GiB.
+    check_config_float("norm_eps", c.norm_eps);
+    check_config_float("rope_theta", c.rope_theta);
+    // the KV cache, sized by max_seq_len which no tensor bounds: the last guard of the runtime's cap
+    const int64_t cap = c.max_kv_bytes > 0 ? c.max_kv_bytes : L.kv_bytes;
     const double kv = 2.0 * (double)c.n_layers * (double)c.max_seq_len * (double)c.kv_dim() * 4.0;
-    if (kv > 4.0 * 1024 * 1024 * 1024)
+    if (kv > (double)cap)
         throw std::invalid_argument("config: KV cache would need " + std::to_string((int64_t)(kv / 1048576)) +
-                                    " MiB (n_layers x max_seq_len x kv_dim), more than the 4096 MiB limit");
+                                    " MiB (n_layers x max_seq_len x kv_dim), more than the limit of " +
+                                    std::to_string(cap) + " bytes");
 }
 
 static const TensorView& find(const std::map<std::string, TensorView>& t, const std::string& name) {

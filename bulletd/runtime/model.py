@@ -33,14 +33,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BulletError, FormatError, ModelError, RequestError
+from ..format import arch as _arch
 from .reference import ReferenceModel, check_arch, expected_shapes
 from .sampling import GenerationSettings, Sampler
 
 BACKENDS = ("auto", "native", "numpy")
 NUMPY_WEIGHTS = ("mapped", "f32")   # BULLET_NUMPY_WEIGHTS; the first is the default
-# A session's KV cache is sized by arch.max_seq_len, which no tensor bounds: a hostile header could
-# ask for terabytes. Refuse beyond this (override with BULLET_MAX_KV_BYTES).
-DEFAULT_MAX_KV_BYTES = 1 << 30
 FINISH_REASONS = ("length", "stop", "eos", "cancelled")
 
 
@@ -102,12 +100,13 @@ def check_lm_file(bf) -> dict:
         arch = check_arch(bf.arch)
     except ModelError as exc:
         raise ModelError(f"{bf.path}: {exc}") from None
-    kv = 2 * 4 * arch["n_layers"] * arch["max_seq_len"] * arch["n_kv_heads"] * arch["head_dim"]
+    # the KV cache is sized by max_seq_len, which no tensor bounds: a hostile header could ask for
+    # terabytes (the cap: bulletd.format.arch.max_kv_bytes)
+    kv = _arch.kv_cache_bytes(arch)
     try:
-        limit = int(os.environ.get("BULLET_MAX_KV_BYTES", DEFAULT_MAX_KV_BYTES))
-    except ValueError:
-        raise ModelError(f"BULLET_MAX_KV_BYTES must be an integer, got "
-                         f"{os.environ.get('BULLET_MAX_KV_BYTES')!r}") from None
+        limit = _arch.max_kv_bytes()
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
     if kv > limit:
         raise ModelError(f"{bf.path}: a session's KV cache for max_seq_len {arch['max_seq_len']} would take "
                          f"{kv:_} bytes, above the limit of {limit:_} (BULLET_MAX_KV_BYTES)")
@@ -126,7 +125,7 @@ def check_lm_file(bf) -> dict:
             raise ModelError(f"{bf.path}: tensor {name} is a vector and cannot be bq4")
         raw = bf.tensor(name)
         if info.dtype == "bq4":
-            want = (shape[0], -(-shape[1] // 32) * 20)
+            want = _arch.bq4_matrix_shape(*shape)
             if raw.dtype != np.uint8 or tuple(raw.shape) != want:
                 raise ModelError(f"{bf.path}: bq4 tensor {name} maps to {raw.dtype} {tuple(raw.shape)}, "
                                  f"expected uint8 {want}")
@@ -167,10 +166,7 @@ class Model:
             kernels, _ = _native_kernels()
             self._kernels = kernels
             tensors = {name: bf.tensor(name) for name in expected_shapes(self.arch)}
-            cfg = {k: self.arch[k] for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim",
-                                             "vocab_size", "max_seq_len", "norm_eps", "rope_theta")}
-            cfg["tied"] = self.arch["tied_embeddings"]
-            cfg["tied_embeddings"] = self.arch["tied_embeddings"]
+            cfg = _arch.native_config(self.arch)   # the same KV cap as above
             try:
                 self._native = kernels.NativeModel(cfg, tensors, kernel)
             except (ValueError, RuntimeError, TypeError, ModelError) as exc:
@@ -310,8 +306,7 @@ class Session:
             self.kv_bytes = self._impl.kv_bytes
 
     def _kv_estimate(self) -> int:
-        a = self.model.arch
-        return 2 * 4 * a["n_layers"] * a["max_seq_len"] * a["n_kv_heads"] * a["head_dim"]
+        return _arch.kv_cache_bytes(self.model.arch)
 
     # unlocked versions, used by Generation while it holds the lock
     def _run(self, ids: list[int], pos: int) -> np.ndarray:
