@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BulletError, FormatError, ModelError, RequestError
+from ..errors import BadPrompt, BulletError, ContextOverflow, FormatError, ModelError
 from ..format import arch as _arch
 from .reference import ReferenceModel, check_arch, expected_shapes
 from .sampling import GenerationSettings, Sampler
@@ -206,11 +206,12 @@ class Model:
 
     # -- generation -----------------------------------------------------------------------
     def encode_prompt(self, prompt: str) -> list[int]:
-        """Prompt text -> ids (BOS first). RequestError for a non-string, empty or too long prompt."""
+        """Prompt text -> ids (BOS first). BadPrompt for a non-string or empty prompt,
+        ContextOverflow for one that leaves no position to generate in."""
         if not isinstance(prompt, str):
-            raise RequestError("bad_request", f"prompt must be a string, got {type(prompt).__name__}")
+            raise BadPrompt(f"prompt must be a string, got {type(prompt).__name__}")
         if not prompt:
-            raise RequestError("bad_request", "prompt is empty; send at least one character")
+            raise BadPrompt("prompt is empty; send at least one character")
         ids = self.tokenizer.encode(prompt, bos=True)
         self._check_prompt_len(ids)
         return ids
@@ -218,23 +219,23 @@ class Model:
     def _check_prompt_len(self, ids) -> None:
         ctx = self.context
         if len(ids) >= ctx:
-            raise RequestError("too_long", f"the prompt is {len(ids)} tokens; this model's context is "
-                                           f"{ctx} tokens and generation needs at least one free position")
+            raise ContextOverflow(f"the prompt is {len(ids)} tokens; this model's context is "
+                                  f"{ctx} tokens and generation needs at least one free position")
 
     def generate(self, prompt: str, settings: GenerationSettings | None = None, session=None,
                  cancel: threading.Event | None = None, grammar=None) -> "Generation":
-        """Generate a continuation of `prompt`. Settings and prompt are checked now (RequestError
-        bad_request / too_long); the returned Generation yields str deltas as tokens decode.
+        """Generate a continuation of `prompt`. Settings and prompt are checked now (BadSettings,
+        BadPrompt, ContextOverflow); the returned Generation yields str deltas as tokens decode.
         grammar (bulletd.runtime.grammar.Grammar): every token keeps the text a prefix of a valid
         document; generation ends with "stop" as soon as the document is complete."""
-        settings = (settings or GenerationSettings()).validate(self.context)
+        settings = (settings or GenerationSettings()).fit(self.context)
         ids = self.encode_prompt(prompt)
         return Generation(self, ids, settings, session, cancel, grammar)
 
     def generate_ids(self, prompt_ids, settings: GenerationSettings | None = None, session=None,
                      cancel: threading.Event | None = None, grammar=None) -> "Generation":
         """Like generate, from token ids (BOS included if wanted). ModelError for bad ids."""
-        settings = (settings or GenerationSettings()).validate(self.context)
+        settings = (settings or GenerationSettings()).fit(self.context)
         ids = _check_ids(prompt_ids, self.arch["vocab_size"])
         self._check_prompt_len(ids)
         return Generation(self, ids, settings, session, cancel, grammar)
@@ -317,7 +318,7 @@ class Session:
             raise ModelError(f"position {pos} is invalid: the cache holds positions 0..{len(self.tokens) - 1}, "
                              f"the next free one is {len(self.tokens)}")
         if pos + len(ids) > a["max_seq_len"]:
-            raise ModelError(f"positions {pos}..{pos + len(ids) - 1} run past the context of "
+            raise ContextOverflow(f"positions {pos}..{pos + len(ids) - 1} run past the context of "
                              f"{a['max_seq_len']} tokens")
         # the cache is valid only up to pos from here on, whatever happens below
         del self.tokens[pos:]

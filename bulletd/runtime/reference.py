@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import FormatError, ModelError
+from ..errors import ContextOverflow, FormatError, ModelError
 from ..format import arch as _arch
 from ..format import dequantize_bq4
 
@@ -256,7 +256,7 @@ class ReferenceSession:
             raise ModelError(f"position {pos} is invalid: the cache holds positions 0..{self.filled - 1}, "
                              f"the next one is {self.filled}")
         if pos + ids.shape[0] > a["max_seq_len"]:
-            raise ModelError(f"positions {pos}..{pos + ids.shape[0] - 1} run past the context of "
+            raise ContextOverflow(f"positions {pos}..{pos + ids.shape[0] - 1} run past the context of "
                              f"{a['max_seq_len']} tokens")
         return ids.astype(np.int64)
 
