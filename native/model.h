@@ -109,6 +109,9 @@ class Session {
     void embed(int64_t token, float* out);
     void rope_angles(int64_t pos);
     void store_kv(int64_t l, int64_t pos, const float* k, const float* v);
+    // the layers over T tokens at positions p0..p0+T-1 (x_ holds their embeddings, then the
+    // residual stream): the one body of decode (T = 1) and prefill
+    void layers(int64_t T, int64_t p0);
     float* kcache(int64_t l, int64_t kvh) { return kc_.data() + ((l * cfg_.n_kv_heads + kvh) * cfg_.max_seq_len) * hd_; }
     float* vcache(int64_t l, int64_t kvh) { return vc_.data() + ((l * cfg_.n_kv_heads + kvh) * cfg_.max_seq_len) * hd_; }
     // out[t * ldo + r] = W @ X[t] for t < T. X rows have stride ldx; q8 scratch holds T quantised rows
