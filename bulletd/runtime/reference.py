@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import ContextOverflow, FormatError, ModelError
 from ..format import arch as _arch
-from ..format import dequantize_bq4
+from ..format import QK, dequantize_bq4
 
 WEIGHT_MODES = ("mapped", "f32")
 
@@ -212,9 +212,9 @@ class ReferenceModel:
         dw, qw, cols = q
         T = x.shape[0]
         nb = dw.shape[1]
-        xp = np.zeros((T, nb * 32), dtype=np.float32)
+        xp = np.zeros((T, nb * QK), dtype=np.float32)
         xp[:, :cols] = x
-        xb = xp.reshape(T, nb, 32)
+        xb = xp.reshape(T, nb, QK)
         dx = (np.max(np.abs(xb), axis=2) / np.float32(127.0)).astype(np.float32)      # (T, nb)
         with np.errstate(divide="ignore"):
             inv = np.where(dx != 0, np.float32(1.0) / dx, np.float32(0.0)).astype(np.float32)
