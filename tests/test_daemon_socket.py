@@ -616,7 +616,8 @@ def test_no_route_without_mother_examples_or_fallback_then_fallback(kit, tmp_pat
 def test_internal_errors_become_an_internal_reply_not_a_crash():
     import asyncio
     from bulletd.daemon.config import Config, override
-    from bulletd.daemon.service import Daemon, Peer
+    from bulletd.daemon.protocol import Peer
+    from bulletd.daemon.service import Daemon
 
     async def go():
         d = Daemon(override(Config(), model_dir="/nonexistent", **{"trust.allow_unsigned": True}))

@@ -82,4 +82,4 @@ def test_transports_take_peer_from_the_protocol_without_importing_the_service():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     from bulletd.daemon import mqtt, service, socket_server
-    assert mqtt.Peer is socket_server.Peer is service.Peer is protocol.Peer
+    assert mqtt.Peer is socket_server.Peer is service.Peer is protocol.Peer   # service uses it too

@@ -29,7 +29,6 @@ from bulletd.tasks import cancel_and_wait
 log = logging.getLogger("bulletd")
 
 EmitChunk = Callable[[dict], Awaitable[None]]
-__all__ = ["Daemon", "Peer", "run_daemon"]   # Peer lives in protocol; importing it from here still works
 
 
 class Daemon:
