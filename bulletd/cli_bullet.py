@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:       # `bullet inspect ... | head`: the reader left, nothing to say
         return stdout_gone()
     except BulletError as exc:
-        code = getattr(exc, "code", None)
+        from .daemon.protocol import request_code
+        code = request_code(exc) or getattr(exc, "code", None)     # as bulletd would answer
         print(f"bullet {args.cmd}: error: {exc}" + (f" [{code}]" if code else ""), file=sys.stderr)
         return 1
     except (OSError, ValueError) as exc:

@@ -1,8 +1,10 @@
 """The project's exception tree. Every error the project raises on purpose derives from BulletError.
 
 Each child names a boundary: a bad file (FormatError), a failed signature or unknown key
-(TrustError), a bad request (RequestError, carrying a stable wire code), routing
-(RoutingError), transports (TransportError) and the model runtime (ModelError).
+(TrustError), a request the daemon refuses (RequestError, carrying a stable wire code),
+transports (TransportError) and the model runtime (ModelError, and its typed children for what a
+caller asked of a model: BadSettings, BadPrompt, ContextOverflow). The runtime raises typed
+errors only; wire codes are given at the daemon's edge (bulletd.daemon.protocol.wire_error).
 """
 
 
@@ -35,16 +37,28 @@ class RequestError(BulletError):
         self.message = message
 
 
-class RoutingError(BulletError):
-    """The mother could not choose a child and no fallback is configured."""
-
-
 class TransportError(BulletError):
     """MQTT or Unix-socket transport failure (translated from the library's own errors)."""
 
 
 class ModelError(BulletError):
     """The runtime cannot build or run a model (bad shapes, ids out of range, context full)."""
+
+
+class BadSettings(ModelError):
+    """A generation setting has the wrong type or lies outside its range. `field` names it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+class BadPrompt(ModelError):
+    """A prompt the model cannot take: not a string, or empty."""
+
+
+class ContextOverflow(ModelError):
+    """The prompt (or the positions asked for) do not fit the model's context."""
 
 
 # ---------------------------------------------------------------------- for the command lines

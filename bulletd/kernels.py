@@ -29,9 +29,8 @@ import time
 import numpy as np
 
 from .errors import ModelError
-
-QK = 32            # weights (and activations) per block
-BQ4_BLOCK = 20     # bytes per BQ4 block: f16 scale, i8 zero, u8 pad, 16 bytes of nibbles
+from .format.arch import REFERENCE, SMALL, native_limits, tensor_shapes
+from .format.bq4 import BLOCK_BYTES as BQ4_BLOCK, QK   # weights (and activations) per block; bytes per block
 
 try:
     from . import _native  # type: ignore[attr-defined]
@@ -39,6 +38,8 @@ try:
 except ImportError as exc:  # not built, or built for another Python
     _native = None
     _NATIVE_ERROR = f"{type(exc).__name__}: {exc}"
+if _native is not None and hasattr(_native, "set_arch_limits"):
+    _native.set_arch_limits(native_limits())   # the native model checks configs against these
 
 
 # =============================================================================
@@ -302,29 +303,19 @@ def attention_ref(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
 # Benchmark
 # =============================================================================
 
-REFERENCE = dict(dim=256, n_layers=8, n_heads=4, n_kv_heads=4, hidden_dim=768, vocab_size=2048, max_seq_len=256)
-SMALL = dict(dim=128, n_layers=4, n_heads=4, n_kv_heads=4, hidden_dim=384, vocab_size=1024, max_seq_len=256)
-
-
 def random_bq4_tensors(config: dict, seed: int = 0, tied: bool = True) -> dict:
     """Random weights for `config` as the native Model takes them (BQ4 blocks for matrices, f32
     norms), quantised with bulletd.format.quantize_bq4. For benchmarks and tests."""
     from .format import quantize_bq4
     rng = np.random.default_rng(seed)
-    c = config
-    hd = c.get("head_dim") or c["dim"] // c["n_heads"]
-    qd, kvd = c["n_heads"] * hd, c["n_kv_heads"] * hd
-    shapes = {"tok_embd": (c["vocab_size"], c["dim"]), "out_norm": (c["dim"],)}
-    if not tied:
-        shapes["output"] = (c["vocab_size"], c["dim"])
-    for i in range(c["n_layers"]):
-        p = f"blk.{i}."
-        shapes.update({p + "attn_norm": (c["dim"],), p + "ffn_norm": (c["dim"],), p + "wq": (qd, c["dim"]),
-                       p + "wk": (kvd, c["dim"]), p + "wv": (kvd, c["dim"]), p + "wo": (c["dim"], qd),
-                       p + "w1": (c["hidden_dim"], c["dim"]), p + "w2": (c["dim"], c["hidden_dim"]),
-                       p + "w3": (c["hidden_dim"], c["dim"])})
+    table = tensor_shapes(dict(config, tied_embeddings=tied))
+    # drawn in this order (the benchmarks' figures and the tests' models stay those of one seed)
+    order = ["tok_embd", "out_norm"] + ([] if tied else ["output"]) + [
+        f"blk.{i}.{n}" for i in range(config["n_layers"])
+        for n in ("attn_norm", "ffn_norm", "wq", "wk", "wv", "wo", "w1", "w2", "w3")]
     out = {}
-    for name, shape in shapes.items():
+    for name in order:
+        shape = table[name]
         if len(shape) == 1:
             out[name] = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
         else:

@@ -11,7 +11,8 @@ x = router_features(text)) and `Router`, which applies the routing order of docs
      (raw features when there is no mother), when it beats the centroid threshold and the mother
      is unsure or the mother's own choice is farther from its centroid;
   4. the configured fallback child;
-  5. otherwise RequestError("no_route").
+  5. otherwise no child (a decision with child None, reason "none"); the daemon answers it with
+     no_route_error(), RequestError("no_route").
 
     from bulletd.router import Router, load_mother
     r = Router(load_mother("child_models/mother.bullet"))
@@ -139,10 +140,6 @@ class Router:
         self._centroids[name] = self._centroid(ex)
         return True
 
-    def forget(self, name: str) -> None:
-        self._examples.pop(name, None)
-        self._centroids.pop(name, None)
-
     def routable_by(self, name: str) -> str | None:
         if self.mother is not None and name in self.mother.labels:
             return "mother"
@@ -152,7 +149,8 @@ class Router:
 
     def decide(self, text: str, available: set[str], *, child: str | None = None, threshold: float = -1.0,
                fallback: str = "", centroid_threshold: float = 0.35) -> RouteDecision:
-        """Choose a child for `text` among `available`; RequestError(no_route) if none fits."""
+        """Choose a child for `text` among `available`. Never raises: when none fits, the decision's
+        child is None and its reason "none" (no_route_error() words the daemon's answer)."""
         t0 = time.perf_counter()
         if child:
             return RouteDecision(child, "explicit", 1.0, elapsed_ms=(time.perf_counter() - t0) * 1e3)
@@ -202,6 +200,7 @@ class Router:
 
 
 def no_route_error(d: RouteDecision, fallback: str) -> RequestError:
+    """The daemon's answer to a decision without a child: RequestError("no_route") saying why."""
     if not d.scores and not d.example_scores:
         why = "there is no mother and no installed child carries routing examples"
     else:

@@ -59,7 +59,8 @@ struct KernelTable {
                       float* att, float* out);
     // Prefill: nq <= 4 consecutive queries of one head (query i at q + i * qstride, output at
     // out + i * ostride) over the same cache; query i sees positions 0 .. n0 + i (causal). Each K and
-    // V row is read once for all of them. att: scratch of 4 * (n0 + nq).
+    // V row is read once for all of them. att: scratch of 4 * (n0 + nq). Fewer than 4 queries run
+    // `attention` on each (a decode step of the forward pass gives the same numbers either way).
     void (*attention_multi)(const float* q, int64_t qstride, int64_t nq, const float* kt, int64_t kstride,
                             const float* v, int64_t n0, int64_t hd, float* att, float* out, int64_t ostride);
 };

@@ -32,15 +32,29 @@ static void need_range(const char* what, int64_t v, int64_t lo, int64_t hi) {
 
 void rope_angles(const Config& c, int64_t pos, float* cos, float* sin);
 
+static ArchLimits g_limits;
+
+void set_arch_limits(const ArchLimits& limits) { g_limits = limits; }
+const ArchLimits& arch_limits() { return g_limits; }
+
+void check_config_float(const char* what, double v) {
+    if (!(v > 0.0 && v < g_limits.max_float))
+        throw std::invalid_argument("config " + std::string(what) + ": expected a finite value in (0, " +
+                                    std::to_string(g_limits.max_float) + "), found " + std::to_string(v));
+}
+
 void validate_config(const Config& c) {
-    need_range("dim", c.dim, 1, 1 << 16);
-    need_range("n_layers", c.n_layers, 1, 4096);
-    need_range("n_heads", c.n_heads, 1, c.dim);
+    const ArchLimits& L = g_limits;
+    if (L.dim <= 0 || L.kv_bytes <= 0)
+        throw std::invalid_argument("config: the architecture limits are not set (bulletd.kernels sets them on import)");
+    need_range("dim", c.dim, 1, L.dim);
+    need_range("n_layers", c.n_layers, 1, L.n_layers);
+    need_range("n_heads", c.n_heads, 1, L.n_heads);
     need_range("n_kv_heads", c.n_kv_heads, 1, c.n_heads);
-    need_range("hidden_dim", c.hidden_dim, 1, 1 << 18);
-    need_range("vocab_size", c.vocab_size, 1, 1 << 24);
-    need_range("max_seq_len", c.max_seq_len, 1, 1 << 20);
-    need_range("head_dim", c.head_dim_, 0, 1 << 14);
+    need_range("hidden_dim", c.hidden_dim, 1, L.hidden_dim);
+    need_range("vocab_size", c.vocab_size, 1, L.vocab_size);
+    need_range("max_seq_len", c.max_seq_len, 1, L.max_seq_len);
+    need_range("head_dim", c.head_dim_, 0, L.head_dim);
     if (c.head_dim_ == 0 && c.dim % c.n_heads != 0)
         throw std::invalid_argument("config: dim " + std::to_string(c.dim) + " is not divisible by n_heads " +
                                     std::to_string(c.n_heads));
@@ -49,15 +63,15 @@ void validate_config(const Config& c) {
     if (c.n_heads % c.n_kv_heads != 0)
         throw std::invalid_argument("config: n_heads " + std::to_string(c.n_heads) + " is not a multiple of n_kv_heads " +
                                     std::to_string(c.n_kv_heads));
-    if (!std::isfinite(c.norm_eps) || c.norm_eps < 0.0f)
-        throw std::invalid_argument("config norm_eps: expected a finite value >= 0, found " + std::to_string(c.norm_eps));
-    if (!std::isfinite(c.rope_theta) || c.rope_theta <= 0.0f)
-        throw std::invalid_argument("config rope_theta: expected a finite value > 0, found " + std::to_string(c.rope_theta));
-    // KV cache must stay reasonable: refuse configs whose cache alone exceeds 4 GiB.
+    check_config_float("norm_eps", c.norm_eps);
+    check_config_float("rope_theta", c.rope_theta);
+    // the KV cache, sized by max_seq_len which no tensor bounds: the last guard of the runtime's cap
+    const int64_t cap = c.max_kv_bytes > 0 ? c.max_kv_bytes : L.kv_bytes;
     const double kv = 2.0 * (double)c.n_layers * (double)c.max_seq_len * (double)c.kv_dim() * 4.0;
-    if (kv > 4.0 * 1024 * 1024 * 1024)
+    if (kv > (double)cap)
         throw std::invalid_argument("config: KV cache would need " + std::to_string((int64_t)(kv / 1048576)) +
-                                    " MiB (n_layers x max_seq_len x kv_dim), more than the 4096 MiB limit");
+                                    " MiB (n_layers x max_seq_len x kv_dim), more than the limit of " +
+                                    std::to_string(cap) + " bytes");
 }
 
 static const TensorView& find(const std::map<std::string, TensorView>& t, const std::string& name) {
@@ -325,6 +339,60 @@ void Session::logits_from(float* x, float* logits) {
 }
 
 // ============================================================================
+// The layers: T tokens at positions p0..p0+T-1 at once (T <= chunk_); a decode step is T = 1.
+// x_ holds the T embeddings (rows of dim) on entry and the residual stream on return.
+// ============================================================================
+
+void Session::layers(int64_t T, int64_t p0) {
+    const int64_t D = cfg_.dim, H = cfg_.hidden_dim, QD = cfg_.q_dim(), KVD = cfg_.kv_dim();
+    const int64_t kv_mul = cfg_.n_heads / cfg_.n_kv_heads;
+    float* X = x_.data();
+    float* XB = xb_.data();
+    float* XB2 = xb2_.data();
+    float* Q = q_.data();
+    float* HB = hb_.data();
+    float* HB2 = hb2_.data();
+    for (int64_t l = 0; l < cfg_.n_layers; l++) {
+        const Layer& L = m_->layers[l];
+        // attention: xb = rmsnorm(x); q, k, v = Wq xb, Wk xb, Wv xb (one matrix-matrix product each)
+        for (int64_t t = 0; t < T; t++) k_->rmsnorm(XB + t * D, X + t * D, L.attn_norm.data(), D, cfg_.norm_eps);
+        bool ready = false;
+        matmul(L.wq, XB, T, D, &ready, Q, QD);
+        matmul(L.wk, XB, T, D, &ready, kt_.data(), KVD);
+        matmul(L.wv, XB, T, D, &ready, vt_.data(), KVD);
+        // RoPE on q and k, then store k, v at their positions in the cache (one token keeps the
+        // angles of its position for every layer)
+        for (int64_t t = 0; t < T; t++) {
+            if (T > 1 || l == 0) rope_angles(p0 + t);
+            k_->rope(Q + t * QD, cfg_.n_heads, hd_, rc, rs);
+            k_->rope(kt_.data() + t * KVD, cfg_.n_kv_heads, hd_, rc, rs);
+            store_kv(l, p0 + t, kt_.data() + t * KVD, vt_.data() + t * KVD);
+        }
+        // causal: query head h of token t (position p0 + t) attends over positions 0..p0 + t of
+        // kv head h / kv_mul, all stored above; four tokens at a time share each head's reads
+        // (fewer than four run the single-query kernel, one at a time)
+        for (int64_t h = 0; h < cfg_.n_heads; h++)
+            for (int64_t t = 0; t < T; t += 4)
+                k_->attention_multi(Q + t * QD + h * hd_, QD, std::min<int64_t>(4, T - t), kcache(l, h / kv_mul),
+                                    cfg_.max_seq_len, vcache(l, h / kv_mul), p0 + t, hd_, att_.data(),
+                                    XB2 + t * QD + h * hd_, QD);
+        // x += Wo xb2
+        ready = false;
+        matmul(L.wo, XB2, T, QD, &ready, XB, D);
+        for (int64_t i = 0; i < T * D; i++) X[i] += XB[i];
+        // ffn: xb = rmsnorm(x), x += W2 (silu(W1 xb) * W3 xb)
+        for (int64_t t = 0; t < T; t++) k_->rmsnorm(XB + t * D, X + t * D, L.ffn_norm.data(), D, cfg_.norm_eps);
+        ready = false;
+        matmul(L.w1, XB, T, D, &ready, HB, H);
+        matmul(L.w3, XB, T, D, &ready, HB2, H);
+        k_->swiglu(HB, HB2, T * H);
+        ready = false;
+        matmul(L.w2, HB, T, H, &ready, XB, D);
+        for (int64_t i = 0; i < T * D; i++) X[i] += XB[i];
+    }
+}
+
+// ============================================================================
 // Decode: one token
 // ============================================================================
 
@@ -337,48 +405,10 @@ void Session::forward(int64_t token, int64_t pos, float* logits) {
     if (pos > valid_)
         throw std::invalid_argument("position " + std::to_string(pos) + " skips positions " + std::to_string(valid_) +
                                     ".." + std::to_string(pos - 1) + " that this session has not computed");
-    const int64_t D = cfg_.dim, H = cfg_.hidden_dim, QD = cfg_.q_dim(), KVD = cfg_.kv_dim();
-    const int64_t kv_mul = cfg_.n_heads / cfg_.n_kv_heads;
-    float* x = x_.data();
-    float* xb = xb_.data();
-    float* xb2 = xb2_.data();
-    float* q = q_.data();
-    float* hb = hb_.data();
-    float* hb2 = hb2_.data();
-    embed(token, x);
-    rope_angles(pos);
-    for (int64_t l = 0; l < cfg_.n_layers; l++) {
-        const Layer& L = m_->layers[l];
-        // attention: xb = rmsnorm(x); q, k, v = Wq xb, Wk xb, Wv xb
-        k_->rmsnorm(xb, x, L.attn_norm.data(), D, cfg_.norm_eps);
-        bool ready = false;
-        matmul(L.wq, xb, 1, D, &ready, q, QD);
-        matmul(L.wk, xb, 1, D, &ready, kt_.data(), KVD);
-        matmul(L.wv, xb, 1, D, &ready, vt_.data(), KVD);
-        // RoPE on q and k, then store k, v at `pos` in the cache
-        k_->rope(q, cfg_.n_heads, hd_, rc, rs);
-        k_->rope(kt_.data(), cfg_.n_kv_heads, hd_, rc, rs);
-        store_kv(l, pos, kt_.data(), vt_.data());
-        // each query head h attends over positions 0..pos of kv head h / kv_mul
-        for (int64_t h = 0; h < cfg_.n_heads; h++)
-            k_->attention(q + h * hd_, kcache(l, h / kv_mul), cfg_.max_seq_len, vcache(l, h / kv_mul), pos + 1, hd_,
-                          att_.data(), xb2 + h * hd_);
-        // x += Wo xb2
-        ready = false;
-        matmul(L.wo, xb2, 1, QD, &ready, xb, D);
-        for (int64_t i = 0; i < D; i++) x[i] += xb[i];
-        // ffn: x += W2 (silu(W1 xb) * W3 xb), xb = rmsnorm(x)
-        k_->rmsnorm(xb, x, L.ffn_norm.data(), D, cfg_.norm_eps);
-        ready = false;
-        matmul(L.w1, xb, 1, D, &ready, hb, H);
-        matmul(L.w3, xb, 1, D, &ready, hb2, H);
-        k_->swiglu(hb, hb2, H);
-        ready = false;
-        matmul(L.w2, hb, 1, H, &ready, xb, D);
-        for (int64_t i = 0; i < D; i++) x[i] += xb[i];
-    }
+    embed(token, x_.data());
+    layers(1, pos);
     valid_ = pos + 1;
-    logits_from(x, logits);
+    logits_from(x_.data(), logits);
 }
 
 // ============================================================================
@@ -396,53 +426,14 @@ void Session::prefill(const int64_t* tokens, int64_t n, int64_t pos, float* logi
         throw std::invalid_argument("prefill: position " + std::to_string(pos) + " skips positions " +
                                     std::to_string(valid_) + ".." + std::to_string(pos - 1) +
                                     " that this session has not computed");
-    const int64_t D = cfg_.dim, H = cfg_.hidden_dim, QD = cfg_.q_dim(), KVD = cfg_.kv_dim();
-    const int64_t kv_mul = cfg_.n_heads / cfg_.n_kv_heads;
-    float* X = x_.data();
-    float* XB = xb_.data();
-    float* XB2 = xb2_.data();
-    float* Q = q_.data();
-    float* HB = hb_.data();
-    float* HB2 = hb2_.data();
+    const int64_t D = cfg_.dim;
     valid_ = std::min(valid_, pos);  // positions past pos are about to be overwritten
     for (int64_t s = 0; s < n; s += chunk_) {
         const int64_t T = std::min(chunk_, n - s);
-        const int64_t p0 = pos + s;
-        for (int64_t t = 0; t < T; t++) embed(tokens[s + t], X + t * D);
-        for (int64_t l = 0; l < cfg_.n_layers; l++) {
-            const Layer& L = m_->layers[l];
-            for (int64_t t = 0; t < T; t++) k_->rmsnorm(XB + t * D, X + t * D, L.attn_norm.data(), D, cfg_.norm_eps);
-            bool ready = false;
-            matmul(L.wq, XB, T, D, &ready, Q, QD);
-            matmul(L.wk, XB, T, D, &ready, kt_.data(), KVD);
-            matmul(L.wv, XB, T, D, &ready, vt_.data(), KVD);
-            for (int64_t t = 0; t < T; t++) {
-                rope_angles(p0 + t);
-                k_->rope(Q + t * QD, cfg_.n_heads, hd_, rc, rs);
-                k_->rope(kt_.data() + t * KVD, cfg_.n_kv_heads, hd_, rc, rs);
-                store_kv(l, p0 + t, kt_.data() + t * KVD, vt_.data() + t * KVD);
-            }
-            // causal: token t (position p0 + t) sees positions 0..p0 + t, all stored above; four
-            // tokens at a time share each head's reads of the cache
-            for (int64_t h = 0; h < cfg_.n_heads; h++)
-                for (int64_t t = 0; t < T; t += 4)
-                    k_->attention_multi(Q + t * QD + h * hd_, QD, std::min<int64_t>(4, T - t), kcache(l, h / kv_mul),
-                                        cfg_.max_seq_len, vcache(l, h / kv_mul), p0 + t, hd_, att_.data(),
-                                        XB2 + t * QD + h * hd_, QD);
-            ready = false;
-            matmul(L.wo, XB2, T, QD, &ready, XB, D);
-            for (int64_t i = 0; i < T * D; i++) X[i] += XB[i];
-            for (int64_t t = 0; t < T; t++) k_->rmsnorm(XB + t * D, X + t * D, L.ffn_norm.data(), D, cfg_.norm_eps);
-            ready = false;
-            matmul(L.w1, XB, T, D, &ready, HB, H);
-            matmul(L.w3, XB, T, D, &ready, HB2, H);
-            k_->swiglu(HB, HB2, T * H);
-            ready = false;
-            matmul(L.w2, HB, T, H, &ready, XB, D);
-            for (int64_t i = 0; i < T * D; i++) X[i] += XB[i];
-        }
-        valid_ = p0 + T;
-        if (s + T == n) logits_from(X + (T - 1) * D, logits);
+        for (int64_t t = 0; t < T; t++) embed(tokens[s + t], x_.data() + t * D);
+        layers(T, pos + s);
+        valid_ = pos + s + T;
+        if (s + T == n) logits_from(x_.data() + (T - 1) * D, logits);
     }
 }
 

@@ -16,12 +16,24 @@
 
 namespace bullet {
 
+// The largest value of each config integer, the float range of norm_eps and rope_theta, and the
+// default KV-cache cap. bulletd.format.arch owns the numbers; bulletd.kernels hands them over with
+// set_arch_limits() when it imports the module. Until then validate_config refuses every config.
+struct ArchLimits {
+    int64_t dim = 0, n_layers = 0, n_heads = 0, hidden_dim = 0, vocab_size = 0, max_seq_len = 0, head_dim = 0;
+    double max_float = 0;   // norm_eps and rope_theta lie in (0, max_float)
+    int64_t kv_bytes = 0;   // KV-cache cap of a Config whose max_kv_bytes is 0
+};
+void set_arch_limits(const ArchLimits& limits);
+const ArchLimits& arch_limits();
+
 struct Config {
     int64_t dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, hidden_dim = 0, vocab_size = 0, max_seq_len = 0;
     float norm_eps = 1e-5f;      // RMSNorm epsilon
     float rope_theta = 10000.f;  // RoPE base
     bool tied = false;           // output projection shares tok_embd
     int64_t head_dim_ = 0;       // 0: dim / n_heads (llama2.c); else an explicit head size
+    int64_t max_kv_bytes = 0;    // refuse a larger KV cache; 0: arch_limits().kv_bytes
     int64_t head_dim() const { return head_dim_ ? head_dim_ : dim / n_heads; }
     int64_t kv_dim() const { return head_dim() * n_kv_heads; }
     int64_t q_dim() const { return head_dim() * n_heads; }
@@ -54,6 +66,8 @@ struct Layer {
 
 // Throws std::invalid_argument with a message naming the field, what was expected and what was found.
 void validate_config(const Config& c);
+// norm_eps, rope_theta: in (0, arch_limits().max_float), else std::invalid_argument naming `what`
+void check_config_float(const char* what, double v);
 
 class Model {
   public:
@@ -95,6 +109,9 @@ class Session {
     void embed(int64_t token, float* out);
     void rope_angles(int64_t pos);
     void store_kv(int64_t l, int64_t pos, const float* k, const float* v);
+    // the layers over T tokens at positions p0..p0+T-1 (x_ holds their embeddings, then the
+    // residual stream): the one body of decode (T = 1) and prefill
+    void layers(int64_t T, int64_t p0);
     float* kcache(int64_t l, int64_t kvh) { return kc_.data() + ((l * cfg_.n_kv_heads + kvh) * cfg_.max_seq_len) * hd_; }
     float* vcache(int64_t l, int64_t kvh) { return vc_.data() + ((l * cfg_.n_kv_heads + kvh) * cfg_.max_seq_len) * hd_; }
     // out[t * ldo + r] = W @ X[t] for t < T. X rows have stride ldx; q8 scratch holds T quantised rows

@@ -55,9 +55,11 @@ int64_t cfg_int(const py::dict& c, const char* key) {
 float cfg_float(const py::dict& c, const char* key, float dflt) {
     if (!c.contains(key) || c[key].is_none()) return dflt;
     py::object v = c[key];
-    if (!py::isinstance<py::float_>(v) && !py::isinstance<py::int_>(v))
+    if (py::isinstance<py::bool_>(v) || (!py::isinstance<py::float_>(v) && !py::isinstance<py::int_>(v)))
         throw std::invalid_argument(std::string("config ") + key + ": expected a number");
-    return (float)v.cast<double>();
+    const double d = v.cast<double>();
+    check_config_float(key, d);  // the range of the value given, before rounding to float
+    return (float)d;
 }
 
 Config parse_config(const py::dict& c) {
@@ -65,11 +67,21 @@ Config parse_config(const py::dict& c) {
     cfg.dim = cfg_int(c, "dim");
     cfg.n_layers = cfg_int(c, "n_layers");
     cfg.n_heads = cfg_int(c, "n_heads");
-    cfg.n_kv_heads = c.contains("n_kv_heads") && !c["n_kv_heads"].is_none() ? cfg_int(c, "n_kv_heads") : cfg.n_heads;
+    cfg.n_kv_heads = cfg_int(c, "n_kv_heads");
     cfg.hidden_dim = cfg_int(c, "hidden_dim");
     cfg.vocab_size = cfg_int(c, "vocab_size");
     cfg.max_seq_len = cfg_int(c, "max_seq_len");
-    if (c.contains("head_dim") && !c["head_dim"].is_none()) cfg.head_dim_ = cfg_int(c, "head_dim");
+    if (c.contains("head_dim") && !c["head_dim"].is_none()) {
+        cfg.head_dim_ = cfg_int(c, "head_dim");
+        if (cfg.head_dim_ < 1)  // 0 in a Config means "dim / n_heads"; given, it must be a size
+            throw std::invalid_argument("config head_dim: expected an integer >= 1, found " + std::to_string(cfg.head_dim_));
+    }
+    if (c.contains("max_kv_bytes") && !c["max_kv_bytes"].is_none()) {
+        cfg.max_kv_bytes = cfg_int(c, "max_kv_bytes");
+        if (cfg.max_kv_bytes < 1)
+            throw std::invalid_argument("config max_kv_bytes: expected an integer >= 1, found " +
+                                        std::to_string(cfg.max_kv_bytes));
+    }
     cfg.norm_eps = cfg_float(c, "norm_eps", 1e-5f);
     cfg.rope_theta = cfg_float(c, "rope_theta", 10000.0f);
     if (c.contains("tied_embeddings")) {
@@ -132,6 +144,22 @@ struct PySession {
 PYBIND11_MODULE(_native, m) {
     m.doc() = "Bullet OS native kernels and forward pass (reach it through bulletd.kernels)";
 
+    m.attr("QK") = QK;
+    m.attr("BQ4_BLOCK_BYTES") = (int)sizeof(BlockBQ4);
+    m.def("set_arch_limits", [](const py::dict& d) {
+        ArchLimits l;
+        l.dim = cfg_int(d, "dim");
+        l.n_layers = cfg_int(d, "n_layers");
+        l.n_heads = cfg_int(d, "n_heads");
+        l.hidden_dim = cfg_int(d, "hidden_dim");
+        l.vocab_size = cfg_int(d, "vocab_size");
+        l.max_seq_len = cfg_int(d, "max_seq_len");
+        l.head_dim = cfg_int(d, "head_dim");
+        l.kv_bytes = cfg_int(d, "kv_bytes");
+        if (!d.contains("max_float")) throw std::invalid_argument("limits: missing 'max_float'");
+        l.max_float = d["max_float"].cast<double>();
+        set_arch_limits(l);
+    }, "Set the config limits (bulletd.format.arch.native_limits(); bulletd.kernels calls it on import)");
     m.def("kernel_path", []() { return std::string(active_kernels().name); },
           "Active kernel path: avx512vnni, avx2, neon_dot, neon or scalar (BULLET_KERNEL=scalar forces scalar)");
     m.def("cpu_features", []() {

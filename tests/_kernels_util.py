@@ -11,6 +11,7 @@ import numpy as np
 
 from bulletd import kernels as K
 from bulletd.format import dequantize_bq4, quantize_bq4
+from bulletd.format.arch import tensor_shapes
 
 
 def assert_close(what: str, ref, got, rtol: float, atol: float) -> None:
@@ -30,16 +31,12 @@ def assert_close(what: str, ref, got, rtol: float, atol: float) -> None:
 
 
 def lm_shapes(cfg: dict) -> dict:
-    hd = cfg.get("head_dim") or cfg["dim"] // cfg["n_heads"]
-    qd, kvd, d, h = cfg["n_heads"] * hd, cfg["n_kv_heads"] * hd, cfg["dim"], cfg["hidden_dim"]
-    s = {"tok_embd": (cfg["vocab_size"], d), "out_norm": (d,)}
-    if not cfg.get("tied_embeddings", False):
-        s["output"] = (cfg["vocab_size"], d)
-    for i in range(cfg["n_layers"]):
-        p = f"blk.{i}."
-        s.update({p + "attn_norm": (d,), p + "ffn_norm": (d,), p + "wq": (qd, d), p + "wk": (kvd, d),
-                  p + "wv": (kvd, d), p + "wo": (d, qd), p + "w1": (h, d), p + "w2": (d, h), p + "w3": (h, d)})
-    return s
+    """The shapes of bulletd.format.arch's table, in the order random_lm draws them."""
+    table = tensor_shapes(cfg)
+    order = ["tok_embd", "out_norm"] + (["output"] if "output" in table else []) + [
+        f"blk.{i}.{n}" for i in range(cfg["n_layers"])
+        for n in ("attn_norm", "ffn_norm", "wq", "wk", "wv", "wo", "w1", "w2", "w3")]
+    return {name: table[name] for name in order}
 
 
 def random_lm(cfg: dict, seed: int, dtype="bq4") -> dict:

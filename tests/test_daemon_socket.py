@@ -108,7 +108,7 @@ def test_status_and_listing_fields(shared):
     ([1, 2, 3], "bad_request", "expected a map as the request, found list"),
     ({"op": "generate"}, "bad_request", "prompt: missing"),
     ({"op": "generate", "prompt": ["no"]}, "bad_request", "prompt: expected a string, found list"),
-    ({"op": "generate", "prompt": "x", "max_tokens": -4}, "bad_request", "max_tokens: expected 1 .."),
+    ({"op": "generate", "prompt": "x", "max_tokens": -4}, "bad_request", "max_tokens must be between 1 and"),
     ({"op": "generate", "prompt": "x", "top_p": 7}, "bad_request", "top_p"),
     ({"op": "frobnicate"}, "bad_request", "op: expected one of"),
     ({"op": "generate", "prompt": "x", "child": "../../etc/passwd"}, "bad_request", "path separators"),
@@ -616,7 +616,8 @@ def test_no_route_without_mother_examples_or_fallback_then_fallback(kit, tmp_pat
 def test_internal_errors_become_an_internal_reply_not_a_crash():
     import asyncio
     from bulletd.daemon.config import Config, override
-    from bulletd.daemon.service import Daemon, Peer
+    from bulletd.daemon.protocol import Peer
+    from bulletd.daemon.service import Daemon
 
     async def go():
         d = Daemon(override(Config(), model_dir="/nonexistent", **{"trust.allow_unsigned": True}))

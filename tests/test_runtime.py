@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from _runtime_util import random_arch
-from bulletd.errors import FormatError, ModelError, RequestError
+from bulletd.daemon.protocol import wire_error
+from bulletd.errors import BadPrompt, BadSettings, ContextOverflow, FormatError, ModelError
 from bulletd.format import BulletFile, write_bullet
 from bulletd.format.synth import byte_vocab, random_lm_tensors, write_random_lm
 from bulletd.runtime import GenerationSettings, load_model
@@ -166,23 +167,23 @@ def test_empty_prompts_are_rejected(small):
     s = small.new_session()
     with pytest.raises(ModelError, match="empty prompt"):
         s.prefill([], 0)
-    with pytest.raises(RequestError, match="prompt is empty") as e:
+    with pytest.raises(BadPrompt, match="prompt is empty") as e:
         small.generate("", GenerationSettings(max_tokens=8))
-    assert e.value.code == "bad_request"
-    with pytest.raises(RequestError, match="prompt must be a string, got bytes"):
+    assert wire_error(e.value).code == "bad_request"
+    with pytest.raises(BadPrompt, match="prompt must be a string, got bytes"):
         small.generate(b"hi", GenerationSettings(max_tokens=8))
 
 
 def test_prompt_longer_than_the_context_is_too_long(small):
-    with pytest.raises(RequestError, match=r"the prompt is \d+ tokens; this model's context is 40") as e:
+    with pytest.raises(ContextOverflow, match=r"the prompt is \d+ tokens; this model's context is 40") as e:
         small.generate("x" * 100, GenerationSettings(max_tokens=1))
-    assert e.value.code == "too_long"
+    assert wire_error(e.value).code == "too_long"
 
 
 def test_bad_settings_fail_before_any_work(small):
-    with pytest.raises(RequestError, match="max_tokens must be between 1 and the model's context of 40"):
+    with pytest.raises(BadSettings, match="max_tokens must be between 1 and the model's context of 40"):
         small.generate("hi", GenerationSettings(max_tokens=41))
-    with pytest.raises(RequestError, match="top_p"):
+    with pytest.raises(BadSettings, match="top_p"):
         small.generate("hi", GenerationSettings(max_tokens=8, top_p=2))
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from _runtime_util import random_arch
-from bulletd.errors import RequestError
+from bulletd.daemon.protocol import wire_error
+from bulletd.errors import BadSettings
 from bulletd.format.synth import write_random_lm
 from bulletd.runtime import GenerationSettings, Sampler, load_model
 from bulletd.runtime.model import _scan_stops
@@ -129,19 +130,21 @@ def test_repetition_penalty_changes_the_greedy_choice():
     (dict(stream="yes"), "stream must be true or false"),
 ])
 def test_absurd_settings_are_bad_requests(kw, msg):
-    with pytest.raises(RequestError, match=msg) as e:
+    with pytest.raises(BadSettings, match=msg) as e:
         GenerationSettings(**kw).validate()
-    assert e.value.code == "bad_request"
+    assert e.value.field == next(iter(kw))
+    assert wire_error(e.value).code == "bad_request"
 
 
 def test_max_tokens_beyond_the_context_is_a_bad_request():
-    with pytest.raises(RequestError, match="max_tokens must be between 1 and the model's context of 64"):
+    with pytest.raises(BadSettings, match="max_tokens must be between 1 and the model's context of 64") as e:
         GenerationSettings(max_tokens=65).validate(context=64)
+    assert wire_error(e.value).code == "bad_request"
     assert GenerationSettings(max_tokens=64).validate(context=64).max_tokens == 64
 
 
 def test_from_dict_rejects_unknown_keys_and_normalises():
-    with pytest.raises(RequestError, match="unknown generation setting.*temprature"):
+    with pytest.raises(BadSettings, match="unknown generation setting.*temprature"):
         GenerationSettings.from_dict({"temprature": 0.5})
     s = GenerationSettings.from_dict({"max_tokens": 8.0, "stop": "END", "seed": 3})
     assert s.max_tokens == 8 and isinstance(s.max_tokens, int) and s.stop == ("END",)

@@ -20,12 +20,12 @@ import time
 
 import numpy as np
 
+from bulletd.format import arch as arch_rules
 from trainer.attention import peak_attention_memory
 from trainer.model import Model, ModelArch
 from trainer.optim import AdamW, clip_grad_norm
 
-REFERENCE = ModelArch(dim=256, n_layers=8, n_heads=4, n_kv_heads=4, hidden_dim=768, vocab_size=2048,
-                      max_seq_len=256)
+REFERENCE = ModelArch(**arch_rules.REFERENCE)
 
 
 class _Stepper:

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from bulletd.errors import FormatError
+from bulletd.format import arch as arch_rules
 from trainer import autograd as ag
 
 
@@ -35,37 +37,35 @@ class ModelArch:
 
     @property
     def head_dim(self) -> int:
-        return self.dim // self.n_heads
+        return arch_rules.head_dim(self.to_dict())
 
     def check(self) -> None:
-        """Raise ValueError naming the first inconsistent hyper-parameter."""
-        for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "vocab_size", "max_seq_len"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.dim % self.n_heads:
-            raise ValueError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
-        if self.head_dim % 2:
-            raise ValueError(f"head_dim {self.head_dim} (dim / n_heads) must be even for RoPE")
-        if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
+        """Raise ValueError naming the first inconsistent hyper-parameter (the rule of
+        bulletd.format.arch, which every reader of the exported file applies)."""
+        try:
+            arch_rules.check_arch(self.to_dict())
+        except FormatError as exc:
+            raise ValueError(str(exc)) from None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def param_shapes(self) -> dict:
-        """Training-side parameter names -> shapes, in file order."""
-        hd, D = self.head_dim, self.dim
-        shapes = {"tok_embd": (self.vocab_size, D)}
+        """Training-side parameter names -> shapes, in file order: the `.bullet` shapes
+        (bulletd.format.arch) with wq, wk, wv fused into wqkv and w1, w3 into w13."""
+        t = arch_rules.tensor_shapes(self.to_dict())
+        shapes = {"tok_embd": t["tok_embd"]}
         for i in range(self.n_layers):
-            shapes[f"blk.{i}.attn_norm"] = (D,)
-            shapes[f"blk.{i}.wqkv"] = ((self.n_heads + 2 * self.n_kv_heads) * hd, D)
-            shapes[f"blk.{i}.wo"] = (D, self.n_heads * hd)
-            shapes[f"blk.{i}.ffn_norm"] = (D,)
-            shapes[f"blk.{i}.w13"] = (2 * self.hidden_dim, D)
-            shapes[f"blk.{i}.w2"] = (D, self.hidden_dim)
-        shapes["out_norm"] = (D,)
-        if not self.tied_embeddings:
-            shapes["output"] = (self.vocab_size, D)
+            p = f"blk.{i}."
+            shapes[p + "attn_norm"] = t[p + "attn_norm"]
+            shapes[p + "wqkv"] = (t[p + "wq"][0] + t[p + "wk"][0] + t[p + "wv"][0], self.dim)
+            shapes[p + "wo"] = t[p + "wo"]
+            shapes[p + "ffn_norm"] = t[p + "ffn_norm"]
+            shapes[p + "w13"] = (t[p + "w1"][0] + t[p + "w3"][0], self.dim)
+            shapes[p + "w2"] = t[p + "w2"]
+        shapes["out_norm"] = t["out_norm"]
+        if "output" in t:
+            shapes["output"] = t["output"]
         return shapes
 
     def n_params(self) -> int:

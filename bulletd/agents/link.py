@@ -182,7 +182,7 @@ class HomeLink:
 
     # ------------------------------------------------------------------ Home Assistant
     async def _ha_command(self, payload: bytes) -> None:
-        from bulletd.daemon.service import Peer
+        from bulletd.daemon.protocol import Peer
         text = payload.decode("utf-8", "replace").strip()
         if not text:
             return

@@ -33,7 +33,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from bulletd.errors import RequestError
 from bulletd.mqtt_direct import direct_queue
 from bulletd.tasks import cancel_and_wait
-from bulletd.daemon.protocol import (CT_JSON, CT_MSGPACK, check_topic, decode_payload, encode_payload,
+from bulletd.daemon.protocol import (CT_JSON, CT_MSGPACK, Peer, check_topic, decode_payload, encode_payload,
                                      error_from_exc, error_reply)
 
 log = logging.getLogger("bulletd.mqtt")
@@ -318,7 +318,6 @@ class MQTTTransport:
         ct_in = getattr(props, "ContentType", None) if props is not None else None
         payload = msg.payload if isinstance(msg.payload, (bytes, bytearray)) else str(msg.payload or "").encode()
         ct = CT_JSON if ct_in == CT_JSON or payload[:1] == b"{" else CT_MSGPACK
-        from bulletd.daemon.service import Peer
         try:
             if len(payload) > self.max_bytes:
                 raise RequestError("too_large", f"payload of {len(payload)} bytes is larger than the limit "

@@ -20,7 +20,8 @@ from typing import Any
 
 import msgpack
 
-from bulletd.errors import RequestError
+from bulletd.errors import BadPrompt, BadSettings, BulletError, ContextOverflow, RequestError
+from bulletd.runtime.sampling import LIMITS as SETTING_LIMITS, GenerationSettings, check_setting, check_stop
 
 # Stable wire codes. Clients may switch on them; never rename one.
 ERROR_CODES = {
@@ -177,10 +178,12 @@ def pack_frame(obj: dict) -> bytes:
 
 # ---------------------------------------------------------------- requests
 
-_SETTING_TYPES = {
-    "max_tokens": int, "temperature": float, "top_k": int, "top_p": float,
-    "repetition_penalty": float, "seed": int,
-}
+@dataclass
+class Peer:
+    """Who sent a request: the transport, whether it may use admin commands, and for logs who it is."""
+    transport: str             # "socket" | "mqtt"
+    admin: bool = False
+    who: str = ""              # uid=.. pid=.. or the MQTT reply topic, for logs
 
 
 @dataclass
@@ -189,7 +192,8 @@ class Request:
     id: Any = None
     child: str | None = None
     prompt: str = ""
-    settings: dict = field(default_factory=dict)   # GenerationSettings keyword arguments
+    settings: dict = field(default_factory=dict)   # the settings the request chose (GenerationSettings keywords)
+    generation: GenerationSettings | None = None   # generate: those over the defaults, validated
     stream: bool = False
     deadline: float | None = None                  # seconds from arrival
     args: dict = field(default_factory=dict)       # admin arguments (path, name, mode, ...)
@@ -228,11 +232,11 @@ def parse_request(obj: dict, limits: Any, *, default_op: str = "generate") -> Re
                                f"{limits.max_prompt_chars} (limits.max_prompt_chars)")
         req.prompt = prompt
     if op == "generate":
-        req.settings = _parse_settings(obj, limits)
         stream = obj.get("stream", False)
         if not isinstance(stream, bool):
             raise RequestError("bad_request", f"stream: expected true or false, found {stream!r}")
         req.stream = stream
+        req.settings, req.generation = _parse_settings(obj, limits, stream)
         act = obj.get("act", False)
         if not isinstance(act, bool):
             raise RequestError("bad_request", f"act: expected true or false, found {act!r}")
@@ -257,47 +261,21 @@ def parse_request(obj: dict, limits: Any, *, default_op: str = "generate") -> Re
     return req
 
 
-def _parse_settings(obj: dict, limits: Any) -> dict:
-    out: dict = {}
-    for key, typ in _SETTING_TYPES.items():
-        if key not in obj or obj[key] is None:
-            continue
-        v = obj[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (typ is int and not float(v).is_integer()):
-            raise RequestError("bad_request", f"{key}: expected {'an integer' if typ is int else 'a number'}, "
-                               f"found {v!r}")
-        if not math.isfinite(float(v)):
-            raise RequestError("bad_request", f"{key}: expected a finite number, found {v!r}")
-        out[key] = typ(v)
-    mt = out.get("max_tokens")
-    if mt is not None and not 1 <= mt <= limits.max_tokens:
-        raise RequestError("bad_request", f"max_tokens: expected 1 .. {limits.max_tokens} "
-                           f"(limits.max_tokens), found {mt}")
-    t = out.get("temperature")
-    if t is not None and not 0 <= t <= 100:
-        raise RequestError("bad_request", f"temperature: expected 0 .. 100, found {t}")
-    k = out.get("top_k")
-    if k is not None and k < 0:
-        raise RequestError("bad_request", f"top_k: expected an integer >= 0 (0 = off), found {k}")
-    p = out.get("top_p")
-    if p is not None and not 0 < p <= 1:
-        raise RequestError("bad_request", f"top_p: expected 0 < top_p <= 1, found {p}")
-    rp = out.get("repetition_penalty")
-    if rp is not None and not 0 < rp <= 10:
-        raise RequestError("bad_request", f"repetition_penalty: expected 0 < value <= 10, found {rp}")
-    s = out.get("seed")
-    if s is not None and not 0 <= s < 2**63:
-        raise RequestError("bad_request", f"seed: expected 0 .. 2**63-1, found {s}")
-    stop = obj.get("stop")
-    if stop is not None:
-        if isinstance(stop, str):
-            stop = [stop]
-        if not isinstance(stop, (list, tuple)) or not all(isinstance(x, str) and x for x in stop):
-            raise RequestError("bad_request", f"stop: expected a list of non-empty strings, found {stop!r}")
-        if len(stop) > limits.max_stop_strings:
-            raise RequestError("bad_request", f"stop: at most {limits.max_stop_strings} strings, found {len(stop)}")
-        out["stop"] = tuple(stop)
-    return out
+def _parse_settings(obj: dict, limits: Any, stream: bool) -> tuple[dict, GenerationSettings]:
+    """The settings the request chose, and the GenerationSettings they make, checked against
+    this daemon's caps (limits.max_tokens, limits.max_stop_strings) and the runtime's table
+    (bulletd.runtime.sampling.LIMITS). RequestError(bad_request) naming the field."""
+    chosen = {k: obj[k] for k in (*SETTING_LIMITS, "stop") if obj.get(k) is not None}
+    try:
+        if "max_tokens" in chosen:
+            chosen["max_tokens"] = check_setting("max_tokens", chosen["max_tokens"], limits.max_tokens,
+                                                 f"{limits.max_tokens} (limits.max_tokens)")
+        if "stop" in chosen:
+            chosen["stop"] = check_stop(chosen["stop"], limits.max_stop_strings, " (limits.max_stop_strings)")
+        gs = GenerationSettings(**chosen, stream=stream).validate()
+    except BulletError as exc:
+        raise wire_error(exc) from None
+    return {k: getattr(gs, k) for k in chosen}, gs
 
 
 def check_topic(topic: Any, what: str) -> str:
@@ -315,7 +293,36 @@ def error_reply(code: str, message: str) -> dict:
     return {"final": True, "ok": False, "error": {"code": code, "message": message}}
 
 
+# Typed errors from below the daemon (the runtime, the format) and their wire codes: the one place
+# where they meet. The first class an error is an instance of decides.
+WIRE_CODES: tuple[tuple[type, str], ...] = (
+    (ContextOverflow, "too_long"),
+    (BulletError, "bad_request"),      # BadSettings, BadPrompt, other ModelErrors, ...
+)
+
+
+def wire_error(exc: BulletError) -> RequestError:
+    """The RequestError the daemon answers for `exc` (a RequestError is its own answer)."""
+    if isinstance(exc, RequestError):
+        return exc
+    for cls, code in WIRE_CODES:
+        if isinstance(exc, cls):
+            return RequestError(code, str(exc))
+    raise TypeError(f"no wire code for {type(exc).__name__}")   # BulletError is in the table
+
+
+def request_code(exc: BaseException) -> str | None:
+    """The wire code of an error a request can cause (a RequestError, BadSettings, BadPrompt,
+    ContextOverflow) for the tools that report codes as bulletd would (`bullet run`, `bullet
+    eval`); None for any other error."""
+    if isinstance(exc, (RequestError, BadSettings, BadPrompt, ContextOverflow)):
+        return wire_error(exc).code
+    return None
+
+
 def error_from_exc(exc: BaseException) -> dict:
+    """The final reply for an exception that escaped a request's handling: a RequestError's
+    code, else internal (a bug)."""
     if isinstance(exc, RequestError):
         return error_reply(exc.code, exc.message)
     return error_reply("internal", f"internal error: {exc or type(exc).__name__} (a bug; the daemon "

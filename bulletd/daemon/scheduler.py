@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable
 
-from bulletd.errors import BulletError, ModelError, RequestError
+from bulletd.errors import RequestError
 from bulletd.daemon.registry import Lease
 
 log = logging.getLogger("bulletd.scheduler")
@@ -85,10 +85,6 @@ class Scheduler:
                 if lease.reason is None:
                     raise
                 value = exc
-            except ModelError as exc:
-                msg = str(exc)
-                raise RequestError("too_long" if ("context" in msg or "too long" in msg) else "bad_request",
-                                   msg) from None
         finally:
             timer.cancel()
         end = time.perf_counter()
@@ -100,12 +96,14 @@ class Scheduler:
                        "worker_ms": round((marks.get("end", end) - start) * 1e3, 3),
                        "worker_cpu_ms": round(marks.get("cpu", 0.0) * 1e3, 3)}
 
-    async def generate(self, lease: Lease, prompt: str, settings: dict, *, stream: bool,
+    async def generate(self, lease: Lease, prompt: str, settings, *, stream: bool,
                        emit: Emit | None, deadline: float, grammar: Callable[[], Any] | None = None) -> dict:
         """Run one generation on a worker. Call admit() first (and release() after).
 
-        Returns the result map; raises RequestError with the stable code on failure,
-        timeout or cancellation. Pieces go to `emit` (coalesced) while streaming.
+        settings: validated GenerationSettings (the request's, protocol.parse_request).
+        Returns the result map; raises RequestError with the stable code on timeout or
+        cancellation, and the runtime's typed errors as they are (the daemon's edge gives them
+        their wire codes). Pieces go to `emit` (coalesced) while streaming.
         """
         loop = asyncio.get_running_loop()
         pieces: collections.deque[str] = collections.deque()
@@ -135,11 +133,8 @@ class Scheduler:
             try:
                 if cancel.is_set():
                     return None
-                from bulletd.runtime import GenerationSettings
-                gs = GenerationSettings(**settings, stream=stream)
-                gs.validate()
                 extra = {"grammar": grammar()} if grammar is not None else {}
-                gen = model.generate(prompt, gs, cancel=cancel, **extra)
+                gen = model.generate(prompt, settings, cancel=cancel, **extra)
                 for piece in gen:
                     if piece:
                         push(piece)
@@ -170,16 +165,7 @@ class Scheduler:
                                 lease.cancel("client_gone")
                     if done and not pieces:
                         break
-            try:
-                gen = await fut
-            except RequestError:
-                raise
-            except ModelError as exc:
-                msg = str(exc)
-                code = "too_long" if ("context" in msg or "too long" in msg) else "bad_request"
-                raise RequestError(code, msg) from None
-            except BulletError as exc:
-                raise RequestError("bad_request", str(exc)) from None
+            gen = await fut
         finally:
             timer.cancel()
         end = time.perf_counter()

@@ -13,7 +13,6 @@ import os
 import signal
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -21,7 +20,7 @@ from bulletd import __version__
 from bulletd.errors import BulletError, RequestError
 from bulletd.daemon.config import Config, ConfigError, load_config
 from bulletd.daemon.lifecycle import Notifier, setup_logging
-from bulletd.daemon.protocol import ADMIN_OPS, Request, error_from_exc, error_reply, parse_request
+from bulletd.daemon.protocol import ADMIN_OPS, Peer, Request, error_from_exc, error_reply, parse_request, wire_error
 from bulletd.daemon.registry import Registry, load_trust_store
 from bulletd.daemon.scheduler import Scheduler
 from bulletd.router import Router, load_mother, no_route_error
@@ -30,13 +29,6 @@ from bulletd.tasks import cancel_and_wait
 log = logging.getLogger("bulletd")
 
 EmitChunk = Callable[[dict], Awaitable[None]]
-
-
-@dataclass
-class Peer:
-    transport: str             # "socket" | "mqtt"
-    admin: bool = False
-    who: str = ""              # uid=.. pid=.. or the MQTT reply topic, for logs
 
 
 class Daemon:
@@ -158,10 +150,11 @@ class Daemon:
             reply["final"] = True
             self.counts["ok"] += 1
             return reply
-        except RequestError as exc:
-            self.errors[exc.code] = self.errors.get(exc.code, 0) + 1
-            log.info("request from %s failed: %s: %s", peer.who or peer.transport, exc.code, exc.message)
-            return error_reply(exc.code, exc.message)
+        except BulletError as exc:   # RequestError, or a typed error from below: its wire code
+            err = wire_error(exc)
+            self.errors[err.code] = self.errors.get(err.code, 0) + 1
+            log.info("request from %s failed: %s: %s", peer.who or peer.transport, err.code, err.message)
+            return error_reply(err.code, err.message)
         except Exception as exc:   # a bug: log with traceback, answer internal, keep serving
             self.errors["internal"] = self.errors.get("internal", 0) + 1
             log.error("internal error serving %s: %s\n%s", peer.who or peer.transport, exc, traceback.format_exc())
@@ -189,7 +182,7 @@ class Daemon:
                     grammar = None
                     if req.format is not None or req.schema is not None:
                         grammar = self._grammar_thunk(req)
-                    out = await self.scheduler.generate(lease, req.prompt, req.settings, stream=req.stream,
+                    out = await self.scheduler.generate(lease, req.prompt, req.generation, stream=req.stream,
                                                         emit=emit_text, deadline=deadline, grammar=grammar)
                     if grammar is not None and "text" in out:
                         try:
@@ -232,9 +225,10 @@ class Daemon:
             out, timing = await self.scheduler.call(lease, lambda: run_agent(
                 model, req.prompt, req.settings, ctx, child_header=header, fmt=req.format, schema=req.schema),
                 deadline)
-        except RequestError as exc:
+        except BulletError as exc:
             if link is not None and spec["tool"] == "home":
-                link.note(req.prompt, error_reply(exc.code, exc.message))
+                err = wire_error(exc)
+                link.note(req.prompt, error_reply(err.code, err.message))
             raise
         if act and out["actions"] and out["actions"][0]["service"] != "get_state":
             try:

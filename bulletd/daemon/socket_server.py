@@ -16,7 +16,7 @@ import struct
 import time
 
 from bulletd.errors import BulletError, RequestError
-from bulletd.daemon.protocol import FRAME_HDR, decode_msgpack, error_from_exc, error_reply, pack_frame
+from bulletd.daemon.protocol import FRAME_HDR, Peer, decode_msgpack, error_from_exc, error_reply, pack_frame
 from bulletd.tasks import cancel_and_wait
 
 log = logging.getLogger("bulletd.socket")
@@ -153,7 +153,6 @@ class SocketServer:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self.conns.add(task)
-        from bulletd.daemon.service import Peer
         wlock = asyncio.Lock()
         pending: set[asyncio.Task] = set()
         counted_uid = None

@@ -191,7 +191,9 @@ def _agent_result(models: Models, item: Item, child: str | None, home) -> dict:
     try:
         res = run_agent(model, item.text, None, ctx, child_header=header)   # a request's defaults
     except BulletError as exc:          # RequestError codes; ModelError and the like as a miss too
-        return {"child": d.child, "error": getattr(exc, "code", None) or type(exc).__name__,
+        from bulletd.daemon.protocol import request_code
+        code = request_code(exc)            # what bulletd answers for the request
+        return {"child": d.child, "error": code or getattr(exc, "code", None) or type(exc).__name__,
                 "message": getattr(exc, "message", None) or str(exc)}
     out = {"child": d.child, "call": res.get("call"), "result": res.get("result"),
            "actions": res.get("actions") or []}

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError
+from .arch import check_arch, tensor_shapes
 from .bq4 import BLOCK_BYTES, bq4_nbytes, bq4_row_blocks, quantize_bq4
 from .tokenizer import TOKEN_BYTE, TOKEN_CONTROL, Tokenizer, VocabEntry
 
@@ -39,8 +40,7 @@ BULK_HEAD = struct.Struct("<4sIII")    # magic, n_tokens, max_piece_len, pieces_
 BWT_HEAD = struct.Struct("<4sIQ")      # magic, n_tensors, data_nbytes (then zeros up to 64 bytes)
 DTYPES = {"f32": np.float32, "f16": np.float16}
 KINDS = ("lm", "router")
-LM_ARCH_KEYS = ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "vocab_size", "max_seq_len")
-MAX_DIM = 1 << 20
+MAX_DIM = 1 << 20       # tensor shapes: no dimension beyond MAX_DIM * 64
 
 
 def align(n: int, a: int) -> int:
@@ -67,47 +67,18 @@ class TensorInfo:
 
 
 def lm_tensor_shapes(arch: dict) -> dict[str, tuple[int, ...]]:
-    """The tensors an lm of this architecture must have, with their shapes."""
-    dim, hd = arch["dim"], arch["dim"] // arch["n_heads"]
-    q_out, kv_out, hidden = arch["n_heads"] * hd, arch["n_kv_heads"] * hd, arch["hidden_dim"]
-    shapes: dict[str, tuple[int, ...]] = {"tok_embd": (arch["vocab_size"], dim)}
-    for i in range(arch["n_layers"]):
-        p = f"blk.{i}."
-        shapes.update({
-            p + "attn_norm": (dim,), p + "wq": (q_out, dim), p + "wk": (kv_out, dim),
-            p + "wv": (kv_out, dim), p + "wo": (dim, q_out), p + "ffn_norm": (dim,),
-            p + "w1": (hidden, dim), p + "w2": (dim, hidden), p + "w3": (hidden, dim),
-        })
-    shapes["out_norm"] = (dim,)
-    if not arch.get("tied_embeddings", False):
-        shapes["output"] = (arch["vocab_size"], dim)
-    return shapes
+    """The tensors an lm of this architecture must have, with their shapes (bulletd.format.arch)."""
+    return tensor_shapes(arch)
 
 
 def validate_lm_arch(arch: Any) -> dict:
-    """Check an lm architecture dict; returns it with defaults filled in."""
-    if not isinstance(arch, dict):
-        raise FormatError(f"header 'arch' must be an object, got {type(arch).__name__}")
-    for k in LM_ARCH_KEYS:
-        v = arch.get(k)
-        if not isinstance(v, int) or isinstance(v, bool) or not 0 < v <= MAX_DIM:
-            raise FormatError(f"header arch.{k} must be an integer in 1..{MAX_DIM}, got {v!r}")
-    if arch["dim"] % arch["n_heads"]:
-        raise FormatError(f"arch.dim {arch['dim']} is not a multiple of n_heads {arch['n_heads']}")
-    if (arch["dim"] // arch["n_heads"]) % 2:
-        raise FormatError(f"head size {arch['dim'] // arch['n_heads']} must be even for RoPE")
-    if arch["n_heads"] % arch["n_kv_heads"]:
-        raise FormatError(f"arch.n_heads {arch['n_heads']} is not a multiple of n_kv_heads {arch['n_kv_heads']}")
+    """Check an lm architecture dict (bulletd.format.arch.check_arch); returns it with the
+    defaults of norm_eps, rope_theta and tied_embeddings filled in."""
+    check_arch(arch)
     out = dict(arch)
     out.setdefault("norm_eps", 1e-5)
     out.setdefault("rope_theta", 10000.0)
     out.setdefault("tied_embeddings", False)
-    for k in ("norm_eps", "rope_theta"):
-        v = out[k]
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < 1e12:
-            raise FormatError(f"header arch.{k} must be a positive number, got {v!r}")
-    if not isinstance(out["tied_embeddings"], bool):
-        raise FormatError(f"header arch.tied_embeddings must be true or false, got {out['tied_embeddings']!r}")
     return out
 
 

@@ -15,7 +15,7 @@ import time
 
 
 def _cmd_run(args) -> int:
-    from ..errors import RequestError
+    from ..errors import BadPrompt, ContextOverflow
     from .model import load_model
     from .sampling import GenerationSettings
 
@@ -27,19 +27,19 @@ def _cmd_run(args) -> int:
     elif model.tokenizer.bos_id is not None:
         ids = [model.tokenizer.bos_id]      # like llama2.c: an empty prompt starts from BOS
     else:
-        raise RequestError("bad_request", f"{args.file}: the model has no BOS token, so it cannot "
-                                          f"start from nothing; give a prompt with -p")
+        raise BadPrompt(f"{args.file}: the model has no BOS token, so it cannot start from nothing; "
+                        f"give a prompt with -p")
     if args.steps is None:
         # the daemon's default length: GenerationSettings.max_tokens new tokens, within the context
         max_tokens = min(GenerationSettings().max_tokens, ctx - len(ids) + 1)
         if max_tokens < 1:
-            raise RequestError("too_long", f"the prompt is {len(ids)} tokens, the model's whole context of {ctx}")
+            raise ContextOverflow(f"the prompt is {len(ids)} tokens, the model's whole context of {ctx}")
     else:
         # llama2.c's -n counts positions (prompt + generated); 0 or more than the context = context
         steps = args.steps if 0 < args.steps <= ctx else ctx
         max_tokens = steps - len(ids) + 1
         if max_tokens < 1:
-            raise RequestError("too_long", f"the prompt is {len(ids)} tokens, more than -n {steps} steps allow")
+            raise ContextOverflow(f"the prompt is {len(ids)} tokens, more than -n {steps} steps allow")
     # sampling: what the command line gives, else GenerationSettings' defaults (the daemon's too)
     chosen = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
               "repetition_penalty": args.repeat_penalty}

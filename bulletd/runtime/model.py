@@ -32,15 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BulletError, FormatError, ModelError, RequestError
+from ..errors import BadPrompt, BulletError, ContextOverflow, FormatError, ModelError
+from ..format import arch as _arch
 from .reference import ReferenceModel, check_arch, expected_shapes
 from .sampling import GenerationSettings, Sampler
 
 BACKENDS = ("auto", "native", "numpy")
 NUMPY_WEIGHTS = ("mapped", "f32")   # BULLET_NUMPY_WEIGHTS; the first is the default
-# A session's KV cache is sized by arch.max_seq_len, which no tensor bounds: a hostile header could
-# ask for terabytes. Refuse beyond this (override with BULLET_MAX_KV_BYTES).
-DEFAULT_MAX_KV_BYTES = 1 << 30
 FINISH_REASONS = ("length", "stop", "eos", "cancelled")
 
 
@@ -102,12 +100,13 @@ def check_lm_file(bf) -> dict:
         arch = check_arch(bf.arch)
     except ModelError as exc:
         raise ModelError(f"{bf.path}: {exc}") from None
-    kv = 2 * 4 * arch["n_layers"] * arch["max_seq_len"] * arch["n_kv_heads"] * arch["head_dim"]
+    # the KV cache is sized by max_seq_len, which no tensor bounds: a hostile header could ask for
+    # terabytes (the cap: bulletd.format.arch.max_kv_bytes)
+    kv = _arch.kv_cache_bytes(arch)
     try:
-        limit = int(os.environ.get("BULLET_MAX_KV_BYTES", DEFAULT_MAX_KV_BYTES))
-    except ValueError:
-        raise ModelError(f"BULLET_MAX_KV_BYTES must be an integer, got "
-                         f"{os.environ.get('BULLET_MAX_KV_BYTES')!r}") from None
+        limit = _arch.max_kv_bytes()
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
     if kv > limit:
         raise ModelError(f"{bf.path}: a session's KV cache for max_seq_len {arch['max_seq_len']} would take "
                          f"{kv:_} bytes, above the limit of {limit:_} (BULLET_MAX_KV_BYTES)")
@@ -126,7 +125,7 @@ def check_lm_file(bf) -> dict:
             raise ModelError(f"{bf.path}: tensor {name} is a vector and cannot be bq4")
         raw = bf.tensor(name)
         if info.dtype == "bq4":
-            want = (shape[0], -(-shape[1] // 32) * 20)
+            want = _arch.bq4_matrix_shape(*shape)
             if raw.dtype != np.uint8 or tuple(raw.shape) != want:
                 raise ModelError(f"{bf.path}: bq4 tensor {name} maps to {raw.dtype} {tuple(raw.shape)}, "
                                  f"expected uint8 {want}")
@@ -167,10 +166,7 @@ class Model:
             kernels, _ = _native_kernels()
             self._kernels = kernels
             tensors = {name: bf.tensor(name) for name in expected_shapes(self.arch)}
-            cfg = {k: self.arch[k] for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim",
-                                             "vocab_size", "max_seq_len", "norm_eps", "rope_theta")}
-            cfg["tied"] = self.arch["tied_embeddings"]
-            cfg["tied_embeddings"] = self.arch["tied_embeddings"]
+            cfg = _arch.native_config(self.arch)   # the same KV cap as above
             try:
                 self._native = kernels.NativeModel(cfg, tensors, kernel)
             except (ValueError, RuntimeError, TypeError, ModelError) as exc:
@@ -210,11 +206,12 @@ class Model:
 
     # -- generation -----------------------------------------------------------------------
     def encode_prompt(self, prompt: str) -> list[int]:
-        """Prompt text -> ids (BOS first). RequestError for a non-string, empty or too long prompt."""
+        """Prompt text -> ids (BOS first). BadPrompt for a non-string or empty prompt,
+        ContextOverflow for one that leaves no position to generate in."""
         if not isinstance(prompt, str):
-            raise RequestError("bad_request", f"prompt must be a string, got {type(prompt).__name__}")
+            raise BadPrompt(f"prompt must be a string, got {type(prompt).__name__}")
         if not prompt:
-            raise RequestError("bad_request", "prompt is empty; send at least one character")
+            raise BadPrompt("prompt is empty; send at least one character")
         ids = self.tokenizer.encode(prompt, bos=True)
         self._check_prompt_len(ids)
         return ids
@@ -222,23 +219,23 @@ class Model:
     def _check_prompt_len(self, ids) -> None:
         ctx = self.context
         if len(ids) >= ctx:
-            raise RequestError("too_long", f"the prompt is {len(ids)} tokens; this model's context is "
-                                           f"{ctx} tokens and generation needs at least one free position")
+            raise ContextOverflow(f"the prompt is {len(ids)} tokens; this model's context is "
+                                  f"{ctx} tokens and generation needs at least one free position")
 
     def generate(self, prompt: str, settings: GenerationSettings | None = None, session=None,
                  cancel: threading.Event | None = None, grammar=None) -> "Generation":
-        """Generate a continuation of `prompt`. Settings and prompt are checked now (RequestError
-        bad_request / too_long); the returned Generation yields str deltas as tokens decode.
+        """Generate a continuation of `prompt`. Settings and prompt are checked now (BadSettings,
+        BadPrompt, ContextOverflow); the returned Generation yields str deltas as tokens decode.
         grammar (bulletd.runtime.grammar.Grammar): every token keeps the text a prefix of a valid
         document; generation ends with "stop" as soon as the document is complete."""
-        settings = (settings or GenerationSettings()).validate(self.context)
+        settings = (settings or GenerationSettings()).fit(self.context)
         ids = self.encode_prompt(prompt)
         return Generation(self, ids, settings, session, cancel, grammar)
 
     def generate_ids(self, prompt_ids, settings: GenerationSettings | None = None, session=None,
                      cancel: threading.Event | None = None, grammar=None) -> "Generation":
         """Like generate, from token ids (BOS included if wanted). ModelError for bad ids."""
-        settings = (settings or GenerationSettings()).validate(self.context)
+        settings = (settings or GenerationSettings()).fit(self.context)
         ids = _check_ids(prompt_ids, self.arch["vocab_size"])
         self._check_prompt_len(ids)
         return Generation(self, ids, settings, session, cancel, grammar)
@@ -310,8 +307,7 @@ class Session:
             self.kv_bytes = self._impl.kv_bytes
 
     def _kv_estimate(self) -> int:
-        a = self.model.arch
-        return 2 * 4 * a["n_layers"] * a["max_seq_len"] * a["n_kv_heads"] * a["head_dim"]
+        return _arch.kv_cache_bytes(self.model.arch)
 
     # unlocked versions, used by Generation while it holds the lock
     def _run(self, ids: list[int], pos: int) -> np.ndarray:
@@ -322,7 +318,7 @@ class Session:
             raise ModelError(f"position {pos} is invalid: the cache holds positions 0..{len(self.tokens) - 1}, "
                              f"the next free one is {len(self.tokens)}")
         if pos + len(ids) > a["max_seq_len"]:
-            raise ModelError(f"positions {pos}..{pos + len(ids) - 1} run past the context of "
+            raise ContextOverflow(f"positions {pos}..{pos + len(ids) - 1} run past the context of "
                              f"{a['max_seq_len']} tokens")
         # the cache is valid only up to pos from here on, whatever happens below
         del self.tokens[pos:]

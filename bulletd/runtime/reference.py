@@ -31,71 +31,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ModelError
-from ..format import dequantize_bq4
+from ..errors import ContextOverflow, FormatError, ModelError
+from ..format import arch as _arch
+from ..format import QK, dequantize_bq4
 
 WEIGHT_MODES = ("mapped", "f32")
 
-_ARCH_INT_KEYS = ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "vocab_size", "max_seq_len")
-MAX_ARCH_VALUE = 1 << 20   # no tiny model comes near; stops a hostile header allocating terabytes
-
-
 def check_arch(arch: dict) -> dict:
-    """Validate an arch dict and return a normalised copy (ints, floats, head_dim filled in).
-    Raises ModelError naming the key, what was expected and what was found."""
-    if not isinstance(arch, dict):
-        raise ModelError(f"arch must be a dict, got {type(arch).__name__}")
-    out = {}
-    for key in _ARCH_INT_KEYS:
-        v = arch.get(key)
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ModelError(f"arch.{key} must be an integer, got {v!r}")
-        if not 1 <= v <= MAX_ARCH_VALUE:
-            raise ModelError(f"arch.{key} = {v} is outside 1..{MAX_ARCH_VALUE}")
-        out[key] = v
-    if out["n_heads"] % out["n_kv_heads"]:
-        raise ModelError(f"arch.n_heads {out['n_heads']} is not a multiple of "
-                         f"arch.n_kv_heads {out['n_kv_heads']} (grouped-query attention)")
-    hd = arch.get("head_dim")
-    if hd is None:
-        if out["dim"] % out["n_heads"]:
-            raise ModelError(f"arch.dim {out['dim']} is not a multiple of arch.n_heads {out['n_heads']}")
-        hd = out["dim"] // out["n_heads"]
-    if isinstance(hd, bool) or not isinstance(hd, int) or not 2 <= hd <= MAX_ARCH_VALUE or hd % 2:
-        raise ModelError(f"head size must be an even integer >= 2 (RoPE rotates pairs), got {hd!r}")
-    out["head_dim"] = hd
-    for key, default in (("norm_eps", 1e-5), ("rope_theta", 10000.0)):
-        v = arch.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < float(v) < 1e12):
-            raise ModelError(f"arch.{key} must be a positive number, got {v!r}")
-        out[key] = float(v)
-    tied = arch.get("tied_embeddings", False)
-    if not isinstance(tied, bool):
-        raise ModelError(f"arch.tied_embeddings must be true or false, got {tied!r}")
-    out["tied_embeddings"] = tied
-    return out
+    """Validate an arch dict and return a normalised copy (ints, floats, head_dim filled in), by
+    the rule of bulletd.format.arch. Raises ModelError naming the key, what was expected and what
+    was found."""
+    try:
+        return _arch.check_arch(arch)
+    except FormatError as exc:
+        raise ModelError(str(exc)) from None
 
 
 def expected_shapes(arch: dict) -> dict[str, tuple[int, ...]]:
     """Every tensor an lm file must hold, with its logical shape (out_features, in_features)."""
-    a = check_arch(arch)
-    d, hd, h = a["dim"], a["head_dim"], a["hidden_dim"]
-    q_dim, kv_dim = a["n_heads"] * hd, a["n_kv_heads"] * hd
-    shapes: dict[str, tuple[int, ...]] = {"tok_embd": (a["vocab_size"], d)}
-    for i in range(a["n_layers"]):
-        shapes[f"blk.{i}.attn_norm"] = (d,)
-        shapes[f"blk.{i}.wq"] = (q_dim, d)
-        shapes[f"blk.{i}.wk"] = (kv_dim, d)
-        shapes[f"blk.{i}.wv"] = (kv_dim, d)
-        shapes[f"blk.{i}.wo"] = (d, q_dim)
-        shapes[f"blk.{i}.ffn_norm"] = (d,)
-        shapes[f"blk.{i}.w1"] = (h, d)
-        shapes[f"blk.{i}.w2"] = (d, h)
-        shapes[f"blk.{i}.w3"] = (h, d)
-    shapes["out_norm"] = (d,)
-    if not a["tied_embeddings"]:
-        shapes["output"] = (a["vocab_size"], d)
-    return shapes
+    return _arch.tensor_shapes(check_arch(arch))
 
 
 def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +95,7 @@ def _check_bq4(name: str, shape: tuple[int, ...], entry) -> np.ndarray:
         raise ModelError(f"tensor {name} is a vector of shape {shape} and cannot be bq4")
     if logical != shape:
         raise ModelError(f"tensor {name}: expected shape {shape}, found {logical}")
-    want = (shape[0], -(-shape[1] // 32) * 20)
+    want = _arch.bq4_matrix_shape(*shape)
     b = np.asarray(blocks)
     if b.dtype != np.uint8 or tuple(b.shape) != want:
         raise ModelError(f"bq4 tensor {name} of shape {shape} needs uint8 blocks {want}, "
@@ -258,9 +212,9 @@ class ReferenceModel:
         dw, qw, cols = q
         T = x.shape[0]
         nb = dw.shape[1]
-        xp = np.zeros((T, nb * 32), dtype=np.float32)
+        xp = np.zeros((T, nb * QK), dtype=np.float32)
         xp[:, :cols] = x
-        xb = xp.reshape(T, nb, 32)
+        xb = xp.reshape(T, nb, QK)
         dx = (np.max(np.abs(xb), axis=2) / np.float32(127.0)).astype(np.float32)      # (T, nb)
         with np.errstate(divide="ignore"):
             inv = np.where(dx != 0, np.float32(1.0) / dx, np.float32(0.0)).astype(np.float32)
@@ -302,7 +256,7 @@ class ReferenceSession:
             raise ModelError(f"position {pos} is invalid: the cache holds positions 0..{self.filled - 1}, "
                              f"the next one is {self.filled}")
         if pos + ids.shape[0] > a["max_seq_len"]:
-            raise ModelError(f"positions {pos}..{pos + ids.shape[0] - 1} run past the context of "
+            raise ContextOverflow(f"positions {pos}..{pos + ids.shape[0] - 1} run past the context of "
                              f"{a['max_seq_len']} tokens")
         return ids.astype(np.int64)
 

@@ -1,6 +1,7 @@
 """Generation settings and token sampling (NumPy, per step, no state beyond the seeded RNG).
 
-Owns `GenerationSettings` (the request's knobs, validated with one clear `RequestError` each) and
+Owns `LIMITS` (the one table of the settings' types and ranges), `GenerationSettings` (the
+request's knobs, validated against it with one clear `BadSettings` each) and
 `Sampler`, which turns one step's logits into a token id:
 
     logits -> repetition penalty over the seen tokens (CTRL / llama.cpp rule)
@@ -14,36 +15,79 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from ..errors import RequestError
+from ..errors import BadSettings
 
-# Limits beyond which a setting is treated as a mistake rather than a choice.
-MAX_TEMPERATURE = 100.0        # softmax(logits / 100) is already uniform for any real model
-MAX_REPETITION_PENALTY = 10.0  # llama.cpp users stay well below 2; 10 is clearly absurd beyond
 MAX_STOP_STRINGS = 16
 MAX_STOP_CHARS = 256
 MAX_SEED = 2**64 - 1
 
 
-def _bad(message: str) -> RequestError:
-    return RequestError("bad_request", message)
+@dataclass(frozen=True)
+class Limit:
+    """The type and range of one numeric setting."""
+    integer: bool
+    low: float
+    high: float | None          # None: no upper limit
+    low_open: bool              # the range excludes `low`
+    rule: str                   # the range in words, for the error message
 
 
-def _number(name: str, value, *, integer: bool = False):
-    """Return value if it is a real number (bools and strings are not), else raise bad_request."""
+# What a request may choose, in one table (the daemon's request parser applies it too). Beyond
+# these a setting is a mistake rather than a choice: softmax(logits / 100) is already uniform for
+# any real model, and llama.cpp users keep the repetition penalty well below 2.
+LIMITS = {
+    "max_tokens": Limit(True, 1, 1 << 20, False, "between 1 and {high}"),
+    "temperature": Limit(False, 0.0, 100.0, False, "between 0 and 100 (0 = greedy)"),
+    "top_k": Limit(True, 0, None, False, "0 (no limit) or a positive integer"),
+    "top_p": Limit(False, 0.0, 1.0, True, "in (0, 1]"),
+    "repetition_penalty": Limit(False, 0.0, 10.0, True, "in (0, 10] (1 = off)"),
+    "seed": Limit(True, 0, MAX_SEED, False, "between 0 and 2**64-1"),
+}
+MAX_TEMPERATURE = LIMITS["temperature"].high
+MAX_REPETITION_PENALTY = LIMITS["repetition_penalty"].high
+
+
+def check_setting(name: str, value, high=None, high_is: str | None = None):
+    """`value` of the numeric setting `name`, normalised to int or float; BadSettings naming the
+    field, the allowed range and the value otherwise. high: a lower upper limit than the table's
+    (a model's context, a daemon's cap), described as `high_is` in the message."""
+    lim = LIMITS[name]
+    kind = "an integer" if lim.integer else "a number"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        kind = "an integer" if integer else "a number"
-        raise _bad(f"{name} must be {kind}, got {type(value).__name__} {value!r}")
-    if integer and not isinstance(value, numbers.Integral):
+        raise BadSettings(name, f"{name} must be {kind}, got {type(value).__name__} {value!r}")
+    if lim.integer and not isinstance(value, numbers.Integral):
         if not (isinstance(value, float) and value.is_integer()):
-            raise _bad(f"{name} must be an integer, got {value!r}")
-        value = int(value)
-    if not integer and not math.isfinite(float(value)):
-        raise _bad(f"{name} must be finite, got {value!r}")
-    return int(value) if integer else float(value)
+            raise BadSettings(name, f"{name} must be an integer, got {value!r}")
+    if not lim.integer and not math.isfinite(float(value)):
+        raise BadSettings(name, f"{name} must be finite, got {value!r}")
+    v = int(value) if lim.integer else float(value)
+    hi = lim.high if high is None else high
+    if v < lim.low or (lim.low_open and v == lim.low) or (hi is not None and v > hi):
+        rule = lim.rule.format(high=high_is or hi)
+        raise BadSettings(name, f"{name} must be {rule}, got {v if lim.integer else format(v, 'g')}")
+    return v
+
+
+def check_stop(stop, max_strings: int = MAX_STOP_STRINGS, max_is: str = "") -> tuple:
+    """Stop strings as a tuple (one string is a list of one); BadSettings otherwise."""
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        stop = (stop,)
+    if not isinstance(stop, (list, tuple)):
+        raise BadSettings("stop", f"stop must be a list of strings, got {type(stop).__name__}")
+    if len(stop) > max_strings:
+        raise BadSettings("stop", f"at most {max_strings} stop strings are allowed{max_is}, got {len(stop)}")
+    for i, s in enumerate(stop):
+        if not isinstance(s, str):
+            raise BadSettings("stop", f"stop[{i}] must be a string, got {type(s).__name__} {s!r}")
+        if not s or len(s) > MAX_STOP_CHARS:
+            raise BadSettings("stop", f"stop[{i}] must have 1 to {MAX_STOP_CHARS} characters, got {len(s)}")
+    return tuple(stop)
 
 
 @dataclass
@@ -58,73 +102,54 @@ class GenerationSettings:
     seed: int | None = None           # same seed + same settings + same prompt = same tokens
     stop: tuple = ()                  # strings that end generation; never emitted themselves
     stream: bool = True               # the daemon streams deltas; the runtime always yields them
+    # the field values validate() last passed (fit() skips checking them again)
+    _valid: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, d: dict) -> "GenerationSettings":
         """Build from a request map, rejecting unknown keys (typos should not pass silently)."""
         if not isinstance(d, dict):
-            raise _bad(f"generation settings must be a map, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
+            raise BadSettings("settings", f"generation settings must be a map, got {type(d).__name__}")
+        known = {f.name for f in fields(cls) if f.init}
         unknown = sorted(str(k) for k in d if k not in known)
         if unknown:
-            raise _bad(f"unknown generation setting(s) {', '.join(unknown)}; "
-                       f"expected some of {', '.join(sorted(known))}")
+            raise BadSettings(unknown[0], f"unknown generation setting(s) {', '.join(unknown)}; "
+                                          f"expected some of {', '.join(sorted(known))}")
         return cls(**d).validate()
 
     def validate(self, context: int | None = None) -> "GenerationSettings":
-        """Check every field; normalise types in place; return self.
+        """Check every field against LIMITS; normalise types in place; return self.
 
         context: the model's max_seq_len; max_tokens may not exceed it.
-        Raises RequestError("bad_request", ...) naming the field, the allowed range and the value.
+        Raises BadSettings naming the field, the allowed range and the value.
         """
-        self.max_tokens = _number("max_tokens", self.max_tokens, integer=True)
-        limit = context if context is not None else 1 << 20
-        if not 1 <= self.max_tokens <= limit:
-            where = f"the model's context of {context} tokens" if context is not None else f"{limit}"
-            raise _bad(f"max_tokens must be between 1 and {where}, got {self.max_tokens}")
-
-        self.temperature = _number("temperature", self.temperature)
-        if not 0.0 <= self.temperature <= MAX_TEMPERATURE:
-            raise _bad(f"temperature must be between 0 and {MAX_TEMPERATURE:g} (0 = greedy), "
-                       f"got {self.temperature:g}")
-
-        self.top_k = _number("top_k", self.top_k, integer=True)
-        if self.top_k < 0:
-            raise _bad(f"top_k must be 0 (no limit) or a positive integer, got {self.top_k}")
-
-        self.top_p = _number("top_p", self.top_p)
-        if not 0.0 < self.top_p <= 1.0:
-            raise _bad(f"top_p must be in (0, 1], got {self.top_p:g}")
-
-        self.repetition_penalty = _number("repetition_penalty", self.repetition_penalty)
-        if not 0.0 < self.repetition_penalty <= MAX_REPETITION_PENALTY:
-            raise _bad(f"repetition_penalty must be in (0, {MAX_REPETITION_PENALTY:g}] (1 = off), "
-                       f"got {self.repetition_penalty:g}")
-
+        if context is None:
+            self.max_tokens = check_setting("max_tokens", self.max_tokens)
+        else:
+            self.max_tokens = check_setting("max_tokens", self.max_tokens, context,
+                                            f"the model's context of {context} tokens")
+        for name in ("temperature", "top_k", "top_p", "repetition_penalty"):
+            setattr(self, name, check_setting(name, getattr(self, name)))
         if self.seed is not None:
-            self.seed = _number("seed", self.seed, integer=True)
-            if not 0 <= self.seed <= MAX_SEED:
-                raise _bad(f"seed must be between 0 and 2**64-1, got {self.seed}")
-
-        stop = self.stop
-        if stop is None:
-            stop = ()
-        elif isinstance(stop, str):
-            stop = (stop,)
-        if not isinstance(stop, (list, tuple)):
-            raise _bad(f"stop must be a list of strings, got {type(stop).__name__}")
-        if len(stop) > MAX_STOP_STRINGS:
-            raise _bad(f"at most {MAX_STOP_STRINGS} stop strings are allowed, got {len(stop)}")
-        for i, s in enumerate(stop):
-            if not isinstance(s, str):
-                raise _bad(f"stop[{i}] must be a string, got {type(s).__name__} {s!r}")
-            if not s or len(s) > MAX_STOP_CHARS:
-                raise _bad(f"stop[{i}] must have 1 to {MAX_STOP_CHARS} characters, got {len(s)}")
-        self.stop = tuple(stop)
-
+            self.seed = check_setting("seed", self.seed)
+        self.stop = check_stop(self.stop)
         if not isinstance(self.stream, bool):
-            raise _bad(f"stream must be true or false, got {self.stream!r}")
+            raise BadSettings("stream", f"stream must be true or false, got {self.stream!r}")
+        self._valid = self._values()
         return self
+
+    def fit(self, context: int) -> "GenerationSettings":
+        """Settings for a model of this context: validate() unless that already passed on these
+        values, then max_tokens against the context alone."""
+        if self._valid is None or self._valid != self._values():
+            return self.validate(context)
+        if self.max_tokens > context:
+            check_setting("max_tokens", self.max_tokens, context, f"the model's context of {context} tokens")
+        return self
+
+    def _values(self) -> tuple:
+        return (self.max_tokens, self.temperature, self.top_k, self.top_p, self.repetition_penalty,
+                self.seed, self.stop, self.stream)
 
 
 def apply_repetition_penalty(logits: np.ndarray, seen, penalty: float, unique: bool = False) -> np.ndarray:

@@ -348,6 +348,15 @@ void bench(const char* only) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    // bulletd.kernels hands the model its limits from bulletd.format.arch; this driver runs without
+    // Python, so it allows what its own models need
+    ArchLimits limits;
+    limits.dim = limits.n_heads = limits.head_dim = 1 << 10;
+    limits.n_layers = 64;
+    limits.hidden_dim = limits.vocab_size = limits.max_seq_len = 1 << 12;
+    limits.max_float = 1e12;
+    limits.kv_bytes = (int64_t)1 << 30;
+    set_arch_limits(limits);
     std::string expect;
     for (int i = 1; i < argc; i++) {
         if (std::strcmp(argv[i], "--bench") == 0) {
