@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bulletd.errors import BulletError, FormatError, ModelError, RequestError, TrustError
-from bulletd.daemon.protocol import check_name
+from bulletd.names import check_name
 
 log = logging.getLogger("bulletd.registry")
 
@@ -96,7 +96,7 @@ def open_child(path: str, *, trust: Any, allow_unsigned: bool) -> tuple[Any, dic
     """Verify then map then build a model. Runs in a worker thread.
 
     The signature covers every byte, so it is checked before the file is parsed further than
-    its size (DESIGN.md, Trust). Returns (model, header, signer key id, closer).
+    its size: an unverified file is never parsed. Returns (model, header, signer key id, closer).
     """
     from bulletd.format import BulletFile
 

@@ -12,7 +12,7 @@ import numpy as np
 from .container import lm_tensor_shapes, validate_lm_arch, write_bullet
 from .tokenizer import TOKEN_BYTE, TOKEN_CONTROL, TOKEN_NORMAL, VocabEntry
 
-# DESIGN.md reference configurations used by benchmarks
+# the REFERENCE and SMALL shapes of the benchmarks and the shipped SMALL children
 REFERENCE = dict(dim=256, n_layers=8, n_heads=4, n_kv_heads=4, hidden_dim=768, vocab_size=2048, max_seq_len=256)
 SMALL = dict(dim=128, n_layers=4, n_heads=4, n_kv_heads=4, hidden_dim=384, vocab_size=1024, max_seq_len=256)
 

@@ -24,10 +24,8 @@ import dataclasses
 import json
 import logging
 import os
-import random
 import re
 import shutil
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,8 @@ from typing import Awaitable, Callable
 import aiomqtt
 
 from bulletd.errors import BulletError, FormatError, TrustError
+from bulletd.mqtt_conn import TLS, Backoff, Broker, make_client
+from bulletd.names import name_problem
 from bulletd.ota import protocol as P
 from bulletd.ota.protocol import OtaError
 from bulletd.ota.staging import (Ledger, Transfer, atomic_write, failpoint, fsync_dir, io_error,
@@ -43,7 +43,6 @@ from bulletd.ota.staging import (Ledger, Transfer, atomic_write, failpoint, fsyn
 
 log = logging.getLogger("bulletd.ota")
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 # outcomes that judge the file's content; a later offer of the same bytes is a replay
 CONTENT_VERDICTS = ("installed", "smoke_test_failed", "bad_file", "name_mismatch", "swap_failed")
@@ -73,7 +72,7 @@ class OtaConfig:
     smoke_test: bool = True
     keepalive: int = 15
     reconnect_max: float = 5.0             # backoff ceiling between broker connection tries (s)
-    tls: dict | None = None                # {"ca_certs", "certfile", "keyfile", "insecure"}
+    tls: TLS | None = None                 # None: plain TCP
 
     @classmethod
     def from_mapping(cls, m: dict, *, device: str, host: str = "127.0.0.1", port: int = 1883,
@@ -88,6 +87,10 @@ class OtaConfig:
         if "groups" in kw:
             kw["groups"] = tuple(kw["groups"] or ())
         return cls(**kw)
+
+    def broker(self) -> Broker:
+        return Broker(self.host, self.port, username=self.username, password=self.password,
+                      tls=self.tls, keepalive=self.keepalive)
 
     def __post_init__(self):
         P.check_topic_word("device id", self.device)
@@ -200,26 +203,16 @@ class OtaReceiver:
             self.connected = asyncio.Event()
         c = self.config
         state_offline = P.pack(self._presence(online=False))
-        backoff = 0.2
-        tls = None
-        if c.tls:
-            tls = aiomqtt.TLSParameters(ca_certs=c.tls.get("ca_certs"),
-                                        certfile=c.tls.get("certfile"),
-                                        keyfile=c.tls.get("keyfile"))
+        backoff = Backoff(0.2, c.reconnect_max)
         ticker = asyncio.create_task(self._ticker())
         resume = asyncio.create_task(self._finish_complete_transfers())
         try:
             while True:
-                client = aiomqtt.Client(
-                    c.host, c.port, identifier=f"bulletd-{c.device}-ota",
-                    tls_params=tls, tls_insecure=(bool(c.tls.get("insecure")) if c.tls else None),
-                    username=c.username, password=c.password,
-                    protocol=aiomqtt.ProtocolVersion.V5, keepalive=c.keepalive,
+                client = make_client(
+                    c.broker(), f"bulletd-{c.device}-ota", protocol=aiomqtt.ProtocolVersion.V5,
                     will=aiomqtt.Will(self.topic("state"), state_offline, qos=1, retain=True),
                     max_queued_incoming_messages=4096,
-                    # paho leaves Nagle on: each small "need" would wait ~40 ms for a delayed ACK
-                    socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),))
-                client.pending_calls_threshold = 64   # a window of publishes is normal here
+                    pending_calls=64)   # a window of publishes is normal here
                 try:
                     async with client:
                         self.client = client
@@ -228,7 +221,7 @@ class OtaReceiver:
                         await client.subscribe(self.topic("data"), qos=1)
                         await self._publish_presence()
                         self.connected.set()
-                        backoff = 0.2
+                        backoff.reset()
                         log.info("OTA receiver %s connected to %s:%s", c.device, c.host, c.port)
                         if self.active and not self.active.finishing:
                             self.active.inflight.clear()   # ask again for whatever was lost
@@ -247,8 +240,7 @@ class OtaReceiver:
                 finally:
                     self.client = None
                     self.connected.clear()
-                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
-                backoff = min(backoff * 2, c.reconnect_max)
+                await backoff.sleep()
         finally:
             ticker.cancel()
             resume.cancel()
@@ -370,9 +362,9 @@ class OtaReceiver:
         except TrustError as exc:
             code = exc.code if exc.code in P.REASONS else "bad_signature"
             raise OtaError(code, str(exc)) from exc
-        if not isinstance(manifest.get("name"), str) or not NAME_RE.match(manifest["name"]):
-            raise OtaError("bad_offer", f"manifest name {manifest.get('name')!r} is not a safe "
-                                        f"file name ([A-Za-z0-9._-], at most 64)")
+        why = name_problem(manifest.get("name"))
+        if why is not None:
+            raise OtaError("bad_offer", f"manifest name is not a safe file name: {why}")
         if not SHA_RE.match(str(manifest.get("sha256"))):
             raise OtaError("bad_offer", "manifest sha256 is not 64 lower-case hex digits")
         if manifest["size"] > self.config.max_file_size:
@@ -907,7 +899,7 @@ class OtaReceiver:
         """Return NAME to the version an install replaced (kept in previous/). The version
         rolled back from becomes the new previous, so a second rollback undoes the first."""
         prev = self.previous / f"{name}.bullet"
-        if not NAME_RE.match(name) or not prev.exists():
+        if name_problem(name) is not None or not prev.exists():
             raise OtaError("bad_offer", f"no previous version of {name!r} is kept in "
                                         f"{self.previous}")
         tmp = self.ota_dir / f"rollback-{name}.bullet{TMP_SUFFIX}"
