@@ -112,8 +112,8 @@ def _check(reply: dict) -> dict:
 
 def _child(name: str | None) -> str | None:
     """A child name passed to a request: refused here, by the daemon's own rule (bulletd.names),
-    with the error the daemon would answer."""
-    why = None if name is None else name_problem(name)
+    with the error the daemon would answer. None or "" is no name (the mother routes)."""
+    why = None if name is None or name == "" else name_problem(name)
     if why is not None:
         raise DaemonError("bad_request", f"child: {why}")
     return name

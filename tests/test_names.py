@@ -69,9 +69,11 @@ def test_daemon_client_and_ota_agree_on_names(name, ota):
         assert _daemon_accepts(name)
     else:
         assert _daemon_accepts(name) == rule
-    if name is not None:
+    if name is not None and name != "":
         assert _client_accepts(name) == rule
+    if name is not None:
         assert ota(name) == rule
+    assert _client_accepts(None) and _client_accepts("")    # no name: the mother routes
 
 
 def test_the_rule_takes_plus_and_refuses_double_dots_everywhere(ota):
