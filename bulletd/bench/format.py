@@ -86,7 +86,7 @@ def _combined_error(mats, rule: str) -> float:
 
 def main(args=None) -> int:
     shared = Path(getattr(args, "shared", None) or os.environ.get("BULLET_SHARED") or
-                  Path(__file__).resolve().parent.parent.parent / "shared")
+                  Path(__file__).resolve().parents[3] / "shared")
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         f = write_random_lm(d / "ref.bullet", REFERENCE, name="bench")
