@@ -10,7 +10,7 @@
     bulletd-cli ask "turn on the kitchen light" [--act] [--child home]   # an agent: call, actions, result
     bulletd-cli rollback stories          # back to the version the last install replaced
     bulletd-cli install new.bullet [--force]   # a signed file, like an OTA push; --force: older version
-    bulletd-cli bench [--quick] [--json] [--broker HOST:PORT]   # same as python -m bulletd.daemon.bench
+    bulletd-cli bench [--quick] [--json] [--broker HOST:PORT]   # same as python -m bulletd.bench.daemon
 
 Exit status: 0 ok, 1 the daemon answered an error (its code is printed), 2 bad usage,
 3 the daemon (or broker) cannot be reached, 141 standard output was closed early (`| head`).
@@ -250,8 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file")
     sp.add_argument("--sig", help="signature file (default FILE.sig)")
     sp.add_argument("--force", action="store_true", help="allow a lower version (anti-rollback override)")
-    sp = sub.add_parser("bench", help="daemon benchmark (python -m bulletd.daemon.bench)")
-    from bulletd.daemon.bench import add_arguments as bench_arguments
+    sp = sub.add_parser("bench", help="daemon benchmark (python -m bulletd.bench.daemon)")
+    from bulletd.bench.daemon import add_arguments as bench_arguments
     bench_arguments(sp, json_dest="bench_json")   # --json after `bench` as well as before it
     return p
 
@@ -259,10 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _client(a: argparse.Namespace) -> Client:
     if a.mqtt:
         host, port = a.mqtt
-        password = os.environ.get("BULLET_MQTT_PASSWORD")
-        if a.password_file:
-            with open(a.password_file, encoding="utf-8") as f:
-                password = f.read().strip()
+        from bulletd.mqtt_conn import read_password
+        password = read_password(os.environ.get("BULLET_MQTT_PASSWORD"), a.password_file)
         return Client.mqtt(host, port or (8883 if a.tls else 1883), device=a.device, fleet=a.fleet,
                            prefix=a.prefix, username=a.username, password=password, tls=a.tls,
                            ca_file=a.cafile, timeout=a.timeout)
@@ -271,7 +269,7 @@ def _client(a: argparse.Namespace) -> Client:
 
 def run(a: argparse.Namespace) -> int:
     if a.cmd == "bench":
-        from bulletd.daemon.bench import run as bench_run
+        from bulletd.bench.daemon import run as bench_run
         a.json = a.json or a.bench_json
         return bench_run(a)
     out = sys.stdout

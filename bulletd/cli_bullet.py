@@ -1,6 +1,5 @@
 """`bullet`: the file tool. keygen, sign, verify, inspect (this module); run, import-llama2c and
-bench (bulletd.runtime.cli); eval (bulletd.evaluate); push (trainer.push, when the trainer is
-installed).
+bench (bulletd.runtime.cli); eval (bulletd.evaluate); push (bulletd.ota.push).
 
     bullet keygen mykey                       # mykey.key (0600) + mykey.pub.pem
     bullet sign model.bullet --key mykey.key  # writes model.bullet.sig
@@ -104,7 +103,7 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_bench_format(args) -> int:
-    from .bench_format import main as bench_main
+    from .bench.format import main as bench_main
     return bench_main(args)
 
 
@@ -148,12 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         runtime_cli.register(sub)
     from .evaluate import register as register_eval   # eval
     register_eval(sub)
-    try:
-        from trainer import push as trainer_push  # push (trainer side)
-    except ImportError:
-        trainer_push = None
-    if trainer_push is not None and hasattr(trainer_push, "register"):
-        trainer_push.register(sub)
+    from .ota.push import register as register_push   # push
+    register_push(sub)
     return ap
 
 

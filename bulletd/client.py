@@ -39,11 +39,11 @@ from typing import Any, AsyncIterator, Iterator
 import msgpack
 
 from bulletd.errors import RequestError, TransportError
+from bulletd.mqtt_conn import TLS, Broker, make_client
 from bulletd.mqtt_direct import direct_queue
+from bulletd.names import name_problem
 
 FRAME = struct.Struct("!I")
-# paho leaves Nagle on: small request/reply packets then wait for delayed ACKs (~40 ms each)
-NODELAY = ((__import__("socket").IPPROTO_TCP, __import__("socket").TCP_NODELAY, 1),)
 MAX_REPLY_FRAME = 64 << 20
 
 
@@ -108,6 +108,15 @@ def _check(reply: dict) -> dict:
         err = reply.get("error") or {}
         raise DaemonError(str(err.get("code", "internal")), str(err.get("message", "(no message)")), reply)
     return reply
+
+
+def _child(name: str | None) -> str | None:
+    """A child name passed to a request: refused here, by the daemon's own rule (bulletd.names),
+    with the error the daemon would answer. None or "" is no name (the mother routes)."""
+    why = None if name is None or name == "" else name_problem(name)
+    if why is not None:
+        raise DaemonError("bad_request", f"child: {why}")
+    return name
 
 
 # ---------------------------------------------------------------------- transports
@@ -228,12 +237,8 @@ class _MQTTTransport:
         self.reply_topic = f"{prefix}/reply/{self.cid}"
         self.req_topic = f"{prefix}/fleet/req" if fleet else f"{prefix}/{device}/req"
         self.json = json_payloads
-        self.kw: dict[str, Any] = {}
-        if username:
-            self.kw.update(username=username, password=password)
-        if tls:
-            import ssl
-            self.kw["tls_context"] = ssl.create_default_context(cafile=ca_file)
+        self.broker = Broker(host, port, username=username, password=password,
+                             tls=TLS(ca_file=ca_file or "") if tls else None)
         self.client: Any = None
         self.waiting: dict[Any, asyncio.Queue] = {}
         self.task: asyncio.Task | None = None
@@ -243,9 +248,9 @@ class _MQTTTransport:
     async def open(self) -> None:
         aiomqtt = self.aiomqtt
         # aiomqtt binds the running loop at construction, so the client is made here
-        self.client = aiomqtt.Client(self.host, self.port, identifier=self.cid, protocol=(
+        self.client = make_client(self.broker, self.cid, protocol=(
             aiomqtt.ProtocolVersion.V5 if self.v5 else aiomqtt.ProtocolVersion.V311), timeout=10,
-            socket_options=NODELAY, queue_type=direct_queue(self._deliver), **self.kw)
+            queue_type=direct_queue(self._deliver))
         try:
             await self.client.__aenter__()
             await self.client.subscribe(self.reply_topic, qos=1)
@@ -410,14 +415,15 @@ class AsyncClient:
 
     async def generate(self, prompt: str, child: str | None = None, timeout: float | None = None,
                        **settings: Any) -> Result:
-        r = await self.request("generate", timeout=timeout, prompt=prompt, child=child, stream=False, **settings)
+        r = await self.request("generate", timeout=timeout, prompt=prompt, child=_child(child), stream=False,
+                               **settings)
         return Result.from_reply(r)
 
     async def ask(self, text: str, child: str | None = None, act: bool = False, timeout: float | None = None,
                   **settings: Any) -> Answer:
         """An agent request: the routed (or named) agent child's call, its result and the actions
         (carried out only with act=True and tools.home.act in the daemon's config)."""
-        r = await self.request("generate", timeout=timeout, prompt=text, child=child, act=True if act else None,
+        r = await self.request("generate", timeout=timeout, prompt=text, child=_child(child), act=True if act else None,
                                stream=False, **settings)
         if "call" not in r:
             raise DaemonError("bad_request", f"child {r.get('child')!r} is not an agent (its reply has no call)", r)
@@ -426,21 +432,23 @@ class AsyncClient:
     def stream(self, prompt: str, child: str | None = None, timeout: float | None = None,
                **settings: Any) -> AsyncStream:
         req = {"op": "generate", "prompt": prompt, "stream": True,
-               **({"child": child} if child else {}), **{k: v for k, v in settings.items() if v is not None}}
+               **({"child": _child(child)} if child else {}), **{k: v for k, v in settings.items() if v is not None}}
         return AsyncStream(self, req, timeout or self.timeout)
 
     async def route(self, prompt: str, child: str | None = None) -> dict:
-        return await self.request("route", prompt=prompt, child=child)
+        return await self.request("route", prompt=prompt, child=_child(child))
 
     async def load(self, target: str, as_name: str | None = None, swap: bool = False) -> dict:
         """Load a child; a loaded name is error `exists` unless swap=True replaces it."""
         key = "path" if ("/" in target or target.endswith(".bullet")) else "name"
         if key == "path":
             target = os.path.abspath(target)
-        return (await self.request("load", **{key: target, "as": as_name, "swap": swap or None}))["child"]
+        else:
+            _child(target)
+        return (await self.request("load", **{key: target, "as": _child(as_name), "swap": swap or None}))["child"]
 
     async def unload(self, name: str, mode: str | None = None, timeout: float | None = None) -> dict:
-        return (await self.request("unload", name=name, mode=mode, timeout=timeout))["unloaded"]
+        return (await self.request("unload", name=_child(name), mode=mode, timeout=timeout))["unloaded"]
 
     async def list(self) -> list[dict]:
         return (await self.request("list"))["children"]

@@ -171,12 +171,13 @@ arm_py - <<'PYEOF'
 import platform
 import numpy as np
 from bulletd import kernels as K
+from bulletd.bench.kernels import bench_forward
 print("arm64-e2e:     machine", platform.machine(), "numpy", np.__version__,
       "| dispatch chose", K.kernel_path(), "| available", K.available_kernels())
 if not K.kernel_path().startswith("neon"):
     raise SystemExit(f"arm64-e2e: expected a NEON kernel path on aarch64, got {K.kernel_path()!r}")
 cfg = dict(dim=128, n_layers=4, n_heads=4, n_kv_heads=4, hidden_dim=384, vocab_size=1024,
-           max_seq_len=256, tied_embeddings=True)          # SMALL from DESIGN.md
+           max_seq_len=256, tied_embeddings=True)          # the SMALL shape (bulletd.format.synth)
 tensors = K.random_bq4_tensors(cfg, seed=0)
 ids = [1, 77, 512, 9, 300, 41]
 logits = {}
@@ -187,7 +188,7 @@ ref = logits["scalar"]
 for path, got in logits.items():
     err = float(np.max(np.abs(got - ref)))
     ok = err <= 1e-3 * max(1.0, float(np.max(np.abs(ref))))
-    r = K.bench_forward(cfg, tensors, path, n_decode=32, prompt_len=32, repeats=1)
+    r = bench_forward(cfg, tensors, path, n_decode=32, prompt_len=32, repeats=1)
     print(f"arm64-e2e:     {path:8s} max |logit - scalar| {err:.2e} {'ok' if ok else 'MISMATCH'}; "
           f"decode {r['decode_tok_s']:.0f} tok/s, prefill 32 tokens {r['prefill_ms']:.0f} ms (under qemu)")
     if not ok:

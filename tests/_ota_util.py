@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bulletd.format.synth import write_random_lm
 from bulletd.signing import generate_keypair, sign_file
-from trainer.push import Pusher
+from bulletd.ota.push import Pusher
 
 TINY = dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=4, hidden_dim=128, vocab_size=300,
             max_seq_len=64)

@@ -88,7 +88,7 @@ def test_normalize():
     assert normalize("Ｋｉｔｃｈｅｎ") == "ｋｉｔｃｈｅｎ".casefold()
 
 
-# ---------------------------------------------------------------- resolution as issue 12 lists it
+# ---------------------------------------------------------------- resolution, case by case
 
 def test_light_set_area_means_its_dimmable_lights(home):
     assert calls(home, intent="HassLightSet", area="kitchen", brightness=40) == [

@@ -136,8 +136,8 @@ async def test_retained_states_and_discovery(broker):
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_agent_bench_runs():
-    """The shipped bench (python -m bulletd.agents.bench) end to end, with few repetitions."""
-    from bulletd.agents.bench import CALL, run
+    """The shipped bench (python -m bulletd.bench.agents) end to end, with few repetitions."""
+    from bulletd.bench.agents import CALL, run
     r = run(2, None)
     assert r["call"] == CALL and r["tokens"] > 0
     for k in ("in_process", "mqtt_dry_run", "mqtt_act"):

@@ -12,7 +12,7 @@ from _daemon_util import ROOT
 
 @pytest.mark.timeout(300)
 def test_bench_quick_json_reports_every_figure():
-    r = subprocess.run([sys.executable, "-m", "bulletd.daemon.bench", "--quick", "--json"], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "bulletd.bench.daemon", "--quick", "--json"], capture_output=True,
                        text=True, timeout=280, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     j = json.loads(r.stdout)
@@ -45,7 +45,7 @@ def test_bench_quick_json_reports_every_figure():
 
 
 def test_route_bench_on_the_shipped_children():
-    r = subprocess.run([sys.executable, "-m", "bulletd.daemon.bench", "--route", str(ROOT / "child_models"),
+    r = subprocess.run([sys.executable, "-m", "bulletd.bench.daemon", "--route", str(ROOT / "child_models"),
                         "--json"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     j = json.loads(r.stdout)

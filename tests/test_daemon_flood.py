@@ -3,7 +3,7 @@ command): every request gets exactly one final reply, and the daemon's memory st
 comes back down after the burst. Generous margins: figures vary with the machine's load."""
 import pytest
 
-from bulletd.daemon.flood import MB, run
+from bulletd.bench.flood import MB, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

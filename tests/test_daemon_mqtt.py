@@ -343,9 +343,9 @@ async def test_broker_killed_and_restarted_while_requests_flow(tmp_path, kit, br
 
 
 def test_tls_with_username_and_password_from_the_config(tmp_path, kit):
-    """A broker that takes only TLS with a password: the daemon connects with the CA, user and
-    password file from its config; a wrong password leaves it disconnected (and logged) while
-    the socket keeps serving."""
+    """A broker that takes only TLS with a password: the daemon, and its OTA receiver on a
+    connection of its own, connect with the CA, user and password file from its config; a wrong
+    password leaves it disconnected (and logged) while the socket keeps serving."""
     import shutil as _sh
     from conftest import _wait_port, free_port
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -373,6 +373,11 @@ def test_tls_with_username_and_password_from_the_config(tmp_path, kit):
         d = DaemonProc(tmp_path, {**base, "mqtt": mq}, name="tls").start()
         try:
             wait_connected(d)
+            with d.client() as c:
+                end = time.monotonic() + 20
+                while not c.status()["ota"].get("connected") and time.monotonic() < end:
+                    time.sleep(0.05)
+                assert c.status()["ota"]["connected"], d.log()
             with Client.mqtt("127.0.0.1", port, device="dev1", tls=True, ca_file=str(certs / "ca.crt"),
                              username="dev1", password="s3cret", timeout=20) as c:
                 assert c.generate("x", child="math", max_tokens=2).raw["device"] == "dev1"

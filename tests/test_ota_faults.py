@@ -1,7 +1,7 @@
 """OTA pushes against a real Mosquitto and a real receiver process, with injected faults.
 
 Each test pushes real signed tiny children (bulletd.format + bulletd.signing) with the real
-pusher (trainer.push.Pusher, or FaultyPusher which misbehaves on purpose) to
+pusher (bulletd.ota.push.Pusher, or FaultyPusher which misbehaves on purpose) to
 `python -m bulletd.ota receive` running as its own process, then checks the outcome the device
 reported and the files on its disk.
 """
@@ -186,7 +186,7 @@ def test_smoke_test_failure_keeps_previous_and_sets_file_aside(world):
 
 def test_unsigned_file_is_refused_by_the_pusher(world):
     tmp, broker, keys, rx = world
-    from trainer.push import Pusher, PushError
+    from bulletd.ota.push import Pusher, PushError
     f = make_child(tmp / "unsigned.bullet", keys.key, name="unsigned", sign=False)
     with pytest.raises(PushError, match="is not signed"):
         Pusher(f, port=broker.port, devices=("shared",))

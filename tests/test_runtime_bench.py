@@ -1,4 +1,4 @@
-"""`bullet bench` runs end to end and reports every figure the issue asks for (no speed asserted:
+"""`bullet bench` runs end to end and reports every figure it promises (no speed asserted:
 speed is shown by the command, never judged inside tests).
 
     pytest tests/test_runtime_bench.py -q
@@ -46,7 +46,7 @@ def test_bench_quick_json_reports_all_figures():
 
 
 def test_bench_table_labels_both_numpy_baselines():
-    from bulletd.runtime.bench import report
+    from bulletd.bench.runtime import report
     from bulletd.format.synth import REFERENCE
     r = {"shape": "reference", "arch": dict(REFERENCE), "file_bytes": 4_000_000, "kernel_path": "avx2",
          "open_ms": 1.0, "decode_tok_s": 6000.0, "generate_tok_s": 5000.0, "parallel2_tok_s": 9000.0,
@@ -89,6 +89,6 @@ def test_bench_grammar_quick_reports_its_figures():
             assert res[f"{name}_{key}"] > 0, (name, key)
         assert res[f"{name}_decode_vs_free"] > 0
         json.loads(res[f"{name}_example"])          # the cold request's output is a whole document
-    from bulletd.runtime.bench import report
+    from bulletd.bench.runtime import report
     text = report([res])
     assert "STRUCTURED OUTPUT" in text and "decode with the grammar" in text and "first mask" in text

@@ -1,6 +1,6 @@
 """`bullet-train bench`: training speed of the REFERENCE model and the attention memory comparison.
 
-Prints, for the REFERENCE configuration of DESIGN.md (dim 256, 8 layers, 4 heads, 4 kv heads,
+Prints, for the REFERENCE shape (bulletd.format.synth: dim 256, 8 layers, 4 heads, 4 kv heads,
 SwiGLU hidden 768, vocab 2048, context 256) at batch 4 x sequence 128:
   * steps per minute and the mean step time split into forward, backward and optimiser
     (AdamW + clipping), over timed steps after warm-up steps;
@@ -8,7 +8,7 @@ SwiGLU hidden 768, vocab 2048, context 256) at batch 4 x sequence 128:
     NumPy GEMMs (the BLAS floor: what a step would cost with zero overhead outside BLAS), and
     the same model with the plain (non-tiled) attention;
   * peak memory of one causal attention forward+backward at a long context, plain vs flash;
-  * the issue's quoted reference points (original Bullet OS ~100 steps/min; PyTorch eager ~150,
+  * quoted reference points (original Bullet OS ~100 steps/min; PyTorch eager ~150,
     torch.compile ~200 on this machine) for orientation, marked as quoted, not measured.
 
     bullet-train bench [--steps 30] [--warmup 3] [--seq 128] [--batch 4] [--memory-seq 2048]

@@ -19,19 +19,17 @@ import asyncio
 import collections
 import json
 import logging
-import random
-import socket
 import time
 from typing import Any
 
 from bulletd.agents.home import HomeConfig, StateStore, command
 from bulletd.errors import RequestError
+from bulletd.mqtt_conn import Backoff, Broker, make_client
 from bulletd.tasks import cancel_and_wait
 
 log = logging.getLogger("bulletd.home")
 
 WINDOW_S = 60.0
-NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 class HomeLink:
@@ -74,17 +72,15 @@ class HomeLink:
 
     async def _run(self) -> None:
         import aiomqtt
-        from bulletd.daemon.mqtt import client_options
         mc = self.d.cfg.mqtt
-        backoff = mc.reconnect_min
+        backoff = Backoff(mc.reconnect_min, mc.reconnect_max)
         while True:
             try:
-                client = aiomqtt.Client(mc.host, mc.port, identifier=self.client_id, keepalive=mc.keepalive,
-                                        timeout=10, socket_options=NODELAY, **client_options(mc))
+                client = make_client(Broker.from_config(mc), self.client_id, timeout=10)
                 async with client:
                     self.client = client
                     self.connected = True
-                    backoff = mc.reconnect_min
+                    backoff.reset()
                     topics = sorted(self.home.state_topics)
                     if self.tcfg.discovery:
                         topics.append(self.ha_command_topic)
@@ -98,14 +94,13 @@ class HomeLink:
                         self._on_message(msg)
             except aiomqtt.MqttError as exc:
                 log.info("home: MQTT connection %s: %s; retry in %.1f s",
-                         "lost" if self.connected else "failed", exc, backoff)
+                         "lost" if self.connected else "failed", exc, backoff.delay)
             except (OSError, ValueError) as exc:
                 log.error("home: MQTT client cannot start: %s", exc)
                 return
             finally:
                 self.connected = False
-            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
-            backoff = min(backoff * 2, mc.reconnect_max)
+            await backoff.sleep()
 
     def _on_message(self, msg: Any) -> None:
         topic = msg.topic.value

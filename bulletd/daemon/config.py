@@ -19,6 +19,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from bulletd.errors import BulletError
+from bulletd.mqtt_conn import TLS
 
 
 class ConfigError(BulletError):
@@ -128,12 +129,9 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
-class TLSConfig:
+class TLSConfig(TLS):
+    """ca_file, cert_file, key_file, insecure: the one TLS vocabulary (bulletd.mqtt_conn.TLS)."""
     enabled: bool = False
-    ca_file: str = ""                    # "" -> the system CA store
-    cert_file: str = ""                  # client certificate (mutual TLS), optional
-    key_file: str = ""
-    insecure: bool = False               # skip host name check (testing only)
 
 
 @dataclass(frozen=True)

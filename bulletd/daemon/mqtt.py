@@ -19,8 +19,6 @@ import asyncio
 import collections
 import json
 import logging
-import random
-import socket
 import ssl
 import time
 from typing import Any
@@ -31,6 +29,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bulletd.errors import RequestError
+from bulletd.mqtt_conn import Backoff, Broker, make_client
 from bulletd.mqtt_direct import direct_queue
 from bulletd.tasks import cancel_and_wait
 from bulletd.daemon.protocol import (CT_JSON, CT_MSGPACK, Peer, check_topic, decode_payload, encode_payload,
@@ -46,26 +45,6 @@ DEDUP_MAX = 10000
 # wait as received, up to BACKLOG_BYTES of payload; past that a request is answered busy at once.
 SERVE_MIN = 64
 BACKLOG_BYTES = 8 << 20
-
-
-def client_options(mc) -> dict:
-    """aiomqtt.Client keyword arguments for the broker's credentials and TLS (mqtt config section);
-    shared with the other connections of the daemon (bulletd.agents.link)."""
-    kw: dict[str, Any] = {}
-    password = mc.password
-    if mc.password_file:
-        with open(mc.password_file, encoding="utf-8") as f:
-            password = f.read().strip()
-    if mc.username:
-        kw.update(username=mc.username, password=password or None)
-    if mc.tls.enabled:
-        ctx = ssl.create_default_context(cafile=mc.tls.ca_file or None)
-        if mc.tls.cert_file:
-            ctx.load_cert_chain(mc.tls.cert_file, mc.tls.key_file or None)
-        if mc.tls.insecure:
-            ctx.check_hostname = False
-        kw.update(tls_context=ctx, tls_insecure=mc.tls.insecure)
-    return kw
 
 
 class MQTTTransport:
@@ -142,20 +121,16 @@ class MQTTTransport:
             kw.update(protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props)
         else:
             kw.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
-        kw.update(client_options(mc))
-        client = aiomqtt.Client(
-            mc.host, mc.port, identifier=self.client_id, keepalive=mc.keepalive, timeout=10,
+        return make_client(
+            Broker.from_config(mc), self.client_id, timeout=10,
             will=aiomqtt.Will(self.status_topic, offline, qos=1, retain=True),
             # messages go straight to _dispatch from paho's read callback (see bulletd.mqtt_direct)
             queue_type=direct_queue(self._dispatch),
-            # paho leaves Nagle on; small replies would wait for delayed ACKs (~40 ms each)
-            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),), **kw)
-        # one reply publish per serving task is normal, not a sign of trouble worth a warning each
-        client.pending_calls_threshold = self.serve_max + 16
-        return client
+            # one reply publish per serving task is normal, not a sign of trouble worth a warning each
+            pending_calls=self.serve_max + 16, **kw)
 
     async def _run(self) -> None:
-        backoff = self.mc.reconnect_min
+        backoff = Backoff(self.mc.reconnect_min, self.mc.reconnect_max)
         try:
             client = self._make_client()
         except (OSError, ssl.SSLError, ValueError) as exc:
@@ -169,7 +144,7 @@ class MQTTTransport:
                     self.connected = True
                     self.connects += 1
                     self.last_error = None
-                    backoff = self.mc.reconnect_min
+                    backoff.reset()
                     # v5: Retain As Published keeps the retain flag of a request published
                     # with retain while we are subscribed, so that it is dropped too
                     sub = ({"options": SubscribeOptions(qos=self.mc.qos, retainAsPublished=True)} if self.v5
@@ -191,7 +166,7 @@ class MQTTTransport:
                     log.warning("MQTT connection lost: %s; reconnecting", exc)
                 else:
                     log.info("MQTT connect to %s:%d failed: %s; retry in %.1f s", self.mc.host, self.mc.port,
-                             exc, backoff)
+                             exc, backoff.delay)
             except asyncio.CancelledError:
                 self.connected = False
                 raise
@@ -199,8 +174,7 @@ class MQTTTransport:
                 self.connected = False
             if self.stopping:
                 break
-            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
-            backoff = min(backoff * 2, self.mc.reconnect_max)
+            await backoff.sleep()
 
     def _dispatch(self, msg: aiomqtt.Message) -> None:
         """Every incoming message, on the loop thread: serve it in its own task, or let it wait

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ import msgpack
 
 from bulletd.errors import BadPrompt, BadSettings, BulletError, ContextOverflow, RequestError
 from bulletd.runtime.sampling import LIMITS as SETTING_LIMITS, GenerationSettings, check_setting, check_stop
+from bulletd.names import check_name
 
 # Stable wire codes. Clients may switch on them; never rename one.
 ERROR_CODES = {
@@ -72,8 +72,6 @@ READ_OPS = ("generate", "route", "list", "status", "ping", "children")
 ADMIN_OPS = ("load", "unload", "reload", "swap", "rollback", "install")
 ALL_OPS = READ_OPS + ADMIN_OPS
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
-
 CT_MSGPACK = "application/msgpack"
 CT_JSON = "application/json"
 
@@ -82,19 +80,6 @@ FRAME_HDR = struct.Struct("!I")
 # Requests are shallow maps; anything deeper than this is refused before any code walks it
 # recursively (repr in an error message, the JSON encoder of a reply).
 MAX_DEPTH = 32
-
-
-def check_name(name: Any, what: str = "child") -> str:
-    """A child name: letters, digits and . _ + -, at most 64, never a path or '..'."""
-    if not isinstance(name, str):
-        raise RequestError("bad_request", f"{what}: expected a string name, found {type(name).__name__}")
-    if "/" in name or "\\" in name or ".." in name or "\x00" in name:
-        raise RequestError("bad_request", f"{what}: {name!r} is not a valid name "
-                           "(path separators and '..' are not allowed in names)")
-    if not NAME_RE.match(name):
-        raise RequestError("bad_request", f"{what}: {name!r} is not a valid name (expected 1-64 of "
-                           "letters, digits, '.', '_', '+', '-', starting with a letter or digit)")
-    return name
 
 
 # ---------------------------------------------------------------- decoding

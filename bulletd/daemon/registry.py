@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bulletd.errors import BulletError, FormatError, ModelError, RequestError, TrustError
-from bulletd.daemon.protocol import check_name
+from bulletd.names import check_name
 
 log = logging.getLogger("bulletd.registry")
 
@@ -96,7 +96,7 @@ def open_child(path: str, *, trust: Any, allow_unsigned: bool) -> tuple[Any, dic
     """Verify then map then build a model. Runs in a worker thread.
 
     The signature covers every byte, so it is checked before the file is parsed further than
-    its size (DESIGN.md, Trust). Returns (model, header, signer key id, closer).
+    its size: an unverified file is never parsed. Returns (model, header, signer key id, closer).
     """
     from bulletd.format import BulletFile
 
@@ -221,6 +221,26 @@ class Registry:
         self.evictions = 0
 
     # ------------------------------------------------------------------ discovery
+    async def reconfigure(self, *, model_dir: Path, trust: Any, allow_unsigned: bool, budget_bytes: int,
+                          keep_alive: float, load_on_demand: bool, unload_timeout: float,
+                          mother_path: str | None) -> dict[str, str]:
+        """Take new settings (the daemon's SIGHUP): the constructor's arguments but the executor
+        and the callback. Idle children are evicted to fit a smaller budget (busy ones stay: a
+        warning is logged), then model_dir is scanned again. Returns the scan."""
+        self.model_dir = Path(model_dir)
+        self.trust = trust
+        self.allow_unsigned = allow_unsigned
+        self.budget = budget_bytes
+        self.keep_alive = keep_alive
+        self.load_on_demand = load_on_demand
+        self.unload_timeout = unload_timeout
+        self.mother_path = mother_path
+        try:
+            await self._make_room(0)
+        except RequestError as exc:
+            log.warning("after reload: %s", exc.message)
+        return self.scan()
+
     def scan(self) -> dict[str, str]:
         """Find child files (`NAME.bullet`, not hidden, not the mother) in model_dir."""
         found: dict[str, str] = {}

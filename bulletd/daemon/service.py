@@ -74,11 +74,14 @@ class Daemon:
         if trust is None and not cfg.trust.allow_unsigned:
             log.warning("no trust store found at %s: signed children cannot be verified and unsigned "
                         "ones are refused (trust.allow_unsigned is false)", ", ".join(cfg.trust.keys))
-        return Registry(
-            model_dir=cfg.models, trust=trust, allow_unsigned=cfg.trust.allow_unsigned,
-            budget_bytes=int(cfg.registry.memory_budget_mb * (1 << 20)), keep_alive=cfg.registry.keep_alive,
-            load_on_demand=cfg.registry.load_on_demand, unload_timeout=cfg.registry.unload_timeout,
-            mother_path=self._mother_path(cfg), executor=None, on_change=self._child_changed)
+        return Registry(**self._registry_settings(cfg, trust), executor=None, on_change=self._child_changed)
+
+    def _registry_settings(self, cfg: Config, trust: Any) -> dict:
+        """The registry's settings from a config: at start and at every reload."""
+        return dict(model_dir=cfg.models, trust=trust, allow_unsigned=cfg.trust.allow_unsigned,
+                    budget_bytes=int(cfg.registry.memory_budget_mb * (1 << 20)), keep_alive=cfg.registry.keep_alive,
+                    load_on_demand=cfg.registry.load_on_demand, unload_timeout=cfg.registry.unload_timeout,
+                    mother_path=self._mother_path(cfg))
 
     def _child_changed(self, name: str, child: Any) -> None:
         if self.mqtt is not None:
@@ -379,20 +382,8 @@ class Daemon:
             log.error("reload failed, keeping the running config: trust.keys: %s", exc)
             self.notifier.notify("READY=1", "STATUS=reload failed; running with the previous config")
             raise RequestError("bad_request", f"reload failed: trust.keys: {exc}") from None
-        reg.trust = trust
-        reg.allow_unsigned = new.trust.allow_unsigned
-        reg.budget = int(new.registry.memory_budget_mb * (1 << 20))
-        reg.keep_alive = new.registry.keep_alive
-        reg.load_on_demand = new.registry.load_on_demand
-        reg.unload_timeout = new.registry.unload_timeout
-        reg.model_dir = new.models
-        reg.mother_path = self._mother_path(new)
         self.scheduler.resize(new.workers, new.max_queue)
-        try:
-            await reg._make_room(0)
-        except RequestError as exc:
-            log.warning("after reload: %s", exc.message)
-        reg.scan()
+        await reg.reconfigure(**self._registry_settings(new, trust))
         await self.load_mother()
         if new.registry.preload:
             # children added to model_dir since the start: load them so that the ones whose

@@ -58,7 +58,7 @@ class Models:
         self.mother = None
 
     def _scan(self) -> dict[str, str]:
-        from bulletd.daemon.protocol import check_name
+        from bulletd.names import check_name
         mother = os.path.realpath(self.mother_path) if self.mother_path else None
         found = {}
         for e in sorted(os.scandir(self.dir), key=lambda e: e.name):

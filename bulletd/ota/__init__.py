@@ -1,4 +1,4 @@
-"""Over-the-air child updates, device side: the OTA receiver and its wire protocol.
+"""Over-the-air child updates: the device-side OTA receiver, the pusher and their wire protocol.
 
     from bulletd.ota import OtaReceiver, OtaConfig
     receiver = OtaReceiver(OtaConfig(device="pi1", port=1883), TrustStore("keys/"),
@@ -6,7 +6,7 @@
     await receiver.run()
 
 Standalone (tests, bring-up): `python -m bulletd.ota receive --device pi1 --models DIR
---ota-dir DIR --trust KEYS`. The trainer-side pusher is trainer/push.py (`bullet push`).
+--ota-dir DIR --trust KEYS`. The pusher is bulletd/ota/push.py (`bullet push`).
 Protocol, reason codes and state machine: docs/OTA.md.
 """
 from bulletd.ota.protocol import OtaError, REASONS, version_key

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from bulletd.errors import RequestError
+from bulletd.mqtt_conn import read_password
 from bulletd.ota.protocol import OtaError
 from bulletd.ota.receiver import OtaConfig, OtaReceiver
 
@@ -31,25 +32,16 @@ def receiver_config(cfg) -> OtaConfig:
     groups = list(o.groups)
     if m.fleet.enabled and m.fleet.group not in groups:
         groups.append(m.fleet.group)   # a device serving a fleet also takes that fleet's pushes
-    password = m.password
-    if m.password_file:
-        password = Path(m.password_file).read_text().strip()
     return OtaConfig(device=cfg.device, host=m.host or "127.0.0.1", port=m.port, prefix=m.prefix,
                      groups=tuple(groups), username=m.username or None,
-                     password=password or None, window=o.window, chunk_timeout=o.chunk_timeout,
+                     password=read_password(m.password, m.password_file),
+                     window=o.window, chunk_timeout=o.chunk_timeout,
                      stall_timeout=o.stall_timeout,
                      max_file_size=int(o.max_file_size_mb * (1 << 20)),
                      min_free_bytes=int(o.min_free_mb * (1 << 20)),
                      require_vectors=o.require_vectors, smoke_test=o.smoke_test,
                      keepalive=m.keepalive, reconnect_max=min(m.reconnect_max, 10.0),
-                     tls=_tls(m.tls))
-
-
-def _tls(t) -> dict | None:
-    if not t.enabled:
-        return None
-    return {"ca_certs": t.ca_file or None, "certfile": t.cert_file or None,
-            "keyfile": t.key_file or None, "insecure": t.insecure}
+                     tls=m.tls if m.tls.enabled else None)
 
 
 def make_receiver(daemon) -> OtaReceiver | None:

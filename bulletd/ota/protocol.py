@@ -1,7 +1,7 @@
 """The OTA wire protocol: topics, message maps, reason codes and their validation.
 
 Both ends import this module (the device-side receiver in bulletd.ota.receiver and the
-trainer-side pusher in trainer/push.py), so the protocol is written down exactly once.
+pusher in bulletd.ota.push), so the protocol is written down exactly once.
 docs/OTA.md describes the same protocol for people; keep the two in step.
 
 Topics (prefix configurable, default "bullet"):

@@ -123,7 +123,7 @@ def _cmd_import(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from .bench import main as bench_main
+    from bulletd.bench.runtime import main as bench_main
     return bench_main(args)
 
 
@@ -177,7 +177,7 @@ def register(subparsers) -> None:
                    help="with --dtype bq4: report how often greedy tokens agree with f32 over STEPS")
     p.set_defaults(func=_cmd_import)
 
-    from .bench import add_arguments
+    from bulletd.bench.runtime import add_arguments
     p = subparsers.add_parser("bench", help="runtime benchmark: SMALL and REFERENCE, native vs NumPy")
     add_arguments(p)
     p.set_defaults(func=_cmd_bench)

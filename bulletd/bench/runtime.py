@@ -1,4 +1,4 @@
-"""`bullet bench`: runtime speed and memory for the DESIGN.md SMALL and REFERENCE shapes.
+"""`bullet bench`: runtime speed and memory for the SMALL and REFERENCE shapes (bulletd.format.synth).
 
 For each shape it writes a random model with BQ4 weights (fixed seed) to a temporary file, then
 measures on one thread, in this process:
@@ -23,13 +23,13 @@ measures on one thread, in this process:
   - when the active kernel path has a narrower sibling (avx512vnni -> avx2), that path's decode
     and prefill too, as a baseline from the same file in the same process, in passes alternating
     with the active path's (the speed-up is the ratio of those medians)
-and prints them beside the issue's targets. BLAS is pinned to one thread (the process re-executes
+and prints them beside the targets (TARGETS). BLAS is pinned to one thread (the process re-executes
 itself with OPENBLAS_NUM_THREADS=1 etc. when they are not set), so the NumPy baseline is one
 thread too.
 
     bullet bench                 # both shapes
     bullet bench --shapes reference --json
-    python -m bulletd.runtime.bench --quick
+    python -m bulletd.bench.runtime --quick
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ BASELINE_PATHS = {"avx512vnni": "avx2"}
 # the cost per token hardly depends on the position: dequantising the weights dominates)
 NUMPY_MAPPED_TOKENS = 128
 
-TARGETS = {  # from the runtime issue, REFERENCE shape, one thread; "NumPy" = the fallback (mapped)
+TARGETS = {  # the runtime's targets: REFERENCE shape, one thread; "NumPy" = the fallback (mapped)
     "decode_tok_s": 2000.0,
     "decode_vs_numpy": 50.0,
     "prefill128_ms": 20.0,
@@ -125,7 +125,7 @@ def _parallel_rate(model, ids: list[int], threads: int = 2) -> float:
 
 
 def _generate_rate(model, passes: int) -> float:
-    from .sampling import GenerationSettings
+    from bulletd.runtime.sampling import GenerationSettings
     s = model.new_session()
     rates = []
     for i in range(passes):
@@ -147,7 +147,7 @@ def _prefill_ms(model, prompt: list[int], runs: int) -> float:
 
 
 def _ttft_ms(model, prompt: list[int], runs: int) -> float:
-    from .sampling import GenerationSettings
+    from bulletd.runtime.sampling import GenerationSettings
     s = model.new_session()
     ts = []
     for i in range(runs):
@@ -183,8 +183,8 @@ def _baseline(r: dict, model, bm, ids: list[int], prompt: list[int], passes: int
 
 
 def bench_shape(label: str, arch: dict, workdir: Path, args) -> dict:
-    from ..format.synth import write_random_lm
-    from .model import load_model
+    from bulletd.format.synth import write_random_lm
+    from bulletd.runtime.model import load_model
 
     path = workdir / f"{label}.bullet"
     write_random_lm(path, arch, seed=0, dtype="bq4", name=f"bench-{label}")
@@ -218,7 +218,7 @@ def bench_shape(label: str, arch: dict, workdir: Path, args) -> dict:
 
     base = BASELINE_PATHS.get(r["kernel_path"])
     if base is not None:  # the narrower SIMD path, same file, same process: what the wider one gains
-        from .. import kernels as K
+        from bulletd import kernels as K
         if base in K.available_kernels():
             _baseline(r, model, load_model(path, backend="native", kernel=base), ids, prompt, passes,
                       3 if quick else 20)
@@ -228,7 +228,7 @@ def bench_shape(label: str, arch: dict, workdir: Path, args) -> dict:
     model.close()
 
     # memory, in a fresh process so memory freed by the sessions above cannot hide it
-    probe = subprocess.run([sys.executable, "-m", "bulletd.runtime.bench", "--rss-probe", str(path)],
+    probe = subprocess.run([sys.executable, "-m", "bulletd.bench.runtime", "--rss-probe", str(path)],
                            capture_output=True, text=True, timeout=600)
     if probe.returncode != 0:
         raise RuntimeError(f"RSS probe failed: {probe.stderr.strip()[-500:]}")
@@ -241,7 +241,7 @@ def bench_shape(label: str, arch: dict, workdir: Path, args) -> dict:
 def _numpy_baselines(r: dict, path: Path, ids: list[int], prompt: list[int], args) -> None:
     """The NumPy backend in both weight modes, passes alternating (load from other processes falls
     on both alike): "numpy_*" = mapped (the fallback), "numpy_f32_*" = dequantised once."""
-    from .model import load_model
+    from bulletd.runtime.model import load_model
     ctx = len(ids)
     models, n = {}, {}
     for key, mode, tokens in (("numpy", "mapped", args.numpy_tokens), ("numpy_f32", "f32", args.numpy_f32_tokens)):
@@ -298,10 +298,10 @@ GRAMMAR_REQUESTS = {
 
 def bench_grammar(workdir: Path, args) -> dict:
     """Structured output on the REFERENCE shape with a 4,096-token vocabulary."""
-    from ..format.synth import REFERENCE, write_random_lm
-    from . import grammar as G
-    from .model import load_model
-    from .sampling import GenerationSettings
+    from bulletd.format.synth import REFERENCE, write_random_lm
+    from bulletd.runtime import grammar as G
+    from bulletd.runtime.model import load_model
+    from bulletd.runtime.sampling import GenerationSettings
 
     arch = dict(REFERENCE, vocab_size=4096)
     path = workdir / "grammar.bullet"
@@ -400,7 +400,7 @@ def report_grammar(r: dict) -> list[str]:
 
 def rss_probe(path: str) -> dict:
     """RSS one extra session adds, weights already paged in by a first session (fresh process)."""
-    from .model import load_model
+    from bulletd.runtime.model import load_model
     model = load_model(path, backend="native")
     ctx = model.context
     ids = [int(t) for t in np.random.default_rng(1).integers(3, model.arch["vocab_size"], size=ctx)]
@@ -476,12 +476,12 @@ def _pin_threads_or_reexec(argv) -> None:
     env = dict(os.environ)
     for v in _THREAD_VARS:
         env[v] = "1"
-    os.execve(sys.executable, [sys.executable, "-m", "bulletd.runtime.bench", *argv], env)
+    os.execve(sys.executable, [sys.executable, "-m", "bulletd.bench.runtime", *argv], env)
 
 
 def main(args=None) -> int:
-    from .model import _native_kernels
-    from ..format.synth import REFERENCE, SMALL
+    from bulletd.runtime.model import _native_kernels
+    from bulletd.format.synth import REFERENCE, SMALL
     if isinstance(args, list) and args[:1] == ["--rss-probe"]:
         print(json.dumps(rss_probe(args[1])))
         return 0

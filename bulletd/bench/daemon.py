@@ -1,8 +1,8 @@
 """Daemon benchmark: end-to-end figures through a real broker and a real bulletd process, each
 beside a baseline measured in this same process run.
 
-    python -m bulletd.daemon.bench            # or: bulletd-cli bench
-    python -m bulletd.daemon.bench --quick --json
+    python -m bulletd.bench.daemon            # or: bulletd-cli bench
+    python -m bulletd.bench.daemon --quick --json
 
 It writes synthetic SMALL and REFERENCE children (random weights; speed does not depend on the
 values), signs them with a key made for the run, starts mosquitto on a free loopback port (or
@@ -248,7 +248,7 @@ def _echo_floor(broker: tuple[str, int], path: Path, prompt: str, max_tokens: in
     resp = raw = None
     try:
         raw = _Raw(path)
-        resp = subprocess.Popen([sys.executable, "-c", "import sys; from bulletd.daemon.bench import _echo_responder; "
+        resp = subprocess.Popen([sys.executable, "-c", "import sys; from bulletd.bench.daemon import _echo_responder; "
                                  "_echo_responder(sys.argv[1], int(sys.argv[2]), sys.argv[3])", host, str(port), topic])
         c.connect(host, port)
         c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

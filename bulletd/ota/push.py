@@ -2,7 +2,7 @@
 
     bullet push child.bullet --device pi1 [--device pi2] [--broker HOST:PORT]
     bullet push child.bullet --fleet kitchen --chunk-size 128k --timeout 300
-    python -m trainer.push bench [--size-mb 5]      # push figures over a local broker
+    python -m bulletd.bench.ota [--size-mb 5]       # push figures over a local broker
 
 The file must be signed first (`bullet sign child.bullet --key K` writes child.bullet.sig).
 The pusher publishes a signed offer; each device checks the signature, the version and its free
@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import sys
 import time
 import uuid
@@ -29,6 +28,7 @@ from pathlib import Path
 import aiomqtt
 
 from bulletd.errors import BulletError
+from bulletd.mqtt_conn import Backoff, Broker, make_client
 from bulletd.ota import protocol as P
 from bulletd.signing import file_sha256, read_signature
 
@@ -105,7 +105,7 @@ class Pusher:
         self.manifest = m
         self.data = self.path.read_bytes()
         self.host, self.port, self.prefix = host, port, prefix
-        self.username, self.password = username, password
+        self.broker = Broker(host, port, username=username, password=password, keepalive=15)
         self.fleet = fleet
         self.chunk_size = chunk_size
         self.n_chunks = P.n_chunks_for(size, chunk_size)
@@ -177,20 +177,15 @@ class Pusher:
         """Push until every device has a final outcome or `timeout` seconds pass."""
         self.started = time.monotonic()
         deadline = self.started + self.timeout
-        backoff = 0.2
+        backoff = Backoff(0.2, 3.0, jitter=0.0)
         while not self._done() and time.monotonic() < deadline:
-            client = aiomqtt.Client(self.host, self.port,
-                                    identifier=f"bullet-push-{self.push_id}",
-                                    username=self.username, password=self.password,
-                                    protocol=aiomqtt.ProtocolVersion.V5, keepalive=15,
-                                    max_queued_incoming_messages=4096,
-                                    # Nagle off: small "need" messages must not wait for ACKs
-                                    socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),))
-            client.pending_calls_threshold = 64   # a window of chunk publishes is normal
+            client = make_client(self.broker, f"bullet-push-{self.push_id}",
+                                 protocol=aiomqtt.ProtocolVersion.V5, max_queued_incoming_messages=4096,
+                                 pending_calls=64)   # a window of chunk publishes is normal
             try:
                 async with client:
                     self.client = client
-                    backoff = 0.2
+                    backoff.reset()
                     await self._session(client, deadline)
             except aiomqtt.MqttError as exc:
                 self.reconnects += 1
@@ -199,8 +194,7 @@ class Pusher:
             finally:
                 self.client = None
             if not self._done():
-                await asyncio.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
-                backoff = min(backoff * 2, 3.0)
+                await backoff.sleep(at_most=deadline - time.monotonic())
         for t in list(self._sends):
             t.cancel()
         for o in self.outcomes.values():
@@ -405,27 +399,3 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_push)
     return p
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m trainer.push")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    register(sub)
-    b = sub.add_parser("bench", help="push figures over a private local broker")
-    b.add_argument("--size-mb", type=float, default=5.0)
-    b.add_argument("--chunk-size", type=parse_size, default=DEFAULT_CHUNK)
-    b.add_argument("--repeat", type=int, default=3, help="pushes (versions 2..repeat+1)")
-    b.add_argument("--clients", type=int, default=2, help="clients generating during pushes")
-    b.add_argument("--nodelay", action="store_true",
-                   help="run the broker with set_tcp_nodelay true (recommended for OTA)")
-    b.set_defaults(func=lambda a: __import__("trainer.push_bench", fromlist=["main"]).main(a))
-    args = ap.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except BulletError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

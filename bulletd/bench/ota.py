@@ -1,4 +1,4 @@
-"""OTA push figures over loopback: `python -m trainer.push bench [--size-mb 5] [--repeat 3]`.
+"""OTA push figures over loopback: `python -m bulletd.bench.ota [--size-mb 5] [--repeat 3]`.
 
 Starts a private Mosquitto and a real `bulletd` (MQTT + OTA on, one child "kid" installed),
 keeps it busy with generate requests on the Unix socket, pushes signed children of about 5 MB
@@ -15,6 +15,7 @@ Figures are noisy on a shared machine; the printed baselines give the scale.
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import math
 import os
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import aiomqtt
 
-from trainer.push import Pusher
+from bulletd.ota.push import DEFAULT_CHUNK, Pusher, parse_size
 
 
 def _free_port() -> int:
@@ -162,7 +163,23 @@ class _Watch:
         self.thread.join(60)
 
 
-def main(args) -> int:
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bulletd.bench.ota", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mb", type=float, default=5.0)
+    ap.add_argument("--chunk-size", type=parse_size, default=DEFAULT_CHUNK)
+    ap.add_argument("--repeat", type=int, default=3, help="pushes (versions 2..repeat+1)")
+    ap.add_argument("--clients", type=int, default=2, help="clients generating during pushes")
+    ap.add_argument("--nodelay", action="store_true",
+                    help="run the broker with set_tcp_nodelay true (recommended for OTA)")
+    return ap
+
+
+def main(argv=None) -> int:
+    return run(_parser().parse_args(argv))
+
+
+def run(args) -> int:
     mosq = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not os.path.exists(mosq):
         print("bench needs mosquitto (apt-get install mosquitto)", file=sys.stderr)
@@ -268,3 +285,7 @@ def main(args) -> int:
             except subprocess.TimeoutExpired:
                 pr.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """Agent request bench: the end-to-end time of an agent request through bulletd over MQTT, beside
 the same request run in-process (bulletd.agents.agent.run_agent).
 
-    python -m bulletd.agents.bench [--quick] [--json] [--broker HOST:PORT]
+    python -m bulletd.bench.agents [--quick] [--json] [--broker HOST:PORT]
 
 Writes a signed random-weight REFERENCE-size agent child (home tool, the default schema in its
 header), a small home file, starts its own Mosquitto (unless --broker) and bulletd with acting on,
@@ -160,7 +160,7 @@ def run(reps: int, broker: str | None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bulletd.agents.bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bulletd.bench.agents", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (noisier)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--broker", metavar="HOST:PORT", help="use this broker instead of starting mosquitto")

@@ -1,7 +1,7 @@
 """MQTT flood: what a burst of requests does to bulletd's memory, and whether it comes back.
 
-    python -m bulletd.daemon.flood                     # 2 bursts of 3,000 requests
-    python -m bulletd.daemon.flood --requests 1000 --rounds 3 --json
+    python -m bulletd.bench.flood                     # 2 bursts of 3,000 requests
+    python -m bulletd.bench.flood --requests 1000 --rounds 3 --json
 
 It writes a signed synthetic SMALL child, starts mosquitto on a free loopback port (or uses
 --broker HOST:PORT) and one bulletd with one worker thread and a short queue, then publishes
@@ -26,7 +26,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bulletd.daemon.bench import _free_port, _port_open, _wait
+from bulletd.bench.daemon import _free_port, _port_open, _wait
 
 MB = 1 << 20
 
@@ -189,7 +189,7 @@ def run(requests: int = 3000, rounds: int = 2, broker: str | None = None, settle
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bulletd.daemon.flood", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bulletd.bench.flood", description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=3000, help="requests per burst (default 3000)")
     ap.add_argument("--rounds", type=int, default=2, help="bursts (default 2)")
     ap.add_argument("--broker", metavar="HOST:PORT", help="use this broker instead of starting mosquitto")

@@ -1,4 +1,4 @@
-"""Format figures: `bullet bench-format` (or `python -m bulletd.bench_format`).
+"""Format figures: `bullet bench-format` (or `python -m bulletd.bench.format`).
 
 Prints, for a 5 MB REFERENCE-size file: open time without verification, SHA-256 + signature
 check time, the RSS added by opening ten such files before any weight is touched, and the BQ4
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from .format import BulletFile, bq4_rms_error
-from .format.synth import REFERENCE, write_random_lm
-from .signing import TrustStore, generate_keypair, sign_file, verify_file
+from bulletd.format import BulletFile, bq4_rms_error
+from bulletd.format.synth import REFERENCE, write_random_lm
+from bulletd.signing import TrustStore, generate_keypair, sign_file, verify_file
 
 
 def _best(fn, n: int) -> float:
@@ -86,7 +86,7 @@ def _combined_error(mats, rule: str) -> float:
 
 def main(args=None) -> int:
     shared = Path(getattr(args, "shared", None) or os.environ.get("BULLET_SHARED") or
-                  Path(__file__).resolve().parent.parent.parent / "shared")
+                  Path(__file__).resolve().parents[3] / "shared")
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         f = write_random_lm(d / "ref.bullet", REFERENCE, name="bench")
