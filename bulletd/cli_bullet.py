@@ -1,11 +1,13 @@
 """`bullet`: the file tool. keygen, sign, verify, inspect (this module); run, import-llama2c and
-bench (bulletd.runtime.cli); push (trainer.push, when the trainer is installed).
+bench (bulletd.runtime.cli); eval (bulletd.evaluate); push (trainer.push, when the trainer is
+installed).
 
     bullet keygen mykey                       # mykey.key (0600) + mykey.pub.pem
     bullet sign model.bullet --key mykey.key  # writes model.bullet.sig
     bullet verify model.bullet --trust mykey.pub.pem
     bullet inspect model.bullet [--json]
     bullet bench-format                       # open / verify / RSS / BQ4 error figures
+    bullet eval SET.jsonl --models DIR        # accuracy / routing / bits per byte of children
 """
 from __future__ import annotations
 
@@ -142,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         runtime_cli = None
     if runtime_cli is not None and hasattr(runtime_cli, "register"):
         runtime_cli.register(sub)
+    from .evaluate import register as register_eval   # eval
+    register_eval(sub)
     try:
         from trainer import push as trainer_push  # push (trainer side)
     except ImportError:

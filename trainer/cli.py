@@ -5,6 +5,7 @@
     bullet-train router -o MOTHER.bullet --child NAME=FILE.jsonl|FILE.bullet ... [--labelled FILE.jsonl]
                         [--key PRIVATE_KEY] [--feature-dim 1024] [--hidden 64] [--steps 300]
     bullet-train tokenizer --data FILE.jsonl --vocab-size N -o tokenizer.json
+    bullet-train split  --config FILE -o DIR     # DIR/train.jsonl + DIR/val.jsonl: the run's split
     bullet-train bench  [--steps 30]
 
 --steps N sets the run's total step count (and the length of its cosine schedule): an interrupted
@@ -79,6 +80,29 @@ def _tokenizer(args) -> int:
     return 0
 
 
+def _split(args) -> int:
+    """Write the run's training and validation documents as JSONL ({"text": ...} per line): the
+    split the trainer uses (same seed and fraction), for `bullet eval --train` and its text sets."""
+    import json
+    from pathlib import Path
+
+    from trainer.config import load_config
+    from trainer.data import load_jsonl, split
+
+    cfg = load_config(args.config)
+    corpus = load_jsonl(cfg.dataset_path, field_name=cfg.text_field, on_bad_line="skip")
+    train, val = split(corpus.texts, cfg.validation_fraction, cfg.seed)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, texts in (("train", train), ("val", val)):
+        with open(out / f"{name}.jsonl", "w", encoding="utf-8") as fh:
+            for t in texts:
+                fh.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+    print(f"wrote {out / 'train.jsonl'} ({len(train)} documents) and {out / 'val.jsonl'} ({len(val)}) "
+          f"from {cfg.dataset_path}, seed {cfg.seed}, validation fraction {cfg.validation_fraction}")
+    return 0
+
+
 def _bench(args) -> int:
     from trainer.bench import run
 
@@ -126,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--vocab-size", type=int, required=True)
     k.add_argument("-o", "--output", required=True)
     k.set_defaults(fn=_tokenizer)
+    s = sub.add_parser("split", help="write a run's training/validation split as JSONL (for bullet eval)")
+    s.add_argument("--config", required=True)
+    s.add_argument("-o", "--output", required=True, help="folder for train.jsonl and val.jsonl")
+    s.set_defaults(fn=_split)
     b = sub.add_parser("bench", help="REFERENCE-model training speed and attention memory")
     b.add_argument("--steps", type=int, default=30)
     b.add_argument("--warmup", type=int, default=3)
