@@ -7,7 +7,18 @@ child, record its temperature-0 golden output, train and sign the mother, write 
 
 The private key lives outside the repository; only its public half (release.pub.pem) is shipped.
 golden.json holds, per child, the prompt, settings, token ids and text of a greedy run, which
-tests/test_trainer_children.py replays through the runtime.
+tests/test_trainer_children.py replays through the runtime; entries of children not shipped by
+this call are kept.
+
+Text children measured on their run's own split (`--eval NAME=PROMPTS.jsonl`, `bullet eval`):
+
+    python -m trainer.ship --key RELEASE.key --out child_models --no-mother \
+        --child marathi=runs/marathi --config marathi=trainer/configs/marathi_reference.yaml \
+        --eval marathi=eval/marathi_prompts.jsonl --golden-prompt marathi=जर
+
+writes the validation split's bits per byte beside the character 5-gram, xz and PPMd baselines
+(trained on the training split), the share of distinct 4-grams in greedy output (200 tokens
+from each prompt) and the greedy tokens/s of this machine into the card.
 """
 from __future__ import annotations
 
@@ -27,6 +38,7 @@ def golden(path, prompt: str, n: int = GOLDEN_TOKENS) -> dict:
     from bulletd.runtime import GenerationSettings, load_model
 
     with load_model(str(path)) as m:
+        n = min(n, m.context // 2)
         s = GenerationSettings(max_tokens=n, temperature=0.0, repetition_penalty=1.0, top_k=0, top_p=1.0)
         g = m.generate(prompt, s)
         text = "".join(g)
@@ -34,7 +46,65 @@ def golden(path, prompt: str, n: int = GOLDEN_TOKENS) -> dict:
                 "ids": list(g.tokens), "text": text, "finish_reason": g.finish_reason, "backend": m.backend}
 
 
-def card(name: str, summary: dict, ck, gold: dict, pub_key_id: str, data_note: str) -> str:
+def measure(out: Path, name: str, ck, prompts: str, tokens: int = 200) -> dict:
+    """`bullet eval` figures of the exported child: the run's validation split as a text set
+    (with the baselines trained on its training split), greedy distinct 4-grams over `prompts`,
+    and greedy decoding speed."""
+    import tempfile
+    import time
+
+    from bulletd.evaluate.core import Models, eval_distinct, eval_text
+    from bulletd.evaluate.sets import load_set
+    from trainer.config import config_from_dict
+    from trainer.data import load_jsonl, split
+
+    cfg = config_from_dict({k: v for k, v in ck.state["config"].items() if k not in ("kv_heads", "hidden_dim")})
+    corpus = load_jsonl(cfg.dataset_path, field_name=cfg.text_field, on_bad_line="skip")
+    train, val = split(corpus.texts, cfg.validation_fraction, cfg.seed)
+    models = Models(out, trust=str(out / "release.pub.pem"))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = {}
+            for part, texts in (("train", train), ("val", val)):
+                paths[part] = Path(tmp) / f"{part}.jsonl"
+                paths[part].write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts),
+                                       encoding="utf-8")
+            text = eval_text(models, load_set(paths["val"])[1], name, str(paths["train"]))
+        t0 = time.perf_counter()
+        dist = eval_distinct(models, load_set(prompts, distinct=True)[1], name, tokens)
+        dt = time.perf_counter() - t0
+    finally:
+        models.close()
+    return {"text": text, "distinct": dist, "prompts": prompts, "greedy_tok_s": dist["tokens"] / dt,
+            "n_train": len(train), "n_val": len(val)}
+
+
+def measured_rows(m: dict | None, ck) -> str:
+    if m is None:
+        return ""
+    t, d, b = m["text"], m["distinct"], m["text"]["baselines"]
+    best = min(("kn5", "xz", "ppmd8"), key=lambda k: b[k] if b.get(k) is not None else float("inf"))
+    rate = [json.loads(x)["tok_s"] for x in (Path(ck.path).parent / "metrics.jsonl").read_text().splitlines()
+            if x.strip()] if (Path(ck.path).parent / "metrics.jsonl").is_file() else []
+    train_rate = f"; training {sorted(rate)[len(rate) // 2]:,} tok/s (median)" if rate else ""
+    ppmd = "-" if b.get("ppmd8") is None else f"{b['ppmd8']:.4f}"
+    return f"""
+## Measured with `bullet eval`
+
+| | |
+| --- | --- |
+| validation split | {m['n_val']} documents ({t['bytes']:,} bytes), each scored alone (`<s> text <s>`) |
+| **bits per byte, this child (BQ4)** | **{t['bpb']:.4f}** |
+| baselines trained on the {m['n_train']} training documents | character 5-gram (Kneser-Ney) {b['kn5']:.4f}, xz -9e {b['xz']:.4f}, PPMd order 8 {ppmd} |
+| against the best baseline ({best}) | {100 * t['vs_best_baseline']:+.1f}% |
+| greedy output, {d['max_tokens']} tokens from each of the {d['n']} prompts of `{m['prompts']}` | share of distinct token 4-grams {d['distinct4']:.4f} (all outputs pooled), {d['distinct4_mean']:.4f} (mean per output); of word 4-grams {d['distinct4_words']:.4f} |
+| speed on the shared 2-core build machine | greedy generation {m['greedy_tok_s']:.0f} tok/s (one session, native backend, prompts included){train_rate} |
+"""
+
+
+def card(name: str, summary: dict, ck, gold: dict, pub_key_id: str, data_note: str,
+         config: str | None = None, measured: dict | None = None) -> str:
+    config = config or f"trainer/configs/small_{name}.yaml"
     cfg = ck.state["config"]
     ev = ck.state.get("eval") or {}
     chk = {k: summary.get(k) for k in ("f32_val_loss", "exported_val_loss", "exported_val_bpb", "relative_increase")}
@@ -59,7 +129,7 @@ A Bullet OS child trained with `bullet-train` (NumPy, CPU) and exported to BQ4 `
 | --- | --- |
 | file | `{name}.bullet` ({summary['size'] / 1e6:.2f} MB), signature `{name}.bullet.sig` (key id `{pub_key_id}`, public key `release.pub.pem`) |
 | data | `{Path(ck.state.get('data_path', '')).name}` (SHA-256 `{ck.state.get('data_sha256')}`), {data_note} |
-| training | {ck.state['step']} steps, batch {cfg['batch_size']} x {cfg['max_seq_len']} tokens, config `trainer/configs/small_{name}.yaml`{wall} |
+| training | {ck.state['step']} steps, batch {cfg['batch_size']} x {cfg['max_seq_len']} tokens, config `{config}`{wall} |
 | parameters | {ck.state.get('n_params'):,} (float32 during training) |
 | validation loss (float32 checkpoint) | {ev.get('val_loss', float('nan')):.4f} nats/token, **{ev.get('val_bpb', float('nan')):.4f} bits per byte** ({ev.get('val_tokens')} tokens) |
 | validation loss (exported BQ4 file, runtime, {summary.get('windows', 16)} windows) | float32 {chk['f32_val_loss']:.4f} -> BQ4 {chk['exported_val_loss']:.4f} nats/token ({100 * chk['relative_increase']:+.2f}%), {chk['exported_val_bpb']:.4f} bits/byte |
@@ -77,7 +147,7 @@ they stand for (a `<s>` separator counts as one byte), so models with different 
 {rows}
 
 Tokenizer: byte-fallback BPE trained on the training split by `trainer.bpe` ({cfg['vocab_size']} entries).
-
+{measured_rows(measured, ck)}
 ## Golden output (temperature 0)
 
 Prompt `{gold['prompt']}`, {gold['max_tokens']} tokens, greedy (temperature 0, repetition penalty 1),
@@ -93,10 +163,10 @@ Prompt `{gold['prompt']}`, {gold['max_tokens']} tokens, greedy (temperature 0, r
 
 ## Reproduce
 
-    bullet-train train --config trainer/configs/small_{name}.yaml
-    python -m trainer.ship --key RELEASE.key --out child_models --child {name}=runs/small_{name} ...
+    bullet-train train --config {config} --output-dir runs/{name}
+    python -m trainer.ship --key RELEASE.key --out child_models --child {name}=runs/{name} --config {name}={config} ...
 
-Limits: a {ck.state.get('n_params', 0) / 1e6:.1f}M-parameter model trained for minutes on a shared 2-core CPU;
+Limits: a {ck.state.get('n_params', 0) / 1e6:.1f}M-parameter model trained on a shared 2-core CPU;
 it produces text in the style of its corpus, not reliable answers.
 """
 
@@ -130,6 +200,10 @@ def main(argv=None) -> int:
     ap.add_argument("--golden-prompt", action="append", default=[], help="NAME=PROMPT")
     ap.add_argument("--labelled", action="append", default=[])
     ap.add_argument("--per-child", type=int, default=1500)
+    ap.add_argument("--config", action="append", default=[], help="NAME=CONFIG (the config named in the card)")
+    ap.add_argument("--eval", action="append", default=[], help="NAME=PROMPTS.jsonl: measure the child with "
+                                                                 "`bullet eval` on its split and these prompts")
+    ap.add_argument("--no-mother", action="store_true", help="ship the children only (keep the mother)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,7 +214,10 @@ def main(argv=None) -> int:
 
     key_id = _key_id(load_public_key(out / "release.pub.pem"))
     prompts = dict(p.split("=", 1) for p in args.golden_prompt)
-    goldens = {}
+    configs = dict(p.split("=", 1) for p in args.config)
+    evals = dict(p.split("=", 1) for p in args.eval)
+    gpath = out / "golden.json"
+    goldens = json.loads(gpath.read_text(encoding="utf-8")) if gpath.is_file() else {}
     mother_examples, sources = [], []
     for spec in args.child:
         name, run = spec.split("=", 1)
@@ -153,12 +230,18 @@ def main(argv=None) -> int:
             shutil.copy(Path(run) / "loss.png", out / f"{name}-loss.png")
         goldens[name] = gold
         data_path = Path(ck.state["data_path"])
-        note = "split 98/2 into training/validation by the run's seed; see `shared/data/README.md` for sources and licences"
-        (out / f"{name}.md").write_text(card(name, summary, ck, gold, key_id, note), encoding="utf-8")
+        frac = ck.state["config"]["validation_fraction"]
+        note = f"split {100 - 100 * frac:.0f}/{100 * frac:.0f} into training/validation by the run's seed"
+        measured = measure(out, name, ck, evals[name]) if name in evals else None
+        (out / f"{name}.md").write_text(card(name, summary, ck, gold, key_id, note, configs.get(name), measured),
+                                        encoding="utf-8")
         ex = examples_from_source(name, data_path, args.per_child, seed=11)
         mother_examples += ex
         sources.append(f"{len(ex)} records of `{data_path.name}` cut to prompt length (label `{name}`)")
         print(f"{name}: {summary['size']} bytes, val {ck.state['eval']['val_bpb']:.4f} bits/byte, golden {gold['text'][:60]!r}")
+    gpath.write_text(json.dumps(goldens, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    if args.no_mother:
+        return 0
     for lab in args.labelled:
         ex = examples_from_labelled(lab)
         mother_examples += ex
@@ -166,7 +249,6 @@ def main(argv=None) -> int:
     model = train_router(mother_examples, feature_dim=1024, hidden=64, steps=400, seed=0)
     ms = export_router(model, out / "mother.bullet", key=key, threshold=0.5, name="mother")
     (out / "mother.md").write_text(mother_card(ms, model.labels, sources, key_id), encoding="utf-8")
-    (out / "golden.json").write_text(json.dumps(goldens, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     print(f"mother: {ms['size']} bytes, held-out accuracy {ms['heldout_accuracy']:.3f}")
     return 0
 

@@ -1,0 +1,93 @@
+"""Shipping text children with `python -m trainer.ship`: children only (the mother and the other
+children's golden outputs are left alone), the model card carries the `bullet eval` figures of
+the exported file (bits per byte on the run's validation split beside the baselines, distinct
+4-grams of greedy output), and `bullet-train train --output-dir` puts a run where it is told."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from _trainer_util import ROOT, write_config
+from trainer.config import load_config
+from trainer.train import Trainer
+
+ENV = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1")
+
+
+def test_train_output_dir_overrides_the_config(tmp_path):
+    cfg = write_config(tmp_path, max_steps=4, eval_interval=4, checkpoint_interval=4, log_interval=2)
+    out = tmp_path / "elsewhere" / "run"
+    r = subprocess.run([sys.executable, "-m", "trainer.cli", "train", "--config", str(cfg), "--output-dir", str(out),
+                        "--no-progress"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (out / "ckpt-0000004" / "weights.npz").is_file()
+    assert not (tmp_path / "run").exists()
+    assert str(out) in r.stdout
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    from bulletd.signing import generate_keypair
+    from trainer.ship import main
+
+    tmp = tmp_path_factory.mktemp("ship")
+    cfg_path = write_config(tmp, max_steps=40)
+    cfg = load_config(cfg_path)
+    res = Trainer(cfg, progress=False, verbose=False).run()
+    key, _ = generate_keypair("release", tmp / "keys")
+    out = tmp / "child_models"
+    out.mkdir()
+    other = {"prompt": "x", "ids": [1, 2], "text": "y"}
+    (out / "golden.json").write_text(json.dumps({"other": other}), encoding="utf-8")
+    prompts = tmp / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"text": p}) + "\n" for p in ("the", "a cat", "one")), encoding="utf-8")
+    rc = main(["--key", str(key), "--out", str(out), "--no-mother", "--child", f"tiny={res['run_dir']}",
+               "--config", "tiny=trainer/configs/tiny.yaml", "--eval", f"tiny={prompts}", "--golden-prompt", "tiny=the"])
+    assert rc == 0
+    return out, res, prompts, cfg_path, other
+
+
+@pytest.mark.slow
+def test_children_only_keeps_the_mother_and_other_goldens(shipped):
+    out, _, _, _, other = shipped
+    gold = json.loads((out / "golden.json").read_text(encoding="utf-8"))
+    assert gold["other"] == other
+    assert gold["tiny"]["prompt"] == "the" and gold["tiny"]["ids"]
+    assert (out / "tiny.bullet").is_file() and (out / "tiny.bullet.sig").is_file()
+    assert not (out / "mother.bullet").exists()
+
+
+def _figure(card: str, label: str) -> float:
+    m = re.search(re.escape(label) + r"[^|]*\|\s*\**([0-9.]+)", card)
+    assert m, f"{label!r} not in the card"
+    return float(m.group(1))
+
+
+@pytest.mark.slow
+def test_card_figures_are_what_bullet_eval_measures(shipped, tmp_path):
+    out, _, prompts, cfg_path, _ = shipped
+    card = (out / "tiny.md").read_text(encoding="utf-8")
+    assert "config `trainer/configs/tiny.yaml`" in card
+    assert "../shared" not in card and "shared/data" not in card
+    split = tmp_path / "split"
+    r = subprocess.run([sys.executable, "-m", "trainer.cli", "split", "--config", str(cfg_path), "-o", str(split)], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+
+    def bullet_eval(*args):
+        p = subprocess.run([sys.executable, "-m", "bulletd.cli_bullet", "eval", *args, "--models", str(out),
+                            "--child", "tiny", "--trust", str(out / "release.pub.pem"), "--json"],
+                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    text = bullet_eval(str(split / "val.jsonl"), "--train", str(split / "train.jsonl"))
+    assert _figure(card, "bits per byte, this child (BQ4)") == pytest.approx(text["bpb"], abs=6e-5)
+    assert f"xz -9e {text['baselines']['xz']:.4f}" in card
+    assert f"character 5-gram (Kneser-Ney) {text['baselines']['kn5']:.4f}" in card
+    dist = bullet_eval(str(prompts), "--distinct")
+    assert f"share of distinct token 4-grams {dist['distinct4']:.4f}" in card
+    assert f"{dist['distinct4_mean']:.4f} (mean per output)" in card
