@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from _trainer_util import ROOT, write_config
@@ -91,3 +92,33 @@ def test_card_figures_are_what_bullet_eval_measures(shipped, tmp_path):
     dist = bullet_eval(str(prompts), "--distinct")
     assert f"share of distinct token 4-grams {dist['distinct4']:.4f}" in card
     assert f"{dist['distinct4_mean']:.4f} (mean per output)" in card
+
+
+def test_init_from_a_shipped_child_starts_from_its_weights_and_tokenizer(shipped, tmp_path):
+    from bulletd.format import BulletFile, dequantize_bq4
+
+    out = shipped[0]
+    cfg = load_config(write_config(tmp_path, max_steps=2, init_from=str(out / "tiny.bullet")))
+    tr = Trainer(cfg, progress=False, verbose=False)
+    tr.prepare()
+    with BulletFile.open(out / "tiny.bullet") as bf:
+        assert tr.vocab.pieces == [e.piece for e in bf.vocab]
+        got = tr.model.bullet_tensors()
+        for name, info in bf.tensors.items():
+            t = bf.tensor(name)
+            want = dequantize_bq4(t, info.shape[1]) if info.dtype == "bq4" else t
+            np.testing.assert_array_equal(got[name], want, err_msg=name)
+    assert "initialised from" in (tmp_path / "run" / "train.log").read_text(encoding="utf-8")
+    res = tr.run()
+    assert res["step"] == 2
+
+
+def test_init_from_a_child_of_another_shape_is_a_config_error(shipped, tmp_path):
+    from trainer.errors import ConfigError
+
+    cfg = load_config(write_config(tmp_path, hidden_size=64, init_from=str(shipped[0] / "tiny.bullet")))
+    with pytest.raises(ConfigError, match=r"dim 32 \(config 64\)"):
+        Trainer(cfg, progress=False, verbose=False).prepare()
+    cfg = load_config(write_config(tmp_path, name="c2.yaml", init_from=str(tmp_path / "missing.bullet")))
+    with pytest.raises(ConfigError, match="init_from"):
+        Trainer(cfg, progress=False, verbose=False).prepare()
