@@ -48,12 +48,12 @@ def shipped(tmp_path_factory):
     rc = main(["--key", str(key), "--out", str(out), "--no-mother", "--child", f"tiny={res['run_dir']}",
                "--config", "tiny=trainer/configs/tiny.yaml", "--eval", f"tiny={prompts}", "--golden-prompt", "tiny=the"])
     assert rc == 0
-    return out, res, prompts, cfg_path, other
+    return out, res, prompts, cfg_path, other, key
 
 
 @pytest.mark.slow
 def test_children_only_keeps_the_mother_and_other_goldens(shipped):
-    out, _, _, _, other = shipped
+    out, _, _, _, other, _ = shipped
     gold = json.loads((out / "golden.json").read_text(encoding="utf-8"))
     assert gold["other"] == other
     assert gold["tiny"]["prompt"] == "the" and gold["tiny"]["ids"]
@@ -69,7 +69,7 @@ def _figure(card: str, label: str) -> float:
 
 @pytest.mark.slow
 def test_card_figures_are_what_bullet_eval_measures(shipped, tmp_path):
-    out, _, prompts, cfg_path, _ = shipped
+    out, res, prompts, cfg_path, _, key = shipped
     card = (out / "tiny.md").read_text(encoding="utf-8")
     assert "config `trainer/configs/tiny.yaml`" in card
     assert "../shared" not in card and "shared/data" not in card
@@ -92,6 +92,22 @@ def test_card_figures_are_what_bullet_eval_measures(shipped, tmp_path):
     dist = bullet_eval(str(prompts), "--distinct")
     assert f"share of distinct token 4-grams {dist['distinct4']:.4f}" in card
     assert f"{dist['distinct4_mean']:.4f} (mean per output)" in card
+
+    # the baselines of a saved report of the same split are taken as they are, another split's refused
+    from trainer.ship import main
+
+    report = tmp_path / "report.json"
+    text["baselines"]["kn5"] = 9.8765
+    report.write_text(json.dumps(text), encoding="utf-8")
+    again = tmp_path / "again"
+    args = ["--key", str(key), "--out", str(again), "--no-mother", "--child", f"tiny={res['run_dir']}",
+            "--eval", f"tiny={prompts}", "--baselines", f"tiny={report}"]
+    assert main(args) == 0
+    assert "character 5-gram (Kneser-Ney) 9.8765" in (again / "tiny.md").read_text(encoding="utf-8")
+    text["baselines"]["bytes"] += 1
+    report.write_text(json.dumps(text), encoding="utf-8")
+    with pytest.raises(SystemExit, match="another split"):
+        main(args)
 
 
 def test_init_from_a_shipped_child_starts_from_its_weights_and_tokenizer(shipped, tmp_path):

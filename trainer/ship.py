@@ -46,13 +46,15 @@ def golden(path, prompt: str, n: int = GOLDEN_TOKENS) -> dict:
                 "ids": list(g.tokens), "text": text, "finish_reason": g.finish_reason, "backend": m.backend}
 
 
-def measure(out: Path, name: str, ck, prompts: str, tokens: int = 200) -> dict:
+def measure(out: Path, name: str, ck, prompts: str, tokens: int = 200, baselines: str | None = None) -> dict:
     """`bullet eval` figures of the exported child: the run's validation split as a text set
     (with the baselines trained on its training split), greedy distinct 4-grams over `prompts`,
-    and greedy decoding speed."""
+    and greedy decoding speed. `baselines`: a `bullet eval --json` report of the same split whose
+    baselines are taken instead of computed again (they do not depend on the child)."""
     import tempfile
     import time
 
+    from bulletd.evaluate.baselines import join_lines
     from bulletd.evaluate.core import Models, eval_distinct, eval_text
     from bulletd.evaluate.sets import load_set
     from trainer.config import config_from_dict
@@ -69,7 +71,16 @@ def measure(out: Path, name: str, ck, prompts: str, tokens: int = 200) -> dict:
                 paths[part] = Path(tmp) / f"{part}.jsonl"
                 paths[part].write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts),
                                        encoding="utf-8")
-            text = eval_text(models, load_set(paths["val"])[1], name, str(paths["train"]))
+            if baselines is None:
+                text = eval_text(models, load_set(paths["val"])[1], name, str(paths["train"]))
+            else:
+                text = eval_text(models, load_set(paths["val"])[1], name, None)
+                text["baselines"] = b = json.loads(Path(baselines).read_text(encoding="utf-8"))["baselines"]
+                if b.get("bytes") != text["bytes"] or b.get("train_bytes") != len(join_lines(train).encode("utf-8")):
+                    raise SystemExit(f"--baselines {baselines}: measured on another split ({b.get('bytes')} validation "
+                                     f"bytes, this split has {text['bytes']})")
+                text["best_baseline_bpb"] = min(b[k] for k in ("kn5", "xz", "ppmd8") if b.get(k) is not None)
+                text["vs_best_baseline"] = text["bpb"] / text["best_baseline_bpb"] - 1.0
         t0 = time.perf_counter()
         dist = eval_distinct(models, load_set(prompts, distinct=True)[1], name, tokens)
         dt = time.perf_counter() - t0
@@ -203,6 +214,8 @@ def main(argv=None) -> int:
     ap.add_argument("--config", action="append", default=[], help="NAME=CONFIG (the config named in the card)")
     ap.add_argument("--eval", action="append", default=[], help="NAME=PROMPTS.jsonl: measure the child with "
                                                                  "`bullet eval` on its split and these prompts")
+    ap.add_argument("--baselines", action="append", default=[], help="NAME=REPORT.json: take the text baselines "
+                                                                      "from a `bullet eval --json` report of the same split")
     ap.add_argument("--no-mother", action="store_true", help="ship the children only (keep the mother)")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -216,6 +229,7 @@ def main(argv=None) -> int:
     prompts = dict(p.split("=", 1) for p in args.golden_prompt)
     configs = dict(p.split("=", 1) for p in args.config)
     evals = dict(p.split("=", 1) for p in args.eval)
+    cached = dict(p.split("=", 1) for p in args.baselines)
     gpath = out / "golden.json"
     goldens = json.loads(gpath.read_text(encoding="utf-8")) if gpath.is_file() else {}
     mother_examples, sources = [], []
@@ -232,7 +246,7 @@ def main(argv=None) -> int:
         data_path = Path(ck.state["data_path"])
         frac = ck.state["config"]["validation_fraction"]
         note = f"split {100 - 100 * frac:.0f}/{100 * frac:.0f} into training/validation by the run's seed"
-        measured = measure(out, name, ck, evals[name]) if name in evals else None
+        measured = measure(out, name, ck, evals[name], baselines=cached.get(name)) if name in evals else None
         (out / f"{name}.md").write_text(card(name, summary, ck, gold, key_id, note, configs.get(name), measured),
                                         encoding="utf-8")
         ex = examples_from_source(name, data_path, args.per_child, seed=11)
