@@ -45,7 +45,7 @@ def shipped(tmp_path_factory):
     (out / "golden.json").write_text(json.dumps({"other": other}), encoding="utf-8")
     prompts = tmp / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"text": p}) + "\n" for p in ("the", "a cat", "one")), encoding="utf-8")
-    rc = main(["--key", str(key), "--out", str(out), "--no-mother", "--child", f"tiny={res['run_dir']}",
+    rc = main(["--key", str(key), "--out", str(out), "--no-mother", "--child", f"tiny={res['run_dir']}/ckpt-0000040",
                "--config", "tiny=trainer/configs/tiny.yaml", "--eval", f"tiny={prompts}", "--golden-prompt", "tiny=the"])
     assert rc == 0
     return out, res, prompts, cfg_path, other, key
@@ -59,6 +59,7 @@ def test_children_only_keeps_the_mother_and_other_goldens(shipped):
     assert gold["tiny"]["prompt"] == "the" and gold["tiny"]["ids"]
     assert (out / "tiny.bullet").is_file() and (out / "tiny.bullet.sig").is_file()
     assert not (out / "mother.bullet").exists()
+    assert (out / "tiny-loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def _figure(card: str, label: str) -> float:

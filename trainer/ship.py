@@ -29,6 +29,7 @@ from pathlib import Path
 
 from trainer import checkpoint as ckpt_mod
 from trainer.export import export
+from trainer.plot import write_loss_png
 from trainer.router import examples_from_labelled, examples_from_source, export_router, train_router
 
 GOLDEN_TOKENS = 40
@@ -240,8 +241,9 @@ def main(argv=None) -> int:
         summary = export(run, path, key=key, name=name)
         prompt = prompts.get(name) or summary["examples"][0].split()[0]
         gold = golden(path, prompt)
-        if (Path(run) / "loss.png").is_file():
-            shutil.copy(Path(run) / "loss.png", out / f"{name}-loss.png")
+        # the curves up to the shipped checkpoint, from its own history (a stopped run has no loss.png)
+        write_loss_png(out / f"{name}-loss.png", [tuple(x) for x in ck.state.get("history", [])],
+                       [tuple(x) for x in ck.state.get("val_history", [])])
         goldens[name] = gold
         data_path = Path(ck.state["data_path"])
         frac = ck.state["config"]["validation_fraction"]
