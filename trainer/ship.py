@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -125,14 +126,23 @@ def card(name: str, summary: dict, ck, gold: dict, pub_key_id: str, data_note: s
                                                       "learning_rate", "min_learning_rate", "warmup_steps",
                                                       "max_steps", "weight_decay", "grad_clip", "seed"))
     examples = "\n".join(f"- {e}" for e in summary.get("examples", []))
+    init = f" --init-from {Path(cfg['init_from']).name}" if cfg.get("init_from") else ""
     wall = ""
     log = Path(ck.path).parent / "train.log"
     if log.is_file():  # first and last timestamps of the run's log
         import datetime as _dt
 
         lines = [x for x in log.read_text(encoding="utf-8").splitlines() if x[:4].isdigit()]
-        t0, t1 = (_dt.datetime.strptime(x[:19], "%Y-%m-%d %H:%M:%S") for x in (lines[0], lines[-1]))
+        # up to the shipped checkpoint when the log names it (the run may have gone on)
+        end = next((x for x in lines if x.endswith(f"checkpoint {ck.path}")), lines[-1])
+        t0, t1 = (_dt.datetime.strptime(x[:19], "%Y-%m-%d %H:%M:%S") for x in (lines[0], end))
         wall = f", {(t1 - t0).total_seconds() / 60:.0f} min wall clock on the shared 2-core machine"
+        # a run resumed with another --steps changed its cosine's length on the way
+        spans = [m.groups() for x in lines[:lines.index(end) + 1] if (m := re.search(r"steps (\d+)->(\d+)$", x))]
+        if len({b for _, b in spans}) > 1:
+            wall += "; schedule length " + ", ".join(f"{b} from step {a}" for a, b in spans)
+    if init:
+        wall += f"; started from the child `{Path(cfg['init_from']).name}` (`init_from`)"
     return f"""# {name} — model card
 
 A Bullet OS child trained with `bullet-train` (NumPy, CPU) and exported to BQ4 `.bullet`.
@@ -175,7 +185,7 @@ Prompt `{gold['prompt']}`, {gold['max_tokens']} tokens, greedy (temperature 0, r
 
 ## Reproduce
 
-    bullet-train train --config {config} --output-dir runs/{name}
+    bullet-train train --config {config} --output-dir runs/{name}{init}
     python -m trainer.ship --key RELEASE.key --out child_models --child {name}=runs/{name} --config {name}={config} ...
 
 Limits: a {ck.state.get('n_params', 0) / 1e6:.1f}M-parameter model trained on a shared 2-core CPU;
