@@ -56,7 +56,7 @@ def test_header_examples_vectors_and_provenance(name):
         bf.verify_body()
         assert bf.kind == "lm" and len(bf.header["examples"]) >= 3
         tr = bf.provenance["training"]
-        assert tr["steps"] >= 1000 and tr["val_bpb"] > 0
+        assert tr["steps"] + (tr.get("init_from") or {}).get("steps", 0) >= 1000 and tr["val_bpb"] > 0
         assert tr["check"]["relative_increase"] < 0.05  # exported BQ4 within 5% of float32
         assert "/" not in tr["config"]["dataset_path"]  # no local folders in a shipped file
         card = (CM / f"{name}.md").read_text(encoding="utf-8")

@@ -128,6 +128,12 @@ def test_init_from_a_shipped_child_starts_from_its_weights_and_tokenizer(shipped
     assert "initialised from" in (tmp_path / "run" / "train.log").read_text(encoding="utf-8")
     res = tr.run()
     assert res["step"] == 2
+    from trainer.export import export
+
+    export(res["run_dir"], tmp_path / "again.bullet", check_windows=0, log=lambda *a: None)
+    with BulletFile.open(tmp_path / "again.bullet") as bf, BulletFile.open(out / "tiny.bullet") as first:
+        assert bf.provenance["training"]["init_from"] == {"file": "tiny.bullet", "sha256": first.body_sha256(),
+                                                          "name": "tiny", "version": "0.0.1", "steps": 40}
 
 
 def test_init_from_a_child_of_another_shape_is_a_config_error(shipped, tmp_path):

@@ -87,6 +87,20 @@ def load_child(path, cfg) -> Child:
         return Child(bf.name, bf.version, bf.body_sha256(), tensors, vocab)
 
 
+def init_provenance(path) -> dict:
+    """What a run that started from a child (`init_from`) records about it: file name, body
+    SHA-256 and the steps behind it (its own and those of the children it started from)."""
+    out = {"file": Path(path).name}
+    try:
+        with BulletFile.open(path) as bf:
+            tr = bf.provenance.get("training") or {}
+            out.update(sha256=bf.body_sha256(), name=bf.name, version=bf.version,
+                       steps=int(tr.get("steps", 0)) + int((tr.get("init_from") or {}).get("steps", 0)))
+    except (OSError, BulletError):
+        pass                                        # the file is gone: its name is all there is
+    return out
+
+
 def bullet_arch(cfg) -> dict:
     a = cfg.arch()
     return {"dim": a.dim, "n_layers": a.n_layers, "n_heads": a.n_heads, "n_kv_heads": a.n_kv_heads,
@@ -206,6 +220,8 @@ def export(checkpoint, out, *, key=None, examples=None, prompts=None, vector_tok
                 "data_sha256": ck.state.get("data_sha256"), "data_file": Path(str(ck.state.get("data_path", ""))).name,
                 "val_loss": ev.get("val_loss"), "val_bpb": ev.get("val_bpb"),
                 "n_params": ck.state.get("n_params")}
+    if cfg.init_from:
+        training["init_from"] = init_provenance(cfg.init_from)
     common = dict(kind="lm", arch=arch, tensors=tensors, vocab=vocab.entries(),
                   tokenizer=vocab.tokenizer_header())
 

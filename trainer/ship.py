@@ -142,7 +142,11 @@ def card(name: str, summary: dict, ck, gold: dict, pub_key_id: str, data_note: s
         if len({b for _, b in spans}) > 1:
             wall += "; schedule length " + ", ".join(f"{b} from step {a}" for a, b in spans)
     if init:
-        wall += f"; started from the child `{Path(cfg['init_from']).name}` (`init_from`)"
+        from trainer.export import init_provenance
+
+        before = init_provenance(cfg["init_from"]).get("steps")
+        wall += (f"; started from the child `{Path(cfg['init_from']).name}` (`init_from`"
+                 + (f", {before} steps before these)" if before else ")"))
     return f"""# {name} — model card
 
 A Bullet OS child trained with `bullet-train` (NumPy, CPU) and exported to BQ4 `.bullet`.
