@@ -1,11 +1,11 @@
 {
  "manifest": {
-  "created": "2026-11-26T06:39:54+00:00",
-  "key_id": "d75738e657a882c4",
+  "created": "2026-12-03T09:35:44+00:00",
+  "key_id": "f670be2f7d665147",
   "name": "fortunes",
-  "sha256": "76df4a9b6bd5c9ab5ce02138f3832f185a3d77b298ac055f96c10f11553fbbf9",
+  "sha256": "c39271e274e6f0ef2175cff713044014c67bbba693926d03d811318c475d33a6",
   "size": 720974,
-  "version": "0.1.0"
+  "version": "0.2.0"
  },
- "signature": "jYdtKqdESH/iruUqgChg+tX4pL+bQ5bBdTG/kqlibyzfCyNtr5R/Ou0hFIDtO9XqJ2yTCfIa36J2B7SdXW6xAg=="
+ "signature": "9vFu9WTHwPwwNbtC00QTTgM2ON1WDMV9Y0t5z5bYVmkirvZu42pd1jtTTJhaYW3AinNw3FMP0ZLW1o/5YBmsAg=="
 }

@@ -1,11 +1,11 @@
 {
  "manifest": {
-  "created": "2026-11-26T06:39:51+00:00",
-  "key_id": "d75738e657a882c4",
+  "created": "2026-12-03T09:56:57+00:00",
+  "key_id": "f670be2f7d665147",
   "name": "marathi",
-  "sha256": "ff448940262b0fe6d1bbbcf0ae71ba39281491d85a2963ed809cc5daa2a9b161",
-  "size": 724302,
-  "version": "0.1.0"
+  "sha256": "97c225337d91d8d9a137b183a1193a6a96aaf344600f363871dd160e79d39e4e",
+  "size": 5683726,
+  "version": "0.2.0"
  },
- "signature": "31WuZckSlJgUqfVUX6KbQuh9/YX3xbqYZ1u0H0afOiQaNGWiJIozu3Br34jVGsFcQ3sKX5qBKPL5mGPWpfQ4BA=="
+ "signature": "xlIZOzj+1kIVWKvJ666/EC/71pTSSuv3gr7GHs0lVIXrACkKlHsio2OASAaYBadpJUjPjRv10jTM24baibOZAQ=="
 }

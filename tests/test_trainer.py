@@ -31,12 +31,14 @@ ENV = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1")
 # ---------------------------------------------------------------------------------------------
 
 def test_example_configs_load():
-    for name in ("tiny", "marathi", "small_marathi", "small_fortunes"):
+    for name in ("tiny", "marathi", "small_marathi", "small_fortunes", "marathi_reference", "fortunes"):
         cfg = load_config(ROOT / "trainer" / "configs" / f"{name}.yaml")
         assert cfg.dataset_path.endswith(".jsonl")
     m = load_config(ROOT / "trainer" / "configs" / "marathi.yaml")
     assert (m.vocab_size, m.hidden_size, m.num_heads, m.num_layers, m.batch_size, m.max_seq_len) == \
         (1511, 256, 4, 8, 4, 128)
+    r = load_config(ROOT / "trainer" / "configs" / "marathi_reference.yaml")  # DESIGN.md's REFERENCE shape
+    assert (r.hidden_size, r.num_layers, r.num_heads, r.kv_heads, r.hidden_dim) == (256, 8, 4, 4, 768)
 
 
 def test_example_configs_write_their_runs_inside_the_checkout(tmp_path, monkeypatch):

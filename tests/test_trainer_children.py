@@ -17,7 +17,9 @@ def test_children_are_shipped():
     for name in CHILDREN + ["mother"]:
         assert (CM / f"{name}.bullet").is_file() and (CM / f"{name}.bullet.sig").is_file(), name
         assert (CM / f"{name}.md").is_file(), name
-        assert (CM / f"{name}.bullet").stat().st_size < 5_000_000, f"{name} is larger than 5 MB"
+        assert (CM / f"{name}.bullet").stat().st_size <= 8_000_000, f"{name} is larger than 8 MB"
+    total = sum(p.stat().st_size for p in CM.iterdir() if p.is_file())
+    assert total <= 25_000_000, f"child_models/ holds {total} bytes, more than 25 MB"
     assert not list(CM.glob("*.key")), "a private key is in child_models/"
 
 
@@ -54,7 +56,7 @@ def test_header_examples_vectors_and_provenance(name):
         bf.verify_body()
         assert bf.kind == "lm" and len(bf.header["examples"]) >= 3
         tr = bf.provenance["training"]
-        assert tr["steps"] >= 1000 and tr["val_bpb"] > 0
+        assert tr["steps"] + (tr.get("init_from") or {}).get("steps", 0) >= 1000 and tr["val_bpb"] > 0
         assert tr["check"]["relative_increase"] < 0.05  # exported BQ4 within 5% of float32
         assert "/" not in tr["config"]["dataset_path"]  # no local folders in a shipped file
         card = (CM / f"{name}.md").read_text(encoding="utf-8")

@@ -1,6 +1,7 @@
 """`bullet-train`: the trainer's command line.
 
-    bullet-train train  --config FILE [--resume-from CKPT] [--steps N] [--no-progress]
+    bullet-train train  --config FILE [--resume-from CKPT] [--steps N] [--output-dir DIR]
+                        [--init-from CHILD.bullet] [--no-progress]
     bullet-train export CKPT -o OUT.bullet [--key PRIVATE_KEY] [--example TEXT ...] [--name N --version V]
     bullet-train router -o MOTHER.bullet --child NAME=FILE.jsonl|FILE.bullet ... [--labelled FILE.jsonl]
                         [--key PRIVATE_KEY] [--feature-dim 1024] [--hidden 64] [--steps 300]
@@ -17,6 +18,7 @@ leaves early (`| head`) ends the command quietly with status 141, as SIGPIPE wou
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -27,11 +29,14 @@ def _train(args) -> int:
     from trainer.config import load_config
     from trainer.train import Trainer
 
-    cfg = load_config(args.config, max_steps=args.steps)
+    out = os.path.abspath(args.output_dir) if args.output_dir else None
+    init = os.path.abspath(args.init_from) if args.init_from else None
+    cfg = load_config(args.config, max_steps=args.steps, output_dir=out, init_from=init)
     res = Trainer(cfg, resume_from=args.resume_from, progress=not args.no_progress).run()
     if res.get("interrupted"):
         print(f"interrupted at step {res['step']}; resume with: bullet-train train --config {args.config} "
-              f"--resume-from {res['run_dir']}" + (f" --steps {args.steps}" if args.steps else ""))
+              f"--resume-from {res['run_dir']}" + (f" --steps {args.steps}" if args.steps else "")
+              + (f" --output-dir {res['run_dir']}" if args.output_dir else ""))
         return 130
     print(f"final: step {res['step']} val loss {res['val_loss']:.4f} nats/token, {res['val_bpb']:.4f} bits/byte; "
           f"run folder {res['run_dir']}")
@@ -136,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True)
     t.add_argument("--resume-from", help="checkpoint folder, or run folder (its newest checkpoint)")
     t.add_argument("--steps", type=int, help="total steps for the run (overrides max_steps)")
+    t.add_argument("--output-dir", help="run folder (overrides output_dir; relative to the current folder)")
+    t.add_argument("--init-from", help="a .bullet child to continue training (overrides init_from)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     t.set_defaults(fn=_train)
     e = sub.add_parser("export", help="export a checkpoint to a .bullet file")

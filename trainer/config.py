@@ -4,7 +4,7 @@ A config is a flat YAML mapping. The original's keys (`hidden_size`, `num_heads`
 `vocab_size`, `learning_rate`, `batch_size`, `max_seq_len`, `dataset_path`) are required; the
 rest have defaults (see TrainConfig). Unknown keys, missing keys, wrong types and values that
 do not fit together raise ConfigError naming the file and the key. Relative paths
-(`dataset_path`, `tokenizer_path`, `output_dir`) are resolved against the config file's folder.
+(`dataset_path`, `tokenizer_path`, `init_from`, `output_dir`) are resolved against the config file's folder.
 
     from trainer.config import load_config
     cfg = load_config("trainer/configs/tiny.yaml")
@@ -62,6 +62,8 @@ class TrainConfig:
     validation_fraction: float = 0.05
     on_bad_line: str = "skip"             # "skip" (reported with line numbers) or "error"
     tokenizer_path: str | None = None     # an existing tokenizer JSON; default: train BPE on the data
+    init_from: str | None = None          # a .bullet child to start from: its weights (BQ4 dequantised)
+                                          # and tokenizer; the optimiser and the schedule start fresh
     # -- evaluation, checkpoints, logging --
     eval_interval: int = 200              # steps between validation passes
     eval_batches: int = 8                 # batches of the validation set per pass
@@ -157,7 +159,7 @@ def config_from_dict(raw, source: str = "<config>", base_dir: Path | None = None
         if values.get(key) is not None:
             values[key] = float(values[key])
     if base_dir is not None:
-        for key in ("dataset_path", "tokenizer_path", "output_dir"):
+        for key in ("dataset_path", "tokenizer_path", "init_from", "output_dir"):
             p = values.get(key)
             if p is not None and not os.path.isabs(p):
                 values[key] = str((base_dir / p).resolve())

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from trainer import checkpoint as ckpt_mod
 from trainer.bpe import Vocab
 from trainer.config import config_from_dict
 from trainer.data import TokenData, load_jsonl, split, tokenize_stream
-from trainer.errors import ExportError, TrainerError
+from trainer.errors import ConfigError, ExportError, TrainerError
 from trainer.model import Model
 
 TRAINER_VERSION = "bullet-train 0.1.0"
@@ -45,6 +46,59 @@ def model_from_checkpoint(ck) -> tuple[Model, object, Vocab]:
     except ValueError as exc:
         raise ExportError(f"checkpoint {ck.path}: {exc}") from exc
     return model, cfg, Vocab.from_json(ck.tokenizer, f"{ck.path}/tokenizer.json")
+
+
+@dataclass
+class Child:
+    """A shipped child read back for training: float32 tensors by `.bullet` name, its vocabulary."""
+    name: str
+    version: str
+    sha256: str
+    tensors: dict
+    vocab: Vocab
+
+
+def load_child(path, cfg) -> Child:
+    """Read a `.bullet` child to continue training it under `cfg` (the `init_from` key): BQ4
+    matrices are dequantised, vectors taken as they are, the vocabulary and merges kept. The model
+    shape must be the config's (the context may differ: positions are rotary). Its signature is
+    not checked here; train only from files you trust. Raises ConfigError."""
+    from bulletd.format import dequantize_bq4
+
+    try:
+        bf = BulletFile.open(path)
+    except (OSError, BulletError) as exc:
+        raise ConfigError(f"init_from {path}: {exc}") from exc
+    with bf:
+        if bf.kind != "lm":
+            raise ConfigError(f"init_from {path}: a {bf.kind!r} file, not a language model child")
+        want = bullet_arch(cfg)
+        diff = [f"{k} {bf.arch.get(k)} (config {v})" for k, v in want.items()
+                if k != "max_seq_len" and bf.arch.get(k) != v]
+        if diff:
+            raise ConfigError(f"init_from {path}: the child's shape differs from the config: " + ", ".join(diff))
+        tensors = {}
+        for name, info in bf.tensors.items():
+            t = bf.tensor(name)
+            tensors[name] = (dequantize_bq4(t, info.shape[1]) if info.dtype == "bq4" else t).astype(np.float32)
+        entries = bf.vocab
+        vocab = Vocab([e.piece for e in entries], [float(e.score) for e in entries], [int(e.type) for e in entries],
+                      int(bf.header["tokenizer"].get("n_merges", 0)))
+        return Child(bf.name, bf.version, bf.body_sha256(), tensors, vocab)
+
+
+def init_provenance(path) -> dict:
+    """What a run that started from a child (`init_from`) records about it: file name, body
+    SHA-256 and the steps behind it (its own and those of the children it started from)."""
+    out = {"file": Path(path).name}
+    try:
+        with BulletFile.open(path) as bf:
+            tr = bf.provenance.get("training") or {}
+            out.update(sha256=bf.body_sha256(), name=bf.name, version=bf.version,
+                       steps=int(tr.get("steps", 0)) + int((tr.get("init_from") or {}).get("steps", 0)))
+    except (OSError, BulletError):
+        pass                                        # the file is gone: its name is all there is
+    return out
 
 
 def bullet_arch(cfg) -> dict:
@@ -176,7 +230,7 @@ def _export_to(out: Path, final: Path, model, cfg, vocab, ck, *, examples, promp
     ev = ck.state.get("eval") or {}
     # the config without this machine's folders: a shipped file should not carry local paths
     public_cfg = dict(ck.state["config"])
-    for k in ("dataset_path", "tokenizer_path"):
+    for k in ("dataset_path", "tokenizer_path", "init_from"):
         if public_cfg.get(k):
             public_cfg[k] = Path(public_cfg[k]).name
     public_cfg.pop("output_dir", None)
@@ -184,6 +238,8 @@ def _export_to(out: Path, final: Path, model, cfg, vocab, ck, *, examples, promp
                 "data_sha256": ck.state.get("data_sha256"), "data_file": Path(str(ck.state.get("data_path", ""))).name,
                 "val_loss": ev.get("val_loss"), "val_bpb": ev.get("val_bpb"),
                 "n_params": ck.state.get("n_params")}
+    if cfg.init_from:
+        training["init_from"] = init_provenance(cfg.init_from)
     common = dict(kind="lm", arch=arch, tensors=tensors, vocab=vocab.entries(),
                   tokenizer=vocab.tokenizer_header())
 

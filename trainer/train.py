@@ -34,6 +34,7 @@ from trainer.bpe import Vocab, train_bpe
 from trainer.config import TrainConfig
 from trainer.data import TokenData, evaluate, load_jsonl, split, tokenize_stream
 from trainer.errors import CheckpointError, ConfigError, TrainerError
+from trainer.export import load_child
 from trainer.model import Model
 from trainer.optim import AdamW, clip_grad_norm, lr_at
 from trainer.plot import write_loss_png
@@ -129,6 +130,11 @@ class Trainer:
             if ck.state.get("data_sha256") != corpus.sha256:
                 self.log(f"warning: checkpoint was trained on data sha256 {str(ck.state.get('data_sha256'))[:16]}, "
                          f"the dataset now has {corpus.sha256[:16]}")
+        elif cfg.init_from:
+            init = load_child(cfg.init_from, cfg)
+            vocab = init.vocab
+            if cfg.tokenizer_path:
+                self.log("tokenizer_path is ignored: init_from brings its own tokenizer")
         elif cfg.tokenizer_path:
             vocab = Vocab.load(cfg.tokenizer_path)
         else:
@@ -138,7 +144,7 @@ class Trainer:
                      f"in {time.monotonic() - t0:.1f}s")
         if len(vocab) != cfg.vocab_size:
             raise ConfigError(f"vocab_size is {cfg.vocab_size} but the tokenizer has {len(vocab)} entries"
-                              + ("" if cfg.tokenizer_path or ck else
+                              + ("" if cfg.tokenizer_path or cfg.init_from or ck else
                                  " (the corpus has too few distinct character pairs; lower vocab_size)"))
         self.vocab = vocab
         t0 = time.monotonic()
@@ -176,6 +182,9 @@ class Trainer:
             except (KeyError, ValueError, TypeError) as exc:
                 raise CheckpointError(f"checkpoint {ck.path} does not fit this model: {exc}") from exc
             self.log(f"resumed from {ck.path} at step {self.step}")
+        elif cfg.init_from:
+            self.model.load_bullet_tensors(init.tensors)
+            self.log(f"initialised from {cfg.init_from} ({init.name} {init.version}, body sha256 {init.sha256[:16]})")
         if self.step > cfg.max_steps:
             raise CheckpointError(f"checkpoint is at step {self.step}, beyond the requested {cfg.max_steps} steps")
         self._snapshot()
