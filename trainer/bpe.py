@@ -174,12 +174,18 @@ def base_vocab():
     return pieces, [0.0] * N_BASE_TOKENS, types
 
 
+DIGITS = frozenset("0123456789०१२३४५६७८९")
+
+
 def train_bpe(texts, vocab_size: int, *, max_char_fraction: float = 0.5, min_char_count: int = 1,
-              progress=None) -> Vocab:
+              split_digits: bool = False, progress=None) -> Vocab:
     """Learn a vocabulary of exactly `vocab_size` entries (fewer only if the data runs out of pairs).
 
     texts: an iterable of str. Characters are kept most-frequent first (ties by code point), at
     most max_char_fraction of the room above the base tokens; the rest of the room goes to merges.
+    split_digits: digits (ASCII and Devanagari) never merge, so every number is one token per digit
+    (the encoder then never forms a multi-digit piece: an agent child reads and writes numbers
+    digit by digit).
     progress(done, total) is called now and then.
     """
     room = vocab_size - N_BASE_TOKENS
@@ -227,8 +233,10 @@ def train_bpe(texts, vocab_size: int, *, max_char_fraction: float = 0.5, min_cha
     pair_count: dict[tuple[int, int], int] = {}
     pair_words: dict[tuple[int, int], set] = {}
 
+    no_merge = {sym_of[ch.encode("utf-8")] for ch in kept if ch in DIGITS} if split_digits else set()
+
     def can_merge(a, b):
-        return a >= N_BASE_TOKENS and b >= N_BASE_TOKENS
+        return a >= N_BASE_TOKENS and b >= N_BASE_TOKENS and a not in no_merge and b not in no_merge
 
     for wi, (w, f) in enumerate(zip(words, freqs)):
         for a, b in zip(w, w[1:]):

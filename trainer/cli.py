@@ -6,6 +6,7 @@
                         [--key PRIVATE_KEY] [--feature-dim 1024] [--hidden 64] [--steps 300]
     bullet-train tokenizer --data FILE.jsonl --vocab-size N -o tokenizer.json
     bullet-train bench  [--steps 30]
+    bullet-train agentdata home|calc|routing --split train|test --n N --seed S [--for-training] -o FILE.jsonl
 
 --steps N sets the run's total step count (and the length of its cosine schedule): an interrupted
 run resumed with the same --steps ends with exactly the weights of an uninterrupted one.
@@ -122,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--vocab-size", type=int, required=True)
     k.add_argument("-o", "--output", required=True)
     k.set_defaults(fn=_tokenizer)
+    from trainer.agentdata.cli import add_parser as add_agentdata
+
+    add_agentdata(sub)
     b = sub.add_parser("bench", help="REFERENCE-model training speed and attention memory")
     b.add_argument("--steps", type=int, default=30)
     b.add_argument("--warmup", type=int, default=3)

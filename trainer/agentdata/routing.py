@@ -1,0 +1,123 @@
+"""Routing data for the mother: which child serves an utterance.
+
+Line: {"text", "child": "home"|"calc"|"marathi"|"fortunes"|null, "category": source}. null means
+no child serves it (weather, alarms, messages, music, trivia ...): the mother learns it as the
+reject label `_none` (bulletd.router.REJECT_LABEL), which takes probability but is never a route,
+so such an utterance gets the fallback or `no_route`.
+
+Sources per label:
+  * home, calc: the agent generators of the same split (so the test split holds their unseen
+    phrasings);
+  * marathi, fortunes: prompt-sized pieces of the children's corpora (`sources`, NAME=FILE.jsonl;
+    the test split takes other records than the training split: record index % 10 == 0 vs != 0),
+    plus requests written here ("tell me my fortune", "मराठीत एक गोष्ट सांग");
+  * null: requests written here, in English and Marathi, disjoint pools per split.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from trainer.agentdata import check_split
+
+REJECT = "_none"
+LABELS = ("home", "calc", "marathi", "fortunes", None)
+
+REQUESTS = {
+    "train": {
+        "fortunes": ["tell me my fortune", "tell me a fortune", "give me a fortune cookie", "what does my future hold",
+                     "say something wise", "give me a quote", "a funny quote please", "tell me a joke",
+                     "fortune", "quote of the day", "something witty about {topic}", "a quote about {topic}",
+                     "an epigram about {topic}", "say something clever about {topic}", "what is my fortune today"],
+        "marathi": ["मराठीत एक गोष्ट सांग", "मराठीत लिहा", "एक कविता लिही", "पुढे लिहा:", "या वाक्याचे पुढे लिहा",
+                    "नमस्कार, तुम्ही कसे आहात?", "फाइल उघडा", "सेटिंग्ज बदला", "कृपया पुन्हा प्रयत्न करा"],
+        None: ["what's the weather today", "will it rain tomorrow", "set an alarm for {n} am", "set a timer for {n} minutes",
+               "play some music", "play {song} on spotify", "call mom", "send a message to {person}",
+               "what time is it", "what's the date today", "who won the match yesterday", "read me the news",
+               "translate hello into french", "how do i get to the station", "add milk to my shopping list",
+               "remind me to call {person} at {n}", "who is the president of {country}", "what is the capital of {country}",
+               "how tall is mount everest", "order a pizza", "book a cab to the airport", "what's on my calendar",
+               "open youtube", "take a photo", "how are you", "what's your name", "good morning",
+               "आज हवामान कसे आहे", "उद्या पाऊस पडेल का", "सकाळी {n} चा अलार्म लाव", "{n} मिनिटांचा टायमर लाव",
+               "गाणे लाव", "आईला फोन कर", "{person_mr}ला मेसेज पाठव", "किती वाजले", "आज कोणती तारीख आहे",
+               "बातम्या वाच", "स्टेशनला कसे जायचे", "यादीत दूध लिही", "{country_mr}ची राजधानी कोणती",
+               "कॅब बुक कर", "पिझ्झा मागव", "फोटो काढ", "तू कसा आहेस", "तुझे नाव काय"],
+    },
+    "test": {
+        "fortunes": ["predict my future", "got any wisdom for me", "cheer me up with a saying", "a proverb about {topic}",
+                     "share a witty line on {topic}", "what do the stars say about me"],
+        "marathi": ["मराठी मजकूर पुढे चालू ठेवा", "एक छोटा निबंध लिहा", "यापुढील वाक्य पूर्ण करा", "मराठीत उत्तर द्या"],
+        None: ["is it going to be sunny", "wake me up at {n}", "start a {n} minute countdown", "put on some jazz",
+               "ring {person}", "text {person} that i am late", "tell me the headlines", "what day is it",
+               "how do you say thank you in spanish", "navigate to the nearest petrol pump", "who wrote hamlet",
+               "how far is the moon", "buy bread online", "schedule a meeting at {n}", "what's trending now",
+               "बाहेर थंडी आहे का", "मला {n} वाजता उठव", "जुनी गाणी ऐकव", "{person_mr}ला कॉल लाव", "आजचा वार कोणता",
+               "ताज्या बातम्या सांग", "जवळचा पेट्रोल पंप कुठे आहे", "हॅम्लेट कोणी लिहिले", "ऑनलाइन भाजी मागव"],
+    },
+}
+FILL = {"topic": ["love", "life", "work", "money", "politics", "marriage", "computers", "friends", "time", "food"],
+        "song": ["despacito", "bohemian rhapsody", "lata mangeshkar", "the beatles"],
+        "person": ["ravi", "anita", "john", "maya", "dad", "my boss"],
+        "person_mr": ["रवी", "अनिता", "माया", "बाबा", "ताई"],
+        "country": ["france", "japan", "india", "brazil", "kenya"],
+        "country_mr": ["फ्रान्स", "जपान", "भारत", "ब्राझील"]}
+
+
+def _fill(rng: random.Random, t: str) -> str:
+    for k, vals in FILL.items():
+        t = t.replace("{" + k + "}", rng.choice(vals))
+    return t.replace("{n}", str(rng.randint(1, 12)))
+
+
+def _corpus_prompts(path, split: str, rng: random.Random, max_chars: int = 80):
+    texts = []
+    with open(path, encoding="utf-8") as fh:
+        for i, s in enumerate(fh):
+            if (i % 10 == 0) != (split == "test") or not s.strip():
+                continue
+            try:
+                t = json.loads(s).get("text")
+            except (json.JSONDecodeError, AttributeError):
+                continue
+            if isinstance(t, str) and t.strip():
+                texts.append(t)
+    if not texts:
+        raise ValueError(f"{path}: no usable {{\"text\": ...}} record for the {split} split")
+    while True:
+        words = rng.choice(texts).split()
+        start = rng.randrange(0, max(1, len(words) // 2))
+        out = []
+        for w in words[start:]:
+            if out and len(" ".join(out + [w])) > max_chars:
+                break
+            out.append(w)
+        if out:
+            yield " ".join(out)
+
+
+def generate(split: str = "train", n: int = 1000, seed: int = 0, sources: dict | None = None):
+    """n lines, labels drawn evenly among home, calc, null and the text children in `sources`."""
+    check_split(split)
+    from trainer.agentdata import calc, home
+
+    sources = sources or {}
+    for name in sources:
+        if name not in ("marathi", "fortunes"):
+            raise ValueError(f"routing sources are marathi and fortunes, got {name!r}")
+        if not Path(sources[name]).is_file():
+            raise ValueError(f"routing source {name}: {sources[name]} does not exist")
+    rng = random.Random(f"routing/{split}/{seed}")
+    gens = {"home": home.generate(split, n, seed), "calc": calc.generate(split, n, seed)}
+    corpora = {name: _corpus_prompts(p, split, random.Random(f"{name}/{split}/{seed}")) for name, p in sources.items()}
+    labels = ["home", "calc", None] + sorted(sources)
+    for _ in range(n):
+        lab = rng.choice(labels)
+        if lab in ("home", "calc"):
+            yield {"text": next(gens[lab])["text"], "child": lab, "category": lab}
+        elif lab is None:
+            yield {"text": _fill(rng, rng.choice(REQUESTS[split][None])), "child": None, "category": "none"}
+        elif rng.random() < 0.2:
+            yield {"text": _fill(rng, rng.choice(REQUESTS[split][lab])), "child": lab, "category": lab + "/request"}
+        else:
+            yield {"text": next(corpora[lab]), "child": lab, "category": lab}
