@@ -108,11 +108,13 @@ def test_home_numbers_come_in_every_spelling():
 
 def test_home_test_split_never_uses_training_templates_or_fillers():
     for lang in ("en", "mr", "mixed"):
-        for action, tpls in home.T["test"][lang].items():
-            assert not set(tpls) & set(home.T["train"][lang][action]), (lang, action)
-    markers = (_template_words(home.T["test"]) | _filler_words(home.PRE, home.POST, "test")) \
+        for action in home.T["train"][lang]:
+            train = set(home.T["train"][lang][action])
+            assert not set(home.T["test"][lang][action]) & train and not set(home.T["novel"][lang][action]) & train
+    markers = (_template_words(home.T["test"]) | _template_words(home.T["novel"])
+               | _filler_words(home.PRE, home.POST, "test")) \
         - _template_words(home.T["train"]) - _filler_words(home.PRE, home.POST, "train") - _vocabulary_words()
-    assert {"kill", "activate", "विझव", "पेटव", "kindly", "अरे"} <= markers
+    assert {"kill", "activate", "विझव", "पेटव", "kindly", "अरे", "needs", "आता"} <= markers
     for line in home.generate("train", 4000, seed=2):
         hit = _words(line["text"]) & markers
         assert not hit, (hit, line["text"])
@@ -130,7 +132,7 @@ def test_home_expect_on_the_example_home(example_home):
     names = {n for e in example_home.entities for n in e.names} | {n for ns in example_home.areas.values() for n in ns}
     lines = list(home.generate("test", 1500, seed=3, home=example_home))
     cats = {x["category"] for x in lines}
-    assert cats == {"en", "mr", "mixed"}
+    assert cats == {"en", "mr", "mixed", "en-novel", "mr-novel", "mixed-novel"}
     for x in lines:
         assert x["expect"] == home.resolve(x["call"], example_home) and x["expect"]
         for k in ("name", "area"):
@@ -158,13 +160,16 @@ def test_calc_lines_answer_their_expression():
 
 def test_calc_test_split_never_uses_training_templates_or_fillers():
     for lang in ("en", "mr"):
-        for kind, tpls in calc.T["test"][lang].items():
-            assert not {t for t, _ in tpls} & {t for t, _ in calc.T["train"][lang][kind]}
-    markers = (_template_words(calc.T["test"]) | _filler_words(calc.PRE, calc.POST, "test")) \
+        for kind in calc.KINDS:
+            train = {t for t, _ in calc.T["train"][lang][kind]}
+            for pool in ("test", "novel"):
+                assert not {t for t, _ in calc.T[pool][lang][kind]} & train
+    markers = (_template_words(calc.T["test"]) | _template_words(calc.T["novel"])
+               | _filler_words(calc.PRE, calc.POST, "test")) \
         - _template_words(calc.T["train"]) - _filler_words(calc.PRE, calc.POST, "train")
     num_words = {w for n in range(1000) for w in _words(numbers.en_words(n) + " " + numbers.mr_words(n))}
     markers = {w for w in markers - num_words - {"and", "आणि"} if not w.isdigit()}   # list separators, numbers
-    assert {"subtract", "divide", "product", "मिळव"} <= markers
+    assert {"subtract", "divide", "product", "मिळव", "होतात", "much"} <= markers
     for line in calc.generate("train", 4000, seed=2):
         assert not _words(line["text"]) & markers, line["text"]
 

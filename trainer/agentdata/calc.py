@@ -6,8 +6,9 @@ Operations: plus, minus, times, divided by, "x percent of y" (`x%*y`), half / do
 squared / cubed / power, average, sums of lists, parentheses.
 
 Line: {"text", "call": {"expression"}, "answer": number, "category": "digits"|"words"|"mr_digits"|
-"mr_words"|"deva_digits"|"mixed", "kind": operation}. The test split uses its own templates
-(verbs, word orders, fillers) and typos in the non-number words.
+"mr_words"|"deva_digits", "kind": operation}. The test split uses its own templates (frames, word
+orders, fillers) and typos in the non-number words; a fifth of its lines use operator verbs that
+training never has ("add 3 and 4", "गुण"), reported apart as "<category>-novel".
 """
 from __future__ import annotations
 
@@ -75,26 +76,60 @@ T = {
             "chain": [("{a} अधिक {b} वजा {c}", "{a}+{b}-{c}"), ("{a} गुणिले {b} अधिक {c}", "{a}*{b}+{c}")],
         },
     },
-    "test": {
+    "test": {   # the training operator words in frames and fillers training never uses
         "en": {
-            "add": [("add {a} and {b}", "{a}+{b}"), ("{a} and {b} added together", "{a}+{b}"),
-                    ("how much is {a} plus {b}", "{a}+{b}")],
-            "sub": [("subtract {b} from {a}", "{a}-{b}"), ("take {b} away from {a}", "{a}-{b}"),
-                    ("how much is {a} minus {b}", "{a}-{b}")],
-            "mul": [("multiply {a} by {b}", "{a}*{b}"), ("the product of {a} and {b}", "{a}*{b}"),
-                    ("how much is {a} times {b}", "{a}*{b}")],
-            "div": [("divide {a} by {b}", "{a}/{b}"), ("{a} over {b}", "{a}/{b}"), ("how much is {a} divided by {b}", "{a}/{b}")],
-            "pct": [("compute {a} percent of {b}", "{a}%*{b}"), ("how much is {a}% of {b}", "{a}%*{b}")],
-            "half": [("{a} halved", "{a}/2"), ("how much is half of {a}", "{a}/2")],
-            "double": [("{a} doubled", "{a}*2"), ("how much is twice {a}", "{a}*2")],
-            "quarter": [("one fourth of {a}", "{a}/4"), ("how much is a quarter of {a}", "{a}/4")],
+            "add": [("how much is {a} plus {b}", "{a}+{b}"), ("{a} plus {b} is how much", "{a}+{b}")],
+            "sub": [("how much is {a} minus {b}", "{a}-{b}"), ("{a} minus {b} is how much", "{a}-{b}")],
+            "mul": [("how much is {a} times {b}", "{a}*{b}"), ("{a} times {b} is how much", "{a}*{b}"),
+                    ("how much is {a} multiplied by {b}", "{a}*{b}")],
+            "div": [("how much is {a} divided by {b}", "{a}/{b}"), ("{a} divided by {b} is how much", "{a}/{b}")],
+            "pct": [("how much is {a} percent of {b}", "{a}%*{b}"), ("{a} percent of {b} is how much", "{a}%*{b}")],
+            "half": [("how much is half of {a}", "{a}/2")],
+            "double": [("how much is double {a}", "{a}*2"), ("how much is twice {a}", "{a}*2")],
+            "quarter": [("how much is a quarter of {a}", "{a}/4")],
+            "square": [("how much is {a} squared", "{a}^2"), ("{a} squared is how much", "{a}^2")],
+            "cube": [("how much is {a} cubed", "{a}^3")],
+            "pow": [("how much is {a} to the power of {b}", "{a}^{b}")],
+            "avg": [("how much is the average of {L}", "({S})/{n}"), ("the average of {L} is how much", "({S})/{n}")],
+            "sum": [("how much is the sum of {L}", "{S}")],
+            "paren": [("how much is ({a} plus {b}) times {c}", "({a}+{b})*{c}")],
+            "chain": [("how much is {a} plus {b} minus {c}", "{a}+{b}-{c}")],
+        },
+        "mr": {
+            "add": [("{a} अधिक {b} किती होतात", "{a}+{b}")],
+            "sub": [("{a} वजा {b} किती होतात", "{a}-{b}")],
+            "mul": [("{a} गुणिले {b} किती होतात", "{a}*{b}")],
+            "div": [("{a} भागिले {b} किती होतात", "{a}/{b}")],
+            "pct": [("{b} चे {a} टक्के किती होतात", "{a}%*{b}")],
+            "half": [("{a} चे अर्धे किती होतात", "{a}/2")],
+            "double": [("{a} ची दुप्पट किती होते", "{a}*2")],
+            "quarter": [("{a} चा पाव भाग किती होतो", "{a}/4")],
+            "square": [("{a} चा वर्ग किती होतो", "{a}^2")],
+            "cube": [("{a} चा घन किती होतो", "{a}^3")],
+            "pow": [("{a} चा {b} वा घात किती होतो", "{a}^{b}")],
+            "avg": [("{L} यांची सरासरी किती होते", "({S})/{n}")],
+            "sum": [("{L} यांची बेरीज किती होते", "{S}")],
+            "paren": [("({a} अधिक {b}) गुणिले {c} किती होतात", "({a}+{b})*{c}")],
+            "chain": [("{a} अधिक {b} वजा {c} किती होतात", "{a}+{b}-{c}")],
+        },
+    },
+    "novel": {  # verbs training never uses; reported apart (category "<category>-novel")
+        "en": {
+            "add": [("add {a} and {b}", "{a}+{b}"), ("{a} and {b} added together", "{a}+{b}")],
+            "sub": [("subtract {b} from {a}", "{a}-{b}"), ("take {b} away from {a}", "{a}-{b}")],
+            "mul": [("multiply {a} by {b}", "{a}*{b}"), ("the product of {a} and {b}", "{a}*{b}")],
+            "div": [("divide {a} by {b}", "{a}/{b}"), ("{a} over {b}", "{a}/{b}")],
+            "pct": [("compute {a} percent of {b}", "{a}%*{b}")],
+            "half": [("{a} halved", "{a}/2")],
+            "double": [("{a} doubled", "{a}*2")],
+            "quarter": [("one fourth of {a}", "{a}/4")],
             "square": [("the square of {a}", "{a}^2"), ("{a} raised to 2", "{a}^2")],
             "cube": [("the cube of {a}", "{a}^3"), ("{a} raised to 3", "{a}^3")],
             "pow": [("{a} raised to {b}", "{a}^{b}"), ("{a} raised to the {b}", "{a}^{b}")],
-            "avg": [("the mean of {L}", "({S})/{n}"), ("find the average of {L}", "({S})/{n}")],
-            "sum": [("add up {L}", "{S}"), ("the total of {L}", "{S}")],
+            "avg": [("find the average of {L}", "({S})/{n}")],
+            "sum": [("add up {L}", "{S}")],
             "paren": [("multiply ({a} plus {b}) by {c}", "({a}+{b})*{c}"), ("divide ({a} minus {b}) by {c}", "({a}-{b})/{c}")],
-            "chain": [("how much is {a} plus {b} minus {c}", "{a}+{b}-{c}")],
+            "chain": [("subtract {c} from {a} plus {b}", "{a}+{b}-{c}")],
         },
         "mr": {
             "add": [("{a} मध्ये {b} मिळव", "{a}+{b}"), ("{a} आणि {b} यांची एकूण बेरीज सांग", "{a}+{b}")],
@@ -241,11 +276,15 @@ def _typo(rng: random.Random, text: str) -> str:
     return " ".join(words)
 
 
+NOVEL_SHARE = 0.2   # of the test split: lines with verbs training never uses
+
+
 def _one(rng: random.Random, split: str) -> dict:
+    pool = "novel" if split == "test" and rng.random() < NOVEL_SHARE else split
     lang = rng.choices(["en", "mr"], weights=[5, 4])[0]
     spelling = rng.choice(SPELLINGS[lang])
     kind = rng.choices(KINDS, weights=[KIND_WEIGHTS[k] for k in KINDS])[0]
-    text_t, expr_t = rng.choice(T[split][lang][kind])
+    text_t, expr_t = rng.choice(T[pool][lang][kind])
     if spelling.endswith("words") and any(ch in text_t for ch in "+-*/^%x()") and "{L}" not in text_t:
         # symbols with number words read oddly; use digits for those templates
         spelling = "digits" if lang == "en" else "deva"
@@ -276,7 +315,7 @@ def _one(rng: random.Random, split: str) -> dict:
         return _one(rng, split)
     answer = int(value) if value.denominator == 1 else float(value)
     return {"text": text, "call": {"expression": expr}, "answer": answer,
-            "category": CATEGORY[(lang, spelling)], "kind": kind}
+            "category": CATEGORY[(lang, spelling)] + ("-novel" if pool == "novel" else ""), "kind": kind}
 
 
 def generate(split: str = "train", n: int = 1000, seed: int = 0):

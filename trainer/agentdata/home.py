@@ -11,7 +11,9 @@ Call convention (the agents contract; keys in this order):
 Training draws a fresh random home for every line: area and device names composed from the
 English and Marathi word lists below, people's names, made-up words in both scripts, so the model
 learns to copy names rather than to remember a house. The test split uses the example home's own
-names, and templates, verbs and fillers that training never uses, plus typos in the non-name words.
+names, with templates, word orders and fillers that training never uses and typos in the non-name
+words; a fifth of its lines also use verbs training never has (category "<lang>-novel", reported
+apart: a child trained from scratch knows no word it never saw).
 Lines on a given home carry `expect`: the Home Assistant service calls the call resolves to
 (`resolve`, exact name / alias match, the service list of the agents issue).
 
@@ -167,7 +169,63 @@ T = {
             "state": ["{N} on आहे का", "{N} status काय आहे", "{N} किती आहे"],
         },
     },
-    "test": {
+    "test": {   # the training verbs in frames, word orders and fillers training never uses
+        "en": {
+            "on": ["i want the {N} on", "could you turn the {N} on", "the {N}, turn it on", "make sure the {N} is on",
+                   "{N} needs to be on"],
+            "off": ["i want the {N} off", "the {N}, switch it off", "make sure the {N} is off", "{N} needs to be off",
+                    "could you turn the {N} off"],
+            "toggle": ["the {N}, toggle it", "could you toggle the {N}"],
+            "area_on": ["in the {A} turn on all the {D}", "every {D1} in the {A} on"],
+            "area_off": ["in the {A} turn off all the {D}", "every {D1} in the {A} off"],
+            "all_off": ["in the {A} turn everything off", "everything in the {A} off"],
+            "light_set": ["{N} brightness {V}", "the {N} at {V} if possible", "set brightness of the {N} to {V}"],
+            "temp_set": ["the {N} at {V} if possible", "set the temperature of the {N} to {V}", "{N} temperature {V}"],
+            "area_temp": ["in the {A} set the temperature to {V}"],
+            "open": ["the {N}, open it", "could you open the {N}"],
+            "close": ["the {N}, close it", "could you close the {N}"],
+            "position": ["set {N} position to {V}", "the {N} position at {V}"],
+            "lock": ["the {N}, lock it", "could you lock the {N}"],
+            "unlock": ["the {N}, unlock it", "could you unlock the {N}"],
+            "state": ["is the {N} on right now", "what's the status of the {N}", "{N} status"],
+        },
+        "mr": {
+            "on": ["{N} आता चालू कर", "{N} चालू कर रे", "{N} सुरू करा हो"],
+            "off": ["{N} आता बंद कर", "{N} बंद कर रे", "{N} बंद करा हो"],
+            "toggle": ["{N} आता टॉगल कर"],
+            "area_on": ["{A}मधले सगळे {D} आता चालू कर"],
+            "area_off": ["{A}मधले सगळे {D} आता बंद कर"],
+            "all_off": ["{A}मधलं सगळं आता बंद कर"],
+            "light_set": ["{N} आता {V} कर", "{N}ची प्रखरता आता {V} कर"],
+            "temp_set": ["{N} आता {V} वर ठेव", "{N}चे तापमान आता {V} कर"],
+            "area_temp": ["{A}चे तापमान आता {V} कर"],
+            "open": ["{N} आता उघड", "{N} उघडा हो"],
+            "close": ["{N} आता खाली कर", "{N} खाली करा हो"],
+            "position": ["{N} आता {V} उघड"],
+            "lock": ["{N} आता लॉक कर"],
+            "unlock": ["{N} आता अनलॉक कर"],
+            "state": ["{N} आता चालू आहे का", "{N} आता किती आहे"],
+        },
+        "mixed": {
+            "on": ["{N} आता on कर", "{N} on करा हो"],
+            "off": ["{N} आता off कर", "{N} off करा हो"],
+            "toggle": ["{N} आता toggle कर"],
+            "area_on": ["{A} मधले सगळे {D} आता on करा"],
+            "area_off": ["{A} मधले सगळे {D} आता off करा"],
+            "all_off": ["{A} मधलं सगळं आता off कर"],
+            "light_set": ["{N} आता brightness {V} कर"],
+            "temp_set": ["{N} आता temperature {V} कर"],
+            "area_temp": ["{A} चे temperature आता {V} कर"],
+            "open": ["{N} आता open कर"],
+            "close": ["{N} आता close कर"],
+            "position": ["{N} आता {V} open कर"],
+            "lock": ["{N} आता lock कर"],
+            "unlock": ["{N} आता unlock कर"],
+            "state": ["{N} आता on आहे का", "{N} चा status काय आहे"],
+        },
+    },
+    "novel": {  # verbs training never uses: a model trained from scratch has never seen them;
+                # test lines from here are reported apart (category "<lang>-novel")
         "en": {
             "on": ["could you start the {N}", "activate the {N}", "i want the {N} on", "fire up the {N}",
                    "get the {N} going", "enable the {N}"],
@@ -466,7 +524,9 @@ def _typo(rng: random.Random, text: str, keep: list[str]) -> str:
 
 
 def _fill(rng, split, lang, action, name=None, area=None, dword=None, dword1=None, vtext=None) -> str:
+    """A filled template of the split's pool ("novel": the test fillers with the novel verbs)."""
     tpl = rng.choice(T[split][lang][action])
+    split = "test" if split == "novel" else split
     text = tpl.replace("{N}", name or "").replace("{A}", area or "").replace("{D1}", dword1 or "") \
         .replace("{D}", dword or "").replace("{V}", vtext or "")
     return rng.choice(PRE[split][lang]) + text + rng.choice(POST[split][lang])
@@ -493,7 +553,8 @@ def _script_for(lang, rng) -> str:
 def _line(rng, split, lang, kind, text, call, home=None) -> dict:
     for k in ("name", "area"):
         assert k not in call or call[k] in text, (k, call, text)
-    line = {"text": text, "call": {k: call[k] for k in KEY_ORDER if k in call}, "category": lang, "kind": kind}
+    line = {"text": text, "call": {k: call[k] for k in KEY_ORDER if k in call},
+            "category": lang + ("-novel" if split == "novel" else ""), "kind": kind}
     if home is not None:
         line["expect"] = resolve(line["call"], home)
     return line
@@ -579,7 +640,7 @@ def _one_on_home(rng: random.Random, split: str, home: Home) -> dict:
             line = _line(rng, split, lang, action, text, call, home)
         except ValueError:
             continue
-        if split == "test" and rng.random() < 0.3:
+        if split != "train" and rng.random() < 0.3:
             typo = _typo(rng, line["text"], [call.get("name", ""), call.get("area", "")])
             if typo != line["text"] and call.get("name", "") in typo and call.get("area", "") in typo:
                 line["text"] = typo
@@ -588,15 +649,20 @@ def _one_on_home(rng: random.Random, split: str, home: Home) -> dict:
     raise RuntimeError("could not draw a line on this home (does it have entities with names?)")
 
 
+NOVEL_SHARE = 0.2   # of the test split: lines with verbs training never uses ("<lang>-novel")
+
+
 def generate(split: str = "train", n: int = 1000, seed: int = 0, home: Home | None = None):
-    """Yield n lines. Without a home each line is about a fresh random home; with one, about it."""
+    """Yield n lines. Without a home each line is about a fresh random home; with one, about it.
+    The test split holds the test pool's phrasings and, for NOVEL_SHARE of the lines, novel verbs."""
     check_split(split)
     rng = random.Random(f"home/{split}/{seed}")
     for _ in range(n):
+        pool = "novel" if split == "test" and rng.random() < NOVEL_SHARE else split
         if home is not None:
-            yield _one_on_home(rng, split, home)
+            yield _one_on_home(rng, pool, home)
         else:
-            line = _one_random(rng, split)
+            line = _one_random(rng, pool)
             if split == "test" and rng.random() < 0.3:
                 line["text"] = _typo(rng, line["text"], [line["call"].get("name", ""), line["call"].get("area", "")])
             yield line
