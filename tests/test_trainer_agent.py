@@ -65,6 +65,27 @@ def test_split_digits_keeps_every_digit_its_own_token():
     assert [split.decode([t]) for t in split.encode("2024")] == ["2", "0", "2", "4"]
 
 
+def test_word_pieces_give_a_name_the_same_tokens_in_the_prompt_and_in_the_call():
+    from trainer.bpe import train_bpe
+
+    lines = list(home.generate("train", 600, seed=3))
+    texts = [training_text(x["text"], x["call"]) for x in lines]
+    plain = train_bpe(texts, 500)
+    wp = train_bpe(texts, 500, word_pieces=True, split_digits=True)
+
+    def same_tokens(v, line):
+        name = line["call"].get("name") or line["call"]["area"]
+        ids = v.encode(training_text(line["text"], line["call"]))
+        want = v.encode(name)
+        hay = [ids[i:i + len(want)] for i in range(len(ids) - len(want) + 1)]
+        return hay.count(want) >= 2          # once in the utterance, once in the call
+
+    named = [x for x in lines[:300] if "name" in x["call"]]
+    assert sum(same_tokens(wp, x) for x in named) == len(named)
+    assert sum(same_tokens(plain, x) for x in named) < 0.9 * len(named)   # plain pieces often differ
+    assert all(not (set(p) & {32}) or p.strip() == b"" for p in wp.pieces[259:] if len(p) > 1)  # no " word"
+
+
 @pytest.mark.slow
 def test_agent_run_exports_the_agent_header(tmp_path):
     from bulletd.format import BulletFile

@@ -63,6 +63,7 @@ class TrainConfig:
     on_bad_line: str = "skip"             # "skip" (reported with line numbers) or "error"
     tokenizer_path: str | None = None     # an existing tokenizer JSON; default: train BPE on the data
     split_digits: bool = False            # BPE: digits never merge (one token per digit)
+    word_pieces: bool = False             # BPE: pieces never mix letters, spaces and punctuation
     # -- agent children (docs: trainer/README.md, "Agent children") --
     loss_after: str | None = None         # set: one record per row, loss only after this marker (the call)
     agent_tool: str | None = None         # export: header["agent"] = {"tool", "schema", "template"}

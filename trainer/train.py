@@ -133,7 +133,8 @@ class Trainer:
             vocab = Vocab.load(cfg.tokenizer_path)
         else:
             t0 = time.monotonic()
-            vocab = train_bpe(train_texts, cfg.vocab_size, split_digits=cfg.split_digits)
+            vocab = train_bpe(train_texts, cfg.vocab_size, split_digits=cfg.split_digits,
+                              word_pieces=cfg.word_pieces)
             self.log(f"trained BPE tokenizer: {len(vocab)} entries, {vocab.n_merges} merges "
                      f"in {time.monotonic() - t0:.1f}s")
         if len(vocab) != cfg.vocab_size:
