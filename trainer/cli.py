@@ -1,6 +1,6 @@
 """`bullet-train`: the trainer's command line.
 
-    bullet-train train  --config FILE [--resume-from CKPT] [--steps N] [--no-progress]
+    bullet-train train  --config FILE [--resume-from CKPT] [--steps N] [--set KEY=VALUE ...] [--no-progress]
     bullet-train export CKPT -o OUT.bullet [--key PRIVATE_KEY] [--example TEXT ...] [--name N --version V]
     bullet-train router -o MOTHER.bullet --child NAME=FILE.jsonl|FILE.bullet ... [--labelled FILE.jsonl]
                         [--key PRIVATE_KEY] [--feature-dim 1024] [--hidden 64] [--steps 300]
@@ -22,10 +22,19 @@ from bulletd.errors import BulletError
 
 
 def _train(args) -> int:
+    import yaml
+
     from trainer.config import load_config
+    from trainer.errors import ConfigError
     from trainer.train import Trainer
 
-    cfg = load_config(args.config, max_steps=args.steps)
+    sets = {}
+    for spec in args.set or []:
+        key, eq, value = spec.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {spec!r}")
+        sets[key] = yaml.safe_load(value) if value else None
+    cfg = load_config(args.config, max_steps=args.steps, **sets)
     res = Trainer(cfg, resume_from=args.resume_from, progress=not args.no_progress).run()
     if res.get("interrupted"):
         print(f"interrupted at step {res['step']}; resume with: bullet-train train --config {args.config} "
@@ -93,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume-from", help="checkpoint folder, or run folder (its newest checkpoint)")
     t.add_argument("--steps", type=int, help="total steps for the run (overrides max_steps)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key (YAML value; relative paths are relative to the config file)")
     t.set_defaults(fn=_train)
     e = sub.add_parser("export", help="export a checkpoint to a .bullet file")
     e.add_argument("checkpoint")

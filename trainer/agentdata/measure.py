@@ -4,7 +4,9 @@ This is the trainer's own check of a freshly exported child: the model reads
 `template.format(text=utterance)`, its output up to the end of the first JSON object is the call.
   * home lines: right when the call resolves (trainer.agentdata.home.resolve, exact names) to
     exactly the line's `expect`;
-  * calc lines: right when the expression's exact value is within 1e-9 * max(1, |answer|).
+  * calc lines: right when the expression's exact value is within 1e-9 * max(1, |answer|);
+  * routing lines ({"text", "child"}): the daemon's Router with the mother (MODEL) and the four
+    children installed; a null child is right when nothing is chosen.
 `bullet eval` measures the same sets through bulletd's own path (grammar, tools); use it for the
 shipped figures.
 
@@ -79,6 +81,30 @@ def measure(model_path, lines, home=None, max_tokens: int = 80) -> dict:
             "misses": misses}
 
 
+def measure_routing(mother_path, lines, children=("home", "calc", "marathi", "fortunes"), fallback="") -> dict:
+    """Routing lines {"text", "child"}: the daemon's Router with the mother and these children
+    installed; a null child is right when the decision is no child (or the fallback)."""
+    from bulletd.router import Router, load_mother
+
+    r = Router(load_mother(str(mother_path)))
+    by_cat = defaultdict(lambda: [0, 0])
+    misses, correct = [], 0
+    for line in lines:
+        d = r.decide(line["text"], set(children), fallback=fallback)
+        got = None if d.reason in ("none", "fallback") else d.child
+        ok = got == line["child"]
+        cat = line.get("category", "all")
+        by_cat[cat][1] += 1
+        by_cat[cat][0] += ok
+        correct += ok
+        if not ok:
+            misses.append({"text": line["text"], "want": line["child"], "got": got, "confidence": round(d.confidence, 3)})
+    n = len(lines)
+    return {"n": n, "correct": correct, "accuracy": correct / max(1, n),
+            "by_category": {k: {"correct": c, "n": t, "accuracy": c / t} for k, (c, t) in sorted(by_cat.items())},
+            "misses": misses}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m trainer.agentdata.measure", description=__doc__.split("\n")[0])
     ap.add_argument("model")
@@ -95,7 +121,7 @@ def main(argv=None) -> int:
         lines = [json.loads(s) for s in fh if s.strip()]
     if args.limit:
         lines = lines[:args.limit]
-    r = measure(args.model, lines, home)
+    r = measure_routing(args.model, lines) if lines and "child" in lines[0] else measure(args.model, lines, home)
     if args.json:
         print(json.dumps(r, ensure_ascii=False))
         return 0

@@ -56,12 +56,88 @@ REQUESTS = {
                "ताज्या बातम्या सांग", "जवळचा पेट्रोल पंप कुठे आहे", "हॅम्लेट कोणी लिहिले", "ऑनलाइन भाजी मागव"],
     },
 }
-FILL = {"topic": ["love", "life", "work", "money", "politics", "marriage", "computers", "friends", "time", "food"],
+# requests no child serves, composed from (frame, slot) pools: disjoint frames per split
+NONE_FRAMES = {
+    "train": ["what's the weather in {city}", "will it rain in {city} tomorrow", "set an alarm for {n} am",
+              "set a timer for {n} minutes", "play {music}", "call {person}", "send a message to {person}",
+              "email {person} about {thing}", "what time is it in {city}", "who won the {sport} match",
+              "read me the news about {topic}", "translate {phrase} into {lang}", "how do i get to {place}",
+              "add {food} to my shopping list", "remind me to {task} at {n}", "who is the president of {country}",
+              "what is the capital of {country}", "tell me about {topic}", "search the web for {topic}",
+              "order {food}", "book a table at {place}", "open {app}", "take a photo", "how are you",
+              "what's your name", "good morning", "define {word}", "explain {topic}", "show me pictures of {thing}",
+              "{city}मध्ये आज हवामान कसे आहे", "उद्या {city}मध्ये पाऊस पडेल का", "सकाळी {n} चा अलार्म लाव",
+              "{n} मिनिटांचा टायमर लाव", "{music_mr} ऐकव", "{person_mr}ला फोन कर", "{person_mr}ला मेसेज पाठव",
+              "किती वाजले", "आज कोणती तारीख आहे", "{topic_mr}बद्दल बातम्या वाच", "{place_mr}ला कसे जायचे",
+              "यादीत {food_mr} लिही", "{country_mr}ची राजधानी कोणती", "{place_mr}साठी कॅब बुक कर",
+              "{food_mr} मागव", "फोटो काढ", "तू कसा आहेस", "तुझे नाव काय", "{topic_mr} म्हणजे काय",
+              "{app}उघड"],
+    "test": ["is it going to be sunny in {city}", "wake me up at {n}", "start a {n} minute countdown",
+             "put on {music}", "ring {person}", "text {person} that i am late", "tell me the headlines on {topic}",
+             "what day is it", "how do you say {phrase} in {lang}", "navigate to {place}", "who wrote {thing}",
+             "how far is {city} from here", "buy {food} online", "schedule a meeting with {person} at {n}",
+             "what's trending about {topic}", "give me directions to {place}", "launch {app}",
+             "बाहेर {city}मध्ये थंडी आहे का", "मला {n} वाजता उठव", "{music_mr} वाजव", "{person_mr}ला कॉल लाव",
+             "आजचा वार कोणता", "{topic_mr}च्या ताज्या बातम्या सांग", "जवळचा {place_mr} कुठे आहे",
+             "{thing_mr} कोणी लिहिले", "ऑनलाइन {food_mr} मागव", "{person_mr}सोबत मीटिंग ठरव"],
+}
+FILL = {"topic": ["love", "life", "work", "money", "politics", "marriage", "computers", "friends", "time", "food",
+                  "cricket", "the elections", "black holes", "the stock market", "climate change", "space travel"],
         "song": ["despacito", "bohemian rhapsody", "lata mangeshkar", "the beatles"],
-        "person": ["ravi", "anita", "john", "maya", "dad", "my boss"],
-        "person_mr": ["रवी", "अनिता", "माया", "बाबा", "ताई"],
-        "country": ["france", "japan", "india", "brazil", "kenya"],
-        "country_mr": ["फ्रान्स", "जपान", "भारत", "ब्राझील"]}
+        "music": ["some music", "my playlist", "a podcast", "jazz", "old hindi songs", "despacito", "the beatles"],
+        "music_mr": ["गाणी", "जुनी गाणी", "भजन", "लता मंगेशकरची गाणी", "पॉडकास्ट"],
+        "person": ["ravi", "anita", "john", "maya", "dad", "my boss", "the doctor", "priya"],
+        "person_mr": ["रवी", "अनिता", "माया", "बाबा", "ताई", "आई", "डॉक्टर"],
+        "country": ["france", "japan", "india", "brazil", "kenya", "canada", "egypt"],
+        "country_mr": ["फ्रान्स", "जपान", "भारत", "ब्राझील", "कॅनडा"],
+        "city": ["pune", "mumbai", "london", "delhi", "nagpur", "paris", "tokyo"],
+        "sport": ["cricket", "football", "hockey", "tennis"],
+        "phrase": ["good night", "thank you", "where is the station", "i am hungry"],
+        "lang": ["french", "spanish", "hindi", "german", "japanese"],
+        "place": ["the airport", "the station", "the nearest hospital", "a pharmacy", "the mall", "an atm"],
+        "place_mr": ["स्टेशन", "विमानतळ", "दवाखाना", "बँक", "बाजार", "पेट्रोल पंप"],
+        "food": ["milk", "bread", "a pizza", "eggs", "biryani", "coffee beans"],
+        "food_mr": ["दूध", "भाजी", "पिझ्झा", "अंडी", "पोहे"],
+        "task": ["pay the bill", "buy milk", "water the plants", "call the bank"],
+        "thing": ["hamlet", "the taj mahal", "my tax return", "a red car", "the meeting"],
+        "thing_mr": ["श्यामची आई", "गीतांजली", "ययाति"],
+        "topic_mr": ["क्रिकेट", "निवडणूक", "शेअर बाजार", "हवामान बदल", "अंतराळ"],
+        "word": ["serendipity", "entropy", "democracy", "algorithm"],
+        "app": ["youtube", "whatsapp", "the camera", "maps", "gmail"]}
+# common words in both languages: training home, calc and null lines get a few of them around the
+# request (never the test split's filler words), so that everyday English or Marathi around a
+# command is not taken for the sign of the fortunes or marathi child
+COMMON = ("the a an and or but so if then now just also very really please okay hey well oh ah hmm "
+          "you your me my we our i it is are was be do did can will would should could what how why when "
+          "where which who this that these those here there some any all more much many one two time "
+          "today again still maybe sure yes no thanks friend quick fast little bit kind nice good great "
+          "आता जरा बघ ना हो रे गं की पण आणि तर मग मला तुला आपण काय कसे कधी कुठे हे ते एक थोडा लवकर "
+          "नक्की खरं छान बरं अहो").split()
+
+
+def _wrap(rng: random.Random, text: str, banned: set) -> str:
+    words = [w for w in COMMON if w not in banned]
+    pre = " ".join(rng.choice(words) for _ in range(rng.randint(0, 3)))
+    post = " ".join(rng.choice(words) for _ in range(rng.randint(0, 3)))
+    return " ".join(x for x in (pre, text, post) if x)
+
+
+def _test_fillers() -> set:
+    from trainer.agentdata import calc, home
+
+    out = set()
+    for mod in (home, calc):
+        for d in (mod.PRE["test"], mod.POST["test"]):
+            for fs in d.values():
+                for f in fs:
+                    out.update(f.replace(",", " ").replace(":", " ").replace("!", " ").split())
+    return out
+
+
+# fillers people wrap any request in: the home and calc lines of the training split get them too,
+# so the mother does not take a filler word for a child's sign
+WRAP = {"pre": ["", "", "", "hey ", "ok ", "listen, ", "um ", "so ", "can you please ", "i said ", "ऐक, ", "हे "],
+        "post": ["", "", "", " please", " thank you", " right now", " ok", " ना", " बघ"]}
 
 
 def _fill(rng: random.Random, t: str) -> str:
@@ -111,12 +187,24 @@ def generate(split: str = "train", n: int = 1000, seed: int = 0, sources: dict |
     gens = {"home": home.generate(split, n, seed), "calc": calc.generate(split, n, seed)}
     corpora = {name: _corpus_prompts(p, split, random.Random(f"{name}/{split}/{seed}")) for name, p in sources.items()}
     labels = ["home", "calc", None] + sorted(sources)
+    banned = _test_fillers()
     for _ in range(n):
         lab = rng.choice(labels)
         if lab in ("home", "calc"):
-            yield {"text": next(gens[lab])["text"], "child": lab, "category": lab}
+            text = next(gens[lab])["text"]
+            if split == "train" and rng.random() < 0.3:
+                text = rng.choice(WRAP["pre"]) + text + rng.choice(WRAP["post"])
+            if split == "train" and rng.random() < 0.4:
+                text = _wrap(rng, text, banned)
+            yield {"text": text, "child": lab, "category": lab}
         elif lab is None:
-            yield {"text": _fill(rng, rng.choice(REQUESTS[split][None])), "child": None, "category": "none"}
+            frames = REQUESTS[split][None] + NONE_FRAMES[split]
+            text = _fill(rng, rng.choice(frames))
+            if split == "train" and rng.random() < 0.3:
+                text = rng.choice(WRAP["pre"]) + text + rng.choice(WRAP["post"])
+            if split == "train" and rng.random() < 0.4:
+                text = _wrap(rng, text, banned)
+            yield {"text": text, "child": None, "category": "none"}
         elif rng.random() < 0.2:
             yield {"text": _fill(rng, rng.choice(REQUESTS[split][lab])), "child": lab, "category": lab + "/request"}
         else:
