@@ -187,6 +187,9 @@ def test_routing_lines_and_disjoint_reject_pools(tmp_path):
                   if x["child"] == "marathi" and x["category"] == "marathi"}
     train_texts = {x["text"] for x in lines if x["child"] == "marathi" and x["category"] == "marathi"}
     assert test_texts and train_texts and not test_texts & train_texts       # other corpus records
+    train_none = {x["text"] for x in routing.generate("train", 3000, seed=1) if x["child"] is None}
+    test_none = {x["text"] for x in routing.generate("test", 1500, seed=7) if x["child"] is None}
+    assert len(train_none) > 300 and test_none and not train_none & test_none
     with pytest.raises(ValueError, match="routing sources"):
         list(routing.generate("train", 1, sources={"recipes": src}))
 

@@ -65,6 +65,7 @@ def test_split_digits_keeps_every_digit_its_own_token():
     assert [split.decode([t]) for t in split.encode("2024")] == ["2", "0", "2", "4"]
 
 
+@pytest.mark.slow
 def test_word_pieces_give_a_name_the_same_tokens_in_the_prompt_and_in_the_call():
     from trainer.bpe import train_bpe
 

@@ -16,6 +16,7 @@ import random
 from fractions import Fraction
 
 from trainer.agentdata import check_split
+from trainer.agentdata.noise import add_noise
 from trainer.agentdata.numbers import say
 
 SCHEMA = {
@@ -277,6 +278,7 @@ def _typo(rng: random.Random, text: str) -> str:
 
 
 NOVEL_SHARE = 0.2   # of the test split: lines with verbs training never uses
+NOISE = 0.5         # share of training lines with context noise (trainer.agentdata.noise)
 
 
 def _one(rng: random.Random, split: str) -> dict:
@@ -309,6 +311,11 @@ def _one(rng: random.Random, split: str) -> dict:
     text = rng.choice(PRE[split][lang]) + text + rng.choice(POST[split][lang])
     if split == "test" and rng.random() < 0.25:
         text = _typo(rng, text)
+    if split == "train":
+        from trainer.agentdata.home import banned_words
+
+        keep = [say(vals[r], spelling) for r in "abc"] + ([lst] if "{L}" in text_t else [])
+        text = add_noise(rng, text, keep, banned_words(), p=NOISE)
     try:
         value = evaluate(expr)
     except ZeroDivisionError:

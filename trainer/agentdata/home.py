@@ -22,12 +22,14 @@ Line: {"text", "call", "category": "en"|"mr"|"mixed", "kind": action, "expect"?:
 from __future__ import annotations
 
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from trainer.agentdata import TEMPLATE, check_split, compact_json
+from trainer.agentdata.noise import add_noise
 from trainer.agentdata.numbers import say
 
 INTENTS = ["HassTurnOn", "HassTurnOff", "HassToggle", "HassLightSet", "HassClimateSetTemperature",
@@ -502,6 +504,16 @@ def resolve(call: dict, home: Home) -> list[dict]:
 # generation
 # --------------------------------------------------------------------------------------------------
 
+NOISE = 0.5   # share of training lines (random homes) with context noise (trainer.agentdata.noise)
+
+
+def _value_texts(v) -> list[str]:
+    out = [say(v, "digits"), say(v, "deva")]
+    if float(v).is_integer():
+        out += [say(int(v), "en_words"), say(int(v), "mr_words")]
+    return out
+
+
 def _is_deva(s: str) -> bool:
     return any("\u0900" <= ch <= "\u097f" for ch in s)
 
@@ -550,7 +562,38 @@ def _script_for(lang, rng) -> str:
     return rng.choice(["latin", "deva"])
 
 
+_BANNED = None
+
+
+def banned_words() -> set:
+    """Every word of the test and novel templates and test fillers (never used as noise)."""
+    global _BANNED
+    if _BANNED is None:
+        import re
+
+        from trainer.agentdata import calc
+
+        out = set()
+        for mod in (sys.modules[__name__], calc):
+            for pool in ("test", "novel"):
+                for lang in mod.T[pool].values():
+                    for tpls in lang.values():
+                        for t in tpls:
+                            t = t[0] if isinstance(t, tuple) else t
+                            out.update(re.findall(r"[\w\u0900-\u097f']+", re.sub(r"\{\w+\}", " ", t).casefold()))
+            for d in (mod.PRE["test"], mod.POST["test"]):
+                for fs in d.values():
+                    for f in fs:
+                        out.update(re.findall(r"[\w\u0900-\u097f']+", f.casefold()))
+        _BANNED = out
+    return _BANNED
+
+
 def _line(rng, split, lang, kind, text, call, home=None) -> dict:
+    if split == "train" and home is None:
+        v = call.get("brightness", call.get("temperature", call.get("position")))
+        keep = [call.get("name"), call.get("area")] + ([] if v is None else _value_texts(v))
+        text = add_noise(rng, text, keep, banned_words(), p=NOISE)
     for k in ("name", "area"):
         assert k not in call or call[k] in text, (k, call, text)
     line = {"text": text, "call": {k: call[k] for k in KEY_ORDER if k in call},

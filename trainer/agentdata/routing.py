@@ -81,11 +81,42 @@ NONE_FRAMES = {
              "आजचा वार कोणता", "{topic_mr}च्या ताज्या बातम्या सांग", "जवळचा {place_mr} कुठे आहे",
              "{thing_mr} कोणी लिहिले", "ऑनलाइन {food_mr} मागव", "{person_mr}सोबत मीटिंग ठरव"],
 }
+# more requests no child serves, composed as (verb, object) and (question word, noun): training only
+NONE_VERBS = ["play", "call", "text", "email", "search for", "find", "show me", "book", "order", "buy", "schedule",
+              "navigate to", "translate", "define", "spell", "read", "send", "share", "download", "install",
+              "track", "record", "stream", "watch", "look up", "google", "pay", "cancel", "message", "video call"]
+NONE_NOUNS = ["a taxi", "my flight", "the train to pune", "a doctor's appointment", "movie tickets", "a new phone",
+              "my email", "the weather", "the news", "a recipe for dal", "cheap hotels", "my package", "the score",
+              "a song", "a podcast", "my calendar", "the traffic", "my bank balance", "a birthday gift",
+              "the nearest cafe", "my notes", "the word hello", "a video", "the match", "my photos", "an uber",
+              "a plumber", "the electricity bill", "the meaning of life", "wikipedia", "my friend"]
+NONE_QUESTIONS = ["who is", "what is", "where is", "when is", "why is", "who invented", "what does", "where can i find",
+                  "is there", "do you know", "can you explain", "what's the best"]
+NONE_Q_NOUNS = ["the tallest building", "einstein", "the moon", "the next holiday", "a good restaurant",
+                "the sky blue", "a black hole", "the best phone", "the meaning of karma", "the speed of light",
+                "the world cup", "shah rukh khan", "the election result", "the price of gold", "my horoscope sign"]
+NONE_MR = ["{x} शोध", "{x} दाखव", "{x} बुक कर", "{x} मागव", "{x} पाठव", "{x} कोण आहे", "{x} कुठे आहे",
+           "{x} कधी आहे", "{x} बद्दल माहिती दे", "{x} डाउनलोड कर"]
+NONE_MR_NOUNS = ["रिक्षा", "विमानाचे तिकीट", "डॉक्टरची वेळ", "सिनेमाची तिकिटे", "नवा फोन", "माझा ईमेल",
+                 "आजच्या बातम्या", "वरणाची रेसिपी", "स्वस्त हॉटेल", "माझे पार्सल", "क्रिकेटचा स्कोअर", "गाणे",
+                 "माझे कॅलेंडर", "रहदारी", "बँकेतील शिल्लक", "वाढदिवसाची भेट", "जवळचे कॅफे", "व्हिडिओ",
+                 "सोन्याचा भाव", "सचिन तेंडुलकर", "पुढची सुट्टी", "चंद्र", "शिवाजी महाराज", "लोकल ट्रेन"]
+
+
+def _none_train(rng: random.Random) -> str:
+    r = rng.random()
+    if r < 0.35:
+        return f"{rng.choice(NONE_VERBS)} {rng.choice(NONE_NOUNS)}"
+    if r < 0.6:
+        return f"{rng.choice(NONE_QUESTIONS)} {rng.choice(NONE_Q_NOUNS)}"
+    return rng.choice(NONE_MR).replace("{x}", rng.choice(NONE_MR_NOUNS))
+
+
 FILL = {"topic": ["love", "life", "work", "money", "politics", "marriage", "computers", "friends", "time", "food",
                   "cricket", "the elections", "black holes", "the stock market", "climate change", "space travel"],
         "song": ["despacito", "bohemian rhapsody", "lata mangeshkar", "the beatles"],
         "music": ["some music", "my playlist", "a podcast", "jazz", "old hindi songs", "despacito", "the beatles"],
-        "music_mr": ["गाणी", "जुनी गाणी", "भजन", "लता मंगेशकरची गाणी", "पॉडकास्ट"],
+        "music_mr": ["गाणी", "भजन", "लता मंगेशकरची गाणी", "पॉडकास्ट"],
         "person": ["ravi", "anita", "john", "maya", "dad", "my boss", "the doctor", "priya"],
         "person_mr": ["रवी", "अनिता", "माया", "बाबा", "ताई", "आई", "डॉक्टर"],
         "country": ["france", "japan", "india", "brazil", "kenya", "canada", "egypt"],
@@ -199,7 +230,10 @@ def generate(split: str = "train", n: int = 1000, seed: int = 0, sources: dict |
             yield {"text": text, "child": lab, "category": lab}
         elif lab is None:
             frames = REQUESTS[split][None] + NONE_FRAMES[split]
-            text = _fill(rng, rng.choice(frames))
+            if split == "train" and rng.random() < 0.5:
+                text = _none_train(rng)
+            else:
+                text = _fill(rng, rng.choice(frames))
             if split == "train" and rng.random() < 0.3:
                 text = rng.choice(WRAP["pre"]) + text + rng.choice(WRAP["post"])
             if split == "train" and rng.random() < 0.4:
