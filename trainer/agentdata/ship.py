@@ -21,6 +21,15 @@ from pathlib import Path
 
 from trainer.agentdata.measure import measure, measure_routing
 
+# utterances whose temperature-0 calls are recorded in child_models/agents_golden.json and replayed
+# by tests/test_agent_children.py (the README's quickstart uses the first of each)
+GOLDEN = {
+    "home": ["स्वयंपाकघरातील दिवा बंद कर", "turn off the kitchen light", "set the floor lamp to 40%",
+             "बेडरूममधला पंखा चालू कर", "kitchen चा light बंद कर", "lock the front door"],
+    "calc": ["what is 17 times 23", "६ गुणिले ७", "what is 15 percent of 80", "सतरा अधिक पाच",
+             "average of 4, 8 and 15", "twelve squared"],
+}
+
 SETS = {
     "home": [("home_test.jsonl", "held-out phrasings on the example home (test split)"),
              ("home_test_random.jsonl", "held-out phrasings on random homes (test split)"),
@@ -110,12 +119,33 @@ def ship_child(name: str, run, data_dir, out, key=None, home_path=None) -> dict:
             results.append((fname, what, _sha(p), r, time.monotonic() - t0))
             print(f"{name}: {fname}: {r['correct']}/{r['n']} = {100 * r['accuracy']:.1f}%")
     speed = decode_speed(path, summary.get("examples") or ["hello"])
-    card = child_card(name, summary, ck, results, speed, run)
+    gold = golden_calls(path, GOLDEN[name])
+    gpath = out / "agents_golden.json"
+    allg = json.loads(gpath.read_text(encoding="utf-8")) if gpath.is_file() else {}
+    allg[name] = gold
+    gpath.write_text(json.dumps(allg, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    card = child_card(name, summary, ck, results, speed, run, gold)
     (out / f"{name}.md").write_text(card, encoding="utf-8")
     return {"summary": summary, "results": results, "speed": speed}
 
 
-def child_card(name, summary, ck, results, speed, run: Path) -> str:
+def golden_calls(path, utterances, max_tokens: int = 80) -> list[dict]:
+    """Temperature-0 output (ids and text) of the child for each utterance, through the runtime."""
+    from bulletd.runtime import GenerationSettings, load_model
+
+    out = []
+    with load_model(str(path)) as m:
+        template = m.header["agent"]["template"]
+        s = GenerationSettings(max_tokens=max_tokens, temperature=0.0, repetition_penalty=1.0, top_k=0, top_p=1.0)
+        for u in utterances:
+            g = m.generate(template.format(text=u), s)
+            text = "".join(g)
+            out.append({"text": u, "max_tokens": max_tokens, "ids": list(g.tokens), "output": text,
+                        "finish_reason": g.finish_reason})
+    return out
+
+
+def child_card(name, summary, ck, results, speed, run: Path, gold=()) -> str:
     cfg = ck.state["config"]
     ev = ck.state.get("eval") or {}
     wall = _wall_minutes(run)
@@ -129,6 +159,7 @@ def child_card(name, summary, ck, results, speed, run: Path) -> str:
                        for fname, what, sha, r, sec in results)
     examples = "\n".join(f"- {e}" for e in summary.get("examples", []))
     chk = summary.get("exported_val_loss")
+    gold_rows = "\n".join(f"    {g['text']}\n    => {g['output']}" for g in gold)
     return f"""# {name} — model card
 
 An agent child of Bullet OS for the `{cfg.get('agent_tool')}` tool: it reads `{json.dumps(cfg.get('agent_template'))}`
@@ -156,6 +187,12 @@ the training data never has (a model trained from scratch cannot know them); the
 apart from the targets. `bullet eval` measures the same files through bulletd's path.
 
 {sets}
+
+## Golden outputs (temperature 0, no grammar)
+
+`child_models/agents_golden.json` holds these; `tests/test_agent_children.py` replays them:
+
+{gold_rows}
 
 ## Config
 
