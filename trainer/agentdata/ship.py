@@ -210,6 +210,24 @@ apart from the targets. `bullet eval` measures the same files through bulletd's 
 """
 
 
+def threshold_sweep(mother_path, lines, thresholds=(0.5, 0.6, 0.7, 0.8, 0.9)) -> list[dict]:
+    """Per threshold: accuracy on the lines of the four children, share of null lines rejected,
+    share of all lines sent to a wrong child."""
+    from bulletd.router import Router, load_mother
+
+    r = Router(load_mother(str(mother_path)))
+    dec = [(ln["child"], r.decide(ln["text"], {"home", "calc", "marathi", "fortunes"}, threshold=0.0)) for ln in lines]
+    out = []
+    for thr in thresholds:
+        got = [(want, d.child if d.confidence >= thr else None) for want, d in dec]
+        kids = [(w, g) for w, g in got if w is not None]
+        none = [g for w, g in got if w is None]
+        out.append({"threshold": thr, "children": sum(w == g for w, g in kids) / max(1, len(kids)),
+                    "rejected": sum(g is None for g in none) / max(1, len(none)),
+                    "wrong_child": sum(g is not None and g != w for w, g in got) / max(1, len(got))})
+    return out
+
+
 def ship_mother(labelled, data_dir, out, key=None, feature_dim=4096, hidden=96, steps=1000, threshold=0.5) -> dict:
     from trainer.router import examples_from_labelled, export_router, train_router
 
@@ -229,6 +247,12 @@ def ship_mother(labelled, data_dir, out, key=None, feature_dim=4096, hidden=96, 
     sets = "\n\n".join(f"### {what}\n\n`{fname}` (SHA-256 `{sha[:16]}`)\n\n{_table(r)}\n\n"
                        f"First misses (text, wanted child, chosen child, confidence):\n\n{_misses(r, 12)}"
                        for fname, what, sha, r in results)
+    p = data_dir / SETS["mother"][0][0]
+    if p.is_file():
+        rows = [f"| {x['threshold']:.1f} | {100 * x['children']:.1f}% | {100 * x['rejected']:.1f}% | "
+                f"{100 * x['wrong_child']:.1f}% |" for x in threshold_sweep(path, _lines(p))]
+        sets += ("\n\n### Threshold\n\n| threshold | right child (child lines) | rejected (null lines) | "
+                 "wrong child (all lines) |\n| --- | --- | --- | --- |\n" + "\n".join(rows))
     per = ", ".join(f"{k}: {v}" for k, v in s["per_label"].items())
     card = f"""# mother — model card
 
