@@ -7,8 +7,9 @@ This is the trainer's own check of a freshly exported child: the model reads
   * calc lines: right when the expression's exact value is within 1e-9 * max(1, |answer|);
   * routing lines ({"text", "child"}): the daemon's Router with the mother (MODEL) and the four
     children installed; a null child is right when nothing is chosen.
-`bullet eval` measures the same sets through bulletd's own path (grammar, tools); use it for the
-shipped figures.
+With --copy, a "name" or "area" string may only grow into a substring of the utterance (the home
+schema's x-copy rule, the part of the grammar that matters most here); nothing else is
+constrained. `bullet eval` measures the same sets through bulletd's own path (grammar, tools).
 
     python -m trainer.agentdata.measure child_models/home.bullet home_test.jsonl --home examples/home.yaml
 """
@@ -16,8 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections import defaultdict
+
+import numpy as np
 
 from trainer.agentdata import TEMPLATE
 
@@ -56,7 +60,47 @@ def judge(line: dict, call, home=None) -> bool:
     return call == line.get("call")
 
 
-def measure(model_path, lines, home=None, max_tokens: int = 80) -> dict:
+_OPEN_COPY = re.compile(rb'"(?:name|area)":"([^"]*)$')
+
+
+def copy_greedy(model, prompt: str, source: str, pieces: list[bytes], max_tokens: int = 80) -> str:
+    """Greedy decoding where a "name" or "area" string may only hold a substring of `source` (the
+    x-copy rule of the home schema; nothing else is constrained). Stops at the first complete
+    JSON object."""
+    src = source.encode("utf-8")
+    ids = model.encode_prompt(prompt)
+    session = model.new_session()
+    logits = session.prefill(ids, 0)
+    out, pos = b"", len(ids)
+    for _ in range(max_tokens):
+        m = _OPEN_COPY.search(out)
+        chosen = None
+        for t in np.argsort(-np.asarray(logits, dtype=np.float64)):
+            t = int(t)
+            if t in model.stop_ids:
+                if m is None:
+                    chosen = t
+                    break
+                continue
+            if m is not None:
+                head, quote, _ = pieces[t].partition(b'"')
+                value = m.group(1) + head
+                if value not in src or (quote and not value):
+                    continue
+            chosen = t
+            break
+        if chosen is None or chosen in model.stop_ids or pos >= model.context:
+            break
+        out += pieces[chosen]
+        if first_object(out.decode("utf-8", "ignore")) is not None:
+            break
+        logits = session.forward(chosen, pos)
+        pos += 1
+    return out.decode("utf-8", "replace")
+
+
+def measure(model_path, lines, home=None, max_tokens: int = 80, copy: bool = False) -> dict:
+    """copy: decode with the x-copy rule for names and areas (copy_greedy) instead of plain greedy."""
     from bulletd.runtime import GenerationSettings, load_model
 
     by_cat = defaultdict(lambda: [0, 0])
@@ -64,8 +108,13 @@ def measure(model_path, lines, home=None, max_tokens: int = 80) -> dict:
     with load_model(str(model_path)) as model:
         template = (model.header.get("agent") or {}).get("template", TEMPLATE)
         settings = GenerationSettings(max_tokens=max_tokens, temperature=0, repetition_penalty=1.0)
+        pieces = [model.tokenizer.piece_bytes(i) for i in range(model.arch["vocab_size"])] if copy else None
         for line in lines:
-            text = "".join(model.generate(template.format(text=line["text"]), settings))
+            prompt = template.format(text=line["text"])
+            if copy:
+                text = copy_greedy(model, prompt, line["text"], pieces, max_tokens)
+            else:
+                text = "".join(model.generate(prompt, settings))
             call = first_object(text)
             ok = judge(line, call, home)
             cat = line.get("category", "all")
@@ -113,6 +162,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int)
     ap.add_argument("--misses", type=int, default=10, help="misses to print")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--copy", action="store_true", help="names and areas may only copy the utterance (x-copy)")
     args = ap.parse_args(argv)
     from trainer.agentdata.home import Home
 
@@ -121,7 +171,7 @@ def main(argv=None) -> int:
         lines = [json.loads(s) for s in fh if s.strip()]
     if args.limit:
         lines = lines[:args.limit]
-    r = measure_routing(args.model, lines) if lines and "child" in lines[0] else measure(args.model, lines, home)
+    r = measure_routing(args.model, lines) if lines and "child" in lines[0] else measure(args.model, lines, home, copy=args.copy)
     if args.json:
         print(json.dumps(r, ensure_ascii=False))
         return 0
