@@ -142,3 +142,32 @@ def test_mother_reject_label_takes_probability_but_never_routes():
     assert d.child is None and d.reason == "none" and REJECT_LABEL not in d.scores
     assert r.decide("what is the weather on day 7", avail, fallback="math").reason == "fallback"
     assert r.routable_by(REJECT_LABEL) is None
+
+
+def test_copy_greedy_keeps_names_inside_the_utterance():
+    from trainer.agentdata.measure import copy_greedy, first_object
+
+    pieces = [b"", b'{"intent":"HassTurnOn","name":"', b"space", b"ship", b"kitchen", b" lamp", b'"}']
+
+    class Session:   # the model would rather say "spaceship": a fixed preference order per step
+        def prefill(self, ids, pos):
+            return np.array([0, 9, 1, 1, 1, 1, 1], float)
+
+        def forward(self, tok, pos):
+            return np.array([0, 1, 8, 7, 5, 4, 6], float)
+
+    class Model:
+        stop_ids, context = frozenset({0}), 64
+
+        def encode_prompt(self, prompt):
+            return [1, 2]
+
+        def new_session(self):
+            return Session()
+
+    # unconstrained, the favourites would spell "spacespace..."; under the rule the best pieces that
+    # keep the name a substring of the utterance win, and an empty name cannot close
+    out = copy_greedy(Model(), "p", "turn on the kitchen lamp", pieces)
+    assert first_object(out) == {"intent": "HassTurnOn", "name": "kitchen"}
+    out = copy_greedy(Model(), "p", "switch on the kitchen lamp", pieces[:2] + [b"space", b"ship", b"itch", b" lamp", b'"}'])
+    assert first_object(out) == {"intent": "HassTurnOn", "name": "itch"}
