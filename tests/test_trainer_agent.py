@@ -34,11 +34,11 @@ def test_rows_put_the_loss_on_the_completion_only():
 
     texts = [training_text(x["text"], x["call"]) for x in home.generate("train", 60, seed=1)]
     v = train_bpe(texts, 400)
-    rows, starts, dropped = tokenize_rows(texts + ["no marker here"], v.encode, v.bos_id, v.eos_id, "\n=>", 96)
+    rows, starts, dropped = tokenize_rows(texts + ["no marker here"], v.encode, v.bos_id, v.eos_id, "\n=>", 160)
     assert dropped == {"no_marker": 1, "too_long": 0} and len(rows) == 60
-    d = RowData(rows, starts, rows[:4], starts[:4], 96, np.asarray(v.token_bytes()))
+    d = RowData(rows, starts, rows[:4], starts[:4], 160, np.asarray(v.token_bytes()))
     x, y = d.batch(seed=1, step=0, batch_size=8)
-    assert x.shape == y.shape and x.shape[0] == 8 and x.shape[1] <= 95   # as long as the batch's longest row
+    assert x.shape == y.shape and x.shape[0] == 8 and x.shape[1] <= 159   # as long as the batch's longest row
     for i in range(8):
         t = y[i][y[i] >= 0].tolist()
         assert t[-1] == v.eos_id                                  # the record ends with </s>
