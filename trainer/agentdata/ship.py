@@ -24,7 +24,7 @@ from trainer.agentdata.measure import measure, measure_routing
 # utterances whose temperature-0 calls are recorded in child_models/agents_golden.json and replayed
 # by tests/test_agent_children.py (the README's quickstart uses the first of each)
 GOLDEN = {
-    "home": ["स्वयंपाकघरातील दिवा बंद कर", "turn off the kitchen light", "set the floor lamp to 40%",
+    "home": ["बेडरूममधला दिवा बंद कर", "turn off the kitchen light", "स्वयंपाकघरातील दिवा बंद कर", "set the floor lamp to 40%",
              "बेडरूममधला पंखा चालू कर", "kitchen चा light बंद कर", "lock the front door"],
     "calc": ["what is 17 times 23", "६ गुणिले ७", "what is 15 percent of 80", "सतरा अधिक पाच",
              "average of 4, 8 and 15", "twelve squared"],
