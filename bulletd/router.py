@@ -4,8 +4,9 @@ Owns `Mother` (p = softmax(relu(x @ w1 + b1) @ w2 + b2) over the children it was
 x = router_features(text)) and `Router`, which applies the routing order of docs/ARCHITECTURE.md:
 
   1. an explicit `child` in the request;
-  2. the mother's top label, when its probability (renormalised over the installed children)
-     reaches the threshold;
+  2. the mother's top label, when its probability (renormalised over the installed children
+     and the reject label `_none`, if the mother has one) reaches the threshold; `_none` is the
+     mother's "no child serves this" class: it takes probability but is never a route;
   3. a child the mother does not know, whose header carries `examples`: cosine similarity of the
      prompt's hidden vector relu(x @ w1 + b1) to the centroid of its examples' hidden vectors
      (raw features when there is no mother), when it beats the centroid threshold and the mother
@@ -29,6 +30,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from bulletd.errors import FormatError, RequestError
+
+REJECT_LABEL = "_none"   # a mother label for utterances no child serves (never a child's name)
 
 
 class Mother:
@@ -141,7 +144,7 @@ class Router:
         return True
 
     def routable_by(self, name: str) -> str | None:
-        if self.mother is not None and name in self.mother.labels:
+        if self.mother is not None and name in self.mother.labels and name != REJECT_LABEL:
             return "mother"
         if name in self._centroids:
             return "examples"
@@ -161,8 +164,9 @@ class Router:
         m = self.mother
         if m is not None:
             p = m.probs(h)
-            mask = np.array([lab in available for lab in m.labels])
-            tot = float(p[mask].sum()) if mask.any() else 0.0
+            mask = np.array([lab in available and lab != REJECT_LABEL for lab in m.labels])
+            reject = float(p[m.labels.index(REJECT_LABEL)]) if REJECT_LABEL in m.labels else 0.0
+            tot = float(p[mask].sum()) + reject if mask.any() else 0.0
             for lab, pi, ok in zip(m.labels, p, mask):
                 if ok:
                     scores[lab] = float(pi) / tot if tot > 0 else 0.0

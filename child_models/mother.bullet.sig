@@ -1,11 +1,11 @@
 {
  "manifest": {
-  "created": "2026-11-26T06:39:55+00:00",
-  "key_id": "d75738e657a882c4",
+  "created": "2026-12-03T09:23:15+00:00",
+  "key_id": "f670be2f7d665147",
   "name": "mother",
-  "sha256": "6c9c6999e61b0628eff139de0aaf41a20a24337a01891149291e501912c0b19c",
-  "size": 267158,
-  "version": "0.1.0"
+  "sha256": "68fdf94668057a72ad100e40cee1e0142a36e0acb0b010b2e8fa656d01781991",
+  "size": 1579426,
+  "version": "0.2.0"
  },
- "signature": "2mLYnmntkuTmRfGF5BXrvK7dK0SmQtUx9eybw2ovwb3EZXYyPHy6T3TrZXUouaJKlsVyOGUFVOPFNYAYzYGbDQ=="
+ "signature": "9oZa95zYSIeW+lVlno1iMI1RX136JwSvmwKi32Ovw3aex9ChhmUbZH/1OkNT1hsjb78AYkuGMec6kCrR5fSgBg=="
 }

@@ -69,7 +69,7 @@ def test_mother_routes_to_the_right_child():
     from bulletd.router import load_mother
 
     mother = load_mother(str(CM / "mother.bullet"))
-    assert sorted(mother.labels) == CHILDREN
+    assert set(CHILDREN) <= set(mother.labels)   # plus the agent children and the reject label
     prompts = {"marathi": ["फाइल जतन करा", "नवीन खिडकी उघडा"],
                "fortunes": ["A man who knows everything", "The only thing worse than being talked about"]}
     for label, texts in prompts.items():

@@ -389,15 +389,36 @@ def cross_entropy_fwd(logits: np.ndarray, targets: np.ndarray):
     return nll, e
 
 
+def _masked_cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
+    """cross_entropy where rows with target -1 carry no loss: mean over the other rows."""
+    keep = targets >= 0
+    n = max(1, int(keep.sum()))
+    safe = np.where(keep, targets, 0)
+    nll, p = cross_entropy_fwd(logits.data, safe)
+    loss = np.asarray(nll[keep].sum(dtype=np.float64) / n, dtype=logits.data.dtype)
+
+    def bwd(g):
+        rows = np.flatnonzero(keep)
+        p[rows, safe[rows]] -= 1.0
+        p[~keep] = 0.0
+        np.multiply(p, g / n, out=p)
+        _acc(logits, p)
+
+    return Tensor(loss, (logits,), bwd)
+
+
 def cross_entropy(logits, targets: np.ndarray) -> Tensor:
-    """Fused softmax + cross-entropy, mean over rows. logits (N, V), targets (N,) ints in [0, V)."""
+    """Fused softmax + cross-entropy, mean over rows. logits (N, V), targets (N,) ints in [0, V);
+    a target of -1 masks its row out (agent records: no loss on the prompt and the padding)."""
     logits = as_tensor(logits)
     targets = np.asarray(targets).reshape(-1)
     N, V = logits.shape
     if targets.shape[0] != N:
         raise ValueError(f"cross_entropy: {N} rows of logits but {targets.shape[0]} targets")
-    if N and (targets.min() < 0 or targets.max() >= V):
-        raise ValueError(f"cross_entropy: targets must lie in [0, {V})")
+    if N and (targets.min() < -1 or targets.max() >= V):
+        raise ValueError(f"cross_entropy: targets must lie in [0, {V}) (or be -1: no loss on that row)")
+    if N and targets.min() < 0:
+        return _masked_cross_entropy(logits, targets)
     nll, p = cross_entropy_fwd(logits.data, targets)
     loss = np.asarray(nll.mean(dtype=np.float64), dtype=logits.data.dtype)
 

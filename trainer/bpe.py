@@ -30,6 +30,7 @@ import base64
 import heapq
 import json
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,12 +175,30 @@ def base_vocab():
     return pieces, [0.0] * N_BASE_TOKENS, types
 
 
+DIGITS = frozenset("0123456789०१२३४५६७८९")
+
+
+def char_class(ch: str) -> str:
+    """w letter or mark (so Devanagari vowel signs join their letters), d digit, s space, p other."""
+    if ch in DIGITS or ch.isdigit():
+        return "d"
+    if ch.isspace():
+        return "s"
+    return "w" if unicodedata.category(ch)[0] in "LM" else "p"
+
+
 def train_bpe(texts, vocab_size: int, *, max_char_fraction: float = 0.5, min_char_count: int = 1,
-              progress=None) -> Vocab:
+              split_digits: bool = False, word_pieces: bool = False, progress=None) -> Vocab:
     """Learn a vocabulary of exactly `vocab_size` entries (fewer only if the data runs out of pairs).
 
     texts: an iterable of str. Characters are kept most-frequent first (ties by code point), at
     most max_char_fraction of the room above the base tokens; the rest of the room goes to merges.
+    word_pieces: pieces never mix letters with spaces or punctuation (and spaces never merge), so a
+    word has the same tokens wherever it stands: after a space in a prompt or inside a JSON string
+    (an agent child copies names token for token).
+    split_digits: digits (ASCII and Devanagari) never merge, so every number is one token per digit
+    (the encoder then never forms a multi-digit piece: an agent child reads and writes numbers
+    digit by digit).
     progress(done, total) is called now and then.
     """
     room = vocab_size - N_BASE_TOKENS
@@ -227,8 +246,16 @@ def train_bpe(texts, vocab_size: int, *, max_char_fraction: float = 0.5, min_cha
     pair_count: dict[tuple[int, int], int] = {}
     pair_words: dict[tuple[int, int], set] = {}
 
+    no_merge = {sym_of[ch.encode("utf-8")] for ch in kept if ch in DIGITS} if split_digits else set()
+    cls: dict[int, str] = {}     # symbol -> class of its characters (word_pieces: one class per piece)
+    if word_pieces:
+        cls = {sym_of[ch.encode("utf-8")]: char_class(ch) for ch in kept}
+        no_merge |= {s for s, c in cls.items() if c == "s"}
+
     def can_merge(a, b):
-        return a >= N_BASE_TOKENS and b >= N_BASE_TOKENS
+        if a < N_BASE_TOKENS or b < N_BASE_TOKENS or a in no_merge or b in no_merge:
+            return False
+        return not word_pieces or cls[a] == cls[b]
 
     for wi, (w, f) in enumerate(zip(words, freqs)):
         for a, b in zip(w, w[1:]):
@@ -254,6 +281,8 @@ def train_bpe(texts, vocab_size: int, *, max_char_fraction: float = 0.5, min_cha
         if new is None:
             new = len(pieces)
             sym_of[new_piece] = new
+            if word_pieces:
+                cls[new] = cls[a]
             pieces.append(new_piece)
             scores.append(-float(merges))
             types.append(TOKEN_NORMAL)

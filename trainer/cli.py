@@ -1,13 +1,14 @@
 """`bullet-train`: the trainer's command line.
 
     bullet-train train  --config FILE [--resume-from CKPT] [--steps N] [--output-dir DIR]
-                        [--init-from CHILD.bullet] [--no-progress]
+                        [--init-from CHILD.bullet] [--set KEY=VALUE ...] [--no-progress]
     bullet-train export CKPT -o OUT.bullet [--key PRIVATE_KEY] [--example TEXT ...] [--name N --version V]
     bullet-train router -o MOTHER.bullet --child NAME=FILE.jsonl|FILE.bullet ... [--labelled FILE.jsonl]
                         [--key PRIVATE_KEY] [--feature-dim 1024] [--hidden 64] [--steps 300]
     bullet-train tokenizer --data FILE.jsonl --vocab-size N -o tokenizer.json
     bullet-train split  --config FILE -o DIR [--prompts 20]   # DIR/{train,val,prompts}.jsonl
     bullet-train bench  [--steps 30]
+    bullet-train agentdata home|calc|routing --split train|test --n N --seed S [--for-training] -o FILE.jsonl
 
 --steps N sets the run's total step count (and the length of its cosine schedule): an interrupted
 run resumed with the same --steps ends with exactly the weights of an uninterrupted one.
@@ -26,12 +27,22 @@ from bulletd.errors import BulletError, plain, stdout_gone
 
 
 def _train(args) -> int:
+    import yaml
+
     from trainer.config import load_config
+    from trainer.errors import ConfigError
     from trainer.train import Trainer
 
+    sets = {}
+    for spec in args.set or []:
+        key, eq, value = spec.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {spec!r}")
+        sets[key] = yaml.safe_load(value) if value else None
     out = os.path.abspath(args.output_dir) if args.output_dir else None
     init = os.path.abspath(args.init_from) if args.init_from else None
-    cfg = load_config(args.config, max_steps=args.steps, output_dir=out, init_from=init)
+    sets.update({k: v for k, v in (("output_dir", out), ("init_from", init)) if v is not None})
+    cfg = load_config(args.config, max_steps=args.steps, **sets)
     res = Trainer(cfg, resume_from=args.resume_from, progress=not args.no_progress).run()
     if res.get("interrupted"):
         print(f"interrupted at step {res['step']}; resume with: bullet-train train --config {args.config} "
@@ -144,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--output-dir", help="run folder (overrides output_dir; relative to the current folder)")
     t.add_argument("--init-from", help="a .bullet child to continue training (overrides init_from)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key (YAML value; relative paths are relative to the config file)")
     t.set_defaults(fn=_train)
     e = sub.add_parser("export", help="export a checkpoint to a .bullet file")
     e.add_argument("checkpoint")
@@ -179,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="folder for train.jsonl, val.jsonl and prompts.jsonl")
     s.add_argument("--prompts", type=int, default=20, help="validation openings for prompts.jsonl (default 20)")
     s.set_defaults(fn=_split)
+    from trainer.agentdata.cli import add_parser as add_agentdata
+
+    add_agentdata(sub)
     b = sub.add_parser("bench", help="REFERENCE-model training speed and attention memory")
     b.add_argument("--steps", type=int, default=30)
     b.add_argument("--warmup", type=int, default=3)

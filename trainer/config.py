@@ -64,6 +64,12 @@ class TrainConfig:
     tokenizer_path: str | None = None     # an existing tokenizer JSON; default: train BPE on the data
     init_from: str | None = None          # a .bullet child to start from: its weights (BQ4 dequantised)
                                           # and tokenizer; the optimiser and the schedule start fresh
+    split_digits: bool = False            # BPE: digits never merge (one token per digit)
+    word_pieces: bool = False             # BPE: pieces never mix letters, spaces and punctuation
+    # -- agent children (docs: trainer/README.md, "Agent children") --
+    loss_after: str | None = None         # set: one record per row, loss only after this marker (the call)
+    agent_tool: str | None = None         # export: header["agent"] = {"tool", "schema", "template"}
+    agent_template: str = "{text}\n=>"    # the model input for an utterance
     # -- evaluation, checkpoints, logging --
     eval_interval: int = 200              # steps between validation passes
     eval_batches: int = 8                 # batches of the validation set per pass
@@ -211,6 +217,10 @@ def validate(cfg: TrainConfig, source: str = "<config>") -> None:
         bad("spike_factor", "must be > 1")
     if not (0.0 < cfg.rollback_lr_factor <= 1.0):
         bad("rollback_lr_factor", "must lie in (0, 1]")
+    if cfg.loss_after is not None and not cfg.loss_after:
+        bad("loss_after", "must be a non-empty marker string (or absent)")
+    if cfg.agent_tool is not None and "{text}" not in cfg.agent_template:
+        bad("agent_template", "must contain {text}")
     if not cfg.name or "/" in cfg.name:
         bad("name", "must be a non-empty name without '/'")
 

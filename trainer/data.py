@@ -152,9 +152,94 @@ def evaluate(model, data: TokenData, n_batches: int, batch_size: int) -> dict:
     total_nll, total_tokens, total_bytes = 0.0, 0, 0
     for x, y in data.val_windows(n_batches, batch_size):
         nll = model.nll(x, y)
-        total_nll += float(nll.astype(np.float64).sum())
-        total_tokens += y.size
-        total_bytes += int(data.token_bytes[y].sum())
+        keep = y.reshape(-1) >= 0          # agent rows: no loss on the prompt and the padding
+        total_nll += float(nll[keep].astype(np.float64).sum())
+        total_tokens += int(keep.sum())
+        total_bytes += int(data.token_bytes[y.reshape(-1)[keep]].sum())
     loss = total_nll / max(1, total_tokens)
     return {"val_loss": loss, "val_bpb": total_nll / math.log(2) / max(1, total_bytes),
             "val_tokens": total_tokens, "val_bytes": total_bytes}
+
+
+def split_prompt(text: str, marker: str) -> tuple[str, str] | None:
+    """(prompt, completion) of an agent record: the prompt ends with the first `marker`."""
+    i = text.find(marker)
+    if i < 0:
+        return None
+    return text[:i + len(marker)], text[i + len(marker):]
+
+
+def tokenize_rows(texts: list[str], encode, bos_id: int, eos_id: int, marker: str, max_len: int):
+    """One row per record: [<s>] + prompt + completion + [</s>], and the index of the first
+    target that carries loss (the completion's first token). Records without the marker, without
+    a completion, or longer than max_len + 1 tokens are left out and counted."""
+    rows, starts, dropped = [], [], {"no_marker": 0, "too_long": 0}
+    for t in texts:
+        pc = split_prompt(t, marker)
+        if pc is None or not pc[1]:
+            dropped["no_marker"] += 1
+            continue
+        p, c = encode(pc[0]), encode(pc[1])
+        ids = [bos_id] + p + c + [eos_id]
+        if len(ids) > max_len + 1:
+            dropped["too_long"] += 1
+            continue
+        rows.append(np.asarray(ids, dtype=np.int32))
+        starts.append(len(p))       # targets are ids[1:]: target j predicts ids[j + 1]; loss from j = len(p)
+    return rows, np.asarray(starts, dtype=np.int64), dropped
+
+
+@dataclass
+class RowData:
+    """Agent records, one per row, right-padded; targets before the completion and on padding are
+    -1 (no loss). A batch is as long as its longest row. Same interface as TokenData."""
+    train_rows: list
+    train_starts: np.ndarray
+    val_rows: list
+    val_starts: np.ndarray
+    seq_len: int
+    token_bytes: np.ndarray = field(repr=False)
+    pad_id: int = 0
+    dropped: dict = field(default_factory=dict)
+
+    @property
+    def train(self) -> np.ndarray:
+        return np.concatenate(self.train_rows) if self.train_rows else np.zeros(0, np.int32)
+
+    @property
+    def val(self) -> np.ndarray:
+        return np.concatenate(self.val_rows) if self.val_rows else np.zeros(0, np.int32)
+
+    def check(self, batch_size: int) -> None:
+        for name, rows in (("training", self.train_rows), ("validation", self.val_rows)):
+            if not rows:
+                raise DataError(f"the {name} split has no usable agent record (each needs the loss_after marker, "
+                                f"a completion, and at most max_seq_len + 1 = {self.seq_len + 1} tokens)")
+
+    def _pack(self, rows, starts):
+        T = max(len(r) for r in rows) - 1
+        x = np.full((len(rows), T), self.pad_id, dtype=np.int64)
+        y = np.full((len(rows), T), -1, dtype=np.int64)
+        for i, (r, s) in enumerate(zip(rows, starts)):
+            n = len(r) - 1
+            x[i, :n] = r[:-1]
+            y[i, s:n] = r[s + 1:]
+        return x, y
+
+    def batch(self, seed: int, step: int, batch_size: int, attempt: int = 0):
+        rng = np.random.default_rng([seed, step, attempt])
+        idx = rng.integers(0, len(self.train_rows), size=batch_size)
+        return self._pack([self.train_rows[i] for i in idx], self.train_starts[idx])
+
+    def val_windows(self, n_batches: int, batch_size: int):
+        n = min(len(self.val_rows), n_batches * batch_size)
+        return [self._pack(self.val_rows[i:min(n, i + batch_size)], self.val_starts[i:min(n, i + batch_size)])
+                for i in range(0, n, batch_size)]
+
+
+def row_data(train_texts: list[str], val_texts: list[str], vocab, cfg) -> RowData:
+    """RowData of a config with `loss_after` set."""
+    tr, trs, d1 = tokenize_rows(train_texts, vocab.encode, vocab.bos_id, vocab.eos_id, cfg.loss_after, cfg.max_seq_len)
+    va, vas, d2 = tokenize_rows(val_texts, vocab.encode, vocab.bos_id, vocab.eos_id, cfg.loss_after, cfg.max_seq_len)
+    return RowData(tr, trs, va, vas, cfg.max_seq_len, np.asarray(vocab.token_bytes(), dtype=np.int64),
+                   dropped={k: d1[k] + d2[k] for k in d1})

@@ -28,7 +28,7 @@ from bulletd.format import BulletFile, quantize_bq4, write_bullet
 from trainer import checkpoint as ckpt_mod
 from trainer.bpe import Vocab
 from trainer.config import config_from_dict
-from trainer.data import TokenData, load_jsonl, split, tokenize_stream
+from trainer.data import TokenData, load_jsonl, row_data, split, split_prompt, tokenize_stream
 from trainer.errors import ConfigError, ExportError, TrainerError
 from trainer.model import Model
 
@@ -123,6 +123,9 @@ def val_data_for(cfg, vocab: Vocab) -> TokenData | None:
     except TrainerError:
         return None
     _, val_texts = split(corpus.texts, cfg.validation_fraction, cfg.seed)
+    if cfg.loss_after:
+        data = row_data([], val_texts, vocab, cfg)
+        return data if data.val_rows else None
     tr = np.zeros(cfg.max_seq_len + 1, dtype=np.int32)
     return TokenData(tr, tokenize_stream(val_texts, vocab.encode, vocab.bos_id), cfg.max_seq_len,
                      np.asarray(vocab.token_bytes(), dtype=np.int64))
@@ -140,18 +143,20 @@ def runtime_val_loss(path, data: TokenData, n_windows: int, activations: str = "
             logits = ref.new_session().prefill_all([int(t) for t in x[0]], 0).astype(np.float64)
             m = logits.max(axis=-1, keepdims=True)
             lse = np.log(np.exp(logits - m).sum(axis=-1)) + m[:, 0]
-            total += float((lse - logits[np.arange(len(y[0])), y[0]]).sum())
-            n += y.size
-            nbytes += int(data.token_bytes[y].sum())
+            keep = y[0] >= 0            # agent rows: the call only
+            total += float((lse - logits[np.arange(len(y[0])), y[0]])[keep].sum())
+            n += int(keep.sum())
+            nbytes += int(data.token_bytes[y[0][keep]].sum())
     return {"val_loss": total / n, "val_bpb": total / math.log(2) / max(1, nbytes), "val_tokens": n}
 
 
 def f32_val_loss(model: Model, data: TokenData, n_windows: int) -> dict:
     total, n, nbytes = 0.0, 0, 0
     for x, y in data.val_windows(n_windows, 1):
-        total += float(model.nll(x, y).astype(np.float64).sum())
-        n += y.size
-        nbytes += int(data.token_bytes[y].sum())
+        keep = y.reshape(-1) >= 0
+        total += float(model.nll(x, y)[keep].astype(np.float64).sum())
+        n += int(keep.sum())
+        nbytes += int(data.token_bytes[y.reshape(-1)[keep]].sum())
     return {"val_loss": total / n, "val_bpb": total / math.log(2) / max(1, nbytes), "val_tokens": n}
 
 
@@ -170,13 +175,46 @@ def greedy_ids(model, ids: list[int], n: int) -> list[int]:
     return out
 
 
+def agent_header(cfg) -> dict | None:
+    """header["agent"] of an agent child: its tool, the tool's schema and the input template.
+    The schema is the tool's own (bulletd.agents.tools) when that module is present, else the
+    data generator's copy of it."""
+    if not cfg.agent_tool:
+        return None
+    try:
+        from bulletd.agents.tools import TOOLS
+
+        schema = TOOLS[cfg.agent_tool].schema
+    except (ImportError, KeyError, AttributeError):
+        import importlib
+
+        try:
+            schema = importlib.import_module(f"trainer.agentdata.{cfg.agent_tool}").SCHEMA
+        except (ImportError, AttributeError) as exc:
+            raise ExportError(f"agent_tool {cfg.agent_tool!r}: no schema known for this tool ({exc})") from exc
+    return {"tool": cfg.agent_tool, "schema": schema, "template": cfg.agent_template}
+
+
+def _utterance(cfg, text: str) -> str:
+    """The user's part of an agent record (the text the template was filled with)."""
+    prompt = split_prompt(text, cfg.loss_after)
+    prompt = prompt[0] if prompt else text
+    head, _, tail = cfg.agent_template.partition("{text}")
+    if prompt.startswith(head) and prompt.endswith(tail):
+        prompt = prompt[len(head):len(prompt) - len(tail)]
+    return prompt
+
+
 def default_examples(cfg, n: int = 5, max_chars: int = 60) -> list[str]:
-    """A few short prompts from the run's validation split (deterministic)."""
+    """A few short prompts from the run's validation split (deterministic); for an agent child,
+    the utterances without their calls."""
     try:
         corpus = load_jsonl(cfg.dataset_path, field_name=cfg.text_field, on_bad_line="skip")
     except TrainerError:
         return []
     _, val = split(corpus.texts, cfg.validation_fraction, cfg.seed)
+    if cfg.loss_after:
+        val = [_utterance(cfg, t) for t in val]
     out = []
     for t in val:
         t = " ".join(t.split())
@@ -222,6 +260,8 @@ def _export_to(out: Path, final: Path, model, cfg, vocab, ck, *, examples, promp
                name, version, log) -> dict:
     """Write the exported file at OUT (a temporary name); FINAL is the name it will have."""
     examples = list(examples) if examples else default_examples(cfg)
+    if prompts is None and cfg.agent_tool:   # an agent child is asked with its template
+        prompts = [cfg.agent_template.format(text=e) for e in examples[:4]] or ["a"]
     if prompts is None:
         prompts = [" ".join(e.split()[:2]) for e in examples[:4]] or ["a"]
     tensors = quantized_tensors(model)
@@ -248,10 +288,12 @@ def _export_to(out: Path, final: Path, model, cfg, vocab, ck, *, examples, promp
                 "training": training}
 
     # pass 1: the file without vectors, so the runtime can compute them on the real weights
-    write_bullet(out, provenance=provenance(), extra={"examples": examples}, **common)
+    agent = agent_header(cfg)
+    extra = {"examples": examples, **({"agent": agent} if agent else {})}
+    write_bullet(out, provenance=provenance(), extra=extra, **common)
     summary = {"path": str(final), "steps": step, "f32_val_loss_ckpt": ev.get("val_loss")}
     data = val_data_for(cfg, vocab) if check_windows else None
-    if data is not None and len(data.val) > cfg.max_seq_len + 1:
+    if data is not None and (cfg.loss_after or len(data.val) > cfg.max_seq_len + 1):
         f32 = f32_val_loss(model, data, check_windows)
         q = runtime_val_loss(out, data, check_windows)
         training["check"] = {"windows": check_windows, "f32_val_loss": f32["val_loss"],
@@ -270,7 +312,7 @@ def _export_to(out: Path, final: Path, model, cfg, vocab, ck, *, examples, promp
                 continue
             vectors.append({"prompt": p, "ids": ids, "expected": greedy_ids(rt, ids, vector_tokens)})
     # pass 2: the same weights (quantisation is deterministic) plus the vectors
-    write_bullet(out, provenance=provenance(), extra={"examples": examples, "verification": vectors}, **common)
+    write_bullet(out, provenance=provenance(), extra={**extra, "verification": vectors}, **common)
     with load_model(str(out)) as rt:  # the vectors must replay on the final file
         for v in vectors:
             got = greedy_ids(rt, v["ids"], len(v["expected"]))

@@ -32,7 +32,7 @@ import numpy as np
 from trainer import checkpoint as ckpt_mod
 from trainer.bpe import Vocab, train_bpe
 from trainer.config import TrainConfig
-from trainer.data import TokenData, evaluate, load_jsonl, split, tokenize_stream
+from trainer.data import TokenData, evaluate, load_jsonl, row_data, split, tokenize_stream
 from trainer.errors import CheckpointError, ConfigError, TrainerError
 from trainer.export import load_child
 from trainer.model import Model
@@ -139,7 +139,8 @@ class Trainer:
             vocab = Vocab.load(cfg.tokenizer_path)
         else:
             t0 = time.monotonic()
-            vocab = train_bpe(train_texts, cfg.vocab_size)
+            vocab = train_bpe(train_texts, cfg.vocab_size, split_digits=cfg.split_digits,
+                              word_pieces=cfg.word_pieces)
             self.log(f"trained BPE tokenizer: {len(vocab)} entries, {vocab.n_merges} merges "
                      f"in {time.monotonic() - t0:.1f}s")
         if len(vocab) != cfg.vocab_size:
@@ -148,9 +149,14 @@ class Trainer:
                                  " (the corpus has too few distinct character pairs; lower vocab_size)"))
         self.vocab = vocab
         t0 = time.monotonic()
-        self.data = TokenData(tokenize_stream(train_texts, vocab.encode, vocab.bos_id),
-                              tokenize_stream(val_texts, vocab.encode, vocab.bos_id),
-                              cfg.max_seq_len, np.asarray(vocab.token_bytes(), dtype=np.int64))
+        if cfg.loss_after:
+            self.data = row_data(train_texts, val_texts, vocab, cfg)
+            self.log(f"agent rows (loss after {cfg.loss_after!r}): {len(self.data.train_rows)} training, "
+                     f"{len(self.data.val_rows)} validation records; left out: {self.data.dropped}")
+        else:
+            self.data = TokenData(tokenize_stream(train_texts, vocab.encode, vocab.bos_id),
+                                  tokenize_stream(val_texts, vocab.encode, vocab.bos_id),
+                                  cfg.max_seq_len, np.asarray(vocab.token_bytes(), dtype=np.int64))
         self.data.check(cfg.batch_size)
         train_bytes = sum(len(t.encode("utf-8")) for t in train_texts)
         self.log(f"tokenized in {time.monotonic() - t0:.1f}s: train {len(self.data.train)} tokens "
@@ -253,7 +259,7 @@ class Trainer:
             self.prepare()
         cfg = self.cfg
         self.progress = Progress(cfg.max_steps, self.step, self.show_progress)
-        tokens_per_step = cfg.batch_size * cfg.max_seq_len
+        tokens_since = 0
         slow = float(os.environ.get("BULLET_TRAIN_STEP_DELAY", "0") or 0)  # test aid: widen the kill window
         t_last, step_last = time.monotonic(), self.step
         tok_s = 0.0
@@ -291,14 +297,15 @@ class Trainer:
                     continue
                 self.opt.step(lr)
                 self.step += 1
+                tokens_since += x.size
                 self.recent = (self.recent + [loss])[-cfg.spike_window:]
                 self.history.append((self.step, loss))
                 if slow:
                     time.sleep(slow)
                 now = time.monotonic()
                 if now - t_last > 0.5 or self.step == cfg.max_steps:
-                    tok_s = (self.step - step_last) * tokens_per_step / max(1e-9, now - t_last)
-                    t_last, step_last = now, self.step
+                    tok_s = tokens_since / max(1e-9, now - t_last)
+                    t_last, step_last, tokens_since = now, self.step, 0
                 log_now = self.step % cfg.log_interval == 0 or self.step == cfg.max_steps
                 self.progress.update(self.step, loss, lr, tok_s, force=log_now)
                 if log_now:

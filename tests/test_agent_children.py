@@ -1,0 +1,85 @@
+"""The shipped agent children (home, calc) and the mother in child_models/: signed by the release
+key, within the size limits, their `agent` header, verification vectors and temperature-0 golden
+calls replay through the runtime, the quickstart's requests get the right calls, and the mother
+routes by task with a reject class."""
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CM = ROOT / "child_models"
+AGENTS = ("home", "calc")
+
+
+def _golden():
+    return json.loads((CM / "agents_golden.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("name", AGENTS + ("mother",))
+def test_shipped_signed_and_small(name):
+    from bulletd.signing import verify_file
+
+    assert verify_file(CM / f"{name}.bullet", CM / "release.pub.pem")["name"] == name
+    assert (CM / f"{name}.bullet").stat().st_size <= 8_000_000
+    assert (CM / f"{name}.md").is_file()
+    assert sum(p.stat().st_size for p in CM.iterdir()) <= 25_000_000
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_agent_header_and_vectors(name):
+    from bulletd.format import BulletFile
+    from bulletd.ota.smoke import smoke_test
+
+    with BulletFile.open(CM / f"{name}.bullet") as bf:
+        bf.verify_body()
+        agent = bf.header["agent"]
+        assert agent["tool"] == name and agent["template"] == "{text}\n=>"
+        assert agent["schema"]["type"] == "object"
+        assert "/" not in bf.provenance["training"]["config"]["dataset_path"]
+    assert smoke_test(CM / f"{name}.bullet", require_vectors=True)["vectors"] >= 2
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_golden_calls_replay(name):
+    from bulletd.runtime import GenerationSettings, load_model
+
+    gold = _golden()[name]
+    card = (CM / f"{name}.md").read_text(encoding="utf-8")
+    with load_model(str(CM / f"{name}.bullet")) as m:
+        for g in gold:
+            s = GenerationSettings(max_tokens=g["max_tokens"], temperature=0.0, repetition_penalty=1.0, top_k=0, top_p=1.0)
+            gen = m.generate("{text}\n=>".format(text=g["text"]), s)
+            assert "".join(gen) == g["output"] and list(gen.tokens) == g["ids"], g["text"]
+            assert f"    => {g['output']}" in card
+
+
+def test_quickstart_requests_get_the_right_calls():
+    from trainer.agentdata.calc import evaluate
+    from trainer.agentdata.home import Home, resolve
+    from trainer.agentdata.measure import first_object
+
+    gold = {name: {g["text"]: first_object(g["output"]) for g in _golden()[name]} for name in AGENTS}
+    home = Home.load(ROOT / "examples" / "home.yaml")
+    assert resolve(gold["home"]["बेडरूममधला दिवा बंद कर"], home) == \
+        [{"service": "light.turn_off", "entity_id": "light.bedroom"}]
+    assert resolve(gold["home"]["turn off the kitchen light"], home) == \
+        [{"service": "light.turn_off", "entity_id": "light.kitchen_ceiling"}]
+    assert evaluate(gold["calc"]["what is 17 times 23"]["expression"]) == 391
+    assert evaluate(gold["calc"]["६ गुणिले ७"]["expression"]) == 42
+
+
+def test_mother_routes_by_task_and_rejects_the_rest():
+    from bulletd.router import REJECT_LABEL, Router, load_mother
+
+    r = Router(load_mother(str(CM / "mother.bullet")))
+    assert {"home", "calc", "marathi", "fortunes", REJECT_LABEL} <= set(r.mother.labels)
+    avail = {"home", "calc", "marathi", "fortunes"}
+    want = {"बेडरूममधला दिवा बंद कर": "home", "turn off the kitchen light": "home",
+            "६ गुणिले ७": "calc", "what is 17 times 23": "calc",
+            "tell me my fortune": "fortunes", "फाइल जतन करा": "marathi"}
+    for text, child in want.items():
+        assert r.decide(text, avail).child == child, text
+    for text in ("what's the weather in pune", "set an alarm for 6 am", "call mom"):
+        d = r.decide(text, avail)
+        assert d.child is None and d.reason == "none", (text, d.as_dict())

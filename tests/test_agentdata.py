@@ -1,0 +1,209 @@
+"""The agent data generators (trainer/agentdata): determinism, calls that hold what the utterance
+says, numbers in every spelling, the example home's `expect`, and train/test pools that never
+meet (no test template, verb or filler word appears in training output)."""
+import json
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from trainer.agentdata import TEMPLATE, calc, home, numbers, routing, training_text
+from trainer.agentdata.cli import run as cli_run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def example_home(shared_dir):
+    p = ROOT / "examples" / "home.yaml"
+    if not p.is_file():
+        p = shared_dir / "home" / "example_home.yaml"
+    return home.Home.load(p)
+
+
+# -- numbers -------------------------------------------------------------------------------------
+
+def test_number_spellings():
+    assert numbers.say(42, "en_words") == "forty two"
+    assert numbers.say(17, "mr_words") == "सतरा"
+    assert numbers.say(325, "mr_words") == "तीनशे पंचवीस"
+    assert numbers.say(2024, "en_words") == "two thousand twenty four"
+    assert numbers.say(24, "deva") == "२४"
+    assert numbers.say(22.5, "digits") == "22.5"
+    assert len(set(numbers.MR_0_100)) == 101           # a distinct Marathi word for every number to 100
+    assert len({numbers.en_words(n) for n in range(10000)}) == 10000
+    with pytest.raises(ValueError):
+        numbers.say(2.5, "en_words")
+
+
+# -- home ----------------------------------------------------------------------------------------
+
+def _words(text):
+    return set(re.findall(r"[\w\u0900-\u097f']+", text.casefold()))
+
+
+def _template_words(pool):
+    out = set()
+    for lang in pool.values():
+        for tpls in lang.values():
+            for t in tpls:
+                t = t[0] if isinstance(t, tuple) else t
+                out |= _words(re.sub(r"\{\w+\}", " ", t))
+    return out
+
+
+def _filler_words(pre, post, split):
+    return set().union(*(_words(f) for d in (pre[split], post[split]) for fs in d.values() for f in fs))
+
+
+def _vocabulary_words():
+    out = set()
+    for lst in (home.EN_AREAS, home.MR_AREAS, home.EN_ADJ, home.PEOPLE_EN, home.PEOPLE_MR):
+        for w in lst:
+            out |= _words(w)
+    for d in (home.EN_DEVICES, home.EN_PLURAL, home.EN_SINGULAR, home.MR_PLURAL, home.MIXED_WORD):
+        for ws in d.values():
+            out |= set().union(*(_words(w) for w in ws))
+    for ws in home.MR_DEVICES.values():
+        out |= set().union(*(_words(w) for w, _ in ws))
+    for forms in home.MR_ADJ:
+        out |= set().union(*(_words(w) for w in forms))
+    return out
+
+
+def test_home_lines_are_deterministic_and_calls_copy_the_utterance():
+    a = list(home.generate("train", 400, seed=5))
+    assert a == list(home.generate("train", 400, seed=5))
+    assert a != list(home.generate("train", 400, seed=6))
+    intents = set()
+    for line in a:
+        call = line["call"]
+        intents.add(call["intent"])
+        assert list(call) == [k for k in home.KEY_ORDER if k in call]          # contract key order
+        assert "name" in call or "area" in call
+        for k in ("name", "area"):
+            if k in call:
+                assert call[k] in line["text"], (k, line)                       # copied verbatim
+        assert line["category"] in ("en", "mr", "mixed")
+        t = training_text(line["text"], call)
+        assert t == TEMPLATE.format(text=line["text"]) + json.dumps(call, ensure_ascii=False, separators=(",", ":"))
+    assert intents == set(home.INTENTS)
+
+
+def test_home_numbers_come_in_every_spelling():
+    lines = [x for x in home.generate("train", 3000, seed=1) if x["kind"] in ("light_set", "temp_set", "position")]
+    texts = " ".join(x["text"] for x in lines)
+    assert re.search(r"[०-९]", texts) and re.search(r"\d", texts)
+    bright = [x for x in lines if "brightness" in x["call"]]
+    assert any(numbers.en_words(x["call"]["brightness"]) in x["text"] for x in bright if x["category"] == "en")
+    assert any(numbers.mr_words(x["call"]["brightness"]) in x["text"] for x in bright)
+    for x in lines:   # the value in the call is the value in the text, whatever the spelling
+        v = x["call"].get("brightness", x["call"].get("temperature", x["call"].get("position")))
+        spelled = [numbers.say(v, "digits"), numbers.say(v, "deva")]
+        if float(v).is_integer():
+            spelled += [numbers.en_words(int(v)), numbers.mr_words(int(v))]
+        assert any(s in x["text"] for s in spelled), x
+
+
+def test_home_test_split_never_uses_training_templates_or_fillers():
+    for lang in ("en", "mr", "mixed"):
+        for action in home.T["train"][lang]:
+            train = set(home.T["train"][lang][action])
+            assert not set(home.T["test"][lang][action]) & train and not set(home.T["novel"][lang][action]) & train
+    markers = (_template_words(home.T["test"]) | _template_words(home.T["novel"])
+               | _filler_words(home.PRE, home.POST, "test")) \
+        - _template_words(home.T["train"]) - _filler_words(home.PRE, home.POST, "train") - _vocabulary_words()
+    assert {"kill", "activate", "विझव", "पेटव", "kindly", "अरे", "needs", "आता"} <= markers
+    for line in home.generate("train", 4000, seed=2):
+        hit = _words(line["text"]) & markers
+        assert not hit, (hit, line["text"])
+
+
+def test_home_expect_on_the_example_home(example_home):
+    assert home.resolve({"intent": "HassTurnOff", "name": "kitchen light"}, example_home) == \
+        [{"service": "light.turn_off", "entity_id": "light.kitchen_ceiling"}]
+    assert home.resolve({"intent": "HassLightSet", "name": "floor lamp", "brightness": 40}, example_home) == \
+        [{"service": "light.turn_on", "entity_id": "light.floor_lamp", "data": {"brightness_pct": 40}}]
+    assert [c["entity_id"] for c in home.resolve({"intent": "HassTurnOn", "area": "किचन", "domain": "light"},
+                                                 example_home)] == ["light.kitchen_ceiling", "light.kitchen_counter"]
+    with pytest.raises(ValueError):
+        home.resolve({"intent": "HassTurnOn", "name": "spaceship"}, example_home)
+    names = {n for e in example_home.entities for n in e.names} | {n for ns in example_home.areas.values() for n in ns}
+    lines = list(home.generate("test", 1500, seed=3, home=example_home))
+    cats = {x["category"] for x in lines}
+    assert cats == {"en", "mr", "mixed", "en-novel", "mr-novel", "mixed-novel"}
+    for x in lines:
+        assert x["expect"] == home.resolve(x["call"], example_home) and x["expect"]
+        for k in ("name", "area"):
+            if k in x["call"]:
+                assert x["call"][k] in names and x["call"][k] in x["text"]
+    assert sum(bool(x.get("typo")) for x in lines) > 100
+
+
+# -- calc ----------------------------------------------------------------------------------------
+
+def test_calc_lines_answer_their_expression():
+    lines = list(calc.generate("train", 3000, seed=4))
+    assert lines == list(calc.generate("train", 3000, seed=4))
+    kinds = {x["kind"] for x in lines}
+    assert kinds == set(calc.KINDS)
+    assert {x["category"] for x in lines} == {"digits", "words", "mr_digits", "deva_digits", "mr_words"}
+    for x in lines:
+        e = x["call"]["expression"]
+        assert re.fullmatch(r"[0-9.+\-*/^%()]+", e), e                           # ASCII, no spaces
+        v = calc.evaluate(e)
+        assert abs(float(v) - x["answer"]) <= 1e-9 * max(1, abs(x["answer"]))
+    assert calc.evaluate("15%*80") == 12 and calc.evaluate("(2+3)*4^2") == 80
+    assert calc.evaluate("7/4") == Fraction(7, 4) and calc.evaluate("-2^2") == -4
+
+
+def test_calc_test_split_never_uses_training_templates_or_fillers():
+    for lang in ("en", "mr"):
+        for kind in calc.KINDS:
+            train = {t for t, _ in calc.T["train"][lang][kind]}
+            for pool in ("test", "novel"):
+                assert not {t for t, _ in calc.T[pool][lang][kind]} & train
+    markers = (_template_words(calc.T["test"]) | _template_words(calc.T["novel"])
+               | _filler_words(calc.PRE, calc.POST, "test")) \
+        - _template_words(calc.T["train"]) - _filler_words(calc.PRE, calc.POST, "train")
+    num_words = {w for n in range(1000) for w in _words(numbers.en_words(n) + " " + numbers.mr_words(n))}
+    markers = {w for w in markers - num_words - {"and", "आणि"} if not w.isdigit()}   # list separators, numbers
+    assert {"subtract", "divide", "product", "मिळव", "होतात", "much"} <= markers
+    for line in calc.generate("train", 4000, seed=2):
+        assert not _words(line["text"]) & markers, line["text"]
+
+
+# -- routing and the command line -----------------------------------------------------------------
+
+def test_routing_lines_and_disjoint_reject_pools(tmp_path):
+    src = tmp_path / "m.jsonl"
+    src.write_text("".join(json.dumps({"text": f"ओळ क्रमांक {i} येथे आहे"}, ensure_ascii=False) + "\n"
+                           for i in range(50)), encoding="utf-8")
+    lines = list(routing.generate("train", 600, seed=1, sources={"marathi": src}))
+    assert {x["child"] for x in lines} == {"home", "calc", "marathi", None}
+    assert not set(routing.REQUESTS["train"][None]) & set(routing.REQUESTS["test"][None])
+    test_texts = {x["text"] for x in routing.generate("test", 600, seed=1, sources={"marathi": src})
+                  if x["child"] == "marathi" and x["category"] == "marathi"}
+    train_texts = {x["text"] for x in lines if x["child"] == "marathi" and x["category"] == "marathi"}
+    assert test_texts and train_texts and not test_texts & train_texts       # other corpus records
+    train_none = {x["text"] for x in routing.generate("train", 3000, seed=1) if x["child"] is None}
+    test_none = {x["text"] for x in routing.generate("test", 1500, seed=7) if x["child"] is None}
+    assert len(train_none) > 300 and test_none and not train_none & test_none
+    with pytest.raises(ValueError, match="routing sources"):
+        list(routing.generate("train", 1, sources={"recipes": src}))
+
+
+def test_cli_writes_training_lines(tmp_path):
+    import argparse
+
+    out = tmp_path / "h.jsonl"
+    args = argparse.Namespace(kind="home", split="train", n=50, seed=1, home=None, source=None,
+                              for_training=True, output=str(out))
+    assert cli_run(args) == 0
+    recs = [json.loads(s) for s in out.read_text(encoding="utf-8").splitlines()]
+    assert len(recs) == 50 and all(set(r) == {"text"} and "\n=>{\"intent\":" in r["text"] for r in recs)
+    args.kind, args.output = "routing", str(tmp_path / "r.jsonl")
+    assert cli_run(args) == 0
+    labels = {json.loads(s)["label"] for s in (tmp_path / "r.jsonl").read_text(encoding="utf-8").splitlines()}
+    assert labels == {"home", "calc", routing.REJECT}

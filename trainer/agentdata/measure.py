@@ -1,0 +1,187 @@
+"""Score an agent child on a generated set through the runtime (greedy decoding, no grammar).
+
+This is the trainer's own check of a freshly exported child: the model reads
+`template.format(text=utterance)`, its output up to the end of the first JSON object is the call.
+  * home lines: right when the call resolves (trainer.agentdata.home.resolve, exact names) to
+    exactly the line's `expect`;
+  * calc lines: right when the expression's exact value is within 1e-9 * max(1, |answer|);
+  * routing lines ({"text", "child"}): the daemon's Router with the mother (MODEL) and the four
+    children installed; a null child is right when nothing is chosen.
+With --copy, a "name" or "area" string may only grow into a substring of the utterance (the home
+schema's x-copy rule, the part of the grammar that matters most here); nothing else is
+constrained. `bullet eval` measures the same sets through bulletd's own path (grammar, tools).
+
+    python -m trainer.agentdata.measure child_models/home.bullet home_test.jsonl --home examples/home.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import defaultdict
+
+import numpy as np
+
+from trainer.agentdata import TEMPLATE
+
+
+def first_object(text: str):
+    """The first JSON object in text, or None."""
+    i = text.find("{")
+    if i < 0:
+        return None
+    try:
+        obj, _ = json.JSONDecoder().raw_decode(text[i:])
+    except json.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def judge(line: dict, call, home=None) -> bool:
+    if not isinstance(call, dict):
+        return False
+    if "expect" in line:
+        from trainer.agentdata.home import resolve
+
+        try:
+            return resolve(call, home) == sorted(line["expect"], key=lambda c: c["entity_id"])
+        except (ValueError, KeyError, TypeError):
+            return False
+    if "answer" in line:
+        from trainer.agentdata.calc import evaluate
+
+        try:
+            got = evaluate(str(call.get("expression", "")))
+        except (AssertionError, ZeroDivisionError, IndexError, ValueError, TypeError, OverflowError):
+            return False
+        a = line["answer"]
+        return abs(float(got) - a) <= 1e-9 * max(1.0, abs(a))
+    return call == line.get("call")
+
+
+_OPEN_COPY = re.compile(rb'"(?:name|area)":"([^"]*)$')
+
+
+def copy_greedy(model, prompt: str, source: str, pieces: list[bytes], max_tokens: int = 80) -> str:
+    """Greedy decoding where a "name" or "area" string may only hold a substring of `source` (the
+    x-copy rule of the home schema; nothing else is constrained). Stops at the first complete
+    JSON object."""
+    src = source.encode("utf-8")
+    ids = model.encode_prompt(prompt)
+    session = model.new_session()
+    logits = session.prefill(ids, 0)
+    out, pos = b"", len(ids)
+    for _ in range(max_tokens):
+        m = _OPEN_COPY.search(out)
+        chosen = None
+        for t in np.argsort(-np.asarray(logits, dtype=np.float64)):
+            t = int(t)
+            if t in model.stop_ids:
+                if m is None:
+                    chosen = t
+                    break
+                continue
+            if m is not None:
+                head, quote, _ = pieces[t].partition(b'"')
+                value = m.group(1) + head
+                if value not in src or (quote and not value):
+                    continue
+            chosen = t
+            break
+        if chosen is None or chosen in model.stop_ids or pos >= model.context:
+            break
+        out += pieces[chosen]
+        if first_object(out.decode("utf-8", "ignore")) is not None:
+            break
+        logits = session.forward(chosen, pos)
+        pos += 1
+    return out.decode("utf-8", "replace")
+
+
+def measure(model_path, lines, home=None, max_tokens: int = 80, copy: bool = False) -> dict:
+    """copy: decode with the x-copy rule for names and areas (copy_greedy) instead of plain greedy."""
+    from bulletd.runtime import GenerationSettings, load_model
+
+    by_cat = defaultdict(lambda: [0, 0])
+    misses, correct = [], 0
+    with load_model(str(model_path)) as model:
+        template = (model.header.get("agent") or {}).get("template", TEMPLATE)
+        settings = GenerationSettings(max_tokens=max_tokens, temperature=0, repetition_penalty=1.0)
+        pieces = [model.tokenizer.piece_bytes(i) for i in range(model.arch["vocab_size"])] if copy else None
+        for line in lines:
+            prompt = template.format(text=line["text"])
+            if copy:
+                text = copy_greedy(model, prompt, line["text"], pieces, max_tokens)
+            else:
+                text = "".join(model.generate(prompt, settings))
+            call = first_object(text)
+            ok = judge(line, call, home)
+            cat = line.get("category", "all")
+            by_cat[cat][1] += 1
+            if ok:
+                by_cat[cat][0] += 1
+                correct += 1
+            else:
+                misses.append({"text": line["text"], "want": line.get("call"), "got": text})
+    n = sum(t for _, t in by_cat.values())
+    return {"n": n, "correct": correct, "accuracy": correct / max(1, n),
+            "by_category": {k: {"correct": c, "n": t, "accuracy": c / t} for k, (c, t) in sorted(by_cat.items())},
+            "misses": misses}
+
+
+def measure_routing(mother_path, lines, children=("home", "calc", "marathi", "fortunes"), fallback="") -> dict:
+    """Routing lines {"text", "child"}: the daemon's Router with the mother and these children
+    installed; a null child is right when the decision is no child (or the fallback)."""
+    from bulletd.router import Router, load_mother
+
+    r = Router(load_mother(str(mother_path)))
+    by_cat = defaultdict(lambda: [0, 0])
+    misses, correct = [], 0
+    for line in lines:
+        d = r.decide(line["text"], set(children), fallback=fallback)
+        got = None if d.reason in ("none", "fallback") else d.child
+        ok = got == line["child"]
+        cat = line.get("category", "all")
+        by_cat[cat][1] += 1
+        by_cat[cat][0] += ok
+        correct += ok
+        if not ok:
+            misses.append({"text": line["text"], "want": line["child"], "got": got, "confidence": round(d.confidence, 3)})
+    n = len(lines)
+    return {"n": n, "correct": correct, "accuracy": correct / max(1, n),
+            "by_category": {k: {"correct": c, "n": t, "accuracy": c / t} for k, (c, t) in sorted(by_cat.items())},
+            "misses": misses}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m trainer.agentdata.measure", description=__doc__.split("\n")[0])
+    ap.add_argument("model")
+    ap.add_argument("set")
+    ap.add_argument("--home", help="home YAML the set's `expect` refers to")
+    ap.add_argument("--limit", type=int)
+    ap.add_argument("--misses", type=int, default=10, help="misses to print")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--copy", action="store_true", help="names and areas may only copy the utterance (x-copy)")
+    args = ap.parse_args(argv)
+    from trainer.agentdata.home import Home
+
+    home = Home.load(args.home) if args.home else None
+    with open(args.set, encoding="utf-8") as fh:
+        lines = [json.loads(s) for s in fh if s.strip()]
+    if args.limit:
+        lines = lines[:args.limit]
+    r = measure_routing(args.model, lines) if lines and "child" in lines[0] else measure(args.model, lines, home, copy=args.copy)
+    if args.json:
+        print(json.dumps(r, ensure_ascii=False))
+        return 0
+    print(f"{args.set}: {r['correct']}/{r['n']} = {100 * r['accuracy']:.1f}%")
+    for k, v in r["by_category"].items():
+        print(f"  {k:12s} {v['correct']:5d}/{v['n']:<5d} {100 * v['accuracy']:.1f}%")
+    for m in r["misses"][:args.misses]:
+        print("  miss:", json.dumps(m, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""Export, sign, measure and card one agent child (home, calc) or the mother from a finished run.
+
+    python -m trainer.agentdata.ship home --run RUNS/home --data RUNS/data --home HOME.yaml \\
+        --key RELEASE.key --out child_models
+    python -m trainer.agentdata.ship mother --labelled RUNS/data/routing_train.jsonl --data RUNS/data \\
+        --key RELEASE.key --out child_models
+
+scripts/train_child.sh NAME runs the whole chain (data, training, this). The held-out figures come
+from trainer.agentdata.measure: greedy decoding through the runtime without a grammar, scored with
+the generator's own resolver (home) and exact arithmetic (calc); the card says so.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+from trainer.agentdata.measure import measure, measure_routing
+
+# utterances whose temperature-0 calls are recorded in child_models/agents_golden.json and replayed
+# by tests/test_agent_children.py (the README's quickstart uses the first of each)
+GOLDEN = {
+    "home": ["बेडरूममधला दिवा बंद कर", "turn off the kitchen light", "स्वयंपाकघरातील दिवा बंद कर", "set the floor lamp to 40%",
+             "बेडरूममधला पंखा चालू कर", "kitchen चा light बंद कर", "lock the front door"],
+    "calc": ["what is 17 times 23", "६ गुणिले ७", "what is 15 percent of 80", "सतरा अधिक पाच",
+             "average of 4, 8 and 15", "twelve squared"],
+}
+
+SETS = {
+    "home": [("home_test.jsonl", "held-out phrasings on the example home (test split)"),
+             ("home_test_random.jsonl", "held-out phrasings on random homes (test split)"),
+             ("home_traindist.jsonl", "training-distribution phrasings on the example home (train split, other seed)")],
+    "calc": [("calc_test.jsonl", "held-out phrasings (test split)"),
+             ("calc_traindist.jsonl", "training-distribution phrasings (train split, other seed)")],
+    "mother": [("routing_test.jsonl", "held-out routing set (test split)")],
+}
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _lines(path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(s) for s in fh if s.strip()]
+
+
+def _table(r: dict) -> str:
+    rows = [f"| {k} | {v['correct']}/{v['n']} | {100 * v['accuracy']:.1f}% |" for k, v in r["by_category"].items()]
+    return "\n".join(["| category | right | accuracy |", "| --- | --- | --- |", *rows,
+                      f"| **all** | {r['correct']}/{r['n']} | **{100 * r['accuracy']:.1f}%** |"])
+
+
+def _misses(r: dict, k: int = 8) -> str:
+    return "\n".join("    " + json.dumps(m, ensure_ascii=False) for m in r["misses"][:k]) or "    (none)"
+
+
+def decode_speed(path, prompts, max_tokens: int = 48) -> dict:
+    """Greedy decode tokens per second of the exported file through the runtime, on this machine."""
+    from bulletd.runtime import GenerationSettings, load_model
+
+    n_tok, t = 0, 0.0
+    with load_model(str(path)) as m:
+        s = GenerationSettings(max_tokens=max_tokens, temperature=0, repetition_penalty=1.0)
+        template = (m.header.get("agent") or {}).get("template", "{text}")
+        for p in prompts:
+            t0 = time.perf_counter()
+            g = m.generate(template.format(text=p), s)
+            for _ in g:
+                pass
+            t += time.perf_counter() - t0
+            n_tok += len(g.tokens)
+        backend = m.backend
+    return {"tok_s": n_tok / max(t, 1e-9), "tokens": n_tok, "backend": backend}
+
+
+def _wall_minutes(run: Path) -> float | None:
+    import datetime as dt
+
+    log = run / "train.log"
+    if not log.is_file():
+        return None
+    stamps = [x[:19] for x in log.read_text(encoding="utf-8").splitlines() if x[:4].isdigit()]
+    t0, t1 = (dt.datetime.strptime(x, "%Y-%m-%d %H:%M:%S") for x in (stamps[0], stamps[-1]))
+    return (t1 - t0).total_seconds() / 60
+
+
+def _train_tok_s(run: Path) -> float | None:
+    p = run / "metrics.jsonl"
+    if not p.is_file():
+        return None
+    vals = [json.loads(s).get("tok_s", 0) for s in p.read_text(encoding="utf-8").splitlines() if s.strip()]
+    vals = [v for v in vals if v]
+    return statistics.median(vals) if vals else None
+
+
+def ship_child(name: str, run, data_dir, out, key=None, home_path=None) -> dict:
+    from trainer import checkpoint as ckpt_mod
+    from trainer.agentdata.home import Home
+    from trainer.export import export
+
+    run, data_dir, out = Path(run), Path(data_dir), Path(out)
+    ck = ckpt_mod.load(run)
+    path = out / f"{name}.bullet"
+    summary = export(run, path, key=key, name=name)
+    if (run / "loss.png").is_file():
+        shutil.copy(run / "loss.png", out / f"{name}-loss.png")
+    home = Home.load(home_path) if home_path else None
+    results = []
+    runs = [(f, w, False) for f, w in SETS[name]]
+    if name == "home":   # the x-copy rule of the home schema, as the grammar applies it
+        runs.insert(1, (SETS[name][0][0], SETS[name][0][1] + ", names and areas copy-constrained (--copy)", True))
+    for fname, what, copy in runs:
+        p = data_dir / fname
+        if p.is_file():
+            t0 = time.monotonic()
+            r = measure(path, _lines(p), home, copy=copy)
+            results.append((fname, what, _sha(p), r, time.monotonic() - t0))
+            print(f"{name}: {fname}{' --copy' if copy else ''}: {r['correct']}/{r['n']} = {100 * r['accuracy']:.1f}%")
+    speed = decode_speed(path, summary.get("examples") or ["hello"])
+    gold = golden_calls(path, GOLDEN[name])
+    gpath = out / "agents_golden.json"
+    allg = json.loads(gpath.read_text(encoding="utf-8")) if gpath.is_file() else {}
+    allg[name] = gold
+    gpath.write_text(json.dumps(allg, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    card = child_card(name, summary, ck, results, speed, run, gold)
+    (out / f"{name}.md").write_text(card, encoding="utf-8")
+    return {"summary": summary, "results": results, "speed": speed}
+
+
+def golden_calls(path, utterances, max_tokens: int = 80) -> list[dict]:
+    """Temperature-0 output (ids and text) of the child for each utterance, through the runtime."""
+    from bulletd.runtime import GenerationSettings, load_model
+
+    out = []
+    with load_model(str(path)) as m:
+        template = m.header["agent"]["template"]
+        s = GenerationSettings(max_tokens=max_tokens, temperature=0.0, repetition_penalty=1.0, top_k=0, top_p=1.0)
+        for u in utterances:
+            g = m.generate(template.format(text=u), s)
+            text = "".join(g)
+            out.append({"text": u, "max_tokens": max_tokens, "ids": list(g.tokens), "output": text,
+                        "finish_reason": g.finish_reason})
+    return out
+
+
+def child_card(name, summary, ck, results, speed, run: Path, gold=()) -> str:
+    cfg = ck.state["config"]
+    ev = ck.state.get("eval") or {}
+    wall = _wall_minutes(run)
+    tok_s = _train_tok_s(run)
+    keys = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_seq_len",
+            "batch_size", "learning_rate", "min_learning_rate", "warmup_steps", "max_steps", "weight_decay",
+            "seed", "loss_after", "agent_tool", "split_digits", "word_pieces")
+    rows = "\n".join(f"| `{k}` | {json.dumps(cfg.get(k), ensure_ascii=False)} |" for k in keys)
+    sets = "\n\n".join(f"### {what}\n\n`{fname}` (SHA-256 `{sha[:16]}`), measured in {sec:.0f} s\n\n{_table(r)}\n\n"
+                       f"First misses (text, wanted call, model output):\n\n{_misses(r)}"
+                       for fname, what, sha, r, sec in results)
+    examples = "\n".join(f"- {e}" for e in summary.get("examples", []))
+    chk = summary.get("exported_val_loss")
+    gold_rows = "\n".join(f"    {g['text']}\n    => {g['output']}" for g in gold)
+    return f"""# {name} — model card
+
+An agent child of Bullet OS for the `{cfg.get('agent_tool')}` tool: it reads `{json.dumps(cfg.get('agent_template'))}`
+filled with the user's utterance and writes the tool call as compact JSON (header key `agent`).
+Trained from scratch with `bullet-train` (NumPy, CPU), exported to BQ4.
+
+| | |
+| --- | --- |
+| file | `{name}.bullet` ({summary['size'] / 1e6:.2f} MB){', signed: `' + name + '.bullet.sig`' if summary.get('signature') else ''} |
+| data | generated by `bullet-train agentdata {name} --split train` ({Path(ck.state.get('data_path', '')).name}, SHA-256 `{ck.state.get('data_sha256')}`); every record its own row, loss on the call only |
+| training | {ck.state['step']} steps of batch {cfg['batch_size']} rows, config `trainer/configs/{name}.yaml`{f', {wall:.0f} min wall clock' if wall else ''}{f', median {tok_s:.0f} tokens/s' if tok_s else ''} on the shared 2-core machine (other jobs running) |
+| parameters | {ck.state.get('n_params'):,} |
+| validation loss (call tokens, float32) | {ev.get('val_loss', float('nan')):.4f} nats/token{f'; exported BQ4 file through the runtime: {chk:.4f}' if chk else ''} |
+| decode speed | {speed['tok_s']:.0f} tokens/s greedy, {speed['backend']} backend, one request at a time, this machine (shared) |
+
+![training (blue) and validation (red) loss]({name}-loss.png)
+
+## Held-out evaluation
+
+Measured by `python -m trainer.agentdata.measure` through the runtime: greedy decoding **without**
+the grammar (or, where marked, with only its x-copy rule: a name or area may only be a substring of
+the utterance), the first JSON object of the output is the call. Home calls are right when they resolve
+(the generator's exact-name resolver) to exactly the line's `expect` on the example home; calc calls
+when the expression's exact value equals the answer. Categories ending in `-novel` use verbs that
+the training data never has (a model trained from scratch cannot know them); they are reported
+apart from the targets. `bullet eval` measures the same files through bulletd's path.
+
+{sets}
+
+## Golden outputs (temperature 0, no grammar)
+
+`child_models/agents_golden.json` holds these; `tests/test_agent_children.py` replays them:
+
+{gold_rows}
+
+## Config
+
+| key | value |
+| --- | --- |
+{rows}
+
+## Example utterances (header `examples`)
+
+{examples}
+
+## Reproduce
+
+    scripts/train_child.sh {name}
+"""
+
+
+def threshold_sweep(mother_path, lines, thresholds=(0.5, 0.6, 0.7, 0.8, 0.9)) -> list[dict]:
+    """Per threshold: accuracy on the lines of the four children, share of null lines rejected,
+    share of all lines sent to a wrong child."""
+    from bulletd.router import Router, load_mother
+
+    r = Router(load_mother(str(mother_path)))
+    dec = [(ln["child"], r.decide(ln["text"], {"home", "calc", "marathi", "fortunes"}, threshold=0.0)) for ln in lines]
+    out = []
+    for thr in thresholds:
+        got = [(want, d.child if d.confidence >= thr else None) for want, d in dec]
+        kids = [(w, g) for w, g in got if w is not None]
+        none = [g for w, g in got if w is None]
+        out.append({"threshold": thr, "children": sum(w == g for w, g in kids) / max(1, len(kids)),
+                    "rejected": sum(g is None for g in none) / max(1, len(none)),
+                    "wrong_child": sum(g is not None and g != w for w, g in got) / max(1, len(got))})
+    return out
+
+
+def ship_mother(labelled, data_dir, out, key=None, feature_dim=4096, hidden=96, steps=1000, threshold=0.5) -> dict:
+    from trainer.router import examples_from_labelled, export_router, train_router
+
+    data_dir, out = Path(data_dir), Path(out)
+    t0 = time.monotonic()
+    model = train_router(examples_from_labelled(labelled), feature_dim=feature_dim, hidden=hidden, steps=steps, seed=0)
+    wall = time.monotonic() - t0
+    path = out / "mother.bullet"
+    s = export_router(model, path, threshold=threshold, key=key, name="mother", version="0.2.0")
+    results = []
+    for fname, what in SETS["mother"]:
+        p = data_dir / fname
+        if p.is_file():
+            r = measure_routing(path, _lines(p))
+            results.append((fname, what, _sha(p), r))
+            print(f"mother: {fname}: {r['correct']}/{r['n']} = {100 * r['accuracy']:.1f}%")
+    sets = "\n\n".join(f"### {what}\n\n`{fname}` (SHA-256 `{sha[:16]}`)\n\n{_table(r)}\n\n"
+                       f"First misses (text, wanted child, chosen child, confidence):\n\n{_misses(r, 12)}"
+                       for fname, what, sha, r in results)
+    p = data_dir / SETS["mother"][0][0]
+    if p.is_file():
+        rows = [f"| {x['threshold']:.1f} | {100 * x['children']:.1f}% | {100 * x['rejected']:.1f}% | "
+                f"{100 * x['wrong_child']:.1f}% |" for x in threshold_sweep(path, _lines(p))]
+        sets += ("\n\n### Threshold\n\n| threshold | right child (child lines) | rejected (null lines) | "
+                 "wrong child (all lines) |\n| --- | --- | --- | --- |\n" + "\n".join(rows))
+    per = ", ".join(f"{k}: {v}" for k, v in s["per_label"].items())
+    card = f"""# mother — model card
+
+The router of the shipped children: p = softmax(relu(x @ w1 + b1) @ w2 + b2) over
+x = `router_features(prompt, {feature_dim})` (hashed character 1-3-grams), hidden {hidden}, trained by
+`bullet-train router` on `bullet-train agentdata routing --split train --for-training` ({Path(labelled).name},
+SHA-256 `{_sha(labelled)}`) in {steps} steps ({wall:.0f} s). Labels: home, calc, marathi, fortunes and
+`_none`, the reject class (requests no child serves: weather, alarms, calls, trivia ...). `_none`
+takes probability in bulletd's router but is never a route, so such a request gets the configured
+fallback or `no_route`. Threshold {threshold}.
+
+| | |
+| --- | --- |
+| file | `mother.bullet` ({s['size'] / 1e6:.2f} MB){', signed: `mother.bullet.sig`' if key else ''} |
+| training prompts per label | {per} |
+| accuracy on a held-out tenth of the training distribution | {100 * (s['heldout_accuracy'] or 0):.1f}% |
+
+## Held-out evaluation
+
+Measured by `python -m trainer.agentdata.measure` with bulletd's `Router` (the daemon's decision
+code) and the four children installed: a line is right when the decision is its child, or no
+child for a `null` line. The home and calc lines use the agent generators' held-out test templates
+(including their novel verbs); the marathi and fortunes lines are corpus records the training split
+did not draw from.
+
+{sets}
+
+## Reproduce
+
+    scripts/train_child.sh mother
+"""
+    (out / "mother.md").write_text(card, encoding="utf-8")
+    return {"summary": s, "results": results}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m trainer.agentdata.ship", description=__doc__.split("\n")[0])
+    ap.add_argument("name", choices=["home", "calc", "mother"])
+    ap.add_argument("--run", help="run folder of the child (home, calc)")
+    ap.add_argument("--data", required=True, help="folder of the generated evaluation sets")
+    ap.add_argument("--home", help="home YAML the home sets refer to")
+    ap.add_argument("--labelled", help="mother: the labelled routing prompts")
+    ap.add_argument("--key", help="Ed25519 private key (PEM) to sign with")
+    ap.add_argument("--out", default="child_models")
+    args = ap.parse_args(argv)
+    if args.name == "mother":
+        if not args.labelled:
+            ap.error("mother needs --labelled")
+        ship_mother(args.labelled, args.data, args.out, key=args.key)
+    else:
+        if not args.run:
+            ap.error(f"{args.name} needs --run")
+        ship_child(args.name, args.run, args.data, args.out, key=args.key, home_path=args.home)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
