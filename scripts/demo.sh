@@ -29,8 +29,8 @@ echo "== children served by bulletd (socket $BULLETD_SOCKET)"
 bulletd-cli list
 echo
 echo "== 1. a Marathi light command (the home agent, a dry run on examples/home.yaml)"
-echo "\$ bulletd-cli ask 'स्वयंपाकघरातील दिवा बंद कर'"
-bulletd-cli ask 'स्वयंपाकघरातील दिवा बंद कर'
+echo "\$ bulletd-cli ask 'बेडरूममधला दिवा बंद कर'"
+bulletd-cli ask 'बेडरूममधला दिवा बंद कर'
 echo
 echo "== 2. an English arithmetic question (the calc agent: an expression, then exact arithmetic)"
 echo "\$ bulletd-cli ask 'what is 17 times 23'"
