@@ -46,8 +46,25 @@ def test_golden_outputs_through_the_daemon(shipped):
 
 @pytest.mark.parametrize("prompt, child", [("Once upon a time", "fortunes"),
                                            ("You will have a long and happy life", "fortunes"),
-                                           ("आज हवामान कसे आहे", "marathi")])
+                                           ("ही फाइल उघडता आली नाही", "marathi"),
+                                           ("what is 6 times 7", "calc")])
 def test_the_mother_routes_a_first_request(shipped, prompt, child):
     with shipped.client() as c:
         r = c.generate(prompt, max_tokens=16, seed=1)
     assert r.child == child and r.route["reason"] == "mother" and r.route["confidence"] >= 0.5
+
+
+def test_the_mother_routes_a_home_command_to_the_home_agent(shipped):
+    # the daemon has no home file here, so only the decision is asked for
+    with shipped.client() as c:
+        d = c.route("turn off the bedroom fan")["decision"]
+    assert d["child"] == "home" and d["reason"] == "mother" and d["confidence"] >= 0.5, d
+
+
+def test_a_request_no_child_serves_gets_no_route(shipped):
+    # a weather question: the mother's reject label wins, so no child answers it confidently
+    from bulletd.client import DaemonError
+    with shipped.client() as c:
+        with pytest.raises(DaemonError) as e:
+            c.generate("आज हवामान कसे आहे", max_tokens=8)
+    assert e.value.code == "no_route"
