@@ -26,6 +26,7 @@ MAX_REPETITION_PENALTY = 10.0  # llama.cpp users stay well below 2; 10 is clearl
 MAX_STOP_STRINGS = 16
 MAX_STOP_CHARS = 256
 MAX_SEED = 2**64 - 1
+TOP_K_MAX = 2**31 - 1         # a top_k past every vocabulary keeps every token (no limit)
 
 
 def _bad(message: str) -> RequestError:
@@ -91,6 +92,7 @@ class GenerationSettings:
         self.top_k = _number("top_k", self.top_k, integer=True)
         if self.top_k < 0:
             raise _bad(f"top_k must be 0 (no limit) or a positive integer, got {self.top_k}")
+        self.top_k = min(self.top_k, TOP_K_MAX)   # past any vocabulary: the same as no limit
 
         self.top_p = _number("top_p", self.top_p)
         if not 0.0 < self.top_p <= 1.0:
