@@ -113,7 +113,10 @@ def open_child(path: str, *, trust: Any, allow_unsigned: bool) -> tuple[Any, dic
         raise RequestError("bad_model", str(exc)) from None
     try:
         st2 = os.fstat(bf._fd) if hasattr(bf, "_fd") else os.stat(path)
-        if (st2.st_ino, st2.st_size, st2.st_mtime_ns) != (st.st_ino, st.st_size, st.st_mtime_ns):
+        # ctime too: an owner can write other bytes in place and set mtime back (utime), but
+        # any write or utime moves ctime
+        if (st2.st_dev, st2.st_ino, st2.st_size, st2.st_mtime_ns, st2.st_ctime_ns) != \
+                (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
             raise RequestError("untrusted", f"{path} changed while it was being verified; try again")
         if bf.kind != "lm":
             raise RequestError("bad_model", f"{path}: expected a child (kind 'lm'), found kind {bf.kind!r}")

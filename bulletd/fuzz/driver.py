@@ -344,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replay", nargs="*", type=Path, metavar="DIR",
                     help="run each input of DIR (default: the stored corpus) once, in this process")
     ap.add_argument("--seeds", type=Path, metavar="DIR", help="write the target's generated seeds to DIR")
+    ap.add_argument("--merge", nargs="+", type=Path, metavar=("OUT", "DIR"),
+                    help="write to OUT the smallest set of inputs of the DIRs (and the seeds) that keeps "
+                         "their coverage (libFuzzer -merge=1; atheris only): how tests/fuzz_corpus is made")
     a = ap.parse_args(argv)
 
     if a.engine == "atheris" and not have_atheris():
@@ -356,6 +359,17 @@ def main(argv: list[str] | None = None) -> int:
         for n in names:
             print(f"{n}: {write_seeds(n, a.seeds if len(names) == 1 else a.seeds / n)} seeds")
         return 0
+    if a.merge is not None:
+        if len(names) != 1 or not have_atheris():
+            ap.error("--merge takes one target and needs atheris")
+        out, dirs = a.merge[0], a.merge[1:]
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            write_seeds(names[0], Path(tmp))
+            cmd = [sys.executable, "-m", "bulletd.fuzz", "--child", "atheris", names[0], "--timeout", str(a.timeout),
+                   "--artifacts", str(Path(tmp) / "artifacts"), "--corpus-dirs", str(out), tmp, *map(str, dirs),
+                   "--", "-merge=1"]
+            return subprocess.run(cmd).returncode
     if a.replay is not None:
         bad = 0
         for n in names:
