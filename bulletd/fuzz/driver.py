@@ -219,17 +219,16 @@ def _child_atheris(name: str, runs: int, seconds: float, corpus: list[Path], art
     import atheris
     t = TARGETS[name]()
     # Coverage comes from the project's own functions: the target's setup and a first pass over
-    # some seeds import what it reaches, then every function of those modules is instrumented.
+    # its seeds import what it reaches, then every function of those modules is instrumented.
     t.setup()
-    for p in corpus[:1]:
-        for f in sorted(p.iterdir())[:8]:
-            try:
-                t.run(f.read_bytes())
-            except Exception:
-                pass
+    for data in t.seeds():
+        try:
+            t.run(data)
+        except Exception:
+            pass
     print(f"bulletd.fuzz: instrumented {_instrument_bulletd(atheris)} functions of bulletd", file=sys.stderr)
     artifacts.mkdir(parents=True, exist_ok=True)
-    args = [sys.argv[0], f"-max_len={t.max_len}", f"-timeout={int(max(1, timeout))}",
+    args = [os.environ.get("BULLET_FUZZ_ARGV0", sys.argv[0]), f"-max_len={t.max_len}", f"-timeout={int(max(1, timeout))}",
             f"-artifact_prefix={artifacts}/", "-rss_limit_mb=3072", "-print_final_stats=1"]
     if runs:
         args.append(f"-runs={runs}")
@@ -365,11 +364,17 @@ def main(argv: list[str] | None = None) -> int:
         out, dirs = a.merge[0], a.merge[1:]
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
-            write_seeds(names[0], Path(tmp))
-            cmd = [sys.executable, "-m", "bulletd.fuzz", "--child", "atheris", names[0], "--timeout", str(a.timeout),
-                   "--artifacts", str(Path(tmp) / "artifacts"), "--corpus-dirs", str(out), tmp, *map(str, dirs),
-                   "--", "-merge=1"]
-            return subprocess.run(cmd).returncode
+            seeds = Path(tmp) / "seeds"
+            write_seeds(names[0], seeds)
+            # libFuzzer's merge runs argv[0] again with its own flags: give it a script
+            child = [sys.executable, "-m", "bulletd.fuzz", "--child", "atheris", names[0], "--timeout",
+                     str(a.timeout), "--artifacts", str(Path(tmp) / "artifacts")]
+            script = Path(tmp) / "fuzz-child"
+            script.write_text("#!/bin/sh\nexec " + " ".join(f"'{c}'" for c in child) + ' -- "$@"\n')
+            script.chmod(0o755)
+            env = dict(os.environ, BULLET_FUZZ_ARGV0=str(script))
+            return subprocess.run([str(script), "-merge=1", str(out), str(seeds), *map(str, dirs)],
+                                  env=env).returncode
     if a.replay is not None:
         bad = 0
         for n in names:
