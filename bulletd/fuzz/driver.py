@@ -314,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1:]
     if argv[:1] == ["--child"]:
+        import logging
+        logging.disable(logging.CRITICAL)    # rejected inputs are the norm here, not news
         ap = argparse.ArgumentParser(prog="python -m bulletd.fuzz --child")
         ap.add_argument("engine")
         ap.add_argument("target")
