@@ -23,7 +23,8 @@ def signed(tmp_path):
     other.mkdir()
     evil = make_child(other, "good", key=None, seed=2)
     assert evil.stat().st_size == good.stat().st_size
-    return {"good": good, "evil": evil, "trust": TrustStore(trust), "models": models}
+    return {"good": good, "evil": evil, "trust": TrustStore(trust), "models": models, "key": key,
+            "trust_dir": trust}
 
 
 def _race(monkeypatch, action):
@@ -138,3 +139,33 @@ def test_the_threat_model_names_only_tests_that_exist():
     missing = [f"{f}::{fn}" for f, fn in sorted(refs)
                if not re.search(rf"^(async )?def {fn}\(", (root / "tests" / f).read_text(), re.M)]
     assert missing == []
+
+
+def test_a_symlink_repointed_out_of_the_model_dir_after_the_scan_is_not_loaded(signed, tmp_path):
+    """scan() skips symlinks that lead out of the model dir; one re-pointed after the scan to a
+    file outside (here one that even carries a trusted signature, as an older version would) is
+    refused when it is loaded, and the daemon keeps serving."""
+    models = signed["models"]
+    outside = make_child(tmp_path / "other", "alias", key=signed["key"], seed=3)
+    (models / "alias.bullet").symlink_to("good.bullet")
+    (models / "alias.bullet.sig").symlink_to("good.bullet.sig")
+    (tmp_path / "run").mkdir()
+    d = DaemonProc(tmp_path / "run", {"model_dir": str(models), "trust": {"keys": [str(signed["trust_dir"])]},
+                                      "device_id": "t1", "registry": {"preload": False}})
+    d.start()
+    try:
+        (final,) = raw_request(d.sock, {"op": "list"})
+        assert sorted(c["name"] for c in final["children"]) == ["alias", "good"]
+        for suffix in ("", ".sig"):
+            tmp = models / f".re{suffix}"
+            tmp.symlink_to(f"{outside}{suffix}")
+            os.replace(tmp, models / f"alias.bullet{suffix}")
+        (final,) = [r for r in raw_request(d.sock, {"op": "generate", "child": "alias", "prompt": "x",
+                                                     "max_tokens": 1}) if r.get("final")]
+        assert final["ok"] is False and final["error"]["code"] == "untrusted", final
+        assert "outside the model dir" in final["error"]["message"]
+        (final,) = [r for r in raw_request(d.sock, {"op": "generate", "child": "good", "prompt": "x",
+                                                     "max_tokens": 1}) if r.get("final")]
+        assert final["ok"] is True
+    finally:
+        d.stop()
