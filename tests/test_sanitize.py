@@ -81,8 +81,7 @@ def test_sanitized_build_is_instrumented(sanitized_module):
     assert "__ubsan_handle_" in syms, "no UndefinedBehaviorSanitizer checks in the module"
 
 
-def test_native_tests_pass_under_asan_and_ubsan(sanitized_module, tmp_path):
-    logs = tmp_path / "san"
+def _san_env(logs: Path) -> dict:
     env = dict(os.environ)
     # libstdc++ preloaded too: ASan's __cxa_throw interceptor needs it at start-up (python does
     # not link it), or the first C++ exception aborts the process.
@@ -91,6 +90,24 @@ def test_native_tests_pass_under_asan_and_ubsan(sanitized_module, tmp_path):
     env["UBSAN_OPTIONS"] = f"print_stacktrace=1:halt_on_error=1:log_path={logs}"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+def test_a_sanitizer_report_is_caught(tmp_path):
+    """The run below would notice a report: a use after free through an intercepted memset in
+    a Python started the same way leaves a report in the log directory and a failing status."""
+    bad = ("import ctypes; libc = ctypes.CDLL(None); libc.malloc.restype = ctypes.c_void_p; "
+           "p = libc.malloc(64); libc.free(ctypes.c_void_p(p)); ctypes.memset(p, 0, 64)")
+    r = subprocess.run([sys.executable, "-c", bad], env=_san_env(tmp_path / "san"), capture_output=True,
+                       text=True, timeout=120)
+    reports = list(tmp_path.glob("san*"))
+    assert r.returncode != 0 and reports, (r.returncode, r.stderr[-2000:])
+    assert "heap-use-after-free" in reports[0].read_text()
+
+
+def test_native_tests_pass_under_asan_and_ubsan(sanitized_module, tmp_path):
+    logs = tmp_path / "san"
+    env = _san_env(logs)
     r = subprocess.run([sys.executable, "-c", BOOT, str(sanitized_module), "-q", "-p", "no:cacheprovider",
                         "-m", "not slow", *SUITES], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=1800)
