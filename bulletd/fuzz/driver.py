@@ -262,16 +262,12 @@ def run_target(name: str, *, runs: int = 0, seconds: float = 0, corpus: Path | N
            "--corpus-dirs", *map(str, dirs)]
     if extra:
         cmd += ["--", *extra]
-    logf = open(log, "w") if log else tempfile.TemporaryFile("w+")
+    log_path = log or Path(tmp.name) / "engine.log"
     t0 = time.monotonic()
-    try:
+    with open(log_path, "w") as logf:
         proc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, text=True)
-        logf.flush()
-        logf.seek(0) if not log else None
-        text = Path(log).read_text(errors="replace") if log else logf.read()
-    finally:
-        logf.close()
-        elapsed = time.monotonic() - t0
+    elapsed = time.monotonic() - t0
+    text = log_path.read_text(errors="replace")
     done = re.findall(r"Done (\d+) runs in", text)
     executed = re.findall(r"stat::number_of_executed_units:\s*(\d+)", text)
     n = int(executed[-1]) if executed else int(done[-1]) if done else 0
