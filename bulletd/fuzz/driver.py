@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             return _child_atheris(a.target, a.runs, a.seconds, a.corpus_dirs, a.artifacts, a.timeout, extra)
         return _child_builtin(a.target, a.runs, a.seconds, a.corpus_dirs, a.artifacts, a.timeout)
 
-    ap = argparse.ArgumentParser(prog="python -m bulletd.fuzz", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m bulletd.fuzz", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("target", nargs="?", choices=sorted(TARGETS), help="what to fuzz")
     ap.add_argument("--all", action="store_true", help="every target, one after the other")
