@@ -8,7 +8,7 @@
 Engine: atheris (coverage-guided libFuzzer for Python, `pip install atheris`) when it imports,
 else a built-in random mutator without coverage (it says so). Each target runs in a child
 process; the parent counts executions and reports crashes (an exception the target does not
-expect, a failed invariant, a native crash or sanitizer report) and hangs (one input taking
+expect, a failed invariant, a native crash) and hangs (one input taking
 longer than --timeout). The corpus starts from the target's generated seeds plus the stored,
 minimised corpus of the checkout (tests/fuzz_corpus/TARGET) when it is there; new inputs go to
 --corpus (a temporary directory by default). A crashing input is written to --artifacts and the
