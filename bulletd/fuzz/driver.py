@@ -21,6 +21,7 @@ import hashlib
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +30,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bulletd.fuzz.targets import TARGETS
+from bulletd.fuzz.targets import TARGETS, scratch_base
 
 STORED = Path(__file__).resolve().parent.parent.parent / "tests" / "fuzz_corpus"
 QUICK_SECONDS = 8          # per target in --quick, after the stored corpus is replayed
@@ -263,9 +264,15 @@ def run_target(name: str, *, runs: int = 0, seconds: float = 0, corpus: Path | N
     if extra:
         cmd += ["--", *extra]
     log_path = log or Path(tmp.name) / "engine.log"
+    # the engine ends the child with exit(): its targets' scratch files are removed here
+    scratch = tempfile.mkdtemp(prefix=f"bullet-fuzz-{name}-", dir=scratch_base())
     t0 = time.monotonic()
-    with open(log_path, "w") as logf:
-        proc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, text=True)
+    try:
+        with open(log_path, "w") as logf:
+            proc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, text=True,
+                                  env=dict(os.environ, BULLET_FUZZ_SCRATCH=scratch))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     elapsed = time.monotonic() - t0
     text = log_path.read_text(errors="replace")
     done = re.findall(r"Done (\d+) runs in", text)

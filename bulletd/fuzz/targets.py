@@ -31,8 +31,12 @@ from bulletd.errors import FormatError, ModelError, RequestError
 
 def _scratch(prefix: str) -> Path:
     """A private directory for a target's files: tmpfs when there is one (no disk writes)."""
-    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix=f"bullet-fuzz-{prefix}-", dir=base))
+    return Path(tempfile.mkdtemp(prefix=f"bullet-fuzz-{prefix}-", dir=os.environ.get("BULLET_FUZZ_SCRATCH")
+                                 or scratch_base()))
+
+
+def scratch_base() -> str | None:
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 class Target:
