@@ -216,6 +216,38 @@ async def test_outside_the_config_acts_on_nothing(mbroker, actd):
         assert s["tools"]["home"]["last_action"]["ok"] is False
 
 
+async def test_replies_are_never_published_on_the_homes_device_topics(mbroker, actd):
+    """A requester picks its reply topic: pointed at a device (a Tasmota Backlog would run the
+    reply's text as commands) or at bulletd's own Home Assistant command topic, the request is
+    dropped, and nothing is published there."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    bad = ["tasmota/geyser/cmnd/Backlog", "zigbee2mqtt/garage_door/set", "zigbee2mqtt/kitchen_ceiling",
+           "bullet/acting/ha/command"]
+    seen: list[str] = []
+    async with Devices(mbroker) as dev, aiomqtt.Client(mbroker.host, mbroker.port) as spy, \
+            aiomqtt.Client(mbroker.host, mbroker.port, protocol=aiomqtt.ProtocolVersion.V5) as c:
+        await spy.subscribe("bullet/acting/ha/command", qos=1)
+
+        async def watch():
+            async for m in spy.messages:
+                seen.append(m.topic.value)
+        w = asyncio.create_task(watch())
+        for i, topic in enumerate(bad):
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = topic
+            await c.publish("bullet/acting/req", json.dumps({"id": f"x;POWER ON;{i}", "prompt": "turn on the geyser",
+                                                             "child": "plain", "max_tokens": 2}),
+                            qos=1, properties=props)
+        await c.publish("bullet/acting/req", json.dumps({"id": "v311", "prompt": "hi", "child": "plain", "max_tokens": 2,
+                                                         "reply_to": "tasmota/garage_light/cmnd/POWER"}), qos=1)
+        await dev.settle(timeout=2.0)
+        w.cancel()
+        assert dev.msgs == [] and seen == []
+    log = actd.log()
+    assert log.count("no usable reply topic") >= len(bad) + 1 and "in the home's device topics" in log
+
+
 async def test_state_questions_before_and_after_a_retained_state(mbroker, actd):
     call = {"intent": "HassGetState", "name": "outside temperature"}
     r = await asyncio.to_thread(ask, mbroker, "acting", "what is the outside temperature", call)

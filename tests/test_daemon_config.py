@@ -105,12 +105,30 @@ def test_decode_payload_by_content_type_and_sniffing():
     ({"prompt": "x", "child": "../x"}, "bad_request", "not a valid name"),
     ({"prompt": "x", "reply_to": "a/#"}, "bad_request", "not a publishable topic"),
     ({"prompt": "x" * (LIMITS.max_prompt_chars + 1)}, "too_long", "limits.max_prompt_chars"),
+    # JSON integers of any size (found by python -m bulletd.fuzz request: OverflowError, internal)
+    ({"prompt": "x", "deadline": 10**400}, "bad_request", "deadline: expected seconds > 0"),
+    ({"prompt": "x", "max_tokens": 10**400}, "bad_request", "max_tokens: expected a finite number"),
+    ({"prompt": "x", "temperature": -10**400}, "bad_request", "temperature: expected a finite number"),
+    ({"prompt": "x", "seed": 10**309}, "bad_request", "seed: expected a finite number"),
 ])
 def test_parse_request_rejects_with_stable_code(obj, code, needle):
     with pytest.raises(RequestError) as e:
         parse_request(obj, LIMITS)
     assert e.value.code == code
     assert needle in e.value.message
+
+
+def test_top_k_beyond_any_vocabulary_means_no_limit(tmp_path):
+    """msgpack carries integers up to 2**64-1: a top_k past the C++ sampler's integer once
+    surfaced as an internal error; any top_k larger than the vocabulary keeps every token."""
+    from _format_util import micro_file
+    from bulletd.runtime import GenerationSettings, load_model
+    with load_model(micro_file(tmp_path / "m.bullet")) as m:
+        texts = []
+        for k in (2**64 - 1, 2**63, 0):
+            r = parse_request({"prompt": "ab", "top_k": k, "seed": 5, "max_tokens": 4, "temperature": 0.9}, LIMITS)
+            texts.append("".join(m.generate(r.prompt, GenerationSettings(**r.settings))))
+    assert texts[0] == texts[1] == texts[2]
 
 
 def test_parse_request_accepts_full_generate():

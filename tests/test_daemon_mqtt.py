@@ -244,6 +244,30 @@ async def test_deeply_nested_payloads_get_exactly_one_bad_request(tmp_path, kit,
         d.stop()
 
 
+async def test_json_lone_surrogates_get_one_bad_request_not_silence(tmp_path, kit, broker):
+    """JSON's "\\ud800" escape makes a string with no UTF-8: in an id it once broke the reply's
+    encoding (no final reply at all), in a prompt the tokenizer (an internal error)."""
+    d = mqtt_daemon(tmp_path, kit, broker)
+    try:
+        async with Raw(broker) as r:
+            cases = {b"id": b'{"id":"a\\ud800","child":"math","prompt":"hi","max_tokens":2}',
+                     b"prompt": b'{"child":"math","prompt":"x\\udcff","max_tokens":2}',
+                     b"key": b'{"child":"math","prompt":"x","\\ud800":1}'}
+            for corr, raw in cases.items():
+                await r.send("bullet/dev1/req", raw=raw, corr=corr, ct="application/json")
+            await r.send("bullet/dev1/req", raw=b'{"child":"math","prompt":"\\ud83d\\ude00","max_tokens":2}',
+                         corr=b"pair", ct="application/json")
+            await r.wait(lambda: all(r.finals(c) for c in (*cases, b"pair")))
+            await asyncio.sleep(0.3)
+            for c in cases:
+                (f,) = r.finals(c)
+                assert f["error"]["code"] == "bad_request" and "surrogate" in f["error"]["message"], f
+            assert r.finals(b"pair")[0]["ok"] is True          # a surrogate pair is a real character
+        assert "Traceback" not in d.log()
+    finally:
+        d.stop()
+
+
 def _retained_status(broker, device):
     out = subprocess.run(["mosquitto_sub", "-p", str(broker.port), "-t", f"bullet/{device}/status", "-C", "1",
                           "-W", "5"], capture_output=True, text=True, timeout=15)

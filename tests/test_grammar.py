@@ -127,6 +127,10 @@ def _check_copy(schema, value, source):
     ({"type": "object", "additionalProperties": {"type": "string"}}, ["additionalProperties"]),
     ({"type": "object", "properties": {"a": {"type": "string", "x-copy": "yes"}}}, ["#/properties/a/x-copy"]),
     ({"not": {"type": "null"}}, ["no type"]),
+    # a type that is not a string (found by python -m bulletd.fuzz grammar: TypeError)
+    ({"type": {"type": "object"}}, ["#/type", "unsupported type"]),
+    ({"type": "object", "properties": {"a": {"type": ["string", ["null"]]}}}, ["#/properties/a/type"]),
+    ({"type": [{"a": 1}, "null"]}, ["unsupported type"]),
 ])
 def test_impossible_or_unsupported_schema_names_the_path(schema, words):
     with pytest.raises(GrammarError) as e:

@@ -104,3 +104,15 @@ def test_router_features_are_normalised_and_deterministic():
     assert a.shape == (512,) and abs(float((a * a).sum()) - 1.0) < 1e-5
     assert (a == b).all()
     assert float(a @ router_features("नमस्ते", 512)) < 0.5
+
+
+def test_lone_surrogates_are_a_bad_request_not_a_unicode_error():
+    """A JSON "\\udcff" escape or an undecodable command-line byte: no UTF-8 exists for it."""
+    from bulletd.errors import RequestError
+    from bulletd.format.synth import byte_vocab
+    tok = Tokenizer(byte_vocab(300), {"bos_id": 1})
+    for text in ("\udcff", "ab \ud800 c", "नम\udc80"):
+        with pytest.raises(RequestError, match="lone surrogate") as e:
+            tok.encode(text)
+        assert e.value.code == "bad_request"
+    assert tok.decode(tok.encode("\U0001F600 ok", bos=False)) == "\U0001F600 ok"

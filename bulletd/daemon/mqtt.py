@@ -272,6 +272,26 @@ class MQTTTransport:
         self.recent[key] = now
         return False
 
+    def _check_reply_topic(self, topic, what: str) -> str:
+        """check_topic, and never a topic of the home's devices: a requester picks its reply topic,
+        and a reply published under zigbee2mqtt/... or tasmota/.../cmnd/... (a Tasmota Backlog
+        runs the reply's text as commands), or on bulletd's own Home Assistant command topic,
+        would act with bulletd's broker rights. Refused: any topic whose first level is the first
+        level of a command or state topic of the home file (unless that is bulletd's own prefix:
+        then the topics themselves)."""
+        topic = check_topic(topic, what)
+        link = self.d.home_link
+        if link is None:
+            return topic
+        home = link.home
+        devices = set(home.command_topics) | set(home.state_topics) | {link.ha_command_topic}
+        first = topic.split("/", 1)[0]
+        roots = {t.split("/", 1)[0] for t in devices} - {self.mc.prefix}
+        if topic in devices or first in roots:
+            raise RequestError("forbidden", f"{what}: {topic!r} is in the home's device topics "
+                               f"({first}/...); replies go elsewhere")
+        return topic
+
     async def _serve_guarded(self, msg: aiomqtt.Message, refuse: bool = False) -> None:
         try:
             await self._serve(msg, refuse)
@@ -303,7 +323,7 @@ class MQTTTransport:
                 self.counts["dropped"] += 1
                 return
             try:
-                rt = check_topic(rt, "ResponseTopic")
+                rt = self._check_reply_topic(rt, "ResponseTopic")
             except RequestError:
                 return
             await self._send(rt, {**error_reply(exc.code, exc.message), "seq": 0}, ct, corr)
@@ -312,7 +332,7 @@ class MQTTTransport:
         rid = obj.get("id") if isinstance(obj.get("id"), (str, int)) else None
         reply_to = rt if rt is not None else obj.get("reply_to")
         try:
-            reply_to = check_topic(reply_to, "ResponseTopic" if rt is not None else "reply_to")
+            reply_to = self._check_reply_topic(reply_to, "ResponseTopic" if rt is not None else "reply_to")
         except RequestError as exc:
             log.info("dropped a request on %s: no usable reply topic (%s)", msg.topic.value, exc.message)
             self.counts["dropped"] += 1

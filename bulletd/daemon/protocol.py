@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,7 +110,28 @@ def decode_json(payload: bytes) -> Any:
         raise RequestError("bad_request", f"payload is not valid JSON: {exc}") from None
     except RecursionError:   # the C decoder stops at the interpreter's recursion limit
         raise RequestError("bad_request", f"payload is nested more than {MAX_DEPTH} levels deep") from None
+    check_unicode(obj, "payload")
     return obj
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_unicode(obj: Any, what: str) -> None:
+    """RequestError(bad_request) when a string (key or value) holds a lone UTF-16 surrogate, as
+    JSON's "\ud800" escape makes: such text has no UTF-8, so no reply could carry it back."""
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, str):
+            if not o.isascii() and _SURROGATE.search(o):
+                raise RequestError("bad_request", f"{what} has a string with a lone UTF-16 surrogate "
+                                   "(an unpaired \\ud800-\\udfff escape); strings must be valid Unicode")
+        elif isinstance(o, dict):
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif isinstance(o, list):
+            stack.extend(o)
 
 
 def decode_msgpack(body: bytes, what: str) -> Any:
@@ -154,6 +176,23 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, (set, tuple)):
         return list(o)
     return str(o)
+
+
+def split_frames(buf: bytearray, max_frame: int) -> tuple[list[bytes], int | None]:
+    """Take the whole frames (4-byte big-endian length, then the body) off the front of `buf`.
+    Returns (bodies, too_large): too_large is the length a frame at the front declares when it
+    exceeds max_frame (the stream cannot be resynchronised after it), else None. An incomplete
+    frame stays in buf."""
+    bodies: list[bytes] = []
+    while len(buf) >= FRAME_HDR.size:
+        (n,) = FRAME_HDR.unpack_from(buf)
+        if n > max_frame:
+            return bodies, n
+        if len(buf) < FRAME_HDR.size + n:
+            break
+        bodies.append(bytes(buf[FRAME_HDR.size:FRAME_HDR.size + n]))
+        del buf[:FRAME_HDR.size + n]
+    return bodies, None
 
 
 def pack_frame(obj: dict) -> bytes:
@@ -238,8 +277,9 @@ def parse_request(obj: dict, limits: Any, *, default_op: str = "generate") -> Re
         req.schema = schema
     dl = obj.get("deadline", obj.get("timeout"))
     if dl is not None:
-        if isinstance(dl, bool) or not isinstance(dl, (int, float)) or not math.isfinite(dl) or dl <= 0:
-            raise RequestError("bad_request", f"deadline: expected seconds > 0, found {dl!r}")
+        if isinstance(dl, bool) or not isinstance(dl, (int, float)) or not _finite(dl) or dl <= 0:
+            found = "a number too large for a float" if isinstance(dl, int) and not _finite(dl) else repr(dl)[:40]
+            raise RequestError("bad_request", f"deadline: expected seconds > 0, found {found}")
         req.deadline = float(dl)
     if op in ADMIN_OPS or op == "children":
         req.args = {k: v for k, v in obj.items() if k not in ("op", "id")}
@@ -261,6 +301,13 @@ def _parse_settings(obj: dict, limits: Any, stream: bool) -> tuple[dict, Generat
     except BulletError as exc:
         raise wire_error(exc) from None
     return {k: getattr(gs, k) for k in chosen}, gs
+
+
+def _finite(v: int | float) -> bool:
+    """A finite number that fits a float (JSON integers may have hundreds of digits)."""
+    if isinstance(v, int):
+        return -1e308 < v < 1e308
+    return math.isfinite(v)
 
 
 def check_topic(topic: Any, what: str) -> str:

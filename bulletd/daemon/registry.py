@@ -92,14 +92,22 @@ class Child:
                 log.exception("closing %s failed", self.path)
 
 
-def open_child(path: str, *, trust: Any, allow_unsigned: bool) -> tuple[Any, dict, str | None, Callable[[], None]]:
+def open_child(path: str, *, trust: Any, allow_unsigned: bool,
+               inside: str | None = None) -> tuple[Any, dict, str | None, Callable[[], None]]:
     """Verify then map then build a model. Runs in a worker thread.
 
     The signature covers every byte, so it is checked before the file is parsed further than
-    its size: an unverified file is never parsed. Returns (model, header, signer key id, closer).
+    its size. `inside` (a directory): the file's real path, resolved once
+    here and used from then on, must lie in it, so a symlink re-pointed after the scan cannot
+    lead out of the model dir. Returns (model, header, signer key id, closer).
     """
     from bulletd.format import BulletFile
 
+    if inside is not None:
+        real = os.path.realpath(path)
+        if not real.startswith(os.path.join(os.path.realpath(inside), "")):
+            raise RequestError("untrusted", f"{path} is a symlink to {real}, outside the model dir")
+        path = real
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -113,7 +121,10 @@ def open_child(path: str, *, trust: Any, allow_unsigned: bool) -> tuple[Any, dic
         raise RequestError("bad_model", str(exc)) from None
     try:
         st2 = os.fstat(bf._fd) if hasattr(bf, "_fd") else os.stat(path)
-        if (st2.st_ino, st2.st_size, st2.st_mtime_ns) != (st.st_ino, st.st_size, st.st_mtime_ns):
+        # ctime too: an owner can write other bytes in place and set mtime back (utime), but
+        # any write or utime moves ctime
+        if (st2.st_dev, st2.st_ino, st2.st_size, st2.st_mtime_ns, st2.st_ctime_ns) != \
+                (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
             raise RequestError("untrusted", f"{path} changed while it was being verified; try again")
         if bf.kind != "lm":
             raise RequestError("bad_model", f"{path}: expected a child (kind 'lm'), found kind {bf.kind!r}")
@@ -319,9 +330,14 @@ class Registry:
 
     async def _open(self, path: str) -> tuple[Any, dict, str | None, Callable[[], None], float]:
         t0 = time.perf_counter()
+        # a file named in the model dir must stay in it, as scan() requires (an admin may still
+        # load a path elsewhere)
+        inside = str(self.model_dir) if os.path.dirname(os.path.abspath(path)) == \
+            os.path.abspath(self.model_dir) else None
         loop = asyncio.get_running_loop()
         model, header, signer, closer = await loop.run_in_executor(
-            self.executor, lambda: open_child(path, trust=self.trust, allow_unsigned=self.allow_unsigned))
+            self.executor, lambda: open_child(path, trust=self.trust, allow_unsigned=self.allow_unsigned,
+                                              inside=inside))
         return model, header, signer, closer, (time.perf_counter() - t0) * 1e3
 
     async def load(self, target: str, *, name: str | None = None, swap: bool = False) -> Child:

@@ -16,7 +16,7 @@ import struct
 import time
 
 from bulletd.errors import BulletError, RequestError
-from bulletd.daemon.protocol import FRAME_HDR, Peer, decode_msgpack, error_from_exc, error_reply, pack_frame
+from bulletd.daemon.protocol import FRAME_HDR, Peer, decode_msgpack, error_from_exc, error_reply, pack_frame, split_frames
 from bulletd.tasks import cancel_and_wait
 
 log = logging.getLogger("bulletd.socket")
@@ -222,18 +222,14 @@ class SocketServer:
                 if not buf:
                     began = loop.time()
                 buf += chunk
-                n = 0
-                while len(buf) >= FRAME_HDR.size:
-                    (n,) = FRAME_HDR.unpack_from(buf)
-                    if n > self.max_frame or len(buf) < FRAME_HDR.size + n:
-                        break
-                    body = bytes(buf[FRAME_HDR.size:FRAME_HDR.size + n])
-                    del buf[:FRAME_HDR.size + n]
+                bodies, n = split_frames(buf, self.max_frame)
+                if bodies:
                     began = last_active = loop.time()
+                for body in bodies:
                     t = asyncio.create_task(self._serve_guarded(body, peer, send))
                     pending.add(t)
                     t.add_done_callback(finished)
-                if n > self.max_frame:
+                if n is not None:
                     log.info("%s sent a %d-byte frame (limit %d); closing", peer.who, n, self.max_frame)
                     await send({**error_reply("too_large", f"frame of {n} bytes is larger than the limit "
                                               f"{self.max_frame} (limits.max_request_bytes)"), "id": None, "seq": 0})

@@ -16,13 +16,14 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..errors import FormatError
+from ..errors import FormatError, RequestError
 
 TOKEN_NORMAL = 0    # a piece of text (bytes)
 TOKEN_BYTE = 1      # exactly one raw byte, for byte fallback
 TOKEN_CONTROL = 2   # bos / eos / pad: no text
 
 _CHUNK = re.compile(r"\s*\S+|\s+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,11 @@ class Tokenizer:
         """Text -> token ids (with BOS first when `bos` and the vocabulary has one)."""
         if not isinstance(text, str):
             raise TypeError(f"encode expects str, got {type(text).__name__}")
+        bad = None if text.isascii() else _SURROGATE.search(text)
+        if bad is not None:
+            # a JSON "\ud800" escape or an undecodable byte of a command line: no UTF-8 exists
+            raise RequestError("bad_request", f"text is not valid Unicode: a lone surrogate "
+                               f"U+{ord(bad.group()):04X} at character {bad.start()}")
         ids: list[int] = []
         if bos and self.bos_id is not None:
             ids.append(self.bos_id)

@@ -245,7 +245,7 @@ class _Compiler:
         if isinstance(t, list):
             if not t or len(set(map(str, t))) != len(t):
                 raise GrammarError(f"{_path(path)}/type: a list of types must be non-empty, without repeats")
-            bad = [one for one in t if one not in KEYWORDS]
+            bad = [one for one in t if not isinstance(one, str) or one not in KEYWORDS]
             if bad:
                 raise GrammarError(f"{_path(path)}/type: unsupported type {bad[0]!r}")
             unknown = sorted(set(s) - ANNOTATIONS - {"type"} - set().union(*(KEYWORDS[one] for one in t)))
@@ -263,7 +263,7 @@ class _Compiler:
                 t = "array"
             else:
                 raise GrammarError(f"{_path(path)}: no type (give \"type\", \"enum\", \"const\" or \"anyOf\")")
-        if t not in KEYWORDS:
+        if not isinstance(t, str) or t not in KEYWORDS:
             raise GrammarError(f"{_path(path)}/type: unsupported type {t!r}; expected one of "
                                f"{', '.join(KEYWORDS)}")
         unknown = sorted(set(s) - ANNOTATIONS - KEYWORDS[t] - {"type"})

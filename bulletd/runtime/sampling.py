@@ -24,6 +24,7 @@ from ..errors import BadSettings
 MAX_STOP_STRINGS = 16
 MAX_STOP_CHARS = 256
 MAX_SEED = 2**64 - 1
+TOP_K_MAX = 2**31 - 1         # a top_k past every vocabulary keeps every token (no limit)
 
 
 @dataclass(frozen=True)
@@ -62,13 +63,18 @@ def check_setting(name: str, value, high=None, high_is: str | None = None):
     if lim.integer and not isinstance(value, numbers.Integral):
         if not (isinstance(value, float) and value.is_integer()):
             raise BadSettings(name, f"{name} must be an integer, got {value!r}")
-    if not lim.integer and not math.isfinite(float(value)):
+    huge = isinstance(value, numbers.Integral) and not -1e30 < value < 1e30   # JSON integers may be huge
+    if huge and not lim.integer:
+        raise BadSettings(name, f"{name} must be {lim.rule.format(high=high_is or lim.high)}, got an integer "
+                          "of more than 30 digits")
+    elif not lim.integer and not math.isfinite(float(value)):
         raise BadSettings(name, f"{name} must be finite, got {value!r}")
     v = int(value) if lim.integer else float(value)
     hi = lim.high if high is None else high
     if v < lim.low or (lim.low_open and v == lim.low) or (hi is not None and v > hi):
         rule = lim.rule.format(high=high_is or hi)
-        raise BadSettings(name, f"{name} must be {rule}, got {v if lim.integer else format(v, 'g')}")
+        got = "an integer of more than 30 digits" if huge else (v if lim.integer else format(v, "g"))
+        raise BadSettings(name, f"{name} must be {rule}, got {got}")
     return v
 
 
@@ -130,6 +136,7 @@ class GenerationSettings:
                                             f"the model's context of {context} tokens")
         for name in ("temperature", "top_k", "top_p", "repetition_penalty"):
             setattr(self, name, check_setting(name, getattr(self, name)))
+        self.top_k = min(self.top_k, TOP_K_MAX)   # past any vocabulary: the same as no limit
         if self.seed is not None:
             self.seed = check_setting("seed", self.seed)
         self.stop = check_stop(self.stop)

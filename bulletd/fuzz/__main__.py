@@ -1,0 +1,5 @@
+import sys
+
+from bulletd.fuzz.driver import main
+
+sys.exit(main())
