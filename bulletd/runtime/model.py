@@ -574,16 +574,7 @@ class Generation:
             toks, end, new_pos = sess._impl.decode(
                 buf, pending, pos, n, coins, np.array(seen, dtype=np.int64), s.temperature, s.top_k, s.top_p,
                 s.repetition_penalty, stop_ids)
-            ran = new_pos - pos
-            if pending >= 0:
-                sess.tokens.append(pending)
-                ran -= 1
-            sess.tokens.extend(toks[:ran])
-            pos = new_pos
-            for t in toks:
-                if t not in seen_set:
-                    seen_set.add(t)
-                    seen.append(t)
+            pos = _took(sess, pending, toks, pos, new_pos, seen, seen_set)
             if toks:
                 yield toks
             produced += len(toks)
@@ -669,16 +660,7 @@ class Generation:
                 s.repetition_penalty, stop_ids, auto, state)
             if s.temperature != 0.0:
                 spare = np.concatenate([coins[len(toks):n], spare[n:]]) if spare.size > n else coins[len(toks):n]
-            ran = new_pos - pos
-            if pending >= 0:
-                sess.tokens.append(pending)
-                ran -= 1
-            sess.tokens.extend(toks[:ran])
-            pos = new_pos
-            for t in toks:
-                if t not in seen_set:
-                    seen_set.add(t)
-                    seen.append(t)
+            pos = _took(sess, pending, toks, pos, new_pos, seen, seen_set)
             if end == "nonfinite":
                 raise ModelError(f"{m.path}: the model produced non-finite logits at position "
                                  f"{pos - 1} (weights with NaN or infinite values?)")
@@ -701,6 +683,21 @@ class Generation:
 # Most tokens one native decode call draws: a cancel or deadline waits at most this many tokens,
 # and a streaming consumer gets its pieces in bursts of at most this many.
 _MAX_BATCH = 16
+
+
+def _took(sess, pending: int, toks: list, pos: int, new_pos: int, seen: list, seen_set: set) -> int:
+    """Record one native batch: the ids it ran (the pending one first) in the session, the new ids
+    in seen. Returns the next position."""
+    ran = new_pos - pos
+    if pending >= 0:
+        sess.tokens.append(pending)
+        ran -= 1
+    sess.tokens.extend(toks[:ran])
+    for t in toks:
+        if t not in seen_set:
+            seen_set.add(t)
+            seen.append(t)
+    return new_pos
 
 
 def _scan_stops(out: str, emitted: int, stops) -> tuple[int | None, int]:
