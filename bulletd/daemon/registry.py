@@ -211,14 +211,9 @@ class Registry:
                  keep_alive: float, load_on_demand: bool, unload_timeout: float,
                  mother_path: str | None, executor: Any = None,
                  on_change: Callable[[str, "Child | None"], None] | None = None):
-        self.model_dir = Path(model_dir)
-        self.trust = trust
-        self.allow_unsigned = allow_unsigned
-        self.budget = budget_bytes
-        self.keep_alive = keep_alive
-        self.load_on_demand = load_on_demand
-        self.unload_timeout = unload_timeout
-        self.mother_path = mother_path
+        self._settings(model_dir=model_dir, trust=trust, allow_unsigned=allow_unsigned, budget_bytes=budget_bytes,
+                       keep_alive=keep_alive, load_on_demand=load_on_demand, unload_timeout=unload_timeout,
+                       mother_path=mother_path)
         self.executor = executor
         self.on_change = on_change
         self.children: dict[str, Child] = {}     # name -> current version
@@ -231,13 +226,8 @@ class Registry:
         self._outside_logged: set[str] = set()    # symlinks out of model_dir, warned about once
         self.evictions = 0
 
-    # ------------------------------------------------------------------ discovery
-    async def reconfigure(self, *, model_dir: Path, trust: Any, allow_unsigned: bool, budget_bytes: int,
-                          keep_alive: float, load_on_demand: bool, unload_timeout: float,
-                          mother_path: str | None) -> dict[str, str]:
-        """Take new settings (the daemon's SIGHUP): the constructor's arguments but the executor
-        and the callback. Idle children are evicted to fit a smaller budget (busy ones stay: a
-        warning is logged), then model_dir is scanned again. Returns the scan."""
+    def _settings(self, *, model_dir: Path, trust: Any, allow_unsigned: bool, budget_bytes: int,
+                  keep_alive: float, load_on_demand: bool, unload_timeout: float, mother_path: str | None) -> None:
         self.model_dir = Path(model_dir)
         self.trust = trust
         self.allow_unsigned = allow_unsigned
@@ -246,6 +236,17 @@ class Registry:
         self.load_on_demand = load_on_demand
         self.unload_timeout = unload_timeout
         self.mother_path = mother_path
+
+    # ------------------------------------------------------------------ discovery
+    async def reconfigure(self, *, model_dir: Path, trust: Any, allow_unsigned: bool, budget_bytes: int,
+                          keep_alive: float, load_on_demand: bool, unload_timeout: float,
+                          mother_path: str | None) -> dict[str, str]:
+        """Take new settings (the daemon's SIGHUP): the constructor's arguments but the executor
+        and the callback. Idle children are evicted to fit a smaller budget (busy ones stay: a
+        warning is logged), then model_dir is scanned again. Returns the scan."""
+        self._settings(model_dir=model_dir, trust=trust, allow_unsigned=allow_unsigned, budget_bytes=budget_bytes,
+                       keep_alive=keep_alive, load_on_demand=load_on_demand, unload_timeout=unload_timeout,
+                       mother_path=mother_path)
         try:
             await self._make_room(0)
         except RequestError as exc:
