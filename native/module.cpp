@@ -141,6 +141,27 @@ struct PySession {
 
 }  // namespace
 
+// The arguments decode and decode_grammar share, checked once. logits is written in place: it
+// must be the caller's own float32 buffer, not a copy.
+static void check_decode_args(const py::array_t<float, py::array::c_style>& logits, int64_t vocab, int64_t pending,
+                              int64_t n, const py::array_t<double, py::array::c_style | py::array::forcecast>& coins,
+                              const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& seen,
+                              const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& stop_ids,
+                              double temperature, double top_p, float penalty) {
+    if (logits.ndim() != 1 || logits.shape(0) != vocab || !logits.writeable())
+        throw std::invalid_argument("decode: logits must be a writable float32 array of " + std::to_string(vocab) +
+                                    " values");
+    if (n < 0 || n > 1 << 20) throw std::invalid_argument("decode: n must be in 0..2^20");
+    if (pending >= vocab) throw std::invalid_argument("decode: pending token id out of range");
+    if (coins.ndim() != 1 || coins.shape(0) < n) throw std::invalid_argument("decode: coins must hold n values");
+    if (seen.ndim() != 1 || stop_ids.ndim() != 1) throw std::invalid_argument("decode: seen and stop_ids must be 1-D");
+    if (!(temperature >= 0.0) || !(top_p > 0.0) || !(penalty > 0.0f))
+        throw std::invalid_argument("decode: temperature >= 0, top_p > 0 and penalty > 0 required");
+    for (int64_t i = 0; temperature != 0.0 && i < n; i++)
+        if (!(coins.data()[i] >= 0.0 && coins.data()[i] < 1.0))
+            throw std::invalid_argument("decode: coins must lie in [0, 1)");
+}
+
 PYBIND11_MODULE(_native, m) {
     m.doc() = "Bullet OS native kernels and forward pass (reach it through bulletd.kernels)";
 
@@ -232,21 +253,7 @@ PYBIND11_MODULE(_native, m) {
                 py::array_t<int64_t, py::array::c_style | py::array::forcecast> seen, double temperature, int64_t top_k,
                 double top_p, float penalty, py::array_t<int64_t, py::array::c_style | py::array::forcecast> stop_ids) {
                  const int64_t vocab = s.core->model().cfg.vocab_size;
-                 // logits is written in place: it must be the caller's own float32 buffer, not a copy
-                 if (logits.ndim() != 1 || logits.shape(0) != vocab || !logits.writeable())
-                     throw std::invalid_argument("decode: logits must be a writable float32 array of " +
-                                                 std::to_string(vocab) + " values");
-                 if (n < 0 || n > 1 << 20) throw std::invalid_argument("decode: n must be in 0..2^20");
-                 if (pending >= vocab) throw std::invalid_argument("decode: pending token id out of range");
-                 if (coins.ndim() != 1 || coins.shape(0) < n)
-                     throw std::invalid_argument("decode: coins must hold n values");
-                 if (seen.ndim() != 1 || stop_ids.ndim() != 1)
-                     throw std::invalid_argument("decode: seen and stop_ids must be 1-D");
-                 if (!(temperature >= 0.0) || !(top_p > 0.0) || !(penalty > 0.0f))
-                     throw std::invalid_argument("decode: temperature >= 0, top_p > 0 and penalty > 0 required");
-                 for (int64_t i = 0; temperature != 0.0 && i < n; i++)
-                     if (!(coins.data()[i] >= 0.0 && coins.data()[i] < 1.0))
-                         throw std::invalid_argument("decode: coins must lie in [0, 1)");
+                 check_decode_args(logits, vocab, pending, n, coins, seen, stop_ids, temperature, top_p, penalty);
                  SampleParams sp{temperature, top_k, top_p, penalty};
                  float* lp = logits.mutable_data();
                  DecodeResult r;
@@ -270,20 +277,7 @@ PYBIND11_MODULE(_native, m) {
                 double top_p, float penalty, py::array_t<int64_t, py::array::c_style | py::array::forcecast> stop_ids,
                 std::shared_ptr<TokenAutomaton> automaton, int64_t state) {
                  const int64_t vocab = s.core->model().cfg.vocab_size;
-                 if (logits.ndim() != 1 || logits.shape(0) != vocab || !logits.writeable())
-                     throw std::invalid_argument("decode: logits must be a writable float32 array of " +
-                                                 std::to_string(vocab) + " values");
-                 if (n < 0 || n > 1 << 20) throw std::invalid_argument("decode: n must be in 0..2^20");
-                 if (pending >= vocab) throw std::invalid_argument("decode: pending token id out of range");
-                 if (coins.ndim() != 1 || coins.shape(0) < n)
-                     throw std::invalid_argument("decode: coins must hold n values");
-                 if (seen.ndim() != 1 || stop_ids.ndim() != 1)
-                     throw std::invalid_argument("decode: seen and stop_ids must be 1-D");
-                 if (!(temperature >= 0.0) || !(top_p > 0.0) || !(penalty > 0.0f))
-                     throw std::invalid_argument("decode: temperature >= 0, top_p > 0 and penalty > 0 required");
-                 for (int64_t i = 0; temperature != 0.0 && i < n; i++)
-                     if (!(coins.data()[i] >= 0.0 && coins.data()[i] < 1.0))
-                         throw std::invalid_argument("decode: coins must lie in [0, 1)");
+                 check_decode_args(logits, vocab, pending, n, coins, seen, stop_ids, temperature, top_p, penalty);
                  if (!automaton) throw std::invalid_argument("decode: no grammar automaton");
                  SampleParams sp{temperature, top_k, top_p, penalty};
                  float* lp = logits.mutable_data();
