@@ -218,8 +218,8 @@ class RequestTarget(Target):
         both ways (the id echoed as the transports do): a reply must always be sendable."""
         from bulletd.agents.agent import make_grammar
         from bulletd.agents.tools import check_schema
-        from bulletd.daemon.protocol import ERROR_CODES, encode_payload, error_reply, parse_request
-        from bulletd.runtime import GenerationSettings
+        from bulletd.daemon.protocol import ERROR_CODES, encode_payload, error_reply, parse_request, wire_error
+        from bulletd.errors import BulletError
         rid = obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), (str, int, bytes)) else None
         try:
             if not isinstance(obj, dict):
@@ -229,7 +229,10 @@ class RequestTarget(Target):
                 req.reply_to.encode("utf-8")
             reply = {"ok": True, "final": True, "op": req.op}
             if req.op == "generate":
-                GenerationSettings(**req.settings).validate(64)
+                try:   # the settings a 64-token child would run with, as the daemon fits them
+                    req.generation.fit(64)
+                except BulletError as exc:
+                    raise wire_error(exc) from None
                 if req.schema is not None:
                     check_schema(req.schema, "the request's")
                 if req.schema is not None or req.format is not None:
