@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bulletd.bench.daemon import _free_port, _port_open, _wait
+
 HOME = """areas:
   - {id: kitchen, names: [kitchen]}
   - {id: bedroom, names: [bedroom]}
@@ -39,22 +41,6 @@ def pinned(call: dict) -> dict:
     props = {k: ({"type": "string", "enum": [v]} if isinstance(v, str) else
                  {"type": "integer", "minimum": v, "maximum": v}) for k, v in call.items()}
     return {"type": "object", "properties": props, "required": list(call)}
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(cond, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise RuntimeError(f"timed out waiting for {what}")
 
 
 def _stats(ms: list[float]) -> dict:
@@ -108,8 +94,7 @@ def run(reps: int, broker: str | None) -> dict:
                             "set_tcp_nodelay true\n")
             procs.append(subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL))
-            import socket
-            _wait(lambda: socket.socket().connect_ex((host, port)) == 0, 10, "mosquitto")
+            _wait(lambda: _port_open(port), 10, "mosquitto")
         sock = str(tmp / "d.sock")
         cfg = tmp / "d.yaml"
         cfg.write_text(json.dumps({

@@ -31,13 +31,8 @@ from pathlib import Path
 
 import aiomqtt
 
+from bulletd.bench.daemon import _free_port
 from bulletd.ota.push import DEFAULT_CHUNK, Pusher, parse_size
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(pred, timeout: float, what: str):
