@@ -586,8 +586,10 @@ def test_full_queue_answers_busy_at_once(kit, tmp_path):
 
 
 def test_deadline_cancels_a_generation_with_timeout(shared):
+    # a fixed seed that runs all 250 tokens (~40 ms natively): without one, a run that drew the
+    # end-of-text token early could finish inside the 10 ms deadline
     replies = raw_request(shared.sock, {"op": "generate", "child": "slow", "prompt": "x", "max_tokens": 250,
-                                        "deadline": 0.01})
+                                        "seed": 11, "deadline": 0.01})
     code, msg = err(replies)
     assert code == "timeout" and "deadline of 0.01 s passed" in msg
 
