@@ -5,6 +5,7 @@ and SMALL shapes and the KV-cache cap from bulletd.format.arch; these tests fail
 its own copy that disagrees:
   - the native model's config check (the last guard, fed its numbers on import) accepts exactly the
     configs the Python rule accepts, over a grid that walks every limit, head_dim and the KV cap;
+  - the trainer's config accepts exactly the shapes the rule accepts, with the rule's message;
   - the container, the NumPy reference, the runtime, the trainer and the kernels' random weights
     use the one tensor table, an explicit head_dim included (a file with head_dim != dim / n_heads
     is read, and runs the same on both backends);
@@ -118,6 +119,42 @@ def test_every_layer_refuses_what_the_rule_refuses():
         elif all(isinstance(cfg.get(k), int) for k in A.INT_KEYS) and "head_dim" not in cfg:
             with pytest.raises(ValueError):
                 ModelArch(**cfg).check()
+
+
+def test_the_trainer_config_refuses_exactly_what_the_rule_refuses(tmp_path):
+    """A training config's model keys are the arch keys; config_from_dict asks the rule and has no
+    copy of it: over the grid, it accepts exactly the shapes the rule accepts, and its error is
+    the rule's. (Grid points the config reads differently are left out: head_dim, which it does
+    not take; null n_kv_heads / hidden_dim, which mean their defaults; vocab_size up to the
+    tokenizer's base tokens, which the trainer refuses for its own reason.)"""
+    from trainer.config import N_BASE_TOKENS, config_from_dict
+    from trainer.errors import ConfigError
+
+    train = dict(learning_rate=1e-3, batch_size=4, dataset_path=str(tmp_path / "data.jsonl"))
+    checked = 0
+    for cfg in _grid():
+        if "head_dim" in cfg or cfg["n_kv_heads"] is None or cfg["hidden_dim"] is None or \
+                (isinstance(cfg["vocab_size"], int) and cfg["vocab_size"] <= N_BASE_TOKENS):
+            continue
+        # the config reads norm_eps and rope_theta as floats, as YAML numbers
+        cfg = {k: float(v) if k in ("norm_eps", "rope_theta") and type(v) in (int, float) else v
+               for k, v in cfg.items()}
+        try:
+            rule = A.check_arch(cfg)
+            why = None
+        except FormatError as exc:
+            rule, why = None, str(exc)
+        try:
+            tc = config_from_dict(dict(cfg, **train))
+        except ConfigError as exc:
+            assert why is not None, f"the rule accepts {cfg}, the trainer config refuses it: {exc}"
+            if not str(exc).startswith("<config>: key "):    # the config's own type check came first
+                assert str(exc) == f"<config>: {why}"
+        else:
+            assert why is None, f"the rule refuses {cfg} ({why}), the trainer config accepts it"
+            assert A.check_arch(tc.arch().to_dict()) == rule
+        checked += 1
+    assert checked > 100
 
 
 @pytest.mark.parametrize("arch", [

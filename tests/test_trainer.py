@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _trainer_util import ROOT, TINY_CORPUS, write_config
+from _trainer_util import ROOT, TINY_CORPUS, slow_cli, write_config
 from trainer import checkpoint as ckpt_mod
 from trainer.config import load_config
 from trainer.data import load_jsonl, split
@@ -35,10 +35,10 @@ def test_example_configs_load():
         cfg = load_config(ROOT / "trainer" / "configs" / f"{name}.yaml")
         assert cfg.dataset_path.endswith(".jsonl")
     m = load_config(ROOT / "trainer" / "configs" / "marathi.yaml")
-    assert (m.vocab_size, m.hidden_size, m.num_heads, m.num_layers, m.batch_size, m.max_seq_len) == \
+    assert (m.vocab_size, m.dim, m.n_heads, m.n_layers, m.batch_size, m.max_seq_len) == \
         (1511, 256, 4, 8, 4, 128)
-    r = load_config(ROOT / "trainer" / "configs" / "marathi_reference.yaml")  # DESIGN.md's REFERENCE shape
-    assert (r.hidden_size, r.num_layers, r.num_heads, r.kv_heads, r.hidden_dim) == (256, 8, 4, 4, 768)
+    r = load_config(ROOT / "trainer" / "configs" / "marathi_reference.yaml")  # the REFERENCE shape
+    assert (r.dim, r.n_layers, r.n_heads, r.n_kv_heads, r.hidden_dim) == (256, 8, 4, 4, 768)
 
 
 def test_example_configs_write_their_runs_inside_the_checkout(tmp_path, monkeypatch):
@@ -53,10 +53,51 @@ def test_example_configs_write_their_runs_inside_the_checkout(tmp_path, monkeypa
     assert "/runs/" in (ROOT / ".gitignore").read_text().split()
 
 
-def test_config_unknown_key_suggests_the_right_one(tmp_path):
-    p = write_config(tmp_path, hiden_size=32)
-    with pytest.raises(ConfigError, match=r"unknown key 'hiden_size' \(did you mean 'hidden_size'\?\)"):
+@pytest.mark.parametrize("typo,hint", [("n_head", "n_heads"), ("hiden_dim", "hidden_dim"),
+                                       ("hiden_size", "dim")])   # a former name's typo: its new name
+def test_config_unknown_key_suggests_the_right_one(tmp_path, typo, hint):
+    p = write_config(tmp_path, **{typo: 32})
+    with pytest.raises(ConfigError, match=rf"unknown key '{typo}' \(did you mean '{hint}'\?\)"):
         load_config(p)
+
+
+def test_former_model_key_names_are_read_with_a_deprecation_warning(tmp_path):
+    from trainer.config import FORMER_NAMES
+
+    new = load_config(write_config(tmp_path, n_kv_heads=1, tied_embeddings=True))
+    old = {"dim": None, "n_heads": None, "n_layers": None, "hidden_dim": None, "hidden_size": 32, "num_heads": 2,
+           "num_layers": 2, "intermediate_size": 64, "num_kv_heads": 1, "tie_embeddings": True}
+    assert set(FORMER_NAMES) <= set(old)
+    with pytest.warns(FutureWarning, match=r"old.yaml: deprecated config key\(s\) ") as w:
+        got = load_config(write_config(tmp_path, name="old.yaml", **old))
+    assert got == new
+    msg = str(w[0].message)
+    assert all(f"{k} (now {v})" in msg for k, v in FORMER_NAMES.items()), msg
+    with pytest.raises(ConfigError, match="'hidden_size' and 'dim' name the same key"):
+        load_config(write_config(tmp_path, name="both.yaml", hidden_size=32))
+
+
+def test_a_checkpoint_with_former_key_names_resumes(tiny_run, tmp_path):
+    """state.json written with the config's former names: read under the arch names, it resumes."""
+    import shutil
+
+    _, res, _ = tiny_run
+    ck = tmp_path / "ckpt"
+    shutil.copytree(ckpt_mod.list_checkpoints(res["run_dir"])[-1], ck)
+    state = json.loads((ck / "state.json").read_text())
+    c, m = state["config"], state["model"]
+    state["config"] = dict({k: v for k, v in c.items() if k not in ("dim", "n_heads", "n_layers", "n_kv_heads",
+                                                                   "hidden_dim", "tied_embeddings")},
+                           hidden_size=c["dim"], num_heads=c["n_heads"], num_layers=c["n_layers"],
+                           num_kv_heads=None, intermediate_size=c["hidden_dim"], tie_embeddings=False)
+    state["model"] = {"hidden_size": m["dim"], "num_heads": m["n_heads"], "num_layers": m["n_layers"],
+                      "vocab_size": m["vocab_size"], "max_seq_len": m["max_seq_len"], "kv_heads": m["n_kv_heads"],
+                      "hidden_dim": m["hidden_dim"], "tie_embeddings": m["tied_embeddings"]}
+    (ck / "state.json").write_text(json.dumps(state))
+    loaded = ckpt_mod.load(ck)
+    assert loaded.state["model"] == m and loaded.state["config"]["dim"] == 32
+    cfg = load_config(write_config(tmp_path, max_steps=62, output_dir=str(tmp_path / "run2")))
+    assert Trainer(cfg, resume_from=ck, progress=False, verbose=False).run()["step"] == 62
 
 
 def test_config_missing_key(tmp_path):
@@ -69,7 +110,7 @@ def test_config_missing_key(tmp_path):
     ("batch_size", "4", "key 'batch_size' must be an integer, found '4' \\(str\\)"),
     ("batch_size", True, "key 'batch_size' must be an integer, found True \\(bool\\)"),
     ("learning_rate", "fast", "key 'learning_rate' must be a number"),
-    ("tie_embeddings", 1, "key 'tie_embeddings' must be true or false"),
+    ("tied_embeddings", 1, "key 'tied_embeddings' must be true or false"),
 ])
 def test_config_wrong_types(tmp_path, key, value, expect):
     with pytest.raises(ConfigError, match=expect):
@@ -77,10 +118,11 @@ def test_config_wrong_types(tmp_path, key, value, expect):
 
 
 @pytest.mark.parametrize("changes,expect", [
-    ({"hidden_size": 33}, "hidden_size = 33: must be divisible by num_heads \\(2\\)"),
-    ({"hidden_size": 30}, "head size hidden_size/num_heads = 15 must be even"),
+    ({"dim": 33}, "arch.dim 33 is not a multiple of n_heads 2"),
+    ({"dim": 30}, "head size 15 must be even for RoPE"),
     ({"vocab_size": 200}, "vocab_size = 200: the tokenizer needs 259 base tokens"),
-    ({"num_kv_heads": 3, "num_heads": 4}, "num_kv_heads = 3: must be >= 1 and divide num_heads"),
+    ({"n_kv_heads": 3, "n_heads": 4}, "arch.n_heads 4 is not a multiple of n_kv_heads 3"),
+    ({"n_kv_heads": 0}, "arch.n_kv_heads must be an integer in 1..65536, got 0"),
     ({"validation_fraction": 1.5}, "validation_fraction = 1.5: must lie strictly between 0 and 1"),
 ])
 def test_config_values_that_do_not_fit(tmp_path, changes, expect):
@@ -302,9 +344,9 @@ def test_progress_line_shows_loss_tokens_per_second_and_eta():
 
 def test_resume_from_a_different_config_is_rejected_before_work(tiny_run, tmp_path):
     _, res, _ = tiny_run
-    cfg = load_config(write_config(tmp_path, hidden_size=48))
+    cfg = load_config(write_config(tmp_path, dim=48))
     t = Trainer(cfg, resume_from=res["run_dir"], progress=False, verbose=False)
-    with pytest.raises(CheckpointError, match="different model config \\(hidden_size: checkpoint 32, config 48"):
+    with pytest.raises(CheckpointError, match="different model config \\(dim: checkpoint 32, config 48"):
         t.prepare()
 
 
@@ -352,9 +394,8 @@ def test_killed_then_resumed_run_is_bit_identical(tmp_path):
     b = tmp_path / "b"
     b.mkdir()
     cfg_b = write_config(b, max_steps=steps, checkpoint_interval=5)
-    env = dict(ENV, BULLET_TRAIN_STEP_DELAY="0.05")
-    proc = subprocess.Popen([sys.executable, "-m", "trainer.cli", "train", "--config", str(cfg_b), "--no-progress"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(slow_cli(0.05, "train", "--config", str(cfg_b), "--no-progress"),
+                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (b / "run" / "ckpt-0000015").exists():
         time.sleep(0.02)
@@ -404,7 +445,7 @@ def test_injected_nan_rolls_back_lowers_lr_and_finishes(tmp_path):
     t = Trainer(cfg, progress=False, verbose=False, fault=fault)
     res = t.run()
     assert hits == [15] and res["step"] == 30
-    assert t.rollbacks == 1 and t.lr_scale == 0.5 and t.attempt == 1
+    assert t.state.rollbacks == 1 and t.state.lr_scale == 0.5 and t.state.attempt == 1
     log = (tmp_path / "run" / "train.log").read_text()
     assert "loss spike at step 15: non-finite loss nan" in log
     assert "rolled back to step 10, learning-rate scale now 0.5" in log
@@ -471,7 +512,7 @@ def test_export_writes_bq4_tensors_tokenizer_and_provenance(exported, tiny_run):
         tr = bf.provenance["training"]
         assert tr["steps"] == 60 and tr["val_loss"] == pytest.approx(res["val_loss"])
         assert tr["data_sha256"] == load_jsonl(TINY_CORPUS).sha256
-        assert tr["config"]["hidden_size"] == 32
+        assert tr["config"]["dim"] == 32
         assert len(bf.vocab) == 300 and bf.header["examples"]
         assert len(bf.header["verification"]) >= 1
 
@@ -646,11 +687,11 @@ def test_router_needs_two_labels():
 # ---------------------------------------------------------------------------------------------
 
 def test_cli_bad_config_is_one_clear_line(tmp_path):
-    p = write_config(tmp_path, num_layers="two")
+    p = write_config(tmp_path, n_layers="two")
     r = _cli("train", "--config", str(p))
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("bullet-train: error: ")
-    assert "key 'num_layers' must be an integer, found 'two' (str)" in r.stderr
+    assert "key 'n_layers' must be an integer, found 'two' (str)" in r.stderr
     assert "Traceback" not in r.stderr
 
 
@@ -684,7 +725,7 @@ def test_export_with_grouped_kv_heads_and_tied_embeddings_matches_runtime(tmp_pa
     from trainer.export import export
     from trainer.model import Model
 
-    cfg = load_config(write_config(tmp_path, max_steps=5, num_heads=4, num_kv_heads=2, tie_embeddings=True,
+    cfg = load_config(write_config(tmp_path, max_steps=5, n_heads=4, n_kv_heads=2, tied_embeddings=True,
                                    eval_batches=1))
     Trainer(cfg, progress=False, verbose=False).run()
     out = tmp_path / "gqa.bullet"
@@ -725,8 +766,8 @@ def test_sigint_stops_at_a_step_boundary_saves_and_resumes_exactly(tmp_path):
     b = tmp_path / "b"
     b.mkdir()
     cfg_b = write_config(b, max_steps=steps, checkpoint_interval=100, log_interval=1)
-    proc = subprocess.Popen([sys.executable, "-m", "trainer.cli", "train", "--config", str(cfg_b), "--no-progress"],
-                            cwd=ROOT, env=dict(ENV, BULLET_TRAIN_STEP_DELAY="0.05"), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(slow_cli(0.05, "train", "--config", str(cfg_b), "--no-progress"),
+                            cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     metrics = b / "run" / "metrics.jsonl"
     deadline = time.monotonic() + 120

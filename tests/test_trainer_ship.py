@@ -139,7 +139,7 @@ def test_init_from_a_shipped_child_starts_from_its_weights_and_tokenizer(shipped
 def test_init_from_a_child_of_another_shape_is_a_config_error(shipped, tmp_path):
     from trainer.errors import ConfigError
 
-    cfg = load_config(write_config(tmp_path, hidden_size=64, init_from=str(shipped[0] / "tiny.bullet")))
+    cfg = load_config(write_config(tmp_path, dim=64, init_from=str(shipped[0] / "tiny.bullet")))
     with pytest.raises(ConfigError, match=r"dim 32 \(config 64\)"):
         Trainer(cfg, progress=False, verbose=False).prepare()
     cfg = load_config(write_config(tmp_path, name="c2.yaml", init_from=str(tmp_path / "missing.bullet")))

@@ -11,7 +11,8 @@ A checkpoint is a folder `ckpt-<step:07d>/` inside the run's output_dir:
 
 It is written into a hidden temporary folder, fsync'ed, then renamed into place, so a crash
 leaves either the old set of checkpoints or the new one, never half a checkpoint. After a save
-only the newest `keep` checkpoints remain.
+only the newest `keep` checkpoints remain. A state.json that names the model keys by their former
+names (trainer.config.FORMER_NAMES) is read with the arch names.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.config import FORMER_NAMES
 from trainer.errors import CheckpointError
 
 FORMAT = "bullet-ckpt-1"
@@ -139,7 +141,22 @@ def load(path) -> Checkpoint:
     if "adam.m" not in arrays or "adam.v" not in arrays:
         raise CheckpointError(f"checkpoint {p}: weights.npz lacks the optimiser state")
     params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
-    return Checkpoint(p, state, params, arrays["adam.m"], arrays["adam.v"], tok)
+    return Checkpoint(p, _arch_names(state), params, arrays["adam.m"], arrays["adam.v"], tok)
+
+
+def _arch_names(state: dict) -> dict:
+    """state with its config and shape keys under the arch names. A config with former names
+    may also hold the derived kv_heads and hidden_dim, which its own keys determine."""
+    out = dict(state)
+    cfg = state.get("config")
+    if isinstance(cfg, dict) and any(k in cfg for k in FORMER_NAMES):
+        cfg = {k: v for k, v in cfg.items() if k not in ("kv_heads", "hidden_dim")}
+        out["config"] = {FORMER_NAMES.get(k, k): v for k, v in cfg.items()}
+    model = state.get("model")
+    if isinstance(model, dict):
+        names = dict(FORMER_NAMES, kv_heads="n_kv_heads")
+        out["model"] = {names.get(k, k): v for k, v in model.items()}
+    return out
 
 
 def check_matches(ckpt: Checkpoint, model_keys: dict) -> None:

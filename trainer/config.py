@@ -1,10 +1,16 @@
-"""YAML training configs: the original Bullet OS keys, validated into a frozen dataclass.
+"""YAML training configs, validated into a frozen dataclass.
 
-A config is a flat YAML mapping. The original's keys (`hidden_size`, `num_heads`, `num_layers`,
-`vocab_size`, `learning_rate`, `batch_size`, `max_seq_len`, `dataset_path`) are required; the
-rest have defaults (see TrainConfig). Unknown keys, missing keys, wrong types and values that
-do not fit together raise ConfigError naming the file and the key. Relative paths
-(`dataset_path`, `tokenizer_path`, `init_from`, `output_dir`) are resolved against the config file's folder.
+A config is a flat YAML mapping. The model keys are the `.bullet` arch names (`dim`, `n_heads`,
+`n_layers`, `vocab_size`, `max_seq_len`, and `n_kv_heads`, `hidden_dim`, `tied_embeddings`,
+`norm_eps`, `rope_theta`), checked by the rule every reader of the exported file applies
+(bulletd.format.arch). `dim`, `n_heads`, `n_layers`, `vocab_size`, `max_seq_len`,
+`learning_rate`, `batch_size` and `dataset_path` are required; the rest have defaults (see
+TrainConfig). Unknown keys, missing keys, wrong types and values that do not fit together raise
+ConfigError naming the file and the key. Relative paths (`dataset_path`, `tokenizer_path`,
+`init_from`, `output_dir`) are resolved against the config file's folder.
+
+The former model key names (FORMER_NAMES: `hidden_size`, `num_heads`, ...) are still read, with
+a FutureWarning naming their replacements.
 
     from trainer.config import load_config
     cfg = load_config("trainer/configs/tiny.yaml")
@@ -14,11 +20,14 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import yaml
 
+from bulletd.errors import FormatError
+from bulletd.format import arch as arch_rules
 from trainer.errors import ConfigError
 from trainer.model import ModelArch
 
@@ -29,20 +38,20 @@ N_BASE_TOKENS = N_CONTROL + 256
 
 @dataclass(frozen=True)
 class TrainConfig:
-    # -- model (original keys) --
-    hidden_size: int
-    num_heads: int
-    num_layers: int
+    # -- model: the .bullet arch keys (bulletd.format.arch) --
+    dim: int
+    n_heads: int
+    n_layers: int
     vocab_size: int
     max_seq_len: int                      # training window and the exported model's context
-    # -- training (original keys) --
+    # -- training --
     learning_rate: float                  # peak learning rate after warmup
     batch_size: int
     dataset_path: str                     # JSONL, one {"text": ...} per line
-    # -- model extras --
-    num_kv_heads: int | None = None       # grouped-query heads; default = num_heads
-    intermediate_size: int | None = None  # SwiGLU hidden width; default = 3 * hidden_size
-    tie_embeddings: bool = False
+    # -- model, optional --
+    n_kv_heads: int | None = None         # grouped-query heads; null: n_heads
+    hidden_dim: int | None = None         # SwiGLU hidden width; null: 3 * dim
+    tied_embeddings: bool = False
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     # -- optimisation --
@@ -86,35 +95,36 @@ class TrainConfig:
     name: str = "child"
     version: str = "0.1.0"
 
-    @property
-    def kv_heads(self) -> int:
-        return self.num_kv_heads or self.num_heads
-
-    @property
-    def hidden_dim(self) -> int:
-        return self.intermediate_size or 3 * self.hidden_size
+    def __post_init__(self):
+        # the two defaults that depend on other keys: from here on both are integers
+        if self.n_kv_heads is None:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
+        if self.hidden_dim is None:
+            object.__setattr__(self, "hidden_dim", 3 * self.dim)
 
     @property
     def min_lr(self) -> float:
         return self.learning_rate / 10 if self.min_learning_rate is None else self.min_learning_rate
 
     def arch(self) -> ModelArch:
-        return ModelArch(dim=self.hidden_size, n_layers=self.num_layers, n_heads=self.num_heads,
-                         n_kv_heads=self.kv_heads, hidden_dim=self.hidden_dim, vocab_size=self.vocab_size,
-                         max_seq_len=self.max_seq_len, norm_eps=self.norm_eps, rope_theta=self.rope_theta,
-                         tied_embeddings=self.tie_embeddings)
+        return ModelArch(**{f.name: getattr(self, f.name) for f in fields(ModelArch)})
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def model_dict(self) -> dict:
         """The keys that fix the parameter shapes (a checkpoint must match them to be resumed)."""
-        return {k: getattr(self, k) for k in ("hidden_size", "num_heads", "num_layers", "vocab_size",
-                                               "max_seq_len", "kv_heads", "hidden_dim", "tie_embeddings")}
+        return {k: getattr(self, k) for k in SHAPE_KEYS}
 
 
-REQUIRED = ("hidden_size", "num_heads", "num_layers", "vocab_size", "max_seq_len", "learning_rate",
-            "batch_size", "dataset_path")
+REQUIRED = ("dim", "n_heads", "n_layers", "vocab_size", "max_seq_len", "learning_rate", "batch_size",
+            "dataset_path")
+SHAPE_KEYS = ("dim", "n_heads", "n_layers", "vocab_size", "max_seq_len", "n_kv_heads", "hidden_dim",
+              "tied_embeddings")
+# the model keys' former names -> the arch names that replace them
+FORMER_NAMES = {"hidden_size": "dim", "num_heads": "n_heads", "num_layers": "n_layers",
+                "num_kv_heads": "n_kv_heads", "intermediate_size": "hidden_dim",
+                "tie_embeddings": "tied_embeddings"}
 
 # key -> accepted Python types (bool is excluded from int on purpose: `batch_size: yes` is an error)
 _TYPES = {f.name: f.type for f in fields(TrainConfig)}
@@ -141,14 +151,37 @@ def _type_name(typ: str) -> str:
     return names[base] + (" or null" if "None" in typ else "")
 
 
+def rename_former_keys(raw: dict, source: str = "<config>") -> tuple[dict, list[str]]:
+    """raw with the FORMER_NAMES keys under their arch names, and the former names it held.
+    ConfigError when one key is given under both names."""
+    out, former = {}, []
+    for key, value in raw.items():
+        new = FORMER_NAMES.get(key) if isinstance(key, str) else None
+        if new is None:
+            continue
+        if new in raw:
+            raise ConfigError(f"{source}: {key!r} and {new!r} name the same key; keep {new!r}")
+        out[new] = value
+        former.append(key)
+    out.update({k: v for k, v in raw.items() if k not in FORMER_NAMES})
+    return out, former
+
+
 def config_from_dict(raw, source: str = "<config>", base_dir: Path | None = None) -> TrainConfig:
-    """Validate a mapping (as loaded from YAML) and build a TrainConfig. Raises ConfigError."""
+    """Validate a mapping (as loaded from YAML) and build a TrainConfig. Raises ConfigError;
+    warns (FutureWarning) when the mapping uses FORMER_NAMES."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a YAML mapping of keys to values, found {type(raw).__name__}")
+    raw, former = rename_former_keys(raw, source)
+    if former:
+        warnings.warn(f"{source}: deprecated config key(s) "
+                      + ", ".join(f"{k} (now {FORMER_NAMES[k]})" for k in former)
+                      + "; the model keys take the .bullet arch names", FutureWarning, stacklevel=2)
     known = set(_TYPES)
     for key in raw:
         if not isinstance(key, str) or key not in known:
-            hint = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = difflib.get_close_matches(str(key), sorted(known | set(FORMER_NAMES)), n=1)
+            hint = [FORMER_NAMES.get(h, h) for h in hint]
             raise ConfigError(f"{source}: unknown key {key!r}"
                               + (f" (did you mean {hint[0]!r}?)" if hint else "")
                               + f"; known keys: {', '.join(sorted(known))}")
@@ -175,32 +208,27 @@ def config_from_dict(raw, source: str = "<config>", base_dir: Path | None = None
 
 
 def validate(cfg: TrainConfig, source: str = "<config>") -> None:
-    """Value checks that do not need the data (ranges, divisibility, vocabulary room)."""
+    """Value checks that do not need the data. The model keys are checked by the arch rule of
+    bulletd.format.arch, the one every reader of the exported file applies."""
     def bad(key, why):
         raise ConfigError(f"{source}: {key} = {getattr(cfg, key)!r}: {why}")
 
-    for key in ("hidden_size", "num_heads", "num_layers", "vocab_size", "max_seq_len", "batch_size",
-                "max_steps", "eval_interval", "eval_batches", "checkpoint_interval", "keep_checkpoints",
-                "log_interval", "spike_window", "attention_block"):
+    try:
+        arch_rules.check_arch(cfg.arch().to_dict())
+    except FormatError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    for key in ("batch_size", "max_steps", "eval_interval", "eval_batches", "checkpoint_interval",
+                "keep_checkpoints", "log_interval", "spike_window", "attention_block"):
         if getattr(cfg, key) < 1:
             bad(key, "must be >= 1")
     for key in ("warmup_steps", "max_rollbacks"):
         if getattr(cfg, key) < 0:
             bad(key, "must be >= 0")
-    if cfg.hidden_size % cfg.num_heads:
-        bad("hidden_size", f"must be divisible by num_heads ({cfg.num_heads})")
-    if (cfg.hidden_size // cfg.num_heads) % 2:
-        bad("num_heads", f"head size hidden_size/num_heads = {cfg.hidden_size // cfg.num_heads} must be even (RoPE)")
-    if cfg.num_kv_heads is not None and (cfg.num_kv_heads < 1 or cfg.num_heads % cfg.num_kv_heads):
-        bad("num_kv_heads", f"must be >= 1 and divide num_heads ({cfg.num_heads})")
-    if cfg.intermediate_size is not None and cfg.intermediate_size < 1:
-        bad("intermediate_size", "must be >= 1")
     if cfg.vocab_size <= N_BASE_TOKENS:
         bad("vocab_size", f"the tokenizer needs {N_BASE_TOKENS} base tokens ({N_CONTROL} control + 256 "
                           f"byte fallback) plus room for text pieces, so vocab_size must be > {N_BASE_TOKENS}")
-    for key in ("learning_rate", "norm_eps", "rope_theta"):
-        if not (math.isfinite(getattr(cfg, key)) and getattr(cfg, key) > 0):
-            bad(key, "must be a finite number > 0")
+    if not (math.isfinite(cfg.learning_rate) and cfg.learning_rate > 0):
+        bad("learning_rate", "must be a finite number > 0")
     if not (0 <= cfg.min_lr <= cfg.learning_rate):
         bad("min_learning_rate", f"must lie in [0, learning_rate={cfg.learning_rate}]")
     if not (0.0 <= cfg.beta1 < 1.0 and 0.0 <= cfg.beta2 < 1.0):

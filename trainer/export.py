@@ -102,10 +102,8 @@ def init_provenance(path) -> dict:
 
 
 def bullet_arch(cfg) -> dict:
-    a = cfg.arch()
-    return {"dim": a.dim, "n_layers": a.n_layers, "n_heads": a.n_heads, "n_kv_heads": a.n_kv_heads,
-            "hidden_dim": a.hidden_dim, "vocab_size": a.vocab_size, "max_seq_len": a.max_seq_len,
-            "norm_eps": a.norm_eps, "rope_theta": a.rope_theta, "tied_embeddings": a.tied_embeddings}
+    """The header `arch` of the config's model (the config's model keys are its names)."""
+    return cfg.arch().to_dict()
 
 
 def quantized_tensors(model: Model) -> dict:

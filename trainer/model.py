@@ -1,4 +1,4 @@
-"""The Llama-style decoder of DESIGN.md, built on trainer.autograd.
+"""The Llama-style decoder of the `.bullet` lm kind (docs/BULLET_SPEC.md), built on trainer.autograd.
 
 token embedding -> N x [RMSNorm -> causal self-attention (RoPE, grouped-query heads) -> residual,
 RMSNorm -> SwiGLU MLP -> residual] -> RMSNorm -> output projection (tied or untied).

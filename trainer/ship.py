@@ -63,7 +63,7 @@ def measure(out: Path, name: str, ck, prompts: str, tokens: int = 200, baselines
     from trainer.config import config_from_dict
     from trainer.data import load_jsonl, split
 
-    cfg = config_from_dict({k: v for k, v in ck.state["config"].items() if k not in ("kv_heads", "hidden_dim")})
+    cfg = config_from_dict(ck.state["config"])
     corpus = load_jsonl(cfg.dataset_path, field_name=cfg.text_field, on_bad_line="skip")
     train, val = split(corpus.texts, cfg.validation_fraction, cfg.seed)
     models = Models(out, trust=str(out / "release.pub.pem"))
@@ -122,8 +122,8 @@ def card(name: str, summary: dict, ck, gold: dict, pub_key_id: str, data_note: s
     cfg = ck.state["config"]
     ev = ck.state.get("eval") or {}
     chk = {k: summary.get(k) for k in ("f32_val_loss", "exported_val_loss", "exported_val_bpb", "relative_increase")}
-    rows = "\n".join(f"| `{k}` | {cfg[k]} |" for k in ("vocab_size", "hidden_size", "num_layers", "num_heads",
-                                                      "intermediate_size", "max_seq_len", "batch_size",
+    rows = "\n".join(f"| `{k}` | {cfg[k]} |" for k in ("vocab_size", "dim", "n_layers", "n_heads",
+                                                      "hidden_dim", "max_seq_len", "batch_size",
                                                       "learning_rate", "min_learning_rate", "warmup_steps",
                                                       "max_steps", "weight_decay", "grad_clip", "seed"))
     examples = "\n".join(f"- {e}" for e in summary.get("examples", []))

@@ -10,8 +10,9 @@ memory too), multiplies the learning rate by rollback_lr_factor, and moves to fr
 attempt counter is part of the batch seed). It is logged; after max_rollbacks the run stops
 with a TrainerError.
 
-Everything that influences later steps (weights, AdamW moments and step count, step, rollback
-scale and counters, recent losses) is in the checkpoint, so `--resume-from` continues bit for bit.
+Everything that influences later steps is in the checkpoint: the weights, the AdamW moments and
+step count, and RunState (step, rollback scale and counters, recent losses), so `--resume-from`
+continues bit for bit.
 
     from trainer.train import Trainer
     Trainer(load_config("trainer/configs/tiny.yaml")).run()
@@ -20,11 +21,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +83,37 @@ class Progress:
         self.stream.flush()
 
 
+@dataclass
+class RunState:
+    """What a run carries from step to step besides the weights and the optimiser: written to
+    every checkpoint's state.json and read back on resume."""
+    step: int = 0
+    lr_scale: float = 1.0                 # product of the rollback factors so far
+    attempt: int = 0                      # part of the batch seed: a rollback moves to fresh batches
+    rollbacks: int = 0
+    recent: list[float] = field(default_factory=list)                 # the last spike_window losses
+    history: list[tuple[int, float]] = field(default_factory=list)    # (step, training loss)
+    val_history: list[tuple[int, float]] = field(default_factory=list)
+    last_eval: dict | None = None
+
+    @classmethod
+    def from_json(cls, state: dict) -> RunState:
+        """From a checkpoint's state.json; KeyError, ValueError or TypeError when it lacks a key."""
+        return cls(step=int(state["step"]), lr_scale=float(state["lr_scale"]), attempt=int(state["attempt"]),
+                   rollbacks=int(state["rollbacks"]), recent=[float(x) for x in state["recent_losses"]],
+                   history=[tuple(x) for x in state.get("history", [])],
+                   val_history=[tuple(x) for x in state.get("val_history", [])], last_eval=state.get("eval"))
+
+    def to_json(self) -> dict:
+        """The state.json keys (checkpoint.save writes the step)."""
+        return {"lr_scale": self.lr_scale, "attempt": self.attempt, "rollbacks": self.rollbacks,
+                "recent_losses": self.recent, "history": self.history[-5000:], "val_history": self.val_history,
+                "eval": self.last_eval}
+
+
 class Trainer:
-    """Owns one run. `fault(step, loss) -> loss` lets tests inject a spike."""
+    """Owns one run. `fault(step, loss) -> loss` is called with each step's loss before the spike
+    test: tests inject a spike with it, or slow the steps down."""
 
     def __init__(self, cfg: TrainConfig, *, resume_from=None, progress: bool = True, fault=None,
                  verbose: bool = True):
@@ -165,80 +195,68 @@ class Trainer:
         self.model = Model(cfg.arch(), seed=cfg.seed, attn_impl=cfg.attention, attn_block=cfg.attention_block)
         self.opt = AdamW(self.model.flat, self.model.flat_grad, self.model.decay_mask,
                          betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
-        self.step = 0
-        self.lr_scale = 1.0
-        self.attempt = 0
-        self.rollbacks = 0
-        self.recent: list[float] = []
-        self.history: list[tuple[int, float]] = []
-        self.val_history: list[tuple[int, float]] = []
-        self.last_eval: dict | None = None
+        self.state = RunState()
         if ck is not None:
             try:
+                self.state = RunState.from_json(ck.state)
                 self.model.load_arrays(ck.params)
                 self.opt.load_state(ck.adam_m, ck.adam_v, ck.state["opt_t"])
-                self.step = int(ck.state["step"])
-                self.lr_scale = float(ck.state["lr_scale"])
-                self.attempt = int(ck.state["attempt"])
-                self.rollbacks = int(ck.state["rollbacks"])
-                self.recent = [float(x) for x in ck.state["recent_losses"]]
-                self.history = [tuple(x) for x in ck.state.get("history", [])]
-                self.val_history = [tuple(x) for x in ck.state.get("val_history", [])]
-                self.last_eval = ck.state.get("eval")
             except (KeyError, ValueError, TypeError) as exc:
                 raise CheckpointError(f"checkpoint {ck.path} does not fit this model: {exc}") from exc
-            self.log(f"resumed from {ck.path} at step {self.step}")
+            self.log(f"resumed from {ck.path} at step {self.state.step}")
         elif cfg.init_from:
             self.model.load_bullet_tensors(init.tensors)
             self.log(f"initialised from {cfg.init_from} ({init.name} {init.version}, body sha256 {init.sha256[:16]})")
-        if self.step > cfg.max_steps:
-            raise CheckpointError(f"checkpoint is at step {self.step}, beyond the requested {cfg.max_steps} steps")
+        if self.state.step > cfg.max_steps:
+            raise CheckpointError(f"checkpoint is at step {self.state.step}, beyond the requested {cfg.max_steps} steps")
         self._snapshot()
         a = cfg.arch()
         self.log(f"model: {a.n_params() / 1e6:.2f}M parameters, dim {a.dim}, {a.n_layers} layers, "
                  f"{a.n_heads} heads ({a.n_kv_heads} kv), hidden {a.hidden_dim}, vocab {a.vocab_size}, "
-                 f"context {a.max_seq_len}; batch {cfg.batch_size}; steps {self.step}->{cfg.max_steps}")
+                 f"context {a.max_seq_len}; batch {cfg.batch_size}; steps {self.state.step}->{cfg.max_steps}")
         self.prepared = True
 
     # -- state ---------------------------------------------------------------------------------------
 
     def _snapshot(self) -> None:
         """In-memory copy of the last good state (what a rollback returns to)."""
-        self.good = (self.model.flat.copy(), self.opt.m.copy(), self.opt.v.copy(), self.opt.t, self.step,
-                     list(self.recent), list(self.history))
+        st = self.state
+        self.good = (self.model.flat.copy(), self.opt.m.copy(), self.opt.v.copy(), self.opt.t, st.step,
+                     list(st.recent), list(st.history))
 
     def _rollback(self, reason: str) -> None:
+        """Back to the snapshot's weights, optimiser, step and losses; the rollback scale and
+        counters move on."""
         flat, m, v, t, step, recent, history = self.good
-        self.rollbacks += 1
-        if self.rollbacks > self.cfg.max_rollbacks:
-            raise TrainerError(f"loss spike at step {self.step + 1} ({reason}) after {self.cfg.max_rollbacks} "
+        st = self.state
+        st.rollbacks += 1
+        if st.rollbacks > self.cfg.max_rollbacks:
+            raise TrainerError(f"loss spike at step {st.step + 1} ({reason}) after {self.cfg.max_rollbacks} "
                                f"rollbacks already; giving up (lower learning_rate or check the data)")
         self.model.flat[...] = flat
         self.opt.m[...] = m
         self.opt.v[...] = v
         self.opt.t = t
-        bad_step = self.step + 1
-        self.step = step
-        self.recent, self.history = list(recent), list(history)
-        self.lr_scale *= self.cfg.rollback_lr_factor
-        self.attempt += 1
+        bad_step = st.step + 1
+        st.step = step
+        st.recent, st.history = list(recent), list(history)
+        st.lr_scale *= self.cfg.rollback_lr_factor
+        st.attempt += 1
         self.log(f"loss spike at step {bad_step}: {reason}; rolled back to step {step}, "
-                 f"learning-rate scale now {self.lr_scale:g}, skipping to fresh batches (attempt {self.attempt}), "
-                 f"rollback {self.rollbacks}/{self.cfg.max_rollbacks}")
+                 f"learning-rate scale now {st.lr_scale:g}, skipping to fresh batches (attempt {st.attempt}), "
+                 f"rollback {st.rollbacks}/{self.cfg.max_rollbacks}")
 
     def _on_signal(self, signum, frame) -> None:
         self._stop_signal = signum
 
     def state_dict(self) -> dict:
         cfg = self.cfg
-        return {"config": cfg.to_dict(), "model": cfg.model_dict(), "arch": cfg.arch().to_dict(),
-                "opt_t": self.opt.t, "lr_scale": self.lr_scale, "attempt": self.attempt,
-                "rollbacks": self.rollbacks, "recent_losses": self.recent, "history": self.history[-5000:],
-                "val_history": self.val_history, "eval": self.last_eval, "data_sha256": self.corpus.sha256,
-                "data_path": self.corpus.path, "n_params": cfg.arch().n_params()}
+        return dict(self.state.to_json(), config=cfg.to_dict(), model=cfg.model_dict(), arch=cfg.arch().to_dict(),
+                    opt_t=self.opt.t, data_sha256=self.corpus.sha256, data_path=self.corpus.path,
+                    n_params=cfg.arch().n_params())
 
     def save_checkpoint(self) -> Path:
-        p = ckpt_mod.save(self.run_dir, self.step, self.state_dict(), self.model.state_arrays(),
+        p = ckpt_mod.save(self.run_dir, self.state.step, self.state_dict(), self.model.state_arrays(),
                           self.opt.m, self.opt.v, self.vocab.to_json(), self.cfg.keep_checkpoints)
         self._snapshot()
         self.log(f"checkpoint {p}", echo=False)
@@ -246,22 +264,26 @@ class Trainer:
 
     def evaluate(self) -> dict:
         r = evaluate(self.model, self.data, self.cfg.eval_batches, self.cfg.batch_size)
-        r["step"] = self.step
-        self.last_eval = r
-        self.val_history.append((self.step, r["val_loss"]))
-        self.log(f"step {self.step}: val loss {r['val_loss']:.4f} nats/token, {r['val_bpb']:.4f} bits/byte")
+        r["step"] = self.state.step
+        self.state.last_eval = r
+        self.state.val_history.append((self.state.step, r["val_loss"]))
+        self.log(f"step {self.state.step}: val loss {r['val_loss']:.4f} nats/token, {r['val_bpb']:.4f} bits/byte")
         return r
 
     # -- the loop ------------------------------------------------------------------------------------
 
+    def _saved_here(self) -> bool:
+        """Whether the newest checkpoint is of the current step."""
+        saved = ckpt_mod.list_checkpoints(self.run_dir)
+        return bool(saved) and saved[-1].name == f"ckpt-{self.state.step:07d}"
+
     def run(self) -> dict:
         if not self.prepared:
             self.prepare()
-        cfg = self.cfg
-        self.progress = Progress(cfg.max_steps, self.step, self.show_progress)
+        cfg, st = self.cfg, self.state
+        self.progress = Progress(cfg.max_steps, st.step, self.show_progress)
         tokens_since = 0
-        slow = float(os.environ.get("BULLET_TRAIN_STEP_DELAY", "0") or 0)  # test aid: widen the kill window
-        t_last, step_last = time.monotonic(), self.step
+        t_last = time.monotonic()
         tok_s = 0.0
         metrics = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
         # Ctrl-C / SIGTERM only set a flag; the loop stops at the next step boundary and saves a
@@ -273,14 +295,14 @@ class Trainer:
                 previous[sig] = signal.signal(sig, self._on_signal)
         interrupted = False
         try:
-            while self.step < cfg.max_steps:
+            while st.step < cfg.max_steps:
                 if self._stop_signal is not None:
                     interrupted = True
                     break
-                s = self.step
+                s = st.step
                 lr = lr_at(s, max_lr=cfg.learning_rate, min_lr=cfg.min_lr, warmup=cfg.warmup_steps,
-                           total=cfg.max_steps) * self.lr_scale
-                x, y = self.data.batch(cfg.seed, s, cfg.batch_size, self.attempt)
+                           total=cfg.max_steps) * st.lr_scale
+                x, y = self.data.batch(cfg.seed, s, cfg.batch_size, st.attempt)
                 self.model.zero_grad()
                 loss_t = self.model.loss(x, y)
                 loss_t.backward()
@@ -288,7 +310,7 @@ class Trainer:
                 if self.fault is not None:
                     loss = self.fault(s + 1, loss)
                 norm = clip_grad_norm(self.model.flat_grad, cfg.grad_clip)
-                window = self.recent[-cfg.spike_window:]
+                window = st.recent[-cfg.spike_window:]
                 if not math.isfinite(loss) or not math.isfinite(norm):
                     self._rollback(f"non-finite loss {loss} / gradient norm {norm}")
                     continue
@@ -296,47 +318,44 @@ class Trainer:
                     self._rollback(f"loss {loss:.4f} > {cfg.spike_factor:g} x recent mean {sum(window) / len(window):.4f}")
                     continue
                 self.opt.step(lr)
-                self.step += 1
+                st.step += 1
                 tokens_since += x.size
-                self.recent = (self.recent + [loss])[-cfg.spike_window:]
-                self.history.append((self.step, loss))
-                if slow:
-                    time.sleep(slow)
+                st.recent = (st.recent + [loss])[-cfg.spike_window:]
+                st.history.append((st.step, loss))
                 now = time.monotonic()
-                if now - t_last > 0.5 or self.step == cfg.max_steps:
+                if now - t_last > 0.5 or st.step == cfg.max_steps:
                     tok_s = tokens_since / max(1e-9, now - t_last)
-                    t_last, step_last, tokens_since = now, self.step, 0
-                log_now = self.step % cfg.log_interval == 0 or self.step == cfg.max_steps
-                self.progress.update(self.step, loss, lr, tok_s, force=log_now)
+                    t_last, tokens_since = now, 0
+                log_now = st.step % cfg.log_interval == 0 or st.step == cfg.max_steps
+                self.progress.update(st.step, loss, lr, tok_s, force=log_now)
                 if log_now:
-                    metrics.write(json.dumps({"step": self.step, "loss": loss, "lr": lr, "grad_norm": norm,
+                    metrics.write(json.dumps({"step": st.step, "loss": loss, "lr": lr, "grad_norm": norm,
                                               "tok_s": round(tok_s)}) + "\n")
                     metrics.flush()
-                    self.log(f"step {self.step} loss {loss:.4f} lr {lr:.3e} grad-norm {norm:.3f} "
+                    self.log(f"step {st.step} loss {loss:.4f} lr {lr:.3e} grad-norm {norm:.3f} "
                              f"{tok_s:.0f} tok/s", echo=False)
-                if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps:
+                if st.step % cfg.eval_interval == 0 or st.step == cfg.max_steps:
                     self.evaluate()
-                if self.step % cfg.checkpoint_interval == 0 or self.step == cfg.max_steps:
+                if st.step % cfg.checkpoint_interval == 0 or st.step == cfg.max_steps:
                     self.save_checkpoint()
         finally:
             metrics.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if interrupted:
-            if not ckpt_mod.list_checkpoints(self.run_dir) or \
-                    ckpt_mod.list_checkpoints(self.run_dir)[-1].name != f"ckpt-{self.step:07d}":
+            if not self._saved_here():
                 self.save_checkpoint()
-            self.log(f"interrupted by {signal.Signals(self._stop_signal).name} at step {self.step}; checkpoint saved, "
+            self.log(f"interrupted by {signal.Signals(self._stop_signal).name} at step {st.step}; checkpoint saved, "
                      f"continue with --resume-from {self.run_dir}")
-            return dict(self.last_eval or {}, step=self.step, run_dir=str(self.run_dir), interrupted=True)
-        if self.last_eval is None or self.last_eval.get("step") != self.step:
+            return dict(st.last_eval or {}, step=st.step, run_dir=str(self.run_dir), interrupted=True)
+        if st.last_eval is None or st.last_eval.get("step") != st.step:
             self.evaluate()
-        if not ckpt_mod.list_checkpoints(self.run_dir) or ckpt_mod.list_checkpoints(self.run_dir)[-1].name != f"ckpt-{self.step:07d}":
+        if not self._saved_here():
             self.save_checkpoint()
         try:
-            write_loss_png(self.run_dir / "loss.png", self.history, self.val_history)
+            write_loss_png(self.run_dir / "loss.png", st.history, st.val_history)
         except OSError as exc:  # the plot is a nicety; never fail a finished run over it
             self.log(f"could not write loss.png: {exc}")
-        self.log(f"done: step {self.step}, val loss {self.last_eval['val_loss']:.4f}, "
-                 f"{self.last_eval['val_bpb']:.4f} bits/byte; checkpoints in {self.run_dir}")
-        return dict(self.last_eval, step=self.step, run_dir=str(self.run_dir))
+        self.log(f"done: step {st.step}, val loss {st.last_eval['val_loss']:.4f}, "
+                 f"{st.last_eval['val_bpb']:.4f} bits/byte; checkpoints in {self.run_dir}")
+        return dict(st.last_eval, step=st.step, run_dir=str(self.run_dir))

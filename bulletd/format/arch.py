@@ -49,7 +49,7 @@ def check_arch(arch: Any) -> dict:
     for k in INT_KEYS:
         v = arch.get(k)
         if not _is_int(v) or not 0 < v <= LIMITS[k]:
-            raise FormatError(f"header arch.{k} must be an integer in 1..{LIMITS[k]}, got {v!r}")
+            raise FormatError(f"arch.{k} must be an integer in 1..{LIMITS[k]}, got {v!r}")
         out[k] = v
     hd = arch.get("head_dim")
     if hd is None:
@@ -57,7 +57,7 @@ def check_arch(arch: Any) -> dict:
             raise FormatError(f"arch.dim {out['dim']} is not a multiple of n_heads {out['n_heads']}")
         hd = out["dim"] // out["n_heads"]
     elif not _is_int(hd) or not 0 < hd <= LIMITS["head_dim"]:
-        raise FormatError(f"header arch.head_dim must be an integer in 1..{LIMITS['head_dim']}, got {hd!r}")
+        raise FormatError(f"arch.head_dim must be an integer in 1..{LIMITS['head_dim']}, got {hd!r}")
     if hd % 2:
         raise FormatError(f"head size {hd} must be even for RoPE")
     if out["n_heads"] % out["n_kv_heads"]:
@@ -66,11 +66,11 @@ def check_arch(arch: Any) -> dict:
     for k, default in (("norm_eps", 1e-5), ("rope_theta", 10000.0)):
         v = arch.get(k, default)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < MAX_FLOAT:
-            raise FormatError(f"header arch.{k} must be a positive number, got {v!r}")
+            raise FormatError(f"arch.{k} must be a positive number, got {v!r}")
         out[k] = float(v)
     tied = arch.get("tied_embeddings", False)
     if not isinstance(tied, bool):
-        raise FormatError(f"header arch.tied_embeddings must be true or false, got {tied!r}")
+        raise FormatError(f"arch.tied_embeddings must be true or false, got {tied!r}")
     out["tied_embeddings"] = tied
     return out
 

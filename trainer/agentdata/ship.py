@@ -153,7 +153,7 @@ def child_card(name, summary, ck, results, speed, run: Path, gold=()) -> str:
     ev = ck.state.get("eval") or {}
     wall = _wall_minutes(run)
     tok_s = _train_tok_s(run)
-    keys = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_seq_len",
+    keys = ("vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "max_seq_len",
             "batch_size", "learning_rate", "min_learning_rate", "warmup_steps", "max_steps", "weight_decay",
             "seed", "loss_after", "agent_tool", "split_digits", "word_pieces")
     rows = "\n".join(f"| `{k}` | {json.dumps(cfg.get(k), ensure_ascii=False)} |" for k in keys)
