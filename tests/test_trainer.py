@@ -695,6 +695,14 @@ def test_cli_bad_config_is_one_clear_line(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_cli_warns_in_one_line_about_a_former_key_name(tmp_path):
+    p = write_config(tmp_path, dim=None, hidden_size=32)
+    r = _cli("split", "--config", str(p), "-o", str(tmp_path / "split"))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [f"bullet-train: warning: {p}: deprecated config key(s) hidden_size (now dim); "
+                                     "the model keys take the .bullet arch names"]
+
+
 def test_cli_invalid_utf8_corpus_fails_fast_with_the_flag(tmp_path):
     p = _bad_corpus(tmp_path)
     cfg = write_config(tmp_path, dataset_path=str(p), on_bad_line="error")

@@ -1,6 +1,6 @@
 """`bullet-train bench`: training speed of the REFERENCE model and the attention memory comparison.
 
-Prints, for the REFERENCE shape (bulletd.format.synth: dim 256, 8 layers, 4 heads, 4 kv heads,
+Prints, for the REFERENCE shape (bulletd.format.arch: dim 256, 8 layers, 4 heads, 4 kv heads,
 SwiGLU hidden 768, vocab 2048, context 256) at batch 4 x sequence 128:
   * steps per minute and the mean step time split into forward, backward and optimiser
     (AdamW + clipping), over timed steps after warm-up steps;

@@ -13,7 +13,8 @@
 --steps N sets the run's total step count (and the length of its cosine schedule): an interrupted
 run resumed with the same --steps ends with exactly the weights of an uninterrupted one.
 Errors are printed as one line `bullet-train: error: ...` with exit status 2 (bad input) or 1 (the
-system refused: a file that cannot be written, a full disk). Output piped into a reader that
+system refused: a file that cannot be written, a full disk); warnings (a deprecated config key) as
+one line `bullet-train: warning: ...`. Output piped into a reader that
 leaves early (`| head`) ends the command quietly with status 141, as SIGPIPE would.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 from bulletd.errors import BulletError, plain, stdout_gone
 
@@ -206,10 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"bullet-train: warning: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        rc = args.fn(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            rc = args.fn(args)
         sys.stdout.flush()        # a pipe closed early shows here, not at interpreter exit
         return rc
     except BrokenPipeError:       # `bullet-train ... | head`: the reader left, nothing to say
