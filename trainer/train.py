@@ -195,16 +195,8 @@ class Trainer:
         self.model = Model(cfg.arch(), seed=cfg.seed, attn_impl=cfg.attention, attn_block=cfg.attention_block)
         self.opt = AdamW(self.model.flat, self.model.flat_grad, self.model.decay_mask,
                          betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
-        self.state = RunState()
-        if ck is not None:
-            try:
-                self.state = RunState.from_json(ck.state)
-                self.model.load_arrays(ck.params)
-                self.opt.load_state(ck.adam_m, ck.adam_v, ck.state["opt_t"])
-            except (KeyError, ValueError, TypeError) as exc:
-                raise CheckpointError(f"checkpoint {ck.path} does not fit this model: {exc}") from exc
-            self.log(f"resumed from {ck.path} at step {self.state.step}")
-        elif cfg.init_from:
+        self.state = RunState() if ck is None else self._resume(ck)
+        if ck is None and cfg.init_from:
             self.model.load_bullet_tensors(init.tensors)
             self.log(f"initialised from {cfg.init_from} ({init.name} {init.version}, body sha256 {init.sha256[:16]})")
         if self.state.step > cfg.max_steps:
@@ -217,6 +209,17 @@ class Trainer:
         self.prepared = True
 
     # -- state ---------------------------------------------------------------------------------------
+
+    def _resume(self, ck) -> RunState:
+        """Load a checkpoint's weights and optimiser; returns its RunState."""
+        try:
+            state = RunState.from_json(ck.state)
+            self.model.load_arrays(ck.params)
+            self.opt.load_state(ck.adam_m, ck.adam_v, ck.state["opt_t"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint {ck.path} does not fit this model: {exc}") from exc
+        self.log(f"resumed from {ck.path} at step {state.step}")
+        return state
 
     def _snapshot(self) -> None:
         """In-memory copy of the last good state (what a rollback returns to)."""
