@@ -313,3 +313,15 @@ def test_random_byte_damage_gives_format_errors(tmp_path, data):
     for _ in range(data.draw(st.integers(1, 8))):
         b[data.draw(st.integers(0, len(b) - 1))] = data.draw(st.integers(0, 255))
     _import_bytes(bytes(b), tmp_path)
+
+
+@pytest.mark.parametrize("header,message", [
+    ("[" * 100_000, "bullet.header is not JSON"),
+    ('{"kind":"lm","tensors":[],"tokenizer":{},"provenance":{}}', "bullet.header: header 'arch' must be an object"),
+])
+def test_a_bad_saved_header_is_refused(header, message, tmp_path):
+    write_gguf(tmp_path / "x.gguf", SMALL_ARCH, random_weights(SMALL_ARCH), "F32",
+               extra={"bullet.header": header})
+    with pytest.raises(FormatError, match=message):
+        import_gguf(tmp_path / "x.gguf", tmp_path / "x.bullet")
+    import_gguf(tmp_path / "x.gguf", tmp_path / "x.bullet", dtype="bq4")     # without it: imports

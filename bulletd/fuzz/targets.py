@@ -475,7 +475,10 @@ class GgufTarget(Target):
             return
         with BulletFile.open(self.out) as bf:      # what the importer wrote must be a valid file
             bf.verify_body()
-            model = load_model(bf, backend="native")
+            try:
+                model = load_model(bf, backend="native")
+            except (FormatError, ModelError):      # e.g. a context whose KV cache is over the cap
+                return
             try:
                 "".join(model.generate("ab a", GenerationSettings(max_tokens=3, temperature=0.0, seed=0)))
             except (FormatError, ModelError, RequestError):    # e.g. a vocabulary that cannot encode the text

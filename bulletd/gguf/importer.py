@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
-from ..format import VocabEntry, dequantize_bq4, quantize_bq4, write_bullet
+from ..format import Tokenizer, VocabEntry, dequantize_bq4, quantize_bq4, write_bullet
 from ..format.arch import INT_KEYS, check_arch, tensor_shapes
 from ..format.bq4 import bq4_nbytes
 from ..format.tokenizer import TOKEN_BYTE, TOKEN_CONTROL, TOKEN_NORMAL
@@ -65,6 +65,10 @@ def import_gguf(src, out, *, dtype: str = "auto", name: str | None = None,
         tensors, errors, kinds = _tensors(g, p, arch, dtype, targets)
         if saved is not None:
             arch, tok_meta, provenance = saved["arch"], saved["tokenizer"], saved["provenance"]
+            try:
+                Tokenizer(vocab, tok_meta)          # its ids must fit this vocabulary
+            except FormatError as exc:
+                raise FormatError(f"{p}: {HEADER_KEY}: {exc}") from None
             extra = {k: v for k, v in saved.items()
                      if k not in ("format", "version", "kind", "arch", "tokenizer", "provenance", "tensors")}
             if name is not None or version is not None:
@@ -136,12 +140,14 @@ def _arch(g: GGUFFile, p: str) -> dict:
 
 
 # -- tokenizer --------------------------------------------------------------------------------
-def _array(g: GGUFFile, p: str, key: str, etypes: tuple, n: int):
+def _array(g: GGUFFile, p: str, key: str, kinds: str, n: int):
+    """An array of n entries; kinds: "S" strings, else NumPy kinds ("f", "iu")."""
     v = g.metadata.get(key)
     if v is None:
         return None
-    if g.value_types[key] != T_ARRAY or (isinstance(v, list) and T_STRING not in etypes) or \
-            (isinstance(v, np.ndarray) and v.dtype.kind not in etypes):
+    ok = (isinstance(v, list) and kinds == "S") or (isinstance(v, np.ndarray) and v.dtype.kind in kinds
+                                                    and kinds != "S")
+    if g.value_types[key] != T_ARRAY or not ok:
         raise FormatError(f"{p}: metadata {key} has the wrong type")
     if len(v) != n:
         raise FormatError(f"{p}: metadata {key} has {len(v)} entries, the vocabulary {n}")
@@ -155,7 +161,7 @@ def _vocab(g: GGUFFile, p: str, n: int) -> tuple[list[VocabEntry], dict]:
     if model not in ("llama", "gpt2"):
         raise FormatError(f"{p}: tokenizer model {model!r} is not supported ('llama' SentencePiece-style "
                           f"or 'gpt2' byte-level BPE)")
-    tokens = _array(g, p, "tokenizer.ggml.tokens", (T_STRING,), n)
+    tokens = _array(g, p, "tokenizer.ggml.tokens", "S", n)
     if tokens is None:
         raise FormatError(f"{p}: tokenizer.ggml.tokens is missing")
     types = _array(g, p, "tokenizer.ggml.token_type", "iu", n)
@@ -232,7 +238,7 @@ def _saved_header(g: GGUFFile, p: str, arch: dict) -> dict | None:
     raw = g.str_value(HEADER_KEY)
     try:
         h = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise FormatError(f"{p}: {HEADER_KEY} is not JSON: {exc}") from None
     if not isinstance(h, dict) or h.get("kind") != "lm" or not isinstance(h.get("tensors"), list):
         raise FormatError(f"{p}: {HEADER_KEY} is not the header of an lm .bullet file")
