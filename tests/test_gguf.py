@@ -325,3 +325,10 @@ def test_a_bad_saved_header_is_refused(header, message, tmp_path):
     with pytest.raises(FormatError, match=message):
         import_gguf(tmp_path / "x.gguf", tmp_path / "x.bullet")
     import_gguf(tmp_path / "x.gguf", tmp_path / "x.bullet", dtype="bq4")     # without it: imports
+
+
+def test_a_directory_or_missing_file_is_a_format_error(tmp_path):
+    with pytest.raises(FormatError, match="not a regular file"):
+        GGUFFile(tmp_path)
+    with pytest.raises(FormatError, match="cannot open"):
+        GGUFFile(tmp_path / "missing.gguf")

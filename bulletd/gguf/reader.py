@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import struct
 from dataclasses import dataclass
 
@@ -98,7 +99,10 @@ class GGUFFile:
         except OSError as exc:
             raise FormatError(f"{path}: cannot open: {exc.strerror}") from exc
         try:
-            self.size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise self._fail("not a regular file")
+            self.size = st.st_size
             if self.size < 24:
                 raise self._fail(f"file of {self.size} bytes is too small to be a GGUF file")
             self._mm = mmap.mmap(fd, self.size, access=mmap.ACCESS_READ)
