@@ -332,3 +332,18 @@ def test_a_directory_or_missing_file_is_a_format_error(tmp_path):
         GGUFFile(tmp_path)
     with pytest.raises(FormatError, match="cannot open"):
         GGUFFile(tmp_path / "missing.gguf")
+
+
+def test_a_vocabulary_llama_cpp_cannot_load_is_refused_at_export(tmp_path):
+    """llama.cpp aborts on two tokens with the same text (a BYTE token and a NORMAL piece
+    "<0x41>", for one); U+2581 in a piece would read as a space."""
+    from bulletd.format import TOKEN_NORMAL, VocabEntry, write_bullet
+    from bulletd.format.synth import byte_vocab, random_lm_tensors
+    arch = dict(SMALL_ARCH, vocab_size=300)
+    for bad, message in ((b"<0x41>", "tokens 68 and 299 are both b'<0x41>'"), ("x\u2581".encode(), "contains U\\+2581")):
+        vocab = byte_vocab(299) + [VocabEntry(bad, -1.0, TOKEN_NORMAL)]
+        write_bullet(tmp_path / "v.bullet", kind="lm", arch=arch, tensors=random_lm_tensors(arch), vocab=vocab,
+                     tokenizer={"kind": "bpe", "bos_id": 1, "eos_id": 2}, provenance={"name": "v", "version": "1"})
+        with pytest.raises(FormatError, match=message):
+            export_gguf(tmp_path / "v.bullet", tmp_path / "v.gguf")
+        assert not (tmp_path / "v.gguf").exists() and not list(tmp_path.glob("*.tmp"))

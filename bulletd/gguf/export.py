@@ -97,11 +97,17 @@ def _write_hparams(w, gguf, arch: dict) -> None:
 def _write_tokenizer(w, bf: BulletFile, tok: dict) -> None:
     unk = tok.get("unk_id")
     texts, types, scores = [], [], []
+    seen: dict[bytes, int] = {}
     for i, e in enumerate(bf.vocab):
         if SPM_SPACE in e.piece and e.type != TOKEN_CONTROL:
             raise FormatError(f"{bf.path}: token {i} {e.piece!r} contains U+2581, which llama.cpp's "
                               f"'llama' tokenizer reads as a space; this vocabulary has no GGUF form")
         text, gtype = spm_piece(e.piece, e.type)
+        key = text or b"[EMPTY_%d]" % i           # llama.cpp's name for an empty token
+        if key in seen:        # llama.cpp's loader asserts that token texts are distinct
+            raise FormatError(f"{bf.path}: tokens {seen[key]} and {i} are both {text!r} in GGUF; "
+                              f"llama.cpp needs distinct token texts")
+        seen[key] = i
         if i == unk and e.type == TOKEN_CONTROL:
             gtype = GT_UNKNOWN
         texts.append(text)
