@@ -10,7 +10,8 @@ own writer. docs/INTEROP.md has the mapping tables.
   exact in f32), and its BQ4 blocks go into the metadata key `bullet.bq4.<tensor>` (u8 array),
   from which `bullet import-gguf` restores the tensor byte for byte;
 - the tokenizer as tokenizer model "llama" (SentencePiece-style: scores, token types,
-  byte-fallback tokens <0xHH>, spaces stored as U+2581);
+  byte-fallback tokens <0xHH>, spaces stored as U+2581; in a vocabulary with no space piece the
+  byte token 0x20 becomes the piece U+2581, recorded in `bullet.space_byte_token`);
 - provenance as general.* keys, and the whole .bullet header (less its checksum) as the JSON
   string `bullet.header`, so that a GGUF made here imports back to the same .bullet file.
 """
@@ -26,11 +27,12 @@ import numpy as np
 from ..errors import FormatError
 from ..format import BulletFile, dequantize_bq4
 from ..format.arch import head_dim
-from ..format.tokenizer import TOKEN_CONTROL
-from .mapping import SPM_SPACE, GT_UNKNOWN, bq4_to_q4_0, gguf_name, spm_piece
+from ..format.tokenizer import TOKEN_BYTE, TOKEN_CONTROL, TOKEN_NORMAL
+from .mapping import GT_NORMAL, GT_UNKNOWN, SPM_SPACE, bq4_to_q4_0, gguf_name, spm_piece
 
 HEADER_KEY = "bullet.header"
 BQ4_KEY = "bullet.bq4."
+SPACE_BYTE_KEY = "bullet.space_byte_token"
 
 
 def _gguf():
@@ -98,11 +100,16 @@ def _write_tokenizer(w, bf: BulletFile, tok: dict) -> None:
     unk = tok.get("unk_id")
     texts, types, scores = [], [], []
     seen: dict[bytes, int] = {}
+    # llama.cpp writes a space as U+2581 before it looks anything up: a vocabulary with no space
+    # piece, which Bullet encodes with its byte token 0x20, gets that token as the piece "▁"
+    space_byte = None
+    if not any(e.type == TOKEN_NORMAL and e.piece == b" " for e in bf.vocab):
+        space_byte = next((i for i, e in enumerate(bf.vocab) if e.type == TOKEN_BYTE and e.piece == b" "), None)
     for i, e in enumerate(bf.vocab):
         if SPM_SPACE in e.piece and e.type != TOKEN_CONTROL:
             raise FormatError(f"{bf.path}: token {i} {e.piece!r} contains U+2581, which llama.cpp's "
                               f"'llama' tokenizer reads as a space; this vocabulary has no GGUF form")
-        text, gtype = spm_piece(e.piece, e.type)
+        text, gtype = spm_piece(e.piece, e.type) if i != space_byte else (SPM_SPACE, GT_NORMAL)
         key = text or b"[EMPTY_%d]" % i           # llama.cpp's name for an empty token
         if key in seen:        # llama.cpp's loader asserts that token texts are distinct
             raise FormatError(f"{bf.path}: tokens {seen[key]} and {i} are both {text!r} in GGUF; "
@@ -113,6 +120,8 @@ def _write_tokenizer(w, bf: BulletFile, tok: dict) -> None:
         texts.append(text)
         types.append(gtype)
         scores.append(float(e.score))
+    if space_byte is not None:
+        w.add_uint32(SPACE_BYTE_KEY, space_byte)
     w.add_tokenizer_model("llama")
     w.add_token_list(texts)
     w.add_token_scores(scores)

@@ -28,7 +28,7 @@ from ..format import Tokenizer, VocabEntry, dequantize_bq4, quantize_bq4, write_
 from ..format.arch import INT_KEYS, check_arch, tensor_shapes
 from ..format.bq4 import bq4_nbytes
 from ..format.tokenizer import TOKEN_BYTE, TOKEN_CONTROL, TOKEN_NORMAL
-from .export import BQ4_KEY, HEADER_KEY
+from .export import BQ4_KEY, HEADER_KEY, SPACE_BYTE_KEY
 from .mapping import (GT_CONTROL, GT_UNKNOWN, GT_UNUSED, bullet_name, dequantize_q4_0, dequantize_q8_0,
                       from_bpe_text, from_spm_piece, gguf_name, q4_0_to_bq4)
 from .reader import F16, F32, Q4_0, T_ARRAY, T_STRING, GGUFFile
@@ -181,12 +181,15 @@ def _vocab(g: GGUFFile, p: str, n: int) -> tuple[list[VocabEntry], dict]:
         scores = np.zeros(n, np.float32) if scores is None else scores.astype(np.float32)
         if not np.all(np.isfinite(scores)):
             raise FormatError(f"{p}: tokenizer.ggml.scores holds a non-finite score")
+        space_byte = g.int_value(SPACE_BYTE_KEY)      # bulletd.gguf.export: the byte token 0x20
         vocab = []
         for i, (text, gt) in enumerate(zip(tokens, types)):
             try:
                 piece, tt = from_spm_piece(text, gt)
             except FormatError as exc:
                 raise FormatError(f"{p}: token {i}: {exc}") from None
+            if i == space_byte and piece == b" " and tt == TOKEN_NORMAL:
+                tt = TOKEN_BYTE
             vocab.append(VocabEntry(piece, float(scores[i]), tt))
         meta["add_dummy_prefix"] = bool(g.bool_value("tokenizer.ggml.add_space_prefix", True))
     else:
