@@ -347,3 +347,19 @@ def test_a_vocabulary_llama_cpp_cannot_load_is_refused_at_export(tmp_path):
         with pytest.raises(FormatError, match=message):
             export_gguf(tmp_path / "v.bullet", tmp_path / "v.gguf")
         assert not (tmp_path / "v.gguf").exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_tensors_changed_after_export_do_not_get_the_saved_header(tmp_path):
+    src = CHILDREN / "fortunes.bullet"
+    export_gguf(src, tmp_path / "f.gguf")
+    data = bytearray((tmp_path / "f.gguf").read_bytes())
+    with GGUFFile(tmp_path / "f.gguf") as g:
+        t = g.tensors["blk.0.attn_norm.weight"]
+        at = g.data_offset + t.offset
+    data[at:at + 4] = np.array([2.5], "<f4").tobytes()
+    (tmp_path / "f.gguf").write_bytes(bytes(data))
+    info = import_gguf(tmp_path / "f.gguf", tmp_path / "back.bullet")
+    assert not info["restored_header"] and "changed after export" in info["header_ignored"]
+    with BulletFile.open(tmp_path / "back.bullet") as bf:
+        assert bf.provenance["source"]["kind"] == "gguf" and bf.provenance["name"] == "fortunes"
+        assert bf.tensor("blk.0.attn_norm")[0] == 2.5

@@ -25,6 +25,8 @@ def _cmd_import(args) -> int:
     print(f"tensors: {kinds}")
     if info["restored_header"]:
         print("a Bullet export: its .bullet header (provenance, tokenizer settings, examples) is restored")
+    elif info.get("header_ignored"):
+        print(f"note: the file carries a Bullet header, but {info['header_ignored']}")
     errs = info["errors"]
     if errs:
         worst = max(errs, key=errs.get)

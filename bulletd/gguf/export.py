@@ -12,8 +12,9 @@ own writer. docs/INTEROP.md has the mapping tables.
 - the tokenizer as tokenizer model "llama" (SentencePiece-style: scores, token types,
   byte-fallback tokens <0xHH>, spaces stored as U+2581; in a vocabulary with no space piece the
   byte token 0x20 becomes the piece U+2581, recorded in `bullet.space_byte_token`);
-- provenance as general.* keys, and the whole .bullet header (less its checksum) as the JSON
-  string `bullet.header`, so that a GGUF made here imports back to the same .bullet file.
+- provenance as general.* keys, and the whole .bullet header as the JSON string `bullet.header`,
+  so that a GGUF made here imports back to the same .bullet file (the header's body checksum
+  tells the importer whether the tensors are still the exported ones).
 """
 from __future__ import annotations
 
@@ -150,8 +151,7 @@ def _write_provenance(w, gguf, bf: BulletFile) -> None:
              gguf.LlamaFileType.MOSTLY_F16 if dtypes == {"f16"} else gguf.LlamaFileType.ALL_F32)
     w.add_file_type(int(ftype))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    header = {k: v for k, v in bf.header.items() if k != "body_sha256"}
-    w.add_string(HEADER_KEY, json.dumps(header, ensure_ascii=False, separators=(",", ":")))
+    w.add_string(HEADER_KEY, json.dumps(bf.header, ensure_ascii=False, separators=(",", ":")))
 
 
 def _write_tensors(w, gguf, bf: BulletFile) -> dict:

@@ -8,7 +8,9 @@ meaning (keys, shapes, token tables), and the .bullet writer and reader check th
 
 --dtype decides the matrices (vectors keep F32 as f32 and F16 as f16):
     auto  (default) a GGUF written by `bullet export-gguf` comes back as the .bullet it was made
-          from, byte for byte; any other file is imported as bq4
+          from, byte for byte (its saved header is used only when the rebuilt body has the
+          checksum the header records: a file changed after export, e.g. requantised by
+          llama.cpp, is imported as any other); any other file is imported as bq4
     bq4   Q4_0 is copied bit for bit; F32, F16 and Q8_0 are quantised to BQ4 (error reported)
     f16   everything as f16 (F16 copied; others rounded, error reported)
     f32   everything as f32 (exact for all four types)
@@ -46,11 +48,14 @@ def import_gguf(src, out, *, dtype: str = "auto", name: str | None = None,
                 version: str | None = None) -> dict:
     """Convert GGUF `src` to .bullet `out`. Returns a summary: arch, dtype per tensor kind,
     quantisation errors (relative RMS per converted matrix), whether a Bullet header was
-    restored. FormatError for anything unsupported or malformed; ValueError for a bad dtype."""
+    restored (and why not, when the file has one). FormatError for anything unsupported or
+    malformed; ValueError for a bad dtype."""
+    from ..format import BulletFile
     from ..signing import ModelOutput
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     src = Path(src)
+    ignored = None
     with GGUFFile(src) as g:
         p = str(src)
         arch_name = g.str_value("general.architecture")
@@ -59,33 +64,49 @@ def import_gguf(src, out, *, dtype: str = "auto", name: str | None = None,
         arch = _arch(g, p)
         vocab, tok_meta = _vocab(g, p, arch["vocab_size"])
         saved = _saved_header(g, p, arch) if dtype == "auto" else None
-        targets = {}
-        if saved is not None:
-            targets = {t["name"]: t["dtype"] for t in saved["tensors"]}
-        tensors, errors, kinds = _tensors(g, p, arch, dtype, targets)
-        if saved is not None:
-            arch, tok_meta, provenance = saved["arch"], saved["tokenizer"], saved["provenance"]
-            try:
-                Tokenizer(vocab, tok_meta)          # its ids must fit this vocabulary
-            except FormatError as exc:
-                raise FormatError(f"{p}: {HEADER_KEY}: {exc}") from None
-            extra = {k: v for k, v in saved.items()
-                     if k not in ("format", "version", "kind", "arch", "tokenizer", "provenance", "tensors")}
-            if name is not None or version is not None:
-                provenance = dict(provenance)
-                provenance.update({k: v for k, v in (("name", name), ("version", version)) if v is not None})
-        else:
-            extra = None
-            provenance = _provenance(g, src, name, version, dtype, errors)
-            if arch["head_dim"] == arch["dim"] // arch["n_heads"]:
-                arch = {k: v for k, v in arch.items() if k != "head_dim"}
         with ModelOutput(out) as output:
-            write_bullet(output.tmp, kind="lm", arch=arch, tensors=tensors, vocab=vocab,
-                         tokenizer=tok_meta, provenance=provenance, extra=extra)
-    return {"out": str(out), "size": os.path.getsize(out), "arch": arch, "kinds": kinds,
-            "errors": errors, "restored_header": saved is not None,
-            "tokenizer": g.str_value("tokenizer.ggml.model"),
-            "removed_sig": str(output.sig_path) if output.removed_sig else None}
+            r = _write(g, src, output.tmp, arch, vocab, tok_meta, saved, dtype, name, version)
+            if saved is not None:
+                with BulletFile.open(output.tmp) as bf:
+                    same = bf.header["body_sha256"] == saved.get("body_sha256")
+                if not same:       # e.g. requantised by llama.cpp: the header would lie about the weights
+                    ignored = ("its tensors are not the ones exported from that .bullet file "
+                               "(changed after export), so it is imported as any GGUF")
+                    saved = None
+                    r = _write(g, src, output.tmp, arch, vocab, tok_meta, None, dtype, name, version)
+        tokenizer = g.str_value("tokenizer.ggml.model")
+    return {"out": str(out), "size": os.path.getsize(out), "arch": r["arch"], "kinds": r["kinds"],
+            "errors": r["errors"], "restored_header": saved is not None, "header_ignored": ignored,
+            "tokenizer": tokenizer, "removed_sig": str(output.sig_path) if output.removed_sig else None}
+
+
+def _write(g: GGUFFile, src: Path, path, arch: dict, vocab, tok_meta: dict, saved: dict | None,
+           dtype: str, name, version) -> dict:
+    """Convert the tensors and write the .bullet file: from the saved header of a Bullet export
+    when `saved` is given, else as any GGUF."""
+    p = str(src)
+    targets = {t["name"]: t["dtype"] for t in saved["tensors"]} if saved is not None else {}
+    tensors, errors, kinds = _tensors(g, p, arch, dtype, targets)
+    if saved is not None:
+        arch, tok_meta, provenance = saved["arch"], saved["tokenizer"], saved["provenance"]
+        try:
+            Tokenizer(vocab, tok_meta)          # its ids must fit this vocabulary
+        except FormatError as exc:
+            raise FormatError(f"{p}: {HEADER_KEY}: {exc}") from None
+        extra = {k: v for k, v in saved.items()
+                 if k not in ("format", "version", "kind", "arch", "tokenizer", "provenance", "tensors",
+                              "body_sha256")}
+        if name is not None or version is not None:
+            provenance = dict(provenance)
+            provenance.update({k: v for k, v in (("name", name), ("version", version)) if v is not None})
+    else:
+        extra = None
+        provenance = _provenance(g, src, name, version, dtype, errors)
+        if arch["head_dim"] == arch["dim"] // arch["n_heads"]:
+            arch = {k: v for k, v in arch.items() if k != "head_dim"}
+    write_bullet(path, kind="lm", arch=arch, tensors=tensors, vocab=vocab, tokenizer=tok_meta,
+                 provenance=provenance, extra=extra)
+    return {"arch": arch, "kinds": kinds, "errors": errors}
 
 
 # -- hyper-parameters -------------------------------------------------------------------------
