@@ -210,3 +210,15 @@ def test_a_model_quantised_by_llama_cpp_imports_exactly(ftype, types, stories260
     ours = [int(t) for t in r.stdout.split()]
     assert len(ours) == 200
     assert _greedy(_load(tmp_path / "q32.gguf", n_ctx=512, n_batch=512, logits_all=True), 1, 200) == ours
+
+
+def test_bench_command_prints_both_runtimes():
+    _llama_cpp()
+    r = subprocess.run([sys.executable, "-m", "bulletd.bench.gguf", "--small", "--tokens", "32", "--passes", "1",
+                        "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    import json
+    out = json.loads(r.stdout)
+    assert out["shape"] == "SMALL" and out["tokens"] == 32
+    assert out["bulletd_tok_s"] > 0 and out["llama_cpp_tok_s"] > 0
+    assert out["gguf_bytes"] > 0.8 * out["bullet_bytes"]
