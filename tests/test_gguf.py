@@ -54,6 +54,7 @@ def test_round_trip_without_the_saved_header_keeps_every_tensor(tmp_path):
     with BulletFile.open(src) as a, BulletFile.open(tmp_path / "back.bullet") as b:
         assert a.vocab == b.vocab
         assert b.provenance["source"]["kind"] == "gguf"
+        assert b.header["tokenizer"]["stop_ids"] == a.header["tokenizer"]["stop_ids"] == [1]
 
 
 def test_bq4_and_q4_0_dequantise_to_the_same_weights(tmp_path):
@@ -129,6 +130,7 @@ def test_exported_metadata_is_what_llama_cpp_reads(tmp_path):
         assert toks[:4] == [b"<unk>", b"<s>", b"</s>", b"<0x00>"] and list(types[:4]) == [2, 3, 3, 6]
         assert not any(b" " in t for t in toks)
         assert (m["tokenizer.ggml.bos_token_id"], m["tokenizer.ggml.eos_token_id"]) == (1, 2)
+        assert m["tokenizer.ggml.eot_token_id"] == 1 and "tokenizer.ggml.eom_token_id" not in m   # stop_ids [1]
         assert m["tokenizer.ggml.add_bos_token"] is True and m["tokenizer.ggml.add_space_prefix"] is False
 
 

@@ -138,6 +138,15 @@ def test_tokenizer_encodes_the_same_in_llama_cpp(child, tmp_path):
     assert sum(any("\u0900" <= c <= "\u097f" for c in s) for s in strings) > 1000
 
 
+def test_llama_cpp_stops_where_bulletd_stops(tmp_path):
+    """The shipped children stop on EOS and on BOS (stop_ids): both end generation in llama.cpp."""
+    llama_cpp = _llama_cpp()
+    export_gguf(CHILDREN / "fortunes.bullet", tmp_path / "c.gguf")
+    llm = _load(tmp_path / "c.gguf", vocab_only=True)
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    assert [bool(llama_cpp.llama_vocab_is_eog(vocab, t)) for t in range(5)] == [False, True, True, False, False]
+
+
 def test_the_one_known_difference_is_u2581_in_the_text(tmp_path):
     """llama.cpp's "llama" tokenizer stores a space as U+2581, so it reads a U+2581 typed in the
     text as a space; Bullet reads it as itself (bytes e2 96 81, by byte fallback here)."""

@@ -131,6 +131,10 @@ def _write_tokenizer(w, bf: BulletFile, tok: dict) -> None:
                      ("unk_id", w.add_unk_token_id), ("pad_id", w.add_pad_token_id)):
         if isinstance(tok.get(key), int):
             add(tok[key])
+    # the stop ids besides EOS end generation in llama.cpp as its end-of-turn / end-of-message ids
+    stops = [t for t in tok.get("stop_ids") or [] if isinstance(t, int) and t != tok.get("eos_id")]
+    for t, add in zip(stops, (w.add_eot_token_id, w.add_eom_token_id)):
+        add(t)
     w.add_add_bos_token(tok.get("bos_id") is not None)   # bulletd starts every prompt with BOS
     w.add_add_eos_token(False)
     w.add_add_space_prefix(bool(tok.get("add_dummy_prefix", False)))

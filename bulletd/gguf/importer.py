@@ -197,6 +197,13 @@ def _vocab(g: GGUFFile, p: str, n: int) -> tuple[list[VocabEntry], dict]:
             meta[key] = v
     meta.setdefault("bos_id", None)
     meta.setdefault("eos_id", None)
+    stops = []
+    for gkey in ("eot_token_id", "eom_token_id"):        # llama.cpp ends generation on these too
+        v = g.int_value("tokenizer.ggml." + gkey)
+        if v is not None and 0 <= v < n and v != meta["eos_id"] and v not in stops:
+            stops.append(v)
+    if stops:
+        meta["stop_ids"] = stops
     if model == "llama":
         scores = _array(g, p, "tokenizer.ggml.scores", "f", n)
         scores = np.zeros(n, np.float32) if scores is None else scores.astype(np.float32)
