@@ -365,3 +365,14 @@ def test_tensors_changed_after_export_do_not_get_the_saved_header(tmp_path):
     with BulletFile.open(tmp_path / "back.bullet") as bf:
         assert bf.provenance["source"]["kind"] == "gguf" and bf.provenance["name"] == "fortunes"
         assert bf.tensor("blk.0.attn_norm")[0] == 2.5
+
+
+@pytest.mark.parametrize("dtype,gtype", [("f16", "F16"), ("f32", "F32")])
+def test_f16_and_f32_matrices_export_as_such_and_come_back(dtype, gtype, tmp_path):
+    src = write_random_lm(tmp_path / "r.bullet", SMALL_ARCH, seed=5, dtype=dtype)
+    export_gguf(src, tmp_path / "r.gguf")
+    with GGUFFile(tmp_path / "r.gguf") as g:
+        assert {t.type_name for n, t in g.tensors.items() if len(t.ne) == 2} == {gtype}
+        assert {t.type_name for n, t in g.tensors.items() if len(t.ne) == 1} == {"F32"}
+    import_gguf(tmp_path / "r.gguf", tmp_path / "back.bullet")
+    assert (tmp_path / "back.bullet").read_bytes() == src.read_bytes()
