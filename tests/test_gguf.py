@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _gguf_util import SMALL_ARCH, random_weights, spm_tokens, write_gguf
+from _gguf_util import SMALL_ARCH, random_weights, write_gguf
 from bulletd.errors import FormatError
 from bulletd.format import BulletFile, dequantize_bq4
 from bulletd.format.synth import write_random_lm
