@@ -371,7 +371,8 @@ def _convert(g: GGUFFile, p: str, t, shape: tuple, target: str):
         w = _floats(g, t, shape)
         if not np.all(np.isfinite(w)):
             raise FormatError(f"{p}: tensor {t.name} holds NaN or infinite values")
-        blocks = quantize_bq4(w)
+        with np.errstate(over="ignore"):           # a scale past f16 is quantize_bq4's FormatError
+            blocks = quantize_bq4(w)
         return ("bq4", blocks, shape), _rel_rms(dequantize_bq4(blocks, cols), w)
     if target == "f16":
         if t.type == F16:
