@@ -1,5 +1,6 @@
 """`bullet`: the file tool. keygen, sign, verify, inspect (this module); run, import-llama2c and
-bench (bulletd.runtime.cli); eval (bulletd.evaluate); push (bulletd.ota.push).
+bench (bulletd.runtime.cli); export-gguf, import-gguf (bulletd.gguf.cli); eval (bulletd.evaluate);
+push (bulletd.ota.push).
 
     bullet keygen mykey                       # mykey.key (0600) + mykey.pub.pem
     bullet sign model.bullet --key mykey.key  # writes model.bullet.sig
@@ -145,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
         runtime_cli = None
     if runtime_cli is not None and hasattr(runtime_cli, "register"):
         runtime_cli.register(sub)
+    from .gguf.cli import register as register_gguf   # export-gguf, import-gguf
+    register_gguf(sub)
     from .evaluate import register as register_eval   # eval
     register_eval(sub)
     from .ota.push import register as register_push   # push

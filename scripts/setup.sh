@@ -4,7 +4,8 @@
 # with its native module, editable. `--test` adds what the test suite needs.
 #
 #   scripts/setup.sh          # runtime: python3-venv, compiler, mosquitto
-#   scripts/setup.sh --test   # + test tools: cross compiler, qemu-user, shellcheck, debootstrap
+#   scripts/setup.sh --test   # + test tools: cross compiler, qemu-user, shellcheck, debootstrap,
+#                             #   llama-cpp-python (built once into ~/.cache/bullet-wheels)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,3 +49,21 @@ extra=""
 echo "setup: building and installing bullet-os${extra} into .venv (native module included)"
 .venv/bin/python -m pip install -q -e ".${extra}"
 .venv/bin/python -c 'import bulletd._native as n; print("setup: native module ok:", n.__file__)'
+
+# The GGUF interop tests run exported children in llama.cpp itself, through llama-cpp-python.
+# PyPI has it as source only: build it once (CPU only, no tuning to this machine's CPU, about
+# 10 minutes on 2 cores) into a wheel cache, and install it from there afterwards. The version
+# is pinned with the gguf package in pyproject.toml so that both speak the same GGUF.
+LLAMA_CPP_PYTHON=0.3.36
+if [ $want_test = 1 ] && ! .venv/bin/python -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$LLAMA_CPP_PYTHON')" 2>/dev/null; then
+  cache=${BULLET_WHEEL_CACHE:-$HOME/.cache/bullet-wheels}
+  mkdir -p "$cache"
+  if ! ls "$cache"/llama_cpp_python-$LLAMA_CPP_PYTHON-*.whl >/dev/null 2>&1; then
+    echo "setup: building llama-cpp-python $LLAMA_CPP_PYTHON into $cache (once; about 10 minutes)"
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_BLAS=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF" \
+      CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
+      .venv/bin/python -m pip wheel -q --no-deps "llama-cpp-python==$LLAMA_CPP_PYTHON" -w "$cache"
+  fi
+  echo "setup: installing llama-cpp-python $LLAMA_CPP_PYTHON from $cache"
+  .venv/bin/python -m pip install -q --find-links "$cache" "llama-cpp-python==$LLAMA_CPP_PYTHON"
+fi

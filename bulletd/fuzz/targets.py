@@ -11,6 +11,8 @@ AssertionError, a crash or sanitizer report in the native code, a hang) is a bug
     ota        OTA offer and chunk messages fed to a real receiver with its staging directory
     grammar    a JSON schema compiled to a grammar and a text run through it; an accepted text
                must be JSON that the schema validates
+    gguf       a GGUF file: bullet import-gguf, then the .bullet it wrote opened, checked and run
+               for a few tokens
 
 `seeds()` gives each target's starting corpus, made from the project's own writers.
 """
@@ -407,5 +409,99 @@ class GrammarTarget(Target):
         return out
 
 
+# ------------------------------------------------------------------------------ gguf files
+
+def _foreign_gguf(path: Path) -> None:
+    """A GGUF as another tool writes it: no Bullet header, Q8_0 and F16 matrices, a byte-level
+    BPE tokenizer with merges."""
+    import gguf
+    import numpy as np
+    from bulletd.format.arch import check_arch, tensor_shapes
+    from bulletd.gguf.mapping import _bytes_to_unicode, gguf_name
+    table = _bytes_to_unicode()
+
+    def enc(b: bytes) -> bytes:
+        return "".join(table[x] for x in b).encode()
+    toks = [b"<s>", b"</s>"] + [enc(bytes([b])) for b in range(256)] + [enc(b"ab"), enc(b" a")]
+    arch = check_arch(dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, hidden_dim=64,
+                           vocab_size=len(toks), max_seq_len=8))
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(8)
+    w.add_embedding_length(32)
+    w.add_block_count(1)
+    w.add_feed_forward_length(64)
+    w.add_head_count(2)
+    w.add_head_count_kv(1)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(toks)
+    w.add_token_types([3, 3] + [1] * (len(toks) - 2))
+    w.add_token_merges([enc(b"a") + b" " + enc(b"b"), enc(b" ") + b" " + enc(b"a")])
+    w.add_bos_token_id(0)
+    w.add_eos_token_id(1)
+    rng = np.random.default_rng(0)
+    for i, (name, shape) in enumerate(tensor_shapes(arch).items()):
+        a = rng.standard_normal(shape).astype(np.float32)
+        if len(shape) == 1:
+            w.add_tensor(gguf_name(name), a)
+        elif i % 2:
+            w.add_tensor(gguf_name(name), a.astype(np.float16))
+        else:
+            q = gguf.GGMLQuantizationType.Q8_0
+            w.add_tensor(gguf_name(name), gguf.quants.quantize(a, q), raw_dtype=q)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+class GgufTarget(Target):
+    name = "gguf"
+    max_len = 49152
+
+    def setup(self) -> None:
+        self.dir = _scratch(self.name)
+        self.path = self.dir / "input.gguf"
+        self.out = self.dir / "out.bullet"
+
+    def run(self, data: bytes) -> None:
+        from bulletd.format import BulletFile
+        from bulletd.gguf.importer import import_gguf
+        from bulletd.runtime import GenerationSettings, load_model
+        self.path.write_bytes(data)
+        try:
+            import_gguf(self.path, self.out)
+        except FormatError:
+            return
+        with BulletFile.open(self.out) as bf:      # what the importer wrote must be a valid file
+            bf.verify_body()
+            try:
+                model = load_model(bf, backend="native")
+            except (FormatError, ModelError):      # e.g. a context whose KV cache is over the cap
+                return
+            try:
+                "".join(model.generate("ab a", GenerationSettings(max_tokens=3, temperature=0.0, seed=0)))
+            except (FormatError, ModelError, RequestError):    # e.g. a vocabulary that cannot encode the text
+                pass
+            finally:
+                model.close()
+
+    def seeds(self) -> list[bytes]:
+        from bulletd.gguf.export import export_gguf
+        d = _scratch("gguf-seeds")
+        try:
+            out = []
+            for i, dtype in enumerate(("bq4", "f16", "f32")):      # bq4: w2's rows of 40 are padded
+                (d / f"{i}.bullet").write_bytes(_micro_lm(dtype=dtype))
+                export_gguf(d / f"{i}.bullet", d / f"{i}.gguf")
+                out.append((d / f"{i}.gguf").read_bytes())
+            _foreign_gguf(d / "foreign.gguf")
+            out.append((d / "foreign.gguf").read_bytes())
+            return out
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 TARGETS: dict[str, type[Target]] = {t.name: t for t in
-                                     (BulletTarget, TokenizerTarget, RequestTarget, OtaTarget, GrammarTarget)}
+                                     (BulletTarget, TokenizerTarget, RequestTarget, OtaTarget, GrammarTarget,
+                                      GgufTarget)}
