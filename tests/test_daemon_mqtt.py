@@ -351,11 +351,14 @@ async def test_broker_killed_and_restarted_while_requests_flow(tmp_path, kit, br
         assert all(finals_by_corr.get(c, 0) <= 1 for c in inflight), finals_by_corr   # never twice
         assert "MQTT connection lost" in d.log()
         # a client that was connected when the broker died gets a clear error, not a hang. Its
-        # request goes to a device nobody serves, so nothing but the lost connection can end it
-        # (a reply cannot race the kill, however fast the machine or whatever else is running)
+        # request goes to a device that a silent subscriber takes and never answers, so nothing
+        # but the lost connection can end it (a reply cannot race the kill, however fast the
+        # machine or whatever else is running)
         t0 = time.monotonic()
         with pytest.raises(DaemonUnavailable, match="lost before the final reply|could not publish"):
-            async with AsyncClient.mqtt(broker.host, broker.port, device="nobody", timeout=20) as c:
+            async with Raw(broker) as silent, AsyncClient.mqtt(broker.host, broker.port, device="nobody",
+                                                              timeout=20) as c:
+                await silent.c.subscribe("bullet/nobody/req", qos=1)
                 t = asyncio.create_task(c.generate("go", "slow", max_tokens=250))
                 await asyncio.sleep(0.15)
                 broker.stop(kill=True)
