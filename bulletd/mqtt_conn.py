@@ -137,6 +137,17 @@ class Publisher:
             chained(c, userdata, mid, reason_code, properties)
 
         self.paho.on_publish = on_publish
+        chained_disconnect = self.paho.on_disconnect
+
+        def on_disconnect(*args):
+            # a publish waiting for its PUBACK ends with the connection, not at its timeout
+            for fut in self.waiters.values():
+                if not fut.done():
+                    fut.set_result(None)
+            self.waiters.clear()
+            chained_disconnect(*args)
+
+        self.paho.on_disconnect = on_disconnect
 
     async def publish(self, topic: str, payload: bytes, *, properties=None, timeout: float = 10.0) -> int:
         import aiomqtt
@@ -146,8 +157,11 @@ class Publisher:
         fut = asyncio.get_running_loop().create_future()
         self.waiters[info.mid] = fut
         try:
-            return await asyncio.wait_for(fut, timeout)
+            rc = await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
             raise aiomqtt.MqttError("Operation timed out") from None
         finally:
             self.waiters.pop(info.mid, None)
+        if rc is None:
+            raise aiomqtt.MqttError("Disconnected before the broker acknowledged the message")
+        return rc

@@ -34,10 +34,10 @@ FUZZ_TARGETS = ("bullet", "tokenizer", "request", "ota", "grammar")
 SCALES = {
     "load": ({"requests": 1000, "mqtt_clients": 50, "socket_clients": 50, "max_tokens": 32},
              {"requests": 100, "mqtt_clients": 5, "socket_clients": 5, "max_tokens": 8, "idle": 1.0}),
-    "fleet": ({"duration": 60.0, "rate": 20.0}, {"duration": 6.0, "rate": 20.0, "clients": 4}),
+    "fleet": ({"duration": 60.0, "rate": 20.0}, {"duration": 5.0, "rate": 20.0, "clients": 4}),
     "broker-kill": ({"cycles": 50}, {"cycles": 3, "period": 1.5}),
     "daemon-kill": ({"cycles": 10}, {"cycles": 2, "period": 3.0, "max_tokens": 16}),
-    "partition": ({"seconds": 10.0}, {"seconds": 2.0, "rate": 10.0, "tail": 4.0}),
+    "partition": ({"seconds": 10.0}, {"seconds": 2.0, "rate": 10.0, "tail": 3.0}),
     "netem": ({}, {}),
     "soak": ({"duration": 1800.0}, {"duration": 8.0, "period": 1.0}),
 }
