@@ -34,7 +34,8 @@ def test_quick_run_loses_nothing_and_answers_nothing_twice():
     assert list(out) == list(STEPS)
     for step, s in out.items():
         if step == "partition" and s.get("skipped"):
-            assert os.geteuid() != 0 or "netns" in s["skipped"] or "ip" in s["skipped"], s
+            # needs root and network namespaces (scripts/setup.sh --test installs iproute2)
+            assert os.geteuid() != 0 or s["skipped"].startswith("ip netns add failed"), s
             continue
         assert s["ok"] is True, (step, s, r.stderr[-2000:])
         assert s["requests"] > 0 and s["lost"] == 0 and s["duplicates"] == 0, (step, s)

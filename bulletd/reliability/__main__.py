@@ -6,10 +6,10 @@
     python -m bulletd.reliability --skip fuzz,soak
 
 Steps: sanitize (the native tests under ASan + UBSan, tests/test_sanitize.py), fuzz (python -m
-bulletd.fuzz), load, fleet, broker-kill, daemon-kill, partition, netem, soak. Each run starts its
-own Mosquitto and bulletd processes in a temporary folder. The network steps need root, `ip`
-(iproute2) and network namespaces; netem also needs the kernel's netem qdisc. A step that cannot
-run here says why. Exit status 1 when a step broke an invariant (a request lost or answered
+bulletd.fuzz), load, fleet, broker-kill, daemon-kill, partition, delay, netem, soak. Each run starts its
+own Mosquitto and bulletd processes in a temporary folder. The partition needs root, `ip`
+(iproute2) and network namespaces; netem (5 % loss) also needs the kernel's netem qdisc, and
+`delay` adds 200 ms each way with a TCP proxy instead. A step that cannot run here says why. Exit status 1 when a step broke an invariant (a request lost or answered
 twice, an uneven fleet, a failing sanitizer or fuzz run).
 """
 from __future__ import annotations
@@ -38,11 +38,12 @@ SCALES = {
     "broker-kill": ({"cycles": 50}, {"cycles": 3, "period": 1.5}),
     "daemon-kill": ({"cycles": 10}, {"cycles": 2, "period": 3.0, "max_tokens": 16}),
     "partition": ({"seconds": 10.0}, {"seconds": 2.0, "rate": 10.0, "tail": 3.0}),
+    "delay": ({}, {"duration": 4.0}),
     "netem": ({}, {}),
     "soak": ({"duration": 1800.0}, {"duration": 8.0, "period": 1.0}),
 }
 RUNS = {"load": S.load, "fleet": S.fleet, "broker-kill": S.broker_kill, "daemon-kill": S.daemon_kill,
-        "partition": S.partition, "netem": S.netem, "soak": S.soak}
+        "partition": S.partition, "delay": S.delay, "netem": S.netem, "soak": S.soak}
 STEPS = ("sanitize", "fuzz", *RUNS)
 
 

@@ -135,7 +135,7 @@ class Daemon:
 
     def __init__(self, tmp: Path, kit: Kit, name: str, broker: Broker | None, *, workers: int = 2,
                  max_queue: int = 0, fleet: bool = False, mqtt_host: str | None = None, netns: str | None = None,
-                 keepalive: int = 30, mqtt_extra: dict | None = None):
+                 keepalive: int = 30, mqtt_extra: dict | None = None, mqtt_port: int | None = None):
         self.name, self.netns = name, netns
         self.sock = str(tmp / f"{name}.sock")
         self.log_path = tmp / f"{name}.log"
@@ -147,7 +147,7 @@ class Daemon:
             "ota": {"enabled": False},
         }
         if broker is not None:
-            cfg["mqtt"] = {"host": mqtt_host or broker.host, "port": broker.port, "keepalive": keepalive,
+            cfg["mqtt"] = {"host": mqtt_host or broker.host, "port": mqtt_port or broker.port, "keepalive": keepalive,
                            "reconnect_min": 0.2, "reconnect_max": 2.0,
                            "fleet": {"enabled": fleet, "group": "reliability"}, **(mqtt_extra or {})}
         self.cfg_path = tmp / f"{name}.json"
@@ -224,6 +224,64 @@ async def status(sock: str, timeout: float = 5.0) -> dict:
         finally:
             w.close()
     return await asyncio.wait_for(go(), timeout)
+
+
+class DelayProxy:
+    """A TCP proxy on loopback that holds every byte for `delay` s in each direction, in order:
+    latency at the application level, for machines whose kernel has no netem qdisc. It delays; it
+    cannot drop packets (TCP below it retransmits them)."""
+
+    def __init__(self, upstream_port: int, delay: float, host: str = "127.0.0.1"):
+        self.host, self.up, self.delay = host, upstream_port, delay
+        self.port = free_port(host)
+        self.server: asyncio.AbstractServer | None = None
+        self.tasks: set[asyncio.Task] = set()
+
+    async def start(self) -> "DelayProxy":
+        self.server = await asyncio.start_server(self._conn, self.host, self.port)
+        return self
+
+    async def _conn(self, r1: asyncio.StreamReader, w1: asyncio.StreamWriter) -> None:
+        try:
+            r2, w2 = await asyncio.open_connection(self.host, self.up)
+        except OSError:
+            w1.close()
+            return
+        for r, w in ((r1, w2), (r2, w1)):
+            t = asyncio.create_task(self._pump(r, w))
+            self.tasks.add(t)
+            t.add_done_callback(self.tasks.discard)
+
+    async def _pump(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        q: asyncio.Queue = asyncio.Queue()
+
+        async def later() -> None:
+            while True:
+                due, data = await q.get()
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                if not data:
+                    break
+                w.write(data)
+                await w.drain()
+
+        writer = asyncio.create_task(later())
+        try:
+            while True:
+                data = await r.read(65536)
+                q.put_nowait((time.monotonic() + self.delay, data))
+                if not data:
+                    break
+            await writer
+        except (OSError, asyncio.CancelledError):
+            writer.cancel()
+        finally:
+            w.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for t in list(self.tasks):
+            t.cancel()
 
 
 # ---------------------------------------------------------------------- accounting

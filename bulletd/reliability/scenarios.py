@@ -354,20 +354,61 @@ async def partition(tmp: Path, *, seconds: float = 10.0, rate: float = 10.0, mqt
         veth.down()
 
 
-async def netem(tmp: Path, **_) -> dict:
-    """5 % packet loss and 200 ms delay need the netem qdisc; the run says plainly when the
-    kernel does not have it."""
+async def delay(tmp: Path, *, delay_s: float = 0.2, rate: float = 10.0, duration: float = 20.0,
+                mqtt_clients: int = 5, max_tokens: int = 8) -> dict:
+    """bulletd reaching the broker through a TCP proxy that delays every byte by DELAY_S each
+    way (application-level latency: used because netem is not available everywhere)."""
+    from bulletd.reliability.harness import DelayProxy
+    kit = make_kit(tmp, 1)
+    broker = Broker(tmp).start()
+    proxy = await DelayProxy(broker.port, delay_s).start()
+    d = Daemon(tmp, kit, "delay", broker, mqtt_port=proxy.port).start()
+    try:
+        await d.ready()
+        s, _ = await _chaos(tmp, kit, broker, d, rate=rate, duration=duration, events=[],
+                            mqtt_clients=mqtt_clients, socket_clients=0, max_tokens=max_tokens)
+        s.update(delay_ms=round(delay_s * 1000), rate=rate, duration_s=duration)
+        # every MQTT request crosses the delayed link twice (request in, reply out)
+        s["ok"] = _invariants(s, allow_unavailable=False) and (s["p50_ms"] or 0) >= 2 * delay_s * 1000
+        return s
+    finally:
+        d.stop()
+        await proxy.close()
+        broker.stop()
+
+
+async def netem(tmp: Path, *, loss: float = 5.0, delay_ms: int = 200, rate: float = 10.0, duration: float = 30.0,
+                mqtt_clients: int = 5, max_tokens: int = 8) -> dict:
+    """bulletd in its own network namespace behind a veth pair with LOSS % packet loss and
+    DELAY_MS delay in each direction (tc netem) under a request stream. Says plainly when the
+    kernel has no netem qdisc."""
     why = netns_available()
     if why:
         return {"ok": None, "skipped": why}
     veth = Veth(int(time.time()) % 50 + 1).up()
     try:
         why = netem_available(veth.host_dev)
+        if why:
+            return {"ok": None, "skipped": f"the kernel has no netem qdisc ({why})"}
+        rule = ["root", "netem", "delay", f"{delay_ms}ms", "loss", f"{loss}%"]
+        subprocess.run(["tc", "qdisc", "add", "dev", veth.host_dev, *rule], check=True, capture_output=True)
+        subprocess.run(["ip", "netns", "exec", veth.ns, "tc", "qdisc", "add", "dev", veth.ns_dev, *rule],
+                       check=True, capture_output=True)
+        kit = make_kit(tmp, 1)
+        broker = Broker(tmp, host=veth.host_ip).start()
+        d = Daemon(tmp, kit, "netem", broker, netns=veth.ns).start()
+        try:
+            await d.ready(timeout=120)
+            s, _ = await _chaos(tmp, kit, broker, d, rate=rate, duration=duration, events=[],
+                                mqtt_clients=mqtt_clients, socket_clients=0, max_tokens=max_tokens)
+            s.update(loss_pct=loss, delay_ms=delay_ms, rate=rate, duration_s=duration)
+            s["ok"] = _invariants(s)
+            return s
+        finally:
+            d.stop()
+            broker.stop()
     finally:
         veth.down()
-    if why:
-        return {"ok": None, "skipped": f"the kernel has no netem qdisc ({why})"}
-    return {"ok": None, "skipped": "netem is available here but this run does not use it yet"}
 
 
 # ---------------------------------------------------------------------- soak
