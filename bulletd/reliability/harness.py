@@ -312,8 +312,8 @@ class Tally:
         self.open = 0
         self.changed = asyncio.Event()
 
-    def new(self, via: str) -> Req:
-        r = Req(uuid.uuid4().hex, via, time.monotonic())
+    def new(self, via: str, key: Any = None) -> Req:
+        r = Req(uuid.uuid4().hex if key is None else key, via, time.monotonic())
         self.reqs[r.key] = r
         self.open += 1
         return r
@@ -460,21 +460,18 @@ class MQTTPeer:
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
         from bulletd.mqtt_conn import NO_MATCHING_SUBSCRIBERS
-        r = self.tally.new("mqtt")
-        client = self.client
-        if client is None:
+        corr = uuid.uuid4().hex.encode()
+        r = self.tally.new("mqtt", corr)
+        if self.client is None:
             self.tally.unavailable(r)
             return r
-        corr = r.key.encode()
-        self.tally.reqs[corr] = self.tally.reqs.pop(r.key)
-        r.key = corr
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = self.reply_topic
         props.CorrelationData = corr
         props.MessageExpiryInterval = 300
         self.waiting[corr] = r
         try:
-            rc = await self.pub.publish(self.req_topic, msgpack.packb({**obj, "id": r.key.decode()}),
+            rc = await self.pub.publish(self.req_topic, msgpack.packb({**obj, "id": corr.decode()}),
                                         properties=props)
         except aiomqtt.MqttError:
             rc = None

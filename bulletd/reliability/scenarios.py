@@ -230,10 +230,8 @@ async def broker_kill(tmp: Path, *, cycles: int = 50, period: float = 2.0, down:
         s, tally = await _chaos(tmp, kit, broker, d, rate=rate, duration=duration, events=events,
                                 mqtt_clients=mqtt_clients, socket_clients=socket_clients, max_tokens=max_tokens)
         st = await status(d.sock)
-        last = time.monotonic()
         s.update(cycles=cycles, rate=rate, duration_s=duration, daemon_connects=st["mqtt"]["connects"],
                  mqtt_ok=sum(1 for r in tally.reqs.values() if r.via == "mqtt" and r.code == "ok"))
-        del last
         s["ok"] = _invariants(s) and st["mqtt"]["state"] == "connected" and s["mqtt_ok"] > 0
         return s
     finally:
