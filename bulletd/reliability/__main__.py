@@ -6,7 +6,7 @@
     python -m bulletd.reliability --skip fuzz,soak
 
 Steps: sanitize (the native tests under ASan + UBSan, tests/test_sanitize.py), fuzz (python -m
-bulletd.fuzz), load, fleet, broker-kill, daemon-kill, partition, delay, netem, soak. Each run starts its
+bulletd.fuzz), load, load-busy, fleet, broker-kill, daemon-kill, partition, delay, netem, soak. Each run starts its
 own Mosquitto and bulletd processes in a temporary folder. The partition needs root, `ip`
 (iproute2) and network namespaces; netem (5 % loss) also needs the kernel's netem qdisc, and
 `delay` adds 200 ms each way with a TCP proxy instead. A step that cannot run here says why. Exit status 1 when a step broke an invariant (a request lost or answered
@@ -34,6 +34,10 @@ FUZZ_TARGETS = ("bullet", "tokenizer", "request", "ota", "grammar")
 SCALES = {
     "load": ({"requests": 1000, "mqtt_clients": 50, "socket_clients": 50, "max_tokens": 32},
              {"requests": 100, "mqtt_clients": 5, "socket_clients": 5, "max_tokens": 8, "idle": 1.0}),
+    # the same burst against the default queue (workers + 4 x workers): the rest are answered busy
+    "load-busy": ({"requests": 1000, "mqtt_clients": 50, "socket_clients": 50, "max_tokens": 32, "max_queue": 0},
+                  {"requests": 100, "mqtt_clients": 5, "socket_clients": 5, "max_tokens": 8, "max_queue": 0,
+                   "idle": 1.0}),
     "fleet": ({"duration": 60.0, "rate": 20.0}, {"duration": 5.0, "rate": 20.0, "clients": 4}),
     "broker-kill": ({"cycles": 50}, {"cycles": 3, "period": 1.5}),
     "daemon-kill": ({"cycles": 10}, {"cycles": 2, "period": 3.0, "max_tokens": 16}),
@@ -42,7 +46,7 @@ SCALES = {
     "netem": ({}, {}),
     "soak": ({"duration": 1800.0}, {"duration": 8.0, "period": 1.0}),
 }
-RUNS = {"load": S.load, "fleet": S.fleet, "broker-kill": S.broker_kill, "daemon-kill": S.daemon_kill,
+RUNS = {"load": S.load, "load-busy": S.load, "fleet": S.fleet, "broker-kill": S.broker_kill, "daemon-kill": S.daemon_kill,
         "partition": S.partition, "delay": S.delay, "netem": S.netem, "soak": S.soak}
 STEPS = ("sanitize", "fuzz", *RUNS)
 

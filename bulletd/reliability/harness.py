@@ -356,6 +356,7 @@ class Tally:
             if r.finals:
                 codes[r.code] = codes.get(r.code, 0) + 1
         lat = sorted((r.t1 - r.t0) * 1000 for r in reqs if r.code == "ok")
+        busy = sorted((r.t1 - r.t0) * 1000 for r in reqs if r.code == "busy")
         return {
             "requests": len(reqs),
             "sent": sum(r.sent for r in reqs),
@@ -366,6 +367,7 @@ class Tally:
             "codes": dict(sorted(codes.items())),
             "p50_ms": round(_pct(lat, 50), 1) if lat else None,
             "p99_ms": round(_pct(lat, 99), 1) if lat else None,
+            "busy_p99_ms": round(_pct(busy, 99), 1) if busy else None,
         }
 
 
