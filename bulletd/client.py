@@ -39,7 +39,7 @@ from typing import Any, AsyncIterator, Iterator
 import msgpack
 
 from bulletd.errors import RequestError, TransportError
-from bulletd.mqtt_conn import TLS, Broker, make_client
+from bulletd.mqtt_conn import NO_MATCHING_SUBSCRIBERS, TLS, Broker, Publisher, make_client
 from bulletd.mqtt_direct import direct_queue
 from bulletd.names import name_problem
 
@@ -251,6 +251,7 @@ class _MQTTTransport:
         self.client = make_client(self.broker, self.cid, protocol=(
             aiomqtt.ProtocolVersion.V5 if self.v5 else aiomqtt.ProtocolVersion.V311), timeout=10,
             queue_type=direct_queue(self._deliver))
+        self.pub = Publisher(self.client)
         try:
             await self.client.__aenter__()
             await self.client.subscribe(self.reply_topic, qos=1)
@@ -304,10 +305,14 @@ class _MQTTTransport:
         self.waiting[key] = q
         payload = json.dumps(obj).encode() if self.json else msgpack.packb(obj, use_bin_type=True)
         try:
-            await self.client.publish(self.req_topic, payload, qos=1, properties=props)
+            rc = await self.pub.publish(self.req_topic, payload, properties=props)
         except self.aiomqtt.MqttError as exc:
             self.waiting.pop(key, None)
             raise DaemonUnavailable(f"could not publish the request to {self.req_topic}: {exc}") from None
+        if rc == NO_MATCHING_SUBSCRIBERS:
+            self.waiting.pop(key, None)
+            raise DaemonUnavailable(f"no bulletd is subscribed to {self.req_topic}: the broker dropped the request "
+                                    "(the daemon is not running, or not connected yet)")
         q.key = key  # type: ignore[attr-defined]
         return q
 

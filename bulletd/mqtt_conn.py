@@ -113,3 +113,55 @@ class Backoff:
     async def sleep(self, at_most: float | None = None) -> None:
         d = self.next()
         await asyncio.sleep(d if at_most is None else max(0.0, min(d, at_most)))
+
+
+NO_MATCHING_SUBSCRIBERS = 16   # MQTT v5 PUBACK reason code
+
+
+class Publisher:
+    """QoS 1 publishes on an aiomqtt client that return the broker's PUBACK reason code (MQTT v5;
+    0 on 3.1.1). aiomqtt's own publish drops it, yet it tells a requester something no timeout
+    can: 16, "No matching subscribers", means no daemon was subscribed to the request topic (not
+    started yet, or resubscribing after a broker restart) and the broker dropped the request.
+    Publishes go through paho as aiomqtt's do, on the event loop thread."""
+
+    def __init__(self, client):
+        self.paho = client._client
+        self.waiters: dict[int, asyncio.Future] = {}
+        chained = self.paho.on_publish
+
+        def on_publish(c, userdata, mid, reason_code, properties):
+            fut = self.waiters.pop(mid, None)
+            if fut is not None and not fut.done():
+                fut.set_result(getattr(reason_code, "value", reason_code) or 0)
+            chained(c, userdata, mid, reason_code, properties)
+
+        self.paho.on_publish = on_publish
+        chained_disconnect = self.paho.on_disconnect
+
+        def on_disconnect(*args):
+            # a publish waiting for its PUBACK ends with the connection, not at its timeout
+            for fut in self.waiters.values():
+                if not fut.done():
+                    fut.set_result(None)
+            self.waiters.clear()
+            chained_disconnect(*args)
+
+        self.paho.on_disconnect = on_disconnect
+
+    async def publish(self, topic: str, payload: bytes, *, properties=None, timeout: float = 10.0) -> int:
+        import aiomqtt
+        info = self.paho.publish(topic, payload, 1, False, properties)
+        if info.rc != 0:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters[info.mid] = fut
+        try:
+            rc = await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise aiomqtt.MqttError("Operation timed out") from None
+        finally:
+            self.waiters.pop(info.mid, None)
+        if rc is None:
+            raise aiomqtt.MqttError("Disconnected before the broker acknowledged the message")
+        return rc

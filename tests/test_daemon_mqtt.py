@@ -40,7 +40,7 @@ def wait_connected(d, n=1, timeout=20):
     with d.client() as c:
         while time.monotonic() < end:
             m = c.status()["mqtt"]
-            if m["state"] == "connected" and m["connects"] >= n:
+            if m["state"] == "connected" and m["connects"] >= n and m.get("fleet_state", "connected") == "connected":
                 return
             time.sleep(0.05)
     raise AssertionError(f"daemon not connected to the broker {n} time(s):\n{d.log()}")
@@ -351,11 +351,14 @@ async def test_broker_killed_and_restarted_while_requests_flow(tmp_path, kit, br
         assert all(finals_by_corr.get(c, 0) <= 1 for c in inflight), finals_by_corr   # never twice
         assert "MQTT connection lost" in d.log()
         # a client that was connected when the broker died gets a clear error, not a hang. Its
-        # request goes to a device nobody serves, so nothing but the lost connection can end it
-        # (a reply cannot race the kill, however fast the machine or whatever else is running)
+        # request goes to a device that a silent subscriber takes and never answers, so nothing
+        # but the lost connection can end it (a reply cannot race the kill, however fast the
+        # machine or whatever else is running)
         t0 = time.monotonic()
         with pytest.raises(DaemonUnavailable, match="lost before the final reply|could not publish"):
-            async with AsyncClient.mqtt(broker.host, broker.port, device="nobody", timeout=20) as c:
+            async with Raw(broker) as silent, AsyncClient.mqtt(broker.host, broker.port, device="nobody",
+                                                              timeout=20) as c:
+                await silent.c.subscribe("bullet/nobody/req", qos=1)
                 t = asyncio.create_task(c.generate("go", "slow", max_tokens=250))
                 await asyncio.sleep(0.15)
                 broker.stop(kill=True)
@@ -482,3 +485,56 @@ async def test_requests_sent_while_the_daemon_is_down_are_served_after_it_restar
             assert r.finals(b"late")[0]["ok"] is True and len(r.finals(b"late")) == 1
         finally:
             d.stop()
+
+
+async def test_a_request_held_by_a_killed_daemon_is_served_after_its_restart(tmp_path, kit, broker):
+    """A QoS 1 request is acknowledged only once it is served: SIGKILL during its generation
+    leaves it in the daemon's broker session, and the restarted daemon answers it, once."""
+    d = mqtt_daemon(tmp_path, kit, broker, env=SLOW_ENV)
+    try:
+        async with Raw(broker) as r:
+            await r.send("bullet/dev1/req", {"child": "slow", "prompt": "x", "max_tokens": 250, "seed": 11},
+                         corr=b"held")
+            with d.client() as c:
+                end = time.monotonic() + 10
+                while c.status()["inflight"] == 0:
+                    assert time.monotonic() < end, d.log()
+                    time.sleep(0.02)
+            d.kill()
+            assert not r.finals(b"held")
+            d.start()
+            await r.wait(lambda: r.finals(b"held"), timeout=40)
+            await asyncio.sleep(0.5)
+            assert len(r.finals(b"held")) == 1 and r.finals(b"held")[0]["ok"] is True
+    finally:
+        d.stop()
+
+
+def test_a_request_no_daemon_is_subscribed_to_is_unavailable_at_once(broker):
+    """The broker's PUBACK says "No matching subscribers" (MQTT v5): the client raises
+    DaemonUnavailable at once instead of waiting for its timeout."""
+    with Client.mqtt(broker.host, broker.port, device="nobody", timeout=20) as c:
+        t0 = time.monotonic()
+        with pytest.raises(DaemonUnavailable, match="no bulletd is subscribed to bullet/nobody/req"):
+            c.generate("x", max_tokens=2)
+        assert time.monotonic() - t0 < 5
+
+
+async def test_a_killed_fleet_member_takes_no_share_of_later_requests(tmp_path, kit, broker):
+    """The fleet subscription lives on a session that ends with its connection: once a member is
+    SIGKILLed, the broker gives every fleet request to the members still there."""
+    a = mqtt_daemon(tmp_path, kit, broker, device="fa", name="fa", fleet={"enabled": True, "group": "g1"})
+    b = mqtt_daemon(tmp_path, kit, broker, device="fb", name="fb", fleet={"enabled": True, "group": "g1"})
+    try:
+        a.kill()
+        await asyncio.sleep(0.5)
+        async with Raw(broker) as r:
+            corrs = [f"k{i}".encode() for i in range(8)]      # within fb's queue: none is busy
+            for c in corrs:
+                await r.send("bullet/fleet/req", {"child": "math", "prompt": "x", "max_tokens": 2}, corr=c)
+            await r.wait(lambda: all(r.finals(c) for c in corrs), timeout=15)
+            got = [[(x.get("device"), x.get("ok")) for x in r.finals(c)] for c in corrs]
+            assert got == [[("fb", True)]] * len(corrs), got
+    finally:
+        a.stop()
+        b.stop()

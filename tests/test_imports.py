@@ -1,7 +1,8 @@
 """The import rules of docs/ARCHITECTURE.md, read from the source: bulletd never imports trainer;
 trainer imports only bulletd.format, bulletd.signing, bulletd.errors, and (to measure what it
 ships with the product's own code) bulletd.runtime, bulletd.router, bulletd.agents, bulletd.evaluate; the
-benchmarks (bulletd.bench) are imported by no product module but the command lines."""
+benchmarks (bulletd.bench) are imported by no product module but the command lines, and the
+reliability runs (bulletd.reliability) by no other part of bulletd."""
 from __future__ import annotations
 
 import ast
@@ -56,6 +57,16 @@ def test_only_the_command_lines_import_the_benchmarks():
         if rel.startswith("bulletd/bench/") or rel in BENCH_IMPORTERS:
             continue
         bad += [f"{rel}: {m}" for m in _imports(p) if m == "bulletd.bench" or m.startswith("bulletd.bench.")]
+    assert not bad, bad
+
+
+def test_nothing_in_bulletd_imports_the_reliability_runs():
+    bad = []
+    for p in _files("bulletd"):
+        rel = p.relative_to(ROOT).as_posix()
+        if rel.startswith("bulletd/reliability/"):
+            continue
+        bad += [f"{rel}: {m}" for m in _imports(p) if m == "bulletd.reliability" or m.startswith("bulletd.reliability.")]
     assert not bad, bad
 
 

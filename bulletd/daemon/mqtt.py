@@ -12,6 +12,21 @@ msgpack. The daemon connects with a fixed client id, clean_start=False and a ses
 that QoS 1 requests queued during a short outage are delivered after the reconnect; it always
 resubscribes after a reconnect (a restarted broker forgets the session). The loop never blocks
 the local socket API: connection attempts back off from reconnect_min to reconnect_max.
+
+A QoS 1 request is acknowledged (PUBACK) only once it is served: after its final reply was
+published (or, for a request that gets no reply, once it was dropped). A daemon killed while it
+holds a request therefore leaves it unacknowledged in its broker session, and the broker delivers
+it again when the daemon (or its restart) reconnects with that session. paho acknowledges on
+receipt unless told otherwise; aiomqtt has no option for it, so the transport switches its paho
+client to manual acknowledgement.
+
+Fleet mode subscribes to the shared subscription on a second connection (client id
+`<client id>-fleet`) without a persistent session. A broker keeps giving a persistent session
+its turn of a shared subscription while the session's client is gone (Mosquitto 2.0 queues them
+for it), so a member that died would take its share of every later fleet request with it; with
+no session, its subscription ends when its connection does and the others get everything. The
+requests it held when it died are lost with it (MQTT 5 lets a broker hand them to another
+member, Mosquitto 2.0 does not): their requesters see no reply until their own timeout.
 """
 from __future__ import annotations
 
@@ -61,9 +76,15 @@ class MQTTTransport:
         self.max_bytes = cfg.limits.max_request_bytes
         self.connected = False
         self.connects = 0
+        # per link ("main", "fleet"): connection attempts (a message's ack goes only to the
+        # connection it arrived on), the client, whether it is connected
+        self.attempt = {"main": 0, "fleet": 0}
+        self.clients: dict[str, aiomqtt.Client] = {}
+        self.fleet_connected = False
         self.last_error: str | None = None
         self.client: aiomqtt.Client | None = None
         self.task: asyncio.Task | None = None
+        self.fleet_task: asyncio.Task | None = None
         self.status_task: asyncio.Task | None = None
         self.stopping = False
         self.outbox: collections.deque = collections.deque()
@@ -80,12 +101,16 @@ class MQTTTransport:
     # ------------------------------------------------------------------ public
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="bulletd-mqtt")
+        if self.fleet_topic:
+            self.fleet_task = asyncio.create_task(self._run_fleet(), name="bulletd-mqtt-fleet")
         self.status_task = asyncio.create_task(self._status_loop(), name="bulletd-mqtt-status")
 
     def state(self) -> dict:
         return {"enabled": True, "state": "connected" if self.connected else "disconnected",
                 "broker": f"{self.mc.host}:{self.mc.port}", "protocol": self.mc.protocol,
                 "client_id": self.client_id, "req_topic": self.req_topic, "fleet_topic": self.fleet_topic,
+                **({"fleet_state": "connected" if self.fleet_connected else "disconnected"}
+                   if self.fleet_topic else {}),
                 "status_topic": self.status_topic, "connects": self.connects, "last_error": self.last_error,
                 "outbox": len(self.outbox), "backlog": len(self.backlog), **self.counts}
 
@@ -107,8 +132,8 @@ class MQTTTransport:
                 await self._publish_status("offline")
             except Exception as exc:
                 log.warning("could not publish the offline status: %s", exc)
-        await cancel_and_wait((self.status_task, self.task), what="MQTT task")
-        self.connected = False
+        await cancel_and_wait((self.status_task, self.task, self.fleet_task), what="MQTT task")
+        self.connected = self.fleet_connected = False
 
     # ------------------------------------------------------------------ connection
     def _make_client(self) -> aiomqtt.Client:
@@ -121,13 +146,55 @@ class MQTTTransport:
             kw.update(protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props)
         else:
             kw.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
-        return make_client(
+        client = make_client(
             Broker.from_config(mc), self.client_id, timeout=10,
             will=aiomqtt.Will(self.status_topic, offline, qos=1, retain=True),
             # messages go straight to _dispatch from paho's read callback (see bulletd.mqtt_direct)
             queue_type=direct_queue(self._dispatch),
             # one reply publish per serving task is normal, not a sign of trouble worth a warning each
             pending_calls=self.serve_max + 16, **kw)
+        client._client.manual_ack_set(True)   # see the module doc: ack once served
+        self.clients["main"] = client
+        return client
+
+    def _make_fleet_client(self) -> aiomqtt.Client:
+        """The fleet link: a clean session that ends with its connection (module doc)."""
+        kw: dict[str, Any] = ({"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": True} if self.v5
+                              else {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": True})
+        client = make_client(Broker.from_config(self.mc), f"{self.client_id}-fleet", timeout=10,
+                             queue_type=direct_queue(lambda m: self._dispatch(m, "fleet")), **kw)
+        client._client.manual_ack_set(True)
+        self.clients["fleet"] = client
+        return client
+
+    async def _run_fleet(self) -> None:
+        backoff = Backoff(self.mc.reconnect_min, self.mc.reconnect_max)
+        try:
+            client = self._make_fleet_client()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.error("MQTT fleet link disabled: cannot set up the client: %s", exc)
+            return
+        while not self.stopping:
+            self.attempt["fleet"] += 1
+            try:
+                async with client:
+                    backoff.reset()
+                    sub = ({"options": SubscribeOptions(qos=self.mc.qos, retainAsPublished=True)} if self.v5
+                           else {"qos": self.mc.qos})
+                    await client.subscribe(self.fleet_topic, **sub)
+                    self.fleet_connected = True
+                    log.info("MQTT fleet link connected as %s-fleet; subscribed to %s", self.client_id,
+                             self.fleet_topic)
+                    async for _ in client.messages:
+                        pass
+            except aiomqtt.MqttError as exc:
+                if self.fleet_connected:
+                    log.warning("MQTT fleet link lost: %s; reconnecting", exc)
+            finally:
+                self.fleet_connected = False
+            if self.stopping:
+                break
+            await backoff.sleep()
 
     async def _run(self) -> None:
         backoff = Backoff(self.mc.reconnect_min, self.mc.reconnect_max)
@@ -138,11 +205,10 @@ class MQTTTransport:
             self.last_error = str(exc)
             return
         while not self.stopping:
+            self.attempt["main"] += 1   # before the CONNACK: a redelivery may follow it in the same read
             try:
                 async with client:
                     self.client = client
-                    self.connected = True
-                    self.connects += 1
                     self.last_error = None
                     backoff.reset()
                     # v5: Retain As Published keeps the retain flag of a request published
@@ -150,10 +216,10 @@ class MQTTTransport:
                     sub = ({"options": SubscribeOptions(qos=self.mc.qos, retainAsPublished=True)} if self.v5
                            else {"qos": self.mc.qos})
                     await client.subscribe(self.req_topic, **sub)
-                    if self.fleet_topic:
-                        await client.subscribe(self.fleet_topic, **sub)
-                    log.info("MQTT connected to %s:%d as %s; subscribed to %s%s", self.mc.host, self.mc.port,
-                             self.client_id, self.req_topic, f" and {self.fleet_topic}" if self.fleet_topic else "")
+                    self.connected = True   # `status` says connected once requests can arrive
+                    self.connects += 1
+                    log.info("MQTT connected to %s:%d as %s; subscribed to %s", self.mc.host, self.mc.port,
+                             self.client_id, self.req_topic)
                     await self._publish_status("online")
                     await self._flush_outbox()
                     async for _ in client.messages:   # never yields (see _dispatch); raises
@@ -176,31 +242,40 @@ class MQTTTransport:
                 break
             await backoff.sleep()
 
-    def _dispatch(self, msg: aiomqtt.Message) -> None:
+    def _dispatch(self, msg: aiomqtt.Message, link: str = "main") -> None:
         """Every incoming message, on the loop thread: serve it in its own task, or let it wait
         for a slot (see SERVE_MIN, BACKLOG_BYTES)."""
         self.counts["received"] += 1
+        conn = (link, self.attempt[link])
         if len(self.serving) < self.serve_max:
-            self._start(msg)
+            self._start(msg, conn)
             return
         size = _size(msg)
         if self.backlog_bytes + size > BACKLOG_BYTES:
-            self._start(msg, refuse=True)
+            self._start(msg, conn, refuse=True)
             return
-        self.backlog.append(msg)
+        self.backlog.append((msg, conn))
         self.backlog_bytes += size
 
-    def _start(self, msg: aiomqtt.Message, refuse: bool = False) -> None:
-        t = asyncio.create_task(self._serve_guarded(msg, refuse))
+    def _start(self, msg: aiomqtt.Message, conn: tuple, refuse: bool = False) -> None:
+        t = asyncio.create_task(self._serve_guarded(msg, conn, refuse))
         self.serving.add(t)
         t.add_done_callback(self._served)
 
     def _served(self, t: asyncio.Task) -> None:
         self.serving.discard(t)
         while self.backlog and len(self.serving) < self.serve_max:
-            msg = self.backlog.popleft()
+            msg, conn = self.backlog.popleft()
             self.backlog_bytes -= _size(msg)
-            self._start(msg)
+            self._start(msg, conn)
+
+    def _ack(self, msg: aiomqtt.Message, conn: tuple) -> None:
+        """PUBACK a served QoS 1 request, on the connection it came in on. After a reconnect the
+        broker delivers an unacknowledged request again (a restarted broker does not), and the
+        copy is acknowledged when it is dropped as a repeat."""
+        link, n = conn
+        if msg.qos > 0 and n == self.attempt[link] and link in self.clients:
+            self.clients[link]._client.ack(msg.mid, msg.qos)   # off line: paho refuses it
 
     async def _status_loop(self) -> None:
         while True:
@@ -292,13 +367,14 @@ class MQTTTransport:
                                f"({first}/...); replies go elsewhere")
         return topic
 
-    async def _serve_guarded(self, msg: aiomqtt.Message, refuse: bool = False) -> None:
+    async def _serve_guarded(self, msg: aiomqtt.Message, conn: tuple, refuse: bool = False) -> None:
         try:
             await self._serve(msg, refuse)
         except asyncio.CancelledError:
-            raise
+            raise   # not acknowledged: the broker delivers it again to the next session
         except Exception:   # a bug: log it with its traceback; the transport keeps serving
             log.exception("serving a message on %s failed", getattr(msg.topic, "value", msg.topic))
+        self._ack(msg, conn)
 
     async def _serve(self, msg: aiomqtt.Message, refuse: bool = False) -> None:
         if msg.retain:
