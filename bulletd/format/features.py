@@ -6,7 +6,9 @@ UTF-8 bytes of its key into bucket hash % dim; the counts go through log1p and t
 L2-normalised. Kinds (a mother's header names its kind in router.features; absent = "char1-3"):
 
   * "char1-3"          character n-grams, n = 1, 2, 3, over Unicode code points; key = the n-gram;
-  * "char1-4+word1-2"  character n-grams, n = 1 .. 4, as above, and word n-grams: the words are the
+  * "char1-4+word1-2"  every digit written as 0 (ASCII) or ० (Devanagari) first: which number a
+                       request holds says nothing of its task. Then character n-grams, n = 1 .. 4,
+                       as above, and word n-grams: the words are the
                        text split at whitespace after ASCII punctuation and the danda (। ॥) became
                        spaces and the operator signs + - * / ^ % = × ÷ single words; key of a word
                        = "\\x01" + word; key of a pair of neighbours = "\\x02" + w1 + " " + w2, over
@@ -27,6 +29,7 @@ _CACHE_MAX = 1 << 18
 _cache: dict[str, int] = {}
 _PUNCT = {ord(c): " " for c in ".,!?;:\"'`()[]{}<>|\\@#&_~।॥"}
 _PUNCT.update({ord(c): f" {c} " for c in "+-*/^%=×÷"})
+_DIGITS = str.maketrans("123456789१२३४५६७८९", "000000000०००००००००")
 
 
 def fnv1a32(data: bytes) -> int:
@@ -47,6 +50,8 @@ def _hash(key: str) -> int:
 
 def _keys(text: str, kind: str) -> list[str]:
     s = " " + " ".join(text.lower().split()) + " "
+    if kind != "char1-3":
+        s = s.translate(_DIGITS)
     top = 3 if kind == "char1-3" else 4
     keys = [s[i: i + n] for n in range(1, top + 1) for i in range(len(s) - n + 1)]
     if kind == "char1-4+word1-2":

@@ -111,7 +111,7 @@ NONE_FRAMES = {
         "dial {person}", "video call {person}", "whatsapp {person}", "reply to {person}", "read my messages",
         "any new emails", "send {person} a voice note",
         # music, video, apps
-        "play {music}", "play {song}", "play {song} on spotify", "open {app}", "take a photo", "take a selfie",
+        "play {music}", "play {song}", "play {song} on spotify", "open {app}", "click a photo", "click a selfie",
         "show me my photos", "record a video", "open the camera app", "watch {topic} videos on youtube",
         # news, sports, markets
         "who won the {sport} match", "read me the news about {topic}", "latest news", "what's the score in the {sport} game",
@@ -121,22 +121,22 @@ NONE_FRAMES = {
         "search the web for {topic}", "define {word}", "explain {topic}", "show me pictures of {thing}",
         "who invented {invention}", "when was {famous} born", "how old is {famous}", "where is {thing}",
         "what does {word} mean", "spell {word}", "how many people live in {country}", "who is {famous}",
-        "what language do they speak in {country}", "why is the sky blue", "how does {invention} work",
+        "what language do they speak in {country}", "why is the sky blue", "how does {invention} function",
         "tell me the time", "tell me the date", "tell me the score of the {sport} match",
         "tell me the capital of {country}", "tell me the population of {country}", "tell me the news",
         "translate {phrase} into {lang}", "what is {word}",
         # shopping, food, travel, transport
-        "add {food} to my shopping list", "order {food}", "buy {item}", "where can i buy {item}",
+        "note {food} in my shopping list", "order {food}", "buy {item}", "where can i buy {item}",
         "track my order", "book a table at {place}", "book a cab to {place}", "book a flight to {city}",
-        "train tickets to {city}", "find a hotel in {city}", "how do i get to {place}", "take me to {place}",
+        "train tickets to {city}", "search hotels in {city}", "how do i reach {place}", "drive me to {place}",
         "route to {place}", "traffic to {place}", "recipe for {dish}", "how do i cook {dish}",
         "convert {n} {unit}", "cheap flights to {city}", "price of {item}",
         # calendar, time
-        "what time is it in {city}", "what's on my calendar {when}", "add a meeting {when}",
+        "what time is it in {city}", "what's on my calendar {when}", "book a meeting {when}",
         "when is my next appointment", "how many days until diwali", "what's the date {when}",
         # small talk and the assistant itself
         "how are you", "what's your name", "good morning", "good night", "who made you", "are you a robot",
-        "what can you do", "i'm bored", "do you like {topic}", "hello there friend", "thank you so much",
+        "what can you do", "i'm bored", "do you like {topic}", "hi friend", "thank you a lot",
         "i love you", "bye", "are you listening", "talk to me",
         # devices and the house, but no command for it
         "buy a new {device}", "what does a {device} cost", "my {device} is broken", "who can repair the {device}",
@@ -146,16 +146,16 @@ NONE_FRAMES = {
         "{n} मिनिटांचा टायमर लाव", "{music_mr} लाव", "{person_mr}ला फोन कर", "{person_mr}ला मेसेज पाठव",
         "किती वाजले", "आज कोणती तारीख आहे", "{topic_mr}बद्दल बातम्या वाच", "{place_mr}ला कसे जायचे",
         "यादीत {food_mr} लिही", "{country_mr}ची राजधानी कोणती", "{place_mr}साठी कॅब बुक कर",
-        "{food_mr} ऑर्डर कर", "फोटो काढ", "तू कसा आहेस", "तुझे नाव काय", "{topic_mr} म्हणजे काय",
+        "{food_mr} ऑर्डर कर", "फोटो घे", "तू कसा आहेस", "तुझे नाव काय", "{topic_mr} म्हणजे काय",
         "{app} उघड", "{when_mr} पाऊस आहे का", "{when_mr} किती गरम होईल", "छत्री घेऊन जाऊ का", "{city_mr}चे हवामान सांग",
         "{n} चा गजर लाव", "गजर बंद कर", "{person_mr}ला फोन लाव", "{person_mr}ला व्हॉट्सअॅप कर", "माझे मेसेज वाच",
-        "{famous_mr} कोण होते", "{famous_mr} यांचा जन्म कधी झाला", "{thing_mr} कुठे आहे", "{word_mr} म्हणजे काय",
+        "{famous_mr} कोण आहेत", "{famous_mr} यांचे जन्मस्थान कोणते", "{thing_mr} कुठे आहे", "{word_mr} म्हणजे काय",
         "{country_mr}ची लोकसंख्या किती आहे", "आकाश निळे का असते", "{dish_mr} कसा बनवायचा", "{dish_mr}ची कृती सांग",
         "{item_mr} खरेदी कर", "{item_mr}ची किंमत काय आहे", "{city_mr}ला जाणारी बस कधी आहे",
         "{city_mr}चे तिकीट बुक कर", "जवळचे हॉटेल शोध", "डॉक्टरची अपॉइंटमेंट घे", "क्रिकेटचा स्कोअर काय झाला",
         "आजच्या ठळक बातम्या", "शुभ सकाळ", "शुभ रात्री", "धन्यवाद", "मला कंटाळा आला आहे", "तुला कोणी बनवले",
         "तू काय करू शकतोस", "{when_mr} माझ्या कॅलेंडरवर काय आहे", "{person_mr}चा वाढदिवस कधी आहे",
-        "{person_mr}ला ईमेल पाठव", "डोकेदुखीवर उपाय सांग", "{topic_mr}वरचे व्हिडिओ दाखव", "सेल्फी काढ",
+        "{person_mr}ला ईमेल पाठव", "डोकेदुखीवर उपाय सांग", "{topic_mr}वरचे व्हिडिओ दाखव", "सेल्फी घे",
         "नवा {device_mr} घ्यायचा आहे", "{device_mr} दुरुस्त करणारा कोण आहे",
         # mixed
         "{person} ला call कर", "alarm लाव {n} वाजता", "weather कसं आहे {when_mr}", "news सांग", "{song} play कर",
@@ -194,18 +194,18 @@ FILL["device"] = ["fan", "tv", "fridge", "ac", "washing machine", "microwave", "
 FILL["device_mr"] = ["फ्रिज", "पंखा", "टीव्ही", "मिक्सर", "गिझर", "वॉशिंग मशीन"]
 
 # composed requests no child serves: (verb, object) and (question, subject). Train only.
-NONE_VERBS = ["play", "call", "email", "search for", "find", "show me", "book", "order", "buy", "look up",
+NONE_VERBS = ["play", "call", "email", "search for", "locate", "show me", "book", "order", "buy", "look up",
               "define", "spell", "read", "send", "share", "download", "install", "track", "record", "stream",
               "watch", "google", "pay", "cancel", "message", "video call", "rate", "review", "compare", "follow",
               "subscribe to", "print", "forward", "save", "bookmark", "like", "upload"]
 NONE_NOUNS = ["a taxi", "my flight", "the train to pune", "a doctor's appointment", "movie tickets", "a new phone",
               "my email", "the weather", "the news", "a recipe for dal", "cheap hotels", "my package", "the score",
               "a song", "a podcast", "my calendar", "the traffic", "my bank balance", "a birthday gift",
-              "the nearest cafe", "my notes", "the word hello", "a video", "the match", "my photos", "an uber",
+              "the nearest cafe", "my notes", "the word namaste", "a video", "the match", "my photos", "an uber",
               "a plumber", "the electricity bill", "the meaning of life", "wikipedia", "my friend", "this article",
               "the latest episode", "that restaurant", "my last order", "the weekend sale", "a yoga class"]
 NONE_QUESTIONS = ["who is", "what is", "where is", "when is", "why is", "who invented", "what does",
-                  "where can i find", "is there", "do you know", "can you explain", "what's the best",
+                  "where can i locate", "is there", "do you know", "can you explain", "what's the best",
                   "how big is", "how old is", "what happened to", "tell me about"]
 NONE_Q_NOUNS = ["the tallest building", "einstein", "the next holiday", "a good restaurant", "the sky blue",
                 "a black hole", "the best phone", "the meaning of karma", "the speed of light", "the world cup",
@@ -226,11 +226,11 @@ NONE_MR_NOUNS = ["रिक्षा", "विमानाचे तिकीट
 REQUESTS = {
     "train": {
         "fortunes": ["tell me my fortune", "tell me a fortune", "give me a fortune cookie", "what does fate have for me",
-                     "say something wise", "give me a quote", "a funny quote please", "tell me a joke",
+                     "something wise please", "give me a quote", "a funny quote please", "tell me a joke",
                      "fortune", "quote of the day", "a smart remark about {topic}", "a quote about {topic}",
-                     "an epigram about {topic}", "say something clever about {topic}", "what is my fortune today",
+                     "an epigram about {topic}", "something clever about {topic}", "what is my fortune today",
                      "read my fortune", "open a fortune cookie", "my fortune please", "inspire me",
-                     "a motivational quote", "say something funny", "give me a one-liner", "an aphorism about {topic}",
+                     "a motivational quote", "something funny please", "give me a one-liner", "an aphorism about {topic}",
                      "tell me something profound", "a fortune for {person}", "what will happen to me {when}",
                      "will i be rich one day", "a famous quote about {topic}", "make me laugh", "a joke about {topic}",
                      "fortune cookie please", "what's my fortune", "once upon a time", "write me a fortune"],
@@ -239,7 +239,7 @@ REQUESTS = {
                     "{topic_mr}वर एक कविता लिहा", "{topic_mr}बद्दल छोटी गोष्ट लिही", "एक परिच्छेद लिहा",
                     "हे वाक्य पुढे लिही", "पुढील ओळी लिहा", "मराठी भाषेत लिहा", "एक गोष्ट लिहा",
                     "write a marathi poem", "write something in marathi", "a story in marathi", "continue in marathi",
-                    "marathi मध्ये poem लिही", "मराठीत काहीतरी लिही", "marathi text please", "एक लेख लिहा",
+                    "marathi मध्ये poem लिही", "मराठीत काहीतरी लिही", "marathi writing please", "एक लेख लिहा",
                     "{topic_mr} या विषयावर लिहा", "गोष्ट सांग", "मराठी कविता"],
     },
     "dev": {
@@ -299,9 +299,13 @@ DOMAIN_MR = {"light": "दिवे", "switch": "प्लग", "fan": "पं�
              "media_player": "टीव्ही", "sensor": "सेन्सर"}
 # calc: frames around an arithmetic question of the calc generator, or a bare expression
 CALC_FRAMES = ["{E}", "{E} = ?", "{E} equals", "{E} equals what", "what's {E}", "result of {E}", "answer of {E}",
-               "solve {E}", "evaluate {E}", "what do i get for {E}", "{E}, what do you get", "give me {E}",
+               "solve {E}", "evaluate {E}", "what comes out of {E}", "{E}, what comes out", "give me {E}",
                "i need {E}", "calculator: {E}", "math: {E}", "quick math {E}", "{E} is what", "calc {E}",
-               "{E} उत्तर काय", "{E} किती येतात", "{E} चे उत्तर", "हिशोब: {E}", "{E} सांगा", "{E} बरोबर किती"]
+               "{E} किती येतात", "हिशोब: {E}", "{E} सांगा", "{E} बरोबर किती",
+               # openers that other requests share: arithmetic is arithmetic whatever it is wrapped in
+               "can you do {E}", "help me with {E}", "i wish to know {E}", "what about {E}", "let me know {E}",
+               "show me {E}", "and {E}", "now {E}", "next: {E}", "hey {E} ok", "i wonder what {E} is",
+               "do you know {E}", "please solve {E} for my homework", "मला {E} हवे आहे", "{E} ते बघ"]
 CALC_OPS = [("+", "plus", "अधिक"), ("-", "minus", "वजा"), ("*", "times", "गुणिले"), ("/", "divided by", "भागिले"),
             ("x", "into", "गुणा")]
 
@@ -329,7 +333,7 @@ def _fill(rng: random.Random, t: str) -> str:
 # open-ended questions and requests no child serves, composed from a frame and slot words (train)
 GENERIC = {
     "en": ["who {vpast} {ent}", "what is the {attr} of {ent}", "how do i {vb} {obj}", "can you {vb2} {obj}",
-           "i want to {vb} {obj}", "i need {obj}", "where is my {mine}", "when does {event} start",
+           "i wish to {vb} {obj}", "i need {obj}", "where is my {mine}", "when does {event} begin",
            "is {shop} open {when}", "what happened in {city} {when}", "recommend a {kind}", "suggest a good {kind}",
            "any good {kind} near me", "show me {obj}", "what's the best {kind} in {city}", "should i {vb} {obj}",
            "why is {ent} so {adj}", "how {adj} is {ent}", "tell me something about {ent}", "is {ent} {adj}",
@@ -356,7 +360,7 @@ GEN_FILL = {
     "attr": ["population", "height", "price", "capital", "age", "history", "meaning", "length", "weight", "area",
              "origin", "speed", "size", "value"],
     "vb": ["fix", "cook", "learn", "clean", "grow", "cancel", "renew", "apply for", "install", "update",
-           "pronounce", "pack", "plan", "paint", "sell", "rent", "wash", "iron", "bake", "draw up"],
+           "pronounce", "pack", "plan", "paint", "sell", "rent", "wash", "iron", "bake", "write up"],
     "vb2": ["recommend", "suggest", "explain", "summarize", "translate", "read out", "book", "order",
             "look for", "describe", "compare", "remind me about", "note down", "forward"],
     "obj": ["a flat tire", "my password", "a passport", "pasta", "the guitar", "yoga", "python", "excel",
@@ -368,7 +372,7 @@ GEN_FILL = {
     "shop": ["the bank", "the pharmacy", "the post office", "the mall", "dmart", "the library", "the gym"],
     "kind": ["restaurant", "movie", "book", "phone", "laptop", "hotel", "doctor", "gym", "song", "podcast",
              "series", "cafe", "school", "hospital", "tailor", "car", "game"],
-    "adj": ["big", "old", "famous", "expensive", "hot", "cold", "popular", "important", "tall", "fast", "rich"],
+    "adj": ["big", "old", "famous", "expensive", "hot", "cold", "popular", "important", "tall", "quick", "rich"],
     "weather": ["hot", "cold", "humid", "rainy", "windy", "cloudy", "foggy", "stormy", "chilly", "warm"],
     "ent_mr": ["आयफेल टॉवर", "एव्हरेस्ट", "सूर्य", "मंगळ", "गंगा नदी", "मुंबई", "देवी", "ताजमहाल", "सह्याद्री",
                "रायगड", "इंटरनेट", "बुद्धिबळ", "सोने", "रुपया", "पंढरपूर", "कोकण", "हत्ती", "पावसाळा"],
@@ -505,18 +509,22 @@ SHARED = {"none": {"buy", "day", "meeting", "thank", "take", "give", "find", "ne
           "fortunes": {"say", "share", "line", "got"},
           "marathi": {"मराठी", "मराठीत", "लिहा", "पुढे", "वाक्य", "चालू", "करा", "छोटा", "एक"}}
 _BANNED: dict | None = None
+_TRAIN_VOCAB: set = set()
 
 
 def banned_words(label: str | None = None) -> set:
-    """Words of the test split's phrasings for `label` (home, calc, none, fortunes, marathi; None:
-    all of them) that the train and dev pools of that label must not hold. home and calc: words of
-    the agent generators' test and novel templates and fillers that their training data does not
-    use; none and the requests: words of this module's test pools, less FUNCTION and SHARED."""
+    """Words of the test split's phrasings that the train and dev pools of `label` (home, calc,
+    none, fortunes, marathi) must not hold: for home and calc, the words of the agent generators'
+    test and novel templates and fillers that their training data does not use; for none and the
+    requests, the words of this module's test pools less FUNCTION and SHARED; and for every label
+    (label None: these alone) any of those words that neither agent's training data uses, so that
+    no pool teaches a test-only word even as a sign of another label."""
     global _BANNED
     if _BANNED is None:
         from trainer.agentdata import calc, home, noise, numbers
 
         _BANNED = {}
+        vocab = set()
         for name, mod, n in (("home", home, 3000), ("calc", calc, 2000)):
             test, train = set(), set(noise.COMMON)
             for s in _strings([mod.T["test"], mod.T.get("novel"), mod.PRE["test"], mod.POST["test"]]):
@@ -528,10 +536,14 @@ def banned_words(label: str | None = None) -> set:
             for k in range(101):
                 train |= _words(numbers.en_words(k) + " " + numbers.mr_words(k))
             _BANNED[name] = test - train - FUNCTION
+            vocab |= train
+        _TRAIN_VOCAB.clear()
+        _TRAIN_VOCAB.update(vocab)
         for name, pool in (("none", NONE_FRAMES["test"]), ("fortunes", REQUESTS["test"]["fortunes"]),
                            ("marathi", REQUESTS["test"]["marathi"])):
             _BANNED[name] = set().union(*map(_words, pool)) - FUNCTION - SHARED[name]
-    return set().union(*_BANNED.values()) if label is None else _BANNED[label]
+        _BANNED[None] = set().union(*_BANNED.values()) - _TRAIN_VOCAB
+    return _BANNED[None] if label is None else _BANNED[label] | _BANNED[None]
 
 
 def train_pools() -> dict:
@@ -586,6 +598,25 @@ def _insert_words(rng: random.Random, text: str, vocab: list[str]) -> str:
     return " ".join(words)
 
 
+_CONS, _VOW = "bcdfghjklmnprstvwyz", "aeiou"
+_DEV_CONS = "कखगघचछजझटठडढणतथदधनपफबभमयरलवशसह"
+_DEV_VOW = ["", "ा", "ि", "ी", "ु", "ू", "े", "ै", "ो", "ौ"]
+
+
+def _madeup_word(rng: random.Random) -> str:
+    """A word no language has: unseen n-grams that must say nothing of the label."""
+    if rng.random() < 0.5:
+        return "".join(rng.choice(_CONS) + rng.choice(_VOW) for _ in range(rng.randint(2, 3)))
+    return "".join(rng.choice(_DEV_CONS) + rng.choice(_DEV_VOW) for _ in range(rng.randint(2, 3)))
+
+
+def _insert_madeup(rng: random.Random, text: str) -> str:
+    words = text.split()
+    for _ in range(rng.randint(1, 2)):
+        words.insert(rng.randint(0, len(words)), _madeup_word(rng))
+    return " ".join(words)
+
+
 def _corpus_prompts(texts: list[str], rng: random.Random, max_chars: int = 80):
     while True:
         words = rng.choice(texts).split()
@@ -619,7 +650,7 @@ def generate(split: str = "train", n: int = 1000, seed: int = 0, sources: dict |
     labels = ["home", "calc", None] + sorted(sources)
     train = split == "train"
     wrap = WRAP if train else DEV_WRAP
-    banned = banned_words() if split != "test" else set()
+    banned = set().union(*map(banned_words, ("home", "calc", "none", "fortunes", "marathi"))) if split != "test" else set()
     # stray words for the train and dev lines: words of the corpora's own slice (so dev's differ)
     vocab = _corpus_words([t for ts in texts.values() for t in ts], banned) if split != "test" else []
     for _ in range(n):
@@ -633,6 +664,8 @@ def generate(split: str = "train", n: int = 1000, seed: int = 0, sources: dict |
                 text = _wrap(rng, text, wrap)
             if vocab and rng.random() < (0.3 if train else 0.5):
                 text = _insert_words(rng, text, vocab)
+            if split != "test" and rng.random() < (0.15 if train else 0.5):
+                text = _insert_madeup(rng, text)
             if split != "test":
                 text = _noise(rng, text, banned)
             yield {"text": text, "child": lab, "category": lab}
@@ -648,6 +681,8 @@ def generate(split: str = "train", n: int = 1000, seed: int = 0, sources: dict |
                 text = _wrap(rng, text, wrap)
             if vocab and train and rng.random() < 0.3:
                 text = _insert_words(rng, text, vocab)
+            if train and rng.random() < 0.15:
+                text = _insert_madeup(rng, text)
             if train:
                 text = _noise(rng, text, banned)
             yield {"text": text, "child": None, "category": "none"}
@@ -655,6 +690,11 @@ def generate(split: str = "train", n: int = 1000, seed: int = 0, sources: dict |
             text = (_fill_test if split == "test" else _fill)(rng, rng.choice(REQUESTS[split][lab]))
             if train and rng.random() < 0.3:
                 text = _noise(rng, _wrap(rng, text, wrap), banned)
+            if train and rng.random() < 0.15:
+                text = _insert_madeup(rng, text)
             yield {"text": text, "child": lab, "category": lab + "/request"}
         else:
-            yield {"text": next(corpora[lab]), "child": lab, "category": lab}
+            text = next(corpora[lab])
+            if train and rng.random() < 0.15:
+                text = _insert_madeup(rng, text)
+            yield {"text": text, "child": lab, "category": lab}

@@ -259,8 +259,8 @@ def _sweep_table(sweep, chosen) -> str:
             "| --- | --- | --- | --- | --- |\n" + "\n".join(rows))
 
 
-MOTHER = {"features": "char1-4+word1-2", "feature_dim": 8192, "hidden": 128, "steps": 3000, "batch": 256,
-          "weight_decay": 0.05, "dropout": 0.3}
+MOTHER = {"features": "char1-4+word1-2", "feature_dim": 16384, "hidden": 64, "steps": 3000, "batch": 256,
+          "weight_decay": 0.05, "dropout": 0.5}
 
 
 def ship_mother(labelled, data_dir, out, key=None, feature_dim=MOTHER["feature_dim"], hidden=MOTHER["hidden"],
@@ -307,13 +307,14 @@ def ship_mother(labelled, data_dir, out, key=None, feature_dim=MOTHER["feature_d
 
 The router of the shipped children: p = softmax(relu(x @ w1 + b1) @ w2 + b2) over
 x = `router_features(prompt, {feature_dim}, "{features}")` (hashed character 1-4-grams, words and word
-pairs; header `router.features`), hidden {hidden}, trained by `bullet-train router` ({steps} steps of
-{batch} class-balanced prompts, weight decay {weight_decay}, n-gram dropout {dropout}, {wall:.0f} s) on `bullet-train agentdata routing --split train
---for-training` ({Path(labelled).name}, SHA-256 `{_sha(labelled)}`). Labels: home, calc, marathi,
-fortunes and `_none`, the reject class (requests no child serves: weather, alarms, calls, messages,
-trivia, shopping, music, news, small talk, in English, Marathi and mixed). `_none` takes
-probability in bulletd's router but is never a route, so such a request gets the configured
-fallback or `no_route`. Threshold {threshold}, chosen on the dev set (below).
+pairs, digits as 0; header `router.features`), hidden {hidden}, trained by `bullet-train router`
+({steps} steps of {batch} class-balanced prompts, weight decay {weight_decay}, n-gram dropout
+{dropout}, {wall:.0f} s) on `bullet-train agentdata routing --split train --for-training`
+({Path(labelled).name}, SHA-256 `{_sha(labelled)[:16]}`). Labels: home, calc, marathi, fortunes and
+`_none`, the reject class (requests no child serves: weather, alarms, calls, messages, trivia,
+shopping, music, news, small talk, in English, Marathi and mixed). `_none` takes probability in
+bulletd's router but is never a route, so such a request gets the configured fallback or
+`no_route`. Threshold {threshold}, chosen on the dev set (below).
 
 | | |
 | --- | --- |
@@ -324,8 +325,9 @@ fallback or `no_route`. Threshold {threshold}, chosen on the dev set (below).
 ## Threshold (dev set)
 
 `routing_dev.jsonl` (`--split dev`, SHA-256 `{_sha(dev_path)[:16]}`): the home and calc
-generators' training phrasings with other seeds, and reject and request phrasings of its own (in
-neither the training nor the test split). The threshold is the one with the best accuracy over all
+generators' training phrasings with other seeds, half of them with words from a corpus slice the
+training split does not read and made-up words put in; reject and request phrasings of its own (in
+neither the training nor the test split); corpus records of a slice of their own. The threshold is the one with the best accuracy over all
 dev lines (a child line right when routed to its child, a null line when rejected); a line whose
 best child is below it gets the fallback or `no_route`.
 
