@@ -1,11 +1,11 @@
 {
  "manifest": {
-  "created": "2026-12-03T13:26:45+00:00",
+  "created": "2026-12-03T13:43:36+00:00",
   "key_id": "f670be2f7d665147",
   "name": "mother",
-  "sha256": "f2f6d1ed14ee23a3cfb1d37d164fa735c3f09849261e5a713317cae1c5ef4117",
+  "sha256": "706bc133ed08bf05b5b89c675b3e9e6b7a6353fadfe0a80f550a943d8c32e11f",
   "size": 4200098,
   "version": "0.3.0"
  },
- "signature": "Ce3oBCHERJ2bA0c8Vo5Vtaj+lMHArLY1x++BVJb556o6T8Lhu5r3jOPwBdz28iqL74fwtDDaBQ2/waQhA8RaAw=="
+ "signature": "7FEQgHSbfUb9neZOp2LUrOYm9+iaSwxxSXG8zrLS8dbK7xixLlNfhBLYaJXtBZiMUX00cNRSxdXQhUcLN284BA=="
 }

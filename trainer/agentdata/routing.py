@@ -8,8 +8,15 @@ so such an utterance gets the fallback or `no_route`.
 Splits: `train` (the mother's training data), `dev` (to choose the threshold: the agent generators'
 train split with other seeds, and request and reject pools of its own) and `test` (the held-out
 figures: the agent generators' test split and the test pools below). The three draw their
-requests from disjoint pools, and the words of the test pools that neither the home nor the calc
-training data uses appear in no train or dev pool (`banned_words`, checked by tests).
+requests from disjoint pools, and no train or dev pool holds a word that only the test phrasings
+use (`banned_words`, checked by tests). The test split is generated exactly as before the train and
+dev pools grew (TEST_FILL, the order of NONE_FRAMES["test"]), so its figures stay comparable.
+
+Train lines (and, more often, dev's home and calc lines) also get stray words that say nothing of
+the label: common words and typos (trainer.agentdata.noise) and words of the corpora's own slice
+in home, calc and reject lines, made-up words in lines of every label, so that an unknown word does
+not push the mother towards the labels with the widest vocabulary (fortunes, marathi, the reject
+class).
 
 Sources per label:
   * home, calc: the agent generators (`train` for train and dev, `test` for test). Training lines
