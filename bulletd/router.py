@@ -1,7 +1,8 @@
 """The mother: router-kind .bullet inference and the daemon's routing order.
 
 Owns `Mother` (p = softmax(relu(x @ w1 + b1) @ w2 + b2) over the children it was trained on,
-x = router_features(text)) and `Router`, which applies the routing order of docs/ARCHITECTURE.md:
+x = router_features(text, D, kind), kind the header's router.features) and `Router`, which
+applies the routing order of docs/ARCHITECTURE.md:
 
   1. an explicit `child` in the request;
   2. the mother's top label, when its probability (renormalised over the installed children
@@ -49,6 +50,11 @@ class Mother:
         self.labels: list[str] = list(labels)
         self.feature_dim = int(meta.get("feature_dim", 0))
         self.threshold = float(meta.get("threshold", 0.5))
+        from bulletd.format.features import DEFAULT_KIND, FEATURE_KINDS
+        self.feature_kind = meta.get("features", DEFAULT_KIND)
+        if self.feature_kind not in FEATURE_KINDS:
+            raise FormatError(f"{bf.path}: router.features: unknown feature kind {self.feature_kind!r} "
+                              f"(this bulletd knows {', '.join(FEATURE_KINDS)})")
         try:
             self.w1 = np.array(bf.tensor("router.w1"), dtype=np.float32)   # (D, H)
             self.b1 = np.array(bf.tensor("router.b1"), dtype=np.float32)   # (H,)
@@ -69,10 +75,11 @@ class Mother:
 
     def features(self, text: str) -> np.ndarray:
         from bulletd.format import router_features
-        return router_features(text, self.feature_dim)
+        return router_features(text, self.feature_dim, self.feature_kind)
 
     def hidden(self, x: np.ndarray) -> np.ndarray:
-        return np.maximum(x @ self.w1 + self.b1, 0.0)                     # (H,)
+        nz = np.flatnonzero(x)                                            # a text has few n-grams
+        return np.maximum(x[nz] @ self.w1[nz] + self.b1, 0.0)             # (H,)
 
     def probs(self, h: np.ndarray) -> np.ndarray:
         z = h @ self.w2 + self.b2

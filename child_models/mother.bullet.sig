@@ -1,11 +1,11 @@
 {
  "manifest": {
-  "created": "2026-12-03T09:23:15+00:00",
+  "created": "2026-12-03T13:43:36+00:00",
   "key_id": "f670be2f7d665147",
   "name": "mother",
-  "sha256": "68fdf94668057a72ad100e40cee1e0142a36e0acb0b010b2e8fa656d01781991",
-  "size": 1579426,
-  "version": "0.2.0"
+  "sha256": "706bc133ed08bf05b5b89c675b3e9e6b7a6353fadfe0a80f550a943d8c32e11f",
+  "size": 4200098,
+  "version": "0.3.0"
  },
- "signature": "9oZa95zYSIeW+lVlno1iMI1RX136JwSvmwKi32Ovw3aex9ChhmUbZH/1OkNT1hsjb78AYkuGMec6kCrR5fSgBg=="
+ "signature": "7FEQgHSbfUb9neZOp2LUrOYm9+iaSwxxSXG8zrLS8dbK7xixLlNfhBLYaJXtBZiMUX00cNRSxdXQhUcLN284BA=="
 }

@@ -35,7 +35,8 @@ calc)
 mother)
   corpora=${BULLET_CORPORA:?set BULLET_CORPORA to the folder holding marathi.jsonl and fortunes_en.jsonl}
   src=(--source "marathi=$corpora/marathi.jsonl" --source "fortunes=$corpora/fortunes_en.jsonl")
-  bullet-train agentdata routing --split train --n 40000 --seed 1 "${src[@]}" --for-training -o "$data/routing_train.jsonl"
+  bullet-train agentdata routing --split train --n 60000 --seed 1 "${src[@]}" --for-training -o "$data/routing_train.jsonl"
+  bullet-train agentdata routing --split dev --n 3000 --seed 3 "${src[@]}" -o "$data/routing_dev.jsonl"
   bullet-train agentdata routing --split test --n 3000 --seed 7 "${src[@]}" -o "$data/routing_test.jsonl"
   python -m trainer.agentdata.ship mother --labelled "$data/routing_train.jsonl" --data "$data" $key --out child_models
   exit 0

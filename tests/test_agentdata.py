@@ -182,7 +182,10 @@ def test_routing_lines_and_disjoint_reject_pools(tmp_path):
                            for i in range(50)), encoding="utf-8")
     lines = list(routing.generate("train", 600, seed=1, sources={"marathi": src}))
     assert {x["child"] for x in lines} == {"home", "calc", "marathi", None}
-    assert not set(routing.REQUESTS["train"][None]) & set(routing.REQUESTS["test"][None])
+    for x, y in (("train", "test"), ("dev", "test"), ("train", "dev")):
+        assert not set(routing.NONE_FRAMES[x]) & set(routing.NONE_FRAMES[y]), (x, y)
+        for child in ("fortunes", "marathi"):
+            assert not set(routing.REQUESTS[x][child]) & set(routing.REQUESTS[y][child]), (x, y, child)
     test_texts = {x["text"] for x in routing.generate("test", 600, seed=1, sources={"marathi": src})
                   if x["child"] == "marathi" and x["category"] == "marathi"}
     train_texts = {x["text"] for x in lines if x["child"] == "marathi" and x["category"] == "marathi"}
@@ -192,6 +195,29 @@ def test_routing_lines_and_disjoint_reject_pools(tmp_path):
     assert len(train_none) > 300 and test_none and not train_none & test_none
     with pytest.raises(ValueError, match="routing sources"):
         list(routing.generate("train", 1, sources={"recipes": src}))
+    dev = list(routing.generate("dev", 600, seed=3, sources={"marathi": src}))
+    dev_texts = {x["text"] for x in dev if x["category"] == "marathi"}
+    assert dev_texts and not dev_texts & (train_texts | test_texts)   # a third slice of the corpus
+    dev_none = {x["text"] for x in dev if x["child"] is None}
+    assert dev_none and not dev_none & test_none
+
+
+def test_routing_train_and_dev_pools_hold_no_word_of_the_test_phrasings():
+    """Each pool the mother's training and dev lines are phrased from avoids the words that only
+    the test split's phrasings of its label use (the home and calc test and novel verbs, the
+    reject and request test frames): the test figures stay on unseen phrasings."""
+    banned = {lab: routing.banned_words(lab) for lab in ("home", "calc", "none", "fortunes", "marathi")}
+    assert {"disable", "activate", "kill"} <= banned["home"] and {"raised", "much", "multiply"} <= banned["calc"]
+    assert {"sunny", "wake", "headlines", "उठव", "थंडी"} <= banned["none"] and "predict" in banned["fortunes"]
+    for lab, pools in routing.train_pools().items():
+        words = banned[lab] if lab else routing.banned_words()
+        for text in routing._strings(pools):
+            assert not routing._words(text) & words, (lab, text, routing._words(text) & words)
+    lines = list(routing.generate("train", 3000, seed=2))
+    for lab in ("home", "calc"):
+        for x in lines:
+            if x["child"] == lab:
+                assert not routing._words(x["text"]) & banned[lab], x
 
 
 def test_cli_writes_training_lines(tmp_path):

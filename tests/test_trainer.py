@@ -675,6 +675,46 @@ def test_router_with_a_bad_key_writes_nothing(tmp_path, keypair):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mother.bullet", "mother.bullet.sig"]
 
 
+def test_router_feature_kinds_go_into_the_header_and_old_mothers_keep_theirs(tmp_path):
+    from bulletd.errors import FormatError
+    from bulletd.format import BulletFile, router_features, write_bullet
+    from bulletd.router import Mother
+    from trainer.router import export_router, train_router
+
+    ex = [(f"switch on the {t} light", "home") for t in ("red", "big", "desk", "hall", "study", "porch")] + \
+         [(f"{a} plus {b}", "calc") for a, b in ((1, 2), (3, 4), (15, 9), (7, 70), (8, 1), (41, 5))]
+    model = train_router(ex, feature_dim=512, hidden=16, steps=150, seed=0, features="char1-4+word1-2",
+                         weight_decay=0.01, dropout=0.3, log=lambda *a: None)
+    assert model.predict(["switch on the green light", "12 plus 30"]) == ["home", "calc"]
+    export_router(model, tmp_path / "m.bullet")
+    with BulletFile.open(tmp_path / "m.bullet") as bf:
+        assert bf.header["router"]["features"] == "char1-4+word1-2"
+        mother = Mother(bf)
+    assert mother.feature_kind == "char1-4+word1-2"
+    np.testing.assert_allclose(mother.probs(mother.hidden(mother.features("switch on the green light"))),
+                               model.probs(["switch on the green light"])[0], rtol=1e-5, atol=1e-6)
+    # word pairs: the same characters in another word order give another vector
+    a, b = (router_features(t, 512, "char1-4+word1-2") for t in ("light on", "on light"))
+    assert not np.array_equal(a, b) and abs(float(a @ a) - 1) < 1e-5
+
+    def write(path, router):
+        w = {"router.w1": ("f32", np.ones((64, 4), np.float32)), "router.b1": ("f32", np.zeros(4, np.float32)),
+             "router.w2": ("f32", np.ones((4, 2), np.float32)), "router.b2": ("f32", np.zeros(2, np.float32))}
+        write_bullet(path, kind="router", arch={"feature_dim": 64, "hidden": 4}, tensors=w, vocab=[],
+                     tokenizer={"kind": "none"}, provenance={"name": "mother", "version": "1", "created": "x"},
+                     extra={"router": {"labels": ["a", "b"], "feature_dim": 64, "hidden": 4, **router}})
+        with BulletFile.open(path) as bf:
+            return Mother(bf)
+
+    old = write(tmp_path / "old.bullet", {})     # a mother from before the key: character 1-3-grams
+    assert old.feature_kind == "char1-3"
+    np.testing.assert_array_equal(old.features("turn on"), router_features("turn on", 64))
+    with pytest.raises(FormatError, match="unknown feature kind 'char9'"):
+        write(tmp_path / "new.bullet", {"features": "char9"})
+    with pytest.raises(ValueError, match="unknown router feature kind"):
+        router_features("x", 64, "char9")
+
+
 def test_router_needs_two_labels():
     from trainer.router import train_router
 

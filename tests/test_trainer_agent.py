@@ -171,3 +171,43 @@ def test_copy_greedy_keeps_names_inside_the_utterance():
     assert first_object(out) == {"intent": "HassTurnOn", "name": "kitchen"}
     out = copy_greedy(Model(), "p", "switch on the kitchen lamp", pieces[:2] + [b"space", b"ship", b"itch", b" lamp", b'"}'])
     assert first_object(out) == {"intent": "HassTurnOn", "name": "itch"}
+
+
+def test_mother_threshold_is_chosen_on_the_dev_set(tmp_path):
+    import json
+
+    from bulletd.format import BulletFile
+    from trainer.agentdata.ship import choose_threshold, ship_mother, threshold_sweep
+
+    # (wanted, chosen at threshold 0, confidence): a right child at 0.9, a wrong one at 0.6, a
+    # rejected null line, a null line sent to a child at 0.4
+    dec = [("home", "home", 0.9), ("calc", "home", 0.6), (None, None, 0.2), (None, "calc", 0.4)]
+    sw = {x["threshold"]: x for x in threshold_sweep(dec, (0.3, 0.5, 0.7, 0.95))}
+    assert sw[0.3] == {"threshold": 0.3, "children": 0.5, "rejected": 0.5, "wrong_child": 0.5, "accuracy": 0.5}
+    assert sw[0.7]["accuracy"] == 0.75 and sw[0.7]["wrong_child"] == 0 and sw[0.95]["children"] == 0
+    assert choose_threshold(list(sw.values())) == 0.7       # the best; of equals, the highest
+    assert choose_threshold([{"threshold": 0.5, "accuracy": 0.9}, {"threshold": 0.6, "accuracy": 0.9}]) == 0.6
+
+    words = {"home": "lamp fan light plug switch", "calc": "plus minus times 3 7 12", "marathi": "फाइल जतन उघडा",
+             "fortunes": "wise fool love luck fate", None: "weather alarm call news rain"}
+    def lines(k, seed):
+        import random
+        rng = random.Random(seed)
+        return [{"text": " ".join(rng.choices(words[lab].split(), k=3)), "child": lab}
+                for lab in words for _ in range(k)]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text("".join(json.dumps({"text": x["text"], "label": x["child"] or "_none"},
+                                                         ensure_ascii=False) + "\n" for x in lines(40, 1)))
+    with pytest.raises(SystemExit, match="routing_dev.jsonl is missing"):
+        ship_mother(data / "train.jsonl", data, tmp_path, feature_dim=256, hidden=16, steps=300, batch=40)
+    for name, seed in (("routing_dev.jsonl", 2), ("routing_test.jsonl", 3)):
+        (data / name).write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines(10, seed)))
+    r = ship_mother(data / "train.jsonl", data, tmp_path, feature_dim=256, hidden=16, steps=300, batch=40)
+    assert r["threshold"] == choose_threshold(r["dev_sweep"])
+    with BulletFile.open(tmp_path / "mother.bullet") as bf:
+        assert bf.header["router"]["threshold"] == r["threshold"]
+        assert bf.header["router"]["features"] == "char1-4+word1-2"
+    card = (tmp_path / "mother.md").read_text(encoding="utf-8")
+    assert f"Threshold {r['threshold']}, chosen on the dev set" in card and f"| {r['threshold']:.2f} (chosen) |" in card
+    assert r["results"][0][3]["accuracy"] > 0.8

@@ -70,7 +70,8 @@ def test_mother_routes_to_the_right_child():
 
     mother = load_mother(str(CM / "mother.bullet"))
     assert set(CHILDREN) <= set(mother.labels)   # plus the agent children and the reject label
-    prompts = {"marathi": ["फाइल जतन करा", "नवीन खिडकी उघडा"],
+    # ("नवीन खिडकी उघडा", open a new window, is also a home command: खिडकी is a window cover)
+    prompts = {"marathi": ["फाइल जतन करा", "नवीन टॅब उघडा"],
                "fortunes": ["A man who knows everything", "The only thing worse than being talked about"]}
     for label, texts in prompts.items():
         if label not in CHILDREN:

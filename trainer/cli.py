@@ -26,6 +26,7 @@ import time
 import warnings
 
 from bulletd.errors import BulletError, plain, stdout_gone
+from bulletd.format.features import FEATURE_KINDS
 
 
 def _train(args) -> int:
@@ -79,7 +80,8 @@ def _router(args) -> int:
         examples += examples_from_source(name, path, args.per_child, args.seed)
     for path in args.labelled or []:
         examples += examples_from_labelled(path)
-    model = train_router(examples, feature_dim=args.feature_dim, hidden=args.hidden, steps=args.steps, seed=args.seed)
+    model = train_router(examples, feature_dim=args.feature_dim, hidden=args.hidden, steps=args.steps, seed=args.seed,
+                         features=args.features)
     s = export_router(model, args.output, threshold=args.threshold, key=args.key, name=args.name, version=args.version)
     print(f"wrote {s['path']} ({s['size']} bytes)" + (", signed" if args.key else ""))
     if s.get("removed_sig"):
@@ -177,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--per-child", type=int, default=2000)
     r.add_argument("--feature-dim", type=int, default=1024)
     r.add_argument("--hidden", type=int, default=64)
+    r.add_argument("--features", default="char1-3", choices=FEATURE_KINDS,
+                   help="feature kind (bulletd.format.features; written to the header)")
     r.add_argument("--steps", type=int, default=300)
     r.add_argument("--threshold", type=float, default=0.5)
     r.add_argument("--seed", type=int, default=0)

@@ -1,7 +1,8 @@
 """The mother (router) trainer: labelled prompts -> a small classifier -> a `router`-kind .bullet.
 
-Model (docs/ARCHITECTURE.md, "Router file"): x = router_features(text, D) (bulletd.format, the
-same function the daemon uses), p = softmax(relu(x @ w1 + b1) @ w2 + b2). Trained with the
+Model (docs/ARCHITECTURE.md, "Router file"): x = router_features(text, D, kind) (bulletd.format,
+the same function the daemon uses; the kind goes into the header as router.features),
+p = softmax(relu(x @ w1 + b1) @ w2 + b2). Trained with the
 trainer's autograd and AdamW on class-balanced minibatches; a seeded held-out tenth of each
 label measures accuracy, which goes into the file's provenance.
 
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bulletd.format import BulletFile, router_features, write_bullet
+from bulletd.format.features import DEFAULT_KIND, FEATURE_KINDS, router_features_sparse
 from bulletd.errors import BulletError
 from trainer import autograd as ag
 from trainer.data import load_jsonl
@@ -85,6 +87,25 @@ def examples_from_labelled(path) -> list[tuple[str, str]]:
     return out
 
 
+class _Sparse:
+    """Feature rows kept as (buckets, values): a dense matrix of every prompt would not fit."""
+
+    def __init__(self, rows: list, dim: int):
+        self.rows, self.dim = rows, dim
+
+    def dense(self, idx, dropout: float = 0.0, rng=None) -> np.ndarray:
+        out = np.zeros((len(idx), self.dim), np.float32)
+        for i, r in enumerate(idx):
+            b, v = self.rows[r]
+            if dropout > 0:
+                keep = rng.random(len(b)) >= dropout
+                b, v = b[keep], v[keep]
+                n = float(np.linalg.norm(v))
+                v = v / n if n > 0 else v
+            out[i, b] = v
+        return out
+
+
 @dataclass
 class RouterModel:
     labels: list[str]
@@ -93,9 +114,18 @@ class RouterModel:
     w2: np.ndarray   # (H, L)
     b2: np.ndarray   # (L,)
     metrics: dict = field(default_factory=dict)
+    features: str = DEFAULT_KIND
 
     def probs(self, texts) -> np.ndarray:
-        x = np.stack([router_features(t, self.w1.shape[0]) for t in texts])
+        x = np.stack([router_features(t, self.w1.shape[0], self.features) for t in texts])
+        return self._probs(x)
+
+    def probs_x(self, X: "_Sparse", rows) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        out = [self._probs(X.dense(rows[i:i + 2048])) for i in range(0, len(rows), 2048)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+
+    def _probs(self, x: np.ndarray) -> np.ndarray:
         h = np.maximum(x @ self.w1 + self.b1, 0)
         z = h @ self.w2 + self.b2
         z -= z.max(axis=1, keepdims=True)
@@ -107,14 +137,20 @@ class RouterModel:
 
 
 def train_router(examples: list[tuple[str, str]], *, feature_dim: int = 1024, hidden: int = 64, steps: int = 300,
-                 lr: float = 3e-3, batch: int = 128, seed: int = 0, holdout: float = 0.1, log=print) -> RouterModel:
+                 lr: float = 3e-3, batch: int = 128, seed: int = 0, holdout: float = 0.1,
+                 features: str = DEFAULT_KIND, weight_decay: float = 1e-4, dropout: float = 0.0,
+                 log=print) -> RouterModel:
+    """dropout: the share of a training prompt's n-gram buckets dropped at each step (the rest
+    renormalised), so that the mother does not lean on a single word or n-gram of a phrasing."""
     labels = sorted({lab for _, lab in examples})
     if len(labels) < 2:
         raise DataError(f"a router needs prompts of at least 2 children, found labels {labels}")
     if feature_dim < 8 or hidden < 1 or steps < 1:
         raise ConfigError("feature_dim must be >= 8, hidden >= 1 and steps >= 1")
+    if features not in FEATURE_KINDS:
+        raise ConfigError(f"unknown router feature kind {features!r} (known: {', '.join(FEATURE_KINDS)})")
     rng = np.random.default_rng(seed)
-    X = np.stack([router_features(t, feature_dim) for t, _ in examples]).astype(np.float32)
+    X = _Sparse([router_features_sparse(t, feature_dim, features) for t, _ in examples], feature_dim)
     y = np.array([labels.index(lab) for _, lab in examples])
     # per-label held-out split (at least one training example per label)
     tr_idx, te_idx = [], []
@@ -142,20 +178,20 @@ def train_router(examples: list[tuple[str, str]], *, feature_dim: int = 1024, hi
         off += n
     decay = np.zeros(flat.size, bool)
     decay[:w1.data.size] = True
-    opt = AdamW(flat, flat_g, decay, betas=(0.9, 0.99), weight_decay=1e-4)
+    decay[w1.data.size + b1.data.size:w1.data.size + b1.data.size + w2.data.size] = True
+    opt = AdamW(flat, flat_g, decay, betas=(0.9, 0.99), weight_decay=weight_decay)
     per = max(1, batch // L)
     for step in range(steps):
         # class-balanced minibatch: a corpus with many more lines does not drown the others
         bi = np.concatenate([rng.choice(ix, size=per, replace=len(ix) < per) for ix in by_label])
         flat_g[...] = 0
-        h = ag.relu(ag.add(ag.matmul(ag.Tensor(X[bi]), w1), b1))
+        h = ag.relu(ag.add(ag.matmul(ag.Tensor(X.dense(bi, dropout, rng)), w1), b1))
         loss = ag.cross_entropy(ag.add(ag.matmul(h, w2), b2), y[bi])
         loss.backward()
         opt.step(lr * min(1.0, (step + 1) / 20))
-    model = RouterModel(labels, w1.data.copy(), b1.data.copy(), w2.data.copy(), b2.data.copy())
-    acc_tr = float(np.mean(model.probs([examples[i][0] for i in tr_idx]).argmax(1) == y[tr_idx]))
-    acc_te = (float(np.mean(model.probs([examples[i][0] for i in te_idx]).argmax(1) == y[te_idx]))
-              if len(te_idx) else None)
+    model = RouterModel(labels, w1.data.copy(), b1.data.copy(), w2.data.copy(), b2.data.copy(), features=features)
+    acc_tr = float(np.mean(model.probs_x(X, tr_idx).argmax(1) == y[tr_idx]))
+    acc_te = float(np.mean(model.probs_x(X, te_idx).argmax(1) == y[te_idx])) if len(te_idx) else None
     model.metrics = {"train_accuracy": acc_tr, "heldout_accuracy": acc_te, "n_train": int(len(tr_idx)),
                      "n_heldout": int(len(te_idx)), "final_loss": float(loss.data), "steps": steps,
                      "per_label": {lab: int((y == k).sum()) for k, lab in enumerate(labels)}}
@@ -172,7 +208,8 @@ def export_router(model: RouterModel, out, *, threshold: float = 0.5, key=None, 
     D, H = model.w1.shape
     prov = {"name": name, "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "training": {"trainer": "bullet-train router", **model.metrics}}
-    extra = {"router": {"labels": model.labels, "feature_dim": int(D), "hidden": int(H), "threshold": threshold}}
+    extra = {"router": {"labels": model.labels, "feature_dim": int(D), "hidden": int(H), "threshold": threshold,
+                        "features": model.features}}
     if examples:
         extra["examples"] = examples
     from bulletd.signing import ModelOutput

@@ -4,6 +4,7 @@
     bullet-train agentdata home --split test --home examples/home.yaml --n 2000 -o home_test.jsonl
     bullet-train agentdata calc --split test --n 2000 -o calc_test.jsonl
     bullet-train agentdata routing --split test --n 2000 -o routing_test.jsonl
+    bullet-train agentdata routing --split dev --n 2000 -o routing_dev.jsonl
 
 --for-training writes the trainer's lines: {"text": template + call} for home and calc,
 {"text", "label"} for routing (`bullet-train router --labelled`; no child = label "_none").
@@ -42,6 +43,8 @@ def run(args) -> int:
         raise ConfigError("--n must be >= 1")
     if args.home and args.kind != "home":
         raise ConfigError("--home applies to the home data only")
+    if args.split == "dev" and args.kind != "routing":
+        raise ConfigError("--split dev applies to the routing data only")
     sources = {}
     for spec in args.source or []:
         if "=" not in spec:
@@ -68,7 +71,8 @@ def run(args) -> int:
 def add_parser(sub) -> None:
     g = sub.add_parser("agentdata", help="generate agent / routing data (home, calc, routing)")
     g.add_argument("kind", choices=["home", "calc", "routing"])
-    g.add_argument("--split", choices=["train", "test"], default="train")
+    g.add_argument("--split", choices=["train", "dev", "test"], default="train",
+                   help="dev: routing only (the mother's threshold is chosen on it)")
     g.add_argument("--n", type=int, default=1000)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--home", help="home YAML: lines about this home, with `expect` (home only)")

@@ -214,33 +214,80 @@ apart from the targets. `bullet eval` measures the same files through bulletd's 
 """
 
 
-def threshold_sweep(mother_path, lines, thresholds=(0.5, 0.6, 0.7, 0.8, 0.9)) -> list[dict]:
-    """Per threshold: accuracy on the lines of the four children, share of null lines rejected,
-    share of all lines sent to a wrong child."""
+THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(14))   # 0.30 .. 0.95
+
+
+def _decisions(mother_path, lines) -> list[tuple]:
+    """(wanted child, chosen child at threshold 0, its confidence) of each line, by bulletd's Router."""
     from bulletd.router import Router, load_mother
 
     r = Router(load_mother(str(mother_path)))
-    dec = [(ln["child"], r.decide(ln["text"], {"home", "calc", "marathi", "fortunes"}, threshold=0.0)) for ln in lines]
+    kids = {"home", "calc", "marathi", "fortunes"}
+    out = []
+    for ln in lines:
+        d = r.decide(ln["text"], kids, threshold=0.0)
+        out.append((ln["child"], d.child, d.confidence))
+    return out
+
+
+def threshold_sweep(decisions, thresholds=THRESHOLDS) -> list[dict]:
+    """Per threshold: accuracy on the lines of the four children, share of null lines rejected,
+    share of all lines sent to a wrong child, and accuracy over all lines."""
     out = []
     for thr in thresholds:
-        got = [(want, d.child if d.confidence >= thr else None) for want, d in dec]
+        got = [(want, child if conf >= thr else None) for want, child, conf in decisions]
         kids = [(w, g) for w, g in got if w is not None]
         none = [g for w, g in got if w is None]
         out.append({"threshold": thr, "children": sum(w == g for w, g in kids) / max(1, len(kids)),
                     "rejected": sum(g is None for g in none) / max(1, len(none)),
-                    "wrong_child": sum(g is not None and g != w for w, g in got) / max(1, len(got))})
+                    "wrong_child": sum(g is not None and g != w for w, g in got) / max(1, len(got)),
+                    "accuracy": sum(w == g for w, g in got) / max(1, len(got))})
     return out
 
 
-def ship_mother(labelled, data_dir, out, key=None, feature_dim=4096, hidden=96, steps=1000, threshold=0.5) -> dict:
+def choose_threshold(sweep: list[dict]) -> float:
+    """The threshold with the best accuracy over all lines (a child line right when routed to its
+    child, a null line when rejected); of equal ones the highest (fewer confident wrong children)."""
+    best = max(x["accuracy"] for x in sweep)
+    return max(x["threshold"] for x in sweep if x["accuracy"] >= best - 1e-12)
+
+
+def _sweep_table(sweep, chosen) -> str:
+    rows = [f"| {x['threshold']:.2f}{' (chosen)' if x['threshold'] == chosen else ''} | {100 * x['children']:.1f}% | "
+            f"{100 * x['rejected']:.1f}% | {100 * x['wrong_child']:.1f}% | {100 * x['accuracy']:.1f}% |" for x in sweep]
+    return ("| threshold | right child (child lines) | rejected (null lines) | wrong child (all lines) | all lines |\n"
+            "| --- | --- | --- | --- | --- |\n" + "\n".join(rows))
+
+
+MOTHER = {"features": "char1-4+word1-2", "feature_dim": 16384, "hidden": 64, "steps": 3000, "batch": 256,
+          "weight_decay": 0.05, "dropout": 0.5}
+
+
+def ship_mother(labelled, data_dir, out, key=None, feature_dim=MOTHER["feature_dim"], hidden=MOTHER["hidden"],
+                steps=MOTHER["steps"], features=MOTHER["features"], batch=MOTHER["batch"],
+                weight_decay=MOTHER["weight_decay"], dropout=MOTHER["dropout"]) -> dict:
+    """Train the mother, choose its threshold on the dev set (DATA/routing_dev.jsonl), export and
+    sign it with that threshold, measure it on the test set (DATA/routing_test.jsonl), write the card."""
+    import tempfile
+
     from trainer.router import examples_from_labelled, export_router, train_router
 
     data_dir, out = Path(data_dir), Path(out)
+    dev_path = data_dir / "routing_dev.jsonl"
+    if not dev_path.is_file():
+        raise SystemExit(f"{dev_path} is missing: the threshold is chosen on the dev set "
+                         f"(bullet-train agentdata routing --split dev)")
     t0 = time.monotonic()
-    model = train_router(examples_from_labelled(labelled), feature_dim=feature_dim, hidden=hidden, steps=steps, seed=0)
+    model = train_router(examples_from_labelled(labelled), feature_dim=feature_dim, hidden=hidden, steps=steps,
+                         batch=batch, seed=0, features=features, weight_decay=weight_decay, dropout=dropout)
     wall = time.monotonic() - t0
+    with tempfile.TemporaryDirectory() as tmp:   # the dev decisions do not depend on the threshold
+        export_router(model, Path(tmp) / "mother.bullet", threshold=0.5, name="mother", version="0.3.0")
+        dev_sweep = threshold_sweep(_decisions(Path(tmp) / "mother.bullet", _lines(dev_path)))
+    threshold = choose_threshold(dev_sweep)
+    print(f"mother: threshold {threshold} chosen on {dev_path.name}")
     path = out / "mother.bullet"
-    s = export_router(model, path, threshold=threshold, key=key, name="mother", version="0.2.0")
+    s = export_router(model, path, threshold=threshold, key=key, name="mother", version="0.3.0")
     results = []
     for fname, what in SETS["mother"]:
         p = data_dir / fname
@@ -253,20 +300,21 @@ def ship_mother(labelled, data_dir, out, key=None, feature_dim=4096, hidden=96, 
                        for fname, what, sha, r in results)
     p = data_dir / SETS["mother"][0][0]
     if p.is_file():
-        rows = [f"| {x['threshold']:.1f} | {100 * x['children']:.1f}% | {100 * x['rejected']:.1f}% | "
-                f"{100 * x['wrong_child']:.1f}% |" for x in threshold_sweep(path, _lines(p))]
-        sets += ("\n\n### Threshold\n\n| threshold | right child (child lines) | rejected (null lines) | "
-                 "wrong child (all lines) |\n| --- | --- | --- | --- |\n" + "\n".join(rows))
+        sets += ("\n\n### Threshold on the test set\n\nFor comparison only (the threshold was chosen on the dev "
+                 "set):\n\n" + _sweep_table(threshold_sweep(_decisions(path, _lines(p))), threshold))
     per = ", ".join(f"{k}: {v}" for k, v in s["per_label"].items())
     card = f"""# mother — model card
 
 The router of the shipped children: p = softmax(relu(x @ w1 + b1) @ w2 + b2) over
-x = `router_features(prompt, {feature_dim})` (hashed character 1-3-grams), hidden {hidden}, trained by
-`bullet-train router` on `bullet-train agentdata routing --split train --for-training` ({Path(labelled).name},
-SHA-256 `{_sha(labelled)}`) in {steps} steps ({wall:.0f} s). Labels: home, calc, marathi, fortunes and
-`_none`, the reject class (requests no child serves: weather, alarms, calls, trivia ...). `_none`
-takes probability in bulletd's router but is never a route, so such a request gets the configured
-fallback or `no_route`. Threshold {threshold}.
+x = `router_features(prompt, {feature_dim}, "{features}")` (hashed character 1-4-grams, words and word
+pairs, digits as 0; header `router.features`), hidden {hidden}, trained by `bullet-train router`
+({steps} steps of {batch} class-balanced prompts, weight decay {weight_decay}, n-gram dropout
+{dropout}, {wall:.0f} s) on `bullet-train agentdata routing --split train --for-training`
+({Path(labelled).name}, SHA-256 `{_sha(labelled)[:16]}`). Labels: home, calc, marathi, fortunes and
+`_none`, the reject class (requests no child serves: weather, alarms, calls, messages, trivia,
+shopping, music, news, small talk, in English, Marathi and mixed). `_none` takes probability in
+bulletd's router but is never a route, so such a request gets the configured fallback or
+`no_route`. Threshold {threshold}, chosen on the dev set (below).
 
 | | |
 | --- | --- |
@@ -274,13 +322,24 @@ fallback or `no_route`. Threshold {threshold}.
 | training prompts per label | {per} |
 | accuracy on a held-out tenth of the training distribution | {100 * (s['heldout_accuracy'] or 0):.1f}% |
 
+## Threshold (dev set)
+
+`routing_dev.jsonl` (`--split dev`, SHA-256 `{_sha(dev_path)[:16]}`): the home and calc
+generators' training phrasings with other seeds, half of them with words from a corpus slice the
+training split does not read and made-up words put in; reject and request phrasings of its own (in
+neither the training nor the test split); corpus records of a slice of their own. The threshold is the one with the best accuracy over all
+dev lines (a child line right when routed to its child, a null line when rejected); a line whose
+best child is below it gets the fallback or `no_route`.
+
+{_sweep_table(dev_sweep, threshold)}
+
 ## Held-out evaluation
 
 Measured by `python -m trainer.agentdata.measure` with bulletd's `Router` (the daemon's decision
 code) and the four children installed: a line is right when the decision is its child, or no
 child for a `null` line. The home and calc lines use the agent generators' held-out test templates
 (including their novel verbs); the marathi and fortunes lines are corpus records the training split
-did not draw from.
+did not draw from; the reject and request lines come from the test split's own phrasings.
 
 {sets}
 
@@ -289,7 +348,7 @@ did not draw from.
     scripts/train_child.sh mother
 """
     (out / "mother.md").write_text(card, encoding="utf-8")
-    return {"summary": s, "results": results}
+    return {"summary": s, "results": results, "threshold": threshold, "dev_sweep": dev_sweep}
 
 
 def main(argv=None) -> int:
