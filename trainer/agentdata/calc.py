@@ -1,24 +1,31 @@
 """Calc agent data: arithmetic questions (English, Marathi; digits in both scripts, number words in
-both languages) -> {"expression": ...} in the calc tool's syntax (ASCII digits, + - * / ^, postfix
-%, parentheses), with the exact answer.
+both languages) -> {"expression": ...}, with the exact answer.
+
+The expression copies the utterance's numbers as typed (ASCII or Devanagari digits, English or
+Marathi words, typos included) between ASCII operators (+ - * / ^, postfix %, parentheses), one
+space around every item: "fifty nine plus ४" -> " fifty nine + ४ ". Copying is what a small model
+does well; bulletd.agents.numerals.plain reads the numbers back ("59+4") before the calc tool runs.
 
 Operations: plus, minus, times, divided by, "x percent of y" (`x%*y`), half / double / quarter,
-squared / cubed / power, average, sums of lists, parentheses.
+squared / cubed / power, average, sums of lists, parentheses. Numbers: digits uniform over their
+count, 0..99999 (a decimal now and then); words 0..9999, uniform over 0..19, 20..99, hundreds and
+thousands ("twenty-five", "two thousand and five", "तीनशे पंचवीस").
 
 Line: {"text", "call": {"expression"}, "answer": number, "category": "digits"|"words"|"mr_digits"|
-"mr_words"|"deva_digits", "kind": operation}. The test split uses its own templates (frames, word
-orders, fillers) and typos in the non-number words; a fifth of its lines use operator verbs that
-training never has ("add 3 and 4", "गुण"), reported apart as "<category>-novel".
+"mr_words"|"deva_digits", "kind": operation}. Training lines get context noise
+(trainer.agentdata.noise) and typos in English number and operator words. The test split uses its
+own templates (frames, word orders, fillers) and swaps two letters of an English word now and then
+(number words too); a fifth of its lines use operator verbs that training never has ("add 3 and
+4", "गुण"), reported apart as "<category>-novel".
 """
 from __future__ import annotations
 
 import random
 from fractions import Fraction
 
+from bulletd.agents.numerals import lookup
 from trainer.agentdata import check_split
-from trainer.agentdata.noise import add_noise
-from bulletd.agents.numerals import lookup, plain
-from trainer.agentdata.noise import typo
+from trainer.agentdata.noise import add_noise, typo
 from trainer.agentdata.numbers import EN_TENS, en_words, say
 
 SCHEMA = {
