@@ -54,12 +54,12 @@ def judge(line: dict, call, home=None) -> bool:
         from bulletd.errors import RequestError
         from trainer.agentdata.calc import evaluate
 
+        a = line["answer"]
         try:
             got = evaluate(plain(str(call.get("expression", ""))))
+            return abs(float(got) - a) <= 1e-9 * max(1.0, abs(a))
         except (AssertionError, ZeroDivisionError, IndexError, ValueError, TypeError, OverflowError, RequestError):
-            return False
-        a = line["answer"]
-        return abs(float(got) - a) <= 1e-9 * max(1.0, abs(a))
+            return False        # malformed, or a value far beyond a float (never the answer)
     return call == line.get("call")
 
 
