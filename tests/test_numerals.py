@@ -57,6 +57,8 @@ def test_lookup_typos():
     assert lookup("fiv") is None                        # under four letters: exact only
     assert lookup("sixteenn") == ("teen", 16)
     assert lookup("nineteen") == ("teen", 19) and lookup("ninteen") == ("teen", 19)
+    assert lookup("eighyt") == ("tens", 80)             # as near to "eight": the one as long wins
+    assert lookup("ninet") is None                      # "nine" and "ninety": as near, neither as long
 
 
 def test_other_phrases_are_left_to_the_calc_tool():

@@ -11,10 +11,11 @@ into a plain one before the calc tool sees it:
     plain(" 17 * 23 ")                                # "17*23"
 
 Words: English 0..999999 ("twenty-five", "two hundred and five", "three thousand forty"), Marathi
-0..99999 (a word for each number to 100, "तीनशे", "शंभर", "हजार"), digits before a scale word
-("2 thousand"). A word that is no number word is matched to the nearest one when a single one is
-within one edit (two for words of seven letters or more); otherwise, and for words in an order no
-number is said in ("nine fifty"), RequestError("calc_error") names the word.
+0..9999999 (a word for each number to 100, "तीनशे", "शंभर", "हजार", "लाख"), digits before a scale
+word ("2 thousand"). A word that is no number word is taken for the nearest one when a single one
+is within one edit (two for words of seven letters or more; of two as near, the one as long).
+Otherwise, and for words in an order no number is said in ("nine fifty"), RequestError
+("calc_error") names the word.
 """
 from __future__ import annotations
 
@@ -101,6 +102,8 @@ def lookup(word: str) -> tuple[str, int] | None:
             best, hits = d, [cand]
         elif d == best and d <= limit:
             hits.append(cand)
+    if len(hits) > 1:       # a tie goes to the word of the same length (two letters swapped)
+        hits = [h for h in hits if len(h) == len(w)]
     return WORDS[hits[0]] if len(hits) == 1 else None
 
 
