@@ -55,6 +55,7 @@ def test_golden_calls_replay(name):
 
 
 def test_quickstart_requests_get_the_right_calls():
+    from bulletd.agents.numerals import plain
     from trainer.agentdata.calc import evaluate
     from trainer.agentdata.home import Home, resolve
     from trainer.agentdata.measure import first_object
@@ -65,8 +66,9 @@ def test_quickstart_requests_get_the_right_calls():
         [{"service": "light.turn_off", "entity_id": "light.bedroom"}]
     assert resolve(gold["home"]["turn off the kitchen light"], home) == \
         [{"service": "light.turn_off", "entity_id": "light.kitchen_ceiling"}]
-    assert evaluate(gold["calc"]["what is 17 times 23"]["expression"]) == 391
-    assert evaluate(gold["calc"]["६ गुणिले ७"]["expression"]) == 42
+    assert evaluate(plain(gold["calc"]["what is 17 times 23"]["expression"])) == 391
+    assert evaluate(plain(gold["calc"]["६ गुणिले ७"]["expression"])) == 42
+    assert evaluate(plain(gold["calc"]["सतरा अधिक पाच"]["expression"])) == 22
 
 
 def test_mother_routes_by_task_and_rejects_the_rest():

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from trainer.agentdata import TEMPLATE, calc, home, numbers, routing, training_text
+from bulletd.agents.numerals import plain
 from trainer.agentdata.cli import run as cli_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,10 +151,16 @@ def test_calc_lines_answer_their_expression():
     assert kinds == set(calc.KINDS)
     assert {x["category"] for x in lines} == {"digits", "words", "mr_digits", "deva_digits", "mr_words"}
     for x in lines:
-        e = x["call"]["expression"]
-        assert re.fullmatch(r"[0-9.+\-*/^%()]+", e), e                           # ASCII, no spaces
-        v = calc.evaluate(e)
+        e = x["call"]["expression"]           # the numbers as typed, one space around every item
+        assert e == " " + " ".join(e.split()) + " ", e
+        p = plain(e)
+        assert re.fullmatch(r"[0-9.+\-*/^%()]+", p), (e, p)                      # ASCII, no spaces
+        v = calc.evaluate(p)
         assert abs(float(v) - x["answer"]) <= 1e-9 * max(1, abs(x["answer"]))
+    digits = [len(n) for x in lines for n in re.findall(r"[0-9]+", plain(x["call"]["expression"]))]
+    assert max(digits) == 5 and sum(d >= 4 for d in digits) > len(digits) / 6     # long numbers are common
+    assert sum(bool(re.search("[\u0905-\u0939]", x["call"]["expression"]))
+               for x in lines if x["category"] == "mr_words") > 100              # Marathi words copied as typed
     assert calc.evaluate("15%*80") == 12 and calc.evaluate("(2+3)*4^2") == 80
     assert calc.evaluate("7/4") == Fraction(7, 4) and calc.evaluate("-2^2") == -4
 

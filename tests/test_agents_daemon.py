@@ -309,6 +309,11 @@ def test_calc_agent_and_socket(actd):
     with actd.client() as c:
         r = c.ask("what is 17 times 23", child="calc", schema=pin({"expression": "17*23"}))
         assert r.call == {"expression": "17*23"} and r.result == {"value": 391, "exact": "391"} and r.actions == []
+        r = c.ask("सतरा plus egihty-one", child="calc", schema=pin({"expression": " सतरा + egihty-one "}))
+        assert r.call == {"expression": "17+81"} and r.result["value"] == 98          # numbers as typed, read back
+        with pytest.raises(DaemonError) as e:
+            c.ask("x", child="calc", schema=pin({"expression": " seventeen + banana "}))
+        assert e.value.code == "calc_error" and "'banana'" in e.value.message
         with pytest.raises(DaemonError) as e:
             c.ask("one over zero", child="calc", schema=pin({"expression": "1/0"}))
         assert e.value.code == "calc_error" and "division by zero" in e.value.message

@@ -8,8 +8,10 @@
 An agent child's header carries {"agent": {"tool", "schema", "template"}}. run_agent builds the
 model input from the template, constrains generation with the schema's grammar (the utterance is
 the x-copy source), generates greedily unless the settings say otherwise, parses and validates the
-call (jsonschema), and runs the tool. The home tool only resolves: acting (publishing on the
-devices' topics) belongs to the caller, which knows the broker; `ctx.publish`, when given with
+call (jsonschema), and runs the tool. A calc call may hold its numbers as typed (Devanagari digits,
+number words: what the calc child writes); bulletd.agents.numerals.plain turns them into ASCII
+digits, and the reply's call is that plain expression. The home tool only resolves: acting
+(publishing on the devices' topics) belongs to the caller, which knows the broker; `ctx.publish`, when given with
 `ctx.act`, is called with the resolved actions and its return value (a dict) is merged into the
 result. run_agent is synchronous: bulletd calls it on a worker thread.
 """
@@ -19,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from bulletd.agents import calc
+from bulletd.agents import calc, numerals
 from bulletd.agents.home import HomeConfig, StateStore, resolve
 from bulletd.agents.tools import TOOLS, check_schema, validate_call
 from bulletd.errors import RequestError
@@ -127,6 +129,8 @@ def run_agent(model: Any, utterance: str, settings: Any, ctx: AgentContext, chil
     if schema is not None:
         validate_call(spec["tool"], text, schema)           # what the request asked for ...
     call = validate_call(spec["tool"], text)                # ... and what the tool accepts
+    if spec["tool"] == "calc":
+        call = {**call, "expression": numerals.plain(call["expression"])}
     result, actions = run_tool(spec["tool"], call, ctx)
     if ctx.act and ctx.publish is not None and actions and actions[0]["service"] != "get_state":
         result = {**result, **(ctx.publish(actions) or {})}

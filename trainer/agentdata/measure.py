@@ -4,7 +4,8 @@ This is the trainer's own check of a freshly exported child: the model reads
 `template.format(text=utterance)`, its output up to the end of the first JSON object is the call.
   * home lines: right when the call resolves (trainer.agentdata.home.resolve, exact names) to
     exactly the line's `expect`;
-  * calc lines: right when the expression's exact value is within 1e-9 * max(1, |answer|);
+  * calc lines: right when the expression's exact value (numbers as typed read back by
+    bulletd.agents.numerals.plain, as bulletd does) is within 1e-9 * max(1, |answer|);
   * routing lines ({"text", "child"}): the daemon's Router with the mother (MODEL) and the four
     children installed; a null child is right when nothing is chosen.
 With --copy, a "name" or "area" string may only grow into a substring of the utterance (the home
@@ -49,21 +50,23 @@ def judge(line: dict, call, home=None) -> bool:
         except (ValueError, KeyError, TypeError):
             return False
     if "answer" in line:
+        from bulletd.agents.numerals import plain
+        from bulletd.errors import RequestError
         from trainer.agentdata.calc import evaluate
 
-        try:
-            got = evaluate(str(call.get("expression", "")))
-        except (AssertionError, ZeroDivisionError, IndexError, ValueError, TypeError, OverflowError):
-            return False
         a = line["answer"]
-        return abs(float(got) - a) <= 1e-9 * max(1.0, abs(a))
+        try:
+            got = evaluate(plain(str(call.get("expression", ""))))
+            return abs(float(got) - a) <= 1e-9 * max(1.0, abs(a))
+        except (AssertionError, ZeroDivisionError, IndexError, ValueError, TypeError, OverflowError, RequestError):
+            return False        # malformed, or a value far beyond a float (never the answer)
     return call == line.get("call")
 
 
 _OPEN_COPY = re.compile(rb'"(?:name|area)":"([^"]*)$')
 
 
-def copy_greedy(model, prompt: str, source: str, pieces: list[bytes], max_tokens: int = 80) -> str:
+def copy_greedy(model, prompt: str, source: str, pieces: list[bytes], max_tokens: int = 128) -> str:
     """Greedy decoding where a "name" or "area" string may only hold a substring of `source` (the
     x-copy rule of the home schema; nothing else is constrained). Stops at the first complete
     JSON object."""
@@ -99,7 +102,7 @@ def copy_greedy(model, prompt: str, source: str, pieces: list[bytes], max_tokens
     return out.decode("utf-8", "replace")
 
 
-def measure(model_path, lines, home=None, max_tokens: int = 80, copy: bool = False) -> dict:
+def measure(model_path, lines, home=None, max_tokens: int = 128, copy: bool = False) -> dict:
     """copy: decode with the x-copy rule for names and areas (copy_greedy) instead of plain greedy."""
     from bulletd.runtime import GenerationSettings, load_model
 

@@ -27,7 +27,19 @@ GOLDEN = {
     "home": ["बेडरूममधला दिवा बंद कर", "turn off the kitchen light", "स्वयंपाकघरातील दिवा बंद कर", "set the floor lamp to 40%",
              "बेडरूममधला पंखा चालू कर", "kitchen चा light बंद कर", "lock the front door"],
     "calc": ["what is 17 times 23", "६ गुणिले ७", "what is 15 percent of 80", "सतरा अधिक पाच",
-             "average of 4, 8 and 15", "twelve squared"],
+             "average of 4, 8 and 15", "twelve squared", "what is 2253 minus 47",
+             "fifty nine plus four hundred thirteen", "दोन हजार पाच भागिले पाच"],
+}
+
+# what a card says about the child's calls, after its first paragraph
+NOTES = {
+    "calc": """
+
+The call copies the utterance's numbers as typed (ASCII or Devanagari digits, English or Marathi
+number words, typos included) between ASCII operators, one space around every item:
+`{"expression":" fifty nine + ४ "}`. bulletd reads the numbers back
+(`bulletd.agents.numerals.plain`: `59+4`) before the calc tool runs, and the reply's call is that
+plain expression.""",
 }
 
 SETS = {
@@ -167,7 +179,7 @@ def child_card(name, summary, ck, results, speed, run: Path, gold=()) -> str:
 
 An agent child of Bullet OS for the `{cfg.get('agent_tool')}` tool: it reads `{json.dumps(cfg.get('agent_template'))}`
 filled with the user's utterance and writes the tool call as compact JSON (header key `agent`).
-Trained from scratch with `bullet-train` (NumPy, CPU), exported to BQ4.
+Trained from scratch with `bullet-train` (NumPy, CPU), exported to BQ4.{NOTES.get(name, "")}
 
 | | |
 | --- | --- |
@@ -186,7 +198,8 @@ Measured by `python -m trainer.agentdata.measure` through the runtime: greedy de
 the grammar (or, where marked, with only its x-copy rule: a name or area may only be a substring of
 the utterance), the first JSON object of the output is the call. Home calls are right when they resolve
 (the generator's exact-name resolver) to exactly the line's `expect` on the example home; calc calls
-when the expression's exact value equals the answer. Categories ending in `-novel` use verbs that
+when the expression's exact value (its numbers read back by `bulletd.agents.numerals.plain`, as
+bulletd does) equals the answer. Categories ending in `-novel` use verbs that
 the training data never has (a model trained from scratch cannot know them); they are reported
 apart from the targets. `bullet eval` measures the same files through bulletd's path.
 
