@@ -24,6 +24,7 @@ The supported subset and the limits are listed in docs/ARCHITECTURE.md ("Structu
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
@@ -657,14 +658,14 @@ class _Core:
                 return
             if b == 0x22:
                 if _chars(content) >= n.min_len and _complete_utf8(content) and \
-                        (not n.words or not content or _word_span(src, content, True)):
+                        (not n.words or not content or word_span(src, content, True)):
                     out.append(up)
                 return
             if b < 0x20 or b == 0x5C:
                 return
             c = content + bytes((b,))
             if c in src and not (0x80 <= c[0] < 0xC0) and (n.max_len is None or _chars(c) <= n.max_len) and \
-                    (not n.words or _word_span(src, c, False)):
+                    (not n.words or word_span(src, c, False, n.min_len, n.max_len)):
                 out.append(up + ((nid, 1, c),))
         elif k == ARR:
             _, ph, cnt = fr
@@ -839,9 +840,9 @@ def is_word_char(ch: str) -> bool:
 
 
 @lru_cache(maxsize=256)
-def _word_edges(src: bytes) -> tuple[frozenset, frozenset]:
-    """Byte offsets of src where a word starts and where one ends (just past its last byte); a
-    word is a maximal run of word characters (is_word_char)."""
+def _word_edges(src: bytes) -> tuple[frozenset, frozenset, tuple]:
+    """Byte offsets of src where a word starts and where one ends (just past its last byte; also
+    as a sorted tuple); a word is a maximal run of word characters (is_word_char)."""
     starts, ends = set(), set()
     pos, prev = 0, False
     for ch in src.decode("utf-8", "surrogatepass"):
@@ -854,7 +855,7 @@ def _word_edges(src: bytes) -> tuple[frozenset, frozenset]:
         pos += len(ch.encode("utf-8", "surrogatepass"))
     if prev:
         ends.add(pos)
-    return frozenset(starts), frozenset(ends)
+    return frozenset(starts), frozenset(ends), tuple(sorted(ends))
 
 
 def _word_starts(src: bytes, content: bytes) -> list[int]:
@@ -869,10 +870,24 @@ def _word_starts(src: bytes, content: bytes) -> list[int]:
     return out
 
 
-def _word_span(src: bytes, content: bytes, whole: bool) -> bool:
-    """content occurs in src from the start of a word (and, when whole, up to the end of one)."""
-    ends = _word_edges(src)[1]
-    return any(not whole or i + len(content) in ends for i in _word_starts(src, content))
+def word_span(src: bytes, content: bytes, whole: bool, min_len: int = 0, max_len: int | None = None) -> bool:
+    """content occurs in src from the start of a word and ends at the end of one (whole), or can
+    still grow along src to the end of one with min_len..max_len characters (so that a string
+    that may grow can always be closed)."""
+    _, ends, order = _word_edges(src)
+    for i in _word_starts(src, content):
+        j = i + len(content)
+        if whole:
+            if j in ends:
+                return True
+            continue
+        for e in order[bisect.bisect_left(order, j):]:
+            n = _chars(src[i:e])
+            if max_len is not None and n > max_len:
+                break
+            if n >= min_len:
+                return True
+    return False
 
 
 def _chars(b: bytes) -> int:

@@ -183,9 +183,10 @@ Trained from scratch with `bullet-train` (NumPy, CPU), exported to BQ4.
 ## Held-out evaluation
 
 Measured by `python -m trainer.agentdata.measure` through the runtime: greedy decoding **without**
-the grammar (or, where marked, with only its x-copy rule: a name or area may only be a substring of
+the grammar (or, where marked, with only its x-copy rule: a name or area may only be whole words of
 the utterance), the first JSON object of the output is the call. Home calls are right when they resolve
-(the generator's exact-name resolver) to exactly the line's `expect` on the example home; calc calls
+(the generator's exact-name resolver; a Marathi case ending may be stripped) to exactly the line's
+`expect` on the example home; calc calls
 when the expression's exact value equals the answer. Categories ending in `-novel` use verbs that
 the training data never has (a model trained from scratch cannot know them); they are reported
 apart from the targets. `bullet eval` measures the same files through bulletd's path.
