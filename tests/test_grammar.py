@@ -277,6 +277,14 @@ def test_copy_words_start_and_end_at_word_edges():
     # a Devanagari word keeps its vowel signs and virama: no cut between a consonant and its matra
     assert not g.accepts(doc("स्वयंपाकघरातील दिव"))
     assert not g.is_prefix(doc("x")[:-2]) and not g.is_prefix(doc("दिवा दिवा")[:-2])
+    # a copy only grows where it can still end at a word end within maxLength (no dead ends)
+    short = compile_schema({"type": "object", "properties": {"n": {"type": "string", "x-copy": "words",
+                                                                  "maxLength": 4}}, "required": ["n"]},
+                           copy_source="kitchen 40% ab")
+    assert short.accepts(doc("40")) and short.accepts(doc("ab"))
+    assert not short.is_prefix(doc("40%")[:-2]) and not short.is_prefix(doc("k")[:-2])
+    assert compile_schema({"type": "string", "x-copy": "words"}, copy_source="40% ab").is_prefix('"40%')
+    assert not compile_schema({"type": "string", "x-copy": "words"}, copy_source="ab 40%").is_prefix('"40%')
     plain = compile_schema({"type": "object", "properties": {"n": {"type": "string", "x-copy": True}},
                             "required": ["n"]}, copy_source=src)
     assert plain.accepts(doc("ro हॉलचे")) and plain.accepts(doc("हॉल"))     # true: any substring
