@@ -8,8 +8,8 @@ resolution of an intent call to Home Assistant service calls, device payloads, a
     command(home.entities["light.kitchen_ceiling"], action)   # (topic, payload bytes) for the device
 
 Names: an exact match of the normalised name (NFC, casefold, punctuation and spaces removed, any
-script) against entity names, ids and aliases first; then rapidfuzz's ratio above
-FUZZY_THRESHOLD. Generic words ("lights", "fan", "दिवे") with an area mean that domain in the area.
+script) against entity names, ids and aliases first; then the same without a Marathi case ending
+(case_stems: "स्वयंपाकघरातील" -> "स्वयंपाकघर"); then rapidfuzz's ratio above FUZZY_THRESHOLD. Generic words ("lights", "fan", "दिवे") with an area mean that domain in the area.
 An unknown name is `no_such_entity`, a tie `ambiguous`, a value outside 0..100 or the entity's
 min_temp..max_temp `out_of_range`: a call that is not clear never becomes an action.
 """

@@ -7,15 +7,22 @@ Call convention (the agents contract; keys in this order):
   * every device of a kind in an area ("all the lights in the kitchen", "kitchen चा light",
     "हॉलमधले सगळे पंखे") -> "area": the area's word as typed + "domain";
   * everything in an area ("turn off everything in the office") -> "area" alone.
+In training, names and areas are whole words of the utterance, as the schema's grammar copies them
+("x-copy": "words"): a Marathi case ending typed onto a name stays in the call ("स्वयंपाकघरातील",
+"हॉलमधले"), and the resolvers strip it (bulletd.agents.home.case_stems).
 
 Training draws a fresh random home for every line: area and device names composed from the
-English and Marathi word lists below, people's names, made-up words in both scripts, so the model
-learns to copy names rather than to remember a house. The test split uses the example home's own
+English and Marathi word lists below, people's names, made-up words in both scripts (some names
+are made-up words only), so the model learns to copy names rather than to remember a house. About
+twice as many frames and word orders per action as the test pool has, common words and typos
+(add_noise), and chatter: unknown pseudo-words in both scripts before, after and between the
+words, commas, Devanagari typos (chatter), so that a word the model never saw is skipped, not
+copied. The test split uses the example home's own
 names, with templates, word orders and fillers that training never uses and typos in the non-name
 words; a fifth of its lines also use verbs training never has (category "<lang>-novel", reported
 apart: a child trained from scratch knows no word it never saw).
 Lines on a given home carry `expect`: the Home Assistant service calls the call resolves to
-(`resolve`, exact name / alias match, the service list of the agents issue).
+(`resolve`, exact name / alias match or its case stem, the service list of the agents issue).
 
 Line: {"text", "call", "category": "en"|"mr"|"mixed", "kind": action, "expect"?: [...]}
 """
