@@ -469,36 +469,56 @@ def random_area(rng: random.Random, script: str) -> str:
     return _madeup(rng, True) + rng.choice(["", " खोली"])
 
 
+_MR_OBLIQUE = ["मुलांच्या", "पाहुण्यांच्या", "मोठ्या", "वरच्या", "खालच्या", "मागच्या", "पुढच्या", "छोट्या"]
+_ROOM_IN = {"m": ("खोलीतला", "खोलीमधला", "खोलीतील"), "f": ("खोलीतली", "खोलीमधली", "खोलीतील"),
+            "n": ("खोलीतले", "खोलीमधले", "खोलीतील"), "p": ("खोलीतले", "खोलीमधले", "खोलीतील")}
+
+
+def _in_area(rng: random.Random, area: str, g: str) -> str:
+    """A Devanagari area with a possessive/locative ending ("स्वयंपाकघरातला", "हॉलमधला", "बाग चा")."""
+    suffix = rng.choice(_GEN[g])
+    if suffix[0] == "त" and not ("\u093e" <= area[-1] <= "\u094d") and rng.random() < 0.6:
+        suffix = rng.choice("ाे") + suffix
+    return f"{area}{suffix}" if rng.random() < 0.8 else f"{area} {suffix}"
+
+
 def random_name(rng: random.Random, domain: str, script: str) -> str:
     """A device name of the domain, in Latin or Devanagari script."""
     r = rng.random()
-    if r < 0.1:       # a name with no word of the vocabulary: only copying gets it right
+    if r < 0.06:      # a name with no word of the vocabulary: only copying gets it right
         return " ".join(_madeup(rng, script == "deva") for _ in range(rng.randint(1, 2)))
     r = rng.random()
     if script == "latin":
         dev = rng.choice(EN_DEVICES[domain])
-        if r < 0.45:
+        if r < 0.4:
             return f"{random_area(rng, 'latin')} {dev}"
-        if r < 0.6:
+        if r < 0.52:
             return dev
-        if r < 0.75:
+        if r < 0.64:
             return f"{rng.choice(EN_ADJ)} {dev}"
-        if r < 0.87:
+        if r < 0.74:
             return f"{rng.choice(PEOPLE_EN)}'s {dev}"
-        return f"{_madeup(rng, False)} {dev}"
+        if r < 0.8:
+            return f"{_madeup(rng, False)} {dev}"
+        if r < 0.88:
+            return f"{dev} in the {random_area(rng, 'latin')}"
+        return f"{random_area(rng, 'latin')} {rng.choice(EN_ADJ)} {dev}"
     dev, g = rng.choice(MR_DEVICES[domain])
     gi = {"m": 0, "f": 1}.get(g, 2)
-    if r < 0.5:
-        area = random_area(rng, "deva")
-        suffix = rng.choice(_GEN[g])
-        return f"{area}{suffix} {dev}" if rng.random() < 0.8 else f"{area} {suffix} {dev}"
-    if r < 0.6:
+    if r < 0.45:
+        return f"{_in_area(rng, random_area(rng, 'deva'), g)} {dev}"
+    if r < 0.55:
         return dev
-    if r < 0.75:
+    if r < 0.67:
         return f"{rng.choice(MR_ADJ)[gi]} {dev}"
-    if r < 0.88:
+    if r < 0.77:
         return f"{rng.choice(PEOPLE_MR)}{_GEN[g][0]} {dev}"
-    return f"{_madeup(rng, True)} {dev}"
+    if r < 0.82:
+        return f"{_madeup(rng, True)} {dev}"
+    if r < 0.92:
+        who = rng.choice(_MR_OBLIQUE + [p + "च्या" for p in PEOPLE_MR])
+        return f"{who} {rng.choice(_ROOM_IN[g])} {dev}"
+    return f"{_in_area(rng, random_area(rng, 'deva'), g)} {rng.choice(MR_ADJ)[gi]} {dev}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -745,9 +765,9 @@ def chatter(rng: random.Random, text: str, keep, p: float = 0.5) -> str:
         words.append(_pseudo(rng, deva and rng.random() < 0.7) if r < 0.55 else rng.choice(common))
     spans = [(i, i + len(k)) for k in keep if k for i in [text.find(k)] if i >= 0]
     r = rng.random()
-    if r < 0.45:
+    if r < 0.35:
         text = " ".join(words) + rng.choice([" ", " ", ", "]) + text
-    elif r < 0.7:
+    elif r < 0.55:
         text = text + rng.choice([" ", " ", ", "]) + " ".join(words)
     else:
         cuts = [i for i, ch in enumerate(text) if ch == " " and not any(a < i < b for a, b in spans)]
