@@ -1,11 +1,11 @@
 {
  "manifest": {
-  "created": "2026-12-03T10:01:21+00:00",
+  "created": "2026-12-03T13:57:28+00:00",
   "key_id": "f670be2f7d665147",
   "name": "home",
-  "sha256": "d1456ae30f2c41a05793380ae274d43d7836b141141e2c873467d39c9a1f99ac",
-  "size": 995470,
+  "sha256": "3834e2d69f58feee89f06aaac86809c1d296a8c5886f15fa258b01fce109e560",
+  "size": 995342,
   "version": "0.2.0"
  },
- "signature": "KhdQVH10SHTBpcdmCAv8v3VKvPUZlcG2otYQ+EgFydzR6OltZLKHqZ1k8G12VJ5kAh32UXmSPeuGqEkU0Ys0BQ=="
+ "signature": "MbKUfQCufwhyb2maQtofXKw66tl5d8by58P09IPkVJ6eZU+5hsg9ZNSVrDeSRZGcagk3aRq0xkqcGhwiTsqoCA=="
 }

@@ -85,3 +85,22 @@ def test_mother_routes_by_task_and_rejects_the_rest():
     for text in ("what's the weather in pune", "set an alarm for 6 am", "call mom"):
         d = r.decide(text, avail)
         assert d.child is None and d.reason == "none", (text, d.as_dict())
+
+
+def test_the_card_section_from_bullet_eval(tmp_path):
+    """The ship step measures the held-out set through bulletd's path (bullet eval --child) and
+    writes the figures and misses into the card."""
+    from trainer.agentdata.ship import _served_section, served_eval
+
+    lines = [{"text": "बेडरूममधला दिवा बंद कर", "category": "mr",
+              "expect": [{"service": "light.turn_off", "entity_id": "light.bedroom"}]},
+             {"text": "turn off the kitchen light", "category": "en",
+              "expect": [{"service": "light.turn_on", "entity_id": "light.kitchen_ceiling"}]}]   # a wrong expect
+    (tmp_path / "home_test.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines),
+                                              encoding="utf-8")
+    assert served_eval("home", CM, tmp_path) is None                  # no home file: nothing to resolve on
+    fname, r = served_eval("home", CM, tmp_path, ROOT / "examples" / "home.yaml", signed=True)
+    assert fname == "home_test.jsonl" and r["signatures"] == "checked" and r["child"] == "home"
+    assert (r["correct"], r["n"]) == (1, 2) and r["misses"][0]["text"] == "turn off the kitchen light"
+    text = _served_section((fname, r))
+    assert "| mr | 1/1 | 100.0% |" in text and "| en | 0/1 | 0.0% |" in text and "turn off the kitchen light" in text

@@ -2,6 +2,7 @@
 says, numbers in every spelling, the example home's `expect`, and train/test pools that never
 meet (no test template, verb or filler word appears in training output)."""
 import json
+import random
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -90,6 +91,36 @@ def test_home_lines_are_deterministic_and_calls_copy_the_utterance():
         t = training_text(line["text"], call)
         assert t == TEMPLATE.format(text=line["text"]) + json.dumps(call, ensure_ascii=False, separators=(",", ":"))
     assert intents == set(home.INTENTS)
+
+
+def test_home_training_calls_name_whole_words():
+    """The grammar lets a name or area copy only whole words ("x-copy": "words"): training calls
+    name exactly that, case endings included ("स्वयंपाकघरातील"), and the data has those endings,
+    names made of unknown words, and chatter words that are no word of any template."""
+    from bulletd.runtime.grammar import compile_schema
+
+    lines = list(home.generate("train", 3000, seed=4))
+    endings = 0
+    for x in lines:
+        g = compile_schema(home.SCHEMA, copy_source=x["text"])
+        assert g.accepts(json.dumps(x["call"], ensure_ascii=False, separators=(",", ":"))), x
+        endings += any(x["call"].get("area", "").endswith(e) for e in home.LOCATIVE)
+    assert endings > 30
+    rng = random.Random(1)
+    added = set()
+    for i in range(300):
+        keep = ["बागेतले दिवे", "२०"]
+        text = home.chatter(rng, "जरा बागेतले दिवे २० वर ठेव", keep, p=1.0)
+        assert all(k in text for k in keep), text
+        added |= _words(text) - _words("जरा बागेतले दिवे २० वर ठेव")
+    assert len(added) > 100 and not added & home.banned_words()
+
+
+def test_home_resolve_strips_marathi_case_endings(example_home):
+    assert home.resolve({"intent": "HassTurnOff", "area": "स्वयंपाकघरातील", "domain": "light"}, example_home) == \
+        home.resolve({"intent": "HassTurnOff", "area": "स्वयंपाकघर", "domain": "light"}, example_home)
+    assert home.resolve({"intent": "HassTurnOn", "name": "बेडरूममधला दिवाला"}, example_home) == \
+        [{"service": "light.turn_on", "entity_id": "light.bedroom"}]
 
 
 def test_home_numbers_come_in_every_spelling():

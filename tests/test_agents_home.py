@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 
-from bulletd.agents.home import HomeConfig, HomeConfigError, StateStore, command, normalize, resolve
+from bulletd.agents.home import HomeConfig, HomeConfigError, StateStore, case_stems, command, normalize, resolve
 from bulletd.agents.tools import TOOLS, validate_call
 from bulletd.errors import RequestError
 
@@ -86,6 +86,30 @@ def test_normalize():
     assert normalize("बेडरूम मधला दिवा") == normalize("बेडरूममधला दिवा")       # marks kept, spaces not
     assert normalize("पंखा") != normalize("पख")
     assert normalize("Ｋｉｔｃｈｅｎ") == "ｋｉｔｃｈｅｎ".casefold()
+
+
+def test_case_stems():
+    assert case_stems(normalize("स्वयंपाकघरातील"))[:2] == ["स्वयंपाकघरा", "स्वयंपाकघर"]
+    assert "अभ्यासिका" in case_stems(normalize("अभ्यासिकेतील"))      # the oblique े back to ा
+    assert "हॉल" in case_stems("हॉलमधले") and "बाग" in case_stems("बागेतले")
+    assert case_stems("हॉल") == [] and case_stems("kitchen") == []
+
+
+@pytest.mark.parametrize("call, want", [
+    # a Marathi case ending on an area or a name (the word as typed, whole): matched without it
+    ({"intent": "HassTurnOn", "area": "स्वयंपाकघरातील", "domain": "light"},
+     ["light.kitchen_ceiling", "light.kitchen_counter"]),
+    ({"intent": "HassTurnOff", "area": "बागेतले", "domain": "light"}, ["light.garden"]),
+    ({"intent": "HassTurnOn", "area": "अभ्यासिकेतील", "domain": "light"}, ["light.office"]),
+    ({"intent": "HassClimateSetTemperature", "area": "लिव्हिंग रूमचे", "domain": "climate", "temperature": 25},
+     ["climate.living_room_ac"]),
+    ({"intent": "HassTurnOff", "name": "गॅरेजमधले"}, ["light.garage"]),          # an area's name, with an ending
+    ({"intent": "HassLightSet", "name": "बेडरूममधला दिवाला", "brightness": 20},
+     ["light.bedroom"]),
+    ({"intent": "HassOpenCover", "name": "हॉलचे पडदे"}, ["cover.living_room_curtains"]),   # a name itself ending in चे
+])
+def test_marathi_case_endings_are_stripped(home, call, want):
+    assert [a["entity_id"] for a in resolve(call, home)] == want
 
 
 # ---------------------------------------------------------------- resolution, case by case

@@ -8,6 +8,7 @@ generations from random-weight models that all parse and validate, and masked sa
 import datetime as dt
 import json
 import random
+import unicodedata
 
 import jsonschema
 import numpy as np
@@ -40,6 +41,9 @@ HOME = {
     "anyOf": [{"required": ["name"]}, {"required": ["area"]}],
     "additionalProperties": False,
 }
+# the shipped home schema's copy rule: names and areas copy whole words of the utterance
+HOME_WORDS = {**HOME, "properties": {k: ({**v, "x-copy": "words"} if v.get("x-copy") else v)
+                                     for k, v in HOME["properties"].items()}}
 CALC = {"type": "object", "properties": {"expression": {"type": "string", "maxLength": 40}},
         "required": ["expression"], "additionalProperties": False}
 MIXED = {"anyOf": [
@@ -97,7 +101,26 @@ def _check_copy(schema, value, source):
             sub = props[k]
             if sub.get("x-copy"):
                 assert v in source, f"{k}={v!r} is not a substring of {source!r}"
+                assert sub["x-copy"] != "words" or _whole_words(v, source), f"{k}={v!r} cuts a word of {source!r}"
             _check_copy(sub, v, source)
+
+
+def _word(ch: str) -> bool:
+    return unicodedata.category(ch)[0] in "LMN" or ch in "\u200c\u200d"
+
+
+def _whole_words(v: str, source: str) -> bool:
+    """v is empty, or occurs in source from the first character of a word to the last of one."""
+    if not v:
+        return True
+    i = source.find(v)
+    while i >= 0:
+        j = i + len(v)
+        if _word(v[0]) and _word(v[-1]) and (i == 0 or not _word(source[i - 1])) and \
+                (j == len(source) or not _word(source[j])):
+            return True
+        i = source.find(v, i + 1)
+    return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,6 +149,7 @@ def _check_copy(schema, value, source):
     ({"anyOf": [{"type": "null"}], "minimum": 3}, ["anyOf cannot be combined"]),
     ({"type": "object", "additionalProperties": {"type": "string"}}, ["additionalProperties"]),
     ({"type": "object", "properties": {"a": {"type": "string", "x-copy": "yes"}}}, ["#/properties/a/x-copy"]),
+    ({"type": "object", "properties": {"a": {"type": "string", "x-copy": "word"}}}, ["#/properties/a/x-copy", "words"]),
     ({"not": {"type": "null"}}, ["no type"]),
     # a type that is not a string (found by python -m bulletd.fuzz grammar: TypeError)
     ({"type": {"type": "object"}}, ["#/type", "unsupported type"]),
@@ -238,6 +262,34 @@ def test_copy_strings_refuse_quotes_backslashes_and_split_characters():
     assert not g.with_source("other").is_prefix('{"n":"say')
 
 
+def test_copy_words_start_and_end_at_word_edges():
+    src = "bro हॉलचे पडदे, under-cabinet lights 2x स्वयंपाकघरातील दिवा"
+    g = compile_schema({"type": "object", "properties": {"n": {"type": "string", "x-copy": "words"}},
+                        "required": ["n"]}, copy_source=src)
+    doc = lambda v: '{"n":"' + v + '"}'
+    for v in ["bro", "हॉलचे पडदे", "bro हॉलचे", "under-cabinet lights", "cabinet", "2x", "स्वयंपाकघरातील दिवा",
+              "पडदे, under", ""]:
+        assert g.accepts(doc(v)), v
+    for v in ["ro", "ro हॉलचे", "r", "ॉलचे", "abinet"]:          # starts inside a word
+        assert not g.is_prefix(doc(v)[:-2]), v
+    for v in ["br", "हॉल", "हॉलचे पडद", "स्वयंपाकघर", "under-", "पडदे,", "bro "]:   # ends inside a word or after it
+        assert g.is_prefix(doc(v)[:-2]) and not g.accepts(doc(v)), v
+    # a Devanagari word keeps its vowel signs and virama: no cut between a consonant and its matra
+    assert not g.accepts(doc("स्वयंपाकघरातील दिव"))
+    assert not g.is_prefix(doc("x")[:-2]) and not g.is_prefix(doc("दिवा दिवा")[:-2])
+    # a copy only grows where it can still end at a word end within maxLength (no dead ends)
+    short = compile_schema({"type": "object", "properties": {"n": {"type": "string", "x-copy": "words",
+                                                                  "maxLength": 4}}, "required": ["n"]},
+                           copy_source="kitchen 40% ab")
+    assert short.accepts(doc("40")) and short.accepts(doc("ab"))
+    assert not short.is_prefix(doc("40%")[:-2]) and not short.is_prefix(doc("k")[:-2])
+    assert compile_schema({"type": "string", "x-copy": "words"}, copy_source="40% ab").is_prefix('"40%')
+    assert not compile_schema({"type": "string", "x-copy": "words"}, copy_source="ab 40%").is_prefix('"40%')
+    plain = compile_schema({"type": "object", "properties": {"n": {"type": "string", "x-copy": True}},
+                            "required": ["n"]}, copy_source=src)
+    assert plain.accepts(doc("ro हॉलचे")) and plain.accepts(doc("हॉल"))     # true: any substring
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-10 ** 12, 10 ** 12)
     | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
@@ -323,7 +375,8 @@ def _brute_row(g, text: bytes, vocab, stop_ids):
     return allowed, complete
 
 
-@pytest.mark.parametrize("schema, seed", [(HOME, 0), (HOME, 1), (CALC, 2), (MIXED, 3), (None, 4)])
+@pytest.mark.parametrize("schema, seed", [(HOME, 0), (HOME, 1), (CALC, 2), (MIXED, 3), (None, 4), (HOME_WORDS, 5),
+                                          (HOME_WORDS, 6)])
 def test_masks_match_brute_force(schema, seed):
     vocab = random_vocab(seed)
     rng = random.Random(seed)
@@ -383,7 +436,7 @@ def models(tmp_path_factory):
     return [write_model(d / f"m{i}.bullet", seed=10 + i) for i in range(2)]
 
 
-@pytest.mark.parametrize("schema, n", [(HOME, 400), (CALC, 250), (MIXED, 350)])
+@pytest.mark.parametrize("schema, n", [(HOME, 400), (CALC, 250), (MIXED, 350), (HOME_WORDS, 200)])
 def test_seeded_generations_parse_and_validate(models, schema, n):
     for k, path in enumerate(models):
         m = load_model(path)
@@ -484,7 +537,7 @@ PARITY = [
 
 
 @pytest.mark.parametrize("kw", PARITY)
-@pytest.mark.parametrize("schema", [HOME, MIXED])
+@pytest.mark.parametrize("schema", [HOME, MIXED, HOME_WORDS])
 def test_native_grammar_decode_parity(models, monkeypatch, kw, schema):
     from bulletd import kernels
     if kernels.token_automaton(4) is None:
@@ -638,7 +691,7 @@ def leaf_schemas(draw):
         lo = draw(st.integers(0, 3))
         return {"type": "string", "minLength": lo, "maxLength": draw(st.integers(lo, 6))}
     if kind == "copy":
-        return {"type": "string", "x-copy": True, "maxLength": draw(st.integers(0, 8))}
+        return {"type": "string", "x-copy": draw(st.sampled_from([True, "words"])), "maxLength": draw(st.integers(0, 8))}
     if kind == "enum":
         return {"enum": draw(st.lists(scalars, min_size=1, max_size=4))}
     return {"const": draw(scalars)}
@@ -732,3 +785,4 @@ def _check_copy_any(schema, value, source):
             _check_copy_any(schema["items"], v, source)
     elif isinstance(value, str) and schema.get("x-copy"):
         assert value in source
+        assert schema["x-copy"] != "words" or _whole_words(value, source), (value, source)

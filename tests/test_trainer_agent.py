@@ -107,7 +107,7 @@ def test_agent_run_exports_the_agent_header(tmp_path):
     with BulletFile.open(out) as bf:
         h = bf.header
     assert h["agent"]["tool"] == "home" and h["agent"]["template"] == "{text}\n=>"
-    assert h["agent"]["schema"]["properties"]["name"]["x-copy"] is True
+    assert h["agent"]["schema"]["properties"]["name"]["x-copy"] == "words"
     assert h["examples"] and all("=>" not in e and "{" not in e for e in h["examples"])
     assert all(v["prompt"].endswith("\n=>") for v in h["verification"])
     check = h["provenance"]["training"]["check"]
@@ -169,8 +169,13 @@ def test_copy_greedy_keeps_names_inside_the_utterance():
     # keep the name a substring of the utterance win, and an empty name cannot close
     out = copy_greedy(Model(), "p", "turn on the kitchen lamp", pieces)
     assert first_object(out) == {"intent": "HassTurnOn", "name": "kitchen"}
-    out = copy_greedy(Model(), "p", "switch on the kitchen lamp", pieces[:2] + [b"space", b"ship", b"itch", b" lamp", b'"}'])
+    itch = pieces[:2] + [b"space", b"ship", b"itch", b" lamp", b'"}']
+    out = copy_greedy(Model(), "p", "switch on the kitchen lamp", itch, words=False)
     assert first_object(out) == {"intent": "HassTurnOn", "name": "itch"}
+    # whole words (the home schema's rule): "itch" starts inside "switch" and "kitchen", " lamp" at a space
+    assert first_object(copy_greedy(Model(), "p", "switch on the kitchen lamp", itch)) is None
+    assert first_object(copy_greedy(Model(), "p", "switch on the itch lamp", itch)) == {"intent": "HassTurnOn",
+                                                                                       "name": "itch"}
 
 
 def test_mother_threshold_is_chosen_on_the_dev_set(tmp_path):

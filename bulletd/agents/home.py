@@ -8,8 +8,8 @@ resolution of an intent call to Home Assistant service calls, device payloads, a
     command(home.entities["light.kitchen_ceiling"], action)   # (topic, payload bytes) for the device
 
 Names: an exact match of the normalised name (NFC, casefold, punctuation and spaces removed, any
-script) against entity names, ids and aliases first; then rapidfuzz's ratio above
-FUZZY_THRESHOLD. Generic words ("lights", "fan", "दिवे") with an area mean that domain in the area.
+script) against entity names, ids and aliases first; then the same without a Marathi case ending
+(case_stems: "स्वयंपाकघरातील" -> "स्वयंपाकघर"); then rapidfuzz's ratio above FUZZY_THRESHOLD. Generic words ("lights", "fan", "दिवे") with an area mean that domain in the area.
 An unknown name is `no_such_entity`, a tie `ambiguous`, a value outside 0..100 or the entity's
 min_temp..max_temp `out_of_range`: a call that is not clear never becomes an action.
 """
@@ -62,6 +62,13 @@ DOMAIN_WORDS = {
     "tv": "media_player", "television": "media_player", "टीव्ही": "media_player",
     "temperature": "sensor", "तापमान": "sensor",
 }
+# Marathi case endings people attach to a name ("स्वयंपाकघरातील", "हॉलमधले", "दिव्याला"): a name
+# that matches nothing exactly is tried without them (case_stems), before any fuzzy match
+CASE_SUFFIXES = tuple(sorted({
+    "मधल्या", "मधले", "मधला", "मधली", "मधलं", "मधील", "मध्ये", "मधे", "मधून",
+    "वरच्या", "वरचे", "वरचा", "वरची", "वरचं", "वरील", "वर",
+    "तल्या", "तले", "तला", "तली", "तलं", "तील", "तून", "त",
+    "च्या", "चे", "चा", "ची", "चं", "ला", "ना", "ने", "शी", "साठी"}, key=len, reverse=True))
 TOPIC_RE = re.compile(r"^[^+#\x00$][^+#\x00]{0,511}$")
 
 
@@ -76,6 +83,20 @@ def normalize(text: str) -> str:
     if t.startswith("the "):
         t = t[4:]
     return "".join(c for c in t if unicodedata.category(c)[0] not in "PSZC")
+
+
+def case_stems(key: str) -> list[str]:
+    """The normalised key without a Marathi case ending, longest ending first; each stem also
+    without the oblique vowel before the ending ("स्वयंपाकघरा|तील" -> "स्वयंपाकघर") and with its
+    े turned back to ा ("अभ्यासिके|तील" -> "अभ्यासिका")."""
+    out: list[str] = []
+    for suf in CASE_SUFFIXES:
+        if key.endswith(suf) and len(key) > len(suf) + 1:
+            stem = key[:-len(suf)]
+            for s in (stem, stem[:-1] if stem[-1] in "ाे" else "", stem[:-1] + "ा" if stem[-1] == "े" else ""):
+                if s and s not in out:
+                    out.append(s)
+    return out
 
 
 @dataclass(frozen=True)
@@ -246,7 +267,7 @@ class HomeConfig:
     # ------------------------------------------------------------------ matching
     def match_area(self, text: str) -> str:
         k = normalize(text)
-        ids = self._area_keys.get(k)
+        ids = self._area_keys.get(k) or self._stemmed(k, self._area_keys)
         if not ids:
             ids = _fuzzy(k, self._area_keys, set(self.areas))
         if not ids:
@@ -260,10 +281,18 @@ class HomeConfig:
         """Entity ids whose name is `text`: exact (normalised) among all entities, else (with
         `fuzzy`) the closest among `allowed`. Empty when nothing is close enough."""
         k = normalize(text)
-        ids = self._entity_keys.get(k)
+        ids = self._entity_keys.get(k) or self._stemmed(k, self._entity_keys)
         if ids:
             return set(ids)
         return _fuzzy(k, self._all_keys, allowed) if fuzzy else set()
+
+    @staticmethod
+    def _stemmed(key: str, index: dict[str, set[str]]) -> set[str]:
+        """The ids of the first case stem of key (case_stems) that index holds exactly."""
+        for s in case_stems(key):
+            if s in index:
+                return index[s]
+        return set()
 
 
 def _type_name(typ: Any) -> str:
@@ -321,7 +350,8 @@ def _targets(call: dict, home: HomeConfig, domains: set[str]) -> list[Entity]:
                     if e.domain in domains and (area_id is None or e.area == area_id)}
         key = normalize(name)
         ids = home.match_name(name, in_scope, fuzzy=False)
-        if not ids and key in home._area_keys and area_id in (None, *home._area_keys[key]):
+        akey = key if key in home._area_keys else next((s for s in case_stems(key) if s in home._area_keys), None)
+        if not ids and akey and area_id in (None, *home._area_keys[akey]):
             area_id = home.match_area(name)     # "turn on the kitchen": the name is an area's
             name = None
         elif not ids and key in home._object_keys:

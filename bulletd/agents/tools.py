@@ -39,8 +39,8 @@ HOME_SCHEMA = {
     "type": "object",
     "properties": {
         "intent": {"type": "string", "enum": list(INTENTS)},
-        "name": {"type": "string", "maxLength": NAME_MAX, "x-copy": True},
-        "area": {"type": "string", "maxLength": NAME_MAX, "x-copy": True},
+        "name": {"type": "string", "maxLength": NAME_MAX, "x-copy": "words"},
+        "area": {"type": "string", "maxLength": NAME_MAX, "x-copy": "words"},
         "domain": {"type": "string", "enum": list(DOMAINS)},
         "brightness": {"type": "integer", "minimum": 0, "maximum": 100},
         "temperature": {"type": "number", "minimum": -50, "maximum": 100},

@@ -284,6 +284,9 @@ HOME_SCHEMA = {
     "required": ["intent"],
     "anyOf": [{"required": ["name"]}, {"required": ["area"]}],
 }
+# the shipped home schema copies whole words ("x-copy": "words"); "home" above copies any substring
+HOME_WORDS_SCHEMA = {**HOME_SCHEMA, "properties": {k: ({**v, "x-copy": "words"} if "x-copy" in v else v)
+                                                   for k, v in HOME_SCHEMA["properties"].items()}}
 CALC_SCHEMA = {"type": "object", "properties": {"expression": {"type": "string", "maxLength": 160}},
                "required": ["expression"]}
 GRAMMAR_REQUESTS = {
@@ -291,6 +294,10 @@ GRAMMAR_REQUESTS = {
                            "close the garage door", "is the front door locked",
                            "set the living room thermostat to 21.5", "किचन की लाइट बंद करो",
                            "open the office blinds halfway", "toggle the hallway fan"]),
+    "home_words": (HOME_WORDS_SCHEMA, ["turn on the kitchen light", "set the bedroom lamp to 40 percent",
+                                       "close the garage door", "is the front door locked",
+                                       "set the living room thermostat to 21.5", "किचन की लाइट बंद करो",
+                                       "open the office blinds halfway", "toggle the hallway fan"]),
     "calc": (CALC_SCHEMA, ["what is 17 times 23", "15 percent of 80", "2 to the power of 10",
                            "(3.5 + 4) / 2", "12 divided by 7", "९ गुणा ८"]),
 }

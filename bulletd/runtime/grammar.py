@@ -24,12 +24,15 @@ The supported subset and the limits are listed in docs/ARCHITECTURE.md ("Structu
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
 import re
 import threading
+import unicodedata
 from collections import OrderedDict
+from functools import lru_cache
 from fractions import Fraction
 
 import numpy as np
@@ -106,7 +109,7 @@ def compact_json(value) -> str:
 class _Node:
     __slots__ = ("kind", "alts", "prefixes", "max_len", "min_len", "ci", "cf", "lo", "hi", "neg",
                  "exp", "keys", "children", "required", "req_from", "any_req", "rest", "item",
-                 "max_items", "min_items", "string", "choices")
+                 "max_items", "min_items", "string", "choices", "words")
 
     def __init__(self, kind):
         self.kind = kind
@@ -191,6 +194,7 @@ class _Compiler:
     def string(self, max_len, min_len, copy, path) -> int:
         n = _Node(COPY if copy else STR)
         n.max_len, n.min_len = max_len, min_len
+        n.words = copy == "words"
         return self.add(n)
 
     def number(self, integer, lo, hi, lo_excl, hi_excl, free, path) -> int:
@@ -279,8 +283,8 @@ class _Compiler:
             if mx is not None and mn > mx:
                 raise GrammarError(f"{_path(path)}: minLength {mn} > maxLength {mx}")
             copy = s.get("x-copy", False)
-            if not isinstance(copy, bool):
-                raise GrammarError(f"{_path(path)}/x-copy: must be true or false, got {copy!r}")
+            if not isinstance(copy, bool) and copy != "words":
+                raise GrammarError(f"{_path(path)}/x-copy: must be true, false or \"words\", got {copy!r}")
             return self.string(mx, mn, copy, path)
         if t in ("integer", "number"):
             b = {}
@@ -653,13 +657,15 @@ class _Core:
                     out.append(up + ((nid, 1, b""),))
                 return
             if b == 0x22:
-                if _chars(content) >= n.min_len and _complete_utf8(content):
+                if _chars(content) >= n.min_len and _complete_utf8(content) and \
+                        (not n.words or not content or word_span(src, content, True)):
                     out.append(up)
                 return
             if b < 0x20 or b == 0x5C:
                 return
             c = content + bytes((b,))
-            if c in src and not (0x80 <= c[0] < 0xC0) and (n.max_len is None or _chars(c) <= n.max_len):
+            if c in src and not (0x80 <= c[0] < 0xC0) and (n.max_len is None or _chars(c) <= n.max_len) and \
+                    (not n.words or word_span(src, c, False, n.min_len, n.max_len)):
                 out.append(up + ((nid, 1, c),))
         elif k == ARR:
             _, ph, cnt = fr
@@ -827,6 +833,63 @@ class _Core:
         return bool(stack) and self.kind[stack[-1][0]] == COPY and stack[-1][1] == 1
 
 
+def is_word_char(ch: str) -> bool:
+    """Letters, combining marks (Devanagari matras, virama) and digits of any script, and the
+    zero-width (non-)joiners that Indic spellings use inside words."""
+    return unicodedata.category(ch)[0] in "LMN" or ch in "\u200c\u200d"
+
+
+@lru_cache(maxsize=256)
+def _word_edges(src: bytes) -> tuple[frozenset, frozenset, tuple]:
+    """Byte offsets of src where a word starts and where one ends (just past its last byte; also
+    as a sorted tuple); a word is a maximal run of word characters (is_word_char)."""
+    starts, ends = set(), set()
+    pos, prev = 0, False
+    for ch in src.decode("utf-8", "surrogatepass"):
+        w = is_word_char(ch)
+        if w and not prev:
+            starts.add(pos)
+        elif prev and not w:
+            ends.add(pos)
+        prev = w
+        pos += len(ch.encode("utf-8", "surrogatepass"))
+    if prev:
+        ends.add(pos)
+    return frozenset(starts), frozenset(ends), tuple(sorted(ends))
+
+
+def _word_starts(src: bytes, content: bytes) -> list[int]:
+    """Offsets where content occurs in src starting at the start of a word."""
+    starts = _word_edges(src)[0]
+    out = []
+    i = src.find(content)
+    while i >= 0:
+        if i in starts:
+            out.append(i)
+        i = src.find(content, i + 1)
+    return out
+
+
+def word_span(src: bytes, content: bytes, whole: bool, min_len: int = 0, max_len: int | None = None) -> bool:
+    """content occurs in src from the start of a word and ends at the end of one (whole), or can
+    still grow along src to the end of one with min_len..max_len characters (so that a string
+    that may grow can always be closed)."""
+    _, ends, order = _word_edges(src)
+    for i in _word_starts(src, content):
+        j = i + len(content)
+        if whole:
+            if j in ends:
+                return True
+            continue
+        for e in order[bisect.bisect_left(order, j):]:
+            n = _chars(src[i:e])
+            if max_len is not None and n > max_len:
+                break
+            if n >= min_len:
+                return True
+    return False
+
+
 def _chars(b: bytes) -> int:
     return sum(1 for x in b if not 0x80 <= x < 0xC0)
 
@@ -942,6 +1005,10 @@ class _Walker:
                 return None
             content = st[-1][2]
             acc.add(0x22)
+            if self.core.nodes[st[-1][0]].words:
+                starts = _word_starts(src, content) if content else _word_edges(src)[0]
+                acc.update(src[j] for j in (i + len(content) for i in starts) if j < len(src))
+                continue
             if not content:
                 acc.update(x for x in src if not 0x80 <= x < 0xC0)
                 continue

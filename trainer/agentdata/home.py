@@ -7,15 +7,22 @@ Call convention (the agents contract; keys in this order):
   * every device of a kind in an area ("all the lights in the kitchen", "kitchen चा light",
     "हॉलमधले सगळे पंखे") -> "area": the area's word as typed + "domain";
   * everything in an area ("turn off everything in the office") -> "area" alone.
+In training, names and areas are whole words of the utterance, as the schema's grammar copies them
+("x-copy": "words"): a Marathi case ending typed onto a name stays in the call ("स्वयंपाकघरातील",
+"हॉलमधले"), and the resolvers strip it (bulletd.agents.home.case_stems).
 
 Training draws a fresh random home for every line: area and device names composed from the
-English and Marathi word lists below, people's names, made-up words in both scripts, so the model
-learns to copy names rather than to remember a house. The test split uses the example home's own
+English and Marathi word lists below, people's names, made-up words in both scripts (some names
+are made-up words only), so the model learns to copy names rather than to remember a house. About
+twice as many frames and word orders per action as the test pool has, common words and typos
+(add_noise), and chatter: unknown pseudo-words in both scripts before, after and between the
+words, commas, Devanagari typos (chatter), so that a word the model never saw is skipped, not
+copied. The test split uses the example home's own
 names, with templates, word orders and fillers that training never uses and typos in the non-name
 words; a fifth of its lines also use verbs training never has (category "<lang>-novel", reported
 apart: a child trained from scratch knows no word it never saw).
 Lines on a given home carry `expect`: the Home Assistant service calls the call resolves to
-(`resolve`, exact name / alias match, the service list of the agents issue).
+(`resolve`, exact name / alias match or its case stem, the service list of the agents issue).
 
 Line: {"text", "call", "category": "en"|"mr"|"mixed", "kind": action, "expect"?: [...]}
 """
@@ -28,28 +35,15 @@ from pathlib import Path
 
 import yaml
 
+from bulletd.agents.home import DOMAINS, INTENTS, case_stems
+from bulletd.agents.tools import HOME_SCHEMA, closed
+from bulletd.runtime.grammar import is_word_char
 from trainer.agentdata import TEMPLATE, check_split, compact_json
-from trainer.agentdata.noise import add_noise
+from trainer.agentdata.noise import COMMON, add_noise, typo
 from trainer.agentdata.numbers import say
 
-INTENTS = ["HassTurnOn", "HassTurnOff", "HassToggle", "HassLightSet", "HassClimateSetTemperature",
-           "HassSetPosition", "HassGetState", "HassOpenCover", "HassCloseCover", "HassLockLock", "HassLockUnlock"]
-DOMAINS = ["light", "switch", "fan", "climate", "cover", "lock", "media_player", "sensor"]
-
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "intent": {"type": "string", "enum": INTENTS},
-        "name": {"type": "string", "maxLength": 60, "x-copy": True},
-        "area": {"type": "string", "maxLength": 60, "x-copy": True},
-        "domain": {"type": "string", "enum": DOMAINS},
-        "brightness": {"type": "integer", "minimum": 0, "maximum": 100},
-        "temperature": {"type": "number", "minimum": -50, "maximum": 100},
-        "position": {"type": "integer", "minimum": 0, "maximum": 100},
-    },
-    "required": ["intent"],
-    "additionalProperties": False,
-}
+SCHEMA = closed(HOME_SCHEMA)   # the daemon's schema: names and areas copy whole words of the utterance
+NAME_MAX = HOME_SCHEMA["properties"]["name"]["maxLength"]
 KEY_ORDER = list(SCHEMA["properties"])
 
 # --------------------------------------------------------------------------------------------------
@@ -283,6 +277,94 @@ T = {
         },
     },
 }
+# more training frames and word orders per action (merged into T["train"]); none of them uses a word of
+# the test or novel pools that training otherwise lacks (tests/test_agentdata.py checks it)
+TRAIN_MORE = {
+    "en": {
+        "on": ["turn {N} on", "{N} turn on", "{N} switch on", "the {N} on", "on the {N}", "{N}, on", "switch {N} on",
+               "put {N} on", "have the {N} on", "keep the {N} on", "leave the {N} on", "{N} should go on",
+               "bring the {N} on", "power on the {N}", "{N} power on", "on with the {N}", "let's have the {N} on",
+               "the {N} on now, please"],
+        "off": ["turn {N} off", "{N} turn off", "{N} switch off", "the {N} off", "off the {N}", "{N}, off",
+                "switch {N} off", "shut {N} off", "shut off the {N}", "keep the {N} off", "leave the {N} off",
+                "have the {N} off", "{N} should go off", "power the {N} off", "put the {N} off", "{N} power off",
+                "let's have the {N} off", "no more {N}, turn off"],
+        "toggle": ["{N} toggle", "flip {N}", "the {N} toggle", "toggle the {N} now", "flip the {N} on or off",
+                   "toggle the {N} on or off", "{N}, toggle"],
+        "area_on": ["{A} {D} on", "turn the {A} {D} on", "turn on the {A} {D}", "all {D} in the {A} on",
+                    "switch on all {D} in the {A}", "{A}: all {D} on", "all the {A} {D} on", "the {D} of the {A} on"],
+        "area_off": ["{A} {D} off", "turn the {A} {D} off", "turn off the {A} {D}", "all {D} in the {A} off",
+                     "switch off all {D} in the {A}", "{A}: all {D} off", "all the {A} {D} off",
+                     "the {D} of the {A} off"],
+        "all_off": ["everything off in the {A}", "{A} all off", "switch off the whole {A}", "all of the {A} off",
+                    "turn the whole {A} off", "{A}, everything off", "power off everything in the {A}"],
+        "light_set": ["{N} to {V}", "dim {N} to {V}", "the {N} at {V}", "{N} brightness to {V}", "{N} {V}",
+                      "brightness {V} on the {N}", "set the brightness of the {N} to {V}", "bring the {N} to {V}",
+                      "{N} at {V} brightness", "turn the {N} to {V}", "dim the {N} to {V}", "{N} to {V}",
+                      "put {N} at {V}", "{N}: {V}"],
+        "temp_set": ["{N} at {V}", "the {N} to {V}", "set {N} to {V}", "put {N} at {V}", "{N} temperature to {V}",
+                     "turn the {N} to {V}", "keep the {N} at {V}", "{N}: {V}", "{V} on the {N}", "{N} on {V}"],
+        "area_temp": ["{A} temperature to {V}", "set the {A} temperature to {V}", "temperature in the {A} to {V}",
+                      "keep the {A} at {V}", "the {A} at {V}", "{A} to {V}", "set the {A} to {V}"],
+        "open": ["open the {N} please", "{N} open", "the {N} open", "raise {N}", "open the {N} now", "{N}, open",
+                 "open the {N} all the way"],
+        "close": ["{N} close", "shut {N}", "lower {N}", "close the {N} now", "{N} shut", "the {N} close",
+                  "{N}, close"],
+        "position": ["{N} to {V}", "the {N} at {V}", "open {N} {V}", "set {N} position {V}", "{N} at {V}",
+                     "raise the {N} to {V}", "lower the {N} to {V}", "position of the {N} to {V}"],
+        "lock": ["{N} lock", "lock the {N} now", "the {N} lock", "{N} locked", "have the {N} locked",
+                 "lock {N} please"],
+        "unlock": ["{N} unlock", "the {N} unlock", "{N} unlocked", "unlock the {N} now", "have the {N} unlocked"],
+        "state": ["is {N} on", "is the {N} open", "is the {N} locked", "{N}?", "what is the {N} at",
+                  "the {N} on or off", "how is the {N}", "what's {N}", "show the {N}", "status of {N}", "is {N} off",
+                  "{N} on or off?", "what's the {N} reading"],
+    },
+    "mr": {
+        "on": ["{N} लावा", "{N} सुरू", "{N} चालू ठेव", "चालू कर {N}", "{N}ला चालू कर", "{N} सुरू करा की",
+               "{N} चालू करायचा आहे", "सुरू कर {N}", "{N} लावून दे"],
+        "off": ["{N} बंद ठेव", "बंद कर {N}", "{N}ला बंद कर", "{N} बंद करायचा आहे", "{N} घालवा", "{N} बंद करा की",
+                "{N} बंद कर दे", "बंद करा {N}"],
+        "toggle": ["{N} टॉगल करा", "टॉगल कर {N}", "{N}ला टॉगल कर", "{N} उलट करा"],
+        "area_on": ["{A}{S} {D} चालू कर", "{A}{S} सगळे {D} सुरू कर", "{A}चे सगळे {D} चालू करा", "सगळे {A}{S} {D} लाव",
+                    "{A}{S} {D} लावा"],
+        "area_off": ["{A}{S} {D} बंद कर", "{A}{S} सगळे {D} बंद करा", "{A}चे सगळे {D} बंद कर",
+                     "सगळे {A}{S} {D} बंद कर", "{A}{S} {D} घालव"],
+        "all_off": ["{A}{S} सर्व बंद कर", "{A}चं सगळं बंद कर", "{A}{S} सगळं बंद करा", "{A} पूर्ण बंद कर"],
+        "light_set": ["{N}ची प्रखरता {V}", "{N} {V} वर कर", "{N}चा प्रकाश {V} कर", "{N} {V} ठेवा", "{N} {V} करा",
+                      "{N}ची प्रखरता {V} ठेव"],
+        "temp_set": ["{N} {V} ठेव", "{N}चे तापमान {V} ठेव", "{N} {V} वर करा", "{N}चे तापमान {V} करा", "{N} {V} करा"],
+        "area_temp": ["{A}चे तापमान {V} ठेव", "{A}{S} तापमान {V} कर", "{A}चं तापमान {V} करा", "{A}चे तापमान {V}"],
+        "open": ["{N} उघडा ना", "{N} वर करा", "{N}ला उघड", "उघड {N}"],
+        "close": ["{N} बंद करा", "{N} खाली करा", "{N} लावा", "{N} बंद"],
+        "position": ["{N} {V} उघडा", "{N} {V} वर करा", "{N} {V} ठेव", "{N} {V} वर"],
+        "lock": ["{N} लॉक करा", "{N}ला कुलूप लावा", "{N} लॉक"],
+        "unlock": ["{N} अनलॉक करा", "{N}चे कुलूप उघडा", "{N} अनलॉक"],
+        "state": ["{N} चालू आहे की बंद", "{N}चे काय झाले", "{N} कसा आहे", "{N} उघडे आहे की बंद", "{N} किती",
+                  "{N} लॉक आहे का"],
+    },
+    "mixed": {
+        "on": ["{N} on", "{N} on कर ना", "{N} चालू करा please", "on कर {N}", "{N} switch on कर", "{N} turn on करा",
+               "please {N} on करा", "{N} on कर दे"],
+        "off": ["{N} off", "{N} off कर ना", "{N} बंद करा please", "off कर {N}", "{N} switch off कर",
+                "{N} turn off करा", "please {N} off करा"],
+        "toggle": ["{N} toggle करा", "toggle कर {N}", "{N} toggle"],
+        "area_on": ["{A} मधले सगळे {D} on कर", "{A}{S} {D} on कर", "{A} चे {D} on करा", "{A} {D} on"],
+        "area_off": ["{A} मधले सगळे {D} off कर", "{A}{S} {D} off कर", "{A} चे {D} off करा", "{A} {D} off"],
+        "all_off": ["{A}{S} सगळं off कर", "{A} सगळं off", "{A} मधलं सगळं बंद कर please"],
+        "light_set": ["{N} {V} करा", "{N} brightness {V}", "{N} ची brightness {V} कर", "{N} {V} कर"],
+        "temp_set": ["{N} {V} करा", "{N} temperature {V}", "{N} चे temperature {V} कर", "{N} {V} वर ठेव"],
+        "area_temp": ["{A}{S} temperature {V} कर", "{A} temperature {V} करा"],
+        "open": ["{N} open करा", "{N} open", "open कर {N}"],
+        "close": ["{N} close करा", "{N} close", "close कर {N}"],
+        "position": ["{N} {V} open करा", "{N} position {V} कर"],
+        "lock": ["{N} lock करा", "{N} lock", "lock कर {N}"],
+        "unlock": ["{N} unlock करा", "{N} unlock", "unlock कर {N}"],
+        "state": ["{N} on आहे की off", "{N} status", "{N} चा status काय", "{N} off आहे का"],
+    },
+}
+for _lang, _acts in TRAIN_MORE.items():
+    for _act, _tpls in _acts.items():
+        T["train"][_lang][_act] += [t for t in _tpls if t not in T["train"][_lang][_act]]
 PRE = {"train": {"en": ["", "", "", "please ", "can you ", "hey, ", "ok "], "mr": ["", "", "", "कृपया ", "जरा "],
                  "mixed": ["", "", "", "please ", "जरा "]},
        "test": {"en": ["", "kindly ", "yo ", "hello there, ", "would you "], "mr": ["", "अरे ", "एक काम कर, "],
@@ -387,33 +469,56 @@ def random_area(rng: random.Random, script: str) -> str:
     return _madeup(rng, True) + rng.choice(["", " खोली"])
 
 
+_MR_OBLIQUE = ["मुलांच्या", "पाहुण्यांच्या", "मोठ्या", "वरच्या", "खालच्या", "मागच्या", "पुढच्या", "छोट्या"]
+_ROOM_IN = {"m": ("खोलीतला", "खोलीमधला", "खोलीतील"), "f": ("खोलीतली", "खोलीमधली", "खोलीतील"),
+            "n": ("खोलीतले", "खोलीमधले", "खोलीतील"), "p": ("खोलीतले", "खोलीमधले", "खोलीतील")}
+
+
+def _in_area(rng: random.Random, area: str, g: str) -> str:
+    """A Devanagari area with a possessive/locative ending ("स्वयंपाकघरातला", "हॉलमधला", "बाग चा")."""
+    suffix = rng.choice(_GEN[g])
+    if suffix[0] == "त" and not ("\u093e" <= area[-1] <= "\u094d") and rng.random() < 0.6:
+        suffix = rng.choice("ाे") + suffix
+    return f"{area}{suffix}" if rng.random() < 0.8 else f"{area} {suffix}"
+
+
 def random_name(rng: random.Random, domain: str, script: str) -> str:
     """A device name of the domain, in Latin or Devanagari script."""
     r = rng.random()
+    if r < 0.06:      # a name with no word of the vocabulary: only copying gets it right
+        return " ".join(_madeup(rng, script == "deva") for _ in range(rng.randint(1, 2)))
+    r = rng.random()
     if script == "latin":
         dev = rng.choice(EN_DEVICES[domain])
-        if r < 0.45:
+        if r < 0.4:
             return f"{random_area(rng, 'latin')} {dev}"
-        if r < 0.6:
+        if r < 0.52:
             return dev
-        if r < 0.75:
+        if r < 0.64:
             return f"{rng.choice(EN_ADJ)} {dev}"
-        if r < 0.87:
+        if r < 0.74:
             return f"{rng.choice(PEOPLE_EN)}'s {dev}"
-        return f"{_madeup(rng, False)} {dev}"
+        if r < 0.8:
+            return f"{_madeup(rng, False)} {dev}"
+        if r < 0.88:
+            return f"{dev} in the {random_area(rng, 'latin')}"
+        return f"{random_area(rng, 'latin')} {rng.choice(EN_ADJ)} {dev}"
     dev, g = rng.choice(MR_DEVICES[domain])
     gi = {"m": 0, "f": 1}.get(g, 2)
-    if r < 0.5:
-        area = random_area(rng, "deva")
-        suffix = rng.choice(_GEN[g])
-        return f"{area}{suffix} {dev}" if rng.random() < 0.8 else f"{area} {suffix} {dev}"
-    if r < 0.6:
+    if r < 0.45:
+        return f"{_in_area(rng, random_area(rng, 'deva'), g)} {dev}"
+    if r < 0.55:
         return dev
-    if r < 0.75:
+    if r < 0.67:
         return f"{rng.choice(MR_ADJ)[gi]} {dev}"
-    if r < 0.88:
+    if r < 0.77:
         return f"{rng.choice(PEOPLE_MR)}{_GEN[g][0]} {dev}"
-    return f"{_madeup(rng, True)} {dev}"
+    if r < 0.82:
+        return f"{_madeup(rng, True)} {dev}"
+    if r < 0.92:
+        who = rng.choice(_MR_OBLIQUE + [p + "च्या" for p in PEOPLE_MR])
+        return f"{who} {rng.choice(_ROOM_IN[g])} {dev}"
+    return f"{_in_area(rng, random_area(rng, 'deva'), g)} {rng.choice(MR_ADJ)[gi]} {dev}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -452,6 +557,17 @@ def _norm(s: str) -> str:
     return " ".join(s.casefold().split())
 
 
+def _matching(text: str, named: list) -> list:
+    """The items whose names hold text exactly (normalised), else the first of its Marathi case
+    stems (bulletd.agents.home.case_stems: "स्वयंपाकघरातील" -> "स्वयंपाकघर") that some hold."""
+    key = _norm(text)
+    for k in (key, *case_stems(key)):
+        out = [x for x, names in named if k in map(_norm, names)]
+        if out:
+            return out
+    return []
+
+
 SERVICE = {"HassTurnOn": "turn_on", "HassTurnOff": "turn_off", "HassToggle": "toggle"}
 AREA_DEFAULT = ("light", "switch", "fan", "media_player")
 
@@ -462,11 +578,11 @@ def resolve(call: dict, home: Home) -> list[dict]:
     intent = call["intent"]
     targets = home.entities
     if "name" in call:
-        targets = [e for e in targets if _norm(call["name"]) in map(_norm, e.names)]
+        targets = _matching(call["name"], [(e, e.names) for e in targets])
         if len(targets) != 1:
             raise ValueError(f"name {call['name']!r} matches {len(targets)} entities")
     if "area" in call:
-        ids = [a for a, names in home.areas.items() if _norm(call["area"]) in map(_norm, names)]
+        ids = _matching(call["area"], list(home.areas.items()))
         if len(ids) != 1:
             raise ValueError(f"area {call['area']!r} matches {len(ids)} areas")
         targets = [e for e in targets if e.area == ids[0]]
@@ -539,9 +655,25 @@ def _fill(rng, split, lang, action, name=None, area=None, dword=None, dword1=Non
     """A filled template of the split's pool ("novel": the test fillers with the novel verbs)."""
     tpl = rng.choice(T[split][lang][action])
     split = "test" if split == "novel" else split
+    if "{S}" in tpl:
+        tpl = tpl.replace("{S}", _case_ending(rng, area))
     text = tpl.replace("{N}", name or "").replace("{A}", area or "").replace("{D1}", dword1 or "") \
         .replace("{D}", dword or "").replace("{V}", vtext or "")
     return rng.choice(PRE[split][lang]) + text + rng.choice(POST[split][lang])
+
+
+# Marathi locative endings a training area takes ("{A}{S}"); the call names the whole word
+# ("स्वयंपाकघरातील") and the resolver strips the ending (bulletd.agents.home.case_stems)
+LOCATIVE = ["मधले", "मधील", "मध्ये", "तले", "तील", "तल्या", "मधल्या", "मधला", "मधली", "तला", "तली"]
+
+
+def _case_ending(rng, area: str) -> str:
+    if not _is_deva(area[-1]):
+        return " " + rng.choice(["मधले", "मध्ये", "मधील"])      # "kitchen मधले"
+    suf = rng.choice(LOCATIVE)
+    if suf[0] == "त" and not ("\u093e" <= area[-1] <= "\u094d") and rng.random() < 0.7:
+        return rng.choice("ाे") + suf                              # the oblique: "स्वयंपाकघरातील", "बागेतले"
+    return (" " if rng.random() < 0.15 else "") + suf
 
 
 def _area_words(rng, lang, domain):
@@ -589,11 +721,89 @@ def banned_words() -> set:
     return _BANNED
 
 
+def whole_words(text: str, part: str) -> str:
+    """part (a substring of text) widened to whole words of text: what the grammar lets a name copy."""
+    a = text.find(part)
+    b = a + len(part)
+    while a > 0 and is_word_char(text[a - 1]):
+        a -= 1
+    while b < len(text) and is_word_char(text[b]):
+        b += 1
+    return text[a:b]
+
+
+# pseudo-words people's chatter is made of, in both scripts ("bro", "अरे" are test fillers: training
+# learns to skip words it does not know, wherever they sit, instead of a list of fillers)
+_CH_LAT = ["b", "br", "y", "h", "k", "m", "n", "d", "t", "s", "z", "g", "l", "p", "v", "w", "ch", "sh", "j", "r"]
+_CH_VOW = ["a", "o", "u", "e", "i", "aa", "ey", "oo", "ah", "uh"]
+_CH_DEV = ["अ", "ए", "ओ", "य", "हे", "ह", "बा", "रा", "मा", "ना", "गं", "तू", "जा", "वा", "खू", "पो", "डी", "भा",
+           "चा", "ला", "क", "ट", "झ", "घे", "सो", "दे"]
+
+
+def _pseudo(rng: random.Random, deva: bool) -> str:
+    banned = banned_words()
+    while True:
+        if deva:
+            w = "".join(rng.choice(_CH_DEV) for _ in range(rng.randint(1, 3)))
+        else:
+            w = "".join(rng.choice(_CH_LAT) + rng.choice(_CH_VOW) for _ in range(rng.randint(1, 2)))
+            w += rng.choice(["", "", "", "h", "y", "s", "t", "n", "k"])
+        if w not in banned and len(w) > 1:
+            return w
+
+
+def chatter(rng: random.Random, text: str, keep, p: float = 0.5) -> str:
+    """text with (probability p) a few unknown or common words before, after or between its words
+    (never inside a kept span), sometimes a comma after them, and a typo in a Devanagari word."""
+    if rng.random() >= p:
+        return text
+    common = [w for w in COMMON if w not in banned_words()]
+    deva = _is_deva(text)
+    words = []
+    for _ in range(rng.choices([1, 2, 3], weights=[5, 3, 1])[0]):
+        r = rng.random()
+        words.append(_pseudo(rng, deva and rng.random() < 0.7) if r < 0.55 else rng.choice(common))
+    spans = [(i, i + len(k)) for k in keep if k for i in [text.find(k)] if i >= 0]
+    r = rng.random()
+    if r < 0.35:
+        text = " ".join(words) + rng.choice([" ", " ", ", "]) + text
+    elif r < 0.55:
+        text = text + rng.choice([" ", " ", ", "]) + " ".join(words)
+    else:
+        cuts = [i for i, ch in enumerate(text) if ch == " " and not any(a < i < b for a, b in spans)]
+        if cuts:
+            i = rng.choice(cuts)
+            text = text[:i] + " " + " ".join(words) + text[i:]
+    if rng.random() < 0.2:           # a typo in a Devanagari word outside the kept spans
+        spans = [(i, i + len(k)) for k in keep if k for i in [text.find(k)] if i >= 0]
+        pos, cand = 0, []
+        for w in text.split(" "):
+            if _is_deva(w) and len(w) >= 3 and not any(a < pos + len(w) and pos < b for a, b in spans):
+                cand.append((pos, w))
+            pos += len(w) + 1
+        if cand:
+            a, w = rng.choice(cand)
+            text = text[:a] + typo(rng, w) + text[a + len(w):]
+    return text
+
+
+CHATTER = 0.45   # share of training lines with chatter (pseudo-words, commas, Devanagari typos)
+
+
 def _line(rng, split, lang, kind, text, call, home=None) -> dict:
-    if split == "train" and home is None:
-        v = call.get("brightness", call.get("temperature", call.get("position")))
-        keep = [call.get("name"), call.get("area")] + ([] if v is None else _value_texts(v))
-        text = add_noise(rng, text, keep, banned_words(), p=NOISE)
+    if split == "train":
+        if home is None:
+            v = call.get("brightness", call.get("temperature", call.get("position")))
+            keep = [call.get("name"), call.get("area")] + ([] if v is None else _value_texts(v))
+            text = add_noise(rng, text, keep, banned_words(), p=NOISE)
+            text = chatter(rng, text, keep, p=CHATTER)
+        call = dict(call)
+        for k in ("name", "area"):   # the call names whole words of the text (the grammar's x-copy rule)
+            if k in call:
+                assert call[k] in text, (k, call, text)
+                call[k] = whole_words(text, call[k])
+                if len(call[k]) > NAME_MAX:
+                    raise ValueError(f"{k} longer than {NAME_MAX} characters: {call[k]!r}")
     for k in ("name", "area"):
         assert k not in call or call[k] in text, (k, call, text)
     line = {"text": text, "call": {k: call[k] for k in KEY_ORDER if k in call},
@@ -705,7 +915,12 @@ def generate(split: str = "train", n: int = 1000, seed: int = 0, home: Home | No
         if home is not None:
             yield _one_on_home(rng, pool, home)
         else:
-            line = _one_random(rng, pool)
+            while True:
+                try:
+                    line = _one_random(rng, pool)
+                    break
+                except ValueError:    # a name past the schema's maxLength: draw again
+                    continue
             if split == "test" and rng.random() < 0.3:
                 line["text"] = _typo(rng, line["text"], [line["call"].get("name", ""), line["call"].get("area", "")])
             yield line

@@ -8,8 +8,9 @@ This is the trainer's own check of a freshly exported child: the model reads
     bulletd.agents.numerals.plain, as bulletd does) is within 1e-9 * max(1, |answer|);
   * routing lines ({"text", "child"}): the daemon's Router with the mother (MODEL) and the four
     children installed; a null child is right when nothing is chosen.
-With --copy, a "name" or "area" string may only grow into a substring of the utterance (the home
-schema's x-copy rule, the part of the grammar that matters most here); nothing else is
+With --copy, a "name" or "area" string may only grow into a substring of the utterance that starts
+at the start of a word and ends at the end of one (the home schema's "x-copy": "words" rule, the
+part of the grammar that matters most here; --copy chars: any substring); nothing else is
 constrained. `bullet eval` measures the same sets through bulletd's own path (grammar, tools).
 
     python -m trainer.agentdata.measure child_models/home.bullet home_test.jsonl --home examples/home.yaml
@@ -66,10 +67,13 @@ def judge(line: dict, call, home=None) -> bool:
 _OPEN_COPY = re.compile(rb'"(?:name|area)":"([^"]*)$')
 
 
-def copy_greedy(model, prompt: str, source: str, pieces: list[bytes], max_tokens: int = 128) -> str:
+def copy_greedy(model, prompt: str, source: str, pieces: list[bytes], max_tokens: int = 128,
+                words: bool = True) -> str:
     """Greedy decoding where a "name" or "area" string may only hold a substring of `source` (the
-    x-copy rule of the home schema; nothing else is constrained). Stops at the first complete
-    JSON object."""
+    x-copy rule of the home schema; with `words`, whole words; nothing else is constrained).
+    Stops at the first complete JSON object."""
+    from bulletd.runtime.grammar import word_span
+
     src = source.encode("utf-8")
     ids = model.encode_prompt(prompt)
     session = model.new_session()
@@ -90,6 +94,8 @@ def copy_greedy(model, prompt: str, source: str, pieces: list[bytes], max_tokens
                 value = m.group(1) + head
                 if value not in src or (quote and not value):
                     continue
+                if words and value and not word_span(src, value, bool(quote)):
+                    continue
             chosen = t
             break
         if chosen is None or chosen in model.stop_ids or pos >= model.context:
@@ -102,8 +108,9 @@ def copy_greedy(model, prompt: str, source: str, pieces: list[bytes], max_tokens
     return out.decode("utf-8", "replace")
 
 
-def measure(model_path, lines, home=None, max_tokens: int = 128, copy: bool = False) -> dict:
-    """copy: decode with the x-copy rule for names and areas (copy_greedy) instead of plain greedy."""
+def measure(model_path, lines, home=None, max_tokens: int = 128, copy: bool | str = False) -> dict:
+    """copy: decode with the x-copy rule for names and areas (copy_greedy) instead of plain greedy;
+    "chars" for any substring, otherwise (True, "words") whole words."""
     from bulletd.runtime import GenerationSettings, load_model
 
     by_cat = defaultdict(lambda: [0, 0])
@@ -115,7 +122,7 @@ def measure(model_path, lines, home=None, max_tokens: int = 128, copy: bool = Fa
         for line in lines:
             prompt = template.format(text=line["text"])
             if copy:
-                text = copy_greedy(model, prompt, line["text"], pieces, max_tokens)
+                text = copy_greedy(model, prompt, line["text"], pieces, max_tokens, words=copy != "chars")
             else:
                 text = "".join(model.generate(prompt, settings))
             call = first_object(text)
@@ -165,7 +172,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int)
     ap.add_argument("--misses", type=int, default=10, help="misses to print")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--copy", action="store_true", help="names and areas may only copy the utterance (x-copy)")
+    ap.add_argument("--copy", nargs="?", const="words", choices=["words", "chars"],
+                    help="names and areas may only copy whole words of the utterance (x-copy; chars: any substring)")
     args = ap.parse_args(argv)
     from trainer.agentdata.home import Home
 
@@ -174,7 +182,7 @@ def main(argv=None) -> int:
         lines = [json.loads(s) for s in fh if s.strip()]
     if args.limit:
         lines = lines[:args.limit]
-    r = measure_routing(args.model, lines) if lines and "child" in lines[0] else measure(args.model, lines, home, copy=args.copy)
+    r = measure_routing(args.model, lines) if lines and "child" in lines[0] else measure(args.model, lines, home, copy=args.copy or False)
     if args.json:
         print(json.dumps(r, ensure_ascii=False))
         return 0

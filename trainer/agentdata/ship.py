@@ -133,15 +133,34 @@ def ship_child(name: str, run, data_dir, out, key=None, home_path=None) -> dict:
             r = measure(path, _lines(p), home, copy=copy)
             results.append((fname, what, _sha(p), r, time.monotonic() - t0))
             print(f"{name}: {fname}{' --copy' if copy else ''}: {r['correct']}/{r['n']} = {100 * r['accuracy']:.1f}%")
+    served = served_eval(name, out, data_dir, home_path, key is not None)
     speed = decode_speed(path, summary.get("examples") or ["hello"])
     gold = golden_calls(path, GOLDEN[name])
     gpath = out / "agents_golden.json"
     allg = json.loads(gpath.read_text(encoding="utf-8")) if gpath.is_file() else {}
     allg[name] = gold
     gpath.write_text(json.dumps(allg, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    card = child_card(name, summary, ck, results, speed, run, gold)
+    card = child_card(name, summary, ck, results, speed, run, gold, served)
     (out / f"{name}.md").write_text(card, encoding="utf-8")
     return {"summary": summary, "results": results, "speed": speed}
+
+
+def served_eval(name: str, out: Path, data_dir: Path, home_path=None, signed: bool = False):
+    """`bullet eval` of the child's held-out set (SETS[name][0]) straight to the child, through
+    bulletd's path: the header's grammar, run_agent, the daemon's resolver; for home also Home
+    Assistant's matcher (hassil) when it is installed. (set name, report), or None without the set."""
+    import importlib.util
+
+    from bulletd.evaluate.core import run_eval
+
+    p = Path(data_dir) / SETS[name][0][0]
+    if not p.is_file() or (name == "home" and not home_path):
+        return None
+    hassil = name == "home" and all(importlib.util.find_spec(m) for m in ("hassil", "home_assistant_intents"))
+    r = run_eval(str(p), str(out), trust=str(out / "release.pub.pem") if signed else None, child=name,
+                 home_path=str(home_path) if name == "home" else None, baseline="hassil" if hassil else None)
+    print(f"{name}: bullet eval {p.name} --child {name}: {r['correct']}/{r['n']} = {100 * r['accuracy']:.1f}%")
+    return p.name, r
 
 
 def golden_calls(path, utterances, max_tokens: int = 80) -> list[dict]:
@@ -160,7 +179,24 @@ def golden_calls(path, utterances, max_tokens: int = 80) -> list[dict]:
     return out
 
 
-def child_card(name, summary, ck, results, speed, run: Path, gold=()) -> str:
+def _served_section(served) -> str:
+    if not served:
+        return ""
+    fname, r = served
+    b = r.get("baseline")
+    base = (f"\n\nHome Assistant's own matcher on the same lines (`--baseline hassil`, {b['version']}): "
+            f"{b['correct']}/{r['n']} = {100 * b['accuracy']:.1f}%; by category: "
+            + ", ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in b["by_category"].items()) + "." if b else "")
+    misses = "\n".join("    " + json.dumps({"text": m["text"], "got": m["got"]}, ensure_ascii=False)
+                       for m in r["misses"][:8]) or "    (none)"
+    return (f"### `bullet eval {fname} --child {r['child']}`: bulletd's path\n\nThe grammar of the header's "
+            f"schema (names and areas copy whole words of the utterance), greedy, the call validated\n"
+            f"and run by the tool (home: the daemon's resolver: exact names, Marathi case endings, fuzzy\n"
+            f"matching), signatures {r['signatures']}.\n\n{_table(r)}{base}\n\n"
+            f"First misses (text, what bulletd got):\n\n{misses}\n\n")
+
+
+def child_card(name, summary, ck, results, speed, run: Path, gold=(), served=None) -> str:
     cfg = ck.state["config"]
     ev = ck.state.get("eval") or {}
     wall = _wall_minutes(run)
@@ -195,15 +231,15 @@ Trained from scratch with `bullet-train` (NumPy, CPU), exported to BQ4.{NOTES.ge
 ## Held-out evaluation
 
 Measured by `python -m trainer.agentdata.measure` through the runtime: greedy decoding **without**
-the grammar (or, where marked, with only its x-copy rule: a name or area may only be a substring of
-the utterance), the first JSON object of the output is the call. Home calls are right when they resolve
-(the generator's exact-name resolver) to exactly the line's `expect` on the example home; calc calls
-when the expression's exact value (its numbers read back by `bulletd.agents.numerals.plain`, as
-bulletd does) equals the answer. Categories ending in `-novel` use verbs that
+the grammar (or, where marked, with only its x-copy rule: a name or area may only be whole words of
+the utterance), the first JSON object of the output is the call. Home calls are right when they
+resolve (the generator's exact-name resolver; a Marathi case ending may be stripped) to exactly the
+line's `expect` on the example home; calc calls when the expression's exact value (its numbers read
+back by `bulletd.agents.numerals.plain`, as bulletd does) equals the answer. Categories ending in `-novel` use verbs that
 the training data never has (a model trained from scratch cannot know them); they are reported
 apart from the targets. `bullet eval` measures the same files through bulletd's path.
 
-{sets}
+{_served_section(served)}{sets}
 
 ## Golden outputs (temperature 0, no grammar)
 
