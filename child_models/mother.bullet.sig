@@ -1,11 +1,11 @@
 {
  "manifest": {
-  "created": "2026-12-03T13:43:36+00:00",
+  "created": "2026-12-03T14:01:50+00:00",
   "key_id": "f670be2f7d665147",
   "name": "mother",
-  "sha256": "706bc133ed08bf05b5b89c675b3e9e6b7a6353fadfe0a80f550a943d8c32e11f",
+  "sha256": "fef5114906b0318089d7bfcffaa38df0e57558c17966b295fd53ec92a9013f50",
   "size": 4200098,
   "version": "0.3.0"
  },
- "signature": "7FEQgHSbfUb9neZOp2LUrOYm9+iaSwxxSXG8zrLS8dbK7xixLlNfhBLYaJXtBZiMUX00cNRSxdXQhUcLN284BA=="
+ "signature": "A4Vy45/uNdLwzm8M8brfCgsM0r7rG9NoC5/k+si4v9iyt+pyOS/wsKM0yC6ntXvrb/tDITY2oCDhaKYZLT6AAw=="
 }
