@@ -472,13 +472,19 @@ class Generation:
                     # end-of-sequence id is dropped; max_tokens or the context keeps the id reaching it
                     take, reason = len(batch), None
                     n0 = len(self.tokens)
-                    for j, nxt in enumerate(batch):
-                        if nxt in stop_ids:   # with a grammar: only where the document is complete
-                            take, reason = j, "stop" if self.grammar is not None else "eos"
-                            break
-                        if n0 + j + 1 >= max_tokens or pos + j >= context:
+                    if stop_ids.isdisjoint(batch):
+                        # the first j where max_tokens or the context is reached, by arithmetic
+                        j = max(0, min(max_tokens - n0 - 1, context - pos))
+                        if j < take:
                             take, reason = j + 1, "length"
-                            break
+                    else:
+                        for j, nxt in enumerate(batch):
+                            if nxt in stop_ids:   # with a grammar: only where the document is complete
+                                take, reason = j, "stop" if self.grammar is not None else "eos"
+                                break
+                            if n0 + j + 1 >= max_tokens or pos + j >= context:
+                                take, reason = j + 1, "length"
+                                break
                     if self._grammar_done and take == len(batch):
                         reason = "stop"   # the document is complete and nothing can extend it
                     ids = batch[:take] if take < len(batch) else batch
@@ -535,7 +541,7 @@ class Generation:
         native call each (the GIL is free meanwhile). The first batch is one token, so the first
         token comes at once (and ttft_s times one token). Later batches hold about _BATCH_S of
         work at the speed the last call ran (at most _MAX_BATCH tokens); when streaming, or when
-        stop strings may end the generation early, they also grow at most 2x per call (1, 2, 4 ..),
+        stop strings may end the generation early, they also grow at most 4x per call (1, 4, 16 ..),
         so the first pieces come at once. A cancel waits at most one batch. Tokens drawn beyond
         what the consumer takes are wasted work but stay valid in the cache (session.tokens lists
         them).
@@ -698,10 +704,10 @@ _FIRST_BATCH = 16   # while the speed is unknown
 
 def _next_batch(batch: int, ramp: bool, took: float, ran: int) -> int:
     """Draws for the next native call, after one that ran `ran` forward passes in `took` seconds
-    (none yet: _FIRST_BATCH); with `ramp` at most twice the last batch."""
+    (none yet: _FIRST_BATCH); with `ramp` at most 4x the last batch."""
     n = _FIRST_BATCH if ran <= 0 or took <= 0.0 else int(_BATCH_S * ran / took)
     n = max(1, min(_MAX_BATCH, n))
-    return min(n, 2 * batch) if ramp else n
+    return min(n, 4 * batch) if ramp else n
 
 
 def _took(sess, pending: int, toks: list, pos: int, new_pos: int, seen: list, seen_set: set) -> int:
@@ -712,10 +718,11 @@ def _took(sess, pending: int, toks: list, pos: int, new_pos: int, seen: list, se
         sess.tokens.append(pending)
         ran -= 1
     sess.tokens.extend(toks[:ran])
-    for t in toks:
-        if t not in seen_set:
-            seen_set.add(t)
-            seen.append(t)
+    new = set(toks)
+    new -= seen_set
+    if new:   # the order of `seen` does not matter: the penalty applies once per distinct id
+        seen_set |= new
+        seen.extend(new)
     return new_pos
 
 
