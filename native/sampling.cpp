@@ -68,27 +68,17 @@ int64_t sample_token_ref(const float* logits, int64_t n, const int64_t* seen, in
 
 // The same picks as sample_token_ref, with less work per call:
 //  - the finiteness check is a branch-free OR over the exponent bits, fused with the copy;
-//  - the k-th largest logit comes from one pass that keeps only values above a rising threshold
-//    (the k largest with repeats survive, so it is exactly the value nth_element finds);
+//  - the k-th largest logit is found among the few candidates at or above the k-th largest of
+//    about 4k block maxima (every value that can be it is one of them, repeats included);
 //  - candidates are sorted as (logit descending, id ascending), the order a stable sort by
 //    logit of ascending ids gives, so the weights and their sums come out in the same order.
-// whether any of x[0..n) is > t; n <= CHUNK. A full chunk is a fixed-length loop, which vectorises.
-constexpr int64_t CHUNK = 32;
-static inline bool any_above(const float* x, int64_t n, float t) {
-    int any = 0;
-    if (n == CHUNK) {
-        for (int64_t i = 0; i < CHUNK; i++) any |= x[i] > t;
-    } else {
-        for (int64_t i = 0; i < n; i++) any |= x[i] > t;
-    }
-    return any != 0;
-}
-
 int64_t sample_token(const float* logits, int64_t n, const int64_t* seen, int64_t n_seen, double temperature,
                      int64_t top_k, double top_p, float penalty, double coin) {
     if (n <= 0) return -1;
     thread_local std::vector<float> z;
     thread_local std::vector<float> buf;
+    thread_local std::vector<int64_t> cand;
+    thread_local std::vector<float> bmax;
     thread_local std::vector<int64_t> ids;
     thread_local std::vector<double> cum;
     z.resize((size_t)n);
@@ -121,41 +111,38 @@ int64_t sample_token(const float* logits, int64_t n, const int64_t* seen, int64_
         ids.resize((size_t)n);
         std::iota(ids.begin(), ids.end(), 0);
     } else {
-        // values above a threshold t go to buf; when it fills, it is cut to its k largest and t
-        // becomes the least of those. A value <= t is never the k-th largest of all unless t is,
-        // and the k kept values already make t that.
-        const size_t k = (size_t)top_k, cap = 4 * k + 64;
-        buf.resize(cap + 1);
-        float* bp = buf.data();
-        float t = -INFINITY;
-        size_t nb = 0;
-        for (int64_t i0 = 0; i0 < n; i0 += CHUNK) {
-            const int64_t i1 = std::min(n, i0 + CHUNK);
-            if (!any_above(zp + i0, i1 - i0, t)) continue;  // the common case once t has risen
-            for (int64_t i = i0; i < i1; i++) {
-                bp[nb] = zp[i];
-                nb += zp[i] > t;
-                if (nb == cap) {
-                    std::nth_element(bp, bp + (k - 1), bp + nb, std::greater<float>());
-                    t = bp[k - 1];
-                    nb = k;
-                }
+        // t0 = the k-th largest of the maxima of about 4k blocks: k values are >= t0, so the
+        // k-th largest of all is too, and every value >= it is among the candidates >= t0 (few)
+        const int64_t k = top_k;
+        const int64_t bs = std::max<int64_t>(1, n / (4 * k)), nbk = (n + bs - 1) / bs;  // nbk >= k
+        bmax.resize((size_t)nbk);
+        for (int64_t b = 0; b < nbk; b++) {
+            const int64_t lo = b * bs, hi = std::min(n, lo + bs);
+            float mx = zp[lo];
+            for (int64_t i = lo + 1; i < hi; i++) mx = zp[i] > mx ? zp[i] : mx;
+            bmax[b] = mx;
+        }
+        buf.assign(bmax.begin(), bmax.end());
+        std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), std::greater<float>());
+        const float t0 = buf[k - 1];
+        // candidates: only blocks whose maximum reaches t0 hold any; ascending ids
+        cand.resize((size_t)n);
+        int64_t* cp = cand.data();
+        int64_t nc = 0;
+        for (int64_t b = 0; b < nbk; b++) {
+            if (bmax[b] < t0) continue;
+            const int64_t lo = b * bs, hi = std::min(n, lo + bs);
+            for (int64_t i = lo; i < hi; i++) {
+                cp[nc] = i;
+                nc += zp[i] >= t0;
             }
         }
-        std::nth_element(bp, bp + (k - 1), bp + nb, std::greater<float>());
-        const float kth = bp[k - 1];
-        ids.resize((size_t)n);
-        int64_t* ip = ids.data();
-        size_t m = 0;
-        for (int64_t i0 = 0; i0 < n; i0 += CHUNK) {
-            const int64_t i1 = std::min(n, i0 + CHUNK);
-            if (!any_above(zp + i0, i1 - i0, std::nextafter(kth, -INFINITY))) continue;
-            for (int64_t i = i0; i < i1; i++) {
-                ip[m] = i;
-                m += zp[i] >= kth;
-            }
-        }
-        ids.resize(m);
+        buf.resize((size_t)nc);
+        for (int64_t j = 0; j < nc; j++) buf[j] = zp[cp[j]];
+        std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), std::greater<float>());
+        const float kth = buf[k - 1];
+        for (int64_t j = 0; j < nc; j++)
+            if (zp[cp[j]] >= kth) ids.push_back(cp[j]);
     }
     std::sort(ids.begin(), ids.end(), [zp](int64_t a, int64_t b) { return zp[a] > zp[b] || (zp[a] == zp[b] && a < b); });
     const double zmax = (double)zp[ids[0]];
