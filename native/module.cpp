@@ -296,6 +296,13 @@ PYBIND11_MODULE(_native, m) {
              "decode() under a grammar: draws among the ids the automaton's state allows and follows the "
              "transitions. Returns (tokens, end, next_pos, state); end is 'count', 'stop_id', 'nonfinite', "
              "'expand' (the state has no row yet) or 'complete' (the document is complete). GIL released.")
+        .def_property("threads", [](const PySession& s) { return s.core->threads(); },
+                      [](PySession& s, int n) {
+                          py::gil_scoped_release release;  // a pool's workers start or end
+                          s.core->set_threads(n);
+                      },
+                      "Threads one step runs on (1..64): matrix products and attention heads split among them; "
+                      "the logits do not depend on it")
         .def_property_readonly("kv_cache_bytes", [](const PySession& s) { return s.core->kv_cache_bytes(); })
         .def_property_readonly("scratch_bytes", [](const PySession& s) { return s.core->scratch_bytes(); })
         .def_property_readonly("valid_len", [](const PySession& s) { return s.core->valid_len(); })
