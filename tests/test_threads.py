@@ -82,3 +82,29 @@ def test_a_bad_thread_count_is_refused_and_the_session_keeps_working(bad):
         s.set_threads(bad)
     assert s.threads == 2
     assert np.array_equal(s.prefill([1, 2, 3], 0), _model("small", "auto").new_session().prefill([1, 2, 3], 0))
+
+
+def test_generation_settings_choose_the_threads_and_the_tokens_stay_the_same(tmp_path):
+    from bulletd.format.synth import write_random_lm
+    from bulletd.runtime import GenerationSettings, load_model
+    p = tmp_path / "m.bullet"
+    write_random_lm(p, dict(K.SMALL, max_seq_len=64), seed=1, dtype="bq4", name="m")
+    with load_model(p, backend="native") as m:
+        outs = {}
+        for threads in (0, 1, 2, 3):      # 0: the model's default (m.threads)
+            m.threads = 2 if threads == 0 else 1
+            g = m.generate("hello there", GenerationSettings(max_tokens=40, seed=7, threads=threads))
+            text = "".join(g)
+            outs[threads] = (g.tokens, text)
+            sess = m._idle
+            assert sess is not None and sess._impl.threads == (threads or 2)
+        assert outs[0] == outs[1] == outs[2] == outs[3] and len(outs[1][0]) > 0
+
+
+@pytest.mark.parametrize("bad", [65, -1, 2.5, True])
+def test_a_bad_threads_setting_is_refused_by_name(bad):
+    from bulletd.errors import BadSettings
+    from bulletd.runtime import GenerationSettings
+    with pytest.raises(BadSettings) as e:
+        GenerationSettings(threads=bad).validate()
+    assert e.value.field == "threads"

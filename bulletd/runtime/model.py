@@ -157,6 +157,7 @@ class Model:
             if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.arch["vocab_size"]:
                 stop.add(i)
         self.stop_ids = frozenset(stop)   # sampling one of these ends generation with "eos"
+        self.threads = 1    # threads a forward step runs on when the settings say 0 (native backend)
         # NumPy loads numpy.random on first use, 50-100 ms of imports: at load, not in a request
         import numpy.random  # noqa: F401
         self.backend = _choose_backend(backend)
@@ -308,6 +309,14 @@ class Session:
             self._impl = model._ref.new_session()
             self.kv_bytes = self._impl.kv_bytes
 
+    def set_threads(self, n: int) -> None:
+        """Threads each forward step runs on (1..64; the native backend splits the matrix products
+        and attention heads among them; the NumPy backend always runs one). ModelError otherwise."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
+            raise ModelError(f"threads must be an integer from 1 to 64, got {n!r}")
+        if self.model.backend == "native" and n != getattr(self._impl, "threads", 1):
+            self._impl.set_threads(n)
+
     def _kv_estimate(self) -> int:
         return _arch.kv_cache_bytes(self.model.arch)
 
@@ -448,6 +457,7 @@ class Generation:
             if self._cancelled():
                 self.finish_reason = "cancelled"
                 return
+            self.session.set_threads(s.threads or m.threads)
             logits = self.session._prefill_reusing(self.prompt_tokens)
             self.prefill_s = time.perf_counter() - t0
             pos = len(self.prompt_tokens)
