@@ -4,9 +4,10 @@
 // Session to split the matrix products and attention heads of one forward step (model.cpp).
 //
 // Cheap to hand work to: a job is published by bumping one atomic counter that the workers spin
-// on, and the caller spins on a done counter, so a step's ~40 jobs cost a few cache-line transfers
-// each. A worker that finds no job for SPIN_US sleeps on a condition variable (the caller wakes it
-// with the next job), so an idle session's workers use no CPU. On Linux each worker is pinned to
+// on, the caller spins on a done counter and a barrier on a phase counter, so a hand-off costs a
+// few cache-line transfers. A thread that has spun a while yields the CPU between tries (a thread
+// it waits for may share its core); a worker without a job for IDLE_US sleeps on a condition
+// variable until the next job wakes it, so an idle session's workers use no CPU. On Linux each worker is pinned to
 // its own CPU of the process's affinity set (worker i to the i-th allowed CPU; the caller, a
 // thread of the application, is left to the scheduler, which puts it beside the busy workers:
 // measured on a loaded 2-core VM, pinning the caller too made steps wait for a busy core).
@@ -37,23 +38,12 @@ inline void cpu_relax() {
 #endif
 }
 
-// Waits for a condition: spins first (a job's parts end within microseconds of each other on
-// free cores), then yields the CPU at every try, so that a thread we wait for that shares our core
-// (the machine is busy, or the caller runs on a worker's core) gets it at once.
-template <class Done>
-inline void spin_until(const Done& done) {
-    for (int spins = 0; !done(); spins++) {
-        if (spins < 4096)
-            cpu_relax();
-        else
-            std::this_thread::yield();
-    }
-}
-
 class Pool {
   public:
     static constexpr int MAX_THREADS = 64;
-    static constexpr int SPIN_US = 200;  // a worker spins this long for the next job, then sleeps
+    // Pauses before yielding (~0.2 ms here), and how long a worker without a job waits before it
+    // sleeps (between decode calls Python runs for a while; between requests the session idles)
+    static constexpr int64_t SPINS = 1 << 12, IDLE_US = 2000;
 
     // n threads in all (the caller counts as one); 1 <= n <= MAX_THREADS
     explicit Pool(int n) : n_(n) {
@@ -77,8 +67,8 @@ class Pool {
             std::lock_guard<std::mutex> g(mu_);
             stop_ = true;
             gen_.fetch_add(1, std::memory_order_seq_cst);
+            cv_.notify_all();
         }
-        cv_.notify_all();
         for (auto& t : workers_) t.join();
     }
 
@@ -98,23 +88,21 @@ class Pool {
         call_ = [](const void* c, int i) { (*(const F*)c)(i); };
         done_.store(0, std::memory_order_relaxed);
         gen_.fetch_add(1, std::memory_order_seq_cst);  // publishes ctx_, call_ and the reset
-        if (sleepers_.load(std::memory_order_seq_cst) > 0) {
-            std::lock_guard<std::mutex> g(mu_);
-            cv_.notify_all();
-        }
+        wake();
         f(0);
-        spin_until([&] { return done_.load(std::memory_order_acquire) == n_ - 1; });
+        wait_until([&] { return done_.load(std::memory_order_seq_cst) == n_ - 1; }, SPINS);
     }
 
-    // Inside a job: every thread of it waits here until all have arrived (a spinning barrier)
+    // Inside a job: every thread of it waits here until all have arrived
     void barrier() {
         if (n_ == 1) return;
         const uint32_t ph = phase_.load(std::memory_order_relaxed);
         if (arrived_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
             arrived_.store(0, std::memory_order_relaxed);
-            phase_.store(ph + 1, std::memory_order_release);
+            phase_.store(ph + 1, std::memory_order_seq_cst);
+            wake();
         } else {
-            spin_until([&] { return phase_.load(std::memory_order_acquire) != ph; });
+            wait_until([&] { return phase_.load(std::memory_order_seq_cst) != ph; }, SPINS);
         }
     }
 
@@ -131,29 +119,47 @@ class Pool {
         return out;
     }
 
+    // Waits for pred: spins (pause) `spins` times, then keeps trying but yields the CPU between
+    // tries; with `sleep_us`, after that long it sleeps until a wake() finds pred true. Spinning
+    // keeps a job's hand-offs cheap when every thread has a core. Within a job a thread never
+    // sleeps: on a loaded VM, waking a sleeper took hundreds of microseconds, while yielding lets
+    // a thread we wait for that shares our core run at once.
+    template <class P>
+    void wait_until(const P& pred, int64_t spins, int64_t sleep_us = -1) {
+        for (int64_t k = 0; k < spins; k++) {
+            if (pred()) return;
+            cpu_relax();
+        }
+        const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(sleep_us);
+        for (int64_t k = 0; !pred(); k++) {
+            std::this_thread::yield();
+            if (sleep_us >= 0 && k % 64 == 63 && std::chrono::steady_clock::now() > until) {
+                std::unique_lock<std::mutex> lk(mu_);
+                waiters_.fetch_add(1, std::memory_order_seq_cst);
+                cv_.wait(lk, pred);
+                waiters_.fetch_sub(1, std::memory_order_seq_cst);
+                return;
+            }
+        }
+    }
+
+    // After a change a sleeper may wait for (seq_cst, as its count and check are)
+    void wake() {
+        if (waiters_.load(std::memory_order_seq_cst) > 0) {
+            std::lock_guard<std::mutex> g(mu_);
+            cv_.notify_all();
+        }
+    }
+
     void loop(int i) {
         uint64_t seen = 0;
         for (;;) {
-            uint64_t g = gen_.load(std::memory_order_acquire);
-            if (g == seen) {
-                const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(SPIN_US);
-                for (int spins = 1; (g = gen_.load(std::memory_order_acquire)) == seen; spins++) {
-                    if (spins < 4096)
-                        cpu_relax();
-                    else
-                        std::this_thread::yield();
-                    if (spins % 256 == 0 && std::chrono::steady_clock::now() > until) {
-                        std::unique_lock<std::mutex> lk(mu_);
-                        sleepers_.fetch_add(1, std::memory_order_seq_cst);
-                        cv_.wait(lk, [&] { return gen_.load(std::memory_order_seq_cst) != seen; });
-                        sleepers_.fetch_sub(1, std::memory_order_seq_cst);
-                    }
-                }
-            }
-            seen = g;
+            wait_until([&] { return gen_.load(std::memory_order_seq_cst) != seen; }, SPINS, IDLE_US);
+            seen = gen_.load(std::memory_order_acquire);
             if (stop_) return;
             call_(ctx_, i);
-            done_.fetch_add(1, std::memory_order_release);
+            done_.fetch_add(1, std::memory_order_seq_cst);
+            wake();
         }
     }
 
@@ -164,7 +170,7 @@ class Pool {
     bool stop_ = false;
     alignas(64) std::atomic<uint64_t> gen_{0};   // bumped once per job
     alignas(64) std::atomic<int> done_{0};       // workers that finished the current job
-    alignas(64) std::atomic<int> sleepers_{0};
+    alignas(64) std::atomic<int> waiters_{0};     // threads asleep in wait_until
     alignas(64) std::atomic<int> arrived_{0};     // barrier(): threads arrived in this phase
     alignas(64) std::atomic<uint32_t> phase_{0};
     std::mutex mu_;

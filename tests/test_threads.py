@@ -6,6 +6,8 @@ ASan + UBSan too.
 
     pytest tests/test_threads.py -q
 """
+import os
+
 import numpy as np
 import pytest
 
@@ -96,8 +98,8 @@ def test_generation_settings_choose_the_threads_and_the_tokens_stay_the_same(tmp
             g = m.generate("hello there", GenerationSettings(max_tokens=40, seed=7, threads=threads))
             text = "".join(g)
             outs[threads] = (g.tokens, text)
-            sess = m._idle
-            assert sess is not None and sess._impl.threads == (threads or 2)
+            sess = m._idle   # at most one thread per CPU this process may use
+            assert sess is not None and sess._impl.threads == min(threads or 2, len(os.sched_getaffinity(0)))
         assert outs[0] == outs[1] == outs[2] == outs[3] and len(outs[1][0]) > 0
 
 

@@ -311,9 +311,11 @@ class Session:
 
     def set_threads(self, n: int) -> None:
         """Threads each forward step runs on (1..64; the native backend splits the matrix products
-        and attention heads among them; the NumPy backend always runs one). ModelError otherwise."""
+        and attention heads among them, at most one per CPU this process may use: more would wait
+        for each other; the NumPy backend always runs one). ModelError otherwise."""
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
             raise ModelError(f"threads must be an integer from 1 to 64, got {n!r}")
+        n = min(n, _cpus())
         if self.model.backend == "native" and n != getattr(self._impl, "threads", 1):
             self._impl.set_threads(n)
 
@@ -718,6 +720,14 @@ def _next_batch(batch: int, ramp: bool, took: float, ran: int) -> int:
     n = _FIRST_BATCH if ran <= 0 or took <= 0.0 else int(_BATCH_S * ran / took)
     n = max(1, min(_MAX_BATCH, n))
     return min(n, 4 * batch) if ramp else n
+
+
+def _cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _took(sess, pending: int, toks: list, pos: int, new_pos: int, seen: list, seen_set: set) -> int:
