@@ -1,17 +1,20 @@
 // A small pool of worker threads for one session: the calling thread and n - 1 workers run one
 // job together (run), each knowing its index, and run returns when all have finished it; inside
-// a job they can wait for each other (barrier). Used by
-// Session to split the matrix products and attention heads of one forward step (model.cpp).
+// a job they can wait for each other (barrier). Session uses it to split the matrix products and
+// attention heads of one forward step (model.cpp).
 //
 // Cheap to hand work to: a job is published by bumping one atomic counter that the workers spin
 // on, the caller spins on a done counter and a barrier on a phase counter, so a hand-off costs a
 // few cache-line transfers. A thread that has spun a while yields the CPU between tries (a thread
 // it waits for may share its core); a worker without a job for IDLE_US sleeps on a condition
-// variable until the next job wakes it, so an idle session's workers use no CPU. On Linux each worker is pinned to
-// its own CPU of the process's affinity set (worker i to the i-th allowed CPU; the caller, a
-// thread of the application, is left to the scheduler, which puts it beside the busy workers:
-// measured on a loaded 2-core VM, pinning the caller too made steps wait for a busy core).
+// variable until the next job wakes it, so an idle session's workers use no CPU.
+//
+// On Linux each worker is pinned to a CPU of the caller's set other than the one the caller runs
+// on when the pool starts (worker i to the i-th after it). The caller, a thread of the
+// application, is not pinned: measured on a loaded 2-core VM, pinning it too made steps wait for a
+// busy core, and a caller left on a worker's CPU made the two take turns on it.
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -107,6 +110,8 @@ class Pool {
     }
 
   private:
+    // The calling thread's allowed CPUs, starting with the one it runs on now (which the workers,
+    // taking the ones after it, then leave to it)
     static std::vector<int> allowed_cpus() {
         std::vector<int> out;
 #if defined(__linux__)
@@ -115,6 +120,12 @@ class Pool {
         if (sched_getaffinity(0, sizeof(set), &set) == 0)
             for (int c = 0; c < CPU_SETSIZE; c++)
                 if (CPU_ISSET(c, &set)) out.push_back(c);
+        const int here = sched_getcpu();
+        for (size_t k = 0; k < out.size(); k++)
+            if (out[k] == here) {
+                std::rotate(out.begin(), out.begin() + (long)k, out.end());
+                break;
+            }
 #endif
         return out;
     }
