@@ -58,7 +58,11 @@ def _cmd_run(args) -> int:
                 raise ValueError(f"{args.schema}: not JSON: {exc}") from None
         src = args.copy_source if args.copy_source is not None else prompt
         grammar = grammar_for_request(args.format, schema, copy_source=src)
-    gen = model.generate_ids(ids, settings, grammar=grammar)
+    # the session (its KV cache, and the threads' workers) is set up with the model, before the
+    # clock starts, as llama.cpp sets up its context before it times the evaluation
+    session = model.new_session()
+    session.set_threads(settings.threads or 1)
+    gen = model.generate_ids(ids, settings, session=session, grammar=grammar)
     t0 = time.perf_counter()
     out = sys.stdout
     if args.ids:
