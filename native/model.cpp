@@ -251,7 +251,12 @@ Session::Session(std::shared_ptr<const Model> m, int64_t prefill_chunk)
 int64_t Session::scratch_bytes() const {
     int64_t f = 0;
     for (const auto* v : {&x_, &xb_, &xb2_, &q_, &kt_, &vt_, &hb_, &hb2_, &att_, &rc_, &rs_, &emb_}) f += (int64_t)v->size();
-    return f * 4 + (int64_t)q8_.size() * (int64_t)sizeof(BlockQ8);
+    int64_t q8 = (int64_t)q8_.size();
+    for (const ThreadScratch& t : tx_) {
+        f += (int64_t)(t.x.size() + t.xb.size());
+        q8 += (int64_t)t.q8.size();
+    }
+    return f * 4 + q8 * (int64_t)sizeof(BlockQ8);
 }
 
 // K is kept transposed per head (head_dim rows of max_seq_len) so that attention scores vectorise
