@@ -399,10 +399,10 @@ void Session::step_parallel(int64_t pos, float* logits) {
             for (int64_t h = g0 * kv_mul; h < g1 * kv_mul; h++)
                 k_->attention_multi(Q + h * hd_, QD, 1, kcache(l, h / kv_mul), cfg_.max_seq_len, vcache(l, h / kv_mul),
                                     pos, hd_, att, XB2 + h * hd_, QD);
-            pool.barrier();  // every head's output is in XB2
+            pool.barrier(i);  // every head's output is in XB2
             input(XB2, QD, L.wo);
             share(L.wo, XB);
-            pool.barrier();  // all of Wo xb2 is in XB
+            pool.barrier(i);  // all of Wo xb2 is in XB
             for (int64_t j = 0; j < D; j++) x[j] += XB[j];
             k_->rmsnorm(xb, x, L.ffn_norm.data(), D, cfg_.norm_eps);
             input(xb, D, L.w1);
@@ -413,10 +413,10 @@ void Session::step_parallel(int64_t pos, float* logits) {
                 rows(L.w3, HB2, r0, r1);
                 if (r1 > r0) k_->swiglu(HB + r0, HB2 + r0, r1 - r0);
             }
-            pool.barrier();  // all of the hidden layer is in HB
+            pool.barrier(i);  // all of the hidden layer is in HB
             input(HB, H, L.w2);
             share(L.w2, XB);
-            pool.barrier();  // all of W2 hb is in XB; nobody reads XB again before the next barrier
+            pool.barrier(i);  // all of W2 hb is in XB; nobody reads XB again before the next barrier
             for (int64_t j = 0; j < D; j++) x[j] += XB[j];
         }
         k_->rmsnorm(xb, x, m_->out_norm.data(), D, cfg_.norm_eps);

@@ -4,8 +4,8 @@
 // attention heads of one forward step (model.cpp).
 //
 // Cheap to hand work to: a job is published by bumping one atomic counter that the workers spin
-// on, the caller spins on a done counter and a barrier on a phase counter, so a hand-off costs a
-// few cache-line transfers. A thread that has spun a while yields the CPU between tries (a thread
+// on, the caller spins on a done counter, and at a barrier each thread on the others' epoch
+// counters, so a hand-off costs a few cache-line transfers. A thread that has spun a while yields the CPU between tries (a thread
 // it waits for may share its core); a worker without a job for IDLE_US sleeps on a condition
 // variable until the next job wakes it, so an idle session's workers use no CPU.
 //
@@ -49,7 +49,7 @@ class Pool {
     static constexpr int64_t SPINS = 1 << 12, IDLE_US = 2000;
 
     // n threads in all (the caller counts as one); 1 <= n <= MAX_THREADS
-    explicit Pool(int n) : n_(n) {
+    explicit Pool(int n) : n_(n), slots_((size_t)n) {
         std::vector<int> cpus = allowed_cpus();
         workers_.reserve((size_t)(n - 1));
         for (int i = 1; i < n; i++) {
@@ -96,17 +96,15 @@ class Pool {
         wait_until([&] { return done_.load(std::memory_order_seq_cst) == n_ - 1; }, SPINS);
     }
 
-    // Inside a job: every thread of it waits here until all have arrived
-    void barrier() {
+    // Inside a job: thread i waits here until every thread of the job has arrived. Each thread
+    // bumps its own counter and reads the others' (one cache-line transfer each way, no
+    // read-modify-write on a line they all share).
+    void barrier(int i) {
         if (n_ == 1) return;
-        const uint32_t ph = phase_.load(std::memory_order_relaxed);
-        if (arrived_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
-            arrived_.store(0, std::memory_order_relaxed);
-            phase_.store(ph + 1, std::memory_order_seq_cst);
-            wake();
-        } else {
-            wait_until([&] { return phase_.load(std::memory_order_seq_cst) != ph; }, SPINS);
-        }
+        const uint64_t e = slots_[(size_t)i].epoch.load(std::memory_order_relaxed) + 1;
+        slots_[(size_t)i].epoch.store(e, std::memory_order_seq_cst);
+        for (int j = 0; j < n_; j++)
+            if (j != i) wait_until([&] { return slots_[(size_t)j].epoch.load(std::memory_order_seq_cst) >= e; }, SPINS);
     }
 
   private:
@@ -182,8 +180,10 @@ class Pool {
     alignas(64) std::atomic<uint64_t> gen_{0};   // bumped once per job
     alignas(64) std::atomic<int> done_{0};       // workers that finished the current job
     alignas(64) std::atomic<int> waiters_{0};     // threads asleep in wait_until
-    alignas(64) std::atomic<int> arrived_{0};     // barrier(): threads arrived in this phase
-    alignas(64) std::atomic<uint32_t> phase_{0};
+    struct alignas(64) Slot {
+        std::atomic<uint64_t> epoch{0};   // barriers thread i has reached
+    };
+    std::vector<Slot> slots_;
     std::mutex mu_;
     std::condition_variable cv_;
 };
