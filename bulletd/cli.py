@@ -232,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--top-p", type=float)
     sp.add_argument("--repetition-penalty", type=float)
     sp.add_argument("--seed", type=int)
+    sp.add_argument("--threads", type=int, help="threads the generation's steps run on (the same text with any number)")
     sp.add_argument("--stop", action="append", help="stop string (repeatable)")
     sp.add_argument("--deadline", type=float, help="seconds the daemon may spend")
     sp.add_argument("--no-stream", action="store_true", help="print the text only at the end")
@@ -329,7 +330,7 @@ def run(a: argparse.Namespace) -> int:
             prompt = sys.stdin.read() if a.text == "-" else a.text
             settings = {"max_tokens": a.max_tokens, "temperature": a.temperature, "top_k": a.top_k,
                         "top_p": a.top_p, "repetition_penalty": a.repetition_penalty, "seed": a.seed,
-                        "stop": a.stop, "deadline": a.deadline}
+                        "threads": a.threads, "stop": a.stop, "deadline": a.deadline}
             if a.no_stream or a.json:
                 r = c.generate(prompt, a.child, **settings)
                 if a.json:

@@ -190,6 +190,23 @@ class NativeSession:
             raise ModelError(str(exc)) from exc
 
     @property
+    def threads(self) -> int:
+        """Threads one forward step runs on (1 unless set_threads said otherwise)."""
+        return self._s.threads if hasattr(self._s, "threads") else 1
+
+    def set_threads(self, n: int) -> None:
+        """Split each step's matrix products and attention heads among n threads (1..64): the
+        session's own pinned workers and the calling thread. The logits are the same bit for bit."""
+        if not hasattr(self._s, "threads"):
+            if n != 1:
+                raise ModelError("this build of the native module runs one thread per session")
+            return
+        try:
+            self._s.threads = int(n)
+        except (ValueError, RuntimeError, TypeError, OverflowError) as exc:
+            raise ModelError(str(exc)) from exc
+
+    @property
     def kv_cache_bytes(self) -> int:
         return self._s.kv_cache_bytes
 

@@ -31,7 +31,7 @@ DecodeResult decode_batch(Session& s, float* logits, int64_t pending, int64_t po
         pos++;
     }
     for (int64_t i = 0; i < n; i++) {
-        const int64_t t = sample_token_ref(logits, vocab, ids.data(), (int64_t)ids.size(), p.temperature, p.top_k,
+        const int64_t t = sample_token(logits, vocab, ids.data(), (int64_t)ids.size(), p.temperature, p.top_k,
                                            p.top_p, p.penalty, p.temperature != 0.0 ? coins[i] : 0.0);
         if (t < 0) {
             r.end = DecodeEnd::NonFinite;
@@ -121,7 +121,7 @@ DecodeResult decode_grammar(Session& s, float* logits, int64_t pending, int64_t 
             z[j] = logits[ids[j]];
             if (in[ids[j]]) local.push_back(j);
         }
-        const int64_t k = sample_token_ref(z.data(), na, local.data(), (int64_t)local.size(), p.temperature, p.top_k,
+        const int64_t k = sample_token(z.data(), na, local.data(), (int64_t)local.size(), p.temperature, p.top_k,
                                            p.top_p, p.penalty, p.temperature != 0.0 ? coins[i] : 0.0);
         if (k < 0) {
             r.end = DecodeEnd::NonFinite;

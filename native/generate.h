@@ -69,7 +69,7 @@ DecodeResult decode_batch(Session& s, float* logits, int64_t pending, int64_t po
 
 // decode_batch under a grammar: each draw is among the ids the current state allows (the
 // sampling rules run on those ids only: penalty, greedy, top-k, top-p and the draw, exactly as
-// sample_token_ref on the gathered logits), then the state follows the drawn id. Ends early with
+// sample_token on the gathered logits), then the state follows the drawn id. Ends early with
 // StopId (a stop id, allowed only where the document is complete), Complete (the new state is
 // done: nothing can extend the document), Expand (the new state has no row yet: Python expands it
 // and calls again with the last id as `pending`) or NonFinite. `state` must have a row. coins[i]

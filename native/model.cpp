@@ -241,7 +241,7 @@ Session::Session(std::shared_ptr<const Model> m, int64_t prefill_chunk)
     vt_.assign(C * cfg_.kv_dim(), 0.f);
     hb_.assign(C * H, 0.f);
     hb2_.assign(C * H, 0.f);
-    att_.assign(4 * (cfg_.max_seq_len + 4), 0.f);
+    att_.assign(4 * (cfg_.max_seq_len + 4), 0.f);  // per thread (set_threads grows it)
     rc_.assign(hd_ / 2, 0.f);
     rs_.assign(hd_ / 2, 0.f);
     emb_.assign(n_blocks(D) * QK, 0.f);
@@ -251,7 +251,12 @@ Session::Session(std::shared_ptr<const Model> m, int64_t prefill_chunk)
 int64_t Session::scratch_bytes() const {
     int64_t f = 0;
     for (const auto* v : {&x_, &xb_, &xb2_, &q_, &kt_, &vt_, &hb_, &hb2_, &att_, &rc_, &rs_, &emb_}) f += (int64_t)v->size();
-    return f * 4 + (int64_t)q8_.size() * (int64_t)sizeof(BlockQ8);
+    int64_t q8 = (int64_t)q8_.size();
+    for (const ThreadScratch& t : tx_) {
+        f += (int64_t)(t.x.size() + t.xb.size());
+        q8 += (int64_t)t.q8.size();
+    }
+    return f * 4 + q8 * (int64_t)sizeof(BlockQ8);
 }
 
 // K is kept transposed per head (head_dim rows of max_seq_len) so that attention scores vectorise
@@ -308,34 +313,169 @@ void Session::rope_angles(int64_t pos) {
     }
 }
 
-void Session::matmul(const Matrix& w, const float* x, int64_t T, int64_t ldx, bool* q8_ready, float* out, int64_t ldo) {
+void Session::set_threads(int n) {
+    if (n < 1 || n > Pool::MAX_THREADS)
+        throw std::invalid_argument("threads: expected 1.." + std::to_string(Pool::MAX_THREADS) + ", found " +
+                                    std::to_string(n));
+    Busy busy(busy_);
+    if (n == threads()) return;
+    pool_.reset();
+    att_.assign((size_t)n * 4 * (cfg_.max_seq_len + 4), 0.f);
+    tx_.clear();
+    if (n == 1) return;
+    pool_.reset(new Pool(n));
+    const int64_t D = cfg_.dim, W = std::max(std::max(D, cfg_.hidden_dim), cfg_.q_dim());
+    tx_.resize((size_t)n);
+    for (ThreadScratch& t : tx_) {
+        t.x.assign(D, 0.f);
+        t.xb.assign(std::max(D, cfg_.q_dim()), 0.f);
+        t.q8.resize(n_blocks(W));
+    }
+}
+
+// A thread's share of the heads must be whole row groups of q, k and v
+bool Session::heads_split() const { return hd_ % ROW_ALIGN == 0; }
+
+void Session::step_parallel(int64_t pos, float* logits) {
+    const int64_t D = cfg_.dim, H = cfg_.hidden_dim, QD = cfg_.q_dim();
+    const int64_t kv_mul = cfg_.n_heads / cfg_.n_kv_heads, att_n = 4 * (cfg_.max_seq_len + 4);
+    float* Q = q_.data();
+    float* K = kt_.data();
+    float* V = vt_.data();
+    float* XB = xb_.data();    // shared: wo and w2 outputs
+    float* XB2 = xb2_.data();  // shared: attention outputs
+    float* HB = hb_.data();
+    float* HB2 = hb2_.data();
+    rope_angles(pos);
+    Pool& pool = *pool_;
+    pool.run([&](int i) {
+        const int n = pool.size();
+        ThreadScratch& ts = tx_[(size_t)i];
+        float* x = ts.x.data();
+        float* xb = ts.xb.data();
+        BlockQ8* q8 = ts.q8.data();
+        float* att = att_.data() + i * att_n;
+        std::memcpy(x, x_.data(), D * sizeof(float));
+        const float* in = xb;  // the products' input (input() sets it), quantised into q8 for BQ4 weights
+        // rows [r0, r1) of w @ in, in whole row groups
+        auto rows = [&](const Matrix& w, float* out, int64_t r0, int64_t r1) {
+            if (r1 <= r0) return;
+            if (w.dt == DType::BQ4) {
+                const uint8_t* wb = (const uint8_t*)w.kernel_data() +
+                                    (w.packed ? k_->packed_bq4_bytes(r0, w.nb) : r0 * w.nb * (int64_t)sizeof(BlockBQ4));
+                k_->matvec_bq4_q8(wb, r1 - r0, w.nb, q8, out + r0);
+            } else {
+                for (int64_t r = r0; r < r1; r++)
+                    out[r] = w.dt == DType::F32 ? k_->dot_f32((const float*)w.data + r * w.cols, in, w.cols)
+                                                : k_->dot_f16((const uint16_t*)w.data + r * w.cols, in, w.cols);
+            }
+        };
+        auto share = [&](const Matrix& w, float* out) {  // this thread's row groups of the whole matrix
+            const int64_t g = (w.rows + ROW_ALIGN - 1) / ROW_ALIGN;
+            rows(w, out, std::min(w.rows, g * i / n * ROW_ALIGN), std::min(w.rows, g * (i + 1) / n * ROW_ALIGN));
+        };
+        auto input = [&](const float* v, int64_t len, const Matrix& w) {
+            in = v;
+            if (w.dt == DType::BQ4) k_->quantize_q8(v, q8, len);
+        };
+        // this thread's kv heads (and the query heads that read them)
+        const int64_t g0 = cfg_.n_kv_heads * i / n, g1 = cfg_.n_kv_heads * (i + 1) / n;
+        for (int64_t l = 0; l < cfg_.n_layers; l++) {
+            const Layer& L = m_->layers[l];
+            k_->rmsnorm(xb, x, L.attn_norm.data(), D, cfg_.norm_eps);
+            input(xb, D, L.wq);
+            rows(L.wq, Q, g0 * kv_mul * hd_, g1 * kv_mul * hd_);
+            rows(L.wk, K, g0 * hd_, g1 * hd_);
+            rows(L.wv, V, g0 * hd_, g1 * hd_);
+            if (g1 > g0) {
+                k_->rope(Q + g0 * kv_mul * hd_, (g1 - g0) * kv_mul, hd_, rc, rs);
+                k_->rope(K + g0 * hd_, g1 - g0, hd_, rc, rs);
+            }
+            for (int64_t h = g0; h < g1; h++) {
+                float* kc = kcache(l, h);
+                for (int64_t d = 0; d < hd_; d++) kc[d * cfg_.max_seq_len + pos] = K[h * hd_ + d];
+                std::memcpy(vcache(l, h) + pos * hd_, V + h * hd_, hd_ * sizeof(float));
+            }
+            for (int64_t h = g0 * kv_mul; h < g1 * kv_mul; h++)
+                k_->attention_multi(Q + h * hd_, QD, 1, kcache(l, h / kv_mul), cfg_.max_seq_len, vcache(l, h / kv_mul),
+                                    pos, hd_, att, XB2 + h * hd_, QD);
+            pool.barrier(i);  // every head's output is in XB2
+            input(XB2, QD, L.wo);
+            share(L.wo, XB);
+            pool.barrier(i);  // all of Wo xb2 is in XB
+            for (int64_t j = 0; j < D; j++) x[j] += XB[j];
+            k_->rmsnorm(xb, x, L.ffn_norm.data(), D, cfg_.norm_eps);
+            input(xb, D, L.w1);
+            {
+                const int64_t g = (H + ROW_ALIGN - 1) / ROW_ALIGN;
+                const int64_t r0 = std::min(H, g * i / n * ROW_ALIGN), r1 = std::min(H, g * (i + 1) / n * ROW_ALIGN);
+                rows(L.w1, HB, r0, r1);
+                rows(L.w3, HB2, r0, r1);
+                if (r1 > r0) k_->swiglu(HB + r0, HB2 + r0, r1 - r0);
+            }
+            pool.barrier(i);  // all of the hidden layer is in HB
+            input(HB, H, L.w2);
+            share(L.w2, XB);
+            pool.barrier(i);  // all of W2 hb is in XB; nobody reads XB again before the next barrier
+            for (int64_t j = 0; j < D; j++) x[j] += XB[j];
+        }
+        k_->rmsnorm(xb, x, m_->out_norm.data(), D, cfg_.norm_eps);
+        input(xb, D, m_->output);
+        share(m_->output, logits);
+        if (i == 0) std::memcpy(x_.data(), x, D * sizeof(float));
+    });
+}
+
+void Session::matmul_rows(const Matrix& w, const float* x, int64_t T, int64_t ldx, float* out, int64_t ldo, int64_t r0,
+                          int64_t r1) {
+    if (r1 <= r0) return;
     if (w.dt == DType::BQ4) {
         const int64_t nb = w.nb;
-        if (!*q8_ready) {
-            for (int64_t t = 0; t < T; t++) k_->quantize_q8(x + t * ldx, q8_.data() + t * nb, w.cols);
-            *q8_ready = true;
-        }
-        const void* wb = w.kernel_data();
+        // a packed layout keeps whole row groups one after another; raw blocks are nb per row
+        const uint8_t* wb = (const uint8_t*)w.kernel_data() +
+                            (w.packed ? k_->packed_bq4_bytes(r0, nb) : r0 * nb * (int64_t)sizeof(BlockBQ4));
         if (T == 1)
-            k_->matvec_bq4_q8(wb, w.rows, nb, q8_.data(), out);
+            k_->matvec_bq4_q8(wb, r1 - r0, nb, q8_.data(), out + r0);
         else
-            k_->matmul_bq4_q8(wb, w.rows, nb, q8_.data(), T, out, ldo);
+            k_->matmul_bq4_q8(wb, r1 - r0, nb, q8_.data(), T, out + r0, ldo);
     } else if (w.dt == DType::F32) {
         const float* wf = (const float*)w.data;
-        for (int64_t r = 0; r < w.rows; r++)
+        for (int64_t r = r0; r < r1; r++)
             for (int64_t t = 0; t < T; t++) out[t * ldo + r] = k_->dot_f32(wf + r * w.cols, x + t * ldx, w.cols);
     } else {
         const uint16_t* wh = (const uint16_t*)w.data;
-        for (int64_t r = 0; r < w.rows; r++)
+        for (int64_t r = r0; r < r1; r++)
             for (int64_t t = 0; t < T; t++) out[t * ldo + r] = k_->dot_f16(wh + r * w.cols, x + t * ldx, w.cols);
     }
+}
+
+// Thread i of n takes row groups [g * i / n, g * (i + 1) / n) of each product's g groups of
+// ROW_ALIGN rows.
+void Session::products(std::initializer_list<Product> ps, const float* x, int64_t T, int64_t ldx, bool glu) {
+    for (const Product& p : ps)  // the products share the input (and its width): one q8 serves all
+        if (p.w->dt == DType::BQ4) {
+            for (int64_t t = 0; t < T; t++) k_->quantize_q8(x + t * ldx, q8_.data() + t * p.w->nb, p.w->cols);
+            break;
+        }
+    parallel([&](int i, int n) {
+        int64_t r0 = 0, r1 = 0;
+        for (const Product& p : ps) {
+            const int64_t g = (p.w->rows + ROW_ALIGN - 1) / ROW_ALIGN;
+            r0 = std::min(p.w->rows, g * i / n * ROW_ALIGN);
+            r1 = std::min(p.w->rows, g * (i + 1) / n * ROW_ALIGN);
+            matmul_rows(*p.w, x, T, ldx, p.out, p.ldo, r0, r1);
+        }
+        // the SwiGLU of this thread's rows (both products have the same rows); a whole vector
+        // kernel's lanes start at a multiple of ROW_ALIGN, so each element is computed as in one call
+        if (glu && T == 1 && r1 > r0) k_->swiglu(ps.begin()[0].out + r0, ps.begin()[1].out + r0, r1 - r0);
+    });
+    if (glu && T > 1) k_->swiglu(ps.begin()[0].out, ps.begin()[1].out, T * ps.begin()[0].ldo);
 }
 
 void Session::logits_from(float* x, float* logits) {
     // final rmsnorm, then the classifier (tok_embd when tied)
     k_->rmsnorm(x, x, m_->out_norm.data(), cfg_.dim, cfg_.norm_eps);
-    bool ready = false;
-    matmul(m_->output, x, 1, cfg_.dim, &ready, logits, cfg_.vocab_size);
+    products({{&m_->output, logits, cfg_.vocab_size}}, x, 1, cfg_.dim, false);
 }
 
 // ============================================================================
@@ -356,10 +496,7 @@ void Session::layers(int64_t T, int64_t p0) {
         const Layer& L = m_->layers[l];
         // attention: xb = rmsnorm(x); q, k, v = Wq xb, Wk xb, Wv xb (one matrix-matrix product each)
         for (int64_t t = 0; t < T; t++) k_->rmsnorm(XB + t * D, X + t * D, L.attn_norm.data(), D, cfg_.norm_eps);
-        bool ready = false;
-        matmul(L.wq, XB, T, D, &ready, Q, QD);
-        matmul(L.wk, XB, T, D, &ready, kt_.data(), KVD);
-        matmul(L.wv, XB, T, D, &ready, vt_.data(), KVD);
+        products({{&L.wq, Q, QD}, {&L.wk, kt_.data(), KVD}, {&L.wv, vt_.data(), KVD}}, XB, T, D, false);
         // RoPE on q and k, then store k, v at their positions in the cache (one token keeps the
         // angles of its position for every layer)
         for (int64_t t = 0; t < T; t++) {
@@ -371,23 +508,23 @@ void Session::layers(int64_t T, int64_t p0) {
         // causal: query head h of token t (position p0 + t) attends over positions 0..p0 + t of
         // kv head h / kv_mul, all stored above; four tokens at a time share each head's reads
         // (fewer than four run the single-query kernel, one at a time)
-        for (int64_t h = 0; h < cfg_.n_heads; h++)
-            for (int64_t t = 0; t < T; t += 4)
-                k_->attention_multi(Q + t * QD + h * hd_, QD, std::min<int64_t>(4, T - t), kcache(l, h / kv_mul),
-                                    cfg_.max_seq_len, vcache(l, h / kv_mul), p0 + t, hd_, att_.data(),
-                                    XB2 + t * QD + h * hd_, QD);
+        // (heads shared among the threads, each with its own scratch)
+        const int64_t att_n = 4 * (cfg_.max_seq_len + 4);
+        parallel([&](int i, int n) {
+            float* att = att_.data() + i * att_n;
+            for (int64_t h = cfg_.n_heads * i / n; h < cfg_.n_heads * (i + 1) / n; h++)
+                for (int64_t t = 0; t < T; t += 4)
+                    k_->attention_multi(Q + t * QD + h * hd_, QD, std::min<int64_t>(4, T - t), kcache(l, h / kv_mul),
+                                        cfg_.max_seq_len, vcache(l, h / kv_mul), p0 + t, hd_, att,
+                                        XB2 + t * QD + h * hd_, QD);
+        });
         // x += Wo xb2
-        ready = false;
-        matmul(L.wo, XB2, T, QD, &ready, XB, D);
+        products({{&L.wo, XB, D}}, XB2, T, QD, false);
         for (int64_t i = 0; i < T * D; i++) X[i] += XB[i];
         // ffn: xb = rmsnorm(x), x += W2 (silu(W1 xb) * W3 xb)
         for (int64_t t = 0; t < T; t++) k_->rmsnorm(XB + t * D, X + t * D, L.ffn_norm.data(), D, cfg_.norm_eps);
-        ready = false;
-        matmul(L.w1, XB, T, D, &ready, HB, H);
-        matmul(L.w3, XB, T, D, &ready, HB2, H);
-        k_->swiglu(HB, HB2, T * H);
-        ready = false;
-        matmul(L.w2, HB, T, H, &ready, XB, D);
+        products({{&L.w1, HB, H}, {&L.w3, HB2, H}}, XB, T, D, true);
+        products({{&L.w2, XB, D}}, HB, T, H, false);
         for (int64_t i = 0; i < T * D; i++) X[i] += XB[i];
     }
 }
@@ -406,6 +543,11 @@ void Session::forward(int64_t token, int64_t pos, float* logits) {
         throw std::invalid_argument("position " + std::to_string(pos) + " skips positions " + std::to_string(valid_) +
                                     ".." + std::to_string(pos - 1) + " that this session has not computed");
     embed(token, x_.data());
+    if (pool_ && heads_split()) {
+        step_parallel(pos, logits);
+        valid_ = pos + 1;
+        return;
+    }
     layers(1, pos);
     valid_ = pos + 1;
     logits_from(x_.data(), logits);

@@ -6,6 +6,7 @@
 // No Python here: module.cpp wraps it for bulletd._native, tests/arm/driver.cpp links it directly.
 #pragma once
 #include <atomic>
+#include <initializer_list>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "pool.h"
 
 namespace bullet {
 
@@ -94,6 +96,11 @@ class Model {
 class Session {
   public:
     explicit Session(std::shared_ptr<const Model> m, int64_t prefill_chunk = 64);
+    // Threads one step runs on: the matrix products (split by rows, in whole groups of ROW_ALIGN)
+    // and the attention heads are shared among them. The logits are the same bit for bit with any
+    // number: every output element is computed by the same code on the same inputs. 1 <= n <= 64.
+    void set_threads(int n);
+    int threads() const { return pool_ ? pool_->size() : 1; }
     // logits: vocab_size floats. Throws std::invalid_argument on a bad token or position.
     void forward(int64_t token, int64_t pos, float* logits);
     // tokens[0..n) at positions pos..pos+n-1; logits of the last token. Matrix-matrix per chunk.
@@ -114,10 +121,31 @@ class Session {
     void layers(int64_t T, int64_t p0);
     float* kcache(int64_t l, int64_t kvh) { return kc_.data() + ((l * cfg_.n_kv_heads + kvh) * cfg_.max_seq_len) * hd_; }
     float* vcache(int64_t l, int64_t kvh) { return vc_.data() + ((l * cfg_.n_kv_heads + kvh) * cfg_.max_seq_len) * hd_; }
-    // out[t * ldo + r] = W @ X[t] for t < T. X rows have stride ldx; q8 scratch holds T quantised rows
-    // (quantised on first use, reused by the next matrix with the same input when *q8_ready).
-    void matmul(const Matrix& w, const float* x, int64_t T, int64_t ldx, bool* q8_ready, float* out, int64_t ldo);
+    // rows [r0, r1) of out[t * ldo + r] = W @ X[t] for t < T; X rows have stride ldx, and for BQ4
+    // the q8 scratch already holds them quantised. r0 is a multiple of ROW_ALIGN.
+    void matmul_rows(const Matrix& w, const float* x, int64_t T, int64_t ldx, float* out, int64_t ldo, int64_t r0,
+                     int64_t r1);
+    // products of one input (q8 quantised once), each thread doing its share of every one's rows;
+    // with glu, then out[0] = silu(out[0]) * out[1] (in a decode step on each thread's own rows)
+    struct Product {
+        const Matrix* w;
+        float* out;
+        int64_t ldo;  // out[t * ldo + r]
+    };
+    void products(std::initializer_list<Product> ps, const float* x, int64_t T, int64_t ldx, bool glu);
+    // f(i, n) on each thread i of n (the caller is 0), returning when all are done
+    template <class F>
+    void parallel(const F& f) {
+        if (!pool_) return f(0, 1);
+        const int n = pool_->size();
+        pool_->run([&](int i) { f(i, n); });
+    }
     void logits_from(float* x, float* logits);
+    // A decode step on several threads: one job, every thread keeping its own copy of the residual
+    // stream (the same operations on the same values, so the same bits) and its own heads and
+    // rows of each product, with four barriers a layer. tx_ (x, xb, q8 per thread) is its scratch.
+    void step_parallel(int64_t pos, float* logits);
+    bool heads_split() const;
 
     std::shared_ptr<const Model> m_;
     const Config cfg_;
@@ -131,6 +159,16 @@ class Session {
     const float* rc = nullptr;  // RoPE cos/sin of the current position (head_dim / 2 each)
     const float* rs = nullptr;
     std::vector<BlockQ8> q8_;
+    std::unique_ptr<Pool> pool_;  // none: one thread
+    struct ThreadScratch {
+        std::vector<float> x, xb;
+        std::vector<BlockQ8> q8;
+    };
+    std::vector<ThreadScratch> tx_;
 };
+
+// Row splits between threads fall on multiples of this: a multiple of every kernel path's packed
+// row group (8 on AVX2, 16 on AVX-512, 4 on NEON), so each group is computed whole, as alone.
+constexpr int64_t ROW_ALIGN = 16;
 
 }  // namespace bullet

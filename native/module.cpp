@@ -296,6 +296,13 @@ PYBIND11_MODULE(_native, m) {
              "decode() under a grammar: draws among the ids the automaton's state allows and follows the "
              "transitions. Returns (tokens, end, next_pos, state); end is 'count', 'stop_id', 'nonfinite', "
              "'expand' (the state has no row yet) or 'complete' (the document is complete). GIL released.")
+        .def_property("threads", [](const PySession& s) { return s.core->threads(); },
+                      [](PySession& s, int n) {
+                          py::gil_scoped_release release;  // a pool's workers start or end
+                          s.core->set_threads(n);
+                      },
+                      "Threads one step runs on (1..64): matrix products and attention heads split among them; "
+                      "the logits do not depend on it")
         .def_property_readonly("kv_cache_bytes", [](const PySession& s) { return s.core->kv_cache_bytes(); })
         .def_property_readonly("scratch_bytes", [](const PySession& s) { return s.core->scratch_bytes(); })
         .def_property_readonly("valid_len", [](const PySession& s) { return s.core->valid_len(); })
@@ -451,26 +458,30 @@ PYBIND11_MODULE(_native, m) {
         .def("has", [](const TokenAutomaton& a, int64_t state) { return (bool)a.get(state); })
         .def_property_readonly("rows", &TokenAutomaton::size, "rows held here (not counting the base)")
         .def_readonly("vocab", &TokenAutomaton::vocab);
-    m.def("sample_token",
-          [](farr logits, py::array_t<int64_t, py::array::c_style | py::array::forcecast> seen, double temperature,
-             int64_t top_k, double top_p, float penalty, double coin) {
-              if (logits.ndim() != 1) throw std::invalid_argument("sample_token: logits must be 1-D");
-              if (seen.ndim() != 1) throw std::invalid_argument("sample_token: seen must be 1-D");
-              if (!(temperature >= 0.0) || !(top_p > 0.0) || !(coin >= 0.0 && coin < 1.0))
-                  throw std::invalid_argument("sample_token: temperature >= 0, top_p > 0 and coin in [0, 1) required");
-              const float* lp = logits.data();
-              const int64_t* sp = seen.data();
-              const int64_t n = logits.shape(0), ns = seen.shape(0);
-              int64_t t;
-              {
-                  py::gil_scoped_release release;
-                  t = sample_token_ref(lp, n, sp, ns, temperature, top_k, top_p, penalty, coin);
-              }
-              return t;
-          },
-          py::arg("logits"), py::arg("seen"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"),
-          py::arg("penalty"), py::arg("coin"),
-          "Next token id (Sampler.sample's rules, scalar C++, GIL released); -1 if a logit is not finite.");
+    // sample_token: the sampler of the decode loop; sample_token_ref: its plain reference
+    for (const char* name : {"sample_token", "sample_token_ref"}) {
+        const bool ref = std::strcmp(name, "sample_token_ref") == 0;
+        m.def(name,
+              [ref](farr logits, py::array_t<int64_t, py::array::c_style | py::array::forcecast> seen, double temperature,
+                    int64_t top_k, double top_p, float penalty, double coin) {
+                  if (logits.ndim() != 1) throw std::invalid_argument("sample_token: logits must be 1-D");
+                  if (seen.ndim() != 1) throw std::invalid_argument("sample_token: seen must be 1-D");
+                  if (!(temperature >= 0.0) || !(top_p > 0.0) || !(coin >= 0.0 && coin < 1.0))
+                      throw std::invalid_argument("sample_token: temperature >= 0, top_p > 0 and coin in [0, 1) required");
+                  const float* lp = logits.data();
+                  const int64_t* sp = seen.data();
+                  const int64_t n = logits.shape(0), ns = seen.shape(0);
+                  int64_t t;
+                  {
+                      py::gil_scoped_release release;
+                      t = (ref ? sample_token_ref : sample_token)(lp, n, sp, ns, temperature, top_k, top_p, penalty, coin);
+                  }
+                  return t;
+              },
+              py::arg("logits"), py::arg("seen"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"),
+              py::arg("penalty"), py::arg("coin"),
+              "Next token id (Sampler.sample's rules, scalar C++, GIL released); -1 if a logit is not finite.");
+    }
     m.def("bq4_dequantize", [](u8arr blocks, int64_t rows, int64_t cols) {
         if (rows < 0 || cols <= 0) throw std::invalid_argument("rows/cols must be positive");
         const int64_t nb = n_blocks(cols);

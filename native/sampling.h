@@ -14,4 +14,10 @@ namespace bullet {
 int64_t sample_token_ref(const float* logits, int64_t n, const int64_t* seen, int64_t n_seen, double temperature,
                          int64_t top_k, double top_p, float penalty, double coin);
 
+// The same function, picking the same ids, with the work per call cut down for the decode loop
+// (the finiteness check fused with the copy, the k-th largest logit from one pass with a small
+// heap, candidates sorted by (logit, id)). tests/test_sampling_native.py checks the two agree.
+int64_t sample_token(const float* logits, int64_t n, const int64_t* seen, int64_t n_seen, double temperature,
+                     int64_t top_k, double top_p, float penalty, double coin);
+
 }  // namespace bullet

@@ -875,3 +875,27 @@ def test_a_child_dropped_into_the_model_dir_is_routable_after_a_reload(kit, tmp_
             assert c.generate(prompt, max_tokens=2).child == "garden"
     finally:
         d.stop()
+
+
+def test_threads_per_request_per_child_and_the_cap(kit, tmp_path):
+    """A request's `threads` (at most scheduler.max_threads), else the child's entry in
+    scheduler.child_threads, else scheduler.threads; the reply says which, and the text is the same."""
+    cfg = base_cfg(kit, scheduler={"threads": 1, "max_threads": 2, "child_threads": {"cooking": 2}})
+    d = DaemonProc(tmp_path, cfg).start()
+    try:
+        with d.client() as c:
+            runs = {n: c.generate("recipe for tomato soup", child="cooking", max_tokens=24, seed=3, threads=n)
+                    for n in (1, 2)}
+            default = c.generate("recipe for tomato soup", child="cooking", max_tokens=24, seed=3)
+            other = c.generate("will it rain", child="weather", max_tokens=4, seed=3)
+            assert [runs[1].raw["threads"], runs[2].raw["threads"], default.raw["threads"]] == [1, 2, 2]
+            assert other.raw["threads"] == 1
+            assert runs[1].text == runs[2].text == default.text and runs[1].tokens == runs[2].tokens > 0
+            for bad, why in ((3, "threads: at most 2 on this device (scheduler.max_threads), found 3"),
+                             (65, "threads must be 0 (the model's default) or 1 to 64, got 65"), (-1, "threads")):
+                with pytest.raises(DaemonError) as e:
+                    c.generate("recipe", child="cooking", max_tokens=4, threads=bad)
+                assert e.value.code == "bad_request" and why in e.value.message
+            assert c.ping()["pong"] is True
+    finally:
+        d.stop()

@@ -194,13 +194,16 @@ def test_non_finite_logits_end_the_batch(path):
 
 
 @pytest.mark.parametrize("kw, sizes", [
-    (dict(stream=True), [1, 2, 4, 8, 16, 9]),
-    (dict(stream=False), [1, 16, 16, 7]),                     # nobody sees a token before the end
-    (dict(stream=False, stop=["\x00never"]), [1, 2, 4, 8, 16, 9]),   # a stop string may end it early
+    (dict(stream=True), [1, 4, 16, 19]),
+    (dict(stream=False), [1, 16, 23]),                        # nobody sees a token before the end
+    (dict(stream=False, stop=["\x00never"]), [1, 4, 16, 19]),   # a stop string may end it early
 ])
 def test_batch_sizes_first_one_token_then_grow_or_jump(path, monkeypatch, kw, sizes):
-    """The first native batch is one token (so ttft_s times one token); then batches double while
-    streaming or with stop strings, and jump to 16 otherwise."""
+    """The first native batch is one token (so ttft_s times one token); then batches grow 4x a call
+    while streaming or with stop strings, and otherwise take 16 while the speed is unknown, then as many
+    as fit the time budget (here a budget no call fills: up to _MAX_BATCH)."""
+    from bulletd.runtime import model as M
+    monkeypatch.setattr(M, "_BATCH_S", 1000.0)
     asked = []
     real = kernels.NativeSession.decode
 
@@ -215,3 +218,17 @@ def test_batch_sizes_first_one_token_then_grow_or_jump(path, monkeypatch, kw, si
     assert len(g.tokens) == 40 and g.finish_reason == "length"
     assert asked == sizes
     m.close()
+
+
+def test_batches_hold_about_the_time_budget_of_work():
+    """After the first calls, a batch holds _BATCH_S of work at the speed the last call ran,
+    between 1 and _MAX_BATCH tokens; while streaming it grows at most 4x per call."""
+    from bulletd.runtime.model import _BATCH_S, _FIRST_BATCH, _MAX_BATCH, _next_batch
+    per_token = _BATCH_S / 40                              # a call of 10 tokens took a quarter of the budget
+    assert _next_batch(16, False, 10 * per_token, 10) == 40
+    assert _next_batch(4, True, 10 * per_token, 10) == 16     # streaming: 4x at most
+    assert _next_batch(16, True, 10 * per_token, 10) == 40
+    assert _next_batch(16, False, 1e-9, 10) == _MAX_BATCH     # a fast child: capped
+    assert _next_batch(16, False, 100 * _BATCH_S, 10) == 1    # a slow one: one token a call
+    assert _next_batch(1, False, 0.0, 0) == _FIRST_BATCH      # nothing ran yet: speed unknown
+    assert _next_batch(1, True, 0.0, 0) == 4

@@ -23,8 +23,14 @@ def test_bench_quick_json_reports_all_figures():
     for key in ("decode_tok_s", "generate_tok_s", "parallel2_tok_s", "prefill128_ms", "prefill128_tok_s", "ttft128_ms",
                 "numpy_decode_tok_s", "numpy_prefill128_ms", "decode_vs_numpy", "prefill_vs_numpy",
                 "numpy_f32_decode_tok_s", "numpy_f32_prefill128_ms", "decode_vs_numpy_f32", "prefill_vs_numpy_f32",
-                "open_ms"):
+                "open_ms", "loop_tok_s", "threads2_tok_s", "threads2_vs_one", "parallel2_vs_one", "user_raw_decode_tok_s", "user_generate_tok_s", "user_run_tok_s", "user_socket_tok_s"):
         assert res[key] > 0, key
+    assert res["parallel2_vs_one"] == res["parallel2_tok_s"] / res["loop_tok_s"]
+    if "core_tok_s" in res:                   # each core alone, in the same rounds
+        assert len(res["core_tok_s"]) >= 2 and all(v > 0 for v in res["core_tok_s"].values())
+        assert 1.0 <= res["two_cores_ceiling"] <= 2.0
+    for k in ("generate", "run", "socket"):   # the user path beside the raw loop of the same rounds
+        assert res[f"user_{k}_vs_raw"] == res[f"user_{k}_tok_s"] / res["user_raw_decode_tok_s"]
     # the NumPy baseline in both weight modes: "numpy" is the fallback as it runs by default
     assert res["numpy_weights"] == "mapped" and res["numpy_f32_weights"] == "f32"
     assert res["numpy_decode_positions"] == res["numpy_f32_decode_positions"] == 32   # --quick
@@ -56,8 +62,20 @@ def test_bench_table_labels_both_numpy_baselines():
          "decode_vs_numpy": 75.0, "prefill_vs_numpy": 4.5,
          "numpy_f32_decode_tok_s": 300.0, "numpy_f32_prefill128_ms": 35.0, "numpy_f32_decode_positions": 256,
          "decode_vs_numpy_f32": 20.0, "prefill_vs_numpy_f32": 3.5,
-         "numpy_bq4_bytes": 4_587_520, "numpy_f32_weight_bytes": 29_360_128}
+         "numpy_bq4_bytes": 4_587_520, "numpy_f32_weight_bytes": 29_360_128,
+         "user_raw_decode_tok_s": 4000.0, "user_generate_tok_s": 3800.0, "user_run_tok_s": 3000.0,
+         "user_socket_tok_s": 3700.0, "user_generate_vs_raw": 0.95, "user_run_vs_raw": 0.75,
+         "user_socket_vs_raw": 0.925, "loop_tok_s": 5000.0, "threads2_tok_s": 8500.0, "threads2_vs_one": 1.7,
+         "parallel2_vs_one": 1.8, "core_tok_s": {"0": 5000.0, "1": 4000.0}, "two_cores_ceiling": 1.8}
     text = report([r])
+    run = next(line for line in text.splitlines() if "bullet run" in line)
+    assert "3000.0 tok/s" in run and "0.75x the raw loop: MISSES target" in run
+    gen = next(line for line in text.splitlines() if "Model.generate" in line)
+    assert "0.95x the raw loop: meets target" in gen
+    two = next(line for line in text.splitlines() if "2 sessions, 2 threads" in line)
+    assert "1.80x one session; each core alone: cpu0 5000.0, cpu1 4000.0 tok/s, so two at once can reach 1.80x" in two
+    t2 = next(line for line in text.splitlines() if "1 session, 2 threads" in line)
+    assert "1.70x one thread; target >= 1.6x on an idle machine: meets target" in t2
     mapped = next(line for line in text.splitlines() if "numpy (weights read from the map each step, the fallback)" in line)
     f32 = next(line for line in text.splitlines() if "numpy, weights dequantised once to f32 (+29.4 MB, 6.4x the bq4)" in line)
     assert "80.0 tok/s" in mapped and "75.0x" in mapped and "over 128 positions" in mapped and "45.00 ms" in mapped

@@ -67,3 +67,43 @@ def test_generation_with_nan_weights_is_a_model_error(tmp_path, monkeypatch, sam
         for temperature in (0.0, 0.8):
             with pytest.raises(ModelError, match="non-finite logits at position"):
                 list(m.generate("hi", GenerationSettings(max_tokens=4, temperature=temperature)))
+
+
+@pytest.mark.parametrize("vocab", [1, 2, 33, 1024, 32000])
+def test_decode_loop_sampler_picks_what_its_reference_picks(vocab):
+    """sample_token (the decode loop's, with the threshold pass and the (logit, id) sort) against
+    sample_token_ref (nth_element and a stable sort) on logits full of repeats: ties at the k-th
+    value, at the top, between +0 and -0, and whole runs of one value."""
+    from bulletd import _native as N
+    rng = np.random.default_rng(vocab)
+    for step in range(150):
+        kind = step % 5
+        if kind == 0:
+            logits = rng.standard_normal(vocab) * rng.uniform(0.1, 8)
+        elif kind == 1:
+            logits = rng.integers(-3, 4, vocab).astype(np.float64)         # a handful of values, many repeats
+        elif kind == 2:
+            logits = np.where(rng.random(vocab) < 0.5, 0.0, -0.0)          # only zeros of both signs
+        elif kind == 3:
+            logits = np.sort(rng.standard_normal(vocab))                   # ascending: the threshold rises often
+        else:
+            logits = -np.sort(-rng.standard_normal(vocab))                 # descending
+        logits = logits.astype(np.float32)
+        seen = np.unique(rng.integers(0, vocab, rng.integers(0, 30))).astype(np.int64)
+        temperature = float(rng.choice([0.0, 0.2, 0.8, 1.7]))
+        top_k = int(rng.choice([0, 1, 2, 5, 40, vocab - 1, vocab, vocab + 3]))
+        top_p = float(rng.choice([1.0, 0.95, 0.5, 0.01]))
+        penalty = float(rng.choice([1.0, 1.1, 2.5]))
+        coin = float(rng.random())
+        args = (logits, seen, temperature, top_k, top_p, penalty, coin)
+        assert N.sample_token(*args) == N.sample_token_ref(*args), (step, temperature, top_k, top_p, penalty)
+
+
+def test_decode_loop_sampler_refuses_non_finite_logits_anywhere():
+    from bulletd import _native as N
+    for bad in (np.nan, np.inf, -np.inf):
+        for at in (0, 31, 32, 99):
+            logits = np.zeros(100, np.float32)
+            logits[at] = bad
+            assert N.sample_token(logits, np.zeros(0, np.int64), 0.8, 40, 0.95, 1.1, 0.5) == -1
+            assert N.sample_token(logits, np.zeros(0, np.int64), 0.0, 40, 0.95, 1.1, 0.5) == -1

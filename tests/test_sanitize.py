@@ -23,7 +23,7 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ["tests/test_kernels.py", "tests/test_kernels_avx512.py", "tests/test_native_model.py",
           "tests/test_sampling_native.py", "tests/test_decode_batch.py", "tests/test_runtime.py",
-          "tests/test_grammar.py", "tests/test_fuzz.py"]
+          "tests/test_grammar.py", "tests/test_fuzz.py", "tests/test_threads.py"]
 # Loads the sanitized build as bulletd._native before anything imports it, then runs pytest.
 BOOT = """
 import importlib.util, sys

@@ -5,6 +5,10 @@ measures on one thread, in this process:
   - model open time (load_model: map + validate + build the backend), median of several opens
   - decode tokens/s: one forward call per token over the whole context, median of passes
   - generate tokens/s: the same through Model.generate (sampling and detokenising included)
+  - the user path: a streamed request with the daemon's sampling settings from a short prompt
+    through Model.generate, `bullet run` (its own tokens/s line) and bulletd.client over the Unix
+    socket of a bulletd started for it, each beside the raw decode loop in rounds alternating
+    (targets: >= 0.9x the raw loop on REFERENCE, >= 0.8x on SMALL)
   - prefill of a 128-token prompt: ms and tokens/s (one prefill call), median of runs
   - time to first token for that prompt (prefill + first sample + decode), median
   - the NumPy reference backend measured the same way (the baseline) and native / NumPy ratios,
@@ -15,7 +19,9 @@ measures on one thread, in this process:
     --numpy-f32-tokens). The ">= 50x NumPy" target is checked against the fallback; the ratio to
     the f32 variant is printed beside it
   - KV-cache bytes per session and the RSS one extra session adds (context filled)
-  - two sessions decoding on two threads at once (aggregate tokens/s: the GIL is released)
+  - the native decode loop (sampling on) of one session on one thread, beside one session on two
+    threads (threads per request), two sessions on two threads at once (aggregate tokens/s), and
+    one session pinned to each core in turn (what two at once can reach on this VM's cores)
   - structured output ("grammar", REFERENCE shape with a 4,096-token vocabulary): the vocabulary
     trie, schema compile and first-mask times for the home-call and calc schemas, the first
     request (cold caches) and later ones, and decode with a grammar beside the same requests
@@ -60,7 +66,13 @@ TARGETS = {  # the runtime's targets: REFERENCE shape, one thread; "NumPy" = the
     "decode_vs_numpy": 50.0,
     "prefill128_ms": 20.0,
     "session_rss_mb": 30.0,
+    "threads2_vs_one": 1.6,     # one session on two threads vs one thread, idle machine
+    "parallel2_vs_one": 1.7,    # two sessions on two threads vs one, cores of even speed
 }
+
+
+# The user path (Model.generate, `bullet run`, bulletd.client over the socket) vs the raw decode loop
+USER_TARGETS = {"reference": 0.9, "small": 0.8}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -102,26 +114,81 @@ def _decode_rate(model, ids: list[int], passes: int) -> float:
     return statistics.median(rates)
 
 
-def _parallel_rate(model, ids: list[int], threads: int = 2) -> float:
-    """Aggregate tokens/s of `threads` sessions decoding the context at once on their own threads
-    (the native forward call releases the GIL, so this shows whether they really overlap)."""
+def _loop(session, ctx: int, threads: int = 1) -> float:
+    """tokens/s of the native decode loop (sampling on, the daemon's settings) from BOS to the end
+    of the context on one session, in calls of 64 tokens as a generation makes them (each call
+    drops the GIL for its whole batch)."""
+    impl = session._impl
+    impl.set_threads(threads)
+    coins = np.random.default_rng(0).random(64)
+    seen = np.array([1], dtype=np.int64)
+    stop = np.zeros(0, dtype=np.int64)
+    logits = np.array(impl.prefill([1], 0), dtype=np.float32)
+    t0 = time.perf_counter()
+    pos, pending, n = 1, -1, 0
+    while pos < ctx:
+        k = min(64, ctx - pos + (pending < 0))
+        toks, _, pos = impl.decode(logits, pending, pos, k, coins, seen, 0.8, 40, 0.95, 1.1, stop)
+        pending, n = toks[-1], n + len(toks)
+    return n / (time.perf_counter() - t0)
+
+
+def _parallel_rate(model, ctx: int, sessions: int = 2) -> float:
+    """Aggregate tokens/s of `sessions` sessions running the decode loop at once, each on its own
+    thread (one request each, as two daemon workers run two requests)."""
     import threading
-    sessions = [model.new_session() for _ in range(threads)]
-    barrier = threading.Barrier(threads + 1)
+    ss = [model.new_session() for _ in range(sessions)]
+    rates = [0.0] * sessions
+    barrier = threading.Barrier(sessions + 1)
 
-    def work(s):
+    def work(i):
         barrier.wait()
-        for pos, t in enumerate(ids):
-            s.forward(t, pos)
+        rates[i] = _loop(ss[i], ctx)
 
-    ts = [threading.Thread(target=work, args=(s,)) for s in sessions]
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(sessions)]
     for t in ts:
         t.start()
     barrier.wait()
     t0 = time.perf_counter()
     for t in ts:
         t.join()
-    return threads * len(ids) / (time.perf_counter() - t0)
+    return sessions * (ctx - 1) / (time.perf_counter() - t0)
+
+
+def _side_by_side(r: dict, model, rounds: int) -> None:
+    """The decode loop: one session on one thread; one session on two threads (threads per
+    request); two sessions on two threads at once; and one session pinned to each core in turn
+    (a virtual machine's cores need not be equally fast: that bounds what two at once can reach).
+    Rounds alternate, so load from other processes falls on all alike; medians."""
+    ctx = model.context
+    one, two_threads, two_sessions = [], [], []
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    per_core: dict[int, list[float]] = {c: [] for c in cores}
+    s = model.new_session()
+    _loop(s, ctx)                                           # warm-up
+    for _ in range(rounds):
+        one.append(_loop(s, ctx))
+        two_threads.append(_loop(s, ctx, threads=2))
+        two_sessions.append(_parallel_rate(model, ctx))
+        if len(cores) > 1:
+            try:
+                for c in cores:
+                    os.sched_setaffinity(0, {c})
+                    per_core[c].append(_loop(s, ctx))
+            finally:
+                os.sched_setaffinity(0, cores)
+    s.set_threads(1)
+    med = statistics.median
+    r["loop_tok_s"] = med(one)
+    r["threads2_tok_s"] = med(two_threads)
+    r["threads2_vs_one"] = r["threads2_tok_s"] / r["loop_tok_s"]
+    r["parallel2_tok_s"] = med(two_sessions)
+    r["parallel2_vs_one"] = r["parallel2_tok_s"] / r["loop_tok_s"]
+    if len(cores) > 1:
+        speeds = {str(c): med(v) for c, v in per_core.items()}
+        best = sorted(speeds.values(), reverse=True)
+        r["core_tok_s"] = speeds
+        r["two_cores_ceiling"] = (best[0] + best[1]) / best[0]
 
 
 def _generate_rate(model, passes: int) -> float:
@@ -139,6 +206,129 @@ def _generate_rate(model, passes: int) -> float:
         rates.append(n / (time.perf_counter() - t0))
         s.reset()
     return statistics.median(rates)
+
+
+USER_PROMPT = "Once upon a time"
+USER_SETTINGS = dict(temperature=0.8, top_k=40, top_p=0.95, repetition_penalty=1.1)   # the daemon's defaults
+
+
+def _full_length_seeds(model, n: int) -> list[int]:
+    """Seeds whose generation from USER_PROMPT runs to the end of the context (a random model
+    draws its end-of-text id now and then; a shorter run would cover fewer positions)."""
+    from bulletd.runtime.sampling import GenerationSettings
+    want = model.context - len(model.encode_prompt(USER_PROMPT))
+    seeds = []
+    for seed in range(200):
+        g = model.generate(USER_PROMPT, GenerationSettings(max_tokens=want, seed=seed, stream=False, **USER_SETTINGS))
+        for _ in g:
+            pass
+        if len(g.tokens) == want:
+            seeds.append(seed)
+            if len(seeds) == n:
+                break
+    return seeds or [0]
+
+
+def _user_generate(model, seed: int) -> float:
+    """tokens/s of one streamed Model.generate from a text prompt to the end of the context, as a
+    user of the runtime gets them: from the call to the last piece (tokenizer, prefill, sampling,
+    detokenising and the streamed pieces included)."""
+    from bulletd.runtime.sampling import GenerationSettings
+    t0 = time.perf_counter()
+    g = model.generate(USER_PROMPT, GenerationSettings(max_tokens=model.context, seed=seed, stream=True,
+                                                       **USER_SETTINGS))
+    for _ in g:
+        pass
+    return len(g.tokens) / (time.perf_counter() - t0)
+
+
+def _user_run(path: Path, seed: int) -> float:
+    """tokens/s that `bullet run` prints for the same request (its own clock: from the generate
+    call to the last piece written, so the interpreter's start-up is not in it)."""
+    import re
+    out = subprocess.run([sys.executable, "-m", "bulletd.cli_bullet", "run", str(path), "-p", USER_PROMPT, "-n", "0",
+                          "--seed", str(seed), "-t", str(USER_SETTINGS["temperature"]), "--top-k",
+                          str(USER_SETTINGS["top_k"]), "--top-p", str(USER_SETTINGS["top_p"]), "--repeat-penalty",
+                          str(USER_SETTINGS["repetition_penalty"]), "--quiet-prompt"],
+                         capture_output=True, text=True, timeout=300)
+    m = re.search(r"([0-9.]+) tok/s", out.stderr)
+    if out.returncode != 0 or m is None:
+        raise RuntimeError(f"bullet run failed ({out.returncode}): {out.stderr.strip()[-500:]}")
+    return float(m.group(1))
+
+
+class _Daemon:
+    """bulletd serving one child over its Unix socket only (no MQTT), and a client to it."""
+
+    def __init__(self, path: Path, workdir: Path):
+        import shutil
+        from bulletd.client import Client
+        models = workdir / "daemon-models"
+        models.mkdir(exist_ok=True)
+        shutil.copy(path, models / "child.bullet")
+        self.sock = str(workdir / "bulletd.sock")
+        self.log = open(workdir / "bulletd.log", "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "bulletd.daemon", "--models", str(models), "--socket",
+                                      self.sock, "--allow-unsigned", "--log-level", "warning"],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        end = time.monotonic() + 60
+        while True:
+            try:
+                self.client = Client(self.sock, timeout=120)
+                self.client.ping()
+                break
+            except Exception:
+                if self.proc.poll() is not None or time.monotonic() > end:
+                    self.close()
+                    raise RuntimeError(f"bulletd did not start; see {workdir / 'bulletd.log'}")
+                time.sleep(0.1)
+
+    def rate(self, seed: int, max_tokens: int) -> float:
+        """tokens/s of one streamed request through bulletd.client: from sending it to the final reply."""
+        t0 = time.perf_counter()
+        s = self.client.stream(USER_PROMPT, "child", max_tokens=max_tokens, seed=seed, **USER_SETTINGS)
+        for _ in s:
+            pass
+        return s.result.tokens / (time.perf_counter() - t0)
+
+    def close(self) -> None:
+        client = getattr(self, "client", None)
+        if client is not None:
+            client.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def _user_path(r: dict, model, path: Path, ids: list[int], workdir: Path, rounds: int) -> None:
+    """The user path beside the raw decode loop, rounds alternating (load from other processes
+    falls on all alike): Model.generate, `bullet run` and bulletd.client over the socket, each a
+    streamed request with the daemon's sampling settings from a short prompt to the end of the
+    context; the raw loop is one forward call per token over the same positions, no sampling."""
+    seeds = _full_length_seeds(model, rounds)
+    daemon = _Daemon(path, workdir)
+    try:
+        want = model.context - len(model.encode_prompt(USER_PROMPT))
+        daemon.rate(seeds[0], want)                       # warm-up: load, first session
+        raw, gen, run, sock = [], [], [], []
+        for i in range(rounds):
+            seed = seeds[i % len(seeds)]
+            raw.append(_decode_rate(model, ids, 1))
+            gen.append(_user_generate(model, seed))
+            run.append(_user_run(path, seed))
+            sock.append(daemon.rate(seed, want))
+    finally:
+        daemon.close()
+    med = statistics.median
+    r["user_raw_decode_tok_s"] = med(raw)
+    r["user_generate_tok_s"] = med(gen)
+    r["user_run_tok_s"] = med(run)
+    r["user_socket_tok_s"] = med(sock)
+    for k in ("generate", "run", "socket"):
+        r[f"user_{k}_vs_raw"] = r[f"user_{k}_tok_s"] / r["user_raw_decode_tok_s"]
 
 
 def _prefill_ms(model, prompt: list[int], runs: int) -> float:
@@ -211,10 +401,11 @@ def bench_shape(label: str, arch: dict, workdir: Path, args) -> dict:
     passes = 1 if quick else args.passes
     r["decode_tok_s"] = _decode_rate(model, ids, passes)
     r["generate_tok_s"] = _generate_rate(model, 1 if quick else 3)
-    r["parallel2_tok_s"] = statistics.median(_parallel_rate(model, ids) for _ in range(1 if quick else 3))
+    _side_by_side(r, model, 1 if quick else 3)
     r["prefill128_ms"] = _prefill_ms(model, prompt, 3 if quick else 20)
     r["prefill128_tok_s"] = 128 / (r["prefill128_ms"] / 1e3)
     r["ttft128_ms"] = _ttft_ms(model, prompt, 3 if quick else 10)
+    _user_path(r, model, path, ids, workdir, 1 if quick else 3)
 
     base = BASELINE_PATHS.get(r["kernel_path"])
     if base is not None:  # the narrower SIMD path, same file, same process: what the wider one gains
@@ -448,8 +639,25 @@ def report(results: list[dict]) -> str:
                          f"   ({r['kernel_path']} / {r['baseline_kernel_path']}, passes alternating in this process: "
                          f"decode {r['decode_vs_baseline']:.2f}x, prefill {r['prefill_vs_baseline']:.2f}x)")
         lines.append(f"  generate (sampling)    {r['generate_tok_s']:9.1f} tok/s   (temperature 0.8, top-k 40, top-p 0.95, penalty 1.1)")
+        want = USER_TARGETS[r["shape"]]
+        lines.append(f"  user path: a streamed request from a {len(USER_PROMPT)}-character prompt to the end of the context, "
+                     f"sampling on (the daemon's defaults), beside the raw decode loop in the same rounds "
+                     f"({r['user_raw_decode_tok_s']:.1f} tok/s; target >= {want:.2f}x)")
+        for k, label in (("generate", "Model.generate"), ("run", "bullet run"), ("socket", "client, Unix socket")):
+            x = r[f"user_{k}_vs_raw"]
+            lines.append(f"    {label:20s} {r[f'user_{k}_tok_s']:9.1f} tok/s   {x:.2f}x the raw loop: {_check(x >= want)}")
+        lines.append(f"  decode loop, sampling  {r['loop_tok_s']:9.1f} tok/s   (one session, one thread: the baseline "
+                     f"of the next lines, rounds alternating)")
+        t2 = TARGETS["threads2_vs_one"] if r["shape"] == "reference" else None
+        lines.append(f"  1 session, 2 threads   {r['threads2_tok_s']:9.1f} tok/s   ({r['threads2_vs_one']:.2f}x one thread"
+                     + (f"; target >= {t2:.1f}x on an idle machine: {_check(r['threads2_vs_one'] >= t2)})" if t2 else ")"))
+        cores = r.get("core_tok_s")
+        ceiling = (f"; each core alone: " + ", ".join(f"cpu{c} {v:.1f}" for c, v in cores.items())
+                   + f" tok/s, so two at once can reach {r['two_cores_ceiling']:.2f}x") if cores else ""
         lines.append(f"  2 sessions, 2 threads  {r['parallel2_tok_s']:9.1f} tok/s in total   "
-                     f"({r['parallel2_tok_s'] / r['decode_tok_s']:.2f}x one session; {os.cpu_count()} CPUs, shared)")
+                     f"({r['parallel2_vs_one']:.2f}x one session{ceiling}; target >= "
+                     f"{TARGETS['parallel2_vs_one']:.1f}x when the cores are even: "
+                     f"{_check(r['parallel2_vs_one'] >= TARGETS['parallel2_vs_one'])})")
         lines.append(f"  prefill 128 tokens     {r['prefill128_ms']:9.2f} ms  = {r['prefill128_tok_s']:9.1f} tok/s")
         lines.append(f"  time to first token    {r['ttft128_ms']:9.2f} ms  (128-token prompt)")
         f32_label = "numpy, weights dequantised once to f32"

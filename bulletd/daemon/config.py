@@ -20,6 +20,7 @@ import yaml
 
 from bulletd.errors import BulletError
 from bulletd.mqtt_conn import TLS
+from bulletd.names import name_problem
 
 
 class ConfigError(BulletError):
@@ -118,6 +119,10 @@ class SchedulerConfig:
     max_queue: int = 0                   # requests waiting for a worker; 0 -> 4 x workers; beyond: busy
     default_deadline: float = 120.0      # seconds a request may take unless it asks for less
     max_deadline: float = 600.0
+    threads: int = 1                     # threads one generation's steps run on, unless the request
+                                         # (threads) or child_threads says otherwise
+    max_threads: int = 0                 # most threads a request may ask for; 0 -> number of cores
+    child_threads: dict[str, int] = field(default_factory=dict)   # NAME: threads for that child
 
 
 @dataclass(frozen=True)
@@ -233,6 +238,14 @@ class Config:
         return self.scheduler.workers or (os.cpu_count() or 1)
 
     @property
+    def max_threads(self) -> int:
+        return self.scheduler.max_threads or min(64, os.cpu_count() or 1)
+
+    def threads_for(self, child: str) -> int:
+        """Threads a request to `child` runs on when it does not say."""
+        return self.scheduler.child_threads.get(child, self.scheduler.threads)
+
+    @property
     def max_queue(self) -> int:
         return self.scheduler.max_queue or 4 * self.workers
 
@@ -278,6 +291,13 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
             return ""
         raise ConfigError(f"{where}: expected a string, found {value!r}")
     origin = getattr(typ, "__origin__", None)
+    if origin is dict:
+        kt, vt = typ.__args__
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, found {type(value).__name__} {value!r}")
+        return {_coerce(k, kt, f"{where} (a key)"): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
     if origin is tuple:
         inner = typ.__args__[0]
         if isinstance(value, (str, int)):
@@ -334,6 +354,16 @@ def validate(cfg: Config) -> Config:
     s = cfg.scheduler
     if s.workers < 0 or s.max_queue < 0:
         bad("scheduler.workers/max_queue", "integers >= 0", (s.workers, s.max_queue))
+    if not 1 <= s.threads <= 64:
+        bad("scheduler.threads", "an integer from 1 to 64", s.threads)
+    if not 0 <= s.max_threads <= 64:
+        bad("scheduler.max_threads", "an integer from 0 (the number of cores) to 64", s.max_threads)
+    for name, n in s.child_threads.items():
+        why = name_problem(name)
+        if why is not None:
+            bad(f"scheduler.child_threads (key {name!r})", "a child name", why)
+        if isinstance(n, bool) or not 1 <= n <= 64:
+            bad(f"scheduler.child_threads.{name}", "an integer from 1 to 64", n)
     if not 0 < s.default_deadline <= s.max_deadline:
         bad("scheduler.default_deadline", f"0 < value <= max_deadline ({s.max_deadline})", s.default_deadline)
     li = cfg.limits

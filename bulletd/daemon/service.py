@@ -166,8 +166,21 @@ class Daemon:
     async def op_ping(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
         return {"pong": True, "version": __version__, "device": self.cfg.device}
 
+    def _threads(self, req: Request, child: str) -> None:
+        """The threads this request's steps run on: its own `threads` (at most
+        scheduler.max_threads), else the child's in scheduler.child_threads, else scheduler.threads."""
+        asked, cap = req.generation.threads, self.cfg.max_threads
+        if asked > cap:
+            raise RequestError("bad_request", f"threads: at most {cap} on this device (scheduler.max_threads), "
+                               f"found {asked}")
+        n = asked or self.cfg.threads_for(child)
+        req.generation.threads = n
+        if req.settings is not None:
+            req.settings["threads"] = n
+
     async def op_generate(self, req: Request, emit: EmitChunk, peer: Peer) -> dict:
         decision = self.route(req.prompt, req.child)
+        self._threads(req, decision.child)
         self.scheduler.admit()
         try:
             lease = await self.registry.acquire(decision.child)
@@ -198,6 +211,7 @@ class Daemon:
             self.scheduler.release()
         out["child"] = lease.child.name
         out["version"] = lease.child.version
+        out["threads"] = req.generation.threads
         out["device"] = self.cfg.device
         out["route"] = {"reason": decision.reason, "confidence": round(float(decision.confidence), 6)}
         return out

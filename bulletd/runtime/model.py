@@ -157,6 +157,9 @@ class Model:
             if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.arch["vocab_size"]:
                 stop.add(i)
         self.stop_ids = frozenset(stop)   # sampling one of these ends generation with "eos"
+        self.threads = 1    # threads a forward step runs on when the settings say 0 (native backend)
+        # NumPy loads numpy.random on first use, 50-100 ms of imports: at load, not in a request
+        import numpy.random  # noqa: F401
         self.backend = _choose_backend(backend)
         self.kernel_path = "numpy"
         self.numpy_weights: str | None = None   # "mapped" | "f32" on the numpy backend
@@ -306,6 +309,16 @@ class Session:
             self._impl = model._ref.new_session()
             self.kv_bytes = self._impl.kv_bytes
 
+    def set_threads(self, n: int) -> None:
+        """Threads each forward step runs on (1..64; the native backend splits the matrix products
+        and attention heads among them, at most one per CPU this process may use: more would wait
+        for each other; the NumPy backend always runs one). ModelError otherwise."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
+            raise ModelError(f"threads must be an integer from 1 to 64, got {n!r}")
+        n = min(n, _cpus())
+        if self.model.backend == "native" and n != getattr(self._impl, "threads", 1):
+            self._impl.set_threads(n)
+
     def _kv_estimate(self) -> int:
         return _arch.kv_cache_bytes(self.model.arch)
 
@@ -368,8 +381,8 @@ class Generation:
 
     The session's lock is held from the first next() until the generation ends or is closed, so
     two generations on one session run one after the other. A set `cancel` Event ends it with
-    finish_reason "cancelled" before the next batch of tokens (one token on the NumPy paths, at
-    most _MAX_BATCH with the native decode loop; the tokens of a batch already run are kept).
+    finish_reason "cancelled" before the next batch of tokens (one token on the NumPy paths, about
+    _BATCH_S of work with the native decode loop; the tokens of a batch already run are kept).
 
     With a grammar (bulletd.runtime.grammar) every draw is among the tokens the automaton allows
     (`grammar` holds the request's TokenRun), and the generation ends with "stop" as soon as the
@@ -446,6 +459,7 @@ class Generation:
             if self._cancelled():
                 self.finish_reason = "cancelled"
                 return
+            self.session.set_threads(s.threads or m.threads)
             logits = self.session._prefill_reusing(self.prompt_tokens)
             self.prefill_s = time.perf_counter() - t0
             pos = len(self.prompt_tokens)
@@ -470,13 +484,19 @@ class Generation:
                     # end-of-sequence id is dropped; max_tokens or the context keeps the id reaching it
                     take, reason = len(batch), None
                     n0 = len(self.tokens)
-                    for j, nxt in enumerate(batch):
-                        if nxt in stop_ids:   # with a grammar: only where the document is complete
-                            take, reason = j, "stop" if self.grammar is not None else "eos"
-                            break
-                        if n0 + j + 1 >= max_tokens or pos + j >= context:
+                    if stop_ids.isdisjoint(batch):
+                        # the first j where max_tokens or the context is reached, by arithmetic
+                        j = max(0, min(max_tokens - n0 - 1, context - pos))
+                        if j < take:
                             take, reason = j + 1, "length"
-                            break
+                    else:
+                        for j, nxt in enumerate(batch):
+                            if nxt in stop_ids:   # with a grammar: only where the document is complete
+                                take, reason = j, "stop" if self.grammar is not None else "eos"
+                                break
+                            if n0 + j + 1 >= max_tokens or pos + j >= context:
+                                take, reason = j + 1, "length"
+                                break
                     if self._grammar_done and take == len(batch):
                         reason = "stop"   # the document is complete and nothing can extend it
                     ids = batch[:take] if take < len(batch) else batch
@@ -531,11 +551,12 @@ class Generation:
 
         With the native backend and sampler, draws and forward passes run in batches inside one
         native call each (the GIL is free meanwhile). The first batch is one token, so the first
-        token comes at once (and ttft_s times one token). When streaming, or when stop strings may
-        end the generation early, batches then grow 2, 4 .. _MAX_BATCH; otherwise (no one sees a
-        token before the end) they jump to _MAX_BATCH: fewer calls. A cancel waits at most one
-        batch. Tokens drawn beyond what
-        the consumer takes are wasted work but stay valid in the cache (session.tokens lists them).
+        token comes at once (and ttft_s times one token). Later batches hold about _BATCH_S of
+        work at the speed the last call ran (at most _MAX_BATCH tokens); when streaming, or when
+        stop strings may end the generation early, they also grow at most 4x per call (1, 4, 16 ..),
+        so the first pieces come at once. A cancel waits at most one batch. Tokens drawn beyond
+        what the consumer takes are wasted work but stay valid in the cache (session.tokens lists
+        them).
         Otherwise one draw and one forward call per token. Both give the same ids for one seed."""
         m, s, sess = self.model, self.settings, self.session
         seen_set = set(self.prompt_tokens)
@@ -571,9 +592,11 @@ class Generation:
             if n <= 0:
                 return
             coins = sampler.rng.random(n) if s.temperature != 0.0 else no_coins
+            t0 = time.perf_counter()
             toks, end, new_pos = sess._impl.decode(
                 buf, pending, pos, n, coins, np.array(seen, dtype=np.int64), s.temperature, s.top_k, s.top_p,
                 s.repetition_penalty, stop_ids)
+            took, ran = time.perf_counter() - t0, new_pos - pos
             pos = _took(sess, pending, toks, pos, new_pos, seen, seen_set)
             if toks:
                 yield toks
@@ -584,7 +607,7 @@ class Generation:
             if end == "stop_id" or not toks:
                 return
             pending = toks[-1]
-            batch = min(2 * batch, _MAX_BATCH) if ramp else _MAX_BATCH
+            batch = _next_batch(batch, ramp, took, ran)
 
 
     def _grammar_row(self, state: int):
@@ -655,9 +678,11 @@ class Generation:
                 coins = spare[:n] if spare.size >= n else np.concatenate([spare, sampler.rng.random(n - spare.size)])
             else:
                 coins = no_coins
+            t0 = time.perf_counter()
             toks, end, new_pos, state = sess._impl.decode_grammar(
                 buf, pending, pos, n, coins, np.array(seen, dtype=np.int64), s.temperature, s.top_k, s.top_p,
                 s.repetition_penalty, stop_ids, auto, state)
+            took, ran = time.perf_counter() - t0, new_pos - pos
             if s.temperature != 0.0:
                 spare = np.concatenate([coins[len(toks):n], spare[n:]]) if spare.size > n else coins[len(toks):n]
             pos = _took(sess, pending, toks, pos, new_pos, seen, seen_set)
@@ -677,12 +702,32 @@ class Generation:
             if end in ("stop_id", "complete") or not toks:
                 return
             pending = toks[-1]
-            batch = min(2 * batch, _MAX_BATCH) if ramp else _MAX_BATCH
+            batch = _next_batch(batch, ramp, took, ran)
 
 
-# Most tokens one native decode call draws: a cancel or deadline waits at most this many tokens,
-# and a streaming consumer gets its pieces in bursts of at most this many.
-_MAX_BATCH = 16
+# A native decode call after the first holds about _BATCH_S seconds of work at the speed the last
+# call ran, and at most _MAX_BATCH tokens: a cancel or deadline waits about that long at most, and
+# a streaming consumer gets its pieces about that far apart. Python's work per call (the seen ids,
+# the coins, detokenising, one yield) is then a small share of a call, even for a fast child.
+_BATCH_S = 0.01
+_MAX_BATCH = 256
+_FIRST_BATCH = 16   # while the speed is unknown
+
+
+def _next_batch(batch: int, ramp: bool, took: float, ran: int) -> int:
+    """Draws for the next native call, after one that ran `ran` forward passes in `took` seconds
+    (none yet: _FIRST_BATCH); with `ramp` at most 4x the last batch."""
+    n = _FIRST_BATCH if ran <= 0 or took <= 0.0 else int(_BATCH_S * ran / took)
+    n = max(1, min(_MAX_BATCH, n))
+    return min(n, 4 * batch) if ramp else n
+
+
+def _cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _took(sess, pending: int, toks: list, pos: int, new_pos: int, seen: list, seen_set: set) -> int:
@@ -693,10 +738,11 @@ def _took(sess, pending: int, toks: list, pos: int, new_pos: int, seen: list, se
         sess.tokens.append(pending)
         ran -= 1
     sess.tokens.extend(toks[:ran])
-    for t in toks:
-        if t not in seen_set:
-            seen_set.add(t)
-            seen.append(t)
+    new = set(toks)
+    new -= seen_set
+    if new:   # the order of `seen` does not matter: the penalty applies once per distinct id
+        seen_set |= new
+        seen.extend(new)
     return new_pos
 
 

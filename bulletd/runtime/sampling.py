@@ -47,6 +47,7 @@ LIMITS = {
     "top_p": Limit(False, 0.0, 1.0, True, "in (0, 1]"),
     "repetition_penalty": Limit(False, 0.0, 10.0, True, "in (0, 10] (1 = off)"),
     "seed": Limit(True, 0, MAX_SEED, False, "between 0 and 2**64-1"),
+    "threads": Limit(True, 0, 64, False, "0 (the model's default) or 1 to {high}"),
 }
 MAX_TEMPERATURE = LIMITS["temperature"].high
 MAX_REPETITION_PENALTY = LIMITS["repetition_penalty"].high
@@ -108,6 +109,8 @@ class GenerationSettings:
     seed: int | None = None           # same seed + same settings + same prompt = same tokens
     stop: tuple = ()                  # strings that end generation; never emitted themselves
     stream: bool = True               # the daemon streams deltas; the runtime always yields them
+    threads: int = 0                  # threads each forward step runs on (native backend); 0 = the
+                                      # model's default (Model.threads); the tokens do not depend on it
     # the field values validate() last passed (fit() skips checking them again)
     _valid: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -139,6 +142,7 @@ class GenerationSettings:
         self.top_k = min(self.top_k, TOP_K_MAX)   # past any vocabulary: the same as no limit
         if self.seed is not None:
             self.seed = check_setting("seed", self.seed)
+        self.threads = check_setting("threads", self.threads)
         self.stop = check_stop(self.stop)
         if not isinstance(self.stream, bool):
             raise BadSettings("stream", f"stream must be true or false, got {self.stream!r}")
@@ -156,7 +160,7 @@ class GenerationSettings:
 
     def _values(self) -> tuple:
         return (self.max_tokens, self.temperature, self.top_k, self.top_p, self.repetition_penalty,
-                self.seed, self.stop, self.stream)
+                self.seed, self.stop, self.stream, self.threads)
 
 
 def apply_repetition_penalty(logits: np.ndarray, seen, penalty: float, unique: bool = False) -> np.ndarray:

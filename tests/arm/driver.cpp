@@ -301,11 +301,27 @@ void model_checks(const KernelTable& k, Rng& r) {
     sref.prefill(toks.data(), 13, 0, a.data());
     sk.prefill(toks.data(), 13, 0, b.data());
     close(std::string(k.name) + " model prefill", a.data(), b.data(), c.vocab_size, 2e-3, 1e-4);
+    std::vector<std::vector<float>> one;  // this path's logits on one thread, step by step
+    one.push_back(b);
     for (int64_t p = 13; p < c.max_seq_len; p++) {
         sref.forward(toks[p], p, a.data());
         sk.forward(toks[p], p, b.data());
         close(std::string(k.name) + " model forward pos=" + std::to_string(p), a.data(), b.data(), c.vocab_size, 2e-3,
               1e-4);
+        one.push_back(b);
+    }
+    // the same steps on 2 and 3 threads: the same bits
+    for (int threads : {2, 3}) {
+        Session st(mk, 8);
+        st.set_threads(threads);
+        st.prefill(toks.data(), 13, 0, b.data());
+        bool same = std::memcmp(b.data(), one[0].data(), b.size() * sizeof(float)) == 0;
+        for (int64_t p = 13; p < c.max_seq_len; p++) {
+            st.forward(toks[p], p, b.data());
+            same = same && std::memcmp(b.data(), one[(size_t)(p - 12)].data(), b.size() * sizeof(float)) == 0;
+        }
+        check(same, std::string(k.name) + " model on " + std::to_string(threads) + " threads: the same logits as one",
+              0, same ? 0 : 1, same ? 0 : 1, 0);
     }
 }
 
