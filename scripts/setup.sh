@@ -6,7 +6,7 @@
 #   scripts/setup.sh          # runtime: python3-venv, compiler, mosquitto
 #   scripts/setup.sh --test   # + test tools: cross compiler, qemu-user, shellcheck, debootstrap,
 #                             #   llama-cpp-python (built once into ~/.cache/bullet-wheels),
-#                             #   iproute2 (the reliability run's network namespaces)
+#                             #   iproute2, iptables (the reliability run's network namespaces, packet loss)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +15,7 @@ want_test=0
 
 pkgs=(python3 python3-venv python3-dev python3-pip g++ make mosquitto mosquitto-clients)
 if [ $want_test = 1 ]; then
-  pkgs+=(shellcheck debootstrap systemd openssl cmake util-linux iproute2)
+  pkgs+=(shellcheck debootstrap systemd openssl cmake util-linux iproute2 iptables)
   # the ARM tests cross-compile and emulate from x86-64; on an arm64 machine they run natively
   [ "$(uname -m)" = x86_64 ] && pkgs+=(g++-aarch64-linux-gnu qemu-user)
 fi

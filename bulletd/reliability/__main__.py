@@ -8,8 +8,8 @@
 Steps: sanitize (the native tests under ASan + UBSan, tests/test_sanitize.py), fuzz (python -m
 bulletd.fuzz), load, load-busy, fleet, broker-kill, daemon-kill, partition, delay, netem, soak. Each run starts its
 own Mosquitto and bulletd processes in a temporary folder. The partition needs root, `ip`
-(iproute2) and network namespaces; netem (5 % loss) also needs the kernel's netem qdisc, and
-`delay` adds 200 ms each way with a TCP proxy instead. A step that cannot run here says why. Exit status 1 when a step broke an invariant (a request lost or answered
+(iproute2) and network namespaces; netem (5 % loss) uses the kernel's netem qdisc, or netfilter's
+random drop (iptables) where the kernel has none, and `delay` adds 200 ms each way with a TCP proxy. A step that cannot run here says why. Exit status 1 when a step broke an invariant (a request lost or answered
 twice, an uneven fleet, a failing sanitizer or fuzz run).
 """
 from __future__ import annotations
