@@ -57,3 +57,9 @@ def test_quick_run_loses_nothing_and_answers_nothing_twice():
     # the chaos runs really broke something: requests were cut off, and served again after
     assert out["broker-kill"]["unavailable"] > 0 and out["broker-kill"]["mqtt_ok"] > 0
     assert out["daemon-kill"]["by_transport"]["mqtt"]["final"] == out["daemon-kill"]["by_transport"]["mqtt"]["requests"]
+
+
+def test_the_fuzz_step_runs_every_fuzz_target():
+    from bulletd.fuzz import TARGETS
+    from bulletd.reliability.__main__ import FUZZ_TARGETS
+    assert sorted(FUZZ_TARGETS) == sorted(TARGETS)

@@ -28,7 +28,7 @@ from pathlib import Path
 from bulletd.reliability import scenarios as S
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-FUZZ_TARGETS = ("bullet", "tokenizer", "request", "ota", "grammar")
+FUZZ_TARGETS = ("bullet", "tokenizer", "request", "ota", "grammar", "gguf")
 
 # (full, quick) keyword arguments of each scenario
 SCALES = {
