@@ -26,18 +26,13 @@ import numpy as np
 
 
 def _bulletd_rate(path: Path, ids: list[int], passes: int, kernel: str = "auto") -> tuple[float, str]:
+    from bulletd.bench.runtime import _decode_rate
     from bulletd.runtime.model import load_model
     with load_model(path, backend="native", kernel=kernel) as m:
         s = m.new_session()
         for pos, t in enumerate(ids):          # warm: every weight page touched
             s.forward(t, pos)
-        rates = []
-        for _ in range(passes):
-            t0 = time.perf_counter()
-            for pos, t in enumerate(ids):
-                s.forward(t, pos)
-            rates.append(len(ids) / (time.perf_counter() - t0))
-        return statistics.median(rates), m.kernel_path
+        return _decode_rate(m, ids, passes), m.kernel_path
 
 
 def _llama_rate(path: Path, ids: list[int], passes: int) -> tuple[float, str]:

@@ -18,7 +18,6 @@ meaning (keys, shapes, token tables), and the .bullet writer and reader check th
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
+from ..signing import file_sha256
 from ..format import Tokenizer, VocabEntry, dequantize_bq4, quantize_bq4, write_bullet
 from ..format.arch import INT_KEYS, check_arch, tensor_shapes
 from ..format.bq4 import bq4_nbytes
@@ -389,14 +389,6 @@ def _convert(g: GGUFFile, p: str, t, shape: tuple, target: str):
 
 
 # -- provenance -------------------------------------------------------------------------------
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _provenance(g: GGUFFile, src: Path, name, version, dtype: str, errors: dict) -> dict:
     general = {}
     for k, v in g.metadata.items():
@@ -412,7 +404,7 @@ def _provenance(g: GGUFFile, src: Path, name, version, dtype: str, errors: dict)
         "name": name or str(general.get("name") or src.stem),
         "version": str(version),
         "created": now,
-        "source": {"kind": "gguf", "file": src.name, "sha256": _sha256(src), "size": src.stat().st_size,
+        "source": {"kind": "gguf", "file": src.name, "sha256": file_sha256(src)[0], "size": src.stat().st_size,
                    "gguf_version": g.version, "general": general},
         "converted_by": "bullet import-gguf",
         "weights_dtype": dtype,

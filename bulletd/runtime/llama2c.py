@@ -29,7 +29,6 @@ Pieces "<0xHH>" are byte-fallback tokens; ids 0, 1, 2 are <unk>, BOS and EOS (ru
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import os
 import re
 import struct
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
+from ..signing import file_sha256
 
 HEADER_INTS = 7
 HEADER_BYTES = HEADER_INTS * 4
@@ -269,14 +269,6 @@ def placeholder_vocab(vocab_size: int):
     return vocab
 
 
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def import_llama2c(checkpoint, out, *, tokenizer=None, dtype: str = "f32", name: str | None = None,
                    version: str = "1") -> dict:
     """Convert a llama2.c checkpoint (+ optional tokenizer.bin) into a .bullet file.
@@ -301,7 +293,7 @@ def import_llama2c(checkpoint, out, *, tokenizer=None, dtype: str = "f32", name:
     else:
         max_len, entries, in_file = read_tokenizer(tokenizer, cfg.vocab_size)
         vocab = _vocab_from_llama2c(entries)
-        tok_info.update({"file": Path(tokenizer).name, "sha256": _sha256(tokenizer),
+        tok_info.update({"file": Path(tokenizer).name, "sha256": file_sha256(tokenizer)[0],
                          "max_token_length": max_len, "entries_in_file": in_file})
 
     tensors = {}
@@ -319,7 +311,7 @@ def import_llama2c(checkpoint, out, *, tokenizer=None, dtype: str = "f32", name:
         "source": {
             "kind": "llama2c-v0",
             "file": checkpoint.name,
-            "sha256": _sha256(checkpoint),
+            "sha256": file_sha256(checkpoint)[0],
             "size": checkpoint.stat().st_size,
             "header": asdict(cfg),
             "classifier": "shared" if cfg.shared_classifier else "separate",
