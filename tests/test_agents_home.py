@@ -344,3 +344,39 @@ def test_any_call_resolves_to_configured_commands_or_a_clear_error(call):
         if a["service"] != "get_state":
             topic, payload = command(e, a)
             assert topic in home.command_topics and topic == e.command_topic and payload
+
+
+@pytest.mark.parametrize("text, want", [
+    ("floor lamp needs to be on rihgt away", {"name": ["floor lamp"]}),              # "lamp" alone is no device
+    ("set the floor lamp to 40%", {"name": ["the floor lamp", "floor lamp"]}),       # "the": the same device
+    ("yo the under-cabinet lights, switch it off right away",
+     {"name": ["the under-cabinet lights", "under-cabinet lights"]}),
+    ("एक काम कर, ओट्यावरचे दिवे आता तीस टक्के कर", {"name": ["ओट्यावरचे दिवे"]}),   # fillers name nothing
+    ("अरे प्रवेशद्वारमधले सगळे लाईट आता बंद कर आत्ता", {"area": ["प्रवेशद्वारमधले"]}),  # a case ending on an area
+    ("bro counter lights ला toggle करून टाक", {"name": ["counter lights", "counter lights ला"]}),
+    ("turn off the kitchn light", {"name": ["the kitchn light", "kitchn light"], "area": ["the kitchn", "kitchn"]}),
+    ("turn on the jacuzzi", {}),                                                   # nothing: the caller copies freely
+])
+def test_copy_spans_name_what_the_home_has(home, text, want):
+    assert home.copy_spans(text) == want
+    for kind, spans in want.items():       # every span resolves on this home
+        for s in spans:
+            (home.match_area(s) if kind == "area" else home.match_name(s, set(home.entities)))
+
+
+def test_copy_spans_on_a_home_never_seen(tmp_path):
+    """A random home (names the child never saw): the name or area of every generated test line
+    on it, widened to whole words, is among the spans of its utterance."""
+    import yaml
+    from trainer.agentdata import home as data
+
+    p = tmp_path / "home.yaml"
+    p.write_text(yaml.safe_dump(data.random_home(3), allow_unicode=True), encoding="utf-8")
+    h = HomeConfig.load(p)
+    lines = list(data.generate("test", 300, 5, data.Home.load(p)))
+    for line in lines:
+        spans = h.copy_spans(line["text"])
+        for k in ("name", "area"):
+            if k in line["call"]:
+                assert data.whole_words(line["text"], line["call"][k]) in spans.get(k, []), (line, spans)
+    assert not HomeConfig.load(EXAMPLE).copy_spans(lines[0]["text"]).get("name")   # not the example home's

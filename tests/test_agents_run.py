@@ -76,3 +76,34 @@ def test_agent_spec(header, code):
         with pytest.raises(RequestError) as e:
             agent_spec(header)
         assert e.value.code == code
+
+
+ASK = {"type": "object", "properties": {"intent": {"type": "string", "const": "HassGetState"},
+                                        "name": {"type": "string", "maxLength": 48, "x-copy": "words"}},
+       "required": ["intent", "name"]}
+
+
+def test_home_names_copy_only_spans_that_name_a_device(model, home):
+    """Sampled hot from random weights, the name is still one of the utterance's spans that name a
+    device of the home (HomeConfig.copy_spans), so every call resolves; without a home span the
+    name copies any whole words."""
+    text = "hey could you check the floor lamp and the bedroom fan rihgt away"
+    spans = home.copy_spans(text)["name"]
+    assert len(spans) >= 3, spans
+    names = set()
+    for seed in range(12):
+        r = run_agent(model, text, {"temperature": 1.5, "seed": seed}, AgentContext(home=home), schema=ASK)
+        assert r["call"]["name"] in spans, r["call"]
+        assert r["actions"][0]["service"] == "get_state"
+        names.add(r["call"]["name"])
+    assert len(names) >= 2, names
+    free = set()
+    for seed in range(12):
+        try:
+            r = run_agent(model, text, {"temperature": 1.5, "seed": seed}, AgentContext(home=home, home_spans=False),
+                          schema=ASK)
+            free.add(r["call"]["name"])
+        except RequestError as exc:
+            assert exc.code in ("no_such_entity", "ambiguous", "bad_call"), exc
+            free.add(None)
+    assert free - set(spans), free      # the words rule alone copies other words too

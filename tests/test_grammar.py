@@ -290,6 +290,51 @@ def test_copy_words_start_and_end_at_word_edges():
     assert plain.accepts(doc("ro हॉलचे")) and plain.accepts(doc("हॉल"))     # true: any substring
 
 
+def test_copy_spans_allow_only_the_listed_strings_of_their_property():
+    src = "yo the floor lamp, on rihgt away in the स्वयंपाकघरातील"
+    g = compile_schema(HOME_WORDS, copy_source=src,
+                       copy_spans={"name": ["floor lamp", "the floor lamp"], "area": ["स्वयंपाकघरातील"]})
+    doc = lambda k, v: '{"intent":"HassTurnOn","' + k + '":"' + v + '"}'
+    for v in ["floor lamp", "the floor lamp"]:
+        assert g.accepts(doc("name", v)), v
+    for v in ["floor", "lamp", "rihgt away", "rihgt", "yo", "the floor lamp, on"]:   # words, but not listed
+        assert not g.accepts(doc("name", v)), v
+    assert not g.is_prefix(doc("name", "l")[:-2]) and not g.is_prefix(doc("name", "r")[:-2])
+    assert g.is_prefix(doc("name", "the fl")[:-2]) and not g.accepts(doc("name", "the fl"))
+    assert g.accepts(doc("area", "स्वयंपाकघरातील")) and not g.accepts(doc("area", "rihgt away"))
+    # a property the mapping does not name copies by its own rule (whole words)
+    free = g.with_source(src, {"name": ["floor lamp"]})
+    assert free.accepts(doc("area", "rihgt away")) and not free.accepts(doc("area", "ihgt"))
+    assert free.copy_spans == {"name": ("floor lamp",)}
+    assert compile_schema(HOME_WORDS, copy_source=src).accepts(doc("name", "rihgt away"))   # no spans: words
+    # the walker's candidate bytes: what continues a listed span (and the closing quote)
+    w = g._walker()
+    s = w.start
+    for b in doc("name", "the floor")[:-2].encode():
+        s = w.step(s, b)
+    assert w.copy_bytes(s) == {0x22, ord(" ")}
+    for b in b" lamp":
+        s = w.step(s, b)
+    assert w.copy_bytes(s) == {0x22}
+
+
+@pytest.mark.parametrize("spans, words", [
+    ({"name": ["lamp x"]}, ["does not occur"]),
+    ({"name": []}, ["non-empty list"]),
+    ({"name": "floor lamp"}, ["non-empty list"]),
+    ({"name": [""]}, ["empty"]),
+    ({"name": ['a"b']}, ["escapes"]),
+    ({"name": ["floor lamp " * 6]}, ["length limits"]),
+    (["floor lamp"], ["mapping"]),
+])
+def test_bad_copy_spans_are_clear_errors(spans, words):
+    src = 'turn on the floor lamp a"b ' + "floor lamp " * 6
+    with pytest.raises(GrammarError) as e:
+        compile_schema(HOME_WORDS, copy_source=src, copy_spans=spans)
+    for w in words:
+        assert w in str(e.value), str(e.value)
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-10 ** 12, 10 ** 12)
     | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
@@ -556,6 +601,50 @@ def test_native_grammar_decode_parity(models, monkeypatch, kw, schema):
         assert r["joined"] == r["text"]
         if r["reason"] == "stop" and "stop" not in kw:
             check_doc(schema, r["text"], src)
+
+
+SPANS = {"name": ["kitchen light", "the kitchen light", "light to"], "area": ["kitchen"]}
+
+
+@pytest.mark.parametrize("kw", PARITY[:3])
+def test_native_grammar_decode_parity_with_copy_spans(models, monkeypatch, kw):
+    """Per-request copy spans: the native loop, the per-token path and NumPy agree, and every
+    finished document's name and area are among the spans."""
+    from bulletd import kernels
+    if kernels.token_automaton(4) is None:
+        pytest.skip(f"native module not built: {kernels.native_error()}")
+    src = SOURCES[0]
+    for path in models:
+        g = compile_schema(HOME_WORDS, copy_source=src, copy_spans=SPANS)
+        runs = {mode: _gen_mode(path, monkeypatch, mode, g, src + "\n=>", **kw)
+                for mode in ("batched", "per_token", "numpy")}
+        for r in runs.values():
+            r.pop("cached")
+        assert runs["batched"] == runs["per_token"] == runs["numpy"]
+        r = runs["batched"]
+        if r["reason"] == "stop":
+            check_doc(HOME_WORDS, r["text"], src)
+            v = json.loads(r["text"])
+            assert all(v[k] in SPANS[k] for k in SPANS if k in v), v
+
+
+def test_seeded_generations_keep_to_the_copy_spans(models):
+    m = load_model(models[0])
+    seen = set()
+    for i in range(60):
+        src = SOURCES[0]
+        g = compile_schema(HOME_WORDS, copy_source=src, copy_spans=SPANS)
+        gen = m.generate(src + "\n=>", GenerationSettings(max_tokens=300, temperature=1.5, seed=i), grammar=g)
+        text = "".join(gen)
+        assert gen.finish_reason == "stop", text
+        check_doc(HOME_WORDS, text, src)
+        v = json.loads(text)
+        for k in SPANS:
+            if k in v:
+                assert v[k] in SPANS[k], v
+                seen.add(v[k])
+    m.close()
+    assert len(seen) >= 3, seen      # random weights reach several spans, and nothing else
 
 
 def test_numpy_backend_generations_validate(models):

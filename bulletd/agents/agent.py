@@ -7,8 +7,10 @@
 
 An agent child's header carries {"agent": {"tool", "schema", "template"}}. run_agent builds the
 model input from the template, constrains generation with the schema's grammar (the utterance is
-the x-copy source), generates greedily unless the settings say otherwise, parses and validates the
-call (jsonschema), and runs the tool. A calc call may hold its numbers as typed (Devanagari digits,
+the x-copy source; for the home tool a "name" or "area" may only be a span of the utterance that
+names an entity or area of ctx.home, HomeConfig.copy_spans, where the utterance has one),
+generates greedily unless the settings say otherwise, parses and validates the call
+(jsonschema), and runs the tool. A calc call may hold its numbers as typed (Devanagari digits,
 number words: what the calc child writes); bulletd.agents.numerals.plain turns them into ASCII
 digits, and the reply's call is that plain expression. The home tool only resolves: acting
 (publishing on the devices' topics) belongs to the caller, which knows the broker; `ctx.publish`, when given with
@@ -23,7 +25,7 @@ from typing import Any, Callable
 
 from bulletd.agents import calc, numerals
 from bulletd.agents.home import HomeConfig, StateStore, resolve
-from bulletd.agents.tools import TOOLS, check_schema, validate_call
+from bulletd.agents.tools import NAME_MAX, TOOLS, check_schema, validate_call
 from bulletd.errors import RequestError
 
 DEFAULT_TEMPLATE = "{text}\n=>"
@@ -38,6 +40,7 @@ class AgentContext:
     states: StateStore | None = None
     cancel: threading.Event | None = None
     session: Any = None
+    home_spans: bool = True      # home: names and areas copy only spans that name something of ctx.home
     extra: dict = field(default_factory=dict)
 
 
@@ -58,13 +61,13 @@ def agent_spec(header: dict | None) -> dict | None:
     return {"tool": a["tool"], "schema": schema, "template": template}
 
 
-def make_grammar(schema: dict | None, fmt: Any, copy_source: str):
+def make_grammar(schema: dict | None, fmt: Any, copy_source: str, copy_spans: dict | None = None):
     """The grammar for a request: `fmt`/`schema` when given, else `schema`. RequestError(bad_request)."""
     from bulletd.runtime.grammar import GrammarError, compile_schema, grammar_for_request
     try:
         if fmt is not None:
             return grammar_for_request(fmt, None, copy_source=copy_source)
-        return compile_schema(schema, copy_source=copy_source)
+        return compile_schema(schema, copy_source=copy_source, copy_spans=copy_spans)
     except GrammarError as exc:
         raise RequestError("bad_request", f"schema: {exc}") from None
 
@@ -112,7 +115,10 @@ def run_agent(model: Any, utterance: str, settings: Any, ctx: AgentContext, chil
         raise RequestError("bad_model", f"the agent template {spec['template']!r} is malformed: {exc}") from None
     if schema is not None:
         check_schema(schema, "the request's")
-    grammar = make_grammar(schema if schema is not None else spec["schema"], fmt, utterance)
+    spans = None
+    if spec["tool"] == "home" and ctx.home is not None and ctx.home_spans:
+        spans = ctx.home.copy_spans(utterance, NAME_MAX) or None
+    grammar = make_grammar(schema if schema is not None else spec["schema"], fmt, utterance, spans)
     gs = settings_for(model, settings)
     gen = model.generate(prompt, gs, session=ctx.session, cancel=ctx.cancel, grammar=grammar)
     for _ in gen:

@@ -69,6 +69,7 @@ CASE_SUFFIXES = tuple(sorted({
     "वरच्या", "वरचे", "वरचा", "वरची", "वरचं", "वरील", "वर",
     "तल्या", "तले", "तला", "तली", "तलं", "तील", "तून", "त",
     "च्या", "चे", "चा", "ची", "चं", "ला", "ना", "ने", "शी", "साठी"}, key=len, reverse=True))
+_STRING_SPECIAL = re.compile(r'["\\\x00-\x1f]')   # what a JSON string holds only escaped
 TOPIC_RE = re.compile(r"^[^+#\x00$][^+#\x00]{0,511}$")
 
 
@@ -286,6 +287,58 @@ class HomeConfig:
             return set(ids)
         return _fuzzy(k, self._all_keys, allowed) if fuzzy else set()
 
+    def copy_spans(self, text: str, max_len: int = 48) -> dict[str, list[str]]:
+        """The spans of an utterance that name something of this home, for the grammar's
+        copy_spans: {"name": [...], "area": [...]}. A span runs from the start of a word to the end
+        of one (the "x-copy": "words" rule) and is at most max_len characters. A name span is an
+        entity's name, alias, id or object id, exactly or without a Marathi case ending; an area
+        span the same for an area. A span inside a longer one that names something else is
+        dropped ("lamp" inside "floor lamp"; "floor lamp" inside "the floor lamp" stays). Where no exact span lies, a span the fuzzy match accepts (a typo)
+        counts, the best-scoring of overlapping ones. A kind with no span is left out (the caller
+        then copies freely, and the resolver names the missing device)."""
+        from bulletd.runtime.grammar import is_word_char
+        starts, ends, prev = [], [], False
+        for i, ch in enumerate(text):
+            w = is_word_char(ch)
+            if w and not prev:
+                starts.append(i)
+            elif prev and not w:
+                ends.append(i)
+            prev = w
+        if prev:
+            ends.append(len(text))
+        cands = [(a, b) for i, a in enumerate(starts) for b in ends[i:] if b - a <= max_len]
+        cands = [(a, b) for a, b in cands if not _STRING_SPECIAL.search(text[a:b])]
+        out = {}
+        for kind, index, keys in (("name", self._all_keys, (self._entity_keys, self._object_keys)),
+                                  ("area", self._area_keys, (self._area_keys,))):
+            exact = {}
+            for a, b in cands:
+                k = normalize(text[a:b])
+                ids = next((frozenset(d.get(k) or self._stemmed(k, d)) for d in keys
+                            if d.get(k) or self._stemmed(k, d)), None) if k else None
+                if ids:
+                    exact[(a, b)] = ids
+            spans = [(a, b) for (a, b), ids in exact.items()
+                     if not any(x <= a and b <= y and (x, y) != (a, b) and other != ids
+                                for (x, y), other in exact.items())]
+            fuzzy = []
+            for a, b in cands:
+                if any(a < y and x < b for x, y in exact):
+                    continue
+                score = _fuzzy_score(normalize(text[a:b]), index)
+                if score is not None:
+                    fuzzy.append((-score, a - b, a, b))
+            picked = set()
+            for _, _, a, b in sorted(fuzzy):      # best score first; the same key typed twice both stay
+                k = normalize(text[a:b])
+                if k in picked or not any(a < y and x < b for x, y in spans):
+                    spans.append((a, b))
+                    picked.add(k)
+            if spans:
+                out[kind] = list(dict.fromkeys(text[a:b] for a, b in sorted(spans)))
+        return out
+
     @staticmethod
     def _stemmed(key: str, index: dict[str, set[str]]) -> set[str]:
         """The ids of the first case stem of key (case_stems) that index holds exactly."""
@@ -297,6 +350,15 @@ class HomeConfig:
 
 def _type_name(typ: Any) -> str:
     return {str: "a string", list: "a list", bool: "true or false"}.get(typ, "a number")
+
+
+def _fuzzy_score(key: str, index: dict[str, set[str]]) -> float | None:
+    """The best fuzzy ratio of key against the keys of index, None below FUZZY_THRESHOLD."""
+    from rapidfuzz import fuzz, process
+    if not key:
+        return None
+    best = process.extractOne(key, index.keys(), scorer=fuzz.ratio, score_cutoff=FUZZY_THRESHOLD)
+    return None if best is None else best[1]
 
 
 def _fuzzy(key: str, index: dict[str, set[str]], allowed: set[str]) -> set[str]:

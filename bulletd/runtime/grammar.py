@@ -109,7 +109,7 @@ def compact_json(value) -> str:
 class _Node:
     __slots__ = ("kind", "alts", "prefixes", "max_len", "min_len", "ci", "cf", "lo", "hi", "neg",
                  "exp", "keys", "children", "required", "req_from", "any_req", "rest", "item",
-                 "max_items", "min_items", "string", "choices", "words")
+                 "max_items", "min_items", "string", "choices", "words", "prop")
 
     def __init__(self, kind):
         self.kind = kind
@@ -195,6 +195,8 @@ class _Compiler:
         n = _Node(COPY if copy else STR)
         n.max_len, n.min_len = max_len, min_len
         n.words = copy == "words"
+        head, _, last = path.rpartition("/")
+        n.prop = last if head.endswith("/properties") else None   # the property a request's spans name
         return self.add(n)
 
     def number(self, integer, lo, hi, lo_excl, hi_excl, free, path) -> int:
@@ -557,8 +559,8 @@ class _Core:
         return text is None or self._num_value_ok(self.nodes[fr[0]], text)
 
     # -- the byte step ----------------------------------------------------------------------
-    def feed(self, stack: tuple, b: int, out: list, src: bytes) -> None:
-        """Append to `out` every stack that `stack` becomes on byte b."""
+    def feed(self, stack: tuple, b: int, out: list, src: bytes, spans=None) -> None:
+        """Append to `out` every stack that `stack` becomes on byte b (spans: Grammar._spans)."""
         if not stack:
             return
         fr = stack[-1]
@@ -620,7 +622,7 @@ class _Core:
             if p in n.prefixes:
                 out.append(up + ((nid, p),))
         elif k == NUM:
-            self._feed_num(stack, fr, n, b, out, src)
+            self._feed_num(stack, fr, n, b, out, src, spans)
         elif k == OBJ:
             _, ph, i, mask, pre = fr
             if ph == 2:      # inside a key: pre holds its bytes after the opening quote
@@ -656,6 +658,17 @@ class _Core:
                 if b == 0x22:
                     out.append(up + ((nid, 1, b""),))
                 return
+            only = spans.get(n.prop) if spans else None
+            if only is not None:          # this request lists the strings the property may be
+                whole, prefixes = only
+                if b == 0x22:
+                    if content in whole and _chars(content) >= n.min_len:
+                        out.append(up)
+                    return
+                c = content + bytes((b,))
+                if c in prefixes and (n.max_len is None or _chars(c) <= n.max_len):
+                    out.append(up + ((nid, 1, c),))
+                return
             if b == 0x22:
                 if _chars(content) >= n.min_len and _complete_utf8(content) and \
                         (not n.words or not content or word_span(src, content, True)):
@@ -689,7 +702,7 @@ class _Core:
             if n.max_items == 0:
                 return
             for f in self.starts[n.item]:   # the first item's first byte
-                self.feed(up + (self._arr_next(n, nid, cnt), f), b, out, src)
+                self.feed(up + (self._arr_next(n, nid, cnt), f), b, out, src, spans)
         elif k == JOBJ:
             ph = fr[1]
             if ph == 0:
@@ -722,7 +735,7 @@ class _Core:
                     out.append(up)
                     return
                 for f in self.starts[n.item]:
-                    self.feed(up + ((nid, 2), f), b, out, src)
+                    self.feed(up + ((nid, 2), f), b, out, src, spans)
 
     @staticmethod
     def _arr_next(n: _Node, nid: int, cnt: int) -> tuple:
@@ -732,7 +745,7 @@ class _Core:
             c = min(c, n.min_items)
         return (nid, 2, c)
 
-    def _feed_num(self, stack, fr, n, b, out, src) -> None:
+    def _feed_num(self, stack, fr, n, b, out, src, spans) -> None:
         nid, ph, text, ni, nf = fr
         nph = -1
         if 0x30 <= b <= 0x39:
@@ -767,7 +780,7 @@ class _Core:
         if nph < 0:
             # not part of the number: it ends here if complete, and the byte goes to the parent
             if self._num_accepting(fr):
-                self.feed(stack[:-1], b, out, src)
+                self.feed(stack[:-1], b, out, src, spans)
             return
         if n.ci is None:          # a free number: the phase is the whole state
             out.append(stack[:-1] + ((nid, nph, None, 0, 0),))
@@ -907,30 +920,61 @@ def _complete_utf8(b: bytes) -> bool:
 # =============================================================================================
 
 class Grammar:
-    """A compiled schema, bound to a copy source (the text "x-copy" strings may copy from).
+    """A compiled schema, bound to a copy source (the text "x-copy" strings may copy from) and,
+    optionally, per property name the only strings an x-copy string of that property may be
+    (copy_spans: {"name": ["kitchen light", ...]}; each occurs in the copy source, holds no
+    character JSON must escape and fits the property's length limits; a property the mapping
+    does not name copies by its own rule).
 
     grammar.schema           the schema (None for format "json")
     grammar.copy_source      str
+    grammar.copy_spans       {property: (str, ...)} or None
     grammar.accepts(text)    True when text is a complete document
     grammar.is_prefix(text)  True when text (str or bytes) can still be completed
     """
 
-    def __init__(self, core: _Core, copy_source: str = ""):
+    def __init__(self, core: _Core, copy_source: str = "", copy_spans: dict | None = None):
         if not isinstance(copy_source, str):
             raise GrammarError(f"copy_source must be a string, got {type(copy_source).__name__}")
         self._core = core
         self.copy_source = copy_source
         self._src = copy_source.encode("utf-8", "surrogatepass")
+        self.copy_spans = None
+        self._spans = None          # {property: (whole spans, their non-empty prefixes)} as bytes
+        if copy_spans is not None:
+            self._set_spans(copy_spans)
+
+    def _set_spans(self, copy_spans) -> None:
+        if not isinstance(copy_spans, dict):
+            raise GrammarError(f"copy_spans must be a mapping of property names to lists of strings, "
+                               f"got {type(copy_spans).__name__}")
+        nodes = [n for n in self._core.nodes if n.kind == COPY]
+        kept, table = {}, {}
+        for prop, spans in copy_spans.items():
+            if not isinstance(spans, (list, tuple)) or not spans or not all(isinstance(x, str) for x in spans):
+                raise GrammarError(f"copy_spans[{prop!r}]: expected a non-empty list of strings, got {spans!r:.200}")
+            limits = [(n.min_len, n.max_len) for n in nodes if n.prop == prop]
+            for x in spans:
+                if x not in self.copy_source:
+                    raise GrammarError(f"copy_spans[{prop!r}]: {x!r} does not occur in the copy source")
+                if not x or _STRING_SPECIAL.search(x):
+                    raise GrammarError(f"copy_spans[{prop!r}]: {x!r} is empty or holds a character JSON escapes")
+                if any(len(x) < lo or (hi is not None and len(x) > hi) for lo, hi in limits):
+                    raise GrammarError(f"copy_spans[{prop!r}]: {x!r} is outside the property's length limits")
+            whole = frozenset(x.encode("utf-8", "surrogatepass") for x in spans)
+            kept[prop] = tuple(dict.fromkeys(spans))
+            table[prop] = (whole, frozenset(w[:i] for w in whole for i in range(1, len(w) + 1)))
+        self.copy_spans, self._spans = kept, table
 
     @property
     def schema(self):
         return self._core.schema
 
-    def with_source(self, copy_source: str) -> "Grammar":
-        return Grammar(self._core, copy_source)
+    def with_source(self, copy_source: str, copy_spans: dict | None = None) -> "Grammar":
+        return Grammar(self._core, copy_source, copy_spans)
 
     def _walker(self) -> "_Walker":
-        return _Walker(self._core, self._core.fresh_tables(), self._src)
+        return _Walker(self._core, self._core.fresh_tables(), self._src, self._spans)
 
     def _walk(self, data) -> tuple["_Walker", int]:
         if isinstance(data, str):
@@ -962,8 +1006,8 @@ class _Walker:
     """Byte steps of one grammar for one copy source: shared memo for states outside x-copy
     strings, a private one for states inside them (their transitions depend on the source)."""
 
-    def __init__(self, core: _Core, tables: _Tables, src: bytes):
-        self.core, self.tables, self.src = core, tables, src
+    def __init__(self, core: _Core, tables: _Tables, src: bytes, spans: dict | None = None):
+        self.core, self.tables, self.src, self.spans = core, tables, src, spans
         self.local: dict[int, int] = {}
         self.created = 0
         self.touched_copy = False   # set when a step from a copy state was taken (walks reset it)
@@ -1005,6 +1049,11 @@ class _Walker:
                 return None
             content = st[-1][2]
             acc.add(0x22)
+            only = self.spans.get(self.core.nodes[st[-1][0]].prop) if self.spans else None
+            if only is not None:
+                m = len(content)
+                acc.update(w[m] for w in only[0] if len(w) > m and w.startswith(content))
+                continue
             if self.core.nodes[st[-1][0]].words:
                 starts = _word_starts(src, content) if content else _word_edges(src)[0]
                 acc.update(src[j] for j in (i + len(content) for i in starts) if j < len(src))
@@ -1032,9 +1081,9 @@ class _Walker:
         if r is not None:
             return r
         out: list = []
-        feed, src = self.core.feed, self.src
+        feed, src, spans = self.core.feed, self.src, self.spans
         for st in t.states[sid]:
-            feed(st, b, out, src)
+            feed(st, b, out, src, spans)
         r = self.intern(frozenset(out)) if out else -1
         memo[key] = r
         return r
@@ -1385,9 +1434,10 @@ def _core_for(key: str, build) -> _Core:
     return c
 
 
-def compile_schema(schema: dict, *, copy_source: str = "") -> Grammar:
+def compile_schema(schema: dict, *, copy_source: str = "", copy_spans: dict | None = None) -> Grammar:
     """The grammar of a JSON schema (the subset in docs/ARCHITECTURE.md). GrammarError for an
-    impossible, too large or unsupported schema; the message names the schema path."""
+    impossible, too large or unsupported schema; the message names the schema path. copy_spans:
+    see Grammar."""
     if not isinstance(schema, dict):
         raise GrammarError(f"#: a schema must be an object, got {type(schema).__name__}")
     try:
@@ -1395,7 +1445,7 @@ def compile_schema(schema: dict, *, copy_source: str = "") -> Grammar:
     except (TypeError, ValueError) as exc:
         raise GrammarError(f"#: the schema is not JSON: {exc}") from None
 
-    return Grammar(_core_for(key, lambda: _build_core(schema, key)), copy_source)
+    return Grammar(_core_for(key, lambda: _build_core(schema, key)), copy_source, copy_spans)
 
 
 def _build_core(schema: dict, key: str | None = None) -> _Core:

@@ -2,6 +2,7 @@
 
     bullet-train agentdata home --split train --n 150000 --seed 1 --for-training -o home_train.jsonl
     bullet-train agentdata home --split test --home examples/home.yaml --n 2000 -o home_test.jsonl
+    bullet-train agentdata home --random-home 9 -o random_home.yaml     # a home no child has seen
     bullet-train agentdata calc --split test --n 2000 -o calc_test.jsonl
     bullet-train agentdata routing --split test --n 2000 -o routing_test.jsonl
     bullet-train agentdata routing --split dev --n 2000 -o routing_dev.jsonl
@@ -52,6 +53,16 @@ def run(args) -> int:
         name, path = spec.split("=", 1)
         sources[name] = path
     out = Path(args.output)
+    if args.random_home is not None:
+        if args.kind != "home":
+            raise ConfigError("--random-home applies to the home data only")
+        import yaml
+
+        from trainer.agentdata import home
+        out.write_text(yaml.safe_dump(home.random_home(args.random_home), allow_unicode=True, sort_keys=False),
+                       encoding="utf-8")
+        print(f"wrote {out}: a random home (seed {args.random_home})")
+        return 0
     h = hashlib.sha256()
     with open(out, "w", encoding="utf-8") as fh:
         for line in lines(args.kind, args.split, args.n, args.seed, args.home, sources):
@@ -78,6 +89,8 @@ def add_parser(sub) -> None:
     g.add_argument("--home", help="home YAML: lines about this home, with `expect` (home only)")
     g.add_argument("--source", action="append",
                    help="routing: NAME=FILE.jsonl corpus of a text child (marathi, fortunes)")
+    g.add_argument("--random-home", type=int, metavar="SEED",
+                   help="write a random home YAML (areas, devices, names) instead of lines (home only)")
     g.add_argument("--for-training", action="store_true", help="write {\"text\": template + call} lines")
     g.add_argument("-o", "--output", required=True)
     g.set_defaults(fn=run)

@@ -521,6 +521,39 @@ def random_name(rng: random.Random, domain: str, script: str) -> str:
     return f"{_in_area(rng, random_area(rng, 'deva'), g)} {rng.choice(MR_ADJ)[gi]} {dev}"
 
 
+def random_home(seed: int, n_areas: int = 8, n_entities: int = 32) -> dict:
+    """A home no child has seen, as the data of a home YAML (bulletd.agents.home.HomeConfig):
+    areas and devices named from the generator's vocabulary and made-up words, each with an
+    English and a Devanagari name, every name unique."""
+    rng = random.Random(f"home/random-home/{seed}")
+    used: set[str] = set()
+
+    def fresh(draw) -> str:
+        for _ in range(200):
+            n = draw()
+            k = _norm(n)
+            if k not in used and len(n) <= NAME_MAX:
+                used.add(k)
+                return n
+        raise RuntimeError("could not draw a fresh name")
+
+    areas = []
+    for i in range(n_areas):
+        names = [fresh(lambda: random_area(rng, "latin")), fresh(lambda: random_area(rng, "deva"))]
+        areas.append({"id": f"area_{i}", "names": names})
+    ents = []
+    for i in range(n_entities):
+        d = rng.choices(DOMAINS, weights=[6, 3, 3, 3, 3, 2, 2, 1])[0]
+        e = {"id": f"{d}.device_{i}", "area": rng.choice(areas)["id"],
+             "names": [fresh(lambda: random_name(rng, d, "latin")), fresh(lambda: random_name(rng, d, "deva"))]}
+        if d != "sensor":
+            e["command_topic"] = f"home/device_{i}/set"
+        if d == "climate":
+            e["min_temp"], e["max_temp"] = 16, 30
+        ents.append(e)
+    return {"areas": areas, "entities": ents}
+
+
 # --------------------------------------------------------------------------------------------------
 # homes (for `expect`): the example home's YAML keys, read here with a small local resolver
 # --------------------------------------------------------------------------------------------------

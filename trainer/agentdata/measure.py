@@ -10,8 +10,9 @@ This is the trainer's own check of a freshly exported child: the model reads
     children installed; a null child is right when nothing is chosen.
 With --copy, a "name" or "area" string may only grow into a substring of the utterance that starts
 at the start of a word and ends at the end of one (the home schema's "x-copy": "words" rule, the
-part of the grammar that matters most here; --copy chars: any substring); nothing else is
-constrained. `bullet eval` measures the same sets through bulletd's own path (grammar, tools).
+part of the grammar that matters most here; --copy chars: any substring; --copy spans: only the
+spans of the utterance that name an entity or area of --home, as bulletd decodes home calls);
+nothing else is constrained. `bullet eval` measures the same sets through bulletd's own path (grammar, tools).
 
     python -m trainer.agentdata.measure child_models/home.bullet home_test.jsonl --home examples/home.yaml
 """
@@ -64,17 +65,19 @@ def judge(line: dict, call, home=None) -> bool:
     return call == line.get("call")
 
 
-_OPEN_COPY = re.compile(rb'"(?:name|area)":"([^"]*)$')
+_OPEN_COPY = re.compile(rb'"(name|area)":"([^"]*)$')
 
 
 def copy_greedy(model, prompt: str, source: str, pieces: list[bytes], max_tokens: int = 128,
-                words: bool = True) -> str:
+                words: bool = True, spans: dict | None = None) -> str:
     """Greedy decoding where a "name" or "area" string may only hold a substring of `source` (the
-    x-copy rule of the home schema; with `words`, whole words; nothing else is constrained).
-    Stops at the first complete JSON object."""
+    x-copy rule of the home schema; with `words`, whole words; nothing else is constrained); with
+    `spans` ({"name": [...], "area": [...]}, HomeConfig.copy_spans), a key it lists only one of its
+    strings. Stops at the first complete JSON object."""
     from bulletd.runtime.grammar import word_span
 
     src = source.encode("utf-8")
+    only = {k.encode(): [x.encode("utf-8") for x in v] for k, v in (spans or {}).items()}
     ids = model.encode_prompt(prompt)
     session = model.new_session()
     logits = session.prefill(ids, 0)
@@ -91,10 +94,14 @@ def copy_greedy(model, prompt: str, source: str, pieces: list[bytes], max_tokens
                 continue
             if m is not None:
                 head, quote, _ = pieces[t].partition(b'"')
-                value = m.group(1) + head
-                if value not in src or (quote and not value):
+                value = m.group(2) + head
+                allowed = only.get(m.group(1))
+                if allowed is not None:
+                    if not any((x == value) if quote else x.startswith(value) for x in allowed):
+                        continue
+                elif value not in src or (quote and not value):
                     continue
-                if words and value and not word_span(src, value, bool(quote)):
+                elif words and value and not word_span(src, value, bool(quote)):
                     continue
             chosen = t
             break
@@ -108,9 +115,14 @@ def copy_greedy(model, prompt: str, source: str, pieces: list[bytes], max_tokens
     return out.decode("utf-8", "replace")
 
 
-def measure(model_path, lines, home=None, max_tokens: int = 128, copy: bool | str = False) -> dict:
+def measure(model_path, lines, home=None, max_tokens: int = 128, copy: bool | str = False,
+            home_config=None) -> dict:
     """copy: decode with the x-copy rule for names and areas (copy_greedy) instead of plain greedy;
-    "chars" for any substring, otherwise (True, "words") whole words."""
+    "chars" for any substring, "spans" for the spans of the utterance that name something of
+    home_config (bulletd's HomeConfig; whole words where it has none), otherwise (True, "words")
+    whole words."""
+    if copy == "spans" and home_config is None:
+        raise ValueError("copy='spans' needs the home (home_config)")
     from bulletd.runtime import GenerationSettings, load_model
 
     by_cat = defaultdict(lambda: [0, 0])
@@ -122,7 +134,8 @@ def measure(model_path, lines, home=None, max_tokens: int = 128, copy: bool | st
         for line in lines:
             prompt = template.format(text=line["text"])
             if copy:
-                text = copy_greedy(model, prompt, line["text"], pieces, max_tokens, words=copy != "chars")
+                spans = home_config.copy_spans(line["text"]) if copy == "spans" else None
+                text = copy_greedy(model, prompt, line["text"], pieces, max_tokens, words=copy != "chars", spans=spans)
             else:
                 text = "".join(model.generate(prompt, settings))
             call = first_object(text)
@@ -172,8 +185,9 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int)
     ap.add_argument("--misses", type=int, default=10, help="misses to print")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--copy", nargs="?", const="words", choices=["words", "chars"],
-                    help="names and areas may only copy whole words of the utterance (x-copy; chars: any substring)")
+    ap.add_argument("--copy", nargs="?", const="words", choices=["words", "chars", "spans"],
+                    help="names and areas may only copy whole words of the utterance (x-copy; chars: any "
+                         "substring; spans: spans naming an entity or area of --home, as bulletd decodes)")
     args = ap.parse_args(argv)
     from trainer.agentdata.home import Home
 
@@ -182,7 +196,14 @@ def main(argv=None) -> int:
         lines = [json.loads(s) for s in fh if s.strip()]
     if args.limit:
         lines = lines[:args.limit]
-    r = measure_routing(args.model, lines) if lines and "child" in lines[0] else measure(args.model, lines, home, copy=args.copy or False)
+    if args.copy == "spans" and not args.home:
+        ap.error("--copy spans needs --home")
+    cfg = None
+    if args.copy == "spans":
+        from bulletd.agents.home import HomeConfig
+        cfg = HomeConfig.load(args.home)
+    r = measure_routing(args.model, lines) if lines and "child" in lines[0] else \
+        measure(args.model, lines, home, copy=args.copy or False, home_config=cfg)
     if args.json:
         print(json.dumps(r, ensure_ascii=False))
         return 0
