@@ -53,7 +53,7 @@ def run(args) -> int:
         name, path = spec.split("=", 1)
         sources[name] = path
     out = Path(args.output)
-    if args.random_home is not None:
+    if getattr(args, "random_home", None) is not None:
         if args.kind != "home":
             raise ConfigError("--random-home applies to the home data only")
         import yaml
