@@ -380,3 +380,22 @@ def test_copy_spans_on_a_home_never_seen(tmp_path):
             if k in line["call"]:
                 assert data.whole_words(line["text"], line["call"][k]) in spans.get(k, []), (line, spans)
     assert not HomeConfig.load(EXAMPLE).copy_spans(lines[0]["text"]).get("name")   # not the example home's
+
+
+def test_narrow_keeps_intents_of_named_things_and_numbers_said(home):
+    from bulletd.agents.home import numbers_said
+    schema = TOOLS["home"].schema
+    spans, values = home.narrow(schema, "अरे कॉफी मशीन on करा हो")       # a switch: no lock, cover, light set
+    assert spans == {"name": ["कॉफी मशीन"]}
+    assert values == {"intent": ["HassTurnOn", "HassTurnOff", "HassToggle", "HassGetState"]}
+    spans, values = home.narrow(schema, "the bedroom shades position at 91% for me")   # "bedroom" is part of the name
+    assert set(values["intent"]) == {"HassTurnOn", "HassTurnOff", "HassSetPosition", "HassGetState",
+                                     "HassOpenCover", "HassCloseCover"}
+    assert values["position"] == [91] and values["brightness"] == [91] and values["temperature"] == [91]
+    _, values = home.narrow(schema, "bro हीटर आता temperature twennty two कर")
+    assert values["temperature"] == [2, 20, 22]
+    _, values = home.narrow(schema, "turn on the jacuzzi")           # nothing named, no number: no limits
+    assert values == {}
+    assert numbers_said("kids room light आता brightness बारा कर") == {12}   # "light" is no "eight"
+    assert numbers_said("२२.५ degrees, two hundred and five") == {22.5, 2, 200, 205, 5}
+    assert numbers_said("४० टक्के and चाळीस") == {40}

@@ -100,10 +100,34 @@ def test_home_names_copy_only_spans_that_name_a_device(model, home):
     free = set()
     for seed in range(12):
         try:
-            r = run_agent(model, text, {"temperature": 1.5, "seed": seed}, AgentContext(home=home, home_spans=False),
+            r = run_agent(model, text, {"temperature": 1.5, "seed": seed}, AgentContext(home=home, home_spans=False, home_narrow=False),
                           schema=ASK)
             free.add(r["call"]["name"])
         except RequestError as exc:
             assert exc.code in ("no_such_entity", "ambiguous", "bad_call"), exc
             free.add(None)
     assert free - set(spans), free      # the words rule alone copies other words too
+
+
+SET = {"type": "object", "properties": {k: TOOLS["home"].schema["properties"][k] for k in ("intent", "name", "brightness")},
+       "required": ["intent", "name", "brightness"]}
+
+
+def test_home_intents_and_numbers_keep_to_what_the_utterance_says(model, home):
+    """Sampled hot from random weights, a home call's intent applies to the named device and its
+    brightness is a number the utterance says; with home_narrow off, other intents and numbers come out."""
+    text = "set the floor lamp to forty two percent"
+    _, values = home.narrow(SET, text)
+    assert values["brightness"] == [2, 40, 42]
+    narrow, free = [], []
+    for seed in range(16):
+        for ctx, out in ((AgentContext(home=home), narrow), (AgentContext(home=home, home_narrow=False), free)):
+            try:
+                out.append(run_agent(model, text, {"temperature": 1.5, "seed": seed}, ctx, schema=SET)["call"])
+            except RequestError as exc:
+                assert exc.code in ("no_such_entity", "ambiguous", "bad_call", "out_of_range"), exc
+    assert len(narrow) == 16          # names are spans of the lamp, intents apply to a light
+    for call in narrow:
+        assert call["intent"] in values["intent"] and call["brightness"] in values["brightness"], call
+    assert len({c["intent"] for c in narrow}) >= 2
+    assert any(c["intent"] not in values["intent"] or c["brightness"] not in values["brightness"] for c in free), free

@@ -318,6 +318,39 @@ def test_copy_spans_allow_only_the_listed_strings_of_their_property():
     assert w.copy_bytes(s) == {0x22}
 
 
+def test_values_limit_enum_and_number_properties():
+    g = compile_schema(HOME_WORDS, copy_source="set the lamp to 40 now",
+                       values={"intent": ["HassLightSet", "HassTurnOn"], "brightness": [40, 4]})
+    assert g.values == {"intent": ("HassLightSet", "HassTurnOn"), "brightness": (40, 4)}
+    doc = lambda i, b=None: '{"intent":"' + i + '","name":"lamp"' + ("" if b is None else f',"brightness":{b}') + "}"
+    for d, ok in [(doc("HassLightSet", 40), True), (doc("HassLightSet", 4), True), (doc("HassTurnOn"), True),
+                  (doc("HassLightSet", 41), False), (doc("HassLightSet", 400), False), (doc("HassTurnOff"), False),
+                  (doc("HassLightSet", 0), False)]:
+        assert g.accepts(d) is ok, d
+    assert g.is_prefix('{"intent":"HassTu') and not g.is_prefix('{"intent":"HassLo')
+    free = compile_schema(HOME_WORDS, copy_source="set the lamp to 40 now")   # the same schema, no limits
+    assert free.accepts(doc("HassTurnOff")) and free.accepts(doc("HassLightSet", 41))
+    t = compile_schema({"type": "object", "properties": {"t": {"type": "number", "minimum": -50, "maximum": 100}},
+                        "required": ["t"]}, values={"t": [22.5, 22, -3]})
+    for v, ok in [("22.5", True), ("22", True), ("-3", True), ("22.0", False), ("2", False), ("22.55", False)]:
+        assert t.accepts('{"t":' + v + "}") is ok, v
+
+
+@pytest.mark.parametrize("values, words", [
+    ({"intent": ["Nope"]}, ["not one of the property's values"]),
+    ({"brightness": [101]}, ["not a number the property takes"]),
+    ({"brightness": [4.5]}, ["not a number the property takes"]),
+    ({"brightness": ["4"]}, ["not a number the property takes"]),
+    ({"intent": []}, ["non-empty list"]),
+    (["HassTurnOn"], ["mapping"]),
+])
+def test_bad_values_are_clear_errors(values, words):
+    with pytest.raises(GrammarError) as e:
+        compile_schema(HOME, copy_source="x", values=values)
+    for w in words:
+        assert w in str(e.value), str(e.value)
+
+
 @pytest.mark.parametrize("spans, words", [
     ({"name": ["lamp x"]}, ["does not occur"]),
     ({"name": []}, ["non-empty list"]),
@@ -626,6 +659,49 @@ def test_native_grammar_decode_parity_with_copy_spans(models, monkeypatch, kw):
             check_doc(HOME_WORDS, r["text"], src)
             v = json.loads(r["text"])
             assert all(v[k] in SPANS[k] for k in SPANS if k in v), v
+
+
+VALUES = {"intent": ["HassLightSet", "HassGetState"], "brightness": [40, 7]}
+
+
+@pytest.mark.parametrize("kw", PARITY[:3])
+def test_native_grammar_decode_parity_with_values(models, monkeypatch, kw):
+    from bulletd import kernels
+    if kernels.token_automaton(4) is None:
+        pytest.skip(f"native module not built: {kernels.native_error()}")
+    src = SOURCES[0]
+    for path in models:
+        g = compile_schema(HOME_WORDS, copy_source=src, copy_spans=SPANS, values=VALUES)
+        runs = {mode: _gen_mode(path, monkeypatch, mode, g, src + "\n=>", **kw)
+                for mode in ("batched", "per_token", "numpy")}
+        for r in runs.values():
+            r.pop("cached")
+        assert runs["batched"] == runs["per_token"] == runs["numpy"]
+        r = runs["batched"]
+        if r["reason"] == "stop":
+            v = json.loads(r["text"])
+            assert v["intent"] in VALUES["intent"] and v.get("brightness", 40) in VALUES["brightness"], v
+
+
+def test_limited_requests_never_reuse_rows_of_unlimited_ones(models):
+    """Rows of the schema's shared table were built without limits (a token may spell any intent);
+    a request with values must not take them: every sampled call keeps to its values."""
+    m = load_model(models[1])
+    src = SOURCES[0]
+    for i in range(20):     # fill the shared rows, unlimited
+        "".join(m.generate(src + "\n=>", GenerationSettings(max_tokens=300, temperature=1.5, seed=i),
+                           grammar=compile_schema(HOME_WORDS, copy_source=src)))
+    seen = set()
+    for i in range(40):
+        g = compile_schema(HOME_WORDS, copy_source=src, values=VALUES)
+        gen = m.generate(src + "\n=>", GenerationSettings(max_tokens=300, temperature=1.5, seed=i), grammar=g)
+        text = "".join(gen)
+        assert gen.finish_reason == "stop", text
+        v = json.loads(text)
+        assert v["intent"] in VALUES["intent"] and v.get("brightness", 40) in VALUES["brightness"], v
+        seen.add(v["intent"])
+    m.close()
+    assert seen == set(VALUES["intent"]), seen
 
 
 def test_seeded_generations_keep_to_the_copy_spans(models):

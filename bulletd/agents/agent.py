@@ -8,7 +8,8 @@
 An agent child's header carries {"agent": {"tool", "schema", "template"}}. run_agent builds the
 model input from the template, constrains generation with the schema's grammar (the utterance is
 the x-copy source; for the home tool a "name" or "area" may only be a span of the utterance that
-names an entity or area of ctx.home, HomeConfig.copy_spans, where the utterance has one),
+names an entity or area of ctx.home where the utterance has one, the intent one that applies to
+what it names, a number one it says: HomeConfig.narrow),
 generates greedily unless the settings say otherwise, parses and validates the call
 (jsonschema), and runs the tool. A calc call may hold its numbers as typed (Devanagari digits,
 number words: what the calc child writes); bulletd.agents.numerals.plain turns them into ASCII
@@ -40,7 +41,9 @@ class AgentContext:
     states: StateStore | None = None
     cancel: threading.Event | None = None
     session: Any = None
-    home_spans: bool = True      # home: names and areas copy only spans that name something of ctx.home
+    home_narrow: bool = True     # home: HomeConfig.narrow (names and areas copy spans that name something
+    home_spans: bool = True      # of the home, intents and numbers keep to the utterance); else with
+                                 # home_spans only the copy spans; with neither, whole words
     extra: dict = field(default_factory=dict)
 
 
@@ -61,13 +64,15 @@ def agent_spec(header: dict | None) -> dict | None:
     return {"tool": a["tool"], "schema": schema, "template": template}
 
 
-def make_grammar(schema: dict | None, fmt: Any, copy_source: str, copy_spans: dict | None = None):
-    """The grammar for a request: `fmt`/`schema` when given, else `schema`. RequestError(bad_request)."""
+def make_grammar(schema: dict | None, fmt: Any, copy_source: str, copy_spans: dict | None = None,
+                 values: dict | None = None):
+    """The grammar for a request: `fmt`/`schema` when given, else `schema` (with the per-request
+    copy_spans and values of bulletd.runtime.grammar.Grammar). RequestError(bad_request)."""
     from bulletd.runtime.grammar import GrammarError, compile_schema, grammar_for_request
     try:
         if fmt is not None:
             return grammar_for_request(fmt, None, copy_source=copy_source)
-        return compile_schema(schema, copy_source=copy_source, copy_spans=copy_spans)
+        return compile_schema(schema, copy_source=copy_source, copy_spans=copy_spans, values=values)
     except GrammarError as exc:
         raise RequestError("bad_request", f"schema: {exc}") from None
 
@@ -115,10 +120,13 @@ def run_agent(model: Any, utterance: str, settings: Any, ctx: AgentContext, chil
         raise RequestError("bad_model", f"the agent template {spec['template']!r} is malformed: {exc}") from None
     if schema is not None:
         check_schema(schema, "the request's")
-    spans = None
-    if spec["tool"] == "home" and ctx.home is not None and ctx.home_spans:
-        spans = ctx.home.copy_spans(utterance, NAME_MAX) or None
-    grammar = make_grammar(schema if schema is not None else spec["schema"], fmt, utterance, spans)
+    gschema, spans, values = schema if schema is not None else spec["schema"], None, None
+    if spec["tool"] == "home" and ctx.home is not None and fmt is None:
+        if ctx.home_narrow:
+            spans, values = ctx.home.narrow(gschema, utterance, NAME_MAX)
+        elif ctx.home_spans:
+            spans = ctx.home.copy_spans(utterance, NAME_MAX)
+    grammar = make_grammar(gschema, fmt, utterance, spans or None, values or None)
     gs = settings_for(model, settings)
     gen = model.generate(prompt, gs, session=ctx.session, cancel=ctx.cancel, grammar=grammar)
     for _ in gen:

@@ -21,6 +21,7 @@ import re
 import time
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,11 @@ def normalize(text: str) -> str:
     if t.startswith("the "):
         t = t[4:]
     return "".join(c for c in t if unicodedata.category(c)[0] not in "PSZC")
+
+
+@lru_cache(maxsize=16384)
+def _case_stems(key: str) -> tuple[str, ...]:
+    return tuple(case_stems(key))
 
 
 def case_stems(key: str) -> list[str]:
@@ -293,9 +299,14 @@ class HomeConfig:
         of one (the "x-copy": "words" rule) and is at most max_len characters. A name span is an
         entity's name, alias, id or object id, exactly or without a Marathi case ending; an area
         span the same for an area. A span inside a longer one that names something else is
-        dropped ("lamp" inside "floor lamp"; "floor lamp" inside "the floor lamp" stays). Where no exact span lies, a span the fuzzy match accepts (a typo)
-        counts, the best-scoring of overlapping ones. A kind with no span is left out (the caller
-        then copies freely, and the resolver names the missing device)."""
+        dropped ("lamp" inside "floor lamp"; "floor lamp" inside "the floor lamp" stays). Where no
+        exact span lies, a span the fuzzy match accepts (a typo) counts, the best-scoring of
+        overlapping ones. A kind with no span is left out (the caller then copies freely, and the
+        resolver names the missing device)."""
+        return {k: list(dict.fromkeys(t for t, _ in v)) for k, v in self.named_spans(text, max_len).items()}
+
+    def named_spans(self, text: str, max_len: int = 48) -> dict[str, list[tuple[str, frozenset]]]:
+        """copy_spans with what each span names: {"name": [(span, entity ids)], "area": [(span, area ids)]}."""
         from bulletd.runtime.grammar import is_word_char
         starts, ends, prev = [], [], False
         for i, ch in enumerate(text):
@@ -308,14 +319,15 @@ class HomeConfig:
         if prev:
             ends.append(len(text))
         cands = [(a, b) for i, a in enumerate(starts) for b in ends[i:] if b - a <= max_len]
-        cands = [(a, b) for a, b in cands if not _STRING_SPECIAL.search(text[a:b])]
+        keys = {(a, b): normalize(text[a:b]) for a, b in cands if not _STRING_SPECIAL.search(text[a:b])}
+        cands = list(keys)
         out = {}
-        for kind, index, keys in (("name", self._all_keys, (self._entity_keys, self._object_keys)),
+        for kind, index, index_of in (("name", self._all_keys, (self._entity_keys, self._object_keys)),
                                   ("area", self._area_keys, (self._area_keys,))):
             exact = {}
             for a, b in cands:
-                k = normalize(text[a:b])
-                ids = next((frozenset(d.get(k) or self._stemmed(k, d)) for d in keys
+                k = keys[(a, b)]
+                ids = next((frozenset(d.get(k) or self._stemmed(k, d)) for d in index_of
                             if d.get(k) or self._stemmed(k, d)), None) if k else None
                 if ids:
                     exact[(a, b)] = ids
@@ -326,23 +338,57 @@ class HomeConfig:
             for a, b in cands:
                 if any(a < y and x < b for x, y in exact):
                     continue
-                score = _fuzzy_score(normalize(text[a:b]), index)
+                score = _fuzzy_score(keys[(a, b)], index)
                 if score is not None:
                     fuzzy.append((-score, a - b, a, b))
             picked = set()
+            every = set(self.entities if kind == "name" else self.areas)
             for _, _, a, b in sorted(fuzzy):      # best score first; the same key typed twice both stay
-                k = normalize(text[a:b])
+                k = keys[(a, b)]
                 if k in picked or not any(a < y and x < b for x, y in spans):
                     spans.append((a, b))
+                    exact[(a, b)] = frozenset(_fuzzy(k, index, every))
                     picked.add(k)
             if spans:
-                out[kind] = list(dict.fromkeys(text[a:b] for a, b in sorted(spans)))
+                out[kind] = [(text[a:b], exact[(a, b)]) for a, b in sorted(spans)]
         return out
+
+    def narrow(self, schema: dict, text: str, max_len: int = 48) -> tuple[dict, dict]:
+        """What one utterance pins of a home call, for the grammar: (copy_spans, values). copy_spans
+        as copy_spans(); values keeps the intents to those that apply to something the utterance
+        names (an entity's domain, or a domain present in a named area that is not part of a named
+        entity), and a brightness, temperature or position to the numbers the utterance says
+        (numbers_said). Only properties of `schema` (an enum intent, integer or number slots) are
+        limited, and only where the utterance pins something: no named thing, every intent; no
+        number in a slot's range, any number."""
+        spans = self.named_spans(text, max_len)
+        props = schema.get("properties") or {}
+        values: dict[str, list] = {}
+        domains = {self.entities[i].domain for _, ids in spans.get("name", []) for i in ids}
+        inside = lambda t: any(t != n and t in n for n, _ in spans.get("name", []))
+        areas = {a for t, ids in spans.get("area", []) if not inside(t) for a in ids}   # not "bedroom" of "bedroom shades"
+        domains |= {e.domain for e in self.entities.values() if e.area in areas}
+        intent = props.get("intent")
+        if domains and isinstance(intent, dict) and isinstance(intent.get("enum"), list):
+            keep = [i for i in intent["enum"] if i in SERVICES and set(SERVICES[i]) & domains]
+            if keep:
+                values["intent"] = keep
+        said = numbers_said(text)
+        for k in ("brightness", "temperature", "position"):
+            p = props.get(k)
+            if not isinstance(p, dict) or p.get("type") not in ("integer", "number") or set(p) & {"enum", "const"}:
+                continue
+            lo, hi = p.get("minimum", -math.inf), p.get("maximum", math.inf)
+            vals = sorted(v for v in said if lo <= v <= hi and (p["type"] == "number" or float(v).is_integer())
+                          and round(v, 6) == v)
+            if vals:
+                values[k] = [int(v) if float(v).is_integer() else v for v in vals]
+        return {k: list(dict.fromkeys(t for t, _ in v)) for k, v in spans.items()}, values
 
     @staticmethod
     def _stemmed(key: str, index: dict[str, set[str]]) -> set[str]:
         """The ids of the first case stem of key (case_stems) that index holds exactly."""
-        for s in case_stems(key):
+        for s in _case_stems(key):
             if s in index:
                 return index[s]
         return set()
@@ -350,6 +396,51 @@ class HomeConfig:
 
 def _type_name(typ: Any) -> str:
     return {str: "a string", list: "a list", bool: "true or false"}.get(typ, "a number")
+
+
+@lru_cache(maxsize=8192)
+def _number_word(t: str) -> bool:
+    """t is a number word: exactly, or (six letters or more; "light" is no "eight") with a typo."""
+    from bulletd.agents import numerals
+    return t.casefold() in numerals.WORDS or (len(t) >= 6 and numerals.lookup(t) is not None)
+
+
+def numbers_said(text: str) -> set:
+    """The numbers an utterance says: digits (ASCII or Devanagari, a decimal point allowed) and
+    every run of number words (English or Marathi; a word of six letters or more may have a typo
+    within bulletd.agents.numerals' allowance; digits before a scale word), each word alone as
+    well: "twenty two" gives 22, 20 and 2."""
+    from bulletd.agents import numerals
+    from bulletd.runtime.grammar import is_word_char
+    toks, cur = [], ""
+    for i, ch in enumerate(text + " "):
+        if is_word_char(ch) or (ch == "." and cur and cur[-1].isdigit() and text[i + 1:i + 2].isdigit()):
+            cur += ch
+            continue
+        if cur:
+            toks.append(cur)
+        cur = ""
+    out: set = set()
+    runs, run = [], []
+    for t in toks:
+        num = numerals._NUMBER.fullmatch(t)
+        if num or _number_word(t) or (run and t.casefold() in numerals.FILLER):
+            run.append(t)
+            if num:
+                v = float(t.translate(numerals._TO_ASCII))
+                out.add(int(v) if v.is_integer() else v)
+        else:
+            runs.append(run)
+            run = []
+    runs.append(run)
+    for run in runs:
+        for i in range(len(run)):
+            for j in range(i + 1, min(len(run), i + 6) + 1):
+                try:
+                    out.add(numerals.words_value(" ".join(run[i:j])))
+                except RequestError:
+                    pass
+    return out
 
 
 def _fuzzy_score(key: str, index: dict[str, set[str]]) -> float | None:

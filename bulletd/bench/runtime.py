@@ -489,6 +489,12 @@ GRAMMAR_REQUESTS = {
                                        "close the garage door", "is the front door locked",
                                        "set the living room thermostat to 21.5", "किचन की लाइट बंद करो",
                                        "open the office blinds halfway", "toggle the hallway fan"]),
+    # home_words as bulletd decodes a home request: names/areas, intents and numbers narrowed to
+    # what the utterance pins on the example home (HomeConfig.narrow; its time is not counted here)
+    "home_narrow": (HOME_WORDS_SCHEMA, ["turn on the kitchen light", "set the bedroom lamp to 40 percent",
+                                        "close the garage door", "is the front door locked",
+                                        "set the living room thermostat to 21.5", "किचन चा लाइट बंद करो",
+                                        "open the office blinds halfway", "toggle the hallway fan"]),
     "calc": (CALC_SCHEMA, ["what is 17 times 23", "15 percent of 80", "2 to the power of 10",
                            "(3.5 + 4) / 2", "12 divided by 7", "९ गुणा ८"]),
 }
@@ -516,8 +522,19 @@ def bench_grammar(workdir: Path, args) -> dict:
     for pos, t in enumerate(rng.integers(3, arch["vocab_size"], size=arch["max_seq_len"])):
         warm.forward(int(t), pos)
     del warm
+    home = None
     for name, (schema, texts) in GRAMMAR_REQUESTS.items():
         r[f"{name}_compile_ms"] = 1e3 * _median_time(lambda: G._build_core(schema), 5 if quick else 21)
+        limits = {}
+        if name == "home_narrow":
+            from bulletd.agents.home import HomeConfig
+            home = home or HomeConfig.load(Path(__file__).resolve().parents[2] / "examples" / "home.yaml")
+            for text in texts:
+                spans, values = home.narrow(schema, text)
+                limits[text] = {"copy_spans": spans or None, "values": values or None}
+
+        def compiled(text):
+            return G.compile_schema(schema, copy_source=text, **limits.get(text, {}))
 
         def first_mask():
             g = G.Grammar(G._build_core(schema), texts[0])
@@ -535,7 +552,7 @@ def bench_grammar(workdir: Path, args) -> dict:
             return g, total, total - g.prefill_s
         # the first request meets cold caches: compile, masks, native rows
         G._CORES.clear()
-        g0, t_first, _ = request(G.compile_schema(schema, copy_source=texts[0]), texts[0])
+        g0, t_first, _ = request(compiled(texts[0]), texts[0])
         r[f"{name}_first_request_ms"] = 1e3 * t_first
         tok = {"grammar": 0, "free": 0}
         sec = {"grammar": 0.0, "free": 0.0}
@@ -549,7 +566,7 @@ def bench_grammar(workdir: Path, args) -> dict:
                 n = None
                 for mode in (("grammar", "free") if k % 2 == 0 else ("free", "grammar")):
                     if mode == "grammar":
-                        g, total, dec = request(G.compile_schema(schema, copy_source=text), text)
+                        g, total, dec = request(compiled(text), text)
                         later.append(total)
                         got = len(g.tokens)
                     else:

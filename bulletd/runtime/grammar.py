@@ -50,6 +50,7 @@ INT_DIGITS = 15             # digits before the point of a generated number
 FRAC_DIGITS = 6             # digits after the point of a generated "number"
 MAX_STATES = 200_000        # byte states per grammar before its caches are started afresh
 MAX_RUN_STATES = 1_000_000  # byte states a single request may create
+LIMIT_TABLES = 64           # sets of per-request value limits whose rows are kept per grammar
 
 ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment", "$schema", "$id"})
 KEYWORDS = {
@@ -113,6 +114,7 @@ class _Node:
 
     def __init__(self, kind):
         self.kind = kind
+        self.prop = None        # the object property whose value the node is (per-request limits name it)
 
 
 def _is_int(v) -> bool:
@@ -400,6 +402,9 @@ class _Compiler:
                 n.any_req.append(bits)
         n.rest = [sum(1 << j for j in range(i, len(names))) for i in range(len(names) + 1)]
         n.children = [self.schema(props[name], f"{path}/properties/{name}", depth + 1) for name in names]
+        for name, cid in zip(names, n.children):
+            if self.nodes[cid].kind in (LIT, NUM):
+                self.nodes[cid].prop = name
         n.choices = {}
         return self.add(n)
 
@@ -424,10 +429,15 @@ class _Tables:
         self.ids: dict[frozenset, int] = {}
         self.states: list[frozenset] = []
         self.copy: list[bool] = []      # the state has a stack inside an x-copy string
+        self.vprop: list = []           # properties of enum / number values the state is inside
         self.final: list[bool] = []
         self.first: list = []           # first_bytes of the state (a frozenset), or None
         self.memo: dict[int, int] = {}  # (sid << 8 | byte) -> sid or -1, for non-copy states
         self.vocabs: dict[str, "_TokenTable"] = {}
+        # byte steps of states inside limited values, per set of limits (Grammar.values), and the
+        # token tables of those sets: the most recent LIMIT_TABLES of them are kept
+        self.vmemos: "OrderedDict[str, dict]" = OrderedDict()
+        self.limited_vocabs: "OrderedDict[str, _TokenTable]" = OrderedDict()
         self.lock = threading.Lock()
 
 
@@ -617,9 +627,12 @@ class _Core:
                     out.append(up + ((nid, 1, cnt, 0),))
         elif k == LIT:
             p = fr[1] + bytes((b,))
-            if p in n.alts:
+            whole, prefixes = n.alts, n.prefixes
+            if spans and n.prop is not None and ("=", n.prop) in spans:
+                whole, prefixes = spans[("=", n.prop)]     # this request's values of the property
+            if p in whole:
                 out.append(up)
-            if p in n.prefixes:
+            if p in prefixes:
                 out.append(up + ((nid, p),))
         elif k == NUM:
             self._feed_num(stack, fr, n, b, out, src, spans)
@@ -775,6 +788,15 @@ class _Core:
         elif b in (0x65, 0x45):
             if n.exp and ph in (N_ZERO, N_INT, N_FRAC):
                 nph = N_E
+        if spans and n.prop is not None and ("=", n.prop) in spans:
+            whole, prefixes = spans[("=", n.prop)]          # this request's values of the property
+            text = text or b""
+            if nph >= 0:
+                if text + bytes((b,)) in prefixes or text + bytes((b,)) in whole:
+                    out.append(stack[:-1] + ((nid, nph, text + bytes((b,)), ni, nf),))
+            elif nph == -1 and text in whole:
+                self.feed(stack[:-1], b, out, src, spans)
+            return
         if nph == -2:
             return
         if nph < 0:
@@ -903,6 +925,17 @@ def word_span(src: bytes, content: bytes, whole: bool, min_len: int = 0, max_len
     return False
 
 
+def _num_fits(n: _Node, v) -> bool:
+    """v is a number the NUM node n generates: in range, with no more decimals than it writes."""
+    if not _is_num(v):
+        return False
+    if n.ci is None:
+        return True
+    x = Fraction(repr(v) if isinstance(v, float) else v) * 10 ** n.cf
+    return x.denominator == 1 and (n.lo is None or x >= n.lo) and (n.hi is None or x <= n.hi) \
+        and len(str(abs(int(x)) // 10 ** n.cf)) <= n.ci
+
+
 def _chars(b: bytes) -> int:
     return sum(1 for x in b if not 0x80 <= x < 0xC0)
 
@@ -929,20 +962,55 @@ class Grammar:
     grammar.schema           the schema (None for format "json")
     grammar.copy_source      str
     grammar.copy_spans       {property: (str, ...)} or None
+    grammar.values           {property: (value, ...)} or None: per request, the only values an enum
+                             or a number that is the value of that property may take (each one the
+                             property's schema allows)
     grammar.accepts(text)    True when text is a complete document
     grammar.is_prefix(text)  True when text (str or bytes) can still be completed
     """
 
-    def __init__(self, core: _Core, copy_source: str = "", copy_spans: dict | None = None):
+    def __init__(self, core: _Core, copy_source: str = "", copy_spans: dict | None = None,
+                 values: dict | None = None):
         if not isinstance(copy_source, str):
             raise GrammarError(f"copy_source must be a string, got {type(copy_source).__name__}")
         self._core = core
         self.copy_source = copy_source
         self._src = copy_source.encode("utf-8", "surrogatepass")
         self.copy_spans = None
-        self._spans = None          # {property: (whole spans, their non-empty prefixes)} as bytes
-        if copy_spans is not None:
+        self.values = None
+        self._limits = ""           # the values as one key: requests with the same limits share rows
+        self._spans = None          # {property: (whole spans, their non-empty prefixes)} as bytes,
+        if copy_spans is not None:  # and {("=", property): (values as JSON, proper prefixes)}
             self._set_spans(copy_spans)
+        if values is not None:
+            self._set_values(values)
+
+    def _set_values(self, values) -> None:
+        if not isinstance(values, dict):
+            raise GrammarError(f"values must be a mapping of property names to lists of values, "
+                               f"got {type(values).__name__}")
+        table, kept = dict(self._spans or {}), {}
+        for prop, vals in values.items():
+            if not isinstance(vals, (list, tuple)) or not vals:
+                raise GrammarError(f"values[{prop!r}]: expected a non-empty list of values, got {vals!r:.200}")
+            nodes = [n for n in self._core.nodes if n.prop == prop and n.kind in (LIT, NUM)]
+            texts = set()
+            for v in vals:
+                try:
+                    t = compact_json(int(v) if _is_num(v) and float(v).is_integer() and any(
+                        n.kind == NUM and n.cf == 0 for n in nodes) else v).encode()
+                except (TypeError, ValueError) as exc:
+                    raise GrammarError(f"values[{prop!r}]: {v!r} is not JSON: {exc}") from None
+                for n in nodes:
+                    if n.kind == LIT and t not in n.alts:
+                        raise GrammarError(f"values[{prop!r}]: {v!r} is not one of the property's values")
+                    if n.kind == NUM and not _num_fits(n, v):
+                        raise GrammarError(f"values[{prop!r}]: {v!r} is not a number the property takes")
+                texts.add(t)
+            kept[prop] = tuple(vals)
+            table[("=", prop)] = (frozenset(texts), frozenset(t[:i] for t in texts for i in range(1, len(t))))
+        self.values, self._spans = kept, table
+        self._limits = ";".join(f"{p}=" + ",".join(sorted(t.decode() for t in table[("=", p)][0])) for p in sorted(kept))
 
     def _set_spans(self, copy_spans) -> None:
         if not isinstance(copy_spans, dict):
@@ -964,17 +1032,17 @@ class Grammar:
             whole = frozenset(x.encode("utf-8", "surrogatepass") for x in spans)
             kept[prop] = tuple(dict.fromkeys(spans))
             table[prop] = (whole, frozenset(w[:i] for w in whole for i in range(1, len(w) + 1)))
-        self.copy_spans, self._spans = kept, table
+        self.copy_spans, self._spans = kept, {**(self._spans or {}), **table}
 
     @property
     def schema(self):
         return self._core.schema
 
-    def with_source(self, copy_source: str, copy_spans: dict | None = None) -> "Grammar":
-        return Grammar(self._core, copy_source, copy_spans)
+    def with_source(self, copy_source: str, copy_spans: dict | None = None, values: dict | None = None) -> "Grammar":
+        return Grammar(self._core, copy_source, copy_spans, values)
 
     def _walker(self) -> "_Walker":
-        return _Walker(self._core, self._core.fresh_tables(), self._src, self._spans)
+        return _Walker(self._core, self._core.fresh_tables(), self._src, self._spans, self._limits)
 
     def _walk(self, data) -> tuple["_Walker", int]:
         if isinstance(data, str):
@@ -1006,8 +1074,22 @@ class _Walker:
     """Byte steps of one grammar for one copy source: shared memo for states outside x-copy
     strings, a private one for states inside them (their transitions depend on the source)."""
 
-    def __init__(self, core: _Core, tables: _Tables, src: bytes, spans: dict | None = None):
+    def __init__(self, core: _Core, tables: _Tables, src: bytes, spans: dict | None = None, limits: str = ""):
         self.core, self.tables, self.src, self.spans = core, tables, src, spans
+        # properties whose enum / number values this request limits: their states step in a memo
+        # of their own, shared by the requests with the same limits
+        self.limited = frozenset(k[1] for k in spans if isinstance(k, tuple)) if spans else frozenset()
+        self.limits = limits
+        self.vmemo = None
+        if self.limited:
+            with tables.lock:
+                self.vmemo = tables.vmemos.get(limits)
+                if self.vmemo is None:
+                    self.vmemo = tables.vmemos[limits] = {}
+                    while len(tables.vmemos) > LIMIT_TABLES:
+                        tables.vmemos.popitem(last=False)
+                else:
+                    tables.vmemos.move_to_end(limits)
         self.local: dict[int, int] = {}
         self.created = 0
         self.touched_copy = False   # set when a step from a copy state was taken (walks reset it)
@@ -1027,6 +1109,9 @@ class _Walker:
                     sid = len(t.states)
                     t.states.append(stacks)
                     t.copy.append(any(self.core.stack_copy(s) for s in stacks))
+                    t.vprop.append(frozenset(self.core.nodes[s[-1][0]].prop for s in stacks
+                                             if s and self.core.kind[s[-1][0]] in (LIT, NUM)
+                                             and self.core.nodes[s[-1][0]].prop is not None))
                     t.final.append(any(self.core.stack_final(s) for s in stacks))
                     first = set()
                     for s in stacks:
@@ -1075,6 +1160,8 @@ class _Walker:
         if t.copy[sid]:
             self.touched_copy = True
             memo = self.local
+        elif self.limited and not self.limited.isdisjoint(t.vprop[sid]):
+            memo = self.vmemo
         else:
             memo = t.memo
         r = memo.get(key)
@@ -1275,9 +1362,21 @@ class TokenRun:
         t = self.walker.tables
         key = vocab.key + ":" + ",".join(map(str, self.stop_ids))
         with t.lock:
-            table = t.vocabs.get(key)
-            if table is None:
-                table = t.vocabs[key] = _TokenTable()
+            if self.walker.limited:
+                # requests with the same value limits share rows, never with other requests: a row
+                # that steps inside a limited value holds only the values of its limits
+                key += ":" + self.walker.limits
+                table = t.limited_vocabs.get(key)
+                if table is None:
+                    table = t.limited_vocabs[key] = _TokenTable()
+                    while len(t.limited_vocabs) > LIMIT_TABLES:
+                        t.limited_vocabs.popitem(last=False)
+                else:
+                    t.limited_vocabs.move_to_end(key)
+            else:
+                table = t.vocabs.get(key)
+                if table is None:
+                    table = t.vocabs[key] = _TokenTable()
         self.table = table
         self.local: dict[int, Row] = {}
         self.start = self.walker.start
@@ -1434,10 +1533,11 @@ def _core_for(key: str, build) -> _Core:
     return c
 
 
-def compile_schema(schema: dict, *, copy_source: str = "", copy_spans: dict | None = None) -> Grammar:
+def compile_schema(schema: dict, *, copy_source: str = "", copy_spans: dict | None = None,
+                   values: dict | None = None) -> Grammar:
     """The grammar of a JSON schema (the subset in docs/ARCHITECTURE.md). GrammarError for an
     impossible, too large or unsupported schema; the message names the schema path. copy_spans:
-    see Grammar."""
+    values: see Grammar."""
     if not isinstance(schema, dict):
         raise GrammarError(f"#: a schema must be an object, got {type(schema).__name__}")
     try:
@@ -1445,7 +1545,7 @@ def compile_schema(schema: dict, *, copy_source: str = "", copy_spans: dict | No
     except (TypeError, ValueError) as exc:
         raise GrammarError(f"#: the schema is not JSON: {exc}") from None
 
-    return Grammar(_core_for(key, lambda: _build_core(schema, key)), copy_source, copy_spans)
+    return Grammar(_core_for(key, lambda: _build_core(schema, key)), copy_source, copy_spans, values)
 
 
 def _build_core(schema: dict, key: str | None = None) -> _Core:
