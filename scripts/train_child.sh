@@ -26,6 +26,8 @@ home)
   bullet-train agentdata home --split test --home "$homecfg" --n 2000 --seed 7 -o "$data/home_test.jsonl"
   bullet-train agentdata home --split test --n 1000 --seed 9 -o "$data/home_test_random.jsonl"
   bullet-train agentdata home --split train --home "$homecfg" --n 1000 --seed 8 -o "$data/home_traindist.jsonl"
+  bullet-train agentdata home --random-home 9 -o "$data/random_home.yaml"      # a home no child has seen
+  bullet-train agentdata home --split test --home "$data/random_home.yaml" --n 1000 --seed 9 -o "$data/home_test_rhome.jsonl"
   ;;
 calc)
   bullet-train agentdata calc --split train --n 150000 --seed 1 --for-training -o "$data/calc_train.jsonl"

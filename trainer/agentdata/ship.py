@@ -122,18 +122,25 @@ def ship_child(name: str, run, data_dir, out, key=None, home_path=None) -> dict:
     if (run / "loss.png").is_file():
         shutil.copy(run / "loss.png", out / f"{name}-loss.png")
     home = Home.load(home_path) if home_path else None
+    cfg = None
     results = []
     runs = [(f, w, False) for f, w in SETS[name]]
-    if name == "home":   # the x-copy rule of the home schema, as the grammar applies it
-        runs.insert(1, (SETS[name][0][0], SETS[name][0][1] + ", names and areas copy-constrained (--copy)", True))
+    if name == "home" and home_path:   # names and areas as bulletd copies them: spans naming the home
+        from bulletd.agents.home import HomeConfig
+        cfg = HomeConfig.load(home_path)
+        runs.insert(1, (SETS[name][0][0], SETS[name][0][1] + ", names and areas copy spans that name "
+                        "something of the home (--copy spans)", "spans"))
     for fname, what, copy in runs:
         p = data_dir / fname
         if p.is_file():
             t0 = time.monotonic()
-            r = measure(path, _lines(p), home, copy=copy)
+            r = measure(path, _lines(p), home, copy=copy, home_config=cfg)
             results.append((fname, what, _sha(p), r, time.monotonic() - t0))
-            print(f"{name}: {fname}{' --copy' if copy else ''}: {r['correct']}/{r['n']} = {100 * r['accuracy']:.1f}%")
+            print(f"{name}: {fname}{' --copy ' + copy if copy else ''}: {r['correct']}/{r['n']} = {100 * r['accuracy']:.1f}%")
     served = served_eval(name, out, data_dir, home_path, key is not None)
+    if name == "home" and (data_dir / RANDOM_HOME[0]).is_file() and (data_dir / RANDOM_HOME[1]).is_file():
+        served = [served, served_eval(name, out, data_dir, data_dir / RANDOM_HOME[0], key is not None,
+                                      RANDOM_HOME[1])]
     speed = decode_speed(path, summary.get("examples") or ["hello"])
     gold = golden_calls(path, GOLDEN[name])
     gpath = out / "agents_golden.json"
@@ -145,22 +152,27 @@ def ship_child(name: str, run, data_dir, out, key=None, home_path=None) -> dict:
     return {"summary": summary, "results": results, "speed": speed}
 
 
-def served_eval(name: str, out: Path, data_dir: Path, home_path=None, signed: bool = False):
-    """`bullet eval` of the child's held-out set (SETS[name][0]) straight to the child, through
-    bulletd's path: the header's grammar, run_agent, the daemon's resolver; for home also Home
-    Assistant's matcher (hassil) when it is installed. (set name, report), or None without the set."""
+# a home no child has seen (bullet-train agentdata home --random-home 9) and test lines about it
+RANDOM_HOME = ("random_home.yaml", "home_test_rhome.jsonl")
+
+
+def served_eval(name: str, out: Path, data_dir: Path, home_path=None, signed: bool = False, fname=None):
+    """`bullet eval` of the child's held-out set (SETS[name][0], or fname) straight to the child,
+    through bulletd's path: the header's grammar, run_agent, the daemon's resolver; for home also
+    Home Assistant's matcher (hassil) when it is installed. (set name, report, home file name), or
+    None without the set."""
     import importlib.util
 
     from bulletd.evaluate.core import run_eval
 
-    p = Path(data_dir) / SETS[name][0][0]
+    p = Path(data_dir) / (fname or SETS[name][0][0])
     if not p.is_file() or (name == "home" and not home_path):
         return None
     hassil = name == "home" and all(importlib.util.find_spec(m) for m in ("hassil", "home_assistant_intents"))
     r = run_eval(str(p), str(out), trust=str(out / "release.pub.pem") if signed else None, child=name,
                  home_path=str(home_path) if name == "home" else None, baseline="hassil" if hassil else None)
     print(f"{name}: bullet eval {p.name} --child {name}: {r['correct']}/{r['n']} = {100 * r['accuracy']:.1f}%")
-    return p.name, r
+    return p.name, r, Path(home_path).name if home_path else None
 
 
 def golden_calls(path, utterances, max_tokens: int = 80) -> list[dict]:
@@ -180,17 +192,23 @@ def golden_calls(path, utterances, max_tokens: int = 80) -> list[dict]:
 
 
 def _served_section(served) -> str:
+    if isinstance(served, list):
+        return "".join(_served_section(x) for x in served)
     if not served:
         return ""
-    fname, r = served
+    fname, r, home_name = served
     b = r.get("baseline")
     base = (f"\n\nHome Assistant's own matcher on the same lines (`--baseline hassil`, {b['version']}): "
             f"{b['correct']}/{r['n']} = {100 * b['accuracy']:.1f}%; by category: "
             + ", ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in b["by_category"].items()) + "." if b else "")
     misses = "\n".join("    " + json.dumps({"text": m["text"], "got": m["got"]}, ensure_ascii=False)
                        for m in r["misses"][:8]) or "    (none)"
-    return (f"### `bullet eval {fname} --child {r['child']}`: bulletd's path\n\nThe grammar of the header's "
-            f"schema (names and areas copy whole words of the utterance), greedy, the call validated\n"
+    on = f" --home {home_name}" if home_name else ""
+    narrowed = (" narrowed to the home per request (`HomeConfig.narrow`: names and areas copy spans of\n"
+                "the utterance that name an entity or area, intents apply to what it names, numbers are\n"
+                "ones it says)") if home_name else ""
+    return (f"### `bullet eval {fname} --child {r['child']}{on}`: bulletd's path\n\nThe grammar of the header's "
+            f"schema{narrowed}, greedy, the call validated\n"
             f"and run by the tool (home: the daemon's resolver: exact names, Marathi case endings, fuzzy\n"
             f"matching), signatures {r['signatures']}.\n\n{_table(r)}{base}\n\n"
             f"First misses (text, what bulletd got):\n\n{misses}\n\n")
@@ -231,8 +249,9 @@ Trained from scratch with `bullet-train` (NumPy, CPU), exported to BQ4.{NOTES.ge
 ## Held-out evaluation
 
 Measured by `python -m trainer.agentdata.measure` through the runtime: greedy decoding **without**
-the grammar (or, where marked, with only its x-copy rule: a name or area may only be whole words of
-the utterance), the first JSON object of the output is the call. Home calls are right when they
+the grammar (or, where marked, with only its rule for names and areas: a span of the utterance that
+names an entity or area of the home, whole words where none does), the first JSON object of the
+output is the call. Home calls are right when they
 resolve (the generator's exact-name resolver; a Marathi case ending may be stripped) to exactly the
 line's `expect` on the example home; calc calls when the expression's exact value (its numbers read
 back by `bulletd.agents.numerals.plain`, as bulletd does) equals the answer. Categories ending in `-novel` use verbs that
