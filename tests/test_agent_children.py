@@ -99,8 +99,12 @@ def test_the_card_section_from_bullet_eval(tmp_path):
     (tmp_path / "home_test.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines),
                                               encoding="utf-8")
     assert served_eval("home", CM, tmp_path) is None                  # no home file: nothing to resolve on
-    fname, r = served_eval("home", CM, tmp_path, ROOT / "examples" / "home.yaml", signed=True)
+    fname, r, home_name = served = served_eval("home", CM, tmp_path, ROOT / "examples" / "home.yaml", signed=True)
     assert fname == "home_test.jsonl" and r["signatures"] == "checked" and r["child"] == "home"
+    assert home_name == "home.yaml"
     assert (r["correct"], r["n"]) == (1, 2) and r["misses"][0]["text"] == "turn off the kitchen light"
-    text = _served_section((fname, r))
+    text = _served_section(served)
     assert "| mr | 1/1 | 100.0% |" in text and "| en | 0/1 | 0.0% |" in text and "turn off the kitchen light" in text
+    assert "--home home.yaml" in text and "HomeConfig.narrow" in text
+    both = _served_section([served, served])                          # the example home and a random one
+    assert both.count("| mr | 1/1 | 100.0% |") == 2
