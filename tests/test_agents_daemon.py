@@ -189,6 +189,25 @@ async def test_the_example_home_acted_on(mbroker, actd, text, call, want):
         assert sorted(dev.decoded(), key=str) == sorted(want, key=str)
 
 
+def test_the_daemon_narrows_home_calls_to_the_home(mbroker, actd):
+    """Sampled hot from random weights through bulletd over MQTT, a home call's name is a span of
+    the utterance that names a device of the home and its intent applies to that device."""
+    text = "yo the floor lamp, rihgt away, set it to 30"
+    spans, values = HomeConfig.load(EXAMPLE).narrow(TOOLS["home"].schema, text)
+    assert spans == {"name": ["the floor lamp", "floor lamp"]} and values["brightness"] == [30]
+    schema = {"type": "object", "properties": {k: TOOLS["home"].schema["properties"][k]
+                                               for k in ("intent", "name", "brightness")},
+              "required": ["intent", "name", "brightness"]}
+    names = set()
+    with Client.mqtt(mbroker.host, mbroker.port, device="acting", timeout=60) as c:
+        for seed in range(8):
+            r = c.ask(text, child="home", schema=schema, temperature=1.5, seed=seed)
+            assert r.call["name"] in spans["name"] and r.call["intent"] in values["intent"], r.call
+            assert r.call["brightness"] == 30 and r.actions[0]["entity_id"] == "light.floor_lamp", r
+            names.add(r.call["name"])
+    assert names == set(spans["name"]), names
+
+
 async def test_outside_the_config_acts_on_nothing(mbroker, actd):
     """Whatever the model emits, only resolved calls on configured command topics go out."""
     cases = [
