@@ -50,6 +50,7 @@ INT_DIGITS = 15             # digits before the point of a generated number
 FRAC_DIGITS = 6             # digits after the point of a generated "number"
 MAX_STATES = 200_000        # byte states per grammar before its caches are started afresh
 MAX_RUN_STATES = 1_000_000  # byte states a single request may create
+MAX_SPANS = 64              # allowed spans of one request ("x-copy": "spans")
 
 ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment", "$schema", "$id"})
 KEYWORDS = {
@@ -109,7 +110,7 @@ def compact_json(value) -> str:
 class _Node:
     __slots__ = ("kind", "alts", "prefixes", "max_len", "min_len", "ci", "cf", "lo", "hi", "neg",
                  "exp", "keys", "children", "required", "req_from", "any_req", "rest", "item",
-                 "max_items", "min_items", "string", "choices", "words")
+                 "max_items", "min_items", "string", "choices", "words", "spans")
 
     def __init__(self, kind):
         self.kind = kind
@@ -195,6 +196,7 @@ class _Compiler:
         n = _Node(COPY if copy else STR)
         n.max_len, n.min_len = max_len, min_len
         n.words = copy == "words"
+        n.spans = copy == "spans"
         return self.add(n)
 
     def number(self, integer, lo, hi, lo_excl, hi_excl, free, path) -> int:
@@ -283,8 +285,8 @@ class _Compiler:
             if mx is not None and mn > mx:
                 raise GrammarError(f"{_path(path)}: minLength {mn} > maxLength {mx}")
             copy = s.get("x-copy", False)
-            if not isinstance(copy, bool) and copy != "words":
-                raise GrammarError(f"{_path(path)}/x-copy: must be true, false or \"words\", got {copy!r}")
+            if not isinstance(copy, bool) and copy not in ("words", "spans"):
+                raise GrammarError(f"{_path(path)}/x-copy: must be true, false, \"words\" or \"spans\", got {copy!r}")
             return self.string(mx, mn, copy, path)
         if t in ("integer", "number"):
             b = {}
@@ -557,7 +559,7 @@ class _Core:
         return text is None or self._num_value_ok(self.nodes[fr[0]], text)
 
     # -- the byte step ----------------------------------------------------------------------
-    def feed(self, stack: tuple, b: int, out: list, src: bytes) -> None:
+    def feed(self, stack: tuple, b: int, out: list, src: bytes, spans: "Spans | None" = None) -> None:
         """Append to `out` every stack that `stack` becomes on byte b."""
         if not stack:
             return
@@ -654,7 +656,10 @@ class _Core:
             _, ph, content = fr
             if ph == 0:
                 if b == 0x22:
-                    out.append(up + ((nid, 1, b""),))
+                    out.append(up + ((nid, 1, (0, -1, 0, 0) if n.spans else b""),))
+                return
+            if n.spans:
+                (spans or _NO_SPANS).feed(n, nid, up, content, b, out)
                 return
             if b == 0x22:
                 if _chars(content) >= n.min_len and _complete_utf8(content) and \
@@ -689,7 +694,7 @@ class _Core:
             if n.max_items == 0:
                 return
             for f in self.starts[n.item]:   # the first item's first byte
-                self.feed(up + (self._arr_next(n, nid, cnt), f), b, out, src)
+                self.feed(up + (self._arr_next(n, nid, cnt), f), b, out, src, spans)
         elif k == JOBJ:
             ph = fr[1]
             if ph == 0:
@@ -722,7 +727,7 @@ class _Core:
                     out.append(up)
                     return
                 for f in self.starts[n.item]:
-                    self.feed(up + ((nid, 2), f), b, out, src)
+                    self.feed(up + ((nid, 2), f), b, out, src, spans)
 
     @staticmethod
     def _arr_next(n: _Node, nid: int, cnt: int) -> tuple:
@@ -902,6 +907,78 @@ def _complete_utf8(b: bytes) -> bool:
         return False
 
 
+class Spans:
+    """The allowed spans of one request, for "x-copy": "spans" strings: the string is ASCII
+    punctuation and spaces (FREE) between whole copies of the spans, each span used at most once
+    (a span listed twice may be used twice), a span never directly after another one.
+
+    Inside the string a frame holds (used, i, off, chars): the bit mask of used spans, the span
+    being copied (i >= 0, `off` bytes of it written), or i = -1 (at the start or after a free
+    byte: a span may start) or -2 (just after a span: a free byte or the end must follow)."""
+
+    FREE = frozenset(c for c in range(0x20, 0x7F) if not chr(c).isalnum() and c not in b'"\\')
+
+    def __init__(self, spans=()):
+        if isinstance(spans, (str, bytes)) or not all(isinstance(x, str) and x for x in spans):
+            raise GrammarError(f"spans must be a list of non-empty strings, got {spans!r:.200}")
+        if len(spans) > MAX_SPANS:
+            raise GrammarError(f"at most {MAX_SPANS} spans, got {len(spans)}")
+        self.items = tuple(x.encode("utf-8", "surrogatepass") for x in spans)
+        for x in self.items:
+            if _STRING_SPECIAL.search(x.decode("utf-8", "surrogatepass")):
+                raise GrammarError(f"a span cannot hold a quote, a backslash or a control character: {x!r:.80}")
+        groups: dict[bytes, list[int]] = {}
+        for i, x in enumerate(self.items):
+            groups.setdefault(x, []).append(i)
+        self.groups = tuple((x, tuple(ix)) for x, ix in groups.items())
+        self.chars = tuple(_chars(x) for x in self.items)
+
+    def _starts(self, used: int, b: int | None = None):
+        """(index, span) of each distinct span still free to use (its first unused copy), that
+        begins with byte b (any byte when None)."""
+        for x, ix in self.groups:
+            if b is None or x[0] == b:
+                for i in ix:
+                    if not used >> i & 1:
+                        yield i, x
+                        break
+
+    def feed(self, n, nid: int, up: tuple, st: tuple, b: int, out: list) -> None:
+        used, i, off, chars = st
+        if b == 0x22:
+            if i < 0 and chars >= n.min_len:
+                out.append(up)
+            return
+        c = chars + (not 0x80 <= b < 0xC0)
+        if n.max_len is not None and c > n.max_len:
+            return
+        if i >= 0:
+            x = self.items[i]
+            if x[off] == b:
+                out.append(up + ((nid, 1, (used | 1 << i, -2, 0, c) if off + 1 == len(x) else (used, i, off + 1, c)),))
+            return
+        if b in self.FREE:
+            out.append(up + ((nid, 1, (used, -1, 0, c)),))
+            return
+        if i == -1:
+            for j, x in self._starts(used, b):
+                if n.max_len is not None and chars + self.chars[j] > n.max_len:
+                    continue        # a span starts only where all of it fits
+                out.append(up + ((nid, 1, (used | 1 << j, -2, 0, c) if len(x) == 1 else (used, j, 1, c)),))
+
+    def next_bytes(self, st: tuple) -> set:
+        used, i, off, _ = st
+        if i >= 0:
+            return {self.items[i][off]}
+        acc = {0x22} | self.FREE
+        if i == -1:
+            acc.update(x[0] for _, x in self._starts(used))
+        return acc
+
+
+_NO_SPANS = Spans()
+
+
 # =============================================================================================
 # Grammar (public) and the per-request byte walker
 # =============================================================================================
@@ -915,22 +992,24 @@ class Grammar:
     grammar.is_prefix(text)  True when text (str or bytes) can still be completed
     """
 
-    def __init__(self, core: _Core, copy_source: str = ""):
+    def __init__(self, core: _Core, copy_source: str = "", spans=()):
         if not isinstance(copy_source, str):
             raise GrammarError(f"copy_source must be a string, got {type(copy_source).__name__}")
         self._core = core
         self.copy_source = copy_source
         self._src = copy_source.encode("utf-8", "surrogatepass")
+        self._spans = spans if isinstance(spans, Spans) else Spans(spans)
+        self.spans = tuple(x.decode("utf-8", "surrogatepass") for x in self._spans.items)
 
     @property
     def schema(self):
         return self._core.schema
 
-    def with_source(self, copy_source: str) -> "Grammar":
-        return Grammar(self._core, copy_source)
+    def with_source(self, copy_source: str, spans=()) -> "Grammar":
+        return Grammar(self._core, copy_source, spans)
 
     def _walker(self) -> "_Walker":
-        return _Walker(self._core, self._core.fresh_tables(), self._src)
+        return _Walker(self._core, self._core.fresh_tables(), self._src, self._spans)
 
     def _walk(self, data) -> tuple["_Walker", int]:
         if isinstance(data, str):
@@ -962,8 +1041,8 @@ class _Walker:
     """Byte steps of one grammar for one copy source: shared memo for states outside x-copy
     strings, a private one for states inside them (their transitions depend on the source)."""
 
-    def __init__(self, core: _Core, tables: _Tables, src: bytes):
-        self.core, self.tables, self.src = core, tables, src
+    def __init__(self, core: _Core, tables: _Tables, src: bytes, spans: Spans = _NO_SPANS):
+        self.core, self.tables, self.src, self.spans = core, tables, src, spans
         self.local: dict[int, int] = {}
         self.created = 0
         self.touched_copy = False   # set when a step from a copy state was taken (walks reset it)
@@ -1005,6 +1084,9 @@ class _Walker:
                 return None
             content = st[-1][2]
             acc.add(0x22)
+            if self.core.nodes[st[-1][0]].spans:
+                acc |= self.spans.next_bytes(content)
+                continue
             if self.core.nodes[st[-1][0]].words:
                 starts = _word_starts(src, content) if content else _word_edges(src)[0]
                 acc.update(src[j] for j in (i + len(content) for i in starts) if j < len(src))
@@ -1032,9 +1114,9 @@ class _Walker:
         if r is not None:
             return r
         out: list = []
-        feed, src = self.core.feed, self.src
+        feed, src, spans = self.core.feed, self.src, self.spans
         for st in t.states[sid]:
-            feed(st, b, out, src)
+            feed(st, b, out, src, spans)
         r = self.intern(frozenset(out)) if out else -1
         memo[key] = r
         return r
@@ -1385,9 +1467,10 @@ def _core_for(key: str, build) -> _Core:
     return c
 
 
-def compile_schema(schema: dict, *, copy_source: str = "") -> Grammar:
+def compile_schema(schema: dict, *, copy_source: str = "", spans=()) -> Grammar:
     """The grammar of a JSON schema (the subset in docs/ARCHITECTURE.md). GrammarError for an
-    impossible, too large or unsupported schema; the message names the schema path."""
+    impossible, too large or unsupported schema; the message names the schema path. `spans`: the
+    request's allowed spans for "x-copy": "spans" strings."""
     if not isinstance(schema, dict):
         raise GrammarError(f"#: a schema must be an object, got {type(schema).__name__}")
     try:
@@ -1395,7 +1478,7 @@ def compile_schema(schema: dict, *, copy_source: str = "") -> Grammar:
     except (TypeError, ValueError) as exc:
         raise GrammarError(f"#: the schema is not JSON: {exc}") from None
 
-    return Grammar(_core_for(key, lambda: _build_core(schema, key)), copy_source)
+    return Grammar(_core_for(key, lambda: _build_core(schema, key)), copy_source, spans)
 
 
 def _build_core(schema: dict, key: str | None = None) -> _Core:
@@ -1416,7 +1499,7 @@ def json_grammar() -> Grammar:
     return Grammar(_core_for("json", build))
 
 
-def grammar_for_request(fmt, schema, *, copy_source: str = "") -> Grammar | None:
+def grammar_for_request(fmt, schema, *, copy_source: str = "", spans=()) -> Grammar | None:
     """The grammar of a request's `format` / `schema` fields: None when neither is given;
     format "json" alone = any JSON value; a schema (or a schema given as format, as Ollama
     allows) = that schema. GrammarError for anything else."""
@@ -1427,7 +1510,7 @@ def grammar_for_request(fmt, schema, *, copy_source: str = "") -> Grammar | None
     if fmt is not None and fmt != "json":
         raise GrammarError(f"format must be \"json\" (or a schema), got {fmt!r}")
     if schema is not None:
-        return compile_schema(schema, copy_source=copy_source)
+        return compile_schema(schema, copy_source=copy_source, spans=spans)
     if fmt == "json":
-        return json_grammar().with_source(copy_source)
+        return json_grammar().with_source(copy_source, spans)
     return None
