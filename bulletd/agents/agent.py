@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from bulletd.agents import calc, numerals
+from bulletd.agents import calc, calcinput, numerals
 from bulletd.agents.home import HomeConfig, StateStore, resolve
 from bulletd.agents.tools import TOOLS, check_schema, validate_call
 from bulletd.errors import RequestError
@@ -58,13 +58,13 @@ def agent_spec(header: dict | None) -> dict | None:
     return {"tool": a["tool"], "schema": schema, "template": template}
 
 
-def make_grammar(schema: dict | None, fmt: Any, copy_source: str):
+def make_grammar(schema: dict | None, fmt: Any, copy_source: str, spans=()):
     """The grammar for a request: `fmt`/`schema` when given, else `schema`. RequestError(bad_request)."""
     from bulletd.runtime.grammar import GrammarError, compile_schema, grammar_for_request
     try:
         if fmt is not None:
-            return grammar_for_request(fmt, None, copy_source=copy_source)
-        return compile_schema(schema, copy_source=copy_source)
+            return grammar_for_request(fmt, None, copy_source=copy_source, spans=spans)
+        return compile_schema(schema, copy_source=copy_source, spans=spans)
     except GrammarError as exc:
         raise RequestError("bad_request", f"schema: {exc}") from None
 
@@ -106,13 +106,17 @@ def run_agent(model: Any, utterance: str, settings: Any, ctx: AgentContext, chil
                            "(its header has no 'agent' key)")
     if not isinstance(utterance, str) or not utterance.strip():
         raise RequestError("bad_request", "prompt: expected the utterance (a non-empty string)")
+    spans = ()
+    if spec["tool"] == "calc":      # operator typos spelled right; the call copies whole numbers
+        utterance = calcinput.fix_operators(utterance)
+        spans = calcinput.allowed_spans(utterance)
     try:
         prompt = spec["template"].format(text=utterance)
     except (KeyError, IndexError, ValueError) as exc:
         raise RequestError("bad_model", f"the agent template {spec['template']!r} is malformed: {exc}") from None
     if schema is not None:
         check_schema(schema, "the request's")
-    grammar = make_grammar(schema if schema is not None else spec["schema"], fmt, utterance)
+    grammar = make_grammar(schema if schema is not None else spec["schema"], fmt, utterance, spans)
     gs = settings_for(model, settings)
     gen = model.generate(prompt, gs, session=ctx.session, cancel=ctx.cancel, grammar=grammar)
     for _ in gen:

@@ -39,7 +39,10 @@ The call copies the utterance's numbers as typed (ASCII or Devanagari digits, En
 number words, typos included) between ASCII operators, one space around every item:
 `{"expression":" fifty nine + ४ "}`. bulletd reads the numbers back
 (`bulletd.agents.numerals.plain`: `59+4`) before the calc tool runs, and the reply's call is that
-plain expression.""",
+plain expression. Around the child, bulletd spells misspelled operator words right ("tiems" ->
+"times") and the schema's `"x-copy": "spans"` rule lets the expression copy only whole numbers of
+the utterance (`bulletd.agents.calcinput`), each at most once, and the constants 2, 3, 4 (and the
+count of numbers, for an average).""",
 }
 
 SETS = {
@@ -126,13 +129,17 @@ def ship_child(name: str, run, data_dir, out, key=None, home_path=None) -> dict:
     runs = [(f, w, False) for f, w in SETS[name]]
     if name == "home":   # the x-copy rule of the home schema, as the grammar applies it
         runs.insert(1, (SETS[name][0][0], SETS[name][0][1] + ", names and areas copy-constrained (--copy)", True))
+    if name == "calc":   # bulletd's calc decoding: operator typos fixed, whole numbers only
+        runs.insert(0, (SETS[name][0][0], SETS[name][0][1] + ", bulletd's calc decoding (--copy spans)", "spans"))
+        runs.insert(2, (SETS[name][1][0], SETS[name][1][1] + ", bulletd's calc decoding (--copy spans)", "spans"))
     for fname, what, copy in runs:
         p = data_dir / fname
         if p.is_file():
             t0 = time.monotonic()
             r = measure(path, _lines(p), home, copy=copy)
             results.append((fname, what, _sha(p), r, time.monotonic() - t0))
-            print(f"{name}: {fname}{' --copy' if copy else ''}: {r['correct']}/{r['n']} = {100 * r['accuracy']:.1f}%")
+            flag = f" --copy {copy}" if isinstance(copy, str) else " --copy" if copy else ""
+            print(f"{name}: {fname}{flag}: {r['correct']}/{r['n']} = {100 * r['accuracy']:.1f}%")
     served = served_eval(name, out, data_dir, home_path, key is not None)
     speed = decode_speed(path, summary.get("examples") or ["hello"])
     gold = golden_calls(path, GOLDEN[name])
@@ -189,8 +196,10 @@ def _served_section(served) -> str:
             + ", ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in b["by_category"].items()) + "." if b else "")
     misses = "\n".join("    " + json.dumps({"text": m["text"], "got": m["got"]}, ensure_ascii=False)
                        for m in r["misses"][:8]) or "    (none)"
+    rule = ("the expression copies whole numbers of the utterance, operator typos fixed" if r["child"] == "calc"
+            else "names and areas copy whole words of the utterance")
     return (f"### `bullet eval {fname} --child {r['child']}`: bulletd's path\n\nThe grammar of the header's "
-            f"schema (names and areas copy whole words of the utterance), greedy, the call validated\n"
+            f"schema ({rule}), greedy, the call validated\n"
             f"and run by the tool (home: the daemon's resolver: exact names, Marathi case endings, fuzzy\n"
             f"matching), signatures {r['signatures']}.\n\n{_table(r)}{base}\n\n"
             f"First misses (text, what bulletd got):\n\n{misses}\n\n")
@@ -232,7 +241,9 @@ Trained from scratch with `bullet-train` (NumPy, CPU), exported to BQ4.{NOTES.ge
 
 Measured by `python -m trainer.agentdata.measure` through the runtime: greedy decoding **without**
 the grammar (or, where marked, with only its x-copy rule: a name or area may only be whole words of
-the utterance), the first JSON object of the output is the call. Home calls are right when they
+the utterance; for calc, "bulletd's calc decoding": bulletd's calc path with the calc tool's schema,
+operator typos fixed and the expression copying only whole numbers), the first JSON object of the
+output is the call. Home calls are right when they
 resolve (the generator's exact-name resolver; a Marathi case ending may be stripped) to exactly the
 line's `expect` on the example home; calc calls when the expression's exact value (its numbers read
 back by `bulletd.agents.numerals.plain`, as bulletd does) equals the answer. Categories ending in `-novel` use verbs that
