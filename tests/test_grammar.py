@@ -951,3 +951,96 @@ def _check_copy_any(schema, value, source):
     elif isinstance(value, str) and schema.get("x-copy"):
         assert value in source
         assert schema["x-copy"] != "words" or _whole_words(value, source), (value, source)
+
+
+# ---------------------------------------------------------------------------------------------
+# "x-copy": "spans": free ASCII punctuation between whole copies of the request's spans
+# ---------------------------------------------------------------------------------------------
+
+CALC_SPANS = {"type": "object", "properties": {"expression": {"type": "string", "maxLength": 40, "x-copy": "spans"}},
+              "required": ["expression"]}
+SPANS = ["17", "23", "fifty nine", "२४", "2", "2", "3.5"]
+
+
+def _spans_ok(value: str, spans) -> bool:
+    """value is ASCII punctuation and spaces between whole spans, each used at most as often as
+    listed, never two spans side by side (an independent backtracking check)."""
+    def go(i, left, after_span):
+        if i == len(value):
+            return True
+        c = value[i]
+        if c.isascii() and not c.isalnum() and c not in '"\\' and c.isprintable():
+            return go(i + 1, left, False)
+        if after_span:
+            return False
+        for k, x in enumerate(left):
+            if value.startswith(x, i) and go(i + len(x), left[:k] + left[k + 1:], True):
+                return True
+        return False
+    return go(0, list(spans), False)
+
+
+def test_copy_spans_take_whole_spans_each_once():
+    g = compile_schema(CALC_SPANS, copy_source="anything", spans=SPANS)
+    assert g.spans == tuple(SPANS)
+    doc = lambda e: json.dumps({"expression": e}, ensure_ascii=False, separators=(",", ":"))
+    for e, ok in [(" 17 * 23 ", True), ("(fifty nine + 2) ^ 2", True), ("२४ / 3.5 - 17", True), ("", True),
+                  ("  (  ) ", True), (" 17 * 233 ", False), (" 1 * 23 ", False), (" 17 * 17 ", False),
+                  ("2^2^2", False), (" fifty ", False), ("1723", False), ("17 23", True), ("3.5.", True),
+                  ("३", False), ("fifty nine2", False), ("x", False), (" 17 \\n", False), ("2" * 41, False)]:
+        assert g.accepts(doc(e)) == ok == _spans_ok(e, SPANS), e
+    assert g.is_prefix('{"expression":" fif') and not g.is_prefix('{"expression":" fix')
+    assert g.is_prefix('{"expression":"२') and not g.is_prefix('{"expression":"१')
+    assert not compile_schema(CALC_SPANS).is_prefix('{"expression":"1')      # no spans: punctuation only
+    assert compile_schema(CALC_SPANS, spans=SPANS).with_source("x", ["9"]).accepts('{"expression":"9+9"}') is False
+    assert compile_schema(CALC_SPANS).with_source("x", ["9", "9"]).accepts('{"expression":"9+9"}')
+    short = {"type": "string", "maxLength": 6, "x-copy": "spans"}       # a span starts only where it fits
+    assert compile_schema(short, spans=["12345"]).is_prefix('" 1') and not compile_schema(short, spans=["12345"]).is_prefix('"  1')
+    for bad in ("17", [""], ["a\"b"], ["a\\b"], ["a\nb"], [17], ["1"] * 65):
+        with pytest.raises(GrammarError, match="span"):
+            compile_schema(CALC_SPANS, spans=bad)
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_copy_spans_masks_match_brute_force(seed):
+    vocab = random_vocab(seed)
+    rng = random.Random(seed)
+    g = compile_schema(CALC_SPANS, copy_source=SOURCES[0], spans=SPANS)
+    voc = Vocab([None if e.type == TOKEN_CONTROL else e.piece for e in vocab], f"spans{seed}")
+    checked = 0
+    for walk in range(12):
+        run = g.runner(voc, {2})
+        state, text = run.start, b""
+        for step in range(40):
+            row = run.row(state)
+            want, complete = _brute_row(g, text, vocab, {2})
+            assert row.ids.tolist() == want, (text, set(row.ids.tolist()) ^ set(want))
+            checked += 1
+            if row.done or not len(row.ids):
+                break
+            ids = [t for t in row.ids.tolist() if t != 2 or rng.random() < 0.2]
+            t = rng.choice(ids or row.ids.tolist())
+            if t == 2:
+                break
+            state = row.next_state(t)
+            text += vocab[t].piece
+        if g.accepts(text):
+            assert _spans_ok(json.loads(text)["expression"], SPANS)
+    assert checked >= 25
+
+
+@pytest.mark.parametrize("kw", PARITY[:4])
+def test_native_grammar_decode_parity_with_spans(models, monkeypatch, kw):
+    from bulletd import kernels
+    if kernels.token_automaton(4) is None:
+        pytest.skip(f"native module not built: {kernels.native_error()}")
+    for path in models:
+        g = compile_schema(CALC_SPANS, copy_source="x", spans=SPANS)
+        runs = {mode: _gen_mode(path, monkeypatch, mode, g, "what is 17 times 23\n=>", **kw)
+                for mode in ("batched", "per_token", "numpy")}
+        for r in runs.values():
+            r.pop("cached")
+        assert runs["batched"] == runs["per_token"] == runs["numpy"]
+        r = runs["batched"]
+        if r["reason"] == "stop":
+            assert _spans_ok(json.loads(r["text"])["expression"], SPANS), r["text"]

@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from bulletd.agents import calc, numerals
+from bulletd.agents import calc, calcinput, numerals
 from bulletd.agents.home import HomeConfig, StateStore, resolve
 from bulletd.agents.tools import NAME_MAX, TOOLS, check_schema, validate_call
 from bulletd.errors import RequestError
@@ -65,14 +65,14 @@ def agent_spec(header: dict | None) -> dict | None:
 
 
 def make_grammar(schema: dict | None, fmt: Any, copy_source: str, copy_spans: dict | None = None,
-                 values: dict | None = None):
+                 values: dict | None = None, spans=()):
     """The grammar for a request: `fmt`/`schema` when given, else `schema` (with the per-request
-    copy_spans and values of bulletd.runtime.grammar.Grammar). RequestError(bad_request)."""
+    copy_spans, values and spans of bulletd.runtime.grammar.Grammar). RequestError(bad_request)."""
     from bulletd.runtime.grammar import GrammarError, compile_schema, grammar_for_request
     try:
         if fmt is not None:
-            return grammar_for_request(fmt, None, copy_source=copy_source)
-        return compile_schema(schema, copy_source=copy_source, copy_spans=copy_spans, values=values)
+            return grammar_for_request(fmt, None, copy_source=copy_source, spans=spans)
+        return compile_schema(schema, copy_source=copy_source, copy_spans=copy_spans, values=values, spans=spans)
     except GrammarError as exc:
         raise RequestError("bad_request", f"schema: {exc}") from None
 
@@ -114,19 +114,23 @@ def run_agent(model: Any, utterance: str, settings: Any, ctx: AgentContext, chil
                            "(its header has no 'agent' key)")
     if not isinstance(utterance, str) or not utterance.strip():
         raise RequestError("bad_request", "prompt: expected the utterance (a non-empty string)")
+    spans = ()
+    if spec["tool"] == "calc":      # operator typos spelled right; the call copies whole numbers
+        utterance = calcinput.fix_operators(utterance)
+        spans = calcinput.allowed_spans(utterance)
     try:
         prompt = spec["template"].format(text=utterance)
     except (KeyError, IndexError, ValueError) as exc:
         raise RequestError("bad_model", f"the agent template {spec['template']!r} is malformed: {exc}") from None
     if schema is not None:
         check_schema(schema, "the request's")
-    gschema, spans, values = schema if schema is not None else spec["schema"], None, None
+    gschema, copy_spans, values = schema if schema is not None else spec["schema"], None, None
     if spec["tool"] == "home" and ctx.home is not None and fmt is None:
         if ctx.home_narrow:
-            spans, values = ctx.home.narrow(gschema, utterance, NAME_MAX)
+            copy_spans, values = ctx.home.narrow(gschema, utterance, NAME_MAX)
         elif ctx.home_spans:
-            spans = ctx.home.copy_spans(utterance, NAME_MAX)
-    grammar = make_grammar(gschema, fmt, utterance, spans or None, values or None)
+            copy_spans = ctx.home.copy_spans(utterance, NAME_MAX)
+    grammar = make_grammar(gschema, fmt, utterance, copy_spans or None, values or None, spans)
     gs = settings_for(model, settings)
     gen = model.generate(prompt, gs, session=ctx.session, cancel=ctx.cancel, grammar=grammar)
     for _ in gen:

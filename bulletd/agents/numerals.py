@@ -20,6 +20,7 @@ Otherwise, and for words in an order no number is said in ("nine fifty"), Reques
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from bulletd.errors import RequestError
 
@@ -87,6 +88,7 @@ def _distance(a: str, b: str, limit: int) -> int:
     return prev[-1]
 
 
+@lru_cache(maxsize=8192)
 def lookup(word: str) -> tuple[str, int] | None:
     """The number word `word` stands for: exact, or the single nearest within the typo allowance."""
     w = word.casefold()

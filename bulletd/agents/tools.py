@@ -31,7 +31,7 @@ class Tool:
 
 CALC_SCHEMA = {
     "type": "object",
-    "properties": {"expression": {"type": "string", "maxLength": 160}},
+    "properties": {"expression": {"type": "string", "maxLength": 160, "x-copy": "spans"}},
     "required": ["expression"],
 }
 

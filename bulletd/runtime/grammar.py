@@ -51,6 +51,7 @@ FRAC_DIGITS = 6             # digits after the point of a generated "number"
 MAX_STATES = 200_000        # byte states per grammar before its caches are started afresh
 MAX_RUN_STATES = 1_000_000  # byte states a single request may create
 LIMIT_TABLES = 64           # sets of per-request value limits whose rows are kept per grammar
+MAX_SPANS = 64              # allowed spans of one request ("x-copy": "spans")
 
 ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment", "$schema", "$id"})
 KEYWORDS = {
@@ -110,7 +111,7 @@ def compact_json(value) -> str:
 class _Node:
     __slots__ = ("kind", "alts", "prefixes", "max_len", "min_len", "ci", "cf", "lo", "hi", "neg",
                  "exp", "keys", "children", "required", "req_from", "any_req", "rest", "item",
-                 "max_items", "min_items", "string", "choices", "words", "prop")
+                 "max_items", "min_items", "string", "choices", "words", "prop", "spans")
 
     def __init__(self, kind):
         self.kind = kind
@@ -199,6 +200,7 @@ class _Compiler:
         n.words = copy == "words"
         head, _, last = path.rpartition("/")
         n.prop = last if head.endswith("/properties") else None   # the property a request's spans name
+        n.spans = copy == "spans"
         return self.add(n)
 
     def number(self, integer, lo, hi, lo_excl, hi_excl, free, path) -> int:
@@ -287,8 +289,8 @@ class _Compiler:
             if mx is not None and mn > mx:
                 raise GrammarError(f"{_path(path)}: minLength {mn} > maxLength {mx}")
             copy = s.get("x-copy", False)
-            if not isinstance(copy, bool) and copy != "words":
-                raise GrammarError(f"{_path(path)}/x-copy: must be true, false or \"words\", got {copy!r}")
+            if not isinstance(copy, bool) and copy not in ("words", "spans"):
+                raise GrammarError(f"{_path(path)}/x-copy: must be true, false, \"words\" or \"spans\", got {copy!r}")
             return self.string(mx, mn, copy, path)
         if t in ("integer", "number"):
             b = {}
@@ -569,8 +571,9 @@ class _Core:
         return text is None or self._num_value_ok(self.nodes[fr[0]], text)
 
     # -- the byte step ----------------------------------------------------------------------
-    def feed(self, stack: tuple, b: int, out: list, src: bytes, spans=None) -> None:
-        """Append to `out` every stack that `stack` becomes on byte b (spans: Grammar._spans)."""
+    def feed(self, stack: tuple, b: int, out: list, src: bytes, spans=None, pieces: "Spans | None" = None) -> None:
+        """Append to `out` every stack that `stack` becomes on byte b (spans: Grammar._spans, the
+        per-property limits; pieces: the request's allowed spans of "x-copy": "spans" strings)."""
         if not stack:
             return
         fr = stack[-1]
@@ -669,7 +672,10 @@ class _Core:
             _, ph, content = fr
             if ph == 0:
                 if b == 0x22:
-                    out.append(up + ((nid, 1, b""),))
+                    out.append(up + ((nid, 1, (0, -1, 0, 0) if n.spans else b""),))
+                return
+            if n.spans:
+                (pieces or _NO_SPANS).feed(n, nid, up, content, b, out)
                 return
             only = spans.get(n.prop) if spans else None
             if only is not None:          # this request lists the strings the property may be
@@ -715,7 +721,7 @@ class _Core:
             if n.max_items == 0:
                 return
             for f in self.starts[n.item]:   # the first item's first byte
-                self.feed(up + (self._arr_next(n, nid, cnt), f), b, out, src, spans)
+                self.feed(up + (self._arr_next(n, nid, cnt), f), b, out, src, spans, pieces)
         elif k == JOBJ:
             ph = fr[1]
             if ph == 0:
@@ -748,7 +754,7 @@ class _Core:
                     out.append(up)
                     return
                 for f in self.starts[n.item]:
-                    self.feed(up + ((nid, 2), f), b, out, src, spans)
+                    self.feed(up + ((nid, 2), f), b, out, src, spans, pieces)
 
     @staticmethod
     def _arr_next(n: _Node, nid: int, cnt: int) -> tuple:
@@ -948,6 +954,78 @@ def _complete_utf8(b: bytes) -> bool:
         return False
 
 
+class Spans:
+    """The allowed spans of one request, for "x-copy": "spans" strings: the string is ASCII
+    punctuation and spaces (FREE) between whole copies of the spans, each span used at most once
+    (a span listed twice may be used twice), a span never directly after another one.
+
+    Inside the string a frame holds (used, i, off, chars): the bit mask of used spans, the span
+    being copied (i >= 0, `off` bytes of it written), or i = -1 (at the start or after a free
+    byte: a span may start) or -2 (just after a span: a free byte or the end must follow)."""
+
+    FREE = frozenset(c for c in range(0x20, 0x7F) if not chr(c).isalnum() and c not in b'"\\')
+
+    def __init__(self, spans=()):
+        if isinstance(spans, (str, bytes)) or not all(isinstance(x, str) and x for x in spans):
+            raise GrammarError(f"spans must be a list of non-empty strings, got {spans!r:.200}")
+        if len(spans) > MAX_SPANS:
+            raise GrammarError(f"at most {MAX_SPANS} spans, got {len(spans)}")
+        self.items = tuple(x.encode("utf-8", "surrogatepass") for x in spans)
+        for x in self.items:
+            if _STRING_SPECIAL.search(x.decode("utf-8", "surrogatepass")):
+                raise GrammarError(f"a span cannot hold a quote, a backslash or a control character: {x!r:.80}")
+        groups: dict[bytes, list[int]] = {}
+        for i, x in enumerate(self.items):
+            groups.setdefault(x, []).append(i)
+        self.groups = tuple((x, tuple(ix)) for x, ix in groups.items())
+        self.chars = tuple(_chars(x) for x in self.items)
+
+    def _starts(self, used: int, b: int | None = None):
+        """(index, span) of each distinct span still free to use (its first unused copy), that
+        begins with byte b (any byte when None)."""
+        for x, ix in self.groups:
+            if b is None or x[0] == b:
+                for i in ix:
+                    if not used >> i & 1:
+                        yield i, x
+                        break
+
+    def feed(self, n, nid: int, up: tuple, st: tuple, b: int, out: list) -> None:
+        used, i, off, chars = st
+        if b == 0x22:
+            if i < 0 and chars >= n.min_len:
+                out.append(up)
+            return
+        c = chars + (not 0x80 <= b < 0xC0)
+        if n.max_len is not None and c > n.max_len:
+            return
+        if i >= 0:
+            x = self.items[i]
+            if x[off] == b:
+                out.append(up + ((nid, 1, (used | 1 << i, -2, 0, c) if off + 1 == len(x) else (used, i, off + 1, c)),))
+            return
+        if b in self.FREE:
+            out.append(up + ((nid, 1, (used, -1, 0, c)),))
+            return
+        if i == -1:
+            for j, x in self._starts(used, b):
+                if n.max_len is not None and chars + self.chars[j] > n.max_len:
+                    continue        # a span starts only where all of it fits
+                out.append(up + ((nid, 1, (used | 1 << j, -2, 0, c) if len(x) == 1 else (used, j, 1, c)),))
+
+    def next_bytes(self, st: tuple) -> set:
+        used, i, off, _ = st
+        if i >= 0:
+            return {self.items[i][off]}
+        acc = {0x22} | self.FREE
+        if i == -1:
+            acc.update(x[0] for _, x in self._starts(used))
+        return acc
+
+
+_NO_SPANS = Spans()
+
+
 # =============================================================================================
 # Grammar (public) and the per-request byte walker
 # =============================================================================================
@@ -970,7 +1048,7 @@ class Grammar:
     """
 
     def __init__(self, core: _Core, copy_source: str = "", copy_spans: dict | None = None,
-                 values: dict | None = None):
+                 values: dict | None = None, spans=()):
         if not isinstance(copy_source, str):
             raise GrammarError(f"copy_source must be a string, got {type(copy_source).__name__}")
         self._core = core
@@ -984,6 +1062,8 @@ class Grammar:
             self._set_spans(copy_spans)
         if values is not None:
             self._set_values(values)
+        self._pieces = spans if isinstance(spans, Spans) else Spans(spans)
+        self.spans = tuple(x.decode("utf-8", "surrogatepass") for x in self._pieces.items)
 
     def _set_values(self, values) -> None:
         if not isinstance(values, dict):
@@ -1038,11 +1118,12 @@ class Grammar:
     def schema(self):
         return self._core.schema
 
-    def with_source(self, copy_source: str, copy_spans: dict | None = None, values: dict | None = None) -> "Grammar":
-        return Grammar(self._core, copy_source, copy_spans, values)
+    def with_source(self, copy_source: str, copy_spans: dict | None = None, values: dict | None = None,
+                    spans=()) -> "Grammar":
+        return Grammar(self._core, copy_source, copy_spans, values, spans)
 
     def _walker(self) -> "_Walker":
-        return _Walker(self._core, self._core.fresh_tables(), self._src, self._spans, self._limits)
+        return _Walker(self._core, self._core.fresh_tables(), self._src, self._spans, self._limits, self._pieces)
 
     def _walk(self, data) -> tuple["_Walker", int]:
         if isinstance(data, str):
@@ -1074,8 +1155,10 @@ class _Walker:
     """Byte steps of one grammar for one copy source: shared memo for states outside x-copy
     strings, a private one for states inside them (their transitions depend on the source)."""
 
-    def __init__(self, core: _Core, tables: _Tables, src: bytes, spans: dict | None = None, limits: str = ""):
+    def __init__(self, core: _Core, tables: _Tables, src: bytes, spans: dict | None = None, limits: str = "",
+                 pieces: "Spans" = None):
         self.core, self.tables, self.src, self.spans = core, tables, src, spans
+        self.pieces = pieces if pieces is not None else _NO_SPANS
         # properties whose enum / number values this request limits: their states step in a memo
         # of their own, shared by the requests with the same limits
         self.limited = frozenset(k[1] for k in spans if isinstance(k, tuple)) if spans else frozenset()
@@ -1134,6 +1217,9 @@ class _Walker:
                 return None
             content = st[-1][2]
             acc.add(0x22)
+            if self.core.nodes[st[-1][0]].spans:
+                acc |= self.pieces.next_bytes(content)
+                continue
             only = self.spans.get(self.core.nodes[st[-1][0]].prop) if self.spans else None
             if only is not None:
                 m = len(content)
@@ -1168,9 +1254,9 @@ class _Walker:
         if r is not None:
             return r
         out: list = []
-        feed, src, spans = self.core.feed, self.src, self.spans
+        feed, src, spans, pieces = self.core.feed, self.src, self.spans, self.pieces
         for st in t.states[sid]:
-            feed(st, b, out, src, spans)
+            feed(st, b, out, src, spans, pieces)
         r = self.intern(frozenset(out)) if out else -1
         memo[key] = r
         return r
@@ -1534,10 +1620,10 @@ def _core_for(key: str, build) -> _Core:
 
 
 def compile_schema(schema: dict, *, copy_source: str = "", copy_spans: dict | None = None,
-                   values: dict | None = None) -> Grammar:
+                   values: dict | None = None, spans=()) -> Grammar:
     """The grammar of a JSON schema (the subset in docs/ARCHITECTURE.md). GrammarError for an
-    impossible, too large or unsupported schema; the message names the schema path. copy_spans:
-    values: see Grammar."""
+    impossible, too large or unsupported schema; the message names the schema path. copy_spans,
+    values: see Grammar; `spans`: the request's allowed spans for "x-copy": "spans" strings."""
     if not isinstance(schema, dict):
         raise GrammarError(f"#: a schema must be an object, got {type(schema).__name__}")
     try:
@@ -1545,7 +1631,7 @@ def compile_schema(schema: dict, *, copy_source: str = "", copy_spans: dict | No
     except (TypeError, ValueError) as exc:
         raise GrammarError(f"#: the schema is not JSON: {exc}") from None
 
-    return Grammar(_core_for(key, lambda: _build_core(schema, key)), copy_source, copy_spans, values)
+    return Grammar(_core_for(key, lambda: _build_core(schema, key)), copy_source, copy_spans, values, spans)
 
 
 def _build_core(schema: dict, key: str | None = None) -> _Core:
@@ -1566,7 +1652,7 @@ def json_grammar() -> Grammar:
     return Grammar(_core_for("json", build))
 
 
-def grammar_for_request(fmt, schema, *, copy_source: str = "") -> Grammar | None:
+def grammar_for_request(fmt, schema, *, copy_source: str = "", spans=()) -> Grammar | None:
     """The grammar of a request's `format` / `schema` fields: None when neither is given;
     format "json" alone = any JSON value; a schema (or a schema given as format, as Ollama
     allows) = that schema. GrammarError for anything else."""
@@ -1577,7 +1663,7 @@ def grammar_for_request(fmt, schema, *, copy_source: str = "") -> Grammar | None
     if fmt is not None and fmt != "json":
         raise GrammarError(f"format must be \"json\" (or a schema), got {fmt!r}")
     if schema is not None:
-        return compile_schema(schema, copy_source=copy_source)
+        return compile_schema(schema, copy_source=copy_source, spans=spans)
     if fmt == "json":
-        return json_grammar().with_source(copy_source)
+        return json_grammar().with_source(copy_source, spans=spans)
     return None

@@ -44,40 +44,57 @@ T = {
                     ("calculate {a} plus {b}", "{a}+{b}"), ("what's {a} + {b}", "{a}+{b}"),
                     ("sum of {a} and {b}", "{a}+{b}"), ("{a} more than {b}", "{b}+{a}"),
                     ("increase {a} by {b}", "{a}+{b}"), ("{a} plus {b} equals", "{a}+{b}"),
-                    ("total of {a} and {b}", "{a}+{b}"), ("what does {a} plus {b} make", "{a}+{b}")],
+                    ("total of {a} and {b}", "{a}+{b}"), ("what does {a} plus {b} make", "{a}+{b}"),
+                    ("{a} and {b} combined", "{a}+{b}"), ("{a} increased by {b}", "{a}+{b}"),
+                    ("can you do {a} plus {b}", "{a}+{b}"), ("{a} plus {b} gives", "{a}+{b}"),
+                    ("need {a} plus {b}", "{a}+{b}"), ("{a} with {b} more", "{a}+{b}")],
             "sub": [("what is {a} minus {b}", "{a}-{b}"), ("{a} minus {b}", "{a}-{b}"), ("{a} - {b}", "{a}-{b}"),
                     ("calculate {a} minus {b}", "{a}-{b}"), ("{a} less {b}", "{a}-{b}"),
                     ("{b} less than {a}", "{a}-{b}"), ("difference between {a} and {b}", "{a}-{b}"),
-                    ("decrease {a} by {b}", "{a}-{b}"), ("{a} minus {b} equals", "{a}-{b}")],
+                    ("decrease {a} by {b}", "{a}-{b}"), ("{a} minus {b} equals", "{a}-{b}"),
+                    ("{a} reduced by {b}", "{a}-{b}"), ("remove {b} from {a}", "{a}-{b}"),
+                    ("can you do {a} minus {b}", "{a}-{b}"), ("{a} minus {b} gives", "{a}-{b}"),
+                    ("need {a} minus {b}", "{a}-{b}"), ("{a} less than {b}", "{b}-{a}")],
             "mul": [("what is {a} times {b}", "{a}*{b}"), ("{a} times {b}", "{a}*{b}"), ("{a} x {b}", "{a}*{b}"),
                     ("{a} multiplied by {b}", "{a}*{b}"), ("{a} * {b}", "{a}*{b}"), ("what's {a} times {b}", "{a}*{b}"),
                     ("{a} into {b}", "{a}*{b}"), ("{a} multiplied with {b}", "{a}*{b}"),
-                    ("calculate {a} times {b}", "{a}*{b}"), ("{a} times {b} equals", "{a}*{b}")],
+                    ("calculate {a} times {b}", "{a}*{b}"), ("{a} times {b} equals", "{a}*{b}"),
+                    ("{a} lots of {b}", "{a}*{b}"), ("{a} groups of {b}", "{a}*{b}"),
+                    ("can you do {a} times {b}", "{a}*{b}"), ("{a} times {b} gives", "{a}*{b}"),
+                    ("need {a} multiplied by {b}", "{a}*{b}")],
             "div": [("what is {a} divided by {b}", "{a}/{b}"), ("{a} divided by {b}", "{a}/{b}"), ("{a} / {b}", "{a}/{b}"),
                     ("calculate {a} divided by {b}", "{a}/{b}"), ("ratio of {a} to {b}", "{a}/{b}"),
                     ("{a} per {b}", "{a}/{b}"), ("quotient of {a} and {b}", "{a}/{b}"),
-                    ("{a} shared among {b}", "{a}/{b}"), ("{a} divided by {b} equals", "{a}/{b}")],
+                    ("{a} shared among {b}", "{a}/{b}"), ("{a} divided by {b} equals", "{a}/{b}"),
+                    ("{a} split into {b}", "{a}/{b}"), ("{a} split between {b}", "{a}/{b}"),
+                    ("can you do {a} divided by {b}", "{a}/{b}"), ("{a} divided by {b} gives", "{a}/{b}"),
+                    ("need {a} divided by {b}", "{a}/{b}")],
             "pct": [("what is {a} percent of {b}", "{a}%*{b}"), ("{a}% of {b}", "{a}%*{b}"),
                     ("{a} percent of {b}", "{a}%*{b}"), ("{a} per cent of {b}", "{a}%*{b}"),
                     ("what's {a}% of {b}", "{a}%*{b}"), ("{a} pc of {b}", "{a}%*{b}"),
-                    ("{a} percentage of {b}", "{a}%*{b}")],
+                    ("{a} percentage of {b}", "{a}%*{b}"), ("need {a} percent of {b}", "{a}%*{b}"),
+                    ("{a} percent of {b} gives", "{a}%*{b}"), ("{a} pct of {b}", "{a}%*{b}")],
             "half": [("half of {a}", "{a}/2"), ("what is half of {a}", "{a}/2"), ("half {a}", "{a}/2"),
-                     ("one half of {a}", "{a}/2"), ("{a} divided in half", "{a}/2")],
+                     ("one half of {a}", "{a}/2"), ("{a} divided in half", "{a}/2"), ("need half of {a}", "{a}/2"), ("{a} in half", "{a}/2")],
             "double": [("double {a}", "{a}*2"), ("twice {a}", "{a}*2"), ("what is double {a}", "{a}*2"),
-                       ("double of {a}", "{a}*2"), ("two times {a}", "{a}*2"), ("twice of {a}", "{a}*2")],
+                       ("double of {a}", "{a}*2"), ("two times {a}", "{a}*2"), ("twice of {a}", "{a}*2"), ("need double {a}", "{a}*2"),
+                       ("{a} times two", "{a}*2")],
             "quarter": [("a quarter of {a}", "{a}/4"), ("what is a quarter of {a}", "{a}/4"),
                         ("quarter of {a}", "{a}/4"), ("one quarter of {a}", "{a}/4"), ("{a} quartered", "{a}/4")],
             "square": [("{a} squared", "{a}^2"), ("what is {a} squared", "{a}^2"), ("square of {a}", "{a}^2"),
-                       ("square {a}", "{a}^2"), ("{a} square", "{a}^2"), ("{a} to the power of two", "{a}^2")],
+                       ("square {a}", "{a}^2"), ("{a} square", "{a}^2"), ("{a} to the power of two", "{a}^2"),
+                       ("need {a} squared", "{a}^2"), ("{a} squared gives", "{a}^2")],
             "cube": [("{a} cubed", "{a}^3"), ("what is {a} cubed", "{a}^3"), ("cube of {a}", "{a}^3"),
                      ("cube {a}", "{a}^3"), ("{a} cube", "{a}^3")],
             "pow": [("{a} to the power of {b}", "{a}^{b}"), ("{a} to the power {b}", "{a}^{b}"), ("{a} ^ {b}", "{a}^{b}"),
                     ("{a} power {b}", "{a}^{b}"), ("{a} exponent {b}", "{a}^{b}"), ("power {b} of {a}", "{a}^{b}")],
             "avg": [("average of {L}", "({S})/{n}"), ("what is the average of {L}", "({S})/{n}"),
                     ("mean of {L}", "({S})/{n}"), ("avg of {L}", "({S})/{n}"), ("average {L}", "({S})/{n}"),
-                    ("{L} average", "({S})/{n}")],
+                    ("{L} average", "({S})/{n}"), ("need the average of {L}", "({S})/{n}"),
+                    ("the mean of {L} please", "({S})/{n}")],
             "sum": [("sum of {L}", "{S}"), ("what is the sum of {L}", "{S}"), ("total of {L}", "{S}"),
-                    ("total {L}", "{S}"), ("sum {L}", "{S}"), ("{L} summed", "{S}")],
+                    ("total {L}", "{S}"), ("sum {L}", "{S}"), ("{L} summed", "{S}"), ("need the sum of {L}", "{S}"),
+                    ("{L} all summed", "{S}")],
             "paren": [("({a} plus {b}) times {c}", "({a}+{b})*{c}"), ("({a} + {b}) * {c}", "({a}+{b})*{c}"),
                       ("{a} times ({b} plus {c})", "{a}*({b}+{c})"), ("({a} minus {b}) divided by {c}", "({a}-{b})/{c}"),
                       ("{a} plus {b}, all times {c}", "({a}+{b})*{c}"), ("({a} minus {b}) times {c}", "({a}-{b})*{c}"),
@@ -91,15 +108,17 @@ T = {
         "mr": {
             "add": [("{a} अधिक {b}", "{a}+{b}"), ("{a} अधिक {b} किती", "{a}+{b}"), ("{a} आणि {b} ची बेरीज", "{a}+{b}"),
                     ("{a} + {b} किती", "{a}+{b}"), ("{a} प्लस {b}", "{a}+{b}"), ("{a} आणि {b} यांची बेरीज", "{a}+{b}"),
-                    ("{a} अधिक {b} बरोबर", "{a}+{b}"), ("{a} + {b}", "{a}+{b}")],
+                    ("{a} अधिक {b} बरोबर", "{a}+{b}"), ("{a} + {b}", "{a}+{b}"), ("{a} अधिक {b} किती येतात", "{a}+{b}"),
+                    ("{a} अधिक {b} सांगशील", "{a}+{b}")],
             "sub": [("{a} वजा {b}", "{a}-{b}"), ("{a} वजा {b} किती", "{a}-{b}"), ("{a} - {b} किती", "{a}-{b}"),
                     ("{a} उणे {b}", "{a}-{b}"), ("{a} मायनस {b}", "{a}-{b}"), ("{a} आणि {b} यातील फरक", "{a}-{b}"),
-                    ("{a} वजा {b} बरोबर", "{a}-{b}")],
+                    ("{a} वजा {b} बरोबर", "{a}-{b}"), ("{a} वजा {b} किती येतात", "{a}-{b}"), ("{a} वजा {b} सांगशील", "{a}-{b}")],
             "mul": [("{a} गुणिले {b}", "{a}*{b}"), ("{a} गुणिले {b} किती", "{a}*{b}"), ("{a} गुणा {b}", "{a}*{b}"),
                     ("{a} x {b} किती", "{a}*{b}"), ("{a} इंटू {b}", "{a}*{b}"), ("{a} गुणिले {b} बरोबर", "{a}*{b}"),
-                    ("{a} * {b}", "{a}*{b}")],
+                    ("{a} * {b}", "{a}*{b}"), ("{a} गुणिले {b} किती येतात", "{a}*{b}"), ("{a} गुणिले {b} सांगशील", "{a}*{b}")],
             "div": [("{a} भागिले {b}", "{a}/{b}"), ("{a} भागिले {b} किती", "{a}/{b}"), ("{a} / {b} किती", "{a}/{b}"),
-                    ("{a} भागीले {b}", "{a}/{b}"), ("{a} भागिले {b} बरोबर", "{a}/{b}"), ("{a} ÷ {b}", "{a}/{b}")],
+                    ("{a} भागीले {b}", "{a}/{b}"), ("{a} भागिले {b} बरोबर", "{a}/{b}"), ("{a} ÷ {b}", "{a}/{b}"),
+                    ("{a} भागिले {b} किती येतात", "{a}/{b}"), ("{a} भागिले {b} सांगशील", "{a}/{b}")],
             "pct": [("{b} चे {a} टक्के", "{a}%*{b}"), ("{b} चे {a} टक्के किती", "{a}%*{b}"), ("{b} च्या {a}%", "{a}%*{b}"),
                     ("{b} च्या {a} टक्के", "{a}%*{b}"), ("{a} टक्के {b} चे", "{a}%*{b}")],
             "half": [("{a} चे अर्धे", "{a}/2"), ("{a} चे अर्धे किती", "{a}/2"), ("{a} चे निम्मे", "{a}/2"),
@@ -200,11 +219,18 @@ T = {
     },
 }
 PRE = {"train": {"en": ["", "", "", "", "please ", "hey, ", "quick: ", "what's ", "so ", "ok ", "solve ",
-                          "i need ", "pls calculate ", "calc "],
-                   "mr": ["", "", "", "", "जरा ", "सांग, ", "सांगा ", "बघ ", "एक मिनिट, ", "आता "]},
+                          "i need ", "pls calculate ", "calc ", "can you calculate ", "do this: ", "question: ",
+                          "i want to know ", "help me with ", "let's see, ", "figure this: ", "mind doing ",
+                          "hi there, ", "just calculate ", "math: ", "ok so ", "umm ", "and now ",
+                          "what will be "],
+                   "mr": ["", "", "", "", "जरा ", "सांग, ", "सांगा ", "बघ ", "एक मिनिट, ", "आता ", "हे बघ ",
+                          "एक प्रश्न: ", "सांगशील का ", "पटकन ", "मित्रा, ", "गणित: ", "प्लीज ", "ऐक ना, "]},
        "test": {"en": ["", "tell me ", "could you work out: ", "yo "], "mr": ["", "मला सांग ", "अरे "]}}
-POST = {"train": {"en": ["", "", "", "", "?", " please", " =", " ?", " equals?", " = ?", " pls", " now", "!"],
-                    "mr": ["", "", "", "", "?", " ना", " किती?", " काय?", " ?", " हो"]},
+POST = {"train": {"en": ["", "", "", "", "?", " please", " =", " ?", " equals?", " = ?", " pls", " now", "!",
+                         " thx", " correct?", " exactly", " in total", " if possible", " please and thank u",
+                         " soon pls", " real quick", " i think", " ok?", " buddy", " again", " ty", " is what?"],
+                  "mr": ["", "", "", "", "?", " ना", " किती?", " काय?", " ?", " हो", " सांग ना", " पटकन",
+                         " प्लीज", " येतील?", " बरोबर?", " किती येतं", " धन्यवाद"]},
         "test": {"en": ["", " for me", " thanks!", " quickly"], "mr": ["", " लगेच", " बरं"]}}
 
 KINDS = list(T["train"]["en"])
@@ -388,6 +414,46 @@ def _word_typo(rng: random.Random, text: str, keep) -> str:
 
 NUMBER_TYPO = 0.15  # share of training lines with a typo in a number word
 WORD_TYPO = 0.2     # ... and in an operator or frame word (besides the noise's own typos)
+PSEUDO = 0.3        # ... and with one to three made-up words (a frame word the model never saw)
+
+_CONSONANTS, _VOWELS = "bcdfghjklmnprstvwyz", "aeiou"
+_MR_CONSONANTS = "कखगघचजझटडणतथदधनपफबभमयरलवशसह"
+_MR_SIGNS = ["", "ा", "ि", "ी", "ु", "ू", "े", "ो", "ं"]
+
+
+def pseudo_word(rng: random.Random, lang: str) -> str:
+    """A made-up word of two or three syllables that reads as no number word and no word of the
+    test split (so a frame the model never saw is just more words to pass over)."""
+    from trainer.agentdata.home import banned_words
+
+    while True:
+        k = rng.randint(2, 3)
+        if lang == "en":
+            w = "".join(rng.choice(_CONSONANTS) + rng.choice(_VOWELS) for _ in range(k)) + rng.choice(["", "", "n", "s", "k"])
+        else:
+            w = "".join(rng.choice(_MR_CONSONANTS) + rng.choice(_MR_SIGNS) for _ in range(k))
+        if lookup(w) is None and w not in banned_words():
+            return w
+
+
+def _pseudo_words(rng: random.Random, text: str, keep, lang: str) -> str:
+    """text with one to three made-up words before, after or between its words, never inside a
+    number (`keep`)."""
+    spans = [(i, i + len(k)) for k in keep if k for i in [text.find(k)] if i >= 0]
+    for _ in range(rng.randint(1, 3)):
+        cuts = [0, len(text)] + [i for i, ch in enumerate(text) if ch == " " and not any(a < i < b for a, b in spans)]
+        i = rng.choice(cuts)
+        w = pseudo_word(rng, lang if rng.random() < 0.8 else rng.choice(["en", "mr"]))
+        text = (w + " " + text) if i == 0 else (text + " " + w) if i == len(text) else text[:i] + " " + w + text[i:]
+        spans = [(i, i + len(k)) for k in keep if k for i in [text.find(k)] if i >= 0]
+    return text
+
+
+def _ambiguous(text: str, shown: dict, used) -> bool:
+    """A number that ends in "hundred" or "thousand" followed by " and " and another number reads
+    as one number ("eight hundred and three"): such a line has two readings."""
+    return any(shown[r].replace("-", " ").split()[-1] in ("hundred", "thousand") and shown[r] + " and " in text
+               for r in used)
 
 
 def _one(rng: random.Random, split: str) -> dict:
@@ -433,6 +499,8 @@ def _one(rng: random.Random, split: str) -> dict:
     for r in used:
         expr = expr.replace("{" + r + "}", _ascii(vals[r]))
     call = spaced(pattern, {r: shown[r] for r in used})
+    if spelling == "en_words" and _ambiguous(text, shown, used):
+        return _one(rng, split)
     text = rng.choice(PRE[split][lang]) + text + rng.choice(POST[split][lang])
     if split == "test" and rng.random() < 0.25:
         text = _typo(rng, text)
@@ -443,6 +511,8 @@ def _one(rng: random.Random, split: str) -> dict:
         text = add_noise(rng, text, keep, banned_words(), p=NOISE)
         if lang == "en" and rng.random() < WORD_TYPO:
             text = _word_typo(rng, text, keep)
+        if rng.random() < PSEUDO:
+            text = _pseudo_words(rng, text, keep, lang)
     try:
         value = evaluate(expr)
     except ZeroDivisionError:

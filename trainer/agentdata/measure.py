@@ -10,9 +10,12 @@ This is the trainer's own check of a freshly exported child: the model reads
     children installed; a null child is right when nothing is chosen.
 With --copy, a "name" or "area" string may only grow into a substring of the utterance that starts
 at the start of a word and ends at the end of one (the home schema's "x-copy": "words" rule, the
-part of the grammar that matters most here; --copy chars: any substring; --copy spans: only the
-spans of the utterance that name an entity or area of --home, as bulletd decodes home calls);
-nothing else is constrained. `bullet eval` measures the same sets through bulletd's own path (grammar, tools).
+part of the grammar that matters most here; --copy chars: any substring; --copy spans: home lines
+copy only the spans of the utterance that name an entity or area of --home, as bulletd decodes home
+calls, and calc lines run through bulletd's calc path (run_agent) with the calc tool's own schema,
+whatever the child's header holds: operator typos spelled right, the expression copying only whole
+numbers of the utterance ("x-copy": "spans"); nothing else is constrained. `bullet eval` measures the
+same sets through bulletd's own path (the header's grammar, tools).
 
     python -m trainer.agentdata.measure child_models/home.bullet home_test.jsonl --home examples/home.yaml
 """
@@ -115,13 +118,28 @@ def copy_greedy(model, prompt: str, source: str, pieces: list[bytes], max_tokens
     return out.decode("utf-8", "replace")
 
 
+def _calc_spans(model, line: dict, template: str, max_tokens: int) -> str:
+    """The output of bulletd's calc path for the line (the calc tool's schema, spans), or the error."""
+    from bulletd.agents.agent import AgentContext, run_agent
+    from bulletd.agents.tools import TOOLS
+    from bulletd.errors import RequestError
+
+    header = {"agent": {"tool": "calc", "schema": TOOLS["calc"].schema, "template": template}}
+    try:
+        out = run_agent(model, line["text"], {"max_tokens": max_tokens}, AgentContext(), child_header=header)
+    except RequestError as exc:
+        return f"{exc.code}: {exc}"
+    return out["text"]
+
+
 def measure(model_path, lines, home=None, max_tokens: int = 128, copy: bool | str = False,
             home_config=None) -> dict:
     """copy: decode with the x-copy rule for names and areas (copy_greedy) instead of plain greedy;
     "chars" for any substring, "spans" for the spans of the utterance that name something of
-    home_config (bulletd's HomeConfig; whole words where it has none), otherwise (True, "words")
-    whole words."""
-    if copy == "spans" and home_config is None:
+    home_config (bulletd's HomeConfig; whole words where it has none) and, for calc lines, bulletd's
+    calc path with the calc tool's schema (_calc_spans); otherwise (True, "words") whole words."""
+    lines = list(lines)
+    if copy == "spans" and home_config is None and any("answer" not in line for line in lines):
         raise ValueError("copy='spans' needs the home (home_config)")
     from bulletd.runtime import GenerationSettings, load_model
 
@@ -131,9 +149,12 @@ def measure(model_path, lines, home=None, max_tokens: int = 128, copy: bool | st
         template = (model.header.get("agent") or {}).get("template", TEMPLATE)
         settings = GenerationSettings(max_tokens=max_tokens, temperature=0, repetition_penalty=1.0)
         pieces = [model.tokenizer.piece_bytes(i) for i in range(model.arch["vocab_size"])] if copy else None
+        max_tokens = min(max_tokens, model.arch["max_seq_len"])
         for line in lines:
             prompt = template.format(text=line["text"])
-            if copy:
+            if copy == "spans" and "answer" in line:
+                text = _calc_spans(model, line, template, max_tokens)
+            elif copy:
                 spans = home_config.copy_spans(line["text"]) if copy == "spans" else None
                 text = copy_greedy(model, prompt, line["text"], pieces, max_tokens, words=copy != "chars", spans=spans)
             else:
@@ -187,7 +208,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--copy", nargs="?", const="words", choices=["words", "chars", "spans"],
                     help="names and areas may only copy whole words of the utterance (x-copy; chars: any "
-                         "substring; spans: spans naming an entity or area of --home, as bulletd decodes)")
+                         "substring; spans: spans naming an entity or area of --home, as bulletd decodes; "
+                         "calc lines through bulletd's calc path, whole numbers only)")
     args = ap.parse_args(argv)
     from trainer.agentdata.home import Home
 

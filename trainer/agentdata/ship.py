@@ -39,7 +39,10 @@ The call copies the utterance's numbers as typed (ASCII or Devanagari digits, En
 number words, typos included) between ASCII operators, one space around every item:
 `{"expression":" fifty nine + ४ "}`. bulletd reads the numbers back
 (`bulletd.agents.numerals.plain`: `59+4`) before the calc tool runs, and the reply's call is that
-plain expression.""",
+plain expression. Around the child, bulletd spells misspelled operator words right ("tiems" ->
+"times") and the schema's `"x-copy": "spans"` rule lets the expression copy only whole numbers of
+the utterance (`bulletd.agents.calcinput`), each at most once, and the constants 2, 3, 4 (and the
+count of numbers, for an average).""",
 }
 
 SETS = {
@@ -130,13 +133,17 @@ def ship_child(name: str, run, data_dir, out, key=None, home_path=None) -> dict:
         cfg = HomeConfig.load(home_path)
         runs.insert(1, (SETS[name][0][0], SETS[name][0][1] + ", names and areas copy spans that name "
                         "something of the home (--copy spans)", "spans"))
+    if name == "calc":   # bulletd's calc decoding: operator typos fixed, whole numbers only
+        runs.insert(0, (SETS[name][0][0], SETS[name][0][1] + ", bulletd's calc decoding (--copy spans)", "spans"))
+        runs.insert(2, (SETS[name][1][0], SETS[name][1][1] + ", bulletd's calc decoding (--copy spans)", "spans"))
     for fname, what, copy in runs:
         p = data_dir / fname
         if p.is_file():
             t0 = time.monotonic()
             r = measure(path, _lines(p), home, copy=copy, home_config=cfg)
             results.append((fname, what, _sha(p), r, time.monotonic() - t0))
-            print(f"{name}: {fname}{' --copy ' + copy if copy else ''}: {r['correct']}/{r['n']} = {100 * r['accuracy']:.1f}%")
+            flag = f" --copy {copy}" if isinstance(copy, str) else " --copy" if copy else ""
+            print(f"{name}: {fname}{flag}: {r['correct']}/{r['n']} = {100 * r['accuracy']:.1f}%")
     served = served_eval(name, out, data_dir, home_path, key is not None)
     if name == "home" and (data_dir / RANDOM_HOME[0]).is_file() and (data_dir / RANDOM_HOME[1]).is_file():
         served = [served, served_eval(name, out, data_dir, data_dir / RANDOM_HOME[0], key is not None,
@@ -207,6 +214,8 @@ def _served_section(served) -> str:
     narrowed = (" narrowed to the home per request (`HomeConfig.narrow`: names and areas copy spans of\n"
                 "the utterance that name an entity or area, intents apply to what it names, numbers are\n"
                 "ones it says)") if home_name else ""
+    if r["child"] == "calc":
+        narrowed = " (the expression copies whole numbers of the utterance, operator typos fixed)"
     return (f"### `bullet eval {fname} --child {r['child']}{on}`: bulletd's path\n\nThe grammar of the header's "
             f"schema{narrowed}, greedy, the call validated\n"
             f"and run by the tool (home: the daemon's resolver: exact names, Marathi case endings, fuzzy\n"
@@ -250,7 +259,9 @@ Trained from scratch with `bullet-train` (NumPy, CPU), exported to BQ4.{NOTES.ge
 
 Measured by `python -m trainer.agentdata.measure` through the runtime: greedy decoding **without**
 the grammar (or, where marked, with only its rule for names and areas: a span of the utterance that
-names an entity or area of the home, whole words where none does), the first JSON object of the
+names an entity or area of the home, whole words where none does; for calc, "bulletd's calc
+decoding": bulletd's calc path with the calc tool's schema, operator typos fixed and the expression
+copying only whole numbers), the first JSON object of the
 output is the call. Home calls are right when they
 resolve (the generator's exact-name resolver; a Marathi case ending may be stripped) to exactly the
 line's `expect` on the example home; calc calls when the expression's exact value (its numbers read

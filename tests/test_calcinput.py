@@ -1,0 +1,114 @@
+"""bulletd.agents.calcinput: the number spans a calc call may copy, operator typos spelled right
+before the child reads them, and both on bulletd's calc path (run_agent with a random-weight child:
+whatever it writes, the expression copies only whole numbers of the utterance)."""
+import json
+import random
+import re
+
+import pytest
+
+from bulletd.agents.agent import AgentContext, run_agent
+from bulletd.agents.calcinput import CONSTANTS, allowed_spans, fix_operators, number_spans
+from bulletd.agents.numerals import plain
+from bulletd.agents.tools import TOOLS
+from bulletd.errors import RequestError
+from bulletd.format.synth import write_random_lm
+from bulletd.runtime import load_model
+from trainer.agentdata import calc
+from trainer.agentdata.numbers import en_words, mr_words, to_deva
+
+
+@pytest.mark.parametrize("text, spans", [
+    ("divide (8293 minus 466) by 687", ["8293", "466", "687"]),
+    ("what is 17 times 23", ["17", "23"]),
+    ("fifty nine plus चारशे तेरा?", ["fifty nine", "चारशे तेरा"]),
+    ("२४ चे ३.६ टक्के", ["२४", "३.६"]),
+    ("2.5 times three hundred and twenty-five", ["2.5", "three hundred and twenty-five", "three hundred", "twenty-five"]),
+    ("the sum of forty-two, 7 and 3.25", ["forty-two", "7", "3.25"]),
+    ("twenty and five", ["twenty", "five"]),                # "and" joins only after hundred or thousand
+    ("nine fifty", ["nine", "fifty"]),                      # no number is said in that order: two numbers
+    ("5 hundred plus 2", ["5 hundred", "2"]),               # digits before a scale word
+    ("17 23", ["17", "23"]),
+    ("sxiteen divided by there  thousand six", ["sxiteen", "there thousand six"]),   # typos read back
+    ("दोन हजार पाच भागिले पाच", ["दोन हजार पाच", "पाच"]),
+    ("what time is it", []),
+    ("seventeen, and", ["seventeen"]),
+])
+def test_number_spans(text, spans):
+    assert number_spans(text) == spans
+
+
+def test_spans_cover_every_generated_line():
+    """Every number of a generated line's call is a whole span of its (fixed) utterance, so the
+    rule never blocks the right call (both splits, typos included)."""
+    for split in ("train", "test"):
+        for line in calc.generate(split, 600, seed=11):
+            have = sorted(plain(s) for s in allowed_spans(fix_operators(line["text"])))
+            for n in plain(line["call"]["expression"]).replace("(", " ").replace(")", " ").translate(
+                    str.maketrans("+-*/^%", "      ")).split():
+                assert n in have, (line["text"], line["call"], have)
+                have.remove(n)
+
+
+def test_every_number_is_one_span():
+    rng = random.Random(3)
+    for _ in range(300):
+        v = rng.randint(0, 9999)
+        for shown in (en_words(v), mr_words(v), to_deva(str(v)), str(v)):
+            assert number_spans(f"what is {shown} plus 7") == [shown, "7"]
+
+
+def test_allowed_spans_add_the_constants_and_the_count():
+    assert allowed_spans("average of 4, 8 and 15") == ["4", "8", "15", *CONSTANTS]
+    assert allowed_spans("average of 1, 2, 3, 4, 5, 6") == ["1", "2", "3", "4", "5", "6", *CONSTANTS, "5", "6"]
+    assert allowed_spans("hello") == list(CONSTANTS)
+
+
+@pytest.mark.parametrize("text, fixed", [
+    ("what is 35670 tiems 746", "what is 35670 times 746"),
+    ("8293 minsu 466", "8293 minus 466"),
+    ("how much is doubel 8760", "how much is double 8760"),
+    ("tiwce 801", "twice 801"),
+    ("the avergae of 3, 4", "the average of 3, 4"),
+    ("sixty percnet of seventy", "sixty percent of seventy"),
+    ("5 plsu 4", "5 plus 4"),                               # four letters: two swapped
+    ("५ गुनिले ७", "५ गुणिले ७"),
+    ("what time is it", "what time is it"),                 # "time": four letters, not a swap
+    ("5 lower than 7", "5 lower than 7"),                   # common words are kept
+    ("fourty minus fiften", "fourty minus fiften"),         # number words are never touched
+    ("sevne plus nien", "sevne plus nien"),
+    ("5 timse 4 and 5 tmies 3", "5 times 4 and 5 times 3"),
+])
+def test_fix_operators(text, fixed):
+    assert fix_operators(text) == fixed
+
+
+ARCH = dict(dim=64, n_layers=2, n_heads=2, n_kv_heads=2, hidden_dim=128, vocab_size=320, max_seq_len=256)
+
+
+@pytest.fixture(scope="module")
+def child(tmp_path_factory):
+    p = tmp_path_factory.mktemp("calc") / "calc.bullet"
+    write_random_lm(p, ARCH, seed=5, name="calc", extra={"agent": {"tool": "calc", "schema": TOOLS["calc"].schema}})
+    m = load_model(p)
+    yield m
+    m.close()
+
+
+def test_calc_calls_copy_only_whole_numbers(child, monkeypatch):
+    """Whatever a (random) child writes, the call holds only whole numbers of the fixed utterance."""
+    from bulletd.agents import agent
+    assert TOOLS["calc"].schema["properties"]["expression"]["x-copy"] == "spans"
+    monkeypatch.setattr(agent, "run_tool", lambda tool, call, ctx: ({}, []))   # any expression is kept
+    seen = set()
+    for seed in range(12):
+        out = run_agent(child, "what is 17 tiems 4663 minsu 466", {"seed": seed, "temperature": 1.5, "max_tokens": 230}, AgentContext())
+        expr = json.loads(out["text"])["expression"]
+        left = ["17", "4663", "466", *CONSTANTS]
+        for w in re.split(r"[ -/:-@\[-`{-~]+", expr):
+            if not w:
+                continue
+            assert w in left, (expr, w)
+            left.remove(w)          # each at most once
+            seen.add(w)
+    assert len(seen) >= 3           # the random child does copy numbers
