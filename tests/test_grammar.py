@@ -959,7 +959,7 @@ def _check_copy_any(schema, value, source):
 
 CALC_SPANS = {"type": "object", "properties": {"expression": {"type": "string", "maxLength": 40, "x-copy": "spans"}},
               "required": ["expression"]}
-SPANS = ["17", "23", "fifty nine", "२४", "2", "2", "3.5"]
+CALC_SPAN_LIST = ["17", "23", "fifty nine", "२४", "2", "2", "3.5"]
 
 
 def _spans_ok(value: str, spans) -> bool:
@@ -981,19 +981,19 @@ def _spans_ok(value: str, spans) -> bool:
 
 
 def test_copy_spans_take_whole_spans_each_once():
-    g = compile_schema(CALC_SPANS, copy_source="anything", spans=SPANS)
-    assert g.spans == tuple(SPANS)
+    g = compile_schema(CALC_SPANS, copy_source="anything", spans=CALC_SPAN_LIST)
+    assert g.spans == tuple(CALC_SPAN_LIST)
     doc = lambda e: json.dumps({"expression": e}, ensure_ascii=False, separators=(",", ":"))
     for e, ok in [(" 17 * 23 ", True), ("(fifty nine + 2) ^ 2", True), ("२४ / 3.5 - 17", True), ("", True),
                   ("  (  ) ", True), (" 17 * 233 ", False), (" 1 * 23 ", False), (" 17 * 17 ", False),
                   ("2^2^2", False), (" fifty ", False), ("1723", False), ("17 23", True), ("3.5.", True),
                   ("३", False), ("fifty nine2", False), ("x", False), (" 17 \\n", False), ("2" * 41, False)]:
-        assert g.accepts(doc(e)) == ok == _spans_ok(e, SPANS), e
+        assert g.accepts(doc(e)) == ok == _spans_ok(e, CALC_SPAN_LIST), e
     assert g.is_prefix('{"expression":" fif') and not g.is_prefix('{"expression":" fix')
     assert g.is_prefix('{"expression":"२') and not g.is_prefix('{"expression":"१')
     assert not compile_schema(CALC_SPANS).is_prefix('{"expression":"1')      # no spans: punctuation only
-    assert compile_schema(CALC_SPANS, spans=SPANS).with_source("x", ["9"]).accepts('{"expression":"9+9"}') is False
-    assert compile_schema(CALC_SPANS).with_source("x", ["9", "9"]).accepts('{"expression":"9+9"}')
+    assert compile_schema(CALC_SPANS, spans=CALC_SPAN_LIST).with_source("x", spans=["9"]).accepts('{"expression":"9+9"}') is False
+    assert compile_schema(CALC_SPANS).with_source("x", spans=["9", "9"]).accepts('{"expression":"9+9"}')
     short = {"type": "string", "maxLength": 6, "x-copy": "spans"}       # a span starts only where it fits
     assert compile_schema(short, spans=["12345"]).is_prefix('" 1') and not compile_schema(short, spans=["12345"]).is_prefix('"  1')
     for bad in ("17", [""], ["a\"b"], ["a\\b"], ["a\nb"], [17], ["1"] * 65):
@@ -1005,7 +1005,7 @@ def test_copy_spans_take_whole_spans_each_once():
 def test_copy_spans_masks_match_brute_force(seed):
     vocab = random_vocab(seed)
     rng = random.Random(seed)
-    g = compile_schema(CALC_SPANS, copy_source=SOURCES[0], spans=SPANS)
+    g = compile_schema(CALC_SPANS, copy_source=SOURCES[0], spans=CALC_SPAN_LIST)
     voc = Vocab([None if e.type == TOKEN_CONTROL else e.piece for e in vocab], f"spans{seed}")
     checked = 0
     for walk in range(12):
@@ -1025,7 +1025,7 @@ def test_copy_spans_masks_match_brute_force(seed):
             state = row.next_state(t)
             text += vocab[t].piece
         if g.accepts(text):
-            assert _spans_ok(json.loads(text)["expression"], SPANS)
+            assert _spans_ok(json.loads(text)["expression"], CALC_SPAN_LIST)
     assert checked >= 25
 
 
@@ -1035,7 +1035,7 @@ def test_native_grammar_decode_parity_with_spans(models, monkeypatch, kw):
     if kernels.token_automaton(4) is None:
         pytest.skip(f"native module not built: {kernels.native_error()}")
     for path in models:
-        g = compile_schema(CALC_SPANS, copy_source="x", spans=SPANS)
+        g = compile_schema(CALC_SPANS, copy_source="x", spans=CALC_SPAN_LIST)
         runs = {mode: _gen_mode(path, monkeypatch, mode, g, "what is 17 times 23\n=>", **kw)
                 for mode in ("batched", "per_token", "numpy")}
         for r in runs.values():
@@ -1043,4 +1043,4 @@ def test_native_grammar_decode_parity_with_spans(models, monkeypatch, kw):
         assert runs["batched"] == runs["per_token"] == runs["numpy"]
         r = runs["batched"]
         if r["reason"] == "stop":
-            assert _spans_ok(json.loads(r["text"])["expression"], SPANS), r["text"]
+            assert _spans_ok(json.loads(r["text"])["expression"], CALC_SPAN_LIST), r["text"]
