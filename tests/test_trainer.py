@@ -750,6 +750,28 @@ def test_router_label_weights_set_the_share_of_a_label():
         train_router(ex, steps=1, label_weights={"z": 2}, log=lambda *a: None)
 
 
+def test_router_first_layer_in_f16_reads_back_as_the_same_mother(tmp_path):
+    from bulletd.format import BulletFile
+    from bulletd.router import Mother
+    from trainer.router import export_router, train_router
+
+    ex = [(f"switch on the {t} light", "home") for t in ("red", "big", "desk", "hall")] + \
+         [(f"{a} plus {b}", "calc") for a, b in ((1, 2), (3, 4), (15, 9), (7, 70))]
+    model = train_router(ex, feature_dim=4096, hidden=16, steps=50, seed=0, log=lambda *a: None)
+    sizes = {}
+    for dt in ("f32", "f16"):
+        export_router(model, tmp_path / f"{dt}.bullet", w1_dtype=dt)
+        sizes[dt] = (tmp_path / f"{dt}.bullet").stat().st_size
+        with BulletFile.open(tmp_path / f"{dt}.bullet") as bf:
+            assert bf.tensor("router.w1").dtype == {"f32": np.float32, "f16": np.float16}[dt]
+            mother = Mother(bf)
+        p = mother.probs(mother.hidden(mother.features("switch on the hall light")))
+        np.testing.assert_allclose(p, model.probs(["switch on the hall light"])[0], atol=2e-3)
+    assert sizes["f16"] < 0.6 * sizes["f32"]
+    with pytest.raises(ConfigError, match="f32 or f16"):
+        export_router(model, tmp_path / "bad.bullet", w1_dtype="bq4")
+
+
 def test_router_needs_two_labels():
     from trainer.router import train_router
 

@@ -243,10 +243,14 @@ def train_router(examples: list[tuple[str, str]], *, feature_dim: int = 1024, hi
 
 
 def export_router(model: RouterModel, out, *, threshold: float = 0.5, key=None, name: str = "mother",
-                  version: str = "0.1.0", examples=None) -> dict:
+                  version: str = "0.1.0", examples=None, w1_dtype: str = "f32") -> dict:
+    """w1_dtype "f16" stores the (feature_dim, hidden) first layer in half the bytes (the daemon
+    computes in float32 either way; the other tensors stay f32)."""
     out = Path(out)
     if not (0.0 <= threshold <= 1.0):
         raise ConfigError(f"router threshold must lie in [0, 1], got {threshold}")
+    if w1_dtype not in ("f32", "f16"):
+        raise ConfigError(f"router w1 dtype must be f32 or f16, got {w1_dtype!r}")
     D, H = model.w1.shape
     prov = {"name": name, "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "training": {"trainer": "bullet-train router", **model.metrics}}
@@ -262,7 +266,8 @@ def export_router(model: RouterModel, out, *, threshold: float = 0.5, key=None, 
         raise ExportError(str(exc)) from None
     with output:
         write_bullet(output.tmp, kind="router", arch={"feature_dim": int(D), "hidden": int(H)},
-                     tensors={"router.w1": ("f32", model.w1), "router.b1": ("f32", model.b1),
+                     tensors={"router.w1": (w1_dtype, model.w1.astype(np.float16 if w1_dtype == "f16" else np.float32)),
+                              "router.b1": ("f32", model.b1),
                               "router.w2": ("f32", model.w2), "router.b2": ("f32", model.b2)},
                      vocab=[], tokenizer={"kind": "none"}, provenance=prov, extra=extra)
     summary = {"path": str(out), "size": out.stat().st_size, **model.metrics}

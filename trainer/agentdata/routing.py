@@ -471,9 +471,14 @@ DEV_CALC_FRAMES = ["{E} comes to what", "{E} gives", "need the result of {E}", "
 
 # fillers people wrap any request in (train)
 WRAP = {"pre": ["", "", "", "hey ", "ok ", "listen, ", "um ", "so ", "can you please ", "i said ", "ऐक, ", "हे ",
-                "please ", "jara ", "अहो, ", "okay so ", "hi, "],
+                "please ", "jara ", "अहो, ", "okay so ", "hi, ", "sorry, ", "quick one, ", "one thing: ", "well, ",
+                "dear assistant, ", "alright, ", "hmm ", "so yeah ", "may i ask, ", "i was wondering, ", "oi ",
+                "good morning, ", "buddy, ", "hey there, ", "yes, ", "no wait, ", "ऐका ना, ", "बरं, ", "अगं, ",
+                "भाऊ, ", "मित्रा, ", "एक मिनिट, "],
         "post": ["", "", "", " please", " thank you", " right now", " ok", " ना", " बघ", " now",
-                 " प्लीज", " ok?"]}
+                 " प्लीज", " ok?", " thanks a lot", " cheers", " pls", " when you can", " mate", " dude", " boss",
+                 " yaar", " bhau", " re", " हो", " बरं का", " ना रे", " thank u", " if you don't mind", " again",
+                 " please and thanks", " :)", " ..."]}
 DEV_WRAP = {"pre": ["", "", "excuse me, ", "right, ", "हॅलो, "], "post": ["", "", " then", " okay", " हं"]}
 
 
@@ -827,6 +832,20 @@ def _insert_words(rng: random.Random, text: str, vocab: list[str]) -> str:
     return " ".join(words)
 
 
+NONE_SWAP = 0.3   # share of the reject training lines with a word swapped for a corpus word
+
+
+def _swap_word(rng: random.Random, text: str, vocab: list[str]) -> str:
+    """text with one of its words of 3+ letters (not a FUNCTION word) replaced by a word of `vocab`:
+    a request keeps its shape whatever it asks about, so an unknown word in a request's shape does
+    not make it the text of a corpus."""
+    words = text.split()
+    spots = [i for i, w in enumerate(words) if len(w) >= 3 and w not in FUNCTION]
+    if spots:
+        words[rng.choice(spots)] = rng.choice(vocab)
+    return " ".join(words)
+
+
 _CONS, _VOW = "bcdfghjklmnprstvwyz", "aeiou"
 _DEV_CONS = "कखगघचछजझटठडढणतथदधनपफबभमयरलवशसह"
 _DEV_VOW = ["", "ा", "ि", "ी", "ु", "ू", "े", "ै", "ो", "ौ"]
@@ -911,6 +930,8 @@ def generate(split: str = "train", n: int = 1000, seed: int = 0, sources: dict |
                 text = (_fill_test if split == "test" else _fill)(rng, rng.choice(NONE_FRAMES[split]))
             if split != "test" and rng.random() < 0.3:
                 text = _wrap(rng, text, wrap)
+            if vocab and train and rng.random() < NONE_SWAP:
+                text = _swap_word(rng, text, vocab)
             if vocab and train and rng.random() < 0.3:
                 text = _insert_words(rng, text, vocab)
             if train and rng.random() < 0.15:
