@@ -815,34 +815,52 @@ def _corpus_texts(path, split: str) -> list[str]:
     return texts
 
 
-def _corpus_words(texts: list[str], banned: set, min_count: int = 2) -> list[str]:
+class _Vocab(list):
+    """Words of the corpora to put into lines; `pick` draws one uniformly, or, with `weighted`,
+    in proportion to the square root of its count, so that the words a corpus uses most also turn
+    up in the lines of the other labels and do not name the corpus's label on their own."""
+
+    def __init__(self, counts: dict, weighted: bool):
+        super().__init__(sorted(counts))
+        self.cum = None
+        if weighted:
+            acc, self.cum = 0.0, []
+            for w in self:
+                acc += counts[w] ** 0.5
+                self.cum.append(acc)
+
+    def pick(self, rng: random.Random) -> str:
+        return rng.choice(self) if self.cum is None else rng.choices(self, cum_weights=self.cum)[0]
+
+
+def _corpus_words(texts: list[str], banned: set, min_count: int = 2, weighted: bool = False) -> _Vocab:
     """Words (lower case, letters only, at least 3 characters, seen min_count times) of a corpus."""
     from collections import Counter
 
     c = Counter(w for t in texts for w in _WORD_SPLIT.split(t.lower())
                 if len(w) >= 3 and all(ch.isalpha() or "\u0900" <= ch <= "\u097f" for ch in w))
-    return sorted(w for w, k in c.items() if k >= min_count and w not in banned)
+    return _Vocab({w: k for w, k in c.items() if k >= min_count and w not in banned}, weighted)
 
 
-def _insert_words(rng: random.Random, text: str, vocab: list[str]) -> str:
+def _insert_words(rng: random.Random, text: str, vocab: _Vocab) -> str:
     """1-3 words of `vocab` at random word boundaries of text: words that say nothing of the label."""
     words = text.split()
     for _ in range(rng.randint(1, 3)):
-        words.insert(rng.randint(0, len(words)), rng.choice(vocab))
+        words.insert(rng.randint(0, len(words)), vocab.pick(rng))
     return " ".join(words)
 
 
 NONE_SWAP = 0.3   # share of the reject training lines with a word swapped for a corpus word
 
 
-def _swap_word(rng: random.Random, text: str, vocab: list[str]) -> str:
+def _swap_word(rng: random.Random, text: str, vocab: _Vocab) -> str:
     """text with one of its words of 3+ letters (not a FUNCTION word) replaced by a word of `vocab`:
     a request keeps its shape whatever it asks about, so an unknown word in a request's shape does
     not make it the text of a corpus."""
     words = text.split()
     spots = [i for i, w in enumerate(words) if len(w) >= 3 and w not in FUNCTION]
     if spots:
-        words[rng.choice(spots)] = rng.choice(vocab)
+        words[rng.choice(spots)] = vocab.pick(rng)
     return " ".join(words)
 
 
@@ -900,7 +918,7 @@ def generate(split: str = "train", n: int = 1000, seed: int = 0, sources: dict |
     wrap = WRAP if train else DEV_WRAP
     banned = set().union(*map(banned_words, ("home", "calc", "none", "fortunes", "marathi"))) if split != "test" else set()
     # stray words for the train and dev lines: words of the corpora's own slice (so dev's differ)
-    vocab = _corpus_words([t for ts in texts.values() for t in ts], banned) if split != "test" else []
+    vocab = _corpus_words([t for ts in texts.values() for t in ts], banned, weighted=train) if split != "test" else []
     for _ in range(n):
         lab = rng.choice(labels)
         if lab in ("home", "calc"):
