@@ -6,7 +6,8 @@ reject label `_none` (bulletd.router.REJECT_LABEL), which takes probability but 
 so such an utterance gets the fallback or `no_route`.
 
 Splits: `train` (the mother's training data), `dev` (to choose the threshold: the agent generators'
-train split with other seeds, and request and reject pools of its own) and `test` (the held-out
+train split with other seeds, half of those lines re-phrased in home and calc frames of its own
+(DEV_HOME_EN, DEV_HOME_MR, DEV_CALC_FRAMES), and request and reject pools of its own) and `test` (the held-out
 figures: the agent generators' test split and the test pools below). The three draw their
 requests from disjoint pools, and no train or dev pool holds a word that only the test phrasings
 use (`banned_words`, checked by tests). The test split is generated exactly as before the train and
@@ -16,7 +17,9 @@ Train lines (and, more often, dev's home and calc lines) also get stray words th
 the label: common words and typos (trainer.agentdata.noise) and words of the corpora's own slice
 in home, calc and reject lines, made-up words in lines of every label, so that an unknown word does
 not push the mother towards the labels with the widest vocabulary (fortunes, marathi, the reject
-class).
+class). In training the corpus words are drawn by the square root of their count (`_Vocab`), so
+the words the corpora use most turn up in the other labels' lines too, and some reject lines have a
+word swapped for one (`_swap_word`): a request's shape, not a corpus word, says it is a request.
 
 Sources per label:
   * home, calc: the agent generators (`train` for train and dev, `test` for test). Training lines
@@ -27,7 +30,10 @@ Sources per label:
   * marathi, fortunes: prompt-sized pieces of the children's corpora (`sources`, NAME=FILE.jsonl;
     record index % 10 == 0 for test, == 5 for dev, the rest for train), plus requests for the
     child ("tell me my fortune", "मराठीत एक गोष्ट सांग");
-  * null: requests composed here from frames and slot words, in English, Marathi and mixed.
+  * null: requests composed here from frames and slot words, in English, Marathi and mixed:
+    assistant requests (NONE_FRAMES, GENERIC, NONE_VERBS x NONE_NOUNS), requests with numbers
+    that are no sum ("send 500 rupees to ravi"), phone settings ("turn on wifi"), curiosity and
+    how-to questions (QUESTIONS).
 """
 from __future__ import annotations
 

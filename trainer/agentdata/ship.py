@@ -397,13 +397,16 @@ def ship_mother(labelled, data_dir, out, key=None, feature_dim=MOTHER["feature_d
         sets += ("\n\n### Threshold on the test set\n\nFor comparison only (the threshold was chosen on the dev "
                  "set):\n\n" + _sweep_table(test_sweep, threshold))
     per = ", ".join(f"{k}: {v}" for k, v in s["per_label"].items())
+    weights = (" with batch shares " + ", ".join(f"{k} x{v:g}" for k, v in label_weights.items())
+               if label_weights else "")
     card = f"""# mother — model card
 
 The router of the shipped children: p = softmax(relu(x @ w1 + b1) @ w2 + b2) over
 x = `router_features(prompt, {feature_dim}, "{features}")` (hashed character 1-4-grams, words and word
-pairs, digits as 0; header `router.features`), hidden {hidden}, trained by `bullet-train router`
-({steps} steps of {batch} class-balanced prompts, weight decay {weight_decay}, n-gram dropout
-{dropout}, {wall:.0f} s) on `bullet-train agentdata routing --split train --for-training`
+pairs, digits as 0; header `router.features`), hidden {hidden}, w1 stored as {w1_dtype}, trained by
+`bullet-train router` ({steps} steps of {batch} class-balanced prompts{weights}, weight decay
+{weight_decay}, n-gram dropout {dropout}, {wall:.0f} s) on
+`bullet-train agentdata routing --split train --for-training`
 ({Path(labelled).name}, SHA-256 `{_sha(labelled)[:16]}`). Labels: home, calc, marathi, fortunes and
 `_none`, the reject class (requests no child serves: weather, alarms, calls, messages, trivia,
 shopping, music, news, small talk, in English, Marathi and mixed). `_none` takes probability in
@@ -419,11 +422,12 @@ bulletd's router but is never a route, so such a request gets the configured fal
 ## Threshold (dev set)
 
 `routing_dev.jsonl` (`--split dev`, SHA-256 `{_sha(dev_path)[:16]}`): the home and calc
-generators' training phrasings with other seeds, half of them with words from a corpus slice the
-training split does not read and made-up words put in; reject and request phrasings of its own (in
-neither the training nor the test split); corpus records of a slice of their own. The threshold is the one with the best accuracy over all
-dev lines (a child line right when routed to its child, a null line when rejected); a line whose
-best child is below it gets the fallback or `no_route`.
+generators' training phrasings with other seeds, half of them re-phrased in frames of the dev
+split's own, half with words from a corpus slice the training split does not read and made-up
+words put in; reject and request phrasings of its own (in neither the training nor the test
+split); corpus records of a slice of their own. The threshold is the one with the best accuracy
+over all dev lines (a child line right when routed to its child, a null line when rejected); a
+line whose best child is below it gets the fallback or `no_route`.
 
 {_sweep_table(dev_sweep, threshold)}
 
