@@ -92,7 +92,7 @@ FILL = {
     "item_mr": ["नवा फोन", "बूट", "साडी", "पुस्तके", "हेडफोन", "भेटवस्तू"],
     "unit": ["miles to km", "kg to pounds", "dollars to rupees", "celsius to fahrenheit", "feet to meters"],
     "company": ["tata motors", "infosys", "apple", "reliance", "google"],
-    "place_noun": ["atm", "hospital", "pharmacy", "cafe", "bank", "bus stop", "gas station", "park", "gym", "temple",
+    "place_noun": ["atm", "hospital", "pharmacy", "cafe", "bank", "bus depot", "gas station", "park", "gym", "temple",
                    "chemist", "school", "dentist"],
 }
 
@@ -482,9 +482,9 @@ WRAP = {"pre": ["", "", "", "hey ", "ok ", "listen, ", "um ", "so ", "can you pl
                 "good morning, ", "buddy, ", "hey there, ", "yes, ", "no wait, ", "ऐका ना, ", "बरं, ", "अगं, ",
                 "भाऊ, ", "मित्रा, ", "एक मिनिट, "],
         "post": ["", "", "", " please", " thank you", " right now", " ok", " ना", " बघ", " now",
-                 " प्लीज", " ok?", " thanks a lot", " cheers", " pls", " when you can", " mate", " dude", " boss",
+                 " प्लीज", " ok?", " appreciate it", " cheers", " pls", " when you can", " mate", " dude", " boss",
                  " yaar", " bhau", " re", " हो", " बरं का", " ना रे", " thank u", " if you don't mind", " again",
-                 " please and thanks", " :)", " ..."]}
+                 " please, ty", " :)", " ..."]}
 DEV_WRAP = {"pre": ["", "", "excuse me, ", "right, ", "हॅलो, "], "post": ["", "", " then", " okay", " हं"]}
 
 

@@ -341,7 +341,7 @@ def _sweep_table(sweep, chosen) -> str:
 
 
 MOTHER = {"features": "char1-4+word1-2", "feature_dim": 32768, "hidden": 64, "steps": 3000, "batch": 256,
-          "weight_decay": 0.05, "dropout": 0.5, "label_weights": {}, "w1_dtype": "f16"}
+          "weight_decay": 0.05, "dropout": 0.5, "label_weights": {"_none": 1.5}, "w1_dtype": "f16"}
 
 
 def ship_mother(labelled, data_dir, out, key=None, feature_dim=MOTHER["feature_dim"], hidden=MOTHER["hidden"],
