@@ -238,6 +238,14 @@ def test_routing_lines_and_disjoint_reject_pools(tmp_path):
     assert dev_texts and not dev_texts & (train_texts | test_texts)   # a third slice of the corpus
     dev_none = {x["text"] for x in dev if x["child"] is None}
     assert dev_none and not dev_none & test_none
+    # dev re-phrases home commands and sums in frames of its own: the threshold meets unseen phrasings
+    for dev_pool, train_pool in ((routing.DEV_HOME_EN, routing.HOME_EN), (routing.DEV_HOME_MR, routing.HOME_MR)):
+        assert not set(routing._strings(dev_pool)) & set(routing._strings(train_pool))
+    assert not set(routing.DEV_CALC_FRAMES) & set(routing.CALC_FRAMES)
+    dev_agent = " | ".join(x["text"] for x in dev if x["child"] in ("home", "calc"))
+    train_agent = " | ".join(x["text"] for x in lines if x["child"] in ("home", "calc"))
+    for mark in ("if you can", "असू दे", "comes to what"):      # words of dev frames alone
+        assert mark in dev_agent and mark not in train_agent, mark
 
 
 def test_routing_train_and_dev_pools_hold_no_word_of_the_test_phrasings():

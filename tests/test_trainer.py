@@ -715,6 +715,63 @@ def test_router_feature_kinds_go_into_the_header_and_old_mothers_keep_theirs(tmp
         router_features("x", 64, "char9")
 
 
+def test_router_first_layer_touches_only_the_buckets_a_batch_holds():
+    """The sparse first layer gives the dense product X @ w1 and its gradient, dropout included."""
+    from trainer import autograd as ag
+    from bulletd.format.features import router_features_sparse
+    from trainer.router import _Sparse, _sparse_matmul
+
+    texts = ["turn on the fan", "what is 6 times 7", "मराठीत गोष्ट सांग", "a", "turn on the fan please"]
+    X = _Sparse([router_features_sparse(t, 512, "char1-4+word1-2") for t in texts], 512)
+    rng = np.random.default_rng(0)
+    w = ag.Tensor(rng.standard_normal((512, 8)).astype(np.float32), requires_grad=True)
+    idx = [0, 2, 1, 3, 4, 0]
+    for dropout in (0.0, 0.5):
+        dense = X.dense(idx, dropout, np.random.default_rng(5))
+        w.grad = None
+        out = _sparse_matmul(len(idx), X.coo(idx, dropout, np.random.default_rng(5)), w)
+        np.testing.assert_allclose(out.data, dense @ w.data, rtol=1e-5, atol=1e-5)
+        g = rng.standard_normal(out.data.shape).astype(np.float32)
+        out.backward(g)
+        np.testing.assert_allclose(w.grad, dense.T @ g, rtol=1e-5, atol=1e-5)
+
+
+def test_router_label_weights_set_the_share_of_a_label():
+    from trainer.router import train_router
+
+    # the same prompts under two labels: the model can only learn each label's share of the batches
+    ex = [(t, lab) for t in ("one two", "three four", "five six", "seven") for lab in ("x", "y")]
+    m = train_router(ex, feature_dim=64, hidden=8, steps=300, batch=40, seed=0, holdout=0, log=lambda *a: None)
+    assert abs(float(m.probs(["one two"])[0][0]) - 0.5) < 0.1
+    m = train_router(ex, feature_dim=64, hidden=8, steps=300, batch=40, seed=0, holdout=0,
+                     label_weights={"x": 3}, log=lambda *a: None)
+    assert abs(float(m.probs(["one two"])[0][0]) - 0.75) < 0.1
+    with pytest.raises(ConfigError, match="label_weights"):
+        train_router(ex, steps=1, label_weights={"z": 2}, log=lambda *a: None)
+
+
+def test_router_first_layer_in_f16_reads_back_as_the_same_mother(tmp_path):
+    from bulletd.format import BulletFile
+    from bulletd.router import Mother
+    from trainer.router import export_router, train_router
+
+    ex = [(f"switch on the {t} light", "home") for t in ("red", "big", "desk", "hall")] + \
+         [(f"{a} plus {b}", "calc") for a, b in ((1, 2), (3, 4), (15, 9), (7, 70))]
+    model = train_router(ex, feature_dim=4096, hidden=16, steps=50, seed=0, log=lambda *a: None)
+    sizes = {}
+    for dt in ("f32", "f16"):
+        export_router(model, tmp_path / f"{dt}.bullet", w1_dtype=dt)
+        sizes[dt] = (tmp_path / f"{dt}.bullet").stat().st_size
+        with BulletFile.open(tmp_path / f"{dt}.bullet") as bf:
+            assert bf.tensor("router.w1").dtype == {"f32": np.float32, "f16": np.float16}[dt]
+            mother = Mother(bf)
+        p = mother.probs(mother.hidden(mother.features("switch on the hall light")))
+        np.testing.assert_allclose(p, model.probs(["switch on the hall light"])[0], atol=2e-3)
+    assert sizes["f16"] < 0.6 * sizes["f32"]
+    with pytest.raises(ConfigError, match="f32 or f16"):
+        export_router(model, tmp_path / "bad.bullet", w1_dtype="bq4")
+
+
 def test_router_needs_two_labels():
     from trainer.router import train_router
 

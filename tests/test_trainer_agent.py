@@ -182,7 +182,7 @@ def test_mother_threshold_is_chosen_on_the_dev_set(tmp_path):
     import json
 
     from bulletd.format import BulletFile
-    from trainer.agentdata.ship import choose_threshold, ship_mother, threshold_sweep
+    from trainer.agentdata.ship import choose_threshold, confusion, ship_mother, threshold_sweep
 
     # (wanted, chosen at threshold 0, confidence): a right child at 0.9, a wrong one at 0.6, a
     # rejected null line, a null line sent to a child at 0.4
@@ -192,6 +192,9 @@ def test_mother_threshold_is_chosen_on_the_dev_set(tmp_path):
     assert sw[0.7]["accuracy"] == 0.75 and sw[0.7]["wrong_child"] == 0 and sw[0.95]["children"] == 0
     assert choose_threshold(list(sw.values())) == 0.7       # the best; of equals, the highest
     assert choose_threshold([{"threshold": 0.5, "accuracy": 0.9}, {"threshold": 0.6, "accuracy": 0.9}]) == 0.6
+    lines4 = [{"category": c} for c in ("home", "calc", "none", "none")]
+    assert confusion(lines4, dec, 0.5) == {"calc": {"home": 1}, "home": {"home": 1}, "none": {"none": 2}}
+    assert confusion(lines4, dec, 0.3) == {"calc": {"home": 1}, "home": {"home": 1}, "none": {"none": 1, "calc": 1}}
 
     words = {"home": "lamp fan light plug switch", "calc": "plus minus times 3 7 12", "marathi": "फाइल जतन उघडा",
              "fortunes": "wise fool love luck fate", None: "weather alarm call news rain"}
@@ -215,4 +218,5 @@ def test_mother_threshold_is_chosen_on_the_dev_set(tmp_path):
         assert bf.header["router"]["features"] == "char1-4+word1-2"
     card = (tmp_path / "mother.md").read_text(encoding="utf-8")
     assert f"Threshold {r['threshold']}, chosen on the dev set" in card and f"| {r['threshold']:.2f} (chosen) |" in card
+    assert card.count("| source | → home | → calc |") == 2 and f"At the chosen threshold {r['threshold']}:" in card
     assert r["results"][0][3]["accuracy"] > 0.8

@@ -105,6 +105,43 @@ class _Sparse:
             out[i, b] = v
         return out
 
+    def coo(self, idx, dropout: float = 0.0, rng=None):
+        """The rows `idx` as (row, bucket, value) triples, row-major: the rows dense() would give
+        (with dropout, the same draws; a row that would lose every bucket keeps them all)."""
+        rows, cols, vals = [], [], []
+        for i, r in enumerate(idx):
+            b, v = self.rows[r]
+            if dropout > 0:
+                keep = rng.random(len(b)) >= dropout
+                if keep.any():
+                    b, v = b[keep], v[keep]
+                    n = float(np.linalg.norm(v))
+                    v = v / n if n > 0 else v
+            rows.append(np.full(len(b), i, np.int64))
+            cols.append(b)
+            vals.append(v)
+        return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals).astype(np.float32)
+
+
+def _sparse_matmul(n: int, coo, w: "ag.Tensor") -> "ag.Tensor":
+    """(n, H) = X @ w for X given as row-major COO triples: the first layer touches only the
+    buckets a batch holds (a few hundred per prompt of 16384), forward and backward."""
+    rows, cols, vals = coo
+    contrib = vals[:, None] * w.data[cols]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    out = np.zeros((n, w.data.shape[1]), np.float32)
+    out[rows[starts]] = np.add.reduceat(contrib, starts, axis=0)
+
+    def backward(g):
+        if w.grad is None:
+            w.grad = np.zeros_like(w.data)
+        order = np.argsort(cols, kind="stable")
+        c = cols[order]
+        first = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+        w.grad[c[first]] += np.add.reduceat(vals[order, None] * g[rows[order]], first, axis=0)
+
+    return ag.Tensor(out, parents=(w,), backward_fn=backward)
+
 
 @dataclass
 class RouterModel:
@@ -139,9 +176,11 @@ class RouterModel:
 def train_router(examples: list[tuple[str, str]], *, feature_dim: int = 1024, hidden: int = 64, steps: int = 300,
                  lr: float = 3e-3, batch: int = 128, seed: int = 0, holdout: float = 0.1,
                  features: str = DEFAULT_KIND, weight_decay: float = 1e-4, dropout: float = 0.0,
-                 log=print) -> RouterModel:
+                 label_weights: dict | None = None, log=print) -> RouterModel:
     """dropout: the share of a training prompt's n-gram buckets dropped at each step (the rest
-    renormalised), so that the mother does not lean on a single word or n-gram of a phrasing."""
+    renormalised), so that the mother does not lean on a single word or n-gram of a phrasing.
+    label_weights: a label's share of each minibatch relative to the others (default 1 each), e.g.
+    {"_none": 2} so that a prompt like none of the children's leans towards the reject label."""
     labels = sorted({lab for _, lab in examples})
     if len(labels) < 2:
         raise DataError(f"a router needs prompts of at least 2 children, found labels {labels}")
@@ -180,12 +219,15 @@ def train_router(examples: list[tuple[str, str]], *, feature_dim: int = 1024, hi
     decay[:w1.data.size] = True
     decay[w1.data.size + b1.data.size:w1.data.size + b1.data.size + w2.data.size] = True
     opt = AdamW(flat, flat_g, decay, betas=(0.9, 0.99), weight_decay=weight_decay)
-    per = max(1, batch // L)
+    weights = np.array([float((label_weights or {}).get(lab, 1.0)) for lab in labels])
+    if (weights <= 0).any() or set(label_weights or {}) - set(labels):
+        raise ConfigError(f"label_weights must be positive and name known labels {labels}, got {label_weights}")
+    per = [max(1, int(round(batch * w / weights.sum()))) for w in weights]
     for step in range(steps):
         # class-balanced minibatch: a corpus with many more lines does not drown the others
-        bi = np.concatenate([rng.choice(ix, size=per, replace=len(ix) < per) for ix in by_label])
+        bi = np.concatenate([rng.choice(ix, size=k, replace=len(ix) < k) for ix, k in zip(by_label, per)])
         flat_g[...] = 0
-        h = ag.relu(ag.add(ag.matmul(ag.Tensor(X.dense(bi, dropout, rng)), w1), b1))
+        h = ag.relu(ag.add(_sparse_matmul(len(bi), X.coo(bi, dropout, rng), w1), b1))
         loss = ag.cross_entropy(ag.add(ag.matmul(h, w2), b2), y[bi])
         loss.backward()
         opt.step(lr * min(1.0, (step + 1) / 20))
@@ -201,10 +243,14 @@ def train_router(examples: list[tuple[str, str]], *, feature_dim: int = 1024, hi
 
 
 def export_router(model: RouterModel, out, *, threshold: float = 0.5, key=None, name: str = "mother",
-                  version: str = "0.1.0", examples=None) -> dict:
+                  version: str = "0.1.0", examples=None, w1_dtype: str = "f32") -> dict:
+    """w1_dtype "f16" stores the (feature_dim, hidden) first layer in half the bytes (the daemon
+    computes in float32 either way; the other tensors stay f32)."""
     out = Path(out)
     if not (0.0 <= threshold <= 1.0):
         raise ConfigError(f"router threshold must lie in [0, 1], got {threshold}")
+    if w1_dtype not in ("f32", "f16"):
+        raise ConfigError(f"router w1 dtype must be f32 or f16, got {w1_dtype!r}")
     D, H = model.w1.shape
     prov = {"name": name, "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "training": {"trainer": "bullet-train router", **model.metrics}}
@@ -220,7 +266,8 @@ def export_router(model: RouterModel, out, *, threshold: float = 0.5, key=None, 
         raise ExportError(str(exc)) from None
     with output:
         write_bullet(output.tmp, kind="router", arch={"feature_dim": int(D), "hidden": int(H)},
-                     tensors={"router.w1": ("f32", model.w1), "router.b1": ("f32", model.b1),
+                     tensors={"router.w1": (w1_dtype, model.w1.astype(np.float16 if w1_dtype == "f16" else np.float32)),
+                              "router.b1": ("f32", model.b1),
                               "router.w2": ("f32", model.w2), "router.b2": ("f32", model.b2)},
                      vocab=[], tokenizer={"kind": "none"}, provenance=prov, extra=extra)
     summary = {"path": str(out), "size": out.stat().st_size, **model.metrics}

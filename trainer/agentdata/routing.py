@@ -6,7 +6,8 @@ reject label `_none` (bulletd.router.REJECT_LABEL), which takes probability but 
 so such an utterance gets the fallback or `no_route`.
 
 Splits: `train` (the mother's training data), `dev` (to choose the threshold: the agent generators'
-train split with other seeds, and request and reject pools of its own) and `test` (the held-out
+train split with other seeds, half of those lines re-phrased in home and calc frames of its own
+(DEV_HOME_EN, DEV_HOME_MR, DEV_CALC_FRAMES), and request and reject pools of its own) and `test` (the held-out
 figures: the agent generators' test split and the test pools below). The three draw their
 requests from disjoint pools, and no train or dev pool holds a word that only the test phrasings
 use (`banned_words`, checked by tests). The test split is generated exactly as before the train and
@@ -16,7 +17,9 @@ Train lines (and, more often, dev's home and calc lines) also get stray words th
 the label: common words and typos (trainer.agentdata.noise) and words of the corpora's own slice
 in home, calc and reject lines, made-up words in lines of every label, so that an unknown word does
 not push the mother towards the labels with the widest vocabulary (fortunes, marathi, the reject
-class).
+class). In training the corpus words are drawn by the square root of their count (`_Vocab`), so
+the words the corpora use most turn up in the other labels' lines too, and some reject lines have a
+word swapped for one (`_swap_word`): a request's shape, not a corpus word, says it is a request.
 
 Sources per label:
   * home, calc: the agent generators (`train` for train and dev, `test` for test). Training lines
@@ -27,7 +30,10 @@ Sources per label:
   * marathi, fortunes: prompt-sized pieces of the children's corpora (`sources`, NAME=FILE.jsonl;
     record index % 10 == 0 for test, == 5 for dev, the rest for train), plus requests for the
     child ("tell me my fortune", "मराठीत एक गोष्ट सांग");
-  * null: requests composed here from frames and slot words, in English, Marathi and mixed.
+  * null: requests composed here from frames and slot words, in English, Marathi and mixed:
+    assistant requests (NONE_FRAMES, GENERIC, NONE_VERBS x NONE_NOUNS), requests with numbers
+    that are no sum ("send 500 rupees to ravi"), phone settings ("turn on wifi"), curiosity and
+    how-to questions (QUESTIONS).
 """
 from __future__ import annotations
 
@@ -86,6 +92,8 @@ FILL = {
     "item_mr": ["नवा फोन", "बूट", "साडी", "पुस्तके", "हेडफोन", "भेटवस्तू"],
     "unit": ["miles to km", "kg to pounds", "dollars to rupees", "celsius to fahrenheit", "feet to meters"],
     "company": ["tata motors", "infosys", "apple", "reliance", "google"],
+    "place_noun": ["atm", "hospital", "pharmacy", "cafe", "bank", "bus depot", "gas station", "park", "gym", "temple",
+                   "chemist", "school", "dentist"],
 }
 
 # the test split's slot words, each key drawn for every test line (this order fixes the test set)
@@ -168,6 +176,39 @@ NONE_FRAMES = {
         "{person} ला call कर", "alarm लाव {n} वाजता", "weather कसं आहे {when_mr}", "news सांग", "{song} play कर",
         "{person_mr}ला message पाठव", "uber बुक कर", "{food} order कर", "{app} open कर", "cricket score काय आहे",
         "{city} चं weather सांग", "reminder लाव {task}", "timer लाव {n} minutes", "selfie घे", "google वर {topic} search कर",
+        # more English requests: other syntax, numbers that are no sum, devices that are no home's
+        "what's the temperature in {city}", "how hot is it in {city} {when}", "temperature outside", "is it raining",
+        "will i need a jacket {when}", "air quality in {city}", "sunrise time {when}", "when does the sun set",
+        "set my alarm for {n} o'clock", "alarm for {n} thirty", "remind me in {n} hours", "call me in {n} minutes",
+        "remind me about {task}", "a reminder for {when}", "delete all alarms", "how long is left on the timer",
+        "send an sms to {person}", "tell {person} i will be home soon", "let {person} know i am on my way",
+        "message {person} on whatsapp", "any missed calls", "who called me", "call back {person}", "redial",
+        "send {n} rupees to {person}", "pay {person} {n} rupees", "book {n} tickets for the movie",
+        "order {n} {food}", "a table for {n} at {place}", "{n} tickets to {city}", "what's my bank balance",
+        "pay the electricity bill", "recharge my phone", "data left on my phone",
+        "turn on wifi", "switch off bluetooth", "turn on airplane mode", "switch on do not disturb",
+        "turn off notifications", "mute my phone", "increase the phone volume", "lower the ringtone",
+        "open {app} please", "close {app}", "uninstall {app}", "update my apps", "screenshot please",
+        "play the next song", "skip this song", "pause the music", "resume my podcast", "shuffle {music}",
+        "who sang {song}", "play something by {song}", "any new movies this week", "what's on tv tonight",
+        "latest {sport} scores", "when is the next {sport} match", "who is winning the match", "ipl points table",
+        "news about {country}", "what happened in {country} {when}", "give me the latest on {topic}",
+        "who was {famous}", "when did {famous} die", "how tall is {famous}", "what is {famous} known for",
+        "how big is {country}", "how deep is the ocean", "how hot is the sun", "how many continents are there",
+        "distance from {city} to {city}", "how long to drive to {city}", "is my train on time", "flight status",
+        "what is {phrase} in {lang}", "{phrase} in {lang}", "translate this to {lang}", "meaning of {word}",
+        "synonym for {word}", "how do you spell {word}", "is there a {place_noun} near me", "closest {place_noun}",
+        "nearby {place_noun}", "opening hours of {place}", "is {place} open on sunday", "where do i park",
+        "i'm hungry", "i am tired", "i feel sad", "you are funny", "you're smart", "what's up", "sing a song",
+        "dance for me", "are you married", "where do you live", "what's your favourite colour", "do you dream",
+        "can we talk", "let's chat", "what do you think about {topic}", "do you know me", "what's my name",
+        "help", "be quiet", "never mind", "cancel that", "repeat that", "louder please", "what did you just do",
+        "how do i reset my password", "my internet is slow", "restart my phone", "is the server down",
+        "{person} ला {n} रुपये पाठव", "{app} बंद कर", "wifi चालू कर", "bluetooth बंद कर", "phone silent कर",
+        "{n} तिकिटे बुक कर", "{city_mr}ला किती वेळ लागेल", "{city_mr}चे तापमान किती आहे", "पाऊस पडतोय का",
+        "{person_mr}ला सांग मी येतोय", "कोणाचे फोन आले", "पुढचे गाणे लाव", "गाणे थांबव", "आवाज वाढव",
+        "{famous_mr} कधी जन्मले", "{country_mr}चे चलन कोणते", "{lang} मध्ये {phrase} कसे म्हणतात",
+        "माझे बँक खाते किती आहे", "वीज बिल भर", "फोन रिचार्ज कर", "{place_mr} कधी उघडते", "जवळ {place_mr} आहे का",
     ],
     "dev": [
         "forecast for {city} {when}", "is it windy in {city}", "wake-up alarm for {n}", "{n} minute timer please",
@@ -179,6 +220,16 @@ NONE_FRAMES = {
         "{city_mr}मध्ये ऊन आहे का", "{n} वाजताचा गजर लाव", "{person_mr}शी बोलायचे आहे", "{music_mr} सुरू कर",
         "{famous_mr} कुठे जन्मले", "{dish_mr} बनवण्याची पद्धत", "{item_mr} विकत घे", "आज सुट्टी आहे का",
         "{city} ला ticket बुक कर", "{person} ला video call कर", "{topic_mr}ची माहिती हवी आहे",
+        "chance of rain {when}", "how cold will it be {when}", "alarm {n} sharp", "ping {person}",
+        "leave a voicemail for {person}", "shuffle my liked songs", "which station is this song from",
+        "who directed titanic",
+        "how old is the universe", "how many legs does a spider have", "capital city of {country}",
+        "send flowers to {person}", "order a cake for {when}", "cheapest phone under ten thousand",
+        "the quickest route to {place}", "is the metro on time", "book me a haircut",
+        "when is my dentist appointment", "you are awesome", "tell me about yourself", "what are you",
+        "turn on location", "silence my phone", "show me my steps today", "how did {sport} begin",
+        "{city_mr}मध्ये धुके आहे का", "{person_mr}ला व्हिडिओ फोन कर", "{song} ऐकायचे आहे", "जवळचे {place_mr} दाखव",
+        "{country_mr}ची भाषा कोणती", "आज कुठला सण आहे", "{item_mr} ऑनलाईन बघ", "{person} ला msg कर",
     ],
     "test": [   # (this order and the slot words of TEST_FILL fix the test set: keep both)
         "is it going to be sunny", "wake me up at {n}", "start a {n} minute countdown", "put on some jazz",
@@ -216,7 +267,7 @@ NONE_QUESTIONS = ["who is", "what is", "where is", "when is", "why is", "who inv
                   "how big is", "how old is", "what happened to", "tell me about"]
 NONE_Q_NOUNS = ["the tallest building", "einstein", "the next holiday", "a good restaurant", "the sky blue",
                 "a black hole", "the best phone", "the meaning of karma", "the speed of light", "the world cup",
-                "shah rukh khan", "the election result", "the price of gold", "my horoscope sign", "the sahara",
+                "shah rukh khan", "the election result", "the price of gold", "the nearest metro", "the sahara",
                 "the amazon river", "jupiter", "the olympics", "the roman empire", "bitcoin", "the ipl final"]
 NONE_MR = ["{x} शोध", "{x} दाखव", "{x} बुक कर", "{x} ऑर्डर कर", "{x} पाठव", "{x} कोण आहे", "{x} कुठे आहे",
            "{x} कधी आहे", "{x} बद्दल माहिती दे", "{x} डाउनलोड कर", "{x} बद्दल सांग", "{x} कसे आहे",
@@ -240,19 +291,45 @@ REQUESTS = {
                      "a motivational quote", "something funny please", "give me a one-liner", "an aphorism about {topic}",
                      "tell me something profound", "a fortune for {person}", "what will happen to me {when}",
                      "will i be rich one day", "a famous quote about {topic}", "make me laugh", "a joke about {topic}",
-                     "fortune cookie please", "what's my fortune", "once upon a time", "write me a fortune"],
+                     "fortune cookie please", "what's my fortune", "once upon a time", "write me a fortune",
+                     # more ways to ask for a fortune, a quip or a thought
+                     "give me some advice", "any advice for me {when}", "a word of advice", "words to live by",
+                     "a thought for the day", "thought of the day", "a bit of philosophy", "something philosophical",
+                     "a clever line", "a zinger", "a maxim", "an adage", "a motto for {when}", "my lucky message",
+                     "how lucky am i {when}", "am i lucky {when}", "what's in my destiny", "what does destiny hold",
+                     "tell me my destiny", "read my palm", "my horoscope for {when}", "what does my horoscope show",
+                     "consult the oracle", "ask the oracle about me", "shake the magic eight ball",
+                     "crystal ball, what do you see", "pick a tarot card for me", "a random fortune", "another fortune",
+                     "one more fortune", "surprise me", "something to think about", "a deep thought", "a funny line",
+                     "tell me a pun", "a limerick please", "quote me something", "a quote from {famous}",
+                     "a line from {famous}", "run fortune", "a short fortune", "a long fortune", "fortune -s",
+                     "i need some inspiration", "motivate me", "something uplifting", "brighten my day", "make my day",
+                     "what's my luck {when}", "will i meet my love", "will i be famous", "what lies ahead for me",
+                     "what awaits me {when}", "is luck on my side", "give me a lucky thought", "a good omen please",
+                     "humor me", "a one-liner about {topic}", "a wisecrack", "something smart please", "an old adage",
+                     "famous last words", "a bumper sticker line", "a line of graffiti", "an insult, shakespeare style",
+                     "a haiku", "a silly fact", "something absurd", "a murphy's law", "a law of life",
+                     "my fortune for {when}", "fortune for {person}", "a fortune about {topic}", "what's my lucky number"],
         "marathi": ["मराठीत एक गोष्ट सांग", "मराठीत लिहा", "एक कविता लिही", "पुढे लिहा:", "या वाक्याचे पुढे लिहा",
                     "नमस्कार, तुम्ही कसे आहात?", "फाइल उघडा", "सेटिंग्ज बदला", "कृपया पुन्हा प्रयत्न करा",
                     "{topic_mr}वर एक कविता लिहा", "{topic_mr}बद्दल छोटी गोष्ट लिही", "एक परिच्छेद लिहा",
                     "हे वाक्य पुढे लिही", "पुढील ओळी लिहा", "मराठी भाषेत लिहा", "एक गोष्ट लिहा",
                     "write a marathi poem", "write something in marathi", "a story in marathi", "continue in marathi",
                     "marathi मध्ये poem लिही", "मराठीत काहीतरी लिही", "marathi writing please", "एक लेख लिहा",
-                    "{topic_mr} या विषयावर लिहा", "गोष्ट सांग", "मराठी कविता"],
+                    "{topic_mr} या विषयावर लिहा", "गोष्ट सांग", "मराठी कविता",
+                    "एक लघुकथा लिहा", "एक बालकथा सांग", "मराठी गोष्ट", "मराठीत लेख लिहा", "पुढची ओळ लिही",
+                    "मराठीत बोल", "मराठीत काहीतरी सांग", "मराठीत एक उतारा लिहा", "{topic_mr}वर माहिती लिहा",
+                    "continue this marathi passage", "write in marathi about {topic}", "marathi story please",
+                    "मराठी मध्ये लिहा", "पुढे चालू ठेव", "ही गोष्ट पुढे सांग", "या ओळी पुढे लिही", "एक प्रसंग लिहा",
+                    "{topic_mr} बद्दल मराठीत लिही", "मराठीत वर्णन कर", "एक पत्र लिहा", "मराठीत संवाद लिहा",
+                    "marathi कविता लिही", "मराठी paragraph पुढे लिही", "आठवणी लिहा", "एक सुविचार मराठीत"],
     },
     "dev": {
         "fortunes": ["any fortune for me", "a line of insight on {topic}", "give me today's thought",
-                     "what's in store for me", "a clever remark please"],
-        "marathi": ["मराठीत चार ओळी लिहा", "{topic_mr}वर लेख लिही", "marathi मध्ये गोष्ट", "हा लेख पुढे न्या"],
+                     "what's in store for me", "a clever remark please", "hit me with a quip", "fortune time",
+                     "a pearl of insight", "what does fate hold {when}", "amuse me with a quote", "a gem of a quote"],
+        "marathi": ["मराठीत चार ओळी लिहा", "{topic_mr}वर लेख लिही", "marathi मध्ये गोष्ट", "हा लेख पुढे न्या",
+                    "मराठीत एक किस्सा सांग", "{topic_mr}वर दोन ओळी", "marathi मध्ये काहीतरी लिही", "मराठी लेखन कर"],
     },
     "test": {
         "fortunes": ["predict my future", "got any wisdom for me", "cheer me up with a saying", "a proverb about {topic}",
@@ -296,6 +373,48 @@ HOME_MR = {
     "HassLockUnlock": ["{X} अनलॉक कर", "{X} unlock कर"],
     "HassGetState": ["{X} चालू आहे का", "{X} बंद आहे का", "{X} किती आहे", "{X} काय आहे", "{X} कसा आहे"],
 }
+# more frames per intent (train): other openers, word orders, the state asked in other words
+HOME_EN_MORE = {
+    "HassTurnOn": ["i'd like {X} on", "can you turn on {X}", "can {X} be on", "let's turn on {X}", "{X} on, thanks",
+                   "turn on {X} for a bit", "please switch on {X}", "go ahead and turn on {X}", "i need {X} on",
+                   "{X} should be switched on", "{X}: on", "on: {X}", "turn {X} on again", "switch {X} back on",
+                   "power {X} on", "{X} power up", "bring {X} on now"],
+    "HassTurnOff": ["i'd like {X} off", "can you turn off {X}", "let's turn off {X}", "no {X} please", "{X} off now",
+                    "turn {X} off for now", "please switch off {X}", "go ahead and turn off {X}", "i need {X} off",
+                    "{X} should be switched off", "{X}: off", "off: {X}", "switch {X} back off", "power {X} off",
+                    "{X} power down", "enough {X}, off", "nobody uses {X}, turn off", "{X} can go off"],
+    "HassToggle": ["can you toggle {X}", "flip {X} over", "toggle {X} again", "{X}: toggle"],
+    "HassLightSet": ["brightness of {X} {V}", "can you dim {X} to {V}", "{X} brightness at {V}", "set {X} at {V}",
+                     "{V} brightness for {X}", "bring {X} down to {V}", "turn {X} up to {V}", "turn {X} down to {V}",
+                     "i'd like {X} at {V}", "{X} dimmed to {V}"],
+    "HassClimateSetTemperature": ["{X} temp {V}", "set {X} at {V}", "i'd like {X} at {V}", "can you set {X} to {V}",
+                                  "warm {X} to {V}", "{X} should be {V}", "keep {X} on {V}", "{X} temperature at {V}"],
+    "HassSetPosition": ["can you set {X} to {V}", "{X} position {V}", "bring {X} to {V}", "{X} at {V} please"],
+    "HassOpenCover": ["can you open {X}", "let's open {X}", "open {X} up", "{X} open please", "roll up {X}",
+                      "{X} all the way up"],
+    "HassCloseCover": ["can you close {X}", "let's close {X}", "roll down {X}", "{X} all the way down",
+                       "shut {X} please"],
+    "HassLockLock": ["can you lock {X}", "lock up {X} for the night", "{X} locked please", "keep {X} locked"],
+    "HassLockUnlock": ["can you unlock {X}", "unlock {X} for me please", "{X} unlocked please",
+                       "let me in, unlock {X}"],
+    "HassGetState": ["is {X} still on", "did i leave {X} on", "did someone turn off {X}", "what's the reading on {X}",
+                     "tell me if {X} is on", "how's {X}", "what is {X} showing", "is {X} shut or open", "{X} on?",
+                     "{X} off?", "has {X} been turned off"],
+}
+HOME_MR_MORE = {
+    "HassTurnOn": ["{X} चालू कर ना", "{X} सुरू ठेव", "जरा {X} लाव", "{X} चालू कर बरं", "{X} लावून ठेव",
+                   "{X} on करा ना"],
+    "HassTurnOff": ["{X} बंद कर ना", "{X} बंद ठेव", "जरा {X} बंद कर", "{X} बंद कर बरं", "{X} off करा ना",
+                    "{X} नको, बंद कर"],
+    "HassLightSet": ["{X} {V} ठेव", "{X}ची brightness {V} कर", "{X} {V} वर आण"],
+    "HassClimateSetTemperature": ["{X} {V} ठेव", "{X}चे temperature {V} कर", "{X} {V} वर आण"],
+    "HassOpenCover": ["{X} उघड ना", "जरा {X} उघड", "{X} वर ओढ"],
+    "HassCloseCover": ["{X} बंद कर ना", "जरा {X} खाली कर", "{X} खाली ओढ"],
+    "HassGetState": ["{X} चालू आहे ना", "{X} बंद केला का", "{X}चे काय झाले", "{X} on आहे का", "{X} किती वर आहे"],
+}
+for _pool, _more in ((HOME_EN, HOME_EN_MORE), (HOME_MR, HOME_MR_MORE)):
+    for _intent, _frames in _more.items():
+        _pool[_intent] = _pool[_intent] + [f for f in _frames if f not in _pool[_intent]]
 # words that can stand where the verb was: the mother must not need the verb to see a home command
 HOME_ANYVERB = ["turn", "switch", "power", "put", "set", "flip", "toggle", "lower", "raise", "open", "shut",
                 "close", "lock", "unlock", "dim", "brighten", "run", "use", "operate", "control", "handle",
@@ -312,15 +431,60 @@ CALC_FRAMES = ["{E}", "{E} = ?", "{E} equals", "{E} equals what", "what's {E}", 
                # openers that other requests share: arithmetic is arithmetic whatever it is wrapped in
                "can you do {E}", "help me with {E}", "i wish to know {E}", "what about {E}", "let me know {E}",
                "show me {E}", "and {E}", "now {E}", "next: {E}", "hey {E} ok", "i wonder what {E} is",
-               "do you know {E}", "please solve {E} for my homework", "मला {E} हवे आहे", "{E} ते बघ"]
+               "do you know {E}", "please solve {E} for my homework", "मला {E} हवे आहे", "{E} ते बघ",
+               "figure out {E}", "quick question: {E}", "what do i have for {E}", "what comes from {E}",
+               "result please: {E}", "{E}?", "{E} -> ?", "the answer to {E}", "{E} makes what", "{E}, right?",
+               "can you calculate {E} for me", "my kid asks {E}", "in my head: {E}", "{E} comes out to",
+               "sum this: {E}", "math question {E}", "{E} is equal to", "{E} total",
+               "{E} किती", "{E} किती येईल", "{E} काय येते", "{E} सांग ना", "{E} किती बरं", "गणित: {E}",
+               "{E} बरोबर काय", "जरा {E}"]
 CALC_OPS = [("+", "plus", "अधिक"), ("-", "minus", "वजा"), ("*", "times", "गुणिले"), ("/", "divided by", "भागिले"),
             ("x", "into", "गुणा")]
+# one-number operations, percentages and lists, in English and Marathi ({a} {b} numbers, {L} a list)
+CALC_UNARY = {"en": ["half of {a}", "double {a}", "twice {a}", "{a} squared", "{a} cubed", "a quarter of {a}",
+                     "{a} percent of {b}", "{a}% of {b}", "average of {L}", "sum of {L}", "{a} to the power of {b}",
+                     "{a} multiplied by {b}", "square of {a}", "cube of {a}", "mean of {L}", "total of {L}"],
+              "mr": ["{a} चे अर्धे", "{a} ची दुप्पट", "{a} चा वर्ग", "{a} चा घन", "{a} चा पाव भाग", "{b} चे {a} टक्के",
+                     "{L} यांची सरासरी", "{L} यांची बेरीज", "{a} चा {b} वा घात", "{a} चे निम्मे"]}
+
+# the dev split's own phrasings of home commands and sums (in no other split): the threshold is
+# chosen on phrasings the mother never saw, as the test's are
+DEV_HOME_EN = {
+    "HassTurnOn": ["mind turning on {X}", "{X} on if you can", "we need {X} on", "{X} should stay on", "{X} coming on",
+                   "on goes {X}", "{X} back on"],
+    "HassTurnOff": ["mind turning off {X}", "{X} off if you can", "we need {X} off", "{X} should stay off",
+                    "off goes {X}", "{X} to stay off", "leave {X} switched off"],
+    "HassToggle": ["toggle {X} if you can", "{X} the other way"],
+    "HassLightSet": ["bump {X} to {V}", "dial {X} down to {V}", "{X} at {V} thanks", "crank {X} to {V}"],
+    "HassClimateSetTemperature": ["bump {X} to {V}", "{X} at {V} thanks", "dial {X} to {V}"],
+    "HassSetPosition": ["{X} at {V} thanks", "bring {X} only to {V}"],
+    "HassOpenCover": ["{X} open if you can", "up goes {X}"],
+    "HassCloseCover": ["{X} shut if you can", "down goes {X}"],
+    "HassLockLock": ["{X} locked if you can", "lock {X} tight"],
+    "HassLockUnlock": ["{X} unlocked if you can"],
+    "HassGetState": ["is {X} on at the moment", "what's up with {X}", "{X}: on or off", "was {X} left on"],
+}
+DEV_HOME_MR = {
+    "HassTurnOn": ["{X} चालू असू दे", "{X} चालू व्हायला हवा", "{X} जरा चालू कर"],
+    "HassTurnOff": ["{X} बंद असू दे", "{X} बंद व्हायला हवा", "{X} जरा बंद कर"],
+    "HassLightSet": ["{X} {V} असू दे"], "HassClimateSetTemperature": ["{X} {V} असू दे"],
+    "HassOpenCover": ["{X} उघडे असू दे"], "HassCloseCover": ["{X} खाली असू दे"],
+    "HassGetState": ["{X} आहे का चालू", "{X} चालू होता का"],
+}
+DEV_HOME_ANYVERB = ["bump", "dial", "crank", "manage", "sort", "handle"]
+DEV_CALC_FRAMES = ["{E} comes to what", "{E} gives", "need the result of {E}", "{E} = what", "mental math: {E}",
+                   "homework: {E}", "{E} in total?", "{E} चा हिशोब", "{E} किती भरेल", "{E} बरोबर?"]
 
 # fillers people wrap any request in (train)
 WRAP = {"pre": ["", "", "", "hey ", "ok ", "listen, ", "um ", "so ", "can you please ", "i said ", "ऐक, ", "हे ",
-                "please ", "jara ", "अहो, ", "okay so ", "hi, "],
+                "please ", "jara ", "अहो, ", "okay so ", "hi, ", "sorry, ", "quick one, ", "one thing: ", "well, ",
+                "dear assistant, ", "alright, ", "hmm ", "so yeah ", "may i ask, ", "i was wondering, ", "oi ",
+                "good morning, ", "buddy, ", "hey there, ", "yes, ", "no wait, ", "ऐका ना, ", "बरं, ", "अगं, ",
+                "भाऊ, ", "मित्रा, ", "एक मिनिट, "],
         "post": ["", "", "", " please", " thank you", " right now", " ok", " ना", " बघ", " now",
-                 " प्लीज", " ok?"]}
+                 " प्लीज", " ok?", " appreciate it", " cheers", " pls", " when you can", " mate", " dude", " boss",
+                 " yaar", " bhau", " re", " हो", " बरं का", " ना रे", " thank u", " if you don't mind", " again",
+                 " please, ty", " :)", " ..."]}
 DEV_WRAP = {"pre": ["", "", "excuse me, ", "right, ", "हॅलो, "], "post": ["", "", " then", " okay", " हं"]}
 
 
@@ -404,6 +568,61 @@ def _none_generic(rng: random.Random) -> str:
     return _fill(rng, t)
 
 
+# curiosity and how-to questions no child serves, composed from a frame and words (train)
+QUESTIONS = {
+    "en": ["how many {nouns} are there", "how many {nouns} live in {ent}", "how {adj} is {ent}", "how {adj} are {nouns}",
+           "why are {nouns} so {adj}", "why do {nouns} {verb}", "do {nouns} {verb}", "can {nouns} {verb}",
+           "where do {nouns} {verb}", "what do {nouns} eat", "what colour is {ent}", "is {ent} {adj}",
+           "fun facts about {nouns}", "facts about {ent}", "pictures of {nouns}", "videos of {nouns}",
+           "are {nouns} {adj}", "what is the {attr} of {ent}", "how to {vo}", "tips to {vo}", "should i {vo}",
+           "is it safe to {vo}", "what's a good way to {vo}", "teach me to {vo}", "explain how {nouns} {verb}",
+           "how long do {nouns} live", "which {nouns} are {adj}", "i'd like to {vo}", "how did people {vo} in the past",
+           "is {ent} older than {ent}", "{ent} or {ent}, which is bigger", "why is {ent} {adj}", "learn to {vo}"],
+    "mr": ["{nouns_mr} किती {adj_mr} असतात", "{nouns_mr} का {verb_mr}", "{nouns_mr} काय खातात",
+           "{nouns_mr}बद्दल माहिती सांग", "{nouns_mr}चे फोटो दाखव", "{vo_mr} कसे शिकायचे", "{vo_mr}साठी टिप्स",
+           "{vo_mr} सोपे आहे का", "{nouns_mr} कुठे राहतात", "{nouns_mr} किती वर्षे जगतात", "{ent_mr} किती {adj_mr} आहे",
+           "मला {vo_mr} शिकायचे आहे", "{nouns_mr} खरंच {verb_mr} का", "{ent_mr}ची माहिती दे"],
+    "mixed": ["{nouns_mr} बद्दल facts सांग", "{vo} कसं करायचं", "{nouns} का {verb_mr}", "{ent} किती {adj_mr} आहे",
+              "{vo_mr} साठी tips दे", "{nouns} च्या photos दाखव"],
+}
+Q_FILL = {
+    "nouns": ["spiders", "cats", "dogs", "elephants", "birds", "bees", "sharks", "penguins", "tigers", "whales", "ants",
+              "frogs", "planets", "volcanoes", "rivers", "mountains", "trees", "flowers", "mangoes", "trains", "planes",
+              "ships", "rockets", "robots", "batteries", "magnets", "clouds", "rainbows", "earthquakes", "dinosaurs",
+              "bacteria", "vitamins", "teeth", "bones", "languages", "islands", "deserts", "coins", "pyramids", "owls",
+              "snakes", "octopuses", "horses", "parrots", "crocodiles", "glaciers", "comets", "fireflies", "bats"],
+    "verb": ["sleep", "fly", "swim", "migrate", "grow", "breathe", "float", "glow", "hibernate", "bite", "sing",
+             "go pale", "live so long", "dream", "dance", "hunt at night", "lay eggs", "see colours"],
+    "adj": ["big", "old", "heavy", "hot", "cold", "deep", "smart", "dangerous", "rare", "expensive", "poisonous", "loud",
+            "tiny", "common", "healthy", "strong", "tall", "long", "bright", "slow"],
+    "ent": ["the sun", "mars", "saturn", "the pacific", "mount everest", "the nile", "antarctica", "the human heart",
+            "a blue whale", "the amazon", "a cheetah", "an ostrich egg", "the great wall of china", "the eiffel tower",
+            "lake baikal", "the milky way", "a honeybee", "the arctic", "venus", "the ganga", "the sahyadris"],
+    "attr": ["height", "age", "weight", "length", "temperature", "speed", "size", "depth", "colour"],
+    "vo": ["learn guitar", "lose weight", "sleep better", "tie a tie", "boil an egg", "make tea", "save money",
+           "grow tomatoes", "train a puppy", "write a cv", "learn swimming", "speak english", "remove a stain",
+           "cure a cold", "meditate", "improve my memory", "quit smoking", "plant a tree", "jump higher", "whistle",
+           "juggle", "paint a wall", "ride a bike", "pass an exam", "cook rice", "learn chess"],
+    "nouns_mr": ["कोळी", "मांजरी", "कुत्रे", "हत्ती", "पक्षी", "मधमाश्या", "शार्क", "वाघ", "मुंग्या", "बेडूक", "ग्रह",
+                 "ज्वालामुखी", "नद्या", "पर्वत", "झाडे", "फुले", "आंबे", "विमाने", "रोबोट", "ढग", "डायनासोर", "घुबड", "साप",
+                 "घोडे", "पोपट", "मगरी", "काजवे", "वटवाघळे"],
+    "verb_mr": ["उडतात", "झोपतात", "पोहतात", "चमकतात", "वाढतात", "स्थलांतर करतात", "गातात", "चावतात", "नाचतात"],
+    "adj_mr": ["मोठे", "जुने", "जड", "गरम", "धोकादायक", "दुर्मिळ", "विषारी", "हुशार", "उंच", "लांब"],
+    "ent_mr": ["सूर्य", "मंगळ", "शनी", "प्रशांत महासागर", "एव्हरेस्ट", "नाईल नदी", "अंटार्क्टिका", "देवगिरी किल्ला",
+               "सिंहगड", "आकाशगंगा", "गंगा"],
+    "vo_mr": ["गिटार वाजवणे", "वजन कमी करणे", "चांगली झोप", "चहा बनवणे", "पैसे वाचवणे", "टोमॅटो लावणे",
+              "बायोडाटा लिहिणे", "पोहणे", "इंग्रजी बोलणे", "सर्दी बरी करणे", "ध्यान", "बुद्धिबळ", "सायकल चालवणे"],
+}
+
+
+def _none_question(rng: random.Random) -> str:
+    t = rng.choice(QUESTIONS[rng.choice(["en", "en", "mr", "mixed"])])
+    for k in sorted(Q_FILL, key=len, reverse=True):
+        while "{" + k + "}" in t:
+            t = t.replace("{" + k + "}", rng.choice(Q_FILL[k]), 1)
+    return t
+
+
 def _none_composed(rng: random.Random) -> str:
     r = rng.random()
     if r < 0.35:
@@ -426,8 +645,10 @@ def _say_value(rng: random.Random, v, deva: bool) -> str:
     return s + rng.choice(["", "%", " टक्के", " अंश"] if deva else ["", "%", " percent", " degrees"])
 
 
-def _home_paraphrase(rng: random.Random, line: dict) -> str:
-    """Another phrasing of a home training line, built from its call."""
+def _home_paraphrase(rng: random.Random, line: dict, frames=None) -> str:
+    """Another phrasing of a home training line, built from its call; `frames` = (English frames,
+    Marathi frames, stray verbs), HOME_EN, HOME_MR and HOME_ANYVERB by default."""
+    frames_en, frames_mr, anyverb = frames or (HOME_EN, HOME_MR, HOME_ANYVERB)
     call = line["call"]
     intent = call.get("intent", "HassTurnOn")
     thing = call.get("name") or call.get("area") or ""
@@ -443,13 +664,13 @@ def _home_paraphrase(rng: random.Random, line: dict) -> str:
     value = next((call[k] for k in ("brightness", "temperature", "position") if k in call), None)
     r = rng.random()
     if r < 0.15:     # the device alone, or with a stray word where the verb was
-        text = thing if rng.random() < 0.5 else f"{rng.choice(HOME_ANYVERB)} {thing}" if not deva else \
+        text = thing if rng.random() < 0.5 else f"{rng.choice(anyverb)} {thing}" if not deva else \
             f"{thing} {rng.choice(['कर', 'करा', 'बघ', 'ठेव', 'on', 'off'])}"
     elif r < 0.3 and not deva:
-        text = f"{rng.choice(HOME_ANYVERB)} {thing}" + (f" {rng.choice(['to', 'at'])} {_say_value(rng, value, False)}"
+        text = f"{rng.choice(anyverb)} {thing}" + (f" {rng.choice(['to', 'at'])} {_say_value(rng, value, False)}"
                                                         if value is not None else "")
     else:
-        frames = (HOME_MR if deva else HOME_EN).get(intent) or ["{X}"]
+        frames = (frames_mr if deva else frames_en).get(intent) or ["{X}"]
         text = rng.choice(frames).replace("{X}", thing)
     if "{V}" in text or value is not None and "{V}" not in text and rng.random() < 0.2:
         v = _say_value(rng, value if value is not None else rng.randint(10, 90), deva)
@@ -457,21 +678,33 @@ def _home_paraphrase(rng: random.Random, line: dict) -> str:
     return text
 
 
-def _calc_paraphrase(rng: random.Random, line: dict) -> str:
-    """Another phrasing of a calc training line: its text or a bare expression in a frame."""
+def _calc_paraphrase(rng: random.Random, line: dict, frames=None) -> str:
+    """Another phrasing of a calc training line: its text or a fresh expression in a frame (of
+    CALC_FRAMES, or `frames`)."""
     from trainer.agentdata.numbers import say
 
+    frames = frames or CALC_FRAMES
     r = rng.random()
+    kind = rng.choice(["digits", "digits", "deva", "en_words", "mr_words"])
+
+    def num():
+        return say(rng.randint(0, 99 if kind.endswith("words") else 999), kind)
+
     if r < 0.5:
         e = line["text"]
-    else:                       # a fresh expression: digits, Devanagari digits, number words, operators
+    elif r < 0.75:              # a fresh expression: digits, Devanagari digits, number words, operators
         k = rng.randint(2, 4)
-        kind = rng.choice(["digits", "digits", "deva", "en_words", "mr_words"])
-        nums = [say(rng.randint(0, 99 if kind.endswith("words") else 999), kind) for _ in range(k)]
+        nums = [num() for _ in range(k)]
         col = 2 if kind in ("mr_words", "deva") and rng.random() < 0.7 else rng.choice([0, 0, 1])
         ops = [rng.choice(CALC_OPS)[col] for _ in range(k - 1)]
         e = nums[0] + "".join(f" {o} {x}" for o, x in zip(ops, nums[1:]))
-    return rng.choice(CALC_FRAMES).replace("{E}", e)
+    else:                       # a fresh one-number operation, percentage or list
+        lang = "mr" if kind in ("mr_words", "deva") and rng.random() < 0.7 else "en"
+        items = [num() for _ in range(rng.randint(2, 5))]
+        and_ = " आणि " if lang == "mr" else " and "
+        e = (rng.choice(CALC_UNARY[lang]).replace("{a}", num()).replace("{b}", num())
+             .replace("{L}", ", ".join(items[:-1]) + and_ + items[-1]))
+    return rng.choice(frames).replace("{E}", e)
 
 
 def _wrap(rng: random.Random, text: str, wrap: dict) -> str:
@@ -557,11 +790,11 @@ def train_pools() -> dict:
     """Every phrasing pool the train and dev splits draw from, by the label whose test words it must
     avoid (label None: any label's). Slot words (FILL) are shared by all splits."""
     return {"none": [NONE_FRAMES["train"], NONE_FRAMES["dev"], NONE_VERBS, NONE_NOUNS, NONE_QUESTIONS,
-                     NONE_Q_NOUNS, NONE_MR, NONE_MR_NOUNS, GENERIC, GEN_FILL],
+                     NONE_Q_NOUNS, NONE_MR, NONE_MR_NOUNS, GENERIC, GEN_FILL, QUESTIONS, Q_FILL],
             "fortunes": [REQUESTS["train"]["fortunes"], REQUESTS["dev"]["fortunes"]],
             "marathi": [REQUESTS["train"]["marathi"], REQUESTS["dev"]["marathi"]],
-            "home": [HOME_EN, HOME_MR, HOME_ANYVERB, DOMAIN_EN, DOMAIN_MR],
-            "calc": [CALC_FRAMES, CALC_OPS],
+            "home": [HOME_EN, HOME_MR, HOME_ANYVERB, DOMAIN_EN, DOMAIN_MR, DEV_HOME_EN, DEV_HOME_MR, DEV_HOME_ANYVERB],
+            "calc": [CALC_FRAMES, CALC_OPS, CALC_UNARY, DEV_CALC_FRAMES],
             None: [WRAP, DEV_WRAP]}
 
 
@@ -588,20 +821,52 @@ def _corpus_texts(path, split: str) -> list[str]:
     return texts
 
 
-def _corpus_words(texts: list[str], banned: set, min_count: int = 2) -> list[str]:
+class _Vocab(list):
+    """Words of the corpora to put into lines; `pick` draws one uniformly, or, with `weighted`,
+    in proportion to the square root of its count, so that the words a corpus uses most also turn
+    up in the lines of the other labels and do not name the corpus's label on their own."""
+
+    def __init__(self, counts: dict, weighted: bool):
+        super().__init__(sorted(counts))
+        self.cum = None
+        if weighted:
+            acc, self.cum = 0.0, []
+            for w in self:
+                acc += counts[w] ** 0.5
+                self.cum.append(acc)
+
+    def pick(self, rng: random.Random) -> str:
+        return rng.choice(self) if self.cum is None else rng.choices(self, cum_weights=self.cum)[0]
+
+
+def _corpus_words(texts: list[str], banned: set, min_count: int = 2, weighted: bool = False) -> _Vocab:
     """Words (lower case, letters only, at least 3 characters, seen min_count times) of a corpus."""
     from collections import Counter
 
     c = Counter(w for t in texts for w in _WORD_SPLIT.split(t.lower())
                 if len(w) >= 3 and all(ch.isalpha() or "\u0900" <= ch <= "\u097f" for ch in w))
-    return sorted(w for w, k in c.items() if k >= min_count and w not in banned)
+    return _Vocab({w: k for w, k in c.items() if k >= min_count and w not in banned}, weighted)
 
 
-def _insert_words(rng: random.Random, text: str, vocab: list[str]) -> str:
+def _insert_words(rng: random.Random, text: str, vocab: _Vocab) -> str:
     """1-3 words of `vocab` at random word boundaries of text: words that say nothing of the label."""
     words = text.split()
     for _ in range(rng.randint(1, 3)):
-        words.insert(rng.randint(0, len(words)), rng.choice(vocab))
+        words.insert(rng.randint(0, len(words)), vocab.pick(rng))
+    return " ".join(words)
+
+
+NONE_SWAP = 0.3   # share of the reject training lines with a word swapped for a corpus word
+
+
+def _swap_word(rng: random.Random, text: str, vocab: _Vocab) -> str:
+    """text with one of its words of 3+ letters (not a FUNCTION word) replaced by a word of `vocab`:
+    a request keeps its shape whatever it asks about, so an unknown word in a request's shape does
+    not make it the text of a corpus."""
+    words = text.split()
+    spots = [i for i, w in enumerate(words) if len(w) >= 3 and w not in FUNCTION]
+    if spots:
+        words[rng.choice(spots)] = vocab.pick(rng)
     return " ".join(words)
 
 
@@ -659,14 +924,15 @@ def generate(split: str = "train", n: int = 1000, seed: int = 0, sources: dict |
     wrap = WRAP if train else DEV_WRAP
     banned = set().union(*map(banned_words, ("home", "calc", "none", "fortunes", "marathi"))) if split != "test" else set()
     # stray words for the train and dev lines: words of the corpora's own slice (so dev's differ)
-    vocab = _corpus_words([t for ts in texts.values() for t in ts], banned) if split != "test" else []
+    vocab = _corpus_words([t for ts in texts.values() for t in ts], banned, weighted=train) if split != "test" else []
     for _ in range(n):
         lab = rng.choice(labels)
         if lab in ("home", "calc"):
             line = next(gens[lab])
             text = line["text"]
             if split != "test" and rng.random() < 0.5:
-                text = (_home_paraphrase if lab == "home" else _calc_paraphrase)(rng, line)
+                dev_frames = (DEV_HOME_EN, DEV_HOME_MR, DEV_HOME_ANYVERB) if lab == "home" else DEV_CALC_FRAMES
+                text = (_home_paraphrase if lab == "home" else _calc_paraphrase)(rng, line, None if train else dev_frames)
             if split != "test" and rng.random() < 0.3:
                 text = _wrap(rng, text, wrap)
             if vocab and rng.random() < (0.3 if train else 0.5):
@@ -678,14 +944,18 @@ def generate(split: str = "train", n: int = 1000, seed: int = 0, sources: dict |
             yield {"text": text, "child": lab, "category": lab}
         elif lab is None:
             r = rng.random() if train else 1.0
-            if r < 0.2:
+            if r < 0.15:
                 text = _none_composed(rng)
-            elif r < 0.55:
+            elif r < 0.4:
                 text = _none_generic(rng)
+            elif r < 0.6:
+                text = _none_question(rng)
             else:
                 text = (_fill_test if split == "test" else _fill)(rng, rng.choice(NONE_FRAMES[split]))
             if split != "test" and rng.random() < 0.3:
                 text = _wrap(rng, text, wrap)
+            if vocab and train and rng.random() < NONE_SWAP:
+                text = _swap_word(rng, text, vocab)
             if vocab and train and rng.random() < 0.3:
                 text = _insert_words(rng, text, vocab)
             if train and rng.random() < 0.15:

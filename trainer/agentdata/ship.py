@@ -293,7 +293,7 @@ apart from the targets. `bullet eval` measures the same files through bulletd's 
 """
 
 
-THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(14))   # 0.30 .. 0.95
+THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(14)) + (0.97, 0.98, 0.99)   # 0.30 .. 0.95, 0.97 .. 0.99
 
 
 def _decisions(mother_path, lines) -> list[tuple]:
@@ -324,6 +324,38 @@ def threshold_sweep(decisions, thresholds=THRESHOLDS) -> list[dict]:
     return out
 
 
+def confusion(lines, decisions, threshold: float) -> dict:
+    """Per source category: {chosen child or "none": lines} at the threshold."""
+    out: dict = {}
+    for ln, (_, child, conf) in zip(lines, decisions):
+        got = child if child is not None and conf >= threshold else "none"
+        row = out.setdefault(ln.get("category", "all"), {})
+        row[got] = row.get(got, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _confusion_table(conf: dict) -> str:
+    cols = ["home", "calc", "marathi", "fortunes", "none"]
+    rows = [f"| {cat} | " + " | ".join(str(row.get(c, 0)) for c in cols) + f" | {sum(row.values())} |"
+            for cat, row in conf.items()]
+    return ("| source | → home | → calc | → marathi | → fortunes | no child | lines |\n"
+            "| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows))
+
+
+def _dev_misses(lines, decisions, threshold: float, per: int = 4) -> str:
+    """The first `per` misses of each (source, routed to) pair, most frequent pair first."""
+    groups: dict = {}
+    for ln, (want, child, conf) in zip(lines, decisions):
+        got = child if child is not None and conf >= threshold else None
+        if got != want:
+            groups.setdefault((ln.get("category", "all"), got or "no child"), []).append((ln["text"], conf))
+    out = []
+    for (cat, got), xs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        shown = "; ".join("`" + t.replace("`", "'") + f"` ({c:.2f})" for t, c in xs[:per])
+        out.append(f"- {cat} → {got} ({len(xs)}): {shown}")
+    return "\n".join(out) if out else "(none)"
+
+
 def choose_threshold(sweep: list[dict]) -> float:
     """The threshold with the best accuracy over all lines (a child line right when routed to its
     child, a null line when rejected); of equal ones the highest (fewer confident wrong children)."""
@@ -338,13 +370,14 @@ def _sweep_table(sweep, chosen) -> str:
             "| --- | --- | --- | --- | --- |\n" + "\n".join(rows))
 
 
-MOTHER = {"features": "char1-4+word1-2", "feature_dim": 16384, "hidden": 64, "steps": 3000, "batch": 256,
-          "weight_decay": 0.05, "dropout": 0.5}
+MOTHER = {"features": "char1-4+word1-2", "feature_dim": 32768, "hidden": 64, "steps": 3000, "batch": 256,
+          "weight_decay": 0.05, "dropout": 0.5, "label_weights": {"_none": 1.5}, "w1_dtype": "f16"}
 
 
 def ship_mother(labelled, data_dir, out, key=None, feature_dim=MOTHER["feature_dim"], hidden=MOTHER["hidden"],
                 steps=MOTHER["steps"], features=MOTHER["features"], batch=MOTHER["batch"],
-                weight_decay=MOTHER["weight_decay"], dropout=MOTHER["dropout"]) -> dict:
+                weight_decay=MOTHER["weight_decay"], dropout=MOTHER["dropout"],
+                label_weights=MOTHER["label_weights"], w1_dtype=MOTHER["w1_dtype"]) -> dict:
     """Train the mother, choose its threshold on the dev set (DATA/routing_dev.jsonl), export and
     sign it with that threshold, measure it on the test set (DATA/routing_test.jsonl), write the card."""
     import tempfile
@@ -358,15 +391,19 @@ def ship_mother(labelled, data_dir, out, key=None, feature_dim=MOTHER["feature_d
                          f"(bullet-train agentdata routing --split dev)")
     t0 = time.monotonic()
     model = train_router(examples_from_labelled(labelled), feature_dim=feature_dim, hidden=hidden, steps=steps,
-                         batch=batch, seed=0, features=features, weight_decay=weight_decay, dropout=dropout)
+                         batch=batch, seed=0, features=features, weight_decay=weight_decay, dropout=dropout,
+                         label_weights=label_weights)
     wall = time.monotonic() - t0
+    dev_lines = _lines(dev_path)
     with tempfile.TemporaryDirectory() as tmp:   # the dev decisions do not depend on the threshold
-        export_router(model, Path(tmp) / "mother.bullet", threshold=0.5, name="mother", version="0.3.0")
-        dev_sweep = threshold_sweep(_decisions(Path(tmp) / "mother.bullet", _lines(dev_path)))
+        export_router(model, Path(tmp) / "mother.bullet", threshold=0.5, name="mother", version="0.4.0",
+                      w1_dtype=w1_dtype)
+        dev_dec = _decisions(Path(tmp) / "mother.bullet", dev_lines)
+    dev_sweep = threshold_sweep(dev_dec)
     threshold = choose_threshold(dev_sweep)
     print(f"mother: threshold {threshold} chosen on {dev_path.name}")
     path = out / "mother.bullet"
-    s = export_router(model, path, threshold=threshold, key=key, name="mother", version="0.3.0")
+    s = export_router(model, path, threshold=threshold, key=key, name="mother", version="0.4.0", w1_dtype=w1_dtype)
     results = []
     for fname, what in SETS["mother"]:
         p = data_dir / fname
@@ -379,16 +416,27 @@ def ship_mother(labelled, data_dir, out, key=None, feature_dim=MOTHER["feature_d
                        for fname, what, sha, r in results)
     p = data_dir / SETS["mother"][0][0]
     if p.is_file():
+        test_lines = _lines(p)
+        test_dec = _decisions(path, test_lines)
+        test_sweep = threshold_sweep(test_dec)
+        at = next(x for x in test_sweep if x["threshold"] == threshold)
+        sets += (f"\n\nAt the chosen threshold {threshold}: {100 * at['children']:.1f}% of the lines for the four "
+                 f"children go to the right one, {100 * at['rejected']:.1f}% of the requests no child serves get no "
+                 f"child, and {100 * at['wrong_child']:.1f}% of all lines go to a wrong child. Where each source's "
+                 f"lines went:\n\n" + _confusion_table(confusion(test_lines, test_dec, threshold)))
         sets += ("\n\n### Threshold on the test set\n\nFor comparison only (the threshold was chosen on the dev "
-                 "set):\n\n" + _sweep_table(threshold_sweep(_decisions(path, _lines(p))), threshold))
+                 "set):\n\n" + _sweep_table(test_sweep, threshold))
     per = ", ".join(f"{k}: {v}" for k, v in s["per_label"].items())
+    weights = (" with batch shares " + ", ".join(f"{k} x{v:g}" for k, v in label_weights.items())
+               if label_weights else "")
     card = f"""# mother — model card
 
 The router of the shipped children: p = softmax(relu(x @ w1 + b1) @ w2 + b2) over
 x = `router_features(prompt, {feature_dim}, "{features}")` (hashed character 1-4-grams, words and word
-pairs, digits as 0; header `router.features`), hidden {hidden}, trained by `bullet-train router`
-({steps} steps of {batch} class-balanced prompts, weight decay {weight_decay}, n-gram dropout
-{dropout}, {wall:.0f} s) on `bullet-train agentdata routing --split train --for-training`
+pairs, digits as 0; header `router.features`), hidden {hidden}, w1 stored as {w1_dtype}, trained by
+`bullet-train router` ({steps} steps of {batch} class-balanced prompts{weights}, weight decay
+{weight_decay}, n-gram dropout {dropout}, {wall:.0f} s) on
+`bullet-train agentdata routing --split train --for-training`
 ({Path(labelled).name}, SHA-256 `{_sha(labelled)[:16]}`). Labels: home, calc, marathi, fortunes and
 `_none`, the reject class (requests no child serves: weather, alarms, calls, messages, trivia,
 shopping, music, news, small talk, in English, Marathi and mixed). `_none` takes probability in
@@ -404,13 +452,20 @@ bulletd's router but is never a route, so such a request gets the configured fal
 ## Threshold (dev set)
 
 `routing_dev.jsonl` (`--split dev`, SHA-256 `{_sha(dev_path)[:16]}`): the home and calc
-generators' training phrasings with other seeds, half of them with words from a corpus slice the
-training split does not read and made-up words put in; reject and request phrasings of its own (in
-neither the training nor the test split); corpus records of a slice of their own. The threshold is the one with the best accuracy over all
-dev lines (a child line right when routed to its child, a null line when rejected); a line whose
-best child is below it gets the fallback or `no_route`.
+generators' training phrasings with other seeds, half of them re-phrased in frames of the dev
+split's own, half with words from a corpus slice the training split does not read and made-up
+words put in; reject and request phrasings of its own (in neither the training nor the test
+split); corpus records of a slice of their own. The threshold is the one with the best accuracy
+over all dev lines (a child line right when routed to its child, a null line when rejected); a
+line whose best child is below it gets the fallback or `no_route`.
 
 {_sweep_table(dev_sweep, threshold)}
+
+Where each source's dev lines went at the chosen threshold, and the first dev misses:
+
+{_confusion_table(confusion(dev_lines, dev_dec, threshold))}
+
+{_dev_misses(dev_lines, dev_dec, threshold)}
 
 ## Held-out evaluation
 
