@@ -112,7 +112,7 @@ def test_breakdown_and_roofline_of_a_small_model():
     assert rl["weight_bytes"] == m.packed_bytes or (rl["weight_bytes"] == m.weight_bytes and m.packed_bytes == 0)
     assert rl["roofline_tok_s"] == min(rl["memory_tok_s"], rl["compute_tok_s"])
     assert rl["roofline_kv_tok_s"] < rl["roofline_tok_s"] or rl["bound"] == "compute"
-    assert r["of_roofline"] == r["tok_s"] / rl["roofline_tok_s"]
+    assert r["of_roofline"] == r["tok_s_cpu"] / rl["roofline_tok_s"]
     text = "\n".join(roofline.report_lines(r))
     for label in ("matvecs", "attention", "norms, rope, activation", "sampling", "memory bound" if
                   rl["bound"] == "memory" else "compute bound"):

@@ -32,7 +32,7 @@ def test_bench_quick_json_reports_all_figures():
                                  "sample"}
     assert all(v > 0 for v in br["part_s"].values()) and br["tok_s"] > 0
     assert br["roofline"]["macs"] == 4 * (4 * 128 * 128 + 3 * 128 * 384) + 1024 * 128
-    assert br["of_roofline"] == br["tok_s"] / br["roofline"]["roofline_tok_s"]
+    assert br["of_roofline"] == br["tok_s_cpu"] / br["roofline"]["roofline_tok_s"]
     if "core_tok_s" in res:                   # each core alone, in the same rounds
         assert len(res["core_tok_s"]) >= 2 and all(v > 0 for v in res["core_tok_s"].values())
         assert 1.0 <= res["two_cores_ceiling"] <= 2.0
