@@ -17,9 +17,10 @@
 // The float side is the AVX2 path's, operation for operation (per block: f32(int dot) times
 // (f16 scale * activation scale), fused into the row's accumulator, blocks in ascending order),
 // so this path's results equal the AVX2 path's bit for bit. Attention (decode and prefill) has
-// its own AVX-512 kernels below (more independent accumulators, masked tails); the other float
-// kernels (rmsnorm, softmax, SwiGLU, RoPE, dot, axpy) are the AVX2 ones: the table takes their
-// pointers from kernels_avx2(), they are short and gained nothing measurable from 512 bits.
+// its own AVX-512 kernels below (more independent accumulators, masked tails), and SwiGLU runs
+// the AVX2 kernel's operations on 16 lanes (the same bits); the other float kernels (rmsnorm,
+// softmax, RoPE, dot, axpy) are the AVX2 ones: the table takes their pointers from
+// kernels_avx2(), they are short and gained nothing measurable from 512 bits.
 #include <immintrin.h>
 
 #include <cmath>
@@ -258,14 +259,42 @@ inline __mmask16 lanes(int64_t left) {
 
 // out[j] = scale * sum over i < m of c[i] * rows[i * stride + j], for j < w: the scores (c = q,
 // rows = the transposed K) and the output (c = the weights, rows = V) of attention, as in
-// kernels_avx2.cpp, 64 columns per pass and the tail as masked lanes. scale 1 is exact.
+// kernels_avx2.cpp: 128 columns per pass in eight accumulators (eight FMA chains keep both FMA
+// units busy), then one pass of up to 64, the tail as masked lanes. scale 1 is exact.
 static void weighted_rows_avx512(const float* c, int64_t m, const float* rows, int64_t stride, int64_t w, float scale,
                                  float* out) {
     const __m512 vscale = _mm512_set1_ps(scale);
-    for (int64_t j = 0; j < w; j += 64) {
+    int64_t j = 0;
+    for (; j + 64 < w; j += 128) {  // more than 64 columns left: 65..128 of them in this pass
+        __mmask16 k[8];
+        for (int q = 0; q < 8; q++) k[q] = lanes(w - j - 16 * q);
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (int64_t i = 0; i < m; i++) {
+            const __m512 ci = _mm512_set1_ps(c[i]);
+            const float* row = rows + i * stride + j;
+            a0 = _mm512_fmadd_ps(ci, _mm512_loadu_ps(row), a0);
+            a1 = _mm512_fmadd_ps(ci, _mm512_loadu_ps(row + 16), a1);
+            a2 = _mm512_fmadd_ps(ci, _mm512_loadu_ps(row + 32), a2);
+            a3 = _mm512_fmadd_ps(ci, _mm512_loadu_ps(row + 48), a3);
+            a4 = _mm512_fmadd_ps(ci, _mm512_maskz_loadu_ps(k[4], row + 64), a4);
+            a5 = _mm512_fmadd_ps(ci, _mm512_maskz_loadu_ps(k[5], row + 80), a5);
+            a6 = _mm512_fmadd_ps(ci, _mm512_maskz_loadu_ps(k[6], row + 96), a6);
+            a7 = _mm512_fmadd_ps(ci, _mm512_maskz_loadu_ps(k[7], row + 112), a7);
+        }
+        float* o = out + j;
+        _mm512_storeu_ps(o, _mm512_mul_ps(a0, vscale));
+        _mm512_storeu_ps(o + 16, _mm512_mul_ps(a1, vscale));
+        _mm512_storeu_ps(o + 32, _mm512_mul_ps(a2, vscale));
+        _mm512_storeu_ps(o + 48, _mm512_mul_ps(a3, vscale));
+        _mm512_mask_storeu_ps(o + 64, k[4], _mm512_mul_ps(a4, vscale));
+        _mm512_mask_storeu_ps(o + 80, k[5], _mm512_mul_ps(a5, vscale));
+        _mm512_mask_storeu_ps(o + 96, k[6], _mm512_mul_ps(a6, vscale));
+        _mm512_mask_storeu_ps(o + 112, k[7], _mm512_mul_ps(a7, vscale));
+    }
+    if (j < w) {  // 1..64 columns
         const __mmask16 m0 = lanes(w - j), m1 = lanes(w - j - 16), m2 = lanes(w - j - 32), m3 = lanes(w - j - 48);
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        // masked loads cost the same as plain ones, so full tiles and the tail share one loop
+        // masked loads cost the same as plain ones
         for (int64_t i = 0; i < m; i++) {
             const __m512 ci = _mm512_set1_ps(c[i]);
             const float* row = rows + i * stride + j;
@@ -384,6 +413,42 @@ void attention_multi_avx512(const float* q, int64_t qs, int64_t nq, const float*
     }
 }
 
+// ============================================================================
+// SwiGLU: 16 lanes of the AVX2 kernel's operations (its polynomial exp, then g / (1 + e^-g) * u),
+// one for one, so every element has the AVX2 path's bits; the last n % 16 go to the AVX2 kernel.
+// ============================================================================
+
+inline __m512 exp512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3762626647949f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+}
+
+void swiglu_avx512(float* g, const float* u, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(g + i);
+        // -v by the sign bit (vxorps on zmm needs AVX-512 DQ; the integer xor is the same bits)
+        const __m512 neg = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), sign));
+        const __m512 den = _mm512_add_ps(one, exp512(neg));
+        _mm512_storeu_ps(g + i, _mm512_mul_ps(_mm512_div_ps(v, den), _mm512_loadu_ps(u + i)));
+    }
+    if (i < n) kernels_avx2().swiglu(g + i, u + i, n - i);
+}
+
 KernelTable make_table() noexcept {
     KernelTable t = kernels_avx2();  // rmsnorm, softmax, swiglu, rope, dot_f32/f16, axpy: the AVX2 ones
     t.name = "avx512vnni";
@@ -395,6 +460,7 @@ KernelTable make_table() noexcept {
     t.matmul_bq4_q8 = matmul_bq4_q8_avx512;
     t.attention = attention_avx512;
     t.attention_multi = attention_multi_avx512;
+    t.swiglu = swiglu_avx512;
     return t;
 }
 
