@@ -50,9 +50,14 @@ def test_report_names_both_sides_and_flags_differing_tokens():
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake (scripts/setup.sh --test installs it)")
-def test_head_against_itself_builds_and_decodes_the_same_tokens():
-    res = against.compare("HEAD", ["small"], ["scalar"], rounds=1, passes=1)
+def test_head_against_itself_builds_and_decodes_the_same_tokens(tmp_path):
+    res = against.compare("HEAD", ["small"], ["scalar"], rounds=1, passes=1, workdir=tmp_path / "w")
     (row,) = res["rows"]
     assert row["case"] == "small/scalar" and row["this_tok_s"] > 0 and row["rev_tok_s"] > 0
     assert row["same_tokens"]                  # HEAD's kernels are this checkout's (committed) ones
-    assert res["rev_module"] != res["this_module"] and "bullet-against-" in res["rev_module"]
+    assert res["rev_module"] != res["this_module"] and res["rev_module"].startswith(str(tmp_path / "w" / "src"))
+    # the kept tree is measured again without a rebuild
+    so = Path(res["rev_module"])
+    built = so.stat().st_mtime_ns
+    again = against.compare("HEAD", ["small"], ["scalar"], rounds=1, passes=1, workdir=tmp_path / "w")
+    assert again["rev_module"] == res["rev_module"] and so.stat().st_mtime_ns == built

@@ -2,8 +2,9 @@
 
     python -m bulletd.bench.against REV [--shapes reference,small] [--paths avx2,avx512vnni] [--rounds 3]
 
-REV's tree is taken with `git archive` into a temporary directory and its native module built
-there with CMake (the compiler flags of its own native/CMakeLists.txt). Then both modules decode
+REV's tree is taken with `git archive` into a temporary directory (or --workdir, kept for later
+runs) and its native module built there with CMake (the compiler flags of its own
+native/CMakeLists.txt). Then both modules decode
 random BQ4 models of the REFERENCE and SMALL shapes (bulletd.format.synth, the same seed) in
 processes that alternate, round after round, so that load from other processes falls on both
 alike: the native decode loop with sampling (the daemon's settings) over the whole context, one
@@ -114,15 +115,20 @@ def _run(spec: dict, tree: Path | None, cwd: Path) -> dict:
     return json.loads(r.stdout)
 
 
-def compare(rev: str, shapes: list[str], paths: list[str], rounds: int, passes: int = 5) -> dict:
+def compare(rev: str, shapes: list[str], paths: list[str], rounds: int, passes: int = 5,
+            workdir: Path | None = None) -> dict:
+    """workdir: where REV's tree is built and kept (a second call with the same one skips the
+    build); by default a temporary directory, removed afterwards."""
     spec = {"shapes": shapes, "paths": paths, "passes": passes}
     with tempfile.TemporaryDirectory(prefix="bullet-against-") as d:
-        work = Path(d)
-        tree = build_revision(rev, work)
+        work = Path(workdir) if workdir is not None else Path(d)
+        work.mkdir(parents=True, exist_ok=True)
+        built = sorted((work / "src" / "bulletd").glob("_native*.so"))
+        tree = work / "src" if built else build_revision(rev, work)
         this, other = [], []
         for _ in range(rounds):
-            this.append(_run(spec, None, work))
-            other.append(_run(spec, tree, work))
+            this.append(_run(spec, None, Path(d)))
+            other.append(_run(spec, tree, Path(d)))
     res = {"rev": rev, "rounds": rounds, "passes": passes, "this_module": this[0]["module"],
            "rev_module": other[0]["module"], "rows": []}
     for key in this[0]["rates"]:
@@ -156,6 +162,8 @@ def main(argv=None) -> int:
     p.add_argument("--paths", default="", help="comma list of kernel paths (default: every SIMD path this CPU runs)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--passes", type=int, default=5)
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="build REV's tree here and keep it (a later run with the same directory measures at once)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     from bulletd.kernels import available_kernels
@@ -166,7 +174,7 @@ def main(argv=None) -> int:
             print(f"bulletd.bench.against: error: unknown shape {s!r}; expected reference, small", file=sys.stderr)
             return 2
     try:
-        res = compare(a.rev, shapes, paths, max(1, a.rounds), max(1, a.passes))
+        res = compare(a.rev, shapes, paths, max(1, a.rounds), max(1, a.passes), a.workdir)
     except RuntimeError as exc:
         print(f"bulletd.bench.against: error: {exc}", file=sys.stderr)
         return 1
