@@ -259,42 +259,14 @@ inline __mmask16 lanes(int64_t left) {
 
 // out[j] = scale * sum over i < m of c[i] * rows[i * stride + j], for j < w: the scores (c = q,
 // rows = the transposed K) and the output (c = the weights, rows = V) of attention, as in
-// kernels_avx2.cpp: 128 columns per pass in eight accumulators (eight FMA chains keep both FMA
-// units busy), then one pass of up to 64, the tail as masked lanes. scale 1 is exact.
+// kernels_avx2.cpp, 64 columns per pass and the tail as masked lanes. scale 1 is exact.
 static void weighted_rows_avx512(const float* c, int64_t m, const float* rows, int64_t stride, int64_t w, float scale,
                                  float* out) {
     const __m512 vscale = _mm512_set1_ps(scale);
-    int64_t j = 0;
-    for (; j + 64 < w; j += 128) {  // more than 64 columns left: 65..128 of them in this pass
-        __mmask16 k[8];
-        for (int q = 0; q < 8; q++) k[q] = lanes(w - j - 16 * q);
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-        for (int64_t i = 0; i < m; i++) {
-            const __m512 ci = _mm512_set1_ps(c[i]);
-            const float* row = rows + i * stride + j;
-            a0 = _mm512_fmadd_ps(ci, _mm512_loadu_ps(row), a0);
-            a1 = _mm512_fmadd_ps(ci, _mm512_loadu_ps(row + 16), a1);
-            a2 = _mm512_fmadd_ps(ci, _mm512_loadu_ps(row + 32), a2);
-            a3 = _mm512_fmadd_ps(ci, _mm512_loadu_ps(row + 48), a3);
-            a4 = _mm512_fmadd_ps(ci, _mm512_maskz_loadu_ps(k[4], row + 64), a4);
-            a5 = _mm512_fmadd_ps(ci, _mm512_maskz_loadu_ps(k[5], row + 80), a5);
-            a6 = _mm512_fmadd_ps(ci, _mm512_maskz_loadu_ps(k[6], row + 96), a6);
-            a7 = _mm512_fmadd_ps(ci, _mm512_maskz_loadu_ps(k[7], row + 112), a7);
-        }
-        float* o = out + j;
-        _mm512_storeu_ps(o, _mm512_mul_ps(a0, vscale));
-        _mm512_storeu_ps(o + 16, _mm512_mul_ps(a1, vscale));
-        _mm512_storeu_ps(o + 32, _mm512_mul_ps(a2, vscale));
-        _mm512_storeu_ps(o + 48, _mm512_mul_ps(a3, vscale));
-        _mm512_mask_storeu_ps(o + 64, k[4], _mm512_mul_ps(a4, vscale));
-        _mm512_mask_storeu_ps(o + 80, k[5], _mm512_mul_ps(a5, vscale));
-        _mm512_mask_storeu_ps(o + 96, k[6], _mm512_mul_ps(a6, vscale));
-        _mm512_mask_storeu_ps(o + 112, k[7], _mm512_mul_ps(a7, vscale));
-    }
-    if (j < w) {  // 1..64 columns
+    for (int64_t j = 0; j < w; j += 64) {
         const __mmask16 m0 = lanes(w - j), m1 = lanes(w - j - 16), m2 = lanes(w - j - 32), m3 = lanes(w - j - 48);
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        // masked loads cost the same as plain ones
+        // masked loads cost the same as plain ones, so full tiles and the tail share one loop
         for (int64_t i = 0; i < m; i++) {
             const __m512 ci = _mm512_set1_ps(c[i]);
             const float* row = rows + i * stride + j;
