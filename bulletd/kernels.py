@@ -116,6 +116,11 @@ class NativeModel:
         return self._m.kernel_path
 
     @property
+    def config(self) -> dict:
+        """The config the model was built from."""
+        return dict(self._m.config)
+
+    @property
     def weight_bytes(self) -> int:
         """Bytes of the borrowed weight arrays (the mapped file's tensors)."""
         return self._m.weight_bytes
@@ -205,6 +210,27 @@ class NativeSession:
             self._s.threads = int(n)
         except (ValueError, RuntimeError, TypeError, OverflowError) as exc:
             raise ModelError(str(exc)) from exc
+
+    @property
+    def profiling(self) -> bool:
+        """Whether decode steps time their parts (see profile); off by default, and then free."""
+        return bool(getattr(self._s, "profiling", False))
+
+    @profiling.setter
+    def profiling(self, on: bool) -> None:
+        if not hasattr(self._s, "profiling"):
+            raise ModelError("this build of the native module has no step profile")
+        try:
+            self._s.profiling = bool(on)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(str(exc)) from exc
+
+    @property
+    def profile(self) -> dict:
+        """Seconds each part of the profiled decode steps took, summed ("qkv", "wo", "ffn",
+        "classifier", "attention", "norm", "rope", "act", "embed", "sample"), and "steps": the
+        forward steps profiled (one-thread steps while profiling is on; turning it on clears it)."""
+        return dict(self._s.profile)
 
     @property
     def kv_cache_bytes(self) -> int:

@@ -2,6 +2,7 @@
 #include "generate.h"
 
 #include <algorithm>
+#include <chrono>
 #include <stdexcept>
 
 #include "sampling.h"
@@ -30,9 +31,14 @@ DecodeResult decode_batch(Session& s, float* logits, int64_t pending, int64_t po
         s.forward(pending, pos, logits);
         pos++;
     }
+    const bool prof = s.profiling();
     for (int64_t i = 0; i < n; i++) {
+        const auto t0 = prof ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
         const int64_t t = sample_token(logits, vocab, ids.data(), (int64_t)ids.size(), p.temperature, p.top_k,
                                            p.top_p, p.penalty, p.temperature != 0.0 ? coins[i] : 0.0);
+        if (prof)
+            s.profile_add(PROF_SAMPLE, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                           std::chrono::steady_clock::now() - t0).count());
         if (t < 0) {
             r.end = DecodeEnd::NonFinite;
             break;

@@ -12,6 +12,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "bq4.h"
 
@@ -100,6 +101,12 @@ const KernelTable& kernels_avx512vnni() noexcept;
 const KernelTable& kernels_neon() noexcept;
 const KernelTable& kernels_neon_dot();
 #endif
+
+// roofline.cpp (for `bullet bench`): one core's best int8 multiply-accumulates per second with the
+// named path's dot instruction on register data, and bytes per second reading an n-byte buffer
+// over and over with its widest loads. std::invalid_argument for a path this CPU cannot run.
+double int8_macs_per_s(const std::string& path);
+double read_bytes_per_s(const std::string& path, int64_t n);
 
 // dispatch.cpp: the active table (chosen once) and what the CPU can run.
 const KernelTable& active_kernels();

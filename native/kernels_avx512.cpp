@@ -17,9 +17,10 @@
 // The float side is the AVX2 path's, operation for operation (per block: f32(int dot) times
 // (f16 scale * activation scale), fused into the row's accumulator, blocks in ascending order),
 // so this path's results equal the AVX2 path's bit for bit. Attention (decode and prefill) has
-// its own AVX-512 kernels below (more independent accumulators, masked tails); the other float
-// kernels (rmsnorm, softmax, SwiGLU, RoPE, dot, axpy) are the AVX2 ones: the table takes their
-// pointers from kernels_avx2(), they are short and gained nothing measurable from 512 bits.
+// its own AVX-512 kernels below (more independent accumulators, masked tails), and SwiGLU runs
+// the AVX2 kernel's operations on 16 lanes (the same bits); the other float kernels (rmsnorm,
+// softmax, RoPE, dot, axpy) are the AVX2 ones: the table takes their pointers from
+// kernels_avx2(), they are short and gained nothing measurable from 512 bits.
 #include <immintrin.h>
 
 #include <cmath>
@@ -384,6 +385,42 @@ void attention_multi_avx512(const float* q, int64_t qs, int64_t nq, const float*
     }
 }
 
+// ============================================================================
+// SwiGLU: 16 lanes of the AVX2 kernel's operations (its polynomial exp, then g / (1 + e^-g) * u),
+// one for one, so every element has the AVX2 path's bits; the last n % 16 go to the AVX2 kernel.
+// ============================================================================
+
+inline __m512 exp512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3762626647949f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+}
+
+void swiglu_avx512(float* g, const float* u, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(g + i);
+        // -v by the sign bit (vxorps on zmm needs AVX-512 DQ; the integer xor is the same bits)
+        const __m512 neg = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), sign));
+        const __m512 den = _mm512_add_ps(one, exp512(neg));
+        _mm512_storeu_ps(g + i, _mm512_mul_ps(_mm512_div_ps(v, den), _mm512_loadu_ps(u + i)));
+    }
+    if (i < n) kernels_avx2().swiglu(g + i, u + i, n - i);
+}
+
 KernelTable make_table() noexcept {
     KernelTable t = kernels_avx2();  // rmsnorm, softmax, swiglu, rope, dot_f32/f16, axpy: the AVX2 ones
     t.name = "avx512vnni";
@@ -395,6 +432,7 @@ KernelTable make_table() noexcept {
     t.matmul_bq4_q8 = matmul_bq4_q8_avx512;
     t.attention = attention_avx512;
     t.attention_multi = attention_multi_avx512;
+    t.swiglu = swiglu_avx512;
     return t;
 }
 

@@ -256,12 +256,34 @@ void softmax_neon(float* x, int64_t n) {
 }
 
 // out[j] = scale * sum over i < m of c[i] * rows[i * stride + j], for j < w: the scores (c = q,
-// rows = the transposed K) and the output (c = the weights, rows = V) of attention. 16 (then 4)
-// columns per pass in registers, one FMA chain per output in i order; the scalar tail is the
-// reference's loop. scale 1 is exact.
+// rows = the transposed K) and the output (c = the weights, rows = V) of attention. 32 (then 16,
+// then 4) columns per pass in registers: eight FMA chains cover the FMA latency of two pipes.
+// One FMA chain per output in i order; the scalar tail is the reference's loop. scale 1 is exact.
 static void weighted_rows_neon(const float* c, int64_t m, const float* rows, int64_t stride, int64_t w, float scale,
                                float* out) {
     int64_t j = 0;
+    for (; j + 32 <= w; j += 32) {
+        float32x4_t a0 = vdupq_n_f32(0), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (int64_t i = 0; i < m; i++) {
+            const float* row = rows + i * stride + j;
+            a0 = vfmaq_n_f32(a0, vld1q_f32(row), c[i]);
+            a1 = vfmaq_n_f32(a1, vld1q_f32(row + 4), c[i]);
+            a2 = vfmaq_n_f32(a2, vld1q_f32(row + 8), c[i]);
+            a3 = vfmaq_n_f32(a3, vld1q_f32(row + 12), c[i]);
+            a4 = vfmaq_n_f32(a4, vld1q_f32(row + 16), c[i]);
+            a5 = vfmaq_n_f32(a5, vld1q_f32(row + 20), c[i]);
+            a6 = vfmaq_n_f32(a6, vld1q_f32(row + 24), c[i]);
+            a7 = vfmaq_n_f32(a7, vld1q_f32(row + 28), c[i]);
+        }
+        vst1q_f32(out + j, vmulq_n_f32(a0, scale));
+        vst1q_f32(out + j + 4, vmulq_n_f32(a1, scale));
+        vst1q_f32(out + j + 8, vmulq_n_f32(a2, scale));
+        vst1q_f32(out + j + 12, vmulq_n_f32(a3, scale));
+        vst1q_f32(out + j + 16, vmulq_n_f32(a4, scale));
+        vst1q_f32(out + j + 20, vmulq_n_f32(a5, scale));
+        vst1q_f32(out + j + 24, vmulq_n_f32(a6, scale));
+        vst1q_f32(out + j + 28, vmulq_n_f32(a7, scale));
+    }
     for (; j + 16 <= w; j += 16) {
         float32x4_t a0 = vdupq_n_f32(0), a1 = a0, a2 = a0, a3 = a0;
         for (int64_t i = 0; i < m; i++) {

@@ -472,10 +472,50 @@ void Session::products(std::initializer_list<Product> ps, const float* x, int64_
     if (glu && T > 1) k_->swiglu(ps.begin()[0].out, ps.begin()[1].out, T * ps.begin()[0].ldo);
 }
 
-void Session::logits_from(float* x, float* logits) {
+// ============================================================================
+// Profile clocks: mark(part) charges the time since the previous mark to `part`
+// ============================================================================
+
+namespace {
+
+struct NoClock {
+    static constexpr bool on = false;
+    void mark(int) {}
+};
+
+struct StepClock {
+    static constexpr bool on = true;
+    Profile& p;
+    std::chrono::steady_clock::time_point t = std::chrono::steady_clock::now();
+    explicit StepClock(Profile& prof) : p(prof) {}
+    void mark(int part) {
+        const auto now = std::chrono::steady_clock::now();
+        p.ns[part] += std::chrono::duration_cast<std::chrono::nanoseconds>(now - t).count();
+        t = now;
+    }
+};
+
+}  // namespace
+
+const char* profile_part_name(int part) {
+    static const char* names[PROF_PARTS] = {"qkv", "wo", "ffn", "classifier", "attention",
+                                            "norm", "rope", "act", "embed", "sample"};
+    return part >= 0 && part < PROF_PARTS ? names[part] : "?";
+}
+
+void Session::set_profile(bool on) {
+    Busy busy(busy_);
+    if (on && !prof_on_) prof_ = Profile{};
+    prof_on_ = on;
+}
+
+template <class Clock>
+void Session::logits_from(float* x, float* logits, Clock& clk) {
     // final rmsnorm, then the classifier (tok_embd when tied)
     k_->rmsnorm(x, x, m_->out_norm.data(), cfg_.dim, cfg_.norm_eps);
+    clk.mark(PROF_NORM);
     products({{&m_->output, logits, cfg_.vocab_size}}, x, 1, cfg_.dim, false);
+    clk.mark(PROF_CLASSIFIER);
 }
 
 // ============================================================================
@@ -483,7 +523,8 @@ void Session::logits_from(float* x, float* logits) {
 // x_ holds the T embeddings (rows of dim) on entry and the residual stream on return.
 // ============================================================================
 
-void Session::layers(int64_t T, int64_t p0) {
+template <class Clock>
+void Session::layers(int64_t T, int64_t p0, Clock& clk) {
     const int64_t D = cfg_.dim, H = cfg_.hidden_dim, QD = cfg_.q_dim(), KVD = cfg_.kv_dim();
     const int64_t kv_mul = cfg_.n_heads / cfg_.n_kv_heads;
     float* X = x_.data();
@@ -496,7 +537,9 @@ void Session::layers(int64_t T, int64_t p0) {
         const Layer& L = m_->layers[l];
         // attention: xb = rmsnorm(x); q, k, v = Wq xb, Wk xb, Wv xb (one matrix-matrix product each)
         for (int64_t t = 0; t < T; t++) k_->rmsnorm(XB + t * D, X + t * D, L.attn_norm.data(), D, cfg_.norm_eps);
+        clk.mark(PROF_NORM);
         products({{&L.wq, Q, QD}, {&L.wk, kt_.data(), KVD}, {&L.wv, vt_.data(), KVD}}, XB, T, D, false);
+        clk.mark(PROF_QKV);
         // RoPE on q and k, then store k, v at their positions in the cache (one token keeps the
         // angles of its position for every layer)
         for (int64_t t = 0; t < T; t++) {
@@ -505,6 +548,7 @@ void Session::layers(int64_t T, int64_t p0) {
             k_->rope(kt_.data() + t * KVD, cfg_.n_kv_heads, hd_, rc, rs);
             store_kv(l, p0 + t, kt_.data() + t * KVD, vt_.data() + t * KVD);
         }
+        clk.mark(PROF_ROPE);
         // causal: query head h of token t (position p0 + t) attends over positions 0..p0 + t of
         // kv head h / kv_mul, all stored above; four tokens at a time share each head's reads
         // (fewer than four run the single-query kernel, one at a time)
@@ -518,14 +562,23 @@ void Session::layers(int64_t T, int64_t p0) {
                                         cfg_.max_seq_len, vcache(l, h / kv_mul), p0 + t, hd_, att,
                                         XB2 + t * QD + h * hd_, QD);
         });
+        clk.mark(PROF_ATTENTION);
         // x += Wo xb2
         products({{&L.wo, XB, D}}, XB2, T, QD, false);
+        clk.mark(PROF_WO);
         for (int64_t i = 0; i < T * D; i++) X[i] += XB[i];
         // ffn: xb = rmsnorm(x), x += W2 (silu(W1 xb) * W3 xb)
         for (int64_t t = 0; t < T; t++) k_->rmsnorm(XB + t * D, X + t * D, L.ffn_norm.data(), D, cfg_.norm_eps);
-        products({{&L.w1, HB, H}, {&L.w3, HB2, H}}, XB, T, D, true);
+        clk.mark(PROF_NORM);
+        // profiled, the SwiGLU runs apart from the products (element by element: the same values)
+        products({{&L.w1, HB, H}, {&L.w3, HB2, H}}, XB, T, D, !Clock::on);
+        clk.mark(PROF_FFN);
+        if (Clock::on) k_->swiglu(HB, HB2, T * H);
+        clk.mark(PROF_ACT);
         products({{&L.w2, XB, D}}, HB, T, H, false);
+        clk.mark(PROF_FFN);
         for (int64_t i = 0; i < T * D; i++) X[i] += XB[i];
+        clk.mark(PROF_NORM);
     }
 }
 
@@ -542,15 +595,26 @@ void Session::forward(int64_t token, int64_t pos, float* logits) {
     if (pos > valid_)
         throw std::invalid_argument("position " + std::to_string(pos) + " skips positions " + std::to_string(valid_) +
                                     ".." + std::to_string(pos - 1) + " that this session has not computed");
-    embed(token, x_.data());
     if (pool_ && heads_split()) {
+        embed(token, x_.data());
         step_parallel(pos, logits);
         valid_ = pos + 1;
         return;
     }
-    layers(1, pos);
+    if (prof_on_) {
+        StepClock clk(prof_);
+        embed(token, x_.data());
+        clk.mark(PROF_EMBED);
+        layers(1, pos, clk);
+        logits_from(x_.data(), logits, clk);
+        prof_.steps++;
+    } else {
+        NoClock clk;
+        embed(token, x_.data());
+        layers(1, pos, clk);
+        logits_from(x_.data(), logits, clk);
+    }
     valid_ = pos + 1;
-    logits_from(x_.data(), logits);
 }
 
 // ============================================================================
@@ -573,9 +637,10 @@ void Session::prefill(const int64_t* tokens, int64_t n, int64_t pos, float* logi
     for (int64_t s = 0; s < n; s += chunk_) {
         const int64_t T = std::min(chunk_, n - s);
         for (int64_t t = 0; t < T; t++) embed(tokens[s + t], x_.data() + t * D);
-        layers(T, pos + s);
+        NoClock clk;  // prefill is not profiled
+        layers(T, pos + s, clk);
         valid_ = pos + s + T;
-        if (s + T == n) logits_from(x_.data() + (T - 1) * D, logits);
+        if (s + T == n) logits_from(x_.data() + (T - 1) * D, logits, clk);
     }
 }
 

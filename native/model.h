@@ -6,6 +6,7 @@
 // No Python here: module.cpp wraps it for bulletd._native, tests/arm/driver.cpp links it directly.
 #pragma once
 #include <atomic>
+#include <chrono>
 #include <initializer_list>
 #include <cstdint>
 #include <map>
@@ -93,6 +94,29 @@ class Model {
     std::vector<std::unique_ptr<uint8_t, FreeDeleter>> packs_;
 };
 
+// Where a decode step's time goes (Session::set_profile): wall nanoseconds per part, summed over
+// the profiled steps. A step on one thread records every part (a product's q8 quantisation of its
+// input counts with the product); a step split across threads is not profiled. Off by default:
+// forward() reads the flag once a step, and the unprofiled step runs with its timers compiled out.
+enum ProfilePart {
+    PROF_QKV,         // q, k, v products
+    PROF_WO,          // attention output product
+    PROF_FFN,         // w1, w3, w2 products
+    PROF_CLASSIFIER,  // the output (vocabulary) product
+    PROF_ATTENTION,   // scores, softmax and the weighted sum over the cache, all heads
+    PROF_NORM,        // RMSNorms and residual adds
+    PROF_ROPE,        // RoPE on q and k, the k and v stored into the cache
+    PROF_ACT,         // SwiGLU
+    PROF_EMBED,       // the token's embedding row
+    PROF_SAMPLE,      // sampling the next token (decode batches)
+    PROF_PARTS
+};
+struct Profile {
+    int64_t ns[PROF_PARTS] = {};
+    int64_t steps = 0;  // profiled forward steps
+};
+const char* profile_part_name(int part);
+
 class Session {
   public:
     explicit Session(std::shared_ptr<const Model> m, int64_t prefill_chunk = 64);
@@ -109,6 +133,11 @@ class Session {
     int64_t scratch_bytes() const;
     int64_t valid_len() const { return valid_; }
     const Model& model() const { return *m_; }
+    // Per-part timers of decode steps (see ProfilePart); turning them on clears the counters.
+    void set_profile(bool on);
+    bool profiling() const { return prof_on_; }
+    const Profile& profile() const { return prof_; }
+    void profile_add(int part, int64_t ns) { prof_.ns[part] += ns; }
 
   private:
     struct Busy;  // guards against two threads using one session at once
@@ -117,8 +146,10 @@ class Session {
     void rope_angles(int64_t pos);
     void store_kv(int64_t l, int64_t pos, const float* k, const float* v);
     // the layers over T tokens at positions p0..p0+T-1 (x_ holds their embeddings, then the
-    // residual stream): the one body of decode (T = 1) and prefill
-    void layers(int64_t T, int64_t p0);
+    // residual stream): the one body of decode (T = 1) and prefill. Clock: NoClock, or StepClock
+    // (model.cpp) charging the time between its marks to the profile's parts.
+    template <class Clock>
+    void layers(int64_t T, int64_t p0, Clock& clk);
     float* kcache(int64_t l, int64_t kvh) { return kc_.data() + ((l * cfg_.n_kv_heads + kvh) * cfg_.max_seq_len) * hd_; }
     float* vcache(int64_t l, int64_t kvh) { return vc_.data() + ((l * cfg_.n_kv_heads + kvh) * cfg_.max_seq_len) * hd_; }
     // rows [r0, r1) of out[t * ldo + r] = W @ X[t] for t < T; X rows have stride ldx, and for BQ4
@@ -140,7 +171,8 @@ class Session {
         const int n = pool_->size();
         pool_->run([&](int i) { f(i, n); });
     }
-    void logits_from(float* x, float* logits);
+    template <class Clock>
+    void logits_from(float* x, float* logits, Clock& clk);
     // A decode step on several threads: one job, every thread keeping its own copy of the residual
     // stream (the same operations on the same values, so the same bits) and its own heads and
     // rows of each product, with four barriers a layer. tx_ (x, xb, q8 per thread) is its scratch.
@@ -165,6 +197,8 @@ class Session {
         std::vector<BlockQ8> q8;
     };
     std::vector<ThreadScratch> tx_;
+    bool prof_on_ = false;
+    Profile prof_;
 };
 
 // Row splits between threads fall on multiples of this: a multiple of every kernel path's packed

@@ -303,10 +303,36 @@ PYBIND11_MODULE(_native, m) {
                       },
                       "Threads one step runs on (1..64): matrix products and attention heads split among them; "
                       "the logits do not depend on it")
+        .def_property("profiling", [](const PySession& s) { return s.core->profiling(); },
+                      [](PySession& s, bool on) { s.core->set_profile(on); },
+                      "Per-part timers of decode steps on one thread (turning them on clears them)")
+        .def_property_readonly("profile",
+                               [](const PySession& s) {
+                                   const Profile& p = s.core->profile();
+                                   py::dict d;
+                                   for (int i = 0; i < PROF_PARTS; i++) d[profile_part_name(i)] = p.ns[i] * 1e-9;
+                                   d["steps"] = p.steps;
+                                   return d;
+                               },
+                               "Seconds spent in each part (qkv, wo, ffn, classifier, attention, norm, rope, "
+                               "act, embed, sample) over `steps` profiled forward steps")
         .def_property_readonly("kv_cache_bytes", [](const PySession& s) { return s.core->kv_cache_bytes(); })
         .def_property_readonly("scratch_bytes", [](const PySession& s) { return s.core->scratch_bytes(); })
         .def_property_readonly("valid_len", [](const PySession& s) { return s.core->valid_len(); })
         .def_property_readonly("model", [](const PySession& s) { return s.model; });
+
+    m.def("int8_macs_per_s",
+          [](const std::string& path) {
+              py::gil_scoped_release r;
+              return int8_macs_per_s(path);
+          },
+          py::arg("path"), "One core's best int8 multiply-accumulates per second with the path's dot instruction");
+    m.def("read_bytes_per_s",
+          [](const std::string& path, int64_t n) {
+              py::gil_scoped_release r;
+              return read_bytes_per_s(path, n);
+          },
+          py::arg("path"), py::arg("n"), "Bytes per second reading an n-byte buffer again and again (one core)");
 
     // ---- single kernels on a named path (parity tests) ----
     m.def("k_quantize_q8", [](const std::string& path, farr x) {

@@ -4,7 +4,8 @@ already run on every path in available_kernels():
 
 - integer exactness: with unit scales every output is an exact integer, so the path must equal
   the int64 NumPy product bit for bit (extreme nibbles -8/+7, activations +-127, ragged shapes);
-- the float side is the AVX2 path's operation for operation, so both paths agree bit for bit;
+- the float side is the AVX2 path's operation for operation, so both paths agree bit for bit
+  (the products and SwiGLU);
 - the AVX-512 attention (64 positions / output elements per pass, masked tails) and prefill
   attention (4 queries, 32 per pass) on head sizes and cache lengths past one pass, against NumPy;
 - dispatch: auto prefers avx512vnni when the CPU and OS support it, BULLET_KERNEL=avx2/scalar
@@ -143,6 +144,16 @@ def test_prefill_attention_past_one_pass_is_causal_and_matches_numpy(head_dim, n
     for i in range(4):  # query i sits at position n0 + i and must not see later positions
         ref = K.attention_ref(q[i], k[: n0 + i + 1], v[: n0 + i + 1])
         assert_close(f"avx512vnni attention_multi hd={head_dim} n0={n0} query {i}", ref, got[i], 1e-5, 1e-6)
+
+
+@needs_vnni
+@pytest.mark.parametrize("n", [1, 7, 8, 15, 16, 17, 24, 31, 33, 100, 768, 1000])
+def test_swiglu_equals_the_avx2_path_bit_for_bit(n):
+    rng = np.random.default_rng(n)
+    g = (rng.standard_normal(n) * 6).astype(np.float32)
+    g[:: 7] *= 20          # past the exp clamp on both sides
+    u = rng.standard_normal(n).astype(np.float32)
+    np.testing.assert_array_equal(N.k_swiglu("avx512vnni", g, u), N.k_swiglu("avx2", g, u), err_msg=f"n={n}")
 
 
 @needs_vnni

@@ -26,6 +26,13 @@ def test_bench_quick_json_reports_all_figures():
                 "open_ms", "loop_tok_s", "threads2_tok_s", "threads2_vs_one", "parallel2_vs_one", "user_raw_decode_tok_s", "user_generate_tok_s", "user_run_tok_s", "user_socket_tok_s"):
         assert res[key] > 0, key
     assert res["parallel2_vs_one"] == res["parallel2_tok_s"] / res["loop_tok_s"]
+    # where a token's time goes, beside the roofline (bulletd.bench.roofline)
+    br = res["breakdown"]
+    assert set(br["part_s"]) == {"qkv", "wo", "ffn", "classifier", "attention", "norm", "rope", "act", "embed",
+                                 "sample"}
+    assert all(v > 0 for v in br["part_s"].values()) and br["tok_s"] > 0
+    assert br["roofline"]["macs"] == 4 * (4 * 128 * 128 + 3 * 128 * 384) + 1024 * 128
+    assert br["of_roofline"] == br["tok_s_cpu"] / br["roofline"]["roofline_tok_s"]
     if "core_tok_s" in res:                   # each core alone, in the same rounds
         assert len(res["core_tok_s"]) >= 2 and all(v > 0 for v in res["core_tok_s"].values())
         assert 1.0 <= res["two_cores_ceiling"] <= 2.0
@@ -46,6 +53,7 @@ def test_bench_quick_json_reports_all_figures():
         assert res["baseline_kernel_path"] == "avx2"
         assert res["baseline_decode_tok_s"] > 0 and res["baseline_prefill128_ms"] > 0
         assert res["decode_vs_baseline"] > 0 and res["prefill_vs_baseline"] > 0
+        assert res["baseline_breakdown"]["roofline"]["path"] == "avx2"
     else:
         assert "baseline_kernel_path" not in res
     assert out["targets"]["decode_tok_s"] == 2000.0

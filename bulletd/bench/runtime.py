@@ -4,6 +4,8 @@ For each shape it writes a random model with BQ4 weights (fixed seed) to a tempo
 measures on one thread, in this process:
   - model open time (load_model: map + validate + build the backend), median of several opens
   - decode tokens/s: one forward call per token over the whole context, median of passes
+  - where a token's time goes (matvecs by kind, attention, norms/rope/activation, sampling; the
+    session's step profile) beside the roofline of the model on this machine (bulletd.bench.roofline)
   - generate tokens/s: the same through Model.generate (sampling and detokenising included)
   - the user path: a streamed request with the daemon's sampling settings from a short prompt
     through Model.generate, `bullet run` (its own tokens/s line) and bulletd.client over the Unix
@@ -51,6 +53,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bulletd.bench import roofline
 
 _THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BULLET_THREADS")
 
@@ -364,6 +368,7 @@ def _baseline(r: dict, model, bm, ids: list[int], prompt: list[int], passes: int
     for _ in range(runs):
         pre.append(_prefill_ms(model, prompt, 1))
         pre_b.append(_prefill_ms(bm, prompt, 1))
+    r["baseline_breakdown"] = roofline.measure(bm._native, 1 if runs < 20 else 3)
     r["baseline_kernel_path"] = bm.kernel_path
     r["baseline_decode_tok_s"] = statistics.median(dec_b)
     r["baseline_prefill128_ms"] = statistics.median(pre_b)
@@ -400,6 +405,7 @@ def bench_shape(label: str, arch: dict, workdir: Path, args) -> dict:
         warm.forward(t, pos)
     passes = 1 if quick else args.passes
     r["decode_tok_s"] = _decode_rate(model, ids, passes)
+    r["breakdown"] = roofline.measure(model._native, 1 if quick else 3)
     r["generate_tok_s"] = _generate_rate(model, 1 if quick else 3)
     _side_by_side(r, model, 1 if quick else 3)
     r["prefill128_ms"] = _prefill_ms(model, prompt, 3 if quick else 20)
@@ -655,6 +661,11 @@ def report(results: list[dict]) -> str:
                          f"{r['baseline_decode_tok_s']:9.1f} tok/s   prefill 128 {r['baseline_prefill128_ms']:.2f} ms"
                          f"   ({r['kernel_path']} / {r['baseline_kernel_path']}, passes alternating in this process: "
                          f"decode {r['decode_vs_baseline']:.2f}x, prefill {r['prefill_vs_baseline']:.2f}x)")
+        if "breakdown" in r:
+            lines += roofline.report_lines(r["breakdown"], "  ")
+        if "baseline_breakdown" in r:
+            lines.append(f"  the baseline path, {r['baseline_kernel_path']}:")
+            lines += roofline.report_lines(r["baseline_breakdown"], "    ")
         lines.append(f"  generate (sampling)    {r['generate_tok_s']:9.1f} tok/s   (temperature 0.8, top-k 40, top-p 0.95, penalty 1.1)")
         want = USER_TARGETS[r["shape"]]
         lines.append(f"  user path: a streamed request from a {len(USER_PROMPT)}-character prompt to the end of the context, "
