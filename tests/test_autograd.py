@@ -223,3 +223,33 @@ def test_tied_embeddings_get_both_gradients():
     m.loss(ids[:, :-1], ids[:, 1:]).backward()
     g = m.params["tok_embd"].grad
     assert np.abs(g[5]).sum() > 0  # token 5 never appears as input: its gradient comes from the output side
+
+
+@pytest.mark.parametrize("batch", [1, 3, 4])
+def test_loss_and_grad_row_groups_equal_one_pass(batch, monkeypatch):
+    """The training step's row groups on worker threads: the gradient of the whole batch's mean
+    loss (masked rows included), the same bits on every call and on one worker or two."""
+    from trainer import cpu
+
+    arch = ModelArch(dim=16, n_layers=2, n_heads=2, n_kv_heads=1, hidden_dim=24, vocab_size=31, max_seq_len=12)
+    m = Model(arch, seed=1, dtype=np.float64, attn_block=4)
+    rng = np.random.default_rng(batch)
+    ids = rng.integers(0, 31, size=(batch, 13))
+    x, y = ids[:, :-1], ids[:, 1:].copy()
+    y[0, :5] = -1  # agent rows: no loss on some targets, so the groups hold different counts
+    m.zero_grad()
+    ref = m.loss(x, y.reshape(-1))
+    ref.backward()
+    expect = m.flat_grad.copy()
+    m.flat_grad[...] = np.nan  # loss_and_grad needs no zero_grad
+    before = cpu.blas_thread_count()
+    loss = m.loss_and_grad(x, y)
+    assert cpu.blas_thread_count() == before
+    assert loss == pytest.approx(float(ref.data), rel=1e-12)
+    np.testing.assert_allclose(m.flat_grad, expect, rtol=1e-10, atol=1e-15)
+    got = m.flat_grad.copy()
+    assert m.loss_and_grad(x, y) == loss
+    np.testing.assert_array_equal(m.flat_grad, got)
+    monkeypatch.setattr(cpu, "workers", lambda: 1)
+    assert m.loss_and_grad(x, y) == loss
+    np.testing.assert_array_equal(m.flat_grad, got)

@@ -799,6 +799,7 @@ def test_bench_prints_the_step_split_and_baselines():
     assert "REFERENCE model (7.87M parameters" in text
     assert "steps/min" in text and "forward" in text and "backward" in text and "optimiser" in text
     assert "GEMM floor" in text and "plain" in text and "flash" in text
+    assert "BLAS threads" in text and "row groups" in text and "x its bare GEMMs" in text
     r = res["flash"]
     assert r["step_ms"] == pytest.approx(r["fwd_ms"] + r["bwd_ms"] + r["opt_ms"])
     assert res["memory"]["plain"] > res["memory"]["flash"]

@@ -26,13 +26,16 @@ class Tensor:
 
     `parents` are the input Tensors of the op that made this one; `backward_fn(g)` receives this
     tensor's gradient and adds the inputs' gradients into their `.grad` (see `_acc`).
+    `fresh` marks a preset `.grad` buffer (a parameter's) whose contents are stale: the first
+    contribution overwrites it instead of adding to it, so nothing has to zero it first.
     """
 
-    __slots__ = ("data", "grad", "parents", "backward_fn", "requires_grad", "name")
+    __slots__ = ("data", "grad", "parents", "backward_fn", "requires_grad", "name", "fresh")
 
     def __init__(self, data, parents=(), backward_fn=None, requires_grad=False, name=None):
         self.data = data if isinstance(data, np.ndarray) else np.asarray(data)
         self.grad = None
+        self.fresh = False
         self.parents = parents
         self.backward_fn = backward_fn
         self.requires_grad = bool(requires_grad) or any(p.requires_grad for p in parents)
@@ -79,11 +82,15 @@ class Tensor:
 
 def _acc(t: Tensor, g: np.ndarray) -> None:
     """Add g into t.grad. A preset grad (parameters: a view into the flat gradient buffer) is
-    updated in place; otherwise the first contribution is copied so no two tensors share storage."""
+    updated in place (overwritten when `fresh`); otherwise the first contribution is copied so no
+    two tensors share storage."""
     if not t.requires_grad:
         return
     if t.grad is None:
         t.grad = np.array(g, dtype=t.data.dtype, copy=True)
+    elif t.fresh:
+        np.copyto(t.grad, g)
+        t.fresh = False
     else:
         t.grad += g
 
@@ -227,8 +234,11 @@ def linear(x, w) -> Tensor:
     def bwd(g):
         g2 = g.reshape(-1, g.shape[-1])
         if w.requires_grad:
-            if w.grad is not None:
-                # accumulate straight into the parameter's gradient buffer: one GEMM, no temporary
+            if w.fresh:
+                # straight into the parameter's gradient buffer: one GEMM, no temporary
+                np.matmul(g2.T, x2, out=w.grad)
+                w.fresh = False
+            elif w.grad is not None:
                 w.grad += g2.T @ x2
             else:
                 _acc(w, g2.T @ x2)
@@ -246,9 +256,14 @@ def embedding(w, ids: np.ndarray) -> Tensor:
         raise ValueError(f"embedding: ids must lie in [0, {w.shape[0]}), got [{ids.min()}, {ids.max()}]")
 
     def bwd(g):
-        gw = np.zeros_like(w.data)
-        np.add.at(gw, ids.reshape(-1), g.reshape(-1, w.shape[1]))
-        _acc(w, gw)
+        if not w.requires_grad:
+            return
+        if w.grad is None:
+            w.grad = np.zeros_like(w.data)
+        elif w.fresh:
+            w.grad[...] = 0
+            w.fresh = False
+        np.add.at(w.grad, ids.reshape(-1), g.reshape(-1, w.shape[1]))  # scatter-add, repeats summed
 
     return Tensor(w.data[ids], (w,), bwd)
 
@@ -389,10 +404,10 @@ def cross_entropy_fwd(logits: np.ndarray, targets: np.ndarray):
     return nll, e
 
 
-def _masked_cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
+def _masked_cross_entropy(logits: Tensor, targets: np.ndarray, count=None) -> Tensor:
     """cross_entropy where rows with target -1 carry no loss: mean over the other rows."""
     keep = targets >= 0
-    n = max(1, int(keep.sum()))
+    n = max(1, int(keep.sum())) if count is None else count
     safe = np.where(keep, targets, 0)
     nll, p = cross_entropy_fwd(logits.data, safe)
     loss = np.asarray(nll[keep].sum(dtype=np.float64) / n, dtype=logits.data.dtype)
@@ -407,9 +422,11 @@ def _masked_cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
     return Tensor(loss, (logits,), bwd)
 
 
-def cross_entropy(logits, targets: np.ndarray) -> Tensor:
+def cross_entropy(logits, targets: np.ndarray, count: int | None = None) -> Tensor:
     """Fused softmax + cross-entropy, mean over rows. logits (N, V), targets (N,) ints in [0, V);
-    a target of -1 masks its row out (agent records: no loss on the prompt and the padding)."""
+    a target of -1 masks its row out (agent records: no loss on the prompt and the padding).
+    `count` divides the sum instead of the number of rows with a loss: a batch cut into row
+    groups gives each group the whole batch's count, and the groups' losses add up to its mean."""
     logits = as_tensor(logits)
     targets = np.asarray(targets).reshape(-1)
     N, V = logits.shape
@@ -417,15 +434,19 @@ def cross_entropy(logits, targets: np.ndarray) -> Tensor:
         raise ValueError(f"cross_entropy: {N} rows of logits but {targets.shape[0]} targets")
     if N and (targets.min() < -1 or targets.max() >= V):
         raise ValueError(f"cross_entropy: targets must lie in [0, {V}) (or be -1: no loss on that row)")
+    if count is not None and count < 1:
+        raise ValueError(f"cross_entropy: count must be >= 1, got {count}")
     if N and targets.min() < 0:
-        return _masked_cross_entropy(logits, targets)
+        return _masked_cross_entropy(logits, targets, count)
     nll, p = cross_entropy_fwd(logits.data, targets)
-    loss = np.asarray(nll.mean(dtype=np.float64), dtype=logits.data.dtype)
+    n = N if count is None else count
+    loss = np.asarray(nll.mean(dtype=np.float64) if count is None else nll.sum(dtype=np.float64) / n,
+                      dtype=logits.data.dtype)
 
     def bwd(g):
-        # d mean(nll) / d logits = (softmax - onehot) / N; p is ours to overwrite
+        # d mean(nll) / d logits = (softmax - onehot) / n; p is ours to overwrite
         p[np.arange(N), targets] -= 1.0
-        np.multiply(p, g / N, out=p)
+        np.multiply(p, g / n, out=p)
         _acc(logits, p)
 
     return Tensor(loss, (logits,), bwd)

@@ -1,7 +1,8 @@
 """The training loop: prepare (config, data, tokenizer, model, optimiser, resume) then run.
 
 Each step reads in this order: learning rate (pure function of the step, times the rollback
-scale) -> batch (pure function of seed, step, attempt) -> forward/backward -> spike test ->
+scale) -> batch (pure function of seed, step, attempt) -> forward/backward (Model.loss_and_grad: two
+row groups side by side on the worker threads) -> spike test ->
 clip -> AdamW step -> log/progress -> evaluate -> checkpoint.
 
 Spike handling: a non-finite loss or gradient norm, or a loss above spike_factor x the mean of
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer import checkpoint as ckpt_mod
+from trainer import cpu
 from trainer.bpe import Vocab, train_bpe
 from trainer.config import TrainConfig
 from trainer.data import TokenData, evaluate, load_jsonl, row_data, split, tokenize_stream
@@ -192,6 +194,7 @@ class Trainer:
         self.log(f"tokenized in {time.monotonic() - t0:.1f}s: train {len(self.data.train)} tokens "
                  f"({train_bytes / max(1, len(self.data.train)):.2f} bytes/token), val {len(self.data.val)} tokens")
 
+        cpu.keep_freed_memory()
         self.model = Model(cfg.arch(), seed=cfg.seed, attn_impl=cfg.attention, attn_block=cfg.attention_block)
         self.opt = AdamW(self.model.flat, self.model.flat_grad, self.model.decay_mask,
                          betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
@@ -306,10 +309,7 @@ class Trainer:
                 lr = lr_at(s, max_lr=cfg.learning_rate, min_lr=cfg.min_lr, warmup=cfg.warmup_steps,
                            total=cfg.max_steps) * st.lr_scale
                 x, y = self.data.batch(cfg.seed, s, cfg.batch_size, st.attempt)
-                self.model.zero_grad()
-                loss_t = self.model.loss(x, y)
-                loss_t.backward()
-                loss = float(loss_t.data)
+                loss = self.model.loss_and_grad(x, y)
                 if self.fault is not None:
                     loss = self.fault(s + 1, loss)
                 norm = clip_grad_norm(self.model.flat_grad, cfg.grad_clip)
