@@ -177,17 +177,24 @@ def test_flash_attention_memory_grows_linearly_plain_quadratically():
     assert p2 > 5 * f2, f"plain {p2} bytes vs flash {f2} bytes at T=1024"
 
 
-def test_self_attention_fused_equals_composed_ops():
-    B, T, H, KV, hd = 2, 5, 4, 2, 6
+@pytest.mark.parametrize("KV", [1, 2, 4])
+@pytest.mark.parametrize("stored", [True, False])
+def test_self_attention_fused_equals_composed_ops(KV, stored, monkeypatch):
+    """Both ways of the fused op (P kept at short context, tiles beyond) against the composed
+    ops, values and gradients, with grouped kv heads."""
+    if not stored:
+        monkeypatch.setattr(attn, "STORE_P_BYTES", 0)
+    B, T, H, hd = 2, 5, 4, 6
+    assert attn.stores_p("flash", B, H, T, 8) == stored
     cos, sin = ag.rope_tables(8, hd, dtype=np.float64)
     qkv = R(B * T, (H + 2 * KV) * hd)
-
-    fused = ag.self_attention(ag.Tensor(qkv), cos, sin, B, T, H, KV, impl="plain").data
     x4 = qkv.reshape(B, T, H + 2 * KV, hd).transpose(0, 2, 1, 3)
     q = ag.rope(ag.Tensor(x4[:, :H]), cos, sin)
     k = ag.rope(ag.Tensor(x4[:, H:H + KV]), cos, sin)
     o = ag.attention(q, k, ag.Tensor(x4[:, H + KV:]), impl="plain").data
-    np.testing.assert_allclose(fused, o.transpose(0, 2, 1, 3).reshape(B * T, H * hd), rtol=1e-12)
+    for impl in ("plain", "flash"):
+        fused = ag.self_attention(ag.Tensor(qkv), cos, sin, B, T, H, KV, impl=impl, block=2).data
+        np.testing.assert_allclose(fused, o.transpose(0, 2, 1, 3).reshape(B * T, H * hd), rtol=1e-12)
     check_op(lambda x: ag.self_attention(x, cos, sin, B, T, H, KV, impl="flash", block=2), qkv)
 
 

@@ -19,6 +19,7 @@ measures the difference at long context (also printed by `bullet-train bench`).
 """
 from __future__ import annotations
 
+import functools
 import math
 import tracemalloc
 
@@ -37,11 +38,20 @@ def _reduce_kv(g: np.ndarray, kv: int) -> np.ndarray:
     return g if kv == H else g.reshape(B, kv, H // kv, T, d).sum(axis=2)
 
 
-def _causal_bias(i0, i1, j0, j1, dtype):
-    """0 where key j <= query i, -inf elsewhere, for the tile rows i0:i1, cols j0:j1."""
+@functools.lru_cache(maxsize=64)
+def _causal_bias_cached(i0, i1, j0, j1, dtype, repeat=1):
     i = np.arange(i0, i1)[:, None]
     j = np.arange(j0, j1)[None, :]
-    return np.where(j <= i, 0.0, -np.inf).astype(dtype)
+    b = np.where(j <= i, 0.0, -np.inf).astype(dtype)
+    b = np.tile(b, (repeat, 1)) if repeat > 1 else b
+    b.flags.writeable = False
+    return b
+
+
+def _causal_bias(i0, i1, j0, j1, dtype, repeat=1):
+    """0 where key j <= query i, -inf elsewhere, for the tile rows i0:i1, cols j0:j1 (the rows
+    `repeat` times over: grouped query heads stacked). Cached, read-only."""
+    return _causal_bias_cached(i0, i1, j0, j1, np.dtype(dtype), repeat)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,6 +152,61 @@ def flash_bwd(do, q, k, v, out, lse, block=64):
             dk[:, :, j0:j1] += np.swapaxes(ds, -1, -2) @ qi
     dq *= scale
     return dq, _reduce_kv(dk, k.shape[1]), _reduce_kv(dv, v.shape[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# stored probabilities, grouped heads (the fused self-attention at short context)
+# ---------------------------------------------------------------------------------------------
+
+STORE_P_BYTES = 8 << 20  # the fused self-attention keeps P when one layer's P is at most this
+
+
+def stores_p(impl: str, batch: int, n_heads: int, seq: int, itemsize: int) -> bool:
+    """Whether the fused self-attention keeps the probabilities for its backward pass: always
+    for "plain", and for "flash" while one layer's P (batch x heads x T x T) fits STORE_P_BYTES
+    (at T 128 and batch 2: 0.5 MiB); longer contexts take the tiles."""
+    return impl == "plain" or batch * n_heads * seq * seq * itemsize <= STORE_P_BYTES
+
+
+def _row_max(s):
+    """s.max(axis=-1, keepdims=True) by halving the last axis with elementwise maxima (NumPy's
+    max along a short last axis runs several times slower); exact, as any max is."""
+    m = s
+    while m.shape[-1] > 1:
+        n = m.shape[-1]
+        h = n // 2
+        nxt = np.maximum(m[..., :h], m[..., h:2 * h])
+        if n % 2:
+            np.maximum(nxt[..., :1], m[..., 2 * h:], out=nxt[..., :1])
+        m = nxt
+    return m
+
+
+def grouped_fwd(q, k, v, out):
+    """Causal attention with P kept. q (B, KV, g*T, hd) holds the g query heads of each kv head
+    stacked along the rows and already scaled by 1/sqrt(hd); k (B, KV, T, hd); v (B, KV, T, hd),
+    any strides with a unit last one. Writes the output (B, KV, g*T, hd) into `out` (a view is
+    fine) and returns P (B, KV, g*T, T)."""
+    T = k.shape[2]
+    s = q @ np.swapaxes(k, -1, -2)
+    s += _causal_bias(0, T, 0, T, s.dtype, q.shape[2] // T)
+    s -= _row_max(s)
+    p = np.exp(s, out=s)
+    p /= p.sum(axis=-1, keepdims=True)
+    np.matmul(p, v, out=out)
+    return p
+
+
+def grouped_bwd(do, o, q, k, v, p, dq, dk, dv):
+    """Gradients of grouped_fwd from its output gradient do and output o (B, KV, g*T, hd) into
+    dq (of the scaled q), dk, dv (views are fine): dV = P^T dO, dS = P * (dO V^T - rowsum(dO * O)),
+    dQ = dS K, dK = dS^T Q."""
+    np.matmul(np.swapaxes(p, -1, -2), do, out=dv)
+    ds = do @ np.swapaxes(v, -1, -2)
+    ds -= np.einsum("...d,...d->...", do, o)[..., None]
+    ds *= p
+    np.matmul(ds, k, out=dq)
+    np.matmul(np.swapaxes(ds, -1, -2), q, out=dk)
 
 
 # ---------------------------------------------------------------------------------------------

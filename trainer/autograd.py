@@ -16,6 +16,8 @@ kernels live in ``trainer.attention``.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from trainer import attention as attn
@@ -95,6 +97,15 @@ def _acc(t: Tensor, g: np.ndarray) -> None:
         t.grad += g
 
 
+def _give(t: Tensor, g: np.ndarray) -> None:
+    """_acc for a gradient array the caller made and hands over: a tensor without a gradient yet
+    takes it as is, no copy."""
+    if t.requires_grad and t.grad is None and g.dtype == t.data.dtype and g.shape == t.data.shape:
+        t.grad = g
+    else:
+        _acc(t, g)
+
+
 def _unbroadcast(g: np.ndarray, shape) -> np.ndarray:
     """Sum a broadcast gradient back to `shape`."""
     while g.ndim > len(shape):
@@ -117,8 +128,11 @@ def add(a, b) -> Tensor:
     a, b = as_tensor(a), as_tensor(b)
 
     def bwd(g):
-        _acc(a, _unbroadcast(g, a.shape))
         _acc(b, _unbroadcast(g, b.shape))
+        if a is not b and a.shape == g.shape:
+            _give(a, g)  # g is this op's own gradient, not needed after this call
+        else:
+            _acc(a, _unbroadcast(g, a.shape))
 
     return Tensor(a.data + b.data, (a, b), bwd)
 
@@ -191,15 +205,24 @@ def swiglu(gate_up) -> Tensor:
     if gate_up.shape[-1] != 2 * h:
         raise ValueError(f"swiglu: last axis must be even (gate|up), got {gate_up.shape[-1]}")
     gt, up = gate_up.data[..., :h], gate_up.data[..., h:]
-    s = 1.0 / (1.0 + np.exp(-gt))
+    s = np.negative(gt)  # s = 1 / (1 + exp(-gate)), in place in one buffer
+    np.exp(s, out=s)
+    s += 1.0
+    np.reciprocal(s, out=s)
     sg = gt * s
 
     def bwd(g):
         out = np.empty_like(gate_up.data)
-        # d/dgate silu(gate)*up = up * s * (1 + gate * (1 - s)); d/dup = silu(gate)
-        out[..., :h] = g * up * (s * (1.0 + gt * (1.0 - s)))
-        out[..., h:] = g * sg
-        _acc(gate_up, out)
+        d, u = out[..., :h], out[..., h:]
+        # d/dgate silu(gate)*up = (g * up) * (s * (1 + gate * (1 - s))); d/dup = g * silu(gate)
+        np.multiply(g, up, out=u)
+        np.subtract(1.0, s, out=d)
+        d *= gt
+        d += 1.0
+        d *= s
+        d *= u
+        np.multiply(g, sg, out=u)
+        _give(gate_up, out)
 
     return Tensor(sg * up, (gate_up,), bwd)
 
@@ -243,7 +266,7 @@ def linear(x, w) -> Tensor:
             else:
                 _acc(w, g2.T @ x2)
         if x.requires_grad:
-            _acc(x, (g2 @ w.data).reshape(x.shape))
+            _give(x, (g2 @ w.data).reshape(x.shape))
 
     return Tensor(y.reshape(*x.shape[:-1], w.shape[0]), (x, w), bwd)
 
@@ -273,25 +296,39 @@ def embedding(w, ids: np.ndarray) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 def rmsnorm_fwd(x, w, eps):
-    r = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)  # (…, 1)
-    return x * r * w, r
+    """y = w * x / rms(x) over the last axis -> (y, xhat = x / rms(x), r = 1 / rms(x) of shape (…, 1))."""
+    x2 = x.reshape(-1, x.shape[-1])
+    ms = np.einsum("ij,ij->i", x2, x2)  # sum of squares per row, no temporary
+    ms *= 1.0 / x.shape[-1]
+    ms += eps
+    r = np.reciprocal(np.sqrt(ms, out=ms), out=ms).reshape(*x.shape[:-1], 1)
+    xhat = x * r
+    return xhat * w, xhat, r
 
 
-def rmsnorm_bwd(g, x, w, r):
+def rmsnorm_bwd(g, xhat, w, r):
+    # y = w * xhat, xhat = x * r, r = (mean(x^2)+eps)^-1/2  =>  dx = r * (gh - xhat * mean(gh * xhat)),
+    # gh = g * w; dw = sum over rows of g * xhat
+    D = xhat.shape[-1]
     gh = g * w
-    # y = w * x * r, r = (mean(x^2)+eps)^-1/2  =>  dx = r * (gh - x * r^2 * mean(gh * x))
-    gx = r * (gh - x * (r * r) * np.mean(gh * x, axis=-1, keepdims=True))
-    gw = (g * (x * r)).reshape(-1, x.shape[-1]).sum(axis=0)
-    return gx, gw
+    gh2, xh2 = gh.reshape(-1, D), xhat.reshape(-1, D)
+    c = np.einsum("ij,ij->i", gh2, xh2)
+    c *= 1.0 / D
+    tmp = np.multiply(xh2, c[:, None])
+    gh2 -= tmp
+    gh *= r
+    np.multiply(g.reshape(-1, D), xh2, out=tmp)
+    gw = tmp.sum(axis=0)
+    return gh, gw
 
 
 def rmsnorm(x, w, eps=1e-5) -> Tensor:
     x, w = as_tensor(x), as_tensor(w)
-    y, r = rmsnorm_fwd(x.data, w.data, eps)
+    y, xhat, r = rmsnorm_fwd(x.data, w.data, eps)
 
     def bwd(g):
-        gx, gw = rmsnorm_bwd(g, x.data, w.data, r)
-        _acc(x, gx)
+        gx, gw = rmsnorm_bwd(g, xhat, w.data, r)
+        _give(x, gx)
         _acc(w, gw)
 
     return Tensor(y, (x, w), bwd)
@@ -360,7 +397,13 @@ def self_attention(qkv, cos, sin, batch: int, seq: int, n_heads: int, n_kv_heads
                    impl: str = "flash", block: int = 64) -> Tensor:
     """Fused: split qkv (B*T, (H+2KV)*hd) into heads, RoPE on q and k, causal attention,
     merge heads -> (B*T, H*hd). Same math as reshape/transpose/rope/attention in sequence (the
-    tests check that), with fewer temporaries."""
+    tests check that), with fewer temporaries.
+
+    At short context (attention.stores_p) the probabilities are kept for the backward pass
+    instead of recomputed: RoPE is one complex multiplication of the (even, odd) pairs, with the
+    score scale folded into q's rotation; the g query heads of a kv head are stacked along the
+    rows so one batched product serves them all; the output and the gradients are written
+    straight into the merged-head layouts. Longer contexts take the tiled kernels."""
     qkv = as_tensor(qkv)
     B, T, H, KV = batch, seq, n_heads, n_kv_heads
     width = qkv.shape[-1]
@@ -368,6 +411,62 @@ def self_attention(qkv, cos, sin, batch: int, seq: int, n_heads: int, n_kv_heads
     if hd * (H + 2 * KV) != width or qkv.shape[0] != B * T:
         raise ValueError(f"self_attention: qkv shape {qkv.shape} does not match B={B} T={T} "
                          f"heads={H} kv_heads={KV}")
+    if H % KV:
+        raise ValueError(f"attention: {H} query heads is not a multiple of {KV} kv heads")
+    dt = qkv.data.dtype
+    if dt not in _COMPLEX or hd % 2 or not attn.stores_p(impl, B, H, T, dt.itemsize):
+        return _self_attention_tiled(qkv, cos, sin, B, T, H, KV, impl, block)
+    g = H // KV
+    cd = _COMPLEX[dt]
+    scale = 1.0 / math.sqrt(hd)
+    rot = (cos[:T] + 1j * sin[:T]).astype(cd)[:, None, :]          # (T, 1, hd/2)
+    xc = np.ascontiguousarray(qkv.data).reshape(B, T, H + 2 * KV, hd).view(cd)
+    # q and k rotated into head-major, contiguous arrays (q scaled): (B, heads, T, hd)
+    q = np.empty((B, H, T, hd // 2), cd)
+    np.multiply(xc[:, :, :H].transpose(0, 2, 1, 3), (rot * scale).transpose(1, 0, 2), out=q)
+    k = np.empty((B, KV, T, hd // 2), cd)
+    np.multiply(xc[:, :, H:H + KV].transpose(0, 2, 1, 3), rot.transpose(1, 0, 2), out=k)
+    q = q.view(dt).reshape(B, KV, g * T, hd)
+    k = k.view(dt)
+    v = qkv.data.reshape(B, T, H + 2 * KV, hd)[:, :, H + KV:].transpose(0, 2, 1, 3)  # a view
+    y = np.empty((B, T, H, hd), dtype=dt)
+    y4 = y.transpose(0, 2, 1, 3)                                       # (B, H, T, hd) view
+    if g == 1:
+        p = attn.grouped_fwd(q, k, v, out=y4)
+    else:
+        o = np.empty((B, KV, g * T, hd), dtype=dt)
+        p = attn.grouped_fwd(q, k, v, out=o)
+        y4[...] = o.reshape(B, H, T, hd)
+
+    def bwd(gr):
+        go4 = gr.reshape(B, T, H, hd).transpose(0, 2, 1, 3)
+        gx = np.empty((B, T, H + 2 * KV, hd), dtype=dt)
+        dq4 = gx[:, :, :H].transpose(0, 2, 1, 3)
+        dk = gx[:, :, H:H + KV].transpose(0, 2, 1, 3)
+        dv = gx[:, :, H + KV:].transpose(0, 2, 1, 3)
+        if g == 1:
+            attn.grouped_bwd(go4, y4, q, k, v, p, dq4, dk, dv)
+        else:
+            dq = np.empty((B, KV, g * T, hd), dtype=dt)
+            attn.grouped_bwd(np.ascontiguousarray(go4).reshape(B, KV, g * T, hd),
+                             np.ascontiguousarray(y4).reshape(B, KV, g * T, hd), q, k, v, p, dq, dk, dv)
+            dq4[...] = dq.reshape(B, H, T, hd)
+        # the inverse rotations (q's with the score scale), in place
+        gc = gx.view(cd)
+        gc[:, :, :H] *= np.conj(rot) * scale
+        gc[:, :, H:H + KV] *= np.conj(rot)
+        _give(qkv, gx.reshape(B * T, width))
+
+    return Tensor(y.reshape(B * T, H * hd), (qkv,), bwd)
+
+
+_COMPLEX = {np.dtype(np.float32): np.complex64, np.dtype(np.float64): np.complex128}
+
+
+def _self_attention_tiled(qkv, cos, sin, B, T, H, KV, impl, block) -> Tensor:
+    """self_attention through attention_fwd / attention_bwd (the tiled kernels at long context)."""
+    width = qkv.shape[-1]
+    hd = width // (H + 2 * KV)
     c, s = cos[:T], sin[:T]
     x = qkv.data.reshape(B, T, H + 2 * KV, hd).transpose(0, 2, 1, 3)  # (B, H+2KV, T, hd)
     q = rope_fwd(x[:, :H], c, s)
