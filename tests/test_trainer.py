@@ -248,21 +248,25 @@ def test_global_norm_clipping():
     assert math.isnan(clip_grad_norm(np.array([np.nan, 1.0]), 1.0))
 
 
-def test_adamw_matches_the_textbook_update():
+@pytest.mark.parametrize("prefix", [True, False])
+def test_adamw_matches_the_textbook_update(prefix):
     rng = np.random.default_rng(0)
     n = 200_000  # several chunks, so the threaded path runs
     p0 = rng.standard_normal(n)
     decay = np.zeros(n, bool)
-    decay[: n // 2] = True
+    decay[: n // 2] = True  # the model's layout: decayed matrices first
+    if not prefix:
+        decay = rng.permutation(decay)
     p = p0.copy()
     g = np.zeros(n)
     opt = AdamW(p, g, decay, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
     m = np.zeros(n)
     v = np.zeros(n)
     ref = p0.copy()
-    for t in range(1, 4):
+    for t, scale in zip(range(1, 4), (1.0, 0.25, 1.0)):
         g[...] = rng.standard_normal(n)
-        opt.step(0.01)
+        opt.step(0.01, grad_scale=scale)  # the clipping scale, applied inside the update
+        g *= scale
         m = 0.9 * m + 0.1 * g
         v = 0.95 * v + 0.05 * g * g
         ref = ref - 0.01 * 0.1 * decay * ref

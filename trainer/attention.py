@@ -39,18 +39,19 @@ def _reduce_kv(g: np.ndarray, kv: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _causal_bias_cached(i0, i1, j0, j1, dtype, repeat=1):
+def _causal_bias_cached(i0, i1, j0, j1, dtype, repeat):
     i = np.arange(i0, i1)[:, None]
     j = np.arange(j0, j1)[None, :]
     b = np.where(j <= i, 0.0, -np.inf).astype(dtype)
-    b = np.tile(b, (repeat, 1)) if repeat > 1 else b
+    b = np.tile(b.T, (1, repeat)) if repeat else b
     b.flags.writeable = False
     return b
 
 
-def _causal_bias(i0, i1, j0, j1, dtype, repeat=1):
-    """0 where key j <= query i, -inf elsewhere, for the tile rows i0:i1, cols j0:j1 (the rows
-    `repeat` times over: grouped query heads stacked). Cached, read-only."""
+def _causal_bias(i0, i1, j0, j1, dtype, repeat=0):
+    """0 where key j <= query i, -inf elsewhere, for the tile rows i0:i1, cols j0:j1. With
+    `repeat`, transposed (keys along the rows) and the query columns `repeat` times over (grouped
+    query heads stacked). Cached, read-only."""
     return _causal_bias_cached(i0, i1, j0, j1, np.dtype(dtype), repeat)
 
 
@@ -168,45 +169,33 @@ def stores_p(impl: str, batch: int, n_heads: int, seq: int, itemsize: int) -> bo
     return impl == "plain" or batch * n_heads * seq * seq * itemsize <= STORE_P_BYTES
 
 
-def _row_max(s):
-    """s.max(axis=-1, keepdims=True) by halving the last axis with elementwise maxima (NumPy's
-    max along a short last axis runs several times slower); exact, as any max is."""
-    m = s
-    while m.shape[-1] > 1:
-        n = m.shape[-1]
-        h = n // 2
-        nxt = np.maximum(m[..., :h], m[..., h:2 * h])
-        if n % 2:
-            np.maximum(nxt[..., :1], m[..., 2 * h:], out=nxt[..., :1])
-        m = nxt
-    return m
-
-
 def grouped_fwd(q, k, v, out):
     """Causal attention with P kept. q (B, KV, g*T, hd) holds the g query heads of each kv head
     stacked along the rows and already scaled by 1/sqrt(hd); k (B, KV, T, hd); v (B, KV, T, hd),
     any strides with a unit last one. Writes the output (B, KV, g*T, hd) into `out` (a view is
-    fine) and returns P (B, KV, g*T, T)."""
+    fine) and returns P transposed, (B, KV, T, g*T): keys along the rows, so the softmax's max
+    and sum run over an outer axis, which NumPy vectorises (along the last axis they run several
+    times slower)."""
     T = k.shape[2]
-    s = q @ np.swapaxes(k, -1, -2)
-    s += _causal_bias(0, T, 0, T, s.dtype, q.shape[2] // T)
-    s -= _row_max(s)
-    p = np.exp(s, out=s)
-    p /= p.sum(axis=-1, keepdims=True)
-    np.matmul(p, v, out=out)
-    return p
+    st = k @ np.swapaxes(q, -1, -2)                                  # S^T: (B, KV, T keys, g*T queries)
+    st += _causal_bias(0, T, 0, T, st.dtype, q.shape[2] // T)
+    st -= st.max(axis=-2, keepdims=True)
+    pt = np.exp(st, out=st)
+    pt /= pt.sum(axis=-2, keepdims=True)
+    np.matmul(np.swapaxes(pt, -1, -2), v, out=out)
+    return pt
 
 
-def grouped_bwd(do, o, q, k, v, p, dq, dk, dv):
+def grouped_bwd(do, o, q, k, v, pt, dq, dk, dv):
     """Gradients of grouped_fwd from its output gradient do and output o (B, KV, g*T, hd) into
     dq (of the scaled q), dk, dv (views are fine): dV = P^T dO, dS = P * (dO V^T - rowsum(dO * O)),
-    dQ = dS K, dK = dS^T Q."""
-    np.matmul(np.swapaxes(p, -1, -2), do, out=dv)
-    ds = do @ np.swapaxes(v, -1, -2)
-    ds -= np.einsum("...d,...d->...", do, o)[..., None]
-    ds *= p
-    np.matmul(ds, k, out=dq)
-    np.matmul(np.swapaxes(ds, -1, -2), q, out=dk)
+    dQ = dS K, dK = dS^T Q (all with S and P transposed)."""
+    np.matmul(pt, do, out=dv)
+    dst = v @ np.swapaxes(do, -1, -2)                                # dP^T
+    dst -= np.einsum("...d,...d->...", do, o)[..., None, :]
+    dst *= pt
+    np.matmul(np.swapaxes(dst, -1, -2), k, out=dq)
+    np.matmul(dst, q, out=dk)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from bulletd.format import arch as arch_rules
 from trainer import cpu
 from trainer.attention import peak_attention_memory
 from trainer.model import Model, ModelArch
-from trainer.optim import AdamW, clip_grad_norm
+from trainer.optim import AdamW, clip_scale, grad_norm
 
 REFERENCE = ModelArch(**arch_rules.REFERENCE)
 # the step before the row groups and the fused kernels (trainer/README.md, 2026-11-26; issue 17)
@@ -62,8 +62,7 @@ class _Stepper:
             # the row groups run side by side: forward is row group 0's, on its own core
             t1 = t0 + self.model.group_times[0][0]
         t2 = time.perf_counter()
-        clip_grad_norm(self.model.flat_grad, 1.0)
-        self.opt.step(1e-4)
+        self.opt.step(1e-4, grad_scale=clip_scale(grad_norm(self.model.flat_grad), 1.0))
         t3 = time.perf_counter()
         if timed:
             self.t += (t1 - t0, t2 - t1, t3 - t2)

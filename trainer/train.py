@@ -39,7 +39,7 @@ from trainer.data import TokenData, evaluate, load_jsonl, row_data, split, token
 from trainer.errors import CheckpointError, ConfigError, TrainerError
 from trainer.export import load_child
 from trainer.model import Model
-from trainer.optim import AdamW, clip_grad_norm, lr_at
+from trainer.optim import AdamW, clip_scale, grad_norm, lr_at
 from trainer.plot import write_loss_png
 
 
@@ -312,7 +312,7 @@ class Trainer:
                 loss = self.model.loss_and_grad(x, y)
                 if self.fault is not None:
                     loss = self.fault(s + 1, loss)
-                norm = clip_grad_norm(self.model.flat_grad, cfg.grad_clip)
+                norm = grad_norm(self.model.flat_grad)
                 window = st.recent[-cfg.spike_window:]
                 if not math.isfinite(loss) or not math.isfinite(norm):
                     self._rollback(f"non-finite loss {loss} / gradient norm {norm}")
@@ -320,7 +320,7 @@ class Trainer:
                 if len(window) >= min(cfg.spike_window, 5) and loss > cfg.spike_factor * (sum(window) / len(window)):
                     self._rollback(f"loss {loss:.4f} > {cfg.spike_factor:g} x recent mean {sum(window) / len(window):.4f}")
                     continue
-                self.opt.step(lr)
+                self.opt.step(lr, grad_scale=clip_scale(norm, cfg.grad_clip))  # clipping inside the update
                 st.step += 1
                 tokens_since += x.size
                 st.recent = (st.recent + [loss])[-cfg.spike_window:]
