@@ -145,7 +145,7 @@ def run(steps=30, warmup=3, batch=4, seq=128, memory_seq=2048, plain=True, out=p
     cpu.keep_freed_memory()
     out(f"bullet-train bench: REFERENCE model ({a.n_params() / 1e6:.2f}M parameters: dim {a.dim}, {a.n_layers} layers, "
         f"{a.n_heads} heads, hidden {a.hidden_dim}, vocab {a.vocab_size}), batch {batch} x seq {seq}, float32")
-    out(f"  cores: {os.cpu_count()}; BLAS threads: {cpu.blas_thread_count() or 'unknown'} "
+    out(f"  cores: {os.cpu_count()}; BLAS: {cpu.blas_name()}, {cpu.blas_thread_count() or 'unknown'} threads "
         f"({'settable' if cpu.blas_control() else 'not settable: row groups run one after another'}); "
         f"{steps} timed steps after {warmup} warm-up; figures are noisy on a shared machine")
     # the measurements are interleaved step by step, so a change in the machine's load hits all

@@ -23,14 +23,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 MAX_WORKERS = 2
 
-# (set, get) symbol pairs of the OpenBLAS builds NumPy ships with or links against
-_BLAS_SYMBOLS = (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
-                 ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
-                 ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
-                 ("openblas_set_num_threads", "openblas_get_num_threads"))
+# (set, get, core name) symbols of the OpenBLAS builds NumPy ships with or links against
+_BLAS_SYMBOLS = (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_",
+                  "scipy_openblas_get_corename64_"),
+                 ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads", "scipy_openblas_get_corename"),
+                 ("openblas_set_num_threads64_", "openblas_get_num_threads64_", "openblas_get_corename64_"),
+                 ("openblas_set_num_threads", "openblas_get_num_threads", "openblas_get_corename"))
 
 _lock = threading.Lock()
-_blas = None      # (set, get) ctypes functions, () when not found, None before the first look
+_blas = None      # (set, get, name), () when not found, None before the first look
 _pool = None
 _malloc_done = False
 
@@ -52,12 +53,17 @@ def _find_blas():
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for set_name, get_name in _BLAS_SYMBOLS:
+        for set_name, get_name, core_name in _BLAS_SYMBOLS:
             if hasattr(lib, set_name) and hasattr(lib, get_name):
                 setter, getter = getattr(lib, set_name), getattr(lib, get_name)
                 setter.argtypes, setter.restype = [ctypes.c_int], None
                 getter.argtypes, getter.restype = [], ctypes.c_int
-                return setter, getter
+                core = getattr(lib, core_name, None)
+                name = "OpenBLAS"
+                if core is not None:
+                    core.argtypes, core.restype = [], ctypes.c_char_p
+                    name += f" ({core().decode('ascii', 'replace')} kernels)"
+                return setter, getter, name
     return ()
 
 
@@ -75,13 +81,18 @@ def blas_thread_count() -> int | None:
     return _blas[1]() if blas_control() else None
 
 
+def blas_name() -> str:
+    """"OpenBLAS (Haswell kernels)", or "unknown" when the thread count cannot be set."""
+    return _blas[2] if blas_control() else "unknown"
+
+
 @contextlib.contextmanager
 def blas_threads(n: int):
     """Run the block with n BLAS threads (a no-op when the count cannot be set)."""
     if not blas_control():
         yield
         return
-    setter, getter = _blas
+    setter, getter, _ = _blas
     before = getter()
     if before != n:
         setter(n)
