@@ -38,12 +38,16 @@ def _reduce_kv(g: np.ndarray, kv: int) -> np.ndarray:
     return g if kv == H else g.reshape(B, kv, H // kv, T, d).sum(axis=2)
 
 
-@functools.lru_cache(maxsize=64)
-def _causal_bias_cached(i0, i1, j0, j1, dtype, repeat):
+def _make_causal_bias(i0, i1, j0, j1, dtype, repeat):
     i = np.arange(i0, i1)[:, None]
     j = np.arange(j0, j1)[None, :]
     b = np.where(j <= i, 0.0, -np.inf).astype(dtype)
-    b = np.tile(b.T, (1, repeat)) if repeat else b
+    return np.tile(b.T, (1, repeat)) if repeat else b
+
+
+@functools.lru_cache(maxsize=64)
+def _causal_bias_cached(i0, i1, j0, j1, dtype, repeat):
+    b = _make_causal_bias(i0, i1, j0, j1, dtype, repeat)
     b.flags.writeable = False
     return b
 
@@ -51,8 +55,11 @@ def _causal_bias_cached(i0, i1, j0, j1, dtype, repeat):
 def _causal_bias(i0, i1, j0, j1, dtype, repeat=0):
     """0 where key j <= query i, -inf elsewhere, for the tile rows i0:i1, cols j0:j1. With
     `repeat`, transposed (keys along the rows) and the query columns `repeat` times over (grouped
-    query heads stacked). Cached, read-only."""
-    return _causal_bias_cached(i0, i1, j0, j1, np.dtype(dtype), repeat)
+    query heads stacked). Read-only; cached up to 1 MiB (tiles, short contexts)."""
+    dtype = np.dtype(dtype)
+    if (i1 - i0) * (j1 - j0) * max(1, repeat) * dtype.itemsize > 1 << 20:
+        return _make_causal_bias(i0, i1, j0, j1, dtype, repeat)
+    return _causal_bias_cached(i0, i1, j0, j1, dtype, repeat)
 
 
 # ---------------------------------------------------------------------------------------------
