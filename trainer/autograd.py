@@ -204,7 +204,8 @@ def swiglu(gate_up) -> Tensor:
     h = gate_up.shape[-1] // 2
     if gate_up.shape[-1] != 2 * h:
         raise ValueError(f"swiglu: last axis must be even (gate|up), got {gate_up.shape[-1]}")
-    gt, up = gate_up.data[..., :h], gate_up.data[..., h:]
+    # contiguous copies of the two halves: NumPy's arithmetic on the strided halves runs ~4x slower
+    gt, up = np.ascontiguousarray(gate_up.data[..., :h]), np.ascontiguousarray(gate_up.data[..., h:])
     s = np.negative(gt)  # s = 1 / (1 + exp(-gate)), in place in one buffer
     np.exp(s, out=s)
     s += 1.0
@@ -213,15 +214,15 @@ def swiglu(gate_up) -> Tensor:
 
     def bwd(g):
         out = np.empty_like(gate_up.data)
-        d, u = out[..., :h], out[..., h:]
         # d/dgate silu(gate)*up = (g * up) * (s * (1 + gate * (1 - s))); d/dup = g * silu(gate)
-        np.multiply(g, up, out=u)
-        np.subtract(1.0, s, out=d)
+        d = np.subtract(1.0, s)
         d *= gt
         d += 1.0
         d *= s
+        u = np.multiply(g, up)
         d *= u
-        np.multiply(g, sg, out=u)
+        out[..., :h] = d
+        np.multiply(g, sg, out=out[..., h:])
         _give(gate_up, out)
 
     return Tensor(sg * up, (gate_up,), bwd)
