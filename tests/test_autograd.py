@@ -260,3 +260,23 @@ def test_loss_and_grad_row_groups_equal_one_pass(batch, monkeypatch):
     monkeypatch.setattr(cpu, "workers", lambda: 1)
     assert m.loss_and_grad(x, y) == loss
     np.testing.assert_array_equal(m.flat_grad, got)
+
+
+def test_row_groups_without_blas_control_run_one_after_another(monkeypatch):
+    """Where the BLAS thread count cannot be set the groups run on the caller's thread, with
+    the same bits; nll (evaluation) runs in the same groups."""
+    from trainer import cpu
+
+    arch = ModelArch(dim=16, n_layers=1, n_heads=2, n_kv_heads=2, hidden_dim=24, vocab_size=31, max_seq_len=12)
+    m = Model(arch, seed=3, dtype=np.float32, attn_block=4)
+    ids = np.random.default_rng(0).integers(0, 31, size=(4, 13))
+    x, y = ids[:, :-1], ids[:, 1:]
+    loss = m.loss_and_grad(x, y)
+    grad = m.flat_grad.copy()
+    nll = m.nll(x, y)
+    assert nll.shape == (48,) and float(nll.mean()) == pytest.approx(loss, rel=1e-5)
+    monkeypatch.setattr(cpu, "_blas", ())
+    assert not cpu.blas_control() and m._workers(2) == 1
+    assert m.loss_and_grad(x, y) == loss
+    np.testing.assert_array_equal(m.flat_grad, grad)
+    np.testing.assert_array_equal(m.nll(x, y), nll)

@@ -154,10 +154,14 @@ class Model:
         return ag.cross_entropy(self.logits(inputs), targets.reshape(-1))
 
     def nll(self, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """Per-token negative log-likelihood in nats (B*T,), no gradient bookkeeping kept."""
-        lg = self.logits(inputs).data
-        nll, _ = ag.cross_entropy_fwd(lg, targets.reshape(-1))
-        return nll
+        """Per-token negative log-likelihood in nats (B*T,), no gradient bookkeeping kept; the
+        row groups of loss_and_grad side by side."""
+        targets = targets.reshape(inputs.shape[0], -1)
+
+        def group(i, lo, hi):
+            return ag.cross_entropy_fwd(self.logits(inputs[lo:hi]).data, targets[lo:hi].reshape(-1))[0]
+
+        return np.concatenate(self._in_groups(inputs.shape[0], group))
 
     def zero_grad(self) -> None:
         self.flat_grad[...] = 0.0
@@ -175,7 +179,6 @@ class Model:
         sums over rows."""
         B = inputs.shape[0]
         k = max(1, min(self.GROUPS, B))
-        bounds = [B * i // k for i in range(k + 1)]
         targets = targets.reshape(B, -1)
         count = max(1, int((targets >= 0).sum()))
         while len(self._groups) < k:
@@ -184,11 +187,10 @@ class Model:
 
         times = self.group_times = [(0.0, 0.0)] * k
 
-        def group(i):
+        def group(i, lo, hi):
             P = self._groups[i]
             for t in P.values():
                 t.fresh = True  # the first contribution overwrites the buffer: no zeroing pass
-            lo, hi = bounds[i], bounds[i + 1]
             t0 = time.perf_counter()
             loss = ag.cross_entropy(self.logits(inputs[lo:hi], P), targets[lo:hi].reshape(-1), count=count)
             t1 = time.perf_counter()
@@ -200,22 +202,33 @@ class Model:
             times[i] = (t1 - t0, time.perf_counter() - t1)
             return float(loss.data)
 
-        n_workers = min(k, cpu.workers()) if cpu.blas_control() else 1
-        if k == 1:
-            losses = [group(0)]
-        elif n_workers == 1:
-            with cpu.blas_threads(1):
-                losses = [group(i) for i in range(k)]
-        else:
-            with cpu.blas_threads(1):
-                futs = [cpu.pool().submit(group, i) for i in range(1, k)]
-                losses = [group(0)] + [f.result() for f in futs]
+        losses = self._in_groups(B, group)
         if k > 1:
-            self._sum_group_grads(k, n_workers)
+            self._sum_group_grads(k)
         return float(np.float64(sum(losses)).astype(self.dtype))
 
-    def _sum_group_grads(self, k: int, n_workers: int) -> None:
+    def _workers(self, k: int) -> int:
+        """Threads for k row groups: one each up to the cores, one in all when BLAS's thread count
+        cannot be set (its own threads would fight the workers)."""
+        return min(k, cpu.workers()) if cpu.blas_control() else 1
+
+    def _in_groups(self, B: int, fn) -> list:
+        """[fn(i, lo, hi) for each row group i of a batch of B rows], on the worker threads with
+        one BLAS thread each (one group: the caller's thread, BLAS as it is)."""
+        k = max(1, min(self.GROUPS, B))
+        bounds = [B * i // k for i in range(k + 1)]
+        if k == 1:
+            return [fn(0, 0, B)]
+        with cpu.blas_threads(1):
+            if self._workers(k) == 1:
+                return [fn(i, bounds[i], bounds[i + 1]) for i in range(k)]
+            futs = [cpu.pool().submit(fn, i, bounds[i], bounds[i + 1]) for i in range(1, k)]
+            first = fn(0, bounds[0], bounds[1])
+            return [first] + [f.result() for f in futs]
+
+    def _sum_group_grads(self, k: int) -> None:
         """flat_grad += the other groups' buffers, in group order, over slices on the workers."""
+        n_workers = self._workers(k)
         n = self.flat_grad.size
         cuts = [n * i // n_workers for i in range(n_workers + 1)]
 
