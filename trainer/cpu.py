@@ -33,6 +33,7 @@ _BLAS_SYMBOLS = (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_t
 _lock = threading.Lock()
 _blas = None      # (set, get, name), () when not found, None before the first look
 _pool = None
+_pool_pid = None
 _malloc_done = False
 
 
@@ -108,11 +109,13 @@ def workers() -> int:
 
 
 def pool() -> ThreadPoolExecutor:
-    """The shared worker pool (created on first use; its threads live as long as the process)."""
-    global _pool
+    """The shared worker pool (created on first use, and again in a forked child, which has
+    none of its parent's threads; they live as long as the process)."""
+    global _pool, _pool_pid
     with _lock:
-        if _pool is None:
+        if _pool is None or _pool_pid != os.getpid():
             _pool = ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="trainer")
+            _pool_pid = os.getpid()
     return _pool
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import wait
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -223,7 +224,10 @@ class Model:
             if self._workers(k) == 1:
                 return [fn(i, bounds[i], bounds[i + 1]) for i in range(k)]
             futs = [cpu.pool().submit(fn, i, bounds[i], bounds[i + 1]) for i in range(1, k)]
-            first = fn(0, bounds[0], bounds[1])
+            try:
+                first = fn(0, bounds[0], bounds[1])
+            finally:
+                wait(futs)  # never leave a group running behind an error
             return [first] + [f.result() for f in futs]
 
     def _sum_group_grads(self, k: int) -> None:
