@@ -13,9 +13,15 @@ head h reads kv head h // (H/KV)). Scores are scaled by 1/sqrt(hd); position i a
       dV_j += P^T dO,  dP = dO V^T,  dS = P * (dP - D),  dQ += dS K / sqrt(hd),  dK += dS^T Q / sqrt(hd)
   so memory is O(B H T hd + B H block^2), linear in T.
 
-`attention_fwd` / `attention_bwd` are the entry points; `tests/test_autograd.py` checks both
-implementations against finite differences and against each other, and `peak_attention_memory`
-measures the difference at long context (also printed by `bullet-train bench`).
+* grouped (`grouped_fwd` / `grouped_bwd`, used by the model's fused self-attention while one
+  layer's P fits STORE_P_BYTES, whichever impl is configured): plain's math with P kept, laid out
+  transposed (keys along the rows) so the softmax reduces over an outer axis, and the g query
+  heads of each kv head stacked along the rows so one batched product serves them all.
+
+`attention_fwd` / `attention_bwd` are the entry points of plain and flash; `tests/test_autograd.py`
+checks the implementations against finite differences and against each other, and
+`peak_attention_memory` measures the difference at long context (also printed by
+`bullet-train bench`).
 """
 from __future__ import annotations
 

@@ -128,11 +128,8 @@ def add(a, b) -> Tensor:
     a, b = as_tensor(a), as_tensor(b)
 
     def bwd(g):
+        _acc(a, _unbroadcast(g, a.shape))
         _acc(b, _unbroadcast(g, b.shape))
-        if a is not b and a.shape == g.shape:
-            _give(a, g)  # g is this op's own gradient, not needed after this call
-        else:
-            _acc(a, _unbroadcast(g, a.shape))
 
     return Tensor(a.data + b.data, (a, b), bwd)
 
@@ -517,7 +514,7 @@ def _masked_cross_entropy(logits: Tensor, targets: np.ndarray, count=None) -> Te
         p[rows, safe[rows]] -= 1.0
         p[~keep] = 0.0
         np.multiply(p, g / n, out=p)
-        _acc(logits, p)
+        _give(logits, p)
 
     return Tensor(loss, (logits,), bwd)
 
@@ -547,6 +544,6 @@ def cross_entropy(logits, targets: np.ndarray, count: int | None = None) -> Tens
         # d mean(nll) / d logits = (softmax - onehot) / n; p is ours to overwrite
         p[np.arange(N), targets] -= 1.0
         np.multiply(p, g / n, out=p)
-        _acc(logits, p)
+        _give(logits, p)
 
     return Tensor(loss, (logits,), bwd)
