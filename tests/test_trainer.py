@@ -798,15 +798,20 @@ def test_bench_prints_the_step_split_and_baselines():
     from trainer.bench import run
 
     lines = []
-    res = run(steps=1, warmup=0, memory_seq=256, plain=False, out=lines.append)
+    res = run(steps=1, warmup=0, memory_seq=256, baselines=False, out=lines.append)
     text = "\n".join(lines)
     assert "REFERENCE model (7.87M parameters" in text
     assert "steps/min" in text and "forward" in text and "backward" in text and "optimiser" in text
     assert "GEMM floor" in text and "plain" in text and "flash" in text
     assert "BLAS threads" in text and "row groups" in text and "x its bare GEMMs" in text
-    r = res["flash"]
+    r = res["step"]
     assert r["step_ms"] == pytest.approx(r["fwd_ms"] + r["bwd_ms"] + r["opt_ms"])
     assert res["memory"]["plain"] > res["memory"]["flash"]
+    lines = []
+    res = run(steps=1, warmup=0, memory_seq=0, out=lines.append)
+    text = "\n".join(lines)
+    assert "flash tiles" in text and "one pass" in text and "memory" not in res
+    assert res["tiles"]["steps"] == res["one_pass"]["steps"] == 1
 
 
 def test_sigint_stops_at_a_step_boundary_saves_and_resumes_exactly(tmp_path):

@@ -392,7 +392,7 @@ def attention(q, k, v, impl: str = "flash", block: int = 64) -> Tensor:
 
 
 def self_attention(qkv, cos, sin, batch: int, seq: int, n_heads: int, n_kv_heads: int,
-                   impl: str = "flash", block: int = 64) -> Tensor:
+                   impl: str = "flash", block: int = 64, keep_p: bool = True) -> Tensor:
     """Fused: split qkv (B*T, (H+2KV)*hd) into heads, RoPE on q and k, causal attention,
     merge heads -> (B*T, H*hd). Same math as reshape/transpose/rope/attention in sequence (the
     tests check that), with fewer temporaries.
@@ -401,7 +401,8 @@ def self_attention(qkv, cos, sin, batch: int, seq: int, n_heads: int, n_kv_heads
     instead of recomputed: RoPE is one complex multiplication of the (even, odd) pairs, with the
     score scale folded into q's rotation; the g query heads of a kv head are stacked along the
     rows so one batched product serves them all; the output and the gradients are written
-    straight into the merged-head layouts. Longer contexts take the tiled kernels."""
+    straight into the merged-head layouts. Longer contexts (and keep_p=False) take the kernels
+    of `impl`."""
     qkv = as_tensor(qkv)
     B, T, H, KV = batch, seq, n_heads, n_kv_heads
     width = qkv.shape[-1]
@@ -412,7 +413,7 @@ def self_attention(qkv, cos, sin, batch: int, seq: int, n_heads: int, n_kv_heads
     if H % KV:
         raise ValueError(f"attention: {H} query heads is not a multiple of {KV} kv heads")
     dt = qkv.data.dtype
-    if dt not in _COMPLEX or hd % 2 or not attn.stores_p(impl, B, H, T, dt.itemsize):
+    if dt not in _COMPLEX or hd % 2 or not keep_p or not attn.stores_p(impl, B, H, T, dt.itemsize):
         return _self_attention_tiled(qkv, cos, sin, B, T, H, KV, impl, block)
     g = H // KV
     cd = _COMPLEX[dt]
@@ -462,7 +463,7 @@ _COMPLEX = {np.dtype(np.float32): np.complex64, np.dtype(np.float64): np.complex
 
 
 def _self_attention_tiled(qkv, cos, sin, B, T, H, KV, impl, block) -> Tensor:
-    """self_attention through attention_fwd / attention_bwd (the tiled kernels at long context)."""
+    """self_attention through attention_fwd / attention_bwd (flash: the tiles at long context)."""
     width = qkv.shape[-1]
     hd = width // (H + 2 * KV)
     c, s = cos[:T], sin[:T]

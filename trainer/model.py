@@ -84,6 +84,7 @@ class Model:
         self.dtype = np.dtype(dtype)
         self.attn_impl = attn_impl
         self.attn_block = attn_block
+        self.attn_keep_p = True  # keep P at short context (attention.stores_p); False: always the tiles
         shapes = arch.param_shapes()
         total = sum(int(np.prod(s)) for s in shapes.values())
         self.flat = np.zeros(total, dtype=self.dtype)       # all parameters, one vector
@@ -142,7 +143,8 @@ class Model:
             h = ag.rmsnorm(x, P[f"blk.{i}.attn_norm"], a.norm_eps)
             qkv = ag.linear(h, P[f"blk.{i}.wqkv"])                         # (B*T, (H+2KV)*hd)
             att = ag.self_attention(qkv, self.cos, self.sin, B, T, a.n_heads, a.n_kv_heads,
-                                    impl=self.attn_impl, block=self.attn_block)  # (B*T, H*hd)
+                                    impl=self.attn_impl, block=self.attn_block,
+                                    keep_p=self.attn_keep_p)                  # (B*T, H*hd)
             x = ag.add(x, ag.linear(att, P[f"blk.{i}.wo"]))
             h = ag.rmsnorm(x, P[f"blk.{i}.ffn_norm"], a.norm_eps)
             m = ag.swiglu(ag.linear(h, P[f"blk.{i}.w13"]))                  # (B*T, hidden)
