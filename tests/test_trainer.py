@@ -803,9 +803,10 @@ def test_bench_prints_the_step_split_and_baselines():
     assert "REFERENCE model (7.87M parameters" in text
     assert "steps/min" in text and "forward" in text and "backward" in text and "optimiser" in text
     assert "GEMM floor" in text and "plain" in text and "flash" in text
-    assert "BLAS threads" in text and "row groups" in text and "x its bare GEMMs" in text
+    assert "BLAS threads" in text and "row groups" in text and "x its bare GEMMs" in text and "CPU time" in text
     r = res["step"]
     assert r["step_ms"] == pytest.approx(r["fwd_ms"] + r["bwd_ms"] + r["opt_ms"])
+    assert r["cpu_ms"] > 0 and res["gemm"]["cpu_ms"] > 0
     assert res["memory"]["plain"] > res["memory"]["flash"]
     lines = []
     res = run(steps=1, warmup=0, memory_seq=0, out=lines.append)

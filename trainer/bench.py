@@ -15,7 +15,10 @@ SwiGLU hidden 768, vocab 2048, context 256) at batch 4 x sequence 128:
   * quoted reference points (the committed figures of the one-pass trainer, original Bullet OS,
     PyTorch eager and torch.compile on this machine kind), marked as quoted, not measured.
 
-    bullet-train bench [--steps 30] [--warmup 3] [--seq 128] [--batch 4] [--memory-seq 2048]
+  * the CPU time of the step and of its GEMMs (all threads of the process), whose ratio does not
+    depend on what else runs on the machine;
+
+    bullet-train bench [--steps 30] [--warmup 3] [--seq 128] [--batch 4] [--memory-seq 2048] [--no-baselines]
 """
 from __future__ import annotations
 
@@ -49,10 +52,12 @@ class _Stepper:
         self.arch, self.batch, self.seq = arch, batch, seq
         self.one_pass = one_pass
         self.t = np.zeros(3)
+        self.cpu_s = 0.0
         self.n = 0
 
     def step(self, timed: bool = True) -> None:
         w = self.rng.integers(0, self.arch.vocab_size, size=(self.batch, self.seq + 1))
+        c0 = time.process_time()
         t0 = time.perf_counter()
         if self.one_pass:
             self.model.zero_grad()
@@ -68,12 +73,14 @@ class _Stepper:
         t3 = time.perf_counter()
         if timed:
             self.t += (t1 - t0, t2 - t1, t3 - t2)
+            self.cpu_s += time.process_time() - c0
             self.n += 1
 
     def result(self) -> dict:
         tf, tb, to = self.t / max(1, self.n)
         step = tf + tb + to
         return {"fwd_ms": 1e3 * tf, "bwd_ms": 1e3 * tb, "opt_ms": 1e3 * to, "step_ms": 1e3 * step,
+                "cpu_ms": 1e3 * self.cpu_s / max(1, self.n),
                 "steps_per_min": 60.0 / step, "tokens_per_s": self.batch * self.seq / step, "steps": self.n}
 
 
@@ -91,7 +98,7 @@ class _GemmFloor:
         self.whole = self._mats(rng, self._shapes(arch, batch * seq))
         self.groups = [self._mats(rng, self._shapes(arch, (batch * (i + 1) // k - batch * i // k) * seq))
                        for i in range(k)]
-        self.t = {"blas": 0.0, "groups": 0.0}
+        self.t = {"blas": 0.0, "groups": 0.0, "groups_cpu": 0.0}
         self.n = 0
 
     @staticmethod
@@ -119,6 +126,7 @@ class _GemmFloor:
         t0 = time.perf_counter()
         self._products(self.whole)
         t1 = time.perf_counter()
+        c1 = time.process_time()
         n_workers = min(len(self.groups), cpu.workers()) if cpu.blas_control() else 1
         with cpu.blas_threads(1):
             if n_workers > 1:
@@ -133,12 +141,14 @@ class _GemmFloor:
         if timed:
             self.t["blas"] += t1 - t0
             self.t["groups"] += t2 - t1
+            self.t["groups_cpu"] += time.process_time() - c1
             self.n += 1
 
     def result(self) -> dict:
         blas, groups = (self.t[k] / max(1, self.n) for k in ("blas", "groups"))
         dt = min(blas, groups)
         return {"gemm_ms": 1e3 * dt, "blas_ms": 1e3 * blas, "groups_ms": 1e3 * groups,
+                "cpu_ms": 1e3 * self.t["groups_cpu"] / max(1, self.n),
                 "gflop": self.flops / 1e9, "gflops_per_s": self.flops / dt / 1e9}
 
 
@@ -181,7 +191,9 @@ def run(steps=30, warmup=3, batch=4, seq=128, memory_seq=2048, baselines=True, o
     out(f"  GEMM floor      : {60e3 / g['gemm_ms']:7.1f} steps/min  the step's {g['gflop']:.1f} GFLOP of matrix products "
         f"alone take {g['gemm_ms']:.1f} ms ({g['gflops_per_s']:.0f} GFLOP/s; BLAS threads {g['blas_ms']:.1f} ms, "
         f"row groups on {cpu.workers()} threads {g['groups_ms']:.1f} ms) (baseline)")
-    out(f"  the training step costs {r['step_ms'] / g['gemm_ms']:.2f}x its bare GEMMs")
+    out(f"  the training step costs {r['step_ms'] / g['gemm_ms']:.2f}x its bare GEMMs; in CPU time (all threads, "
+        f"whatever else runs): step {r['cpu_ms']:.1f} ms, its GEMMs (row groups) {g['cpu_ms']:.1f} ms, "
+        f"{r['cpu_ms'] / g['cpu_ms']:.2f}x")
     res["gemm"] = g
     if memory_seq:
         mp = peak_attention_memory("plain", memory_seq)
