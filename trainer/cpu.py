@@ -131,9 +131,11 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    # blocks up to 32 MiB (glibc's largest threshold) come from the heap and are reused, and up to
-    # 1 GiB of free memory at the heap's top is kept
-    ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 and mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
+    # blocks up to 32 MiB (glibc's largest threshold) come from the heap and are reused, up to
+    # 1 GiB of free memory at the heap's top is kept, and the worker threads share the main heap
+    # (a thread's own arena gives its memory back all the same: 2,000 page faults a step)
+    ok = (mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 and mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1
+          and mallopt(M_ARENA_MAX, 1) == 1)
     _malloc_done = ok
     return ok
