@@ -815,6 +815,38 @@ def test_bench_prints_the_step_split_and_baselines():
     assert res["tiles"]["steps"] == res["one_pass"]["steps"] == 1
 
 
+_FAULTS = """
+import resource, sys
+import numpy as np
+from trainer import cpu
+from trainer.bench import REFERENCE
+from trainer.model import Model
+if sys.argv[1] == "keep":
+    assert cpu.keep_freed_memory()
+m = Model(REFERENCE)
+w = np.random.default_rng(0).integers(0, REFERENCE.vocab_size, size=(4, 129))
+for _ in range(2):
+    m.loss_and_grad(w[:, :-1], w[:, 1:])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    m.loss_and_grad(w[:, :-1], w[:, 1:])
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3)
+"""
+
+
+def test_a_training_step_reuses_its_memory():
+    """With keep_freed_memory (the trainer and the bench call it) a REFERENCE step after warm-up
+    takes next to no page faults; malloc's defaults hand the activations back to the kernel and
+    fault them in again, tens of thousands of pages a step."""
+    faults = {}
+    for mode in ("keep", "default"):
+        r = subprocess.run([sys.executable, "-c", _FAULTS, mode], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        faults[mode] = float(r.stdout)
+    assert faults["keep"] < 500 and faults["default"] > 10 * max(faults["keep"], 100), faults
+
+
 def test_sigint_stops_at_a_step_boundary_saves_and_resumes_exactly(tmp_path):
     steps = 30
     a = tmp_path / "a"
