@@ -819,12 +819,12 @@ _FAULTS = """
 import resource, sys
 import numpy as np
 from trainer import cpu
-from trainer.bench import REFERENCE
-from trainer.model import Model
+from bulletd.format import arch
+from trainer.model import Model, ModelArch
 if sys.argv[1] == "keep":
     assert cpu.keep_freed_memory()
-m = Model(REFERENCE)
-w = np.random.default_rng(0).integers(0, REFERENCE.vocab_size, size=(4, 129))
+m = Model(ModelArch(**arch.SMALL))
+w = np.random.default_rng(0).integers(0, arch.SMALL["vocab_size"], size=(4, 129))
 for _ in range(2):
     m.loss_and_grad(w[:, :-1], w[:, 1:])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -835,9 +835,9 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3)
 
 
 def test_a_training_step_reuses_its_memory():
-    """With keep_freed_memory (the trainer and the bench call it) a REFERENCE step after warm-up
+    """With keep_freed_memory (the trainer and the bench call it) a SMALL-model step after warm-up
     takes next to no page faults; malloc's defaults hand the activations back to the kernel and
-    fault them in again, tens of thousands of pages a step."""
+    fault them in again, thousands of pages a step."""
     faults = {}
     for mode in ("keep", "default"):
         r = subprocess.run([sys.executable, "-c", _FAULTS, mode], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
