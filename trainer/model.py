@@ -8,7 +8,8 @@ gate and up projections one matrix `blk.i.w13` (2 * hidden, dim), so each block 
 GEMMs instead of six small ones. `bullet_tensors()` splits them back into the `.bullet` names of
 docs/ARCHITECTURE.md (wq, wk, wv, w1, w3). All parameters are views into one flat float32 buffer
 (and their gradients into one flat gradient buffer), so the optimiser and the gradient clipping
-work on a single vector.
+work on a single vector. `loss_and_grad`, the training step's forward and backward, runs the batch
+as two row groups side by side on two threads, each with its own gradient buffer, added at the end.
 """
 from __future__ import annotations
 

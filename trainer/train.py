@@ -1,9 +1,9 @@
 """The training loop: prepare (config, data, tokenizer, model, optimiser, resume) then run.
 
 Each step reads in this order: learning rate (pure function of the step, times the rollback
-scale) -> batch (pure function of seed, step, attempt) -> forward/backward (Model.loss_and_grad: two
-row groups side by side on the worker threads) -> spike test ->
-clip -> AdamW step -> log/progress -> evaluate -> checkpoint.
+scale) -> batch (pure function of seed, step, attempt) -> forward/backward (Model.loss_and_grad:
+two row groups side by side on the worker threads) -> gradient norm -> spike test -> AdamW step
+(the clipping scale inside) -> log/progress -> evaluate -> checkpoint.
 
 Spike handling: a non-finite loss or gradient norm, or a loss above spike_factor x the mean of
 the last spike_window losses, rolls the model and optimiser back to the last checkpoint (kept in
