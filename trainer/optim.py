@@ -33,8 +33,21 @@ def grad_norm(grad: np.ndarray) -> float:
     # one BLAS dot in the gradient's own dtype: a float64 copy of a 8M-element vector costs more
     # than the whole optimiser step, and the norm only steers a scale factor
     # (partial dots over 256k-element pieces, summed in float64, keep the rounding error ~1e-5)
-    with np.errstate(over="ignore", invalid="ignore"):
-        sq = sum(float(np.dot(grad[i:i + 262144], grad[i:i + 262144])) for i in range(0, grad.size, 262144))
+    # (the pieces' dots on the worker threads, added in piece order: the same bits on any count)
+    starts = list(range(0, grad.size, 262144))
+
+    def dots(part):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return [float(np.dot(grad[i:i + 262144], grad[i:i + 262144])) for i in part]
+
+    n = min(cpu.workers(), len(starts))
+    if n > 1:
+        cuts = [len(starts) * i // n for i in range(n + 1)]
+        futs = [cpu.pool().submit(dots, starts[cuts[i]:cuts[i + 1]]) for i in range(1, n)]
+        parts = [dots(starts[:cuts[1]])] + [f.result() for f in futs]
+    else:
+        parts = [dots(starts)]
+    sq = sum(d for part in parts for d in part)
     return math.sqrt(sq) if math.isfinite(sq) else float("nan") if math.isnan(sq) else float("inf")
 
 
