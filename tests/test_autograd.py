@@ -177,17 +177,24 @@ def test_flash_attention_memory_grows_linearly_plain_quadratically():
     assert p2 > 5 * f2, f"plain {p2} bytes vs flash {f2} bytes at T=1024"
 
 
-def test_self_attention_fused_equals_composed_ops():
-    B, T, H, KV, hd = 2, 5, 4, 2, 6
+@pytest.mark.parametrize("KV", [1, 2, 4])
+@pytest.mark.parametrize("stored", [True, False])
+def test_self_attention_fused_equals_composed_ops(KV, stored, monkeypatch):
+    """Both ways of the fused op (P kept at short context, tiles beyond) against the composed
+    ops, values and gradients, with grouped kv heads."""
+    if not stored:
+        monkeypatch.setattr(attn, "STORE_P_BYTES", 0)
+    B, T, H, hd = 2, 5, 4, 6
+    assert attn.stores_p("flash", B, H, T, 8) == stored
     cos, sin = ag.rope_tables(8, hd, dtype=np.float64)
     qkv = R(B * T, (H + 2 * KV) * hd)
-
-    fused = ag.self_attention(ag.Tensor(qkv), cos, sin, B, T, H, KV, impl="plain").data
     x4 = qkv.reshape(B, T, H + 2 * KV, hd).transpose(0, 2, 1, 3)
     q = ag.rope(ag.Tensor(x4[:, :H]), cos, sin)
     k = ag.rope(ag.Tensor(x4[:, H:H + KV]), cos, sin)
     o = ag.attention(q, k, ag.Tensor(x4[:, H + KV:]), impl="plain").data
-    np.testing.assert_allclose(fused, o.transpose(0, 2, 1, 3).reshape(B * T, H * hd), rtol=1e-12)
+    for impl in ("plain", "flash"):
+        fused = ag.self_attention(ag.Tensor(qkv), cos, sin, B, T, H, KV, impl=impl, block=2).data
+        np.testing.assert_allclose(fused, o.transpose(0, 2, 1, 3).reshape(B * T, H * hd), rtol=1e-12)
     check_op(lambda x: ag.self_attention(x, cos, sin, B, T, H, KV, impl="flash", block=2), qkv)
 
 
@@ -223,3 +230,53 @@ def test_tied_embeddings_get_both_gradients():
     m.loss(ids[:, :-1], ids[:, 1:]).backward()
     g = m.params["tok_embd"].grad
     assert np.abs(g[5]).sum() > 0  # token 5 never appears as input: its gradient comes from the output side
+
+
+@pytest.mark.parametrize("batch", [1, 3, 4])
+def test_loss_and_grad_row_groups_equal_one_pass(batch, monkeypatch):
+    """The training step's row groups on worker threads: the gradient of the whole batch's mean
+    loss (masked rows included), the same bits on every call and on one worker or two."""
+    from trainer import cpu
+
+    arch = ModelArch(dim=16, n_layers=2, n_heads=2, n_kv_heads=1, hidden_dim=24, vocab_size=31, max_seq_len=12)
+    m = Model(arch, seed=1, dtype=np.float64, attn_block=4)
+    rng = np.random.default_rng(batch)
+    ids = rng.integers(0, 31, size=(batch, 13))
+    x, y = ids[:, :-1], ids[:, 1:].copy()
+    y[0, :5] = -1  # agent rows: no loss on some targets, so the groups hold different counts
+    m.zero_grad()
+    ref = m.loss(x, y.reshape(-1))
+    ref.backward()
+    expect = m.flat_grad.copy()
+    m.flat_grad[...] = np.nan  # loss_and_grad needs no zero_grad
+    before = cpu.blas_thread_count()
+    loss = m.loss_and_grad(x, y)
+    assert cpu.blas_thread_count() == before
+    assert loss == pytest.approx(float(ref.data), rel=1e-12)
+    np.testing.assert_allclose(m.flat_grad, expect, rtol=1e-10, atol=1e-15)
+    got = m.flat_grad.copy()
+    assert m.loss_and_grad(x, y) == loss
+    np.testing.assert_array_equal(m.flat_grad, got)
+    monkeypatch.setattr(cpu, "workers", lambda: 1)
+    assert m.loss_and_grad(x, y) == loss
+    np.testing.assert_array_equal(m.flat_grad, got)
+
+
+def test_row_groups_without_blas_control_run_one_after_another(monkeypatch):
+    """Where the BLAS thread count cannot be set the groups run on the caller's thread, with
+    the same bits; nll (evaluation) runs in the same groups."""
+    from trainer import cpu
+
+    arch = ModelArch(dim=16, n_layers=1, n_heads=2, n_kv_heads=2, hidden_dim=24, vocab_size=31, max_seq_len=12)
+    m = Model(arch, seed=3, dtype=np.float32, attn_block=4)
+    ids = np.random.default_rng(0).integers(0, 31, size=(4, 13))
+    x, y = ids[:, :-1], ids[:, 1:]
+    loss = m.loss_and_grad(x, y)
+    grad = m.flat_grad.copy()
+    nll = m.nll(x, y)
+    assert nll.shape == (48,) and float(nll.mean()) == pytest.approx(loss, rel=1e-5)
+    monkeypatch.setattr(cpu, "_blas", ())
+    assert not cpu.blas_control() and m._workers(2) == 1
+    assert m.loss_and_grad(x, y) == loss
+    np.testing.assert_array_equal(m.flat_grad, grad)
+    np.testing.assert_array_equal(m.nll(x, y), nll)

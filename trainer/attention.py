@@ -13,12 +13,19 @@ head h reads kv head h // (H/KV)). Scores are scaled by 1/sqrt(hd); position i a
       dV_j += P^T dO,  dP = dO V^T,  dS = P * (dP - D),  dQ += dS K / sqrt(hd),  dK += dS^T Q / sqrt(hd)
   so memory is O(B H T hd + B H block^2), linear in T.
 
-`attention_fwd` / `attention_bwd` are the entry points; `tests/test_autograd.py` checks both
-implementations against finite differences and against each other, and `peak_attention_memory`
-measures the difference at long context (also printed by `bullet-train bench`).
+* grouped (`grouped_fwd` / `grouped_bwd`, used by the model's fused self-attention while one
+  layer's P fits STORE_P_BYTES, whichever impl is configured): plain's math with P kept, laid out
+  transposed (keys along the rows) so the softmax reduces over an outer axis, and the g query
+  heads of each kv head stacked along the rows so one batched product serves them all.
+
+`attention_fwd` / `attention_bwd` are the entry points of plain and flash; `tests/test_autograd.py`
+checks the implementations against finite differences and against each other, and
+`peak_attention_memory` measures the difference at long context (also printed by
+`bullet-train bench`).
 """
 from __future__ import annotations
 
+import functools
 import math
 import tracemalloc
 
@@ -37,11 +44,28 @@ def _reduce_kv(g: np.ndarray, kv: int) -> np.ndarray:
     return g if kv == H else g.reshape(B, kv, H // kv, T, d).sum(axis=2)
 
 
-def _causal_bias(i0, i1, j0, j1, dtype):
-    """0 where key j <= query i, -inf elsewhere, for the tile rows i0:i1, cols j0:j1."""
+def _make_causal_bias(i0, i1, j0, j1, dtype, repeat):
     i = np.arange(i0, i1)[:, None]
     j = np.arange(j0, j1)[None, :]
-    return np.where(j <= i, 0.0, -np.inf).astype(dtype)
+    b = np.where(j <= i, 0.0, -np.inf).astype(dtype)
+    return np.tile(b.T, (1, repeat)) if repeat else b
+
+
+@functools.lru_cache(maxsize=64)
+def _causal_bias_cached(i0, i1, j0, j1, dtype, repeat):
+    b = _make_causal_bias(i0, i1, j0, j1, dtype, repeat)
+    b.flags.writeable = False
+    return b
+
+
+def _causal_bias(i0, i1, j0, j1, dtype, repeat=0):
+    """0 where key j <= query i, -inf elsewhere, for the tile rows i0:i1, cols j0:j1. With
+    `repeat`, transposed (keys along the rows) and the query columns `repeat` times over (grouped
+    query heads stacked). Read-only; cached up to 1 MiB (tiles, short contexts)."""
+    dtype = np.dtype(dtype)
+    if (i1 - i0) * (j1 - j0) * max(1, repeat) * dtype.itemsize > 1 << 20:
+        return _make_causal_bias(i0, i1, j0, j1, dtype, repeat)
+    return _causal_bias_cached(i0, i1, j0, j1, dtype, repeat)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,6 +166,49 @@ def flash_bwd(do, q, k, v, out, lse, block=64):
             dk[:, :, j0:j1] += np.swapaxes(ds, -1, -2) @ qi
     dq *= scale
     return dq, _reduce_kv(dk, k.shape[1]), _reduce_kv(dv, v.shape[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# stored probabilities, grouped heads (the fused self-attention at short context)
+# ---------------------------------------------------------------------------------------------
+
+STORE_P_BYTES = 8 << 20  # the fused self-attention keeps P when one layer's P is at most this
+
+
+def stores_p(impl: str, batch: int, n_heads: int, seq: int, itemsize: int) -> bool:
+    """Whether the fused self-attention keeps the probabilities for its backward pass: always
+    for "plain", and for "flash" while one layer's P (batch x heads x T x T) fits STORE_P_BYTES
+    (at T 128 and batch 2: 0.5 MiB); longer contexts take the tiles."""
+    return impl == "plain" or batch * n_heads * seq * seq * itemsize <= STORE_P_BYTES
+
+
+def grouped_fwd(q, k, v, out):
+    """Causal attention with P kept. q (B, KV, g*T, hd) holds the g query heads of each kv head
+    stacked along the rows and already scaled by 1/sqrt(hd); k (B, KV, T, hd); v (B, KV, T, hd),
+    any strides with a unit last one. Writes the output (B, KV, g*T, hd) into `out` (a view is
+    fine) and returns P transposed, (B, KV, T, g*T): keys along the rows, so the softmax's max
+    and sum run over an outer axis, which NumPy vectorises (along the last axis they run several
+    times slower)."""
+    T = k.shape[2]
+    st = k @ np.swapaxes(q, -1, -2)                                  # S^T: (B, KV, T keys, g*T queries)
+    st += _causal_bias(0, T, 0, T, st.dtype, q.shape[2] // T)
+    st -= st.max(axis=-2, keepdims=True)
+    pt = np.exp(st, out=st)
+    pt /= pt.sum(axis=-2, keepdims=True)
+    np.matmul(np.swapaxes(pt, -1, -2), v, out=out)
+    return pt
+
+
+def grouped_bwd(do, o, q, k, v, pt, dq, dk, dv):
+    """Gradients of grouped_fwd from its output gradient do and output o (B, KV, g*T, hd) into
+    dq (of the scaled q), dk, dv (views are fine): dV = P^T dO, dS = P * (dO V^T - rowsum(dO * O)),
+    dQ = dS K, dK = dS^T Q (all with S and P transposed)."""
+    np.matmul(pt, do, out=dv)
+    dst = v @ np.swapaxes(do, -1, -2)                                # dP^T
+    dst -= np.einsum("...d,...d->...", do, o)[..., None, :]
+    dst *= pt
+    np.matmul(np.swapaxes(dst, -1, -2), k, out=dq)
+    np.matmul(dst, q, out=dk)
 
 
 # ---------------------------------------------------------------------------------------------

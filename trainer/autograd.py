@@ -16,6 +16,8 @@ kernels live in ``trainer.attention``.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from trainer import attention as attn
@@ -26,13 +28,16 @@ class Tensor:
 
     `parents` are the input Tensors of the op that made this one; `backward_fn(g)` receives this
     tensor's gradient and adds the inputs' gradients into their `.grad` (see `_acc`).
+    `fresh` marks a preset `.grad` buffer (a parameter's) whose contents are stale: the first
+    contribution overwrites it instead of adding to it, so nothing has to zero it first.
     """
 
-    __slots__ = ("data", "grad", "parents", "backward_fn", "requires_grad", "name")
+    __slots__ = ("data", "grad", "parents", "backward_fn", "requires_grad", "name", "fresh")
 
     def __init__(self, data, parents=(), backward_fn=None, requires_grad=False, name=None):
         self.data = data if isinstance(data, np.ndarray) else np.asarray(data)
         self.grad = None
+        self.fresh = False
         self.parents = parents
         self.backward_fn = backward_fn
         self.requires_grad = bool(requires_grad) or any(p.requires_grad for p in parents)
@@ -79,13 +84,26 @@ class Tensor:
 
 def _acc(t: Tensor, g: np.ndarray) -> None:
     """Add g into t.grad. A preset grad (parameters: a view into the flat gradient buffer) is
-    updated in place; otherwise the first contribution is copied so no two tensors share storage."""
+    updated in place (overwritten when `fresh`); otherwise the first contribution is copied so no
+    two tensors share storage."""
     if not t.requires_grad:
         return
     if t.grad is None:
         t.grad = np.array(g, dtype=t.data.dtype, copy=True)
+    elif t.fresh:
+        np.copyto(t.grad, g)
+        t.fresh = False
     else:
         t.grad += g
+
+
+def _give(t: Tensor, g: np.ndarray) -> None:
+    """_acc for a gradient array the caller made and hands over: a tensor without a gradient yet
+    takes it as is, no copy."""
+    if t.requires_grad and t.grad is None and g.dtype == t.data.dtype and g.shape == t.data.shape:
+        t.grad = g
+    else:
+        _acc(t, g)
 
 
 def _unbroadcast(g: np.ndarray, shape) -> np.ndarray:
@@ -183,16 +201,26 @@ def swiglu(gate_up) -> Tensor:
     h = gate_up.shape[-1] // 2
     if gate_up.shape[-1] != 2 * h:
         raise ValueError(f"swiglu: last axis must be even (gate|up), got {gate_up.shape[-1]}")
-    gt, up = gate_up.data[..., :h], gate_up.data[..., h:]
-    s = 1.0 / (1.0 + np.exp(-gt))
+    # contiguous copies of the two halves: NumPy's arithmetic on the strided halves runs ~4x slower
+    gt, up = np.ascontiguousarray(gate_up.data[..., :h]), np.ascontiguousarray(gate_up.data[..., h:])
+    s = np.negative(gt)  # s = 1 / (1 + exp(-gate)), in place in one buffer
+    np.exp(s, out=s)
+    s += 1.0
+    np.reciprocal(s, out=s)
     sg = gt * s
 
     def bwd(g):
         out = np.empty_like(gate_up.data)
-        # d/dgate silu(gate)*up = up * s * (1 + gate * (1 - s)); d/dup = silu(gate)
-        out[..., :h] = g * up * (s * (1.0 + gt * (1.0 - s)))
-        out[..., h:] = g * sg
-        _acc(gate_up, out)
+        # d/dgate silu(gate)*up = (g * up) * (s * (1 + gate * (1 - s))); d/dup = g * silu(gate)
+        d = np.subtract(1.0, s)
+        d *= gt
+        d += 1.0
+        d *= s
+        u = np.multiply(g, up)
+        d *= u
+        out[..., :h] = d
+        np.multiply(g, sg, out=out[..., h:])
+        _give(gate_up, out)
 
     return Tensor(sg * up, (gate_up,), bwd)
 
@@ -227,13 +255,16 @@ def linear(x, w) -> Tensor:
     def bwd(g):
         g2 = g.reshape(-1, g.shape[-1])
         if w.requires_grad:
-            if w.grad is not None:
-                # accumulate straight into the parameter's gradient buffer: one GEMM, no temporary
+            if w.fresh:
+                # straight into the parameter's gradient buffer: one GEMM, no temporary
+                np.matmul(g2.T, x2, out=w.grad)
+                w.fresh = False
+            elif w.grad is not None:
                 w.grad += g2.T @ x2
             else:
                 _acc(w, g2.T @ x2)
         if x.requires_grad:
-            _acc(x, (g2 @ w.data).reshape(x.shape))
+            _give(x, (g2 @ w.data).reshape(x.shape))
 
     return Tensor(y.reshape(*x.shape[:-1], w.shape[0]), (x, w), bwd)
 
@@ -246,9 +277,14 @@ def embedding(w, ids: np.ndarray) -> Tensor:
         raise ValueError(f"embedding: ids must lie in [0, {w.shape[0]}), got [{ids.min()}, {ids.max()}]")
 
     def bwd(g):
-        gw = np.zeros_like(w.data)
-        np.add.at(gw, ids.reshape(-1), g.reshape(-1, w.shape[1]))
-        _acc(w, gw)
+        if not w.requires_grad:
+            return
+        if w.grad is None:
+            w.grad = np.zeros_like(w.data)
+        elif w.fresh:
+            w.grad[...] = 0
+            w.fresh = False
+        np.add.at(w.grad, ids.reshape(-1), g.reshape(-1, w.shape[1]))  # scatter-add, repeats summed
 
     return Tensor(w.data[ids], (w,), bwd)
 
@@ -258,25 +294,39 @@ def embedding(w, ids: np.ndarray) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 def rmsnorm_fwd(x, w, eps):
-    r = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)  # (…, 1)
-    return x * r * w, r
+    """y = w * x / rms(x) over the last axis -> (y, xhat = x / rms(x), r = 1 / rms(x) of shape (…, 1))."""
+    x2 = x.reshape(-1, x.shape[-1])
+    ms = np.einsum("ij,ij->i", x2, x2)  # sum of squares per row, no temporary
+    ms *= 1.0 / x.shape[-1]
+    ms += eps
+    r = np.reciprocal(np.sqrt(ms, out=ms), out=ms).reshape(*x.shape[:-1], 1)
+    xhat = x * r
+    return xhat * w, xhat, r
 
 
-def rmsnorm_bwd(g, x, w, r):
+def rmsnorm_bwd(g, xhat, w, r):
+    # y = w * xhat, xhat = x * r, r = (mean(x^2)+eps)^-1/2  =>  dx = r * (gh - xhat * mean(gh * xhat)),
+    # gh = g * w; dw = sum over rows of g * xhat
+    D = xhat.shape[-1]
     gh = g * w
-    # y = w * x * r, r = (mean(x^2)+eps)^-1/2  =>  dx = r * (gh - x * r^2 * mean(gh * x))
-    gx = r * (gh - x * (r * r) * np.mean(gh * x, axis=-1, keepdims=True))
-    gw = (g * (x * r)).reshape(-1, x.shape[-1]).sum(axis=0)
-    return gx, gw
+    gh2, xh2 = gh.reshape(-1, D), xhat.reshape(-1, D)
+    c = np.einsum("ij,ij->i", gh2, xh2)
+    c *= 1.0 / D
+    tmp = np.multiply(xh2, c[:, None])
+    gh2 -= tmp
+    gh *= r
+    np.multiply(g.reshape(-1, D), xh2, out=tmp)
+    gw = tmp.sum(axis=0)
+    return gh, gw
 
 
 def rmsnorm(x, w, eps=1e-5) -> Tensor:
     x, w = as_tensor(x), as_tensor(w)
-    y, r = rmsnorm_fwd(x.data, w.data, eps)
+    y, xhat, r = rmsnorm_fwd(x.data, w.data, eps)
 
     def bwd(g):
-        gx, gw = rmsnorm_bwd(g, x.data, w.data, r)
-        _acc(x, gx)
+        gx, gw = rmsnorm_bwd(g, xhat, w.data, r)
+        _give(x, gx)
         _acc(w, gw)
 
     return Tensor(y, (x, w), bwd)
@@ -342,10 +392,17 @@ def attention(q, k, v, impl: str = "flash", block: int = 64) -> Tensor:
 
 
 def self_attention(qkv, cos, sin, batch: int, seq: int, n_heads: int, n_kv_heads: int,
-                   impl: str = "flash", block: int = 64) -> Tensor:
+                   impl: str = "flash", block: int = 64, keep_p: bool = True) -> Tensor:
     """Fused: split qkv (B*T, (H+2KV)*hd) into heads, RoPE on q and k, causal attention,
     merge heads -> (B*T, H*hd). Same math as reshape/transpose/rope/attention in sequence (the
-    tests check that), with fewer temporaries."""
+    tests check that), with fewer temporaries.
+
+    At short context (attention.stores_p) the probabilities are kept for the backward pass
+    instead of recomputed: RoPE is one complex multiplication of the (even, odd) pairs, with the
+    score scale folded into q's rotation; the g query heads of a kv head are stacked along the
+    rows so one batched product serves them all; the output and the gradients are written
+    straight into the merged-head layouts. Longer contexts (and keep_p=False) take the kernels
+    of `impl`."""
     qkv = as_tensor(qkv)
     B, T, H, KV = batch, seq, n_heads, n_kv_heads
     width = qkv.shape[-1]
@@ -353,6 +410,62 @@ def self_attention(qkv, cos, sin, batch: int, seq: int, n_heads: int, n_kv_heads
     if hd * (H + 2 * KV) != width or qkv.shape[0] != B * T:
         raise ValueError(f"self_attention: qkv shape {qkv.shape} does not match B={B} T={T} "
                          f"heads={H} kv_heads={KV}")
+    if H % KV:
+        raise ValueError(f"attention: {H} query heads is not a multiple of {KV} kv heads")
+    dt = qkv.data.dtype
+    if dt not in _COMPLEX or hd % 2 or not keep_p or not attn.stores_p(impl, B, H, T, dt.itemsize):
+        return _self_attention_tiled(qkv, cos, sin, B, T, H, KV, impl, block)
+    g = H // KV
+    cd = _COMPLEX[dt]
+    scale = 1.0 / math.sqrt(hd)
+    rot = (cos[:T] + 1j * sin[:T]).astype(cd)[:, None, :]          # (T, 1, hd/2)
+    xc = np.ascontiguousarray(qkv.data).reshape(B, T, H + 2 * KV, hd).view(cd)
+    # q and k rotated into head-major, contiguous arrays (q scaled): (B, heads, T, hd)
+    q = np.empty((B, H, T, hd // 2), cd)
+    np.multiply(xc[:, :, :H].transpose(0, 2, 1, 3), (rot * scale).transpose(1, 0, 2), out=q)
+    k = np.empty((B, KV, T, hd // 2), cd)
+    np.multiply(xc[:, :, H:H + KV].transpose(0, 2, 1, 3), rot.transpose(1, 0, 2), out=k)
+    q = q.view(dt).reshape(B, KV, g * T, hd)
+    k = k.view(dt)
+    v = qkv.data.reshape(B, T, H + 2 * KV, hd)[:, :, H + KV:].transpose(0, 2, 1, 3)  # a view
+    y = np.empty((B, T, H, hd), dtype=dt)
+    y4 = y.transpose(0, 2, 1, 3)                                       # (B, H, T, hd) view
+    if g == 1:
+        p = attn.grouped_fwd(q, k, v, out=y4)
+    else:
+        o = np.empty((B, KV, g * T, hd), dtype=dt)
+        p = attn.grouped_fwd(q, k, v, out=o)
+        y4[...] = o.reshape(B, H, T, hd)
+
+    def bwd(gr):
+        go4 = gr.reshape(B, T, H, hd).transpose(0, 2, 1, 3)
+        gx = np.empty((B, T, H + 2 * KV, hd), dtype=dt)
+        dq4 = gx[:, :, :H].transpose(0, 2, 1, 3)
+        dk = gx[:, :, H:H + KV].transpose(0, 2, 1, 3)
+        dv = gx[:, :, H + KV:].transpose(0, 2, 1, 3)
+        if g == 1:
+            attn.grouped_bwd(go4, y4, q, k, v, p, dq4, dk, dv)
+        else:
+            dq = np.empty((B, KV, g * T, hd), dtype=dt)
+            attn.grouped_bwd(np.ascontiguousarray(go4).reshape(B, KV, g * T, hd),
+                             np.ascontiguousarray(y4).reshape(B, KV, g * T, hd), q, k, v, p, dq, dk, dv)
+            dq4[...] = dq.reshape(B, H, T, hd)
+        # the inverse rotations (q's with the score scale), in place
+        gc = gx.view(cd)
+        gc[:, :, :H] *= np.conj(rot) * scale
+        gc[:, :, H:H + KV] *= np.conj(rot)
+        _give(qkv, gx.reshape(B * T, width))
+
+    return Tensor(y.reshape(B * T, H * hd), (qkv,), bwd)
+
+
+_COMPLEX = {np.dtype(np.float32): np.complex64, np.dtype(np.float64): np.complex128}
+
+
+def _self_attention_tiled(qkv, cos, sin, B, T, H, KV, impl, block) -> Tensor:
+    """self_attention through attention_fwd / attention_bwd (flash: the tiles at long context)."""
+    width = qkv.shape[-1]
+    hd = width // (H + 2 * KV)
     c, s = cos[:T], sin[:T]
     x = qkv.data.reshape(B, T, H + 2 * KV, hd).transpose(0, 2, 1, 3)  # (B, H+2KV, T, hd)
     q = rope_fwd(x[:, :H], c, s)
@@ -389,10 +502,10 @@ def cross_entropy_fwd(logits: np.ndarray, targets: np.ndarray):
     return nll, e
 
 
-def _masked_cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
+def _masked_cross_entropy(logits: Tensor, targets: np.ndarray, count=None) -> Tensor:
     """cross_entropy where rows with target -1 carry no loss: mean over the other rows."""
     keep = targets >= 0
-    n = max(1, int(keep.sum()))
+    n = max(1, int(keep.sum())) if count is None else count
     safe = np.where(keep, targets, 0)
     nll, p = cross_entropy_fwd(logits.data, safe)
     loss = np.asarray(nll[keep].sum(dtype=np.float64) / n, dtype=logits.data.dtype)
@@ -402,14 +515,16 @@ def _masked_cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
         p[rows, safe[rows]] -= 1.0
         p[~keep] = 0.0
         np.multiply(p, g / n, out=p)
-        _acc(logits, p)
+        _give(logits, p)
 
     return Tensor(loss, (logits,), bwd)
 
 
-def cross_entropy(logits, targets: np.ndarray) -> Tensor:
+def cross_entropy(logits, targets: np.ndarray, count: int | None = None) -> Tensor:
     """Fused softmax + cross-entropy, mean over rows. logits (N, V), targets (N,) ints in [0, V);
-    a target of -1 masks its row out (agent records: no loss on the prompt and the padding)."""
+    a target of -1 masks its row out (agent records: no loss on the prompt and the padding).
+    `count` divides the sum instead of the number of rows with a loss: a batch cut into row
+    groups gives each group the whole batch's count, and the groups' losses add up to its mean."""
     logits = as_tensor(logits)
     targets = np.asarray(targets).reshape(-1)
     N, V = logits.shape
@@ -417,15 +532,19 @@ def cross_entropy(logits, targets: np.ndarray) -> Tensor:
         raise ValueError(f"cross_entropy: {N} rows of logits but {targets.shape[0]} targets")
     if N and (targets.min() < -1 or targets.max() >= V):
         raise ValueError(f"cross_entropy: targets must lie in [0, {V}) (or be -1: no loss on that row)")
+    if count is not None and count < 1:
+        raise ValueError(f"cross_entropy: count must be >= 1, got {count}")
     if N and targets.min() < 0:
-        return _masked_cross_entropy(logits, targets)
+        return _masked_cross_entropy(logits, targets, count)
     nll, p = cross_entropy_fwd(logits.data, targets)
-    loss = np.asarray(nll.mean(dtype=np.float64), dtype=logits.data.dtype)
+    n = N if count is None else count
+    loss = np.asarray(nll.mean(dtype=np.float64) if count is None else nll.sum(dtype=np.float64) / n,
+                      dtype=logits.data.dtype)
 
     def bwd(g):
-        # d mean(nll) / d logits = (softmax - onehot) / N; p is ours to overwrite
+        # d mean(nll) / d logits = (softmax - onehot) / n; p is ours to overwrite
         p[np.arange(N), targets] -= 1.0
-        np.multiply(p, g / N, out=p)
-        _acc(logits, p)
+        np.multiply(p, g / n, out=p)
+        _give(logits, p)
 
     return Tensor(loss, (logits,), bwd)

@@ -145,7 +145,7 @@ def _bench(args) -> int:
     from trainer.bench import run
 
     run(steps=args.steps, warmup=args.warmup, batch=args.batch, seq=args.seq, memory_seq=args.memory_seq,
-        plain=not args.no_plain)
+        baselines=not args.no_baselines)
     return 0
 
 
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", type=int, default=4)
     b.add_argument("--seq", type=int, default=128)
     b.add_argument("--memory-seq", type=int, default=2048)
-    b.add_argument("--no-plain", action="store_true", help="skip the plain-attention baseline")
+    b.add_argument("--no-baselines", action="store_true", help="skip the tiled-attention and one-pass baselines")
     b.set_defaults(fn=_bench)
     return ap
 

@@ -64,7 +64,7 @@ class TrainConfig:
     grad_clip: float = 1.0                # global L2 norm; 0 disables
     seed: int = 1337
     # -- attention kernel --
-    attention: str = "flash"              # "flash" (tiled, O(T) memory) or "plain"
+    attention: str = "flash"              # "flash" (tiled, O(T) memory, past attention.STORE_P_BYTES) or "plain"
     attention_block: int = 64          # tile rows/cols (64: a float32 tile of B*H*64*64 stays in cache)
     # -- data --
     text_field: str = "text"

@@ -8,11 +8,14 @@ gate and up projections one matrix `blk.i.w13` (2 * hidden, dim), so each block 
 GEMMs instead of six small ones. `bullet_tensors()` splits them back into the `.bullet` names of
 docs/ARCHITECTURE.md (wq, wk, wv, w1, w3). All parameters are views into one flat float32 buffer
 (and their gradients into one flat gradient buffer), so the optimiser and the gradient clipping
-work on a single vector.
+work on a single vector. `loss_and_grad`, the training step's forward and backward, runs the batch
+as two row groups side by side on two threads, each with its own gradient buffer, added at the end.
 """
 from __future__ import annotations
 
 import math
+import time
+from concurrent.futures import wait
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -20,6 +23,7 @@ import numpy as np
 from bulletd.errors import FormatError
 from bulletd.format import arch as arch_rules
 from trainer import autograd as ag
+from trainer import cpu
 
 
 @dataclass(frozen=True)
@@ -81,27 +85,38 @@ class Model:
         self.dtype = np.dtype(dtype)
         self.attn_impl = attn_impl
         self.attn_block = attn_block
+        self.attn_keep_p = True  # keep P at short context (attention.stores_p); False: always the tiles
         shapes = arch.param_shapes()
         total = sum(int(np.prod(s)) for s in shapes.values())
         self.flat = np.zeros(total, dtype=self.dtype)       # all parameters, one vector
         self.flat_grad = np.zeros(total, dtype=self.dtype)  # their gradients
-        self.params: dict[str, ag.Tensor] = {}
         self.decay_mask = np.zeros(total, dtype=bool)       # weight decay on matrices only
-        off = 0
         # matrices first, vectors last: weight decay then covers one prefix of the flat vector
         order = [n for n, s in shapes.items() if len(s) == 2] + [n for n, s in shapes.items() if len(s) != 2]
+        self._layout = {}  # name -> (offset, shape) in the flat vectors, file order
+        off = 0
         for name in order:
-            shape = shapes[name]
-            n = int(np.prod(shape))
-            t = ag.Tensor(self.flat[off:off + n].reshape(shape), requires_grad=True, name=name)
-            t.grad = self.flat_grad[off:off + n].reshape(shape)
-            self.params[name] = t
-            if len(shape) == 2:
-                self.decay_mask[off:off + n] = True
-            off += n
-        self.params = {name: self.params[name] for name in shapes}  # file order for iteration
+            self._layout[name] = (off, shapes[name])
+            if len(shapes[name]) == 2:
+                self.decay_mask[off:off + int(np.prod(shapes[name]))] = True
+            off += int(np.prod(shapes[name]))
+        self._layout = {name: self._layout[name] for name in shapes}
+        self.params: dict[str, ag.Tensor] = self._param_tensors(self.flat_grad)
+        self._groups = [self.params]       # parameter Tensors per row group of loss_and_grad
+        self._group_grads = [self.flat_grad]  # and their gradient buffers
+        self.group_times = []  # (forward, backward) seconds of each group in the last loss_and_grad
         self.cos, self.sin = ag.rope_tables(arch.max_seq_len, arch.head_dim, arch.rope_theta, self.dtype)
         self.init_weights(seed)
+
+    def _param_tensors(self, grad: np.ndarray) -> dict:
+        """Parameter Tensors over the flat weights, their gradients preset to views into `grad`."""
+        out = {}
+        for name, (off, shape) in self._layout.items():
+            n = int(np.prod(shape))
+            t = ag.Tensor(self.flat[off:off + n].reshape(shape), requires_grad=True, name=name)
+            t.grad = grad[off:off + n].reshape(shape)
+            out[name] = t
+        return out
 
     def init_weights(self, seed: int) -> None:
         """GPT-2 style: N(0, 0.02) for matrices, residual output projections scaled by
@@ -117,9 +132,10 @@ class Model:
 
     # -- forward ---------------------------------------------------------------------------------
 
-    def logits(self, inputs: np.ndarray) -> ag.Tensor:
-        """inputs (B, T) int token ids -> logits Tensor (B*T, vocab)."""
-        a, P = self.arch, self.params
+    def logits(self, inputs: np.ndarray, params: dict | None = None) -> ag.Tensor:
+        """inputs (B, T) int token ids -> logits Tensor (B*T, vocab). `params`: the parameter
+        Tensors to use (default `self.params`; a row group of loss_and_grad has its own)."""
+        a, P = self.arch, self.params if params is None else params
         B, T = inputs.shape
         if T > a.max_seq_len:
             raise ValueError(f"sequence of {T} tokens exceeds max_seq_len {a.max_seq_len}")
@@ -128,7 +144,8 @@ class Model:
             h = ag.rmsnorm(x, P[f"blk.{i}.attn_norm"], a.norm_eps)
             qkv = ag.linear(h, P[f"blk.{i}.wqkv"])                         # (B*T, (H+2KV)*hd)
             att = ag.self_attention(qkv, self.cos, self.sin, B, T, a.n_heads, a.n_kv_heads,
-                                    impl=self.attn_impl, block=self.attn_block)  # (B*T, H*hd)
+                                    impl=self.attn_impl, block=self.attn_block,
+                                    keep_p=self.attn_keep_p)                  # (B*T, H*hd)
             x = ag.add(x, ag.linear(att, P[f"blk.{i}.wo"]))
             h = ag.rmsnorm(x, P[f"blk.{i}.ffn_norm"], a.norm_eps)
             m = ag.swiglu(ag.linear(h, P[f"blk.{i}.w13"]))                  # (B*T, hidden)
@@ -141,13 +158,98 @@ class Model:
         return ag.cross_entropy(self.logits(inputs), targets.reshape(-1))
 
     def nll(self, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """Per-token negative log-likelihood in nats (B*T,), no gradient bookkeeping kept."""
-        lg = self.logits(inputs).data
-        nll, _ = ag.cross_entropy_fwd(lg, targets.reshape(-1))
-        return nll
+        """Per-token negative log-likelihood in nats (B*T,), no gradient bookkeeping kept; the
+        row groups of loss_and_grad side by side."""
+        targets = targets.reshape(inputs.shape[0], -1)
+
+        def group(i, lo, hi):
+            return ag.cross_entropy_fwd(self.logits(inputs[lo:hi]).data, targets[lo:hi].reshape(-1))[0]
+
+        return np.concatenate(self._in_groups(inputs.shape[0], group))
 
     def zero_grad(self) -> None:
         self.flat_grad[...] = 0.0
+
+    GROUPS = 2  # row groups of a training step (fixed: the numerics do not depend on the machine)
+
+    def loss_and_grad(self, inputs: np.ndarray, targets: np.ndarray) -> float:
+        """One training step's forward and backward: returns the mean loss and leaves its
+        gradient in `flat_grad` (no zero_grad needed).
+
+        The batch is cut into GROUPS row groups; each runs forward and backward on its own worker
+        thread with one BLAS thread, into its own gradient buffer, and the buffers are added in
+        group order. The result is the same bits run to run and on any number of cores; it
+        differs from one pass over the whole batch (loss.backward()) only in the rounding of the
+        sums over rows."""
+        B = inputs.shape[0]
+        k = max(1, min(self.GROUPS, B))
+        targets = targets.reshape(B, -1)
+        count = max(1, int((targets >= 0).sum()))
+        while len(self._groups) < k:
+            self._group_grads.append(np.empty_like(self.flat_grad))
+            self._groups.append(self._param_tensors(self._group_grads[-1]))
+
+        times = self.group_times = [(0.0, 0.0)] * k
+
+        def group(i, lo, hi):
+            P = self._groups[i]
+            for t in P.values():
+                t.fresh = True  # the first contribution overwrites the buffer: no zeroing pass
+            t0 = time.perf_counter()
+            loss = ag.cross_entropy(self.logits(inputs[lo:hi], P), targets[lo:hi].reshape(-1), count=count)
+            t1 = time.perf_counter()
+            loss.backward()
+            for t in P.values():
+                if t.fresh:  # not reached by the graph: no gradient
+                    t.grad[...] = 0
+                    t.fresh = False
+            times[i] = (t1 - t0, time.perf_counter() - t1)
+            return float(loss.data)
+
+        losses = self._in_groups(B, group)
+        if k > 1:
+            self._sum_group_grads(k)
+        return float(np.float64(sum(losses)).astype(self.dtype))
+
+    def _workers(self, k: int) -> int:
+        """Threads for k row groups: one each up to the cores, one in all when BLAS's thread count
+        cannot be set (its own threads would fight the workers)."""
+        return min(k, cpu.workers()) if cpu.blas_control() else 1
+
+    def _in_groups(self, B: int, fn) -> list:
+        """[fn(i, lo, hi) for each row group i of a batch of B rows], on the worker threads with
+        one BLAS thread each (one group: the caller's thread, BLAS as it is)."""
+        k = max(1, min(self.GROUPS, B))
+        bounds = [B * i // k for i in range(k + 1)]
+        if k == 1:
+            return [fn(0, 0, B)]
+        with cpu.blas_threads(1):
+            if self._workers(k) == 1:
+                return [fn(i, bounds[i], bounds[i + 1]) for i in range(k)]
+            futs = [cpu.pool().submit(fn, i, bounds[i], bounds[i + 1]) for i in range(1, k)]
+            try:
+                first = fn(0, bounds[0], bounds[1])
+            finally:
+                wait(futs)  # never leave a group running behind an error
+            return [first] + [f.result() for f in futs]
+
+    def _sum_group_grads(self, k: int) -> None:
+        """flat_grad += the other groups' buffers, in group order, over slices on the workers."""
+        n_workers = self._workers(k)
+        n = self.flat_grad.size
+        cuts = [n * i // n_workers for i in range(n_workers + 1)]
+
+        def add(lo, hi):
+            for g in self._group_grads[1:k]:
+                self.flat_grad[lo:hi] += g[lo:hi]
+
+        if n_workers == 1:
+            add(0, n)
+            return
+        futs = [cpu.pool().submit(add, cuts[i], cuts[i + 1]) for i in range(1, n_workers)]
+        add(cuts[0], cuts[1])
+        for f in futs:
+            f.result()
 
     # -- state -----------------------------------------------------------------------------------
 

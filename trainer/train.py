@@ -1,8 +1,9 @@
 """The training loop: prepare (config, data, tokenizer, model, optimiser, resume) then run.
 
 Each step reads in this order: learning rate (pure function of the step, times the rollback
-scale) -> batch (pure function of seed, step, attempt) -> forward/backward -> spike test ->
-clip -> AdamW step -> log/progress -> evaluate -> checkpoint.
+scale) -> batch (pure function of seed, step, attempt) -> forward/backward (Model.loss_and_grad:
+two row groups side by side on the worker threads) -> gradient norm -> spike test -> AdamW step
+(the clipping scale inside) -> log/progress -> evaluate -> checkpoint.
 
 Spike handling: a non-finite loss or gradient norm, or a loss above spike_factor x the mean of
 the last spike_window losses, rolls the model and optimiser back to the last checkpoint (kept in
@@ -31,13 +32,14 @@ from pathlib import Path
 import numpy as np
 
 from trainer import checkpoint as ckpt_mod
+from trainer import cpu
 from trainer.bpe import Vocab, train_bpe
 from trainer.config import TrainConfig
 from trainer.data import TokenData, evaluate, load_jsonl, row_data, split, tokenize_stream
 from trainer.errors import CheckpointError, ConfigError, TrainerError
 from trainer.export import load_child
 from trainer.model import Model
-from trainer.optim import AdamW, clip_grad_norm, lr_at
+from trainer.optim import AdamW, clip_scale, grad_norm, lr_at
 from trainer.plot import write_loss_png
 
 
@@ -192,6 +194,7 @@ class Trainer:
         self.log(f"tokenized in {time.monotonic() - t0:.1f}s: train {len(self.data.train)} tokens "
                  f"({train_bytes / max(1, len(self.data.train)):.2f} bytes/token), val {len(self.data.val)} tokens")
 
+        cpu.keep_freed_memory()
         self.model = Model(cfg.arch(), seed=cfg.seed, attn_impl=cfg.attention, attn_block=cfg.attention_block)
         self.opt = AdamW(self.model.flat, self.model.flat_grad, self.model.decay_mask,
                          betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
@@ -306,13 +309,10 @@ class Trainer:
                 lr = lr_at(s, max_lr=cfg.learning_rate, min_lr=cfg.min_lr, warmup=cfg.warmup_steps,
                            total=cfg.max_steps) * st.lr_scale
                 x, y = self.data.batch(cfg.seed, s, cfg.batch_size, st.attempt)
-                self.model.zero_grad()
-                loss_t = self.model.loss(x, y)
-                loss_t.backward()
-                loss = float(loss_t.data)
+                loss = self.model.loss_and_grad(x, y)
                 if self.fault is not None:
                     loss = self.fault(s + 1, loss)
-                norm = clip_grad_norm(self.model.flat_grad, cfg.grad_clip)
+                norm = grad_norm(self.model.flat_grad)
                 window = st.recent[-cfg.spike_window:]
                 if not math.isfinite(loss) or not math.isfinite(norm):
                     self._rollback(f"non-finite loss {loss} / gradient norm {norm}")
@@ -320,7 +320,7 @@ class Trainer:
                 if len(window) >= min(cfg.spike_window, 5) and loss > cfg.spike_factor * (sum(window) / len(window)):
                     self._rollback(f"loss {loss:.4f} > {cfg.spike_factor:g} x recent mean {sum(window) / len(window):.4f}")
                     continue
-                self.opt.step(lr)
+                self.opt.step(lr, grad_scale=clip_scale(norm, cfg.grad_clip))  # clipping inside the update
                 st.step += 1
                 tokens_since += x.size
                 st.recent = (st.recent + [loss])[-cfg.spike_window:]
