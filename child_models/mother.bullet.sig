@@ -1,11 +1,11 @@
 {
  "manifest": {
-  "created": "2026-12-03T14:01:50+00:00",
+  "created": "2026-12-03T16:28:25+00:00",
   "key_id": "f670be2f7d665147",
   "name": "mother",
-  "sha256": "fef5114906b0318089d7bfcffaa38df0e57558c17966b295fd53ec92a9013f50",
+  "sha256": "b682f50c993f420c6816df6923fc3c298e7d740810adec5e81d12a276096e5d2",
   "size": 4200098,
-  "version": "0.3.0"
+  "version": "0.4.0"
  },
- "signature": "A4Vy45/uNdLwzm8M8brfCgsM0r7rG9NoC5/k+si4v9iyt+pyOS/wsKM0yC6ntXvrb/tDITY2oCDhaKYZLT6AAw=="
+ "signature": "mSOaKodUL5f49Nt419C3/fD4ynszXE3bwWsHZQUCt0/jVTFsDCSjkDGWiZ9FkhkZB/6Nwy44LHRPqRXPDxJXDA=="
 }
