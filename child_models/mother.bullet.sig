@@ -1,11 +1,11 @@
 {
  "manifest": {
-  "created": "2026-12-03T16:28:25+00:00",
+  "created": "2026-12-03T16:42:02+00:00",
   "key_id": "f670be2f7d665147",
   "name": "mother",
-  "sha256": "b682f50c993f420c6816df6923fc3c298e7d740810adec5e81d12a276096e5d2",
+  "sha256": "e1e2a40f5f216de4746d1aa1c3f24dabcd1a12af9aa11b6a05a756c87732c4d6",
   "size": 4200098,
   "version": "0.4.0"
  },
- "signature": "mSOaKodUL5f49Nt419C3/fD4ynszXE3bwWsHZQUCt0/jVTFsDCSjkDGWiZ9FkhkZB/6Nwy44LHRPqRXPDxJXDA=="
+ "signature": "wQyVgC+qWi/eEDQwV57gRs0Me8gji4/vkVAfWVY1etPOsl2qV7mSPzQ4GdRuGFx8ck95Jjb+JvhNKslVQST4AA=="
 }
