@@ -1,11 +1,11 @@
 {
  "manifest": {
-  "created": "2026-12-03T14:01:50+00:00",
+  "created": "2026-12-03T16:42:02+00:00",
   "key_id": "f670be2f7d665147",
   "name": "mother",
-  "sha256": "fef5114906b0318089d7bfcffaa38df0e57558c17966b295fd53ec92a9013f50",
+  "sha256": "e1e2a40f5f216de4746d1aa1c3f24dabcd1a12af9aa11b6a05a756c87732c4d6",
   "size": 4200098,
-  "version": "0.3.0"
+  "version": "0.4.0"
  },
- "signature": "A4Vy45/uNdLwzm8M8brfCgsM0r7rG9NoC5/k+si4v9iyt+pyOS/wsKM0yC6ntXvrb/tDITY2oCDhaKYZLT6AAw=="
+ "signature": "wQyVgC+qWi/eEDQwV57gRs0Me8gji4/vkVAfWVY1etPOsl2qV7mSPzQ4GdRuGFx8ck95Jjb+JvhNKslVQST4AA=="
 }

@@ -774,6 +774,16 @@ def test_router_first_layer_in_f16_reads_back_as_the_same_mother(tmp_path):
     assert sizes["f16"] < 0.6 * sizes["f32"]
     with pytest.raises(ConfigError, match="f32 or f16"):
         export_router(model, tmp_path / "bad.bullet", w1_dtype="bq4")
+    # the command line: --w1-dtype and --label-weight
+    lab = tmp_path / "l.jsonl"
+    lab.write_text("".join(json.dumps({"text": t, "label": lab_}) + "\n" for t, lab_ in ex), encoding="utf-8")
+    r = _cli("router", "-o", str(tmp_path / "cli.bullet"), "--labelled", str(lab), "--feature-dim", "256",
+             "--steps", "20", "--w1-dtype", "f16", "--label-weight", "home=2")
+    assert r.returncode == 0, r.stderr
+    with BulletFile.open(tmp_path / "cli.bullet") as bf:
+        assert bf.tensor("router.w1").dtype == np.float16
+    r = _cli("router", "-o", str(tmp_path / "bad.bullet"), "--labelled", str(lab), "--label-weight", "home=two")
+    assert r.returncode == 2 and "NAME=WEIGHT" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_router_needs_two_labels():

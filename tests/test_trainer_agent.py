@@ -191,7 +191,11 @@ def test_mother_threshold_is_chosen_on_the_dev_set(tmp_path):
     assert sw[0.3] == {"threshold": 0.3, "children": 0.5, "rejected": 0.5, "wrong_child": 0.5, "accuracy": 0.5}
     assert sw[0.7]["accuracy"] == 0.75 and sw[0.7]["wrong_child"] == 0 and sw[0.95]["children"] == 0
     assert choose_threshold(list(sw.values())) == 0.7       # the best; of equals, the highest
-    assert choose_threshold([{"threshold": 0.5, "accuracy": 0.9}, {"threshold": 0.6, "accuracy": 0.9}]) == 0.6
+    assert choose_threshold([{"threshold": 0.5, "accuracy": 0.9, "wrong_child": 0.05},
+                             {"threshold": 0.6, "accuracy": 0.9, "wrong_child": 0.05}]) == 0.6
+    # a wrong child counts as two misses: 0.88 right with 2 % wrong beats 0.9 right with 5 % wrong
+    assert choose_threshold([{"threshold": 0.5, "accuracy": 0.9, "wrong_child": 0.05},
+                             {"threshold": 0.9, "accuracy": 0.88, "wrong_child": 0.02}]) == 0.9
     lines4 = [{"category": c} for c in ("home", "calc", "none", "none")]
     assert confusion(lines4, dec, 0.5) == {"calc": {"home": 1}, "home": {"home": 1}, "none": {"none": 2}}
     assert confusion(lines4, dec, 0.3) == {"calc": {"home": 1}, "home": {"home": 1}, "none": {"none": 1, "calc": 1}}

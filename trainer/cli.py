@@ -80,9 +80,17 @@ def _router(args) -> int:
         examples += examples_from_source(name, path, args.per_child, args.seed)
     for path in args.labelled or []:
         examples += examples_from_labelled(path)
+    weights = {}
+    for spec in args.label_weight or []:
+        name, _, w = spec.partition("=")
+        try:
+            weights[name] = float(w)
+        except ValueError:
+            raise ConfigError(f"--label-weight expects NAME=WEIGHT, got {spec!r}") from None
     model = train_router(examples, feature_dim=args.feature_dim, hidden=args.hidden, steps=args.steps, seed=args.seed,
-                         features=args.features)
-    s = export_router(model, args.output, threshold=args.threshold, key=args.key, name=args.name, version=args.version)
+                         features=args.features, label_weights=weights)
+    s = export_router(model, args.output, threshold=args.threshold, key=args.key, name=args.name, version=args.version,
+                      w1_dtype=args.w1_dtype)
     print(f"wrote {s['path']} ({s['size']} bytes)" + (", signed" if args.key else ""))
     if s.get("removed_sig"):
         print(f"removed {s['removed_sig']}: it signed the file this one replaced")
@@ -182,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--features", default="char1-3", choices=FEATURE_KINDS,
                    help="feature kind (bulletd.format.features; written to the header)")
     r.add_argument("--steps", type=int, default=300)
+    r.add_argument("--label-weight", action="append", metavar="NAME=WEIGHT",
+                   help="a label's share of each batch relative to the others' 1 (repeatable)")
+    r.add_argument("--w1-dtype", default="f32", choices=["f32", "f16"], help="storage of the first layer")
     r.add_argument("--threshold", type=float, default=0.5)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--key")

@@ -357,10 +357,15 @@ def _dev_misses(lines, decisions, threshold: float, per: int = 4) -> str:
 
 
 def choose_threshold(sweep: list[dict]) -> float:
-    """The threshold with the best accuracy over all lines (a child line right when routed to its
-    child, a null line when rejected); of equal ones the highest (fewer confident wrong children)."""
-    best = max(x["accuracy"] for x in sweep)
-    return max(x["threshold"] for x in sweep if x["accuracy"] >= best - 1e-12)
+    """The threshold with the fewest misses over all lines (a child line right when routed to its
+    child, a null line when rejected), a line sent to a wrong child counting as two: no child lets
+    the fallback or the user step in, a wrong child answers confidently wrong. Of equal ones the
+    highest (fewer confident wrong children)."""
+    def score(x):
+        return x["accuracy"] - x["wrong_child"]
+
+    best = max(map(score, sweep))
+    return max(x["threshold"] for x in sweep if score(x) >= best - 1e-12)
 
 
 def _sweep_table(sweep, chosen) -> str:
@@ -455,9 +460,11 @@ bulletd's router but is never a route, so such a request gets the configured fal
 generators' training phrasings with other seeds, half of them re-phrased in frames of the dev
 split's own, half with words from a corpus slice the training split does not read and made-up
 words put in; reject and request phrasings of its own (in neither the training nor the test
-split); corpus records of a slice of their own. The threshold is the one with the best accuracy
-over all dev lines (a child line right when routed to its child, a null line when rejected); a
-line whose best child is below it gets the fallback or `no_route`.
+split); corpus records of a slice of their own. The threshold is the one with the fewest misses
+over all dev lines (a child line right when routed to its child, a null line when rejected), a
+line sent to a wrong child counting as two misses (a wrong child answers confidently wrong; no
+child leaves the fallback or `no_route`); a line whose best child is below it gets the fallback
+or `no_route`.
 
 {_sweep_table(dev_sweep, threshold)}
 
