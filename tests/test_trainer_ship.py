@@ -145,3 +145,15 @@ def test_init_from_a_child_of_another_shape_is_a_config_error(shipped, tmp_path)
     cfg = load_config(write_config(tmp_path, name="c2.yaml", init_from=str(tmp_path / "missing.bullet")))
     with pytest.raises(ConfigError, match="init_from"):
         Trainer(cfg, progress=False, verbose=False).prepare()
+
+
+def test_the_card_counts_training_time_not_the_pauses_of_a_stopped_run():
+    from trainer.ship import GAP_MIN, log_minutes
+    lines = ["2026-12-03 08:00:00 run x: dataset", "2026-12-03 08:10:00 step 20 loss 1",
+             "2026-12-03 08:20:00 interrupted by SIGTERM at step 40",
+             # resumed the next day: the night is not training time
+             "2026-12-04 09:00:00 resumed at step 40", "2026-12-04 09:05:30 step 60 loss 1"]
+    assert log_minutes(lines) == (25.5, True)
+    assert log_minutes(lines[:3]) == (20.0, False)
+    gap = f"2026-12-03 08:{20 + GAP_MIN}:00 step 60 loss 1"      # exactly GAP_MIN: still training
+    assert log_minutes(lines[:3] + [gap]) == (20.0 + GAP_MIN, False)

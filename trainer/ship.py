@@ -35,6 +35,7 @@ from trainer.plot import write_loss_png
 from trainer.router import examples_from_labelled, examples_from_source, export_router, train_router
 
 GOLDEN_TOKENS = 40
+GAP_MIN = 15   # minutes between two lines of a run's log beyond which the run counts as stopped
 
 
 def golden(path, prompt: str, n: int = GOLDEN_TOKENS) -> dict:
@@ -116,6 +117,17 @@ def measured_rows(m: dict | None, ck) -> str:
 """
 
 
+def log_minutes(lines: list[str]) -> tuple[float, bool]:
+    """Minutes a run's log (its timestamped lines) spent training: the time between consecutive
+    lines, without gaps of more than GAP_MIN minutes (the run was stopped, e.g. between sessions);
+    and whether such a gap was left out."""
+    import datetime as _dt
+
+    stamps = [_dt.datetime.strptime(x[:19], "%Y-%m-%d %H:%M:%S") for x in lines]
+    gaps = [(b - a).total_seconds() for a, b in zip(stamps, stamps[1:])]
+    return sum(g for g in gaps if g <= 60 * GAP_MIN) / 60, any(g > 60 * GAP_MIN for g in gaps)
+
+
 def card(name: str, summary: dict, ck, gold: dict, pub_key_id: str, data_note: str,
          config: str | None = None, measured: dict | None = None) -> str:
     config = config or f"trainer/configs/small_{name}.yaml"
@@ -130,14 +142,14 @@ def card(name: str, summary: dict, ck, gold: dict, pub_key_id: str, data_note: s
     init = f" --init-from {Path(cfg['init_from']).name}" if cfg.get("init_from") else ""
     wall = ""
     log = Path(ck.path).parent / "train.log"
-    if log.is_file():  # first and last timestamps of the run's log
-        import datetime as _dt
-
+    if log.is_file():  # the run's log, up to the shipped checkpoint
         lines = [x for x in log.read_text(encoding="utf-8").splitlines() if x[:4].isdigit()]
         # up to the shipped checkpoint when the log names it (the run may have gone on)
         end = next((x for x in lines if x.endswith(f"checkpoint {ck.path}")), lines[-1])
-        t0, t1 = (_dt.datetime.strptime(x[:19], "%Y-%m-%d %H:%M:%S") for x in (lines[0], end))
-        wall = f", {(t1 - t0).total_seconds() / 60:.0f} min wall clock on the shared 2-core machine"
+        busy, stopped = log_minutes(lines[:lines.index(end) + 1])
+        wall = f", {busy:.0f} min wall clock on the shared 2-core machine"
+        if stopped:
+            wall += f" (without the time the run was stopped: gaps of more than {GAP_MIN} min between log lines)"
         # a run resumed with another --steps changed its cosine's length on the way
         spans = [m.groups() for x in lines[:lines.index(end) + 1] if (m := re.search(r"steps (\d+)->(\d+)$", x))]
         if len({b for _, b in spans}) > 1:

@@ -94,14 +94,13 @@ def decode_speed(path, prompts, max_tokens: int = 48) -> dict:
 
 
 def _wall_minutes(run: Path) -> float | None:
-    import datetime as dt
+    """Minutes the run trained (trainer.ship.log_minutes: pauses of a stopped run left out)."""
+    from trainer.ship import log_minutes
 
     log = run / "train.log"
     if not log.is_file():
         return None
-    stamps = [x[:19] for x in log.read_text(encoding="utf-8").splitlines() if x[:4].isdigit()]
-    t0, t1 = (dt.datetime.strptime(x, "%Y-%m-%d %H:%M:%S") for x in (stamps[0], stamps[-1]))
-    return (t1 - t0).total_seconds() / 60
+    return log_minutes([x for x in log.read_text(encoding="utf-8").splitlines() if x[:4].isdigit()])[0]
 
 
 def _train_tok_s(run: Path) -> float | None:
