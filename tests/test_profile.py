@@ -64,8 +64,10 @@ def test_profile_counts_every_part_of_decode_steps(path):
     assert s.profile["steps"] == 0 and sum(s.profile[q] for q in PARTS) == 0
 
 
-def test_profile_skips_steps_split_across_threads():
-    cfg = dict(CFG, dim=128, n_heads=4, n_kv_heads=4)      # head_dim 32: heads split between threads
+@pytest.mark.parametrize("dim", [128, 96])
+def test_profile_skips_steps_split_across_threads(dim):
+    # head_dim 32: the step runs as one job split by heads; 24: layer by layer, products split
+    cfg = dict(CFG, dim=dim, n_heads=4, n_kv_heads=4)
     s = _model("auto", cfg).new_session()
     s.set_threads(2)
     s.profiling = True
