@@ -601,7 +601,7 @@ void Session::forward(int64_t token, int64_t pos, float* logits) {
         valid_ = pos + 1;
         return;
     }
-    if (prof_on_) {
+    if (prof_on_ && !pool_) {  // one thread: every part timed on it
         StepClock clk(prof_);
         embed(token, x_.data());
         clk.mark(PROF_EMBED);

@@ -6,8 +6,8 @@ REV's tree is taken with `git archive` into a temporary directory (or --workdir,
 runs) and its native module built there with CMake (the compiler flags of its own
 native/CMakeLists.txt). Then both modules decode
 random BQ4 models of the REFERENCE and SMALL shapes (bulletd.format.synth, the same seed) in
-processes that alternate, round after round, so that load from other processes falls on both
-alike: the native decode loop with sampling (the daemon's settings) over the whole context, one
+processes that alternate, round after round (and which goes first alternates too), so that
+load from other processes falls on both alike: the native decode loop with sampling (the daemon's settings) over the whole context, one
 thread, tokens per second of the thread's CPU time, the best pass of each round, and the median
 over rounds. Both must compute the same tokens (printed when they do not: a kernel change that
 moves the logits shows here). The checkout's module is the one this Python imports.
@@ -126,9 +126,13 @@ def compare(rev: str, shapes: list[str], paths: list[str], rounds: int, passes: 
         built = sorted((work / "src" / "bulletd").glob("_native*.so"))
         tree = work / "src" if built else build_revision(rev, work)
         this, other = [], []
-        for _ in range(rounds):
-            this.append(_run(spec, None, Path(d)))
-            other.append(_run(spec, tree, Path(d)))
+        for i in range(rounds):  # which side goes first alternates too
+            if i % 2 == 0:
+                this.append(_run(spec, None, Path(d)))
+                other.append(_run(spec, tree, Path(d)))
+            else:
+                other.append(_run(spec, tree, Path(d)))
+                this.append(_run(spec, None, Path(d)))
     res = {"rev": rev, "rounds": rounds, "passes": passes, "this_module": this[0]["module"],
            "rev_module": other[0]["module"], "rows": []}
     for key in this[0]["rates"]:

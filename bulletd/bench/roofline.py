@@ -3,8 +3,9 @@
 
 The breakdown: the native decode loop (sampling on, the daemon's settings) over the whole context
 on one thread, with the session's step profile on (native/model.h, ProfilePart: wall time of each
-part of every step, summed). Passes with the profile off alternate with it, so the cost of the
-timers shows. "other" is what the parts leave of the wall time: the calls between batches.
+part of every step, summed), each part from the pass where it took least. Passes with the profile
+off alternate with it, so the cost of the timers shows. "other" is what the parts leave of a
+profiled pass's wall time (the smallest remainder): the calls between batches.
 
 The roofline of one core, from two probes of this machine (native/roofline.cpp, timed by the
 thread's CPU time, as the decode rate it is compared with), with the kernel path's own
@@ -46,10 +47,11 @@ def _decode_loop(impl, ctx: int) -> tuple[int, float, float]:
 
 
 def breakdown(native_model, rounds: int = 3) -> dict:
-    """Per-token seconds of each part and the wall time per token with the profile on (the fastest
-    of `rounds` profiled passes) and off (the fastest unprofiled pass), on one thread of the
-    calling process; tok_s_cpu: tokens per second of this thread's CPU time (unprofiled). The
-    parts are wall time: on a busy machine other processes stretch whichever part they interrupt."""
+    """Per-token seconds of each part and the wall time per token with the profile on and off, on
+    one thread of the calling process, each the smallest over `rounds` passes (the parts are wall
+    time: on a busy machine other processes stretch whichever part they interrupt, so each part is
+    taken from the pass where it was least disturbed); tok_s_cpu: tokens per second of this
+    thread's CPU time (unprofiled)."""
     impl = native_model.new_session()
     ctx = native_model.config["max_seq_len"]
     _decode_loop(impl, ctx)                                    # warm-up
@@ -67,12 +69,12 @@ def breakdown(native_model, rounds: int = 3) -> dict:
         steps = max(1, prof["steps"])
         for p in PARTS:
             parts[p].append(prof[p] / steps)
-    best = min(range(rounds), key=lambda i: on[i])             # the round least disturbed by other load
-    r = {"token_s": min(off), "token_s_profiled": on[best], "part_s": {p: v[best] for p, v in parts.items()}}
+    # each figure from its least disturbed round: other processes stretch whatever they interrupt
+    r = {"token_s": min(off), "token_s_profiled": min(on), "part_s": {p: min(v) for p, v in parts.items()}}
     r["tok_s"] = 1 / r["token_s"]
     r["tok_s_cpu"] = 1 / max(min(off_cpu), 1e-12)
     r["profile_cost"] = r["token_s_profiled"] / r["token_s"] - 1
-    r["other_s"] = max(0.0, r["token_s_profiled"] - sum(r["part_s"].values()))
+    r["other_s"] = max(0.0, min(on[i] - sum(v[i] for v in parts.values()) for i in range(rounds)))
     return r
 
 
@@ -129,7 +131,7 @@ def report_lines(r: dict, indent: str = "  ") -> list[str]:
     lines = [f"{indent}where a token's time goes (decode loop with sampling, whole context, one thread, profile on; "
              f"{r['tok_s']:.1f} tok/s with it off ({r['tok_s_cpu']:.1f} per CPU second), the timers cost "
              f"{100 * r['profile_cost']:+.1f} %):"]
-    total = r["token_s_profiled"]
+    total = sum(r["part_s"].values()) + r["other_s"]           # the shares are of what was counted
     for label, parts in GROUPS:
         t = sum(r["part_s"][p] for p in parts)
         detail = ", ".join(f"{p} {r['part_s'][p] * us:.1f}" for p in parts) if len(parts) > 1 else ""
