@@ -1,11 +1,11 @@
 {
  "manifest": {
-  "created": "2026-12-03T13:57:28+00:00",
+  "created": "2026-12-03T16:54:27+00:00",
   "key_id": "f670be2f7d665147",
   "name": "home",
-  "sha256": "3834e2d69f58feee89f06aaac86809c1d296a8c5886f15fa258b01fce109e560",
-  "size": 995342,
+  "sha256": "e29cc70ed74d952e2b258ef669dee338084230f953200b7a2670bc9a5d1ce728",
+  "size": 995214,
   "version": "0.2.0"
  },
- "signature": "MbKUfQCufwhyb2maQtofXKw66tl5d8by58P09IPkVJ6eZU+5hsg9ZNSVrDeSRZGcagk3aRq0xkqcGhwiTsqoCA=="
+ "signature": "5wHuRBa/zig8ClBJJ12RO6rXnvSCOqM6I0DKoXt1T16TvZdAKGwjgyhprq4JQSHHyw0Cz8iChhs/7CvMGPRDCg=="
 }
