@@ -1,11 +1,11 @@
 {
  "manifest": {
-  "created": "2026-12-03T13:57:28+00:00",
+  "created": "2026-12-03T17:01:27+00:00",
   "key_id": "f670be2f7d665147",
   "name": "home",
-  "sha256": "3834e2d69f58feee89f06aaac86809c1d296a8c5886f15fa258b01fce109e560",
-  "size": 995342,
+  "sha256": "e30e04bfee545b9d21a612a5a86a0be67c732d069bd74076cedfab8ea9cd61a2",
+  "size": 995214,
   "version": "0.2.0"
  },
- "signature": "MbKUfQCufwhyb2maQtofXKw66tl5d8by58P09IPkVJ6eZU+5hsg9ZNSVrDeSRZGcagk3aRq0xkqcGhwiTsqoCA=="
+ "signature": "ChASzjycG7kid8/zI88Rf7dQmumIO798/NpZPnHzvUQL4Jaz2MrQ3rVsM8FpCP2N91Mke/bFWoJE4GSYVYYJAw=="
 }

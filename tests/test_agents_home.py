@@ -394,8 +394,11 @@ def test_narrow_keeps_intents_of_named_things_and_numbers_said(home):
     assert values["position"] == [91] and values["brightness"] == [91] and values["temperature"] == [91]
     _, values = home.narrow(schema, "bro हीटर आता temperature twennty two कर")
     assert values["temperature"] == [2, 20, 22]
-    _, values = home.narrow(schema, "turn on the jacuzzi")           # nothing named, no number: no limits
-    assert values == {}
+    _, values = home.narrow(schema, "turn on the jacuzzi")           # nothing named, no number said:
+    assert values == {"intent": [i for i in schema["properties"]["intent"]["enum"]      # no intent that needs one
+                                 if i not in ("HassLightSet", "HassClimateSetTemperature", "HassSetPosition")]}
+    _, values = home.narrow(schema, "set the jacuzzi to 40")        # nothing named: every intent
+    assert "intent" not in values and values["brightness"] == [40]
     assert numbers_said("kids room light आता brightness बारा कर") == {12}   # "light" is no "eight"
     assert numbers_said("२२.५ degrees, two hundred and five") == {22.5, 2, 200, 205, 5}
     assert numbers_said("४० टक्के and चाळीस") == {40}

@@ -50,6 +50,7 @@ SERVICES: dict[str, dict[str, str]] = {
     "HassLockUnlock": {"lock": "lock.unlock"},
     "HassGetState": {d: "get_state" for d in DOMAINS},
 }
+VALUE_INTENTS = ("HassLightSet", "HassClimateSetTemperature", "HassSetPosition")   # need a number
 PLAIN_SERVICES = {"turn_on": "ON", "turn_off": "OFF", "toggle": "TOGGLE"}
 FUZZY_THRESHOLD = 85.0     # rapidfuzz ratio (0..100) a name needs without an exact match
 FUZZY_TIE = 4.0            # two entities within this many points of the best are a tie
@@ -357,7 +358,7 @@ class HomeConfig:
         """What one utterance pins of a home call, for the grammar: (copy_spans, values). copy_spans
         as copy_spans(); values keeps the intents to those that apply to something the utterance
         names (an entity's domain, or a domain present in a named area that is not part of a named
-        entity), and a brightness, temperature or position to the numbers the utterance says
+        entity) and, when it says no number, to those that need none, and a brightness, temperature or position to the numbers the utterance says
         (numbers_said). Only properties of `schema` (an enum intent, integer or number slots) are
         limited, and only where the utterance pins something: no named thing, every intent; no
         number in a slot's range, any number."""
@@ -369,11 +370,13 @@ class HomeConfig:
         areas = {a for t, ids in spans.get("area", []) if not inside(t) for a in ids}   # not "bedroom" of "bedroom shades"
         domains |= {e.domain for e in self.entities.values() if e.area in areas}
         intent = props.get("intent")
-        if domains and isinstance(intent, dict) and isinstance(intent.get("enum"), list):
-            keep = [i for i in intent["enum"] if i in SERVICES and set(SERVICES[i]) & domains]
-            if keep:
-                values["intent"] = keep
         said = numbers_said(text)
+        if isinstance(intent, dict) and isinstance(intent.get("enum"), list):
+            keep = [i for i in intent["enum"] if i in SERVICES and (not domains or set(SERVICES[i]) & domains)]
+            if not said:               # no number said: no intent that needs one
+                keep = [i for i in keep if i not in VALUE_INTENTS]
+            if keep and keep != intent["enum"]:
+                values["intent"] = keep
         for k in ("brightness", "temperature", "position"):
             p = props.get(k)
             if not isinstance(p, dict) or p.get("type") not in ("integer", "number") or set(p) & {"enum", "const"}:

@@ -17,7 +17,9 @@ Layers:
               and other control tokens never. A state is "done" when it is complete and no token
               can extend it: generation ends there with finish_reason "stop".
 Rows are cached per (grammar, vocabulary); states inside an "x-copy" string depend on the copy
-source and are kept per request (`TokenRun`), so repeated requests only pay for those.
+source (and a request's copy_spans) and are kept per request (`TokenRun`), so repeated requests
+only pay for those. A request's `values` (the only values some enum / number properties may take)
+make a table of their own, shared by the requests with the same values.
 
 Output is compact JSON: no insignificant whitespace, object properties in schema order.
 The supported subset and the limits are listed in docs/ARCHITECTURE.md ("Structured output").

@@ -847,7 +847,8 @@ def whole_words(text: str, part: str) -> str:
 _CH_LAT = ["b", "br", "y", "h", "k", "m", "n", "d", "t", "s", "z", "g", "l", "p", "v", "w", "ch", "sh", "j", "r"]
 _CH_VOW = ["a", "o", "u", "e", "i", "aa", "ey", "oo", "ah", "uh"]
 _CH_DEV = ["अ", "ए", "ओ", "य", "हे", "ह", "बा", "रा", "मा", "ना", "गं", "तू", "जा", "वा", "खू", "पो", "डी", "भा",
-           "चा", "ला", "क", "ट", "झ", "घे", "सो", "दे"]
+           "चा", "ला", "क", "ट", "झ", "घे", "सो", "दे",
+           "आ", "इ", "उ", "ऐ", "औ", "आं", "ई"]   # vowel-initial too: an unknown "आ..." word is no "आहे" (a question)
 
 
 def _pseudo(rng: random.Random, deva: bool) -> str:
