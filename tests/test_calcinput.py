@@ -8,12 +8,13 @@ import re
 import pytest
 
 from bulletd.agents.agent import AgentContext, run_agent
-from bulletd.agents.calcinput import CONSTANTS, allowed_spans, fix_operators, number_spans
+from bulletd.agents.calcinput import CONSTANTS, MAX_NUMBERS, allowed_spans, fix_operators, number_spans
 from bulletd.agents.numerals import plain
 from bulletd.agents.tools import TOOLS
 from bulletd.errors import RequestError
 from bulletd.format.synth import write_random_lm
 from bulletd.runtime import load_model
+from bulletd.runtime.grammar import MAX_SPANS, compile_schema
 from trainer.agentdata import calc
 from trainer.agentdata.numbers import en_words, mr_words, to_deva
 
@@ -62,6 +63,9 @@ def test_allowed_spans_add_the_constants_and_the_count():
     assert allowed_spans("average of 4, 8 and 15") == ["4", "8", "15", *CONSTANTS]
     assert allowed_spans("average of 1, 2, 3, 4, 5, 6") == ["1", "2", "3", "4", "5", "6", *CONSTANTS, "5", "6"]
     assert allowed_spans("hello") == list(CONSTANTS)
+    many = allowed_spans("+".join(["12"] * 500))          # a long sum still gets a grammar
+    assert len(many) == MAX_NUMBERS + len(CONSTANTS) + MAX_NUMBERS - 4 <= MAX_SPANS
+    assert compile_schema(TOOLS["calc"].schema, spans=many).accepts(json.dumps({"expression": "+".join(["12"] * 50)}, separators=(",", ":")))
 
 
 @pytest.mark.parametrize("text, fixed", [

@@ -30,6 +30,7 @@ from bulletd.errors import RequestError
 from bulletd.runtime.grammar import is_word_char
 
 CONSTANTS = ("2", "3", "4")
+MAX_NUMBERS = 120       # numbers of one utterance given to the grammar (with the counts: < MAX_SPANS)
 
 OPERATORS = frozenset((
     "plus minus times multiply multiplied divide divided percent percentage half halve halved double "
@@ -143,9 +144,9 @@ def _split(text: str, toks: list, kinds: list) -> list[str]:
 
 
 def allowed_spans(text: str) -> list[str]:
-    """The spans a calc call may copy: the utterance's numbers, CONSTANTS and the counts 5 .. the
-    number of numbers (the divisor of an average)."""
-    spans = number_spans(text)
+    """The spans a calc call may copy: the utterance's numbers (the first MAX_NUMBERS), CONSTANTS
+    and the counts 5 .. the number of numbers (the divisor of an average)."""
+    spans = number_spans(text)[:MAX_NUMBERS]
     return spans + list(CONSTANTS) + [str(k) for k in range(len(CONSTANTS) + 2, len(spans) + 1)]
 
 

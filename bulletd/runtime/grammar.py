@@ -53,7 +53,7 @@ FRAC_DIGITS = 6             # digits after the point of a generated "number"
 MAX_STATES = 200_000        # byte states per grammar before its caches are started afresh
 MAX_RUN_STATES = 1_000_000  # byte states a single request may create
 LIMIT_TABLES = 64           # sets of per-request value limits whose rows are kept per grammar
-MAX_SPANS = 64              # allowed spans of one request ("x-copy": "spans")
+MAX_SPANS = 256             # allowed spans of one request ("x-copy": "spans")
 
 ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment", "$schema", "$id"})
 KEYWORDS = {
