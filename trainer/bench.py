@@ -38,6 +38,12 @@ REFERENCE = ModelArch(**arch_rules.REFERENCE)
 BEFORE = "the one-pass trainer 168-266 steps/min, 1.8-2.07x its GEMMs"
 
 
+def _settle() -> None:
+    """Wait out the spinning of BLAS's own threads after a call that used them (OpenBLAS's idle
+    threads spin for ~0.1 s before they sleep), so they take no core from what is timed next."""
+    time.sleep(0.2)
+
+
 class _Stepper:
     """One model + optimiser; step() runs one timed training step on random tokens.
 
@@ -71,9 +77,12 @@ class _Stepper:
         t2 = time.perf_counter()
         self.opt.step(1e-4, grad_scale=clip_scale(grad_norm(self.model.flat_grad), 1.0))
         t3 = time.perf_counter()
+        c3 = time.process_time()
+        if self.one_pass:
+            _settle()
         if timed:
             self.t += (t1 - t0, t2 - t1, t3 - t2)
-            self.cpu_s += time.process_time() - c0
+            self.cpu_s += c3 - c0
             self.n += 1
 
     def result(self) -> dict:
@@ -124,9 +133,7 @@ class _GemmFloor:
 
     def run(self, timed: bool = True) -> None:
         t0 = time.perf_counter()
-        self._products(self.whole)
-        t1 = time.perf_counter()
-        c1 = time.process_time()
+        c0 = time.process_time()
         n_workers = min(len(self.groups), cpu.workers()) if cpu.blas_control() else 1
         with cpu.blas_threads(1):
             if n_workers > 1:
@@ -137,11 +144,15 @@ class _GemmFloor:
             else:
                 for g in self.groups:
                     self._products(g)
+        t1 = time.perf_counter()
+        c1 = time.process_time()
+        self._products(self.whole)
         t2 = time.perf_counter()
+        _settle()
         if timed:
-            self.t["blas"] += t1 - t0
-            self.t["groups"] += t2 - t1
-            self.t["groups_cpu"] += time.process_time() - c1
+            self.t["groups"] += t1 - t0
+            self.t["groups_cpu"] += c1 - c0
+            self.t["blas"] += t2 - t1
             self.n += 1
 
     def result(self) -> dict:

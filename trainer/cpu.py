@@ -4,14 +4,15 @@ the C allocator's handling of freed memory.
 * `blas_threads(n)` sets the thread count of the BLAS NumPy is linked against (OpenBLAS, found
   among the process's loaded libraries) for the duration of a `with` block. A training step runs
   its row groups on the worker threads with one BLAS thread each (`Model.loss_and_grad`): two
-  BLAS calls side by side, each on its own core, instead of one BLAS call whose threads would
-  also spin against the other's. `blas_control()` tells whether the count can be set at all.
+  BLAS calls side by side, each on its own core, and the NumPy work between them split too,
+  instead of BLAS's threads for the products and one core for everything else (BLAS threads
+  left idle also spin, against the other jobs of a shared machine). `blas_control()` tells
+  whether the count can be set at all.
 * `pool()` is the trainer's worker pool (as many threads as cores, at most `MAX_WORKERS`); NumPy
   and BLAS release the GIL, so the workers run on all cores.
 * `keep_freed_memory()` asks glibc's malloc to keep freed memory in the process: a step
-  allocates and frees the same activations every time, and memory handed back
-  to the kernel comes back as fresh zero pages, one page fault per 4 KiB (15% of a step's CPU
-  time in a VM).
+  allocates and frees the same activations every time, and memory handed back to the kernel
+  comes back as fresh zero pages, one page fault per 4 KiB (15% of a step's CPU time in a VM).
 """
 from __future__ import annotations
 
