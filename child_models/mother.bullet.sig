@@ -1,11 +1,11 @@
 {
  "manifest": {
-  "created": "2026-12-03T16:42:02+00:00",
+  "created": "2026-12-03T17:05:38+00:00",
   "key_id": "f670be2f7d665147",
   "name": "mother",
-  "sha256": "e1e2a40f5f216de4746d1aa1c3f24dabcd1a12af9aa11b6a05a756c87732c4d6",
+  "sha256": "37b20ba436827215c487711bd4e6924ec0278196d15acec522abab4e8979e2af",
   "size": 4200098,
   "version": "0.4.0"
  },
- "signature": "wQyVgC+qWi/eEDQwV57gRs0Me8gji4/vkVAfWVY1etPOsl2qV7mSPzQ4GdRuGFx8ck95Jjb+JvhNKslVQST4AA=="
+ "signature": "HgLh6uF+SZGTw6Ig/VI77azz9BLVnQyEhnku9vgTLkiQXscTos12wlDzeewQk6uKXEPPVMep91+NYt6oNdpqBQ=="
 }
