@@ -12,8 +12,11 @@ applies the routing order of docs/ARCHITECTURE.md:
      prompt's hidden vector relu(x @ w1 + b1) to the centroid of its examples' hidden vectors
      (raw features when there is no mother), when it beats the centroid threshold and the mother
      is unsure or the mother's own choice is farther from its centroid;
-  4. the configured fallback child;
-  5. otherwise no child (a decision with child None, reason "none"); the daemon answers it with
+  4. a child that recognises the prompt itself (`hints`: child name -> predicate), when the mother
+     is not sure: bulletd's home child when the prompt names an entity or area of the configured
+     home (tools.home.route_names, HomeConfig.names_something);
+  5. the configured fallback child;
+  6. otherwise no child (a decision with child None, reason "none"); the daemon answers it with
      no_route_error(), RequestError("no_route").
 
     from bulletd.router import Router, load_mother
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -103,7 +106,7 @@ RAW_FEATURE_DIM = 1024   # feature size for example-only routing when there is n
 @dataclass
 class RouteDecision:
     child: str | None
-    reason: str                       # explicit | mother | examples | fallback | none
+    reason: str                       # explicit | mother | examples | names | fallback | none
     confidence: float = 0.0
     scores: dict = field(default_factory=dict)          # mother label -> probability
     example_scores: dict = field(default_factory=dict)  # child -> cosine to its example centroid
@@ -158,9 +161,12 @@ class Router:
         return None
 
     def decide(self, text: str, available: set[str], *, child: str | None = None, threshold: float = -1.0,
-               fallback: str = "", centroid_threshold: float = 0.35) -> RouteDecision:
+               fallback: str = "", centroid_threshold: float = 0.35,
+               hints: dict[str, Callable[[str], bool]] | None = None) -> RouteDecision:
         """Choose a child for `text` among `available`. Never raises: when none fits, the decision's
-        child is None and its reason "none" (no_route_error() words the daemon's answer)."""
+        child is None and its reason "none" (no_route_error() words the daemon's answer).
+        hints: {child: predicate(text)}; an installed child whose predicate holds takes a prompt the
+        mother is not sure of (reason "names")."""
         t0 = time.perf_counter()
         if child:
             return RouteDecision(child, "explicit", 1.0, elapsed_ms=(time.perf_counter() - t0) * 1e3)
@@ -204,6 +210,9 @@ class Router:
                                      (time.perf_counter() - t0) * 1e3)
         if mother_sure:
             return RouteDecision(top, "mother", p_top, scores, ex_scores, (time.perf_counter() - t0) * 1e3)
+        for name, names_it in (hints or {}).items():
+            if name in available and names_it(text):
+                return RouteDecision(name, "names", p_top, scores, ex_scores, (time.perf_counter() - t0) * 1e3)
         if fallback and fallback in available:
             return RouteDecision(fallback, "fallback", p_top, scores, ex_scores, (time.perf_counter() - t0) * 1e3)
         d = RouteDecision(None, "none", p_top, scores, ex_scores, (time.perf_counter() - t0) * 1e3)

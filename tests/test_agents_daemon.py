@@ -488,3 +488,19 @@ async def test_home_assistant_discovery_and_text_commands(tmp_path, kit, mbroker
             assert st["tools"]["home"]["ha_commands"] == 1 and st["requests"]["requests"] >= 2
     finally:
         d.stop()
+
+
+def test_a_prompt_naming_the_home_goes_to_home_when_nothing_else_claims_it(tmp_path, kit, mbroker, actd):
+    """'हॉल' is far from every child's examples (no route on its own) but names an area of the
+    example home: bulletd routes it to the home child (reason names); tools.home.route_names ""
+    turns that off."""
+    with actd.client() as c:
+        d = c.route("हॉल")["decision"]
+        assert (d["child"], d["reason"]) == ("home", "names"), d
+        assert c.route("zzz qqq")["decision"]["child"] is None
+    off = start(tmp_path, kit, mbroker, device="no-hints", route_names="")
+    try:
+        with off.client() as c:
+            assert c.route("हॉल")["decision"]["child"] is None
+    finally:
+        off.stop()

@@ -105,3 +105,23 @@ def test_router_file_with_bad_shapes_is_a_format_error(tmp_path):
                  extra={"router": {"labels": ["a", "b"], "feature_dim": 8, "hidden": 4, "threshold": 0.5}})
     with pytest.raises(FormatError, match="router shapes do not agree"):
         load_mother(str(p))
+
+
+def test_a_hint_takes_only_what_the_mother_is_not_sure_of():
+    """Routing order step 4: a child's own hint (bulletd: the home child when the prompt names
+    something of the home) routes a prompt nothing else claims, never over the mother or an
+    explicit child, and only when that child is installed."""
+    from bulletd.router import Router
+    r = Router(None)
+    hints = {"home": lambda t: "porch" in t}
+    d = r.decide("zap the porch", {"home", "calc"}, hints=hints)
+    assert (d.child, d.reason) == ("home", "names")
+    assert r.decide("zap the attic", {"home", "calc"}, hints=hints).child is None
+    assert r.decide("zap the porch", {"calc"}, hints=hints).child is None            # not installed
+    assert r.decide("zap the porch", {"home", "calc"}, child="calc", hints=hints).child == "calc"
+    # before the fallback
+    d = r.decide("zap the porch", {"home", "calc"}, hints=hints, fallback="calc")
+    assert (d.child, d.reason) == ("home", "names")
+    r.set_examples("calc", ["zap the porch light twice"])
+    d = r.decide("zap the porch", {"home", "calc"}, hints=hints)
+    assert (d.child, d.reason) == ("calc", "examples")                               # claimed first

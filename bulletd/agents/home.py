@@ -306,6 +306,11 @@ class HomeConfig:
         resolver names the missing device)."""
         return {k: list(dict.fromkeys(t for t, _ in v)) for k, v in self.named_spans(text, max_len).items()}
 
+    def names_something(self, text: str) -> bool:
+        """The utterance names an entity or area of this home (a span copy_spans finds): the router's
+        hint for the home child when the mother is unsure."""
+        return bool(self.named_spans(text))
+
     def named_spans(self, text: str, max_len: int = 48) -> dict[str, list[tuple[str, frozenset]]]:
         """copy_spans with what each span names: {"name": [(span, entity ids)], "area": [(span, area ids)]}."""
         from bulletd.runtime.grammar import is_word_char

@@ -189,6 +189,8 @@ class HomeToolConfig:
     act: bool = False                    # let requests with act: true publish device commands
     max_actions_per_minute: int = 30     # published commands in any 60 s; beyond: rate_limited
     child: str = ""                      # agent child for Home Assistant text commands; "" -> the mother routes
+    route_names: str = "home"            # when the mother is unsure and a prompt names an entity or area of
+                                         # the home, route it to this child (if installed); "" -> off
     discovery: bool = False              # announce bulletd to Home Assistant (MQTT discovery)
     discovery_prefix: str = "homeassistant"
 

@@ -258,6 +258,12 @@ class Daemon:
         out["timing"] = timing
         return out
 
+    def route_hints(self) -> dict:
+        """The router's hints (Router.decide): the home child takes prompts that name something of
+        the home when the mother is unsure (tools.home.route_names)."""
+        name = self.cfg.tools.home.route_names
+        return {name: self.home.names_something} if name and self.home is not None else {}
+
     def route(self, prompt: str, child: str | None):
         available = self.registry.available()
         if child is not None and child not in available:
@@ -268,7 +274,7 @@ class Daemon:
                                    f"(installed: {', '.join(sorted(available)) or 'none'})")
         r = self.cfg.router
         d = self.router.decide(prompt, available, child=child, threshold=r.threshold, fallback=r.fallback,
-                               centroid_threshold=r.centroid_threshold)
+                               centroid_threshold=r.centroid_threshold, hints=self.route_hints())
         if d.child is None:
             raise no_route_error(d, r.fallback)
         return d
@@ -279,7 +285,8 @@ class Daemon:
         if req.child is not None and req.child not in available:
             raise RequestError("unknown_child", f"no child named {req.child!r} is installed")
         d = self.router.decide(req.prompt, available, child=req.child, threshold=r.threshold,
-                               fallback=r.fallback, centroid_threshold=r.centroid_threshold)
+                               fallback=r.fallback, centroid_threshold=r.centroid_threshold,
+                               hints=self.route_hints())
         m = self.router.mother
         thr = m.threshold if (m is not None and r.threshold < 0) else r.threshold
         return {"decision": d.as_dict(), "threshold": thr, "fallback": r.fallback or None,

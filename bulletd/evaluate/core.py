@@ -110,8 +110,8 @@ class Models:
         self.mother, self.router = mother, r
         return r
 
-    def route(self, text: str, child: str | None = None):
-        """bulletd's routing decision for `text` (child None = no_route)."""
+    def route(self, text: str, child: str | None = None, hints: dict | None = None):
+        """bulletd's routing decision for `text` (child None = no_route); hints: Router.decide's."""
         if child is not None:
             if child not in self.paths:
                 raise EvalError(f"--child {child}: no such child in {self.dir} "
@@ -119,7 +119,7 @@ class Models:
             return Router(None).decide(text, set(self.paths), child=child)
         r = self.load_router()
         return r.decide(text, set(self.paths), threshold=self.threshold, fallback=self.fallback,
-                        centroid_threshold=self.centroid_threshold)
+                        centroid_threshold=self.centroid_threshold, hints=hints)
 
     def close(self) -> None:
         for got in self.loaded.values():
@@ -180,7 +180,9 @@ def calc_right(got: Any, answer: float) -> bool:
 
 def _agent_result(models: Models, item: Item, child: str | None, home) -> dict:
     """Route and run one line through the agent path; the `got` record of the line."""
-    d = models.route(item.text, child)
+    # as bulletd with this home (tools.home.route_names: home): the home child takes a line the
+    # mother is unsure of when it names something of the home
+    d = models.route(item.text, child, hints={"home": home.names_something} if home is not None else None)
     if d.child is None:
         return {"child": None, "error": "no_route"}
     model, header, _ = models.child(d.child)
@@ -259,10 +261,12 @@ def eval_home(models: Models, items: list[Item], child: str | None, home, baseli
     return rep
 
 
-def eval_routing(models: Models, items: list[Item]) -> dict:
+def eval_routing(models: Models, items: list[Item], home=None) -> dict:
+    """home: route as bulletd with that home does (the home child's hint, see _agent_result)."""
     right, gots = [], []
+    hints = {"home": home.names_something} if home is not None else None
     for it in items:
-        d = models.route(it.text)
+        d = models.route(it.text, hints=hints)
         if it.expected is None:
             ok = d.child is None or d.reason == "fallback"
         else:
@@ -403,6 +407,14 @@ def eval_distinct(models: Models, items: list[Item], child: str | None, tokens: 
             "distinct4_words": wpooled, "outputs": outs}
 
 
+def _load_home(home_path):
+    from bulletd.agents.home import HomeConfig
+    try:
+        return HomeConfig.load(home_path)
+    except BulletError as exc:
+        raise EvalError(f"--home {home_path}: {exc}") from None
+
+
 def evaluate(models: Models, set_path, *, child: str | None = None, home_path: str | None = None,
              baseline: str | None = None, train: str | None = None, distinct: bool = False,
              tokens: int = 200, order: int = 5) -> dict:
@@ -422,14 +434,9 @@ def evaluate(models: Models, set_path, *, child: str | None = None, home_path: s
     elif kind == "home":
         if home_path is None:
             raise EvalError("a home set needs --home FILE (the home the calls are resolved in)")
-        from bulletd.agents.home import HomeConfig
-        try:
-            home = HomeConfig.load(home_path)
-        except BulletError as exc:
-            raise EvalError(f"--home {home_path}: {exc}") from None
-        rep = eval_home(models, items, child, home, baseline, home_path)
+        rep = eval_home(models, items, child, _load_home(home_path), baseline, home_path)
     elif kind == "routing":
-        rep = eval_routing(models, items)
+        rep = eval_routing(models, items, _load_home(home_path) if home_path is not None else None)
     elif kind == "text":
         rep = eval_text(models, items, child, train, order)
     else:
