@@ -14,7 +14,8 @@ applies the routing order of docs/ARCHITECTURE.md:
      is unsure or the mother's own choice is farther from its centroid;
   4. a child that recognises the prompt itself (`hints`: child name -> predicate), when the mother
      is not sure: bulletd's home child when the prompt names an entity or area of the configured
-     home (tools.home.route_names, HomeConfig.names_something);
+     home (tools.home.route_names, HomeConfig.names_something), then its calc child when the
+     prompt reads as arithmetic (tools.calc.route_sums, calcinput.is_arithmetic);
   5. the configured fallback child;
   6. otherwise no child (a decision with child None, reason "none"); the daemon answers it with
      no_route_error(), RequestError("no_route").

@@ -498,9 +498,12 @@ def test_a_prompt_naming_the_home_goes_to_home_when_nothing_else_claims_it(tmp_p
         d = c.route("हॉल")["decision"]
         assert (d["child"], d["reason"]) == ("home", "names"), d
         assert c.route("zzz qqq")["decision"]["child"] is None
+        d = c.route("१२ गुणिले ७")["decision"]          # arithmetic: the calc child's hint
+        assert (d["child"], d["reason"]) == ("calc", "names"), d
     off = start(tmp_path, kit, mbroker, device="no-hints", route_names="")
     try:
         with off.client() as c:
             assert c.route("हॉल")["decision"]["child"] is None
+            assert c.route("१२ गुणिले ७")["decision"]["child"] == "calc"    # tools.calc.route_sums stays on
     finally:
         off.stop()

@@ -116,3 +116,13 @@ def test_calc_calls_copy_only_whole_numbers(child, monkeypatch):
             left.remove(w)          # each at most once
             seen.add(w)
     assert len(seen) >= 3           # the random child does copy numbers
+
+
+@pytest.mark.parametrize("text, want", [
+    ("१२ गुणिले ७", True), ("सात अधिक नऊ", True), ("9+4", True), ("3 tiems 4", True),
+    ("४० निम्मे", True), ("double 8", True), ("what is eighteen squared", True),
+    ("send 500 rupees to ravi", False), ("wake me at 6 30", False), ("call 98220 12345", False),
+    ("5 plus", False), ("tell me a fortune", False), ("half the lights", False)])
+def test_is_arithmetic_is_the_calc_childs_routing_hint(text, want):
+    from bulletd.agents.calcinput import is_arithmetic
+    assert is_arithmetic(text) is want

@@ -168,3 +168,20 @@ def fix_operators(text: str) -> str:
             out += [text[pos:a], fix]
             pos = b
     return "".join(out) + text[pos:]
+
+
+UNARY = frozenset("half halve halved double doubled twice quarter quartered square squared cube cubed "
+                  "अर्धे निम्मे दुप्पट वर्ग घन".split())
+SYMBOLS = frozenset("+-*/×÷^%")
+
+
+def is_arithmetic(text: str) -> bool:
+    """The utterance reads as arithmetic: two numbers or more with an operator word or symbol
+    between them, or a number with a one-number operator word (half, double, squared...), operator
+    typos spelled right first. The router's hint for the calc child when the mother is unsure."""
+    fixed = fix_operators(text)
+    words = {fixed[a:b].casefold() for a, b in _tokens(fixed)}
+    n = len(number_spans(fixed))
+    if n >= 2 and (words & OPERATORS or any(c in SYMBOLS for c in fixed)):
+        return True
+    return n >= 1 and bool(words & UNARY)

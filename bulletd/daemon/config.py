@@ -197,7 +197,10 @@ class HomeToolConfig:
 
 @dataclass(frozen=True)
 class CalcToolConfig:
-    """The calc tool has no settings; its limits are fixed (bulletd.agents.calc)."""
+    """The calc tool: its limits are fixed (bulletd.agents.calc)."""
+    route_sums: str = "calc"             # when the mother is unsure and a prompt reads as arithmetic
+                                         # (bulletd.agents.calcinput.is_arithmetic), route it to this
+                                         # child (if installed); "" -> off
 
 
 @dataclass(frozen=True)

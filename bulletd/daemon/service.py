@@ -259,10 +259,18 @@ class Daemon:
         return out
 
     def route_hints(self) -> dict:
-        """The router's hints (Router.decide): the home child takes prompts that name something of
-        the home when the mother is unsure (tools.home.route_names)."""
+        """The router's hints (Router.decide), for prompts the mother is unsure of: the home child
+        takes those that name something of the home (tools.home.route_names), then the calc child
+        those that read as arithmetic (tools.calc.route_sums)."""
+        from bulletd.agents.calcinput import is_arithmetic
+        hints = {}
         name = self.cfg.tools.home.route_names
-        return {name: self.home.names_something} if name and self.home is not None else {}
+        if name and self.home is not None:
+            hints[name] = self.home.names_something
+        name = self.cfg.tools.calc.route_sums
+        if name and name not in hints:
+            hints[name] = is_arithmetic
+        return hints
 
     def route(self, prompt: str, child: str | None):
         available = self.registry.available()

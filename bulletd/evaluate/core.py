@@ -178,11 +178,19 @@ def calc_right(got: Any, answer: float) -> bool:
     return abs(got - answer) <= 1e-9 * max(1.0, abs(answer))
 
 
+def route_hints(home) -> dict:
+    """The router's hints as bulletd's defaults set them (tools.home.route_names: home,
+    tools.calc.route_sums: calc): for a line the mother is unsure of, the home child when it names
+    something of `home` (if given), then the calc child when it reads as arithmetic."""
+    from bulletd.agents.calcinput import is_arithmetic
+    hints = {"home": home.names_something} if home is not None else {}
+    hints["calc"] = is_arithmetic
+    return hints
+
+
 def _agent_result(models: Models, item: Item, child: str | None, home) -> dict:
     """Route and run one line through the agent path; the `got` record of the line."""
-    # as bulletd with this home (tools.home.route_names: home): the home child takes a line the
-    # mother is unsure of when it names something of the home
-    d = models.route(item.text, child, hints={"home": home.names_something} if home is not None else None)
+    d = models.route(item.text, child, hints=route_hints(home))
     if d.child is None:
         return {"child": None, "error": "no_route"}
     model, header, _ = models.child(d.child)
@@ -262,9 +270,9 @@ def eval_home(models: Models, items: list[Item], child: str | None, home, baseli
 
 
 def eval_routing(models: Models, items: list[Item], home=None) -> dict:
-    """home: route as bulletd with that home does (the home child's hint, see _agent_result)."""
+    """home: route as bulletd with that home does (route_hints)."""
     right, gots = [], []
-    hints = {"home": home.names_something} if home is not None else None
+    hints = route_hints(home)
     for it in items:
         d = models.route(it.text, hints=hints)
         if it.expected is None:
