@@ -8,7 +8,7 @@ import re
 import pytest
 
 from bulletd.agents.agent import AgentContext, run_agent
-from bulletd.agents.calcinput import CONSTANTS, MAX_NUMBERS, allowed_spans, fix_operators, number_spans
+from bulletd.agents.calcinput import MAX_NUMBERS, allowed_spans, fix_operators, number_spans
 from bulletd.agents.numerals import plain
 from bulletd.agents.tools import TOOLS
 from bulletd.errors import RequestError
@@ -39,16 +39,24 @@ def test_number_spans(text, spans):
     assert number_spans(text) == spans
 
 
+def _covered(line) -> bool:
+    have = sorted(plain(s) for s in allowed_spans(fix_operators(line["text"])))
+    for n in plain(line["call"]["expression"]).replace("(", " ").replace(")", " ").translate(
+            str.maketrans("+-*/^%", "      ")).split():
+        if n not in have:
+            return False
+        have.remove(n)
+    return True
+
+
 def test_spans_cover_every_generated_line():
-    """Every number of a generated line's call is a whole span of its (fixed) utterance, so the
-    rule never blocks the right call (both splits, typos included)."""
-    for split in ("train", "test"):
-        for line in calc.generate(split, 600, seed=11):
-            have = sorted(plain(s) for s in allowed_spans(fix_operators(line["text"])))
-            for n in plain(line["call"]["expression"]).replace("(", " ").replace(")", " ").translate(
-                    str.maketrans("+-*/^%", "      ")).split():
-                assert n in have, (line["text"], line["call"], have)
-                have.remove(n)
+    """Every number of a held-out line's call is a whole span of its (fixed) utterance or a
+    constant its operator words need, so the rule never blocks the right call, typos included.
+    Training lines may have an operator word damaged past the fix by their noise ("hlf", "cued"):
+    a few of those lose their constant."""
+    assert all(_covered(line) for line in calc.generate("test", 600, seed=11))
+    train = list(calc.generate("train", 600, seed=11))
+    assert sum(map(_covered, train)) >= 0.99 * len(train)
 
 
 def test_every_number_is_one_span():
@@ -59,12 +67,16 @@ def test_every_number_is_one_span():
             assert number_spans(f"what is {shown} plus 7") == [shown, "7"]
 
 
-def test_allowed_spans_add_the_constants_and_the_count():
-    assert allowed_spans("average of 4, 8 and 15") == ["4", "8", "15", *CONSTANTS]
-    assert allowed_spans("average of 1, 2, 3, 4, 5, 6") == ["1", "2", "3", "4", "5", "6", *CONSTANTS, "5", "6"]
-    assert allowed_spans("hello") == list(CONSTANTS)
-    many = allowed_spans("+".join(["12"] * 500))          # a long sum still gets a grammar
-    assert len(many) == MAX_NUMBERS + len(CONSTANTS) + MAX_NUMBERS - 4 <= MAX_SPANS
+def test_allowed_spans_add_the_constants_the_operator_words_need():
+    assert allowed_spans("average of 4, 8 and 15") == ["4", "8", "15", "2", "3"]
+    assert allowed_spans("mean of 1, 2, 3, 4, 5, 6") == ["1", "2", "3", "4", "5", "6", "2", "3", "4", "5", "6"]
+    assert allowed_spans("what is 17 times 23") == ["17", "23"]          # no "( 17 * 23 ) / 2"
+    assert allowed_spans("half of 9") == ["9", "2"] and allowed_spans("9 squared") == ["9", "2"]
+    assert allowed_spans("two times seven") == ["two", "seven", "2"]     # " seven * 2 "
+    assert allowed_spans("5 cubed") == ["5", "3"] and allowed_spans("a quarter of 8") == ["8", "4"]
+    assert allowed_spans("२४ चा पाव भाग") == ["२४", "4"] and allowed_spans("hello") == []
+    many = allowed_spans("average of " + ", ".join(["12"] * 500))      # a long average still gets a grammar
+    assert len(many) == MAX_NUMBERS + MAX_NUMBERS - 1 <= MAX_SPANS
     assert compile_schema(TOOLS["calc"].schema, spans=many).accepts(json.dumps({"expression": "+".join(["12"] * 50)}, separators=(",", ":")))
 
 
@@ -82,6 +94,7 @@ def test_allowed_spans_add_the_constants_and_the_count():
     ("fourty minus fiften", "fourty minus fiften"),         # number words are never touched
     ("sevne plus nien", "sevne plus nien"),
     ("5 timse 4 and 5 tmies 3", "5 times 4 and 5 times 3"),
+    ("7 squarde", "7 squared"),                             # of "squared" and "square", the one as long
 ])
 def test_fix_operators(text, fixed):
     assert fix_operators(text) == fixed
@@ -108,7 +121,7 @@ def test_calc_calls_copy_only_whole_numbers(child, monkeypatch):
     for seed in range(12):
         out = run_agent(child, "what is 17 tiems 4663 minsu 466", {"seed": seed, "temperature": 1.5, "max_tokens": 230}, AgentContext())
         expr = json.loads(out["text"])["expression"]
-        left = ["17", "4663", "466", *CONSTANTS]
+        left = ["17", "4663", "466"]
         for w in re.split(r"[ -/:-@\[-`{-~]+", expr):
             if not w:
                 continue

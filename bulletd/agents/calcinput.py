@@ -5,7 +5,7 @@ spelled right before the child reads them, and the call may only copy whole numb
     fix_operators("what is 35670 tiems 746")        # "what is 35670 times 746"
     number_spans("double (8293 minus 466) by 687")  # ["8293", "466", "687"]
     number_spans("fifty nine plus चारशे तेरा")        # ["fifty nine", "चारशे तेरा"]
-    allowed_spans("average of 4, 8 and 15")       # ["4", "8", "15", "2", "3", "4"]: for the grammar
+    allowed_spans("average of 4, 8 and 15")       # ["4", "8", "15", "2", "3"]: for the grammar
 
 A number span is a whole number as bulletd.agents.numerals.plain reads it: a run of ASCII or
 Devanagari digits (with a decimal part), or a run of number words of either language (typos
@@ -13,29 +13,34 @@ within plain()'s allowance included; hyphens inside, "and" after hundred or thou
 hundred and five", "thirty-nine"; digits before a scale word: "5 hundred"), split where it stops
 reading as one number ("nine fifty" -> "nine", "fifty"). The calc schema's "x-copy": "spans"
 string then holds these spans, each at most as often as the utterance has it, and the constants
-that halves, doubles, quarters, squares, cubes and averages need (2, 3, 4, and up to the count of
-numbers: an average divides by it), each once, between ASCII operators and spaces.
+its operator words need, each once (CONSTANTS: 2 for a half, a double, a square or a power, also
+when the utterance says "two"; 3 for a cube; 4 for a quarter; for an average 2 .. the count of
+numbers), between ASCII operators and spaces.
 
 fix_operators replaces a word that is no word of OPERATORS but one edit (a letter added, dropped,
 changed, or two neighbours swapped; for a word of four letters only a swap) from exactly one of
-them, and never a word that reads as a number word or is a common word (KEEP).
+them (of several, the one as long), and never a word that reads as a number word or is a common word (KEEP).
 """
 from __future__ import annotations
 
 import re
 from functools import lru_cache
 
-from bulletd.agents.numerals import _NUMBER, FILLER, _distance, lookup, words_value
+from bulletd.agents.numerals import _NUMBER, _TO_ASCII, FILLER, _distance, lookup, words_value
 from bulletd.errors import RequestError
 from bulletd.runtime.grammar import is_word_char
 
-CONSTANTS = ("2", "3", "4")
+CONSTANTS = {"2": frozenset("half halve halved halves double doubled doubles twice square squared squares power "
+                             "exponent अर्धे अर्धा निम्मे दुप्पट वर्ग स्क्वेअर घात".split()),
+             "3": frozenset("cube cubed cubes घन क्यूब".split()),
+             "4": frozenset("quarter quartered quarters fourth पाव चतुर्थांश चौथा".split())}
+AVERAGE = frozenset("average mean avg सरासरी".split())
 MAX_NUMBERS = 120       # numbers of one utterance given to the grammar (with the counts: < MAX_SPANS)
 
 OPERATORS = frozenset((
     "plus minus times multiply multiplied divide divided percent percentage half halve halved double "
     "doubled twice quarter quartered square squared cube cubed power exponent average mean total sum "
-    "summed subtract difference product quotient raised "
+    "summed subtract difference product quotient raised fourth "
     "अधिक वजा उणे गुणिले गुणा भागिले भागीले टक्के अर्धे निम्मे दुप्पट वर्ग घन घात सरासरी बेरीज").split())
 KEEP = frozenset("lower tower mower summer timer times tides dimes mines halls cuber plush meant means "
                  "totals powers squares cubes doubles halves".split())
@@ -144,10 +149,22 @@ def _split(text: str, toks: list, kinds: list) -> list[str]:
 
 
 def allowed_spans(text: str) -> list[str]:
-    """The spans a calc call may copy: the utterance's numbers (the first MAX_NUMBERS), CONSTANTS
-    and the counts 5 .. the number of numbers (the divisor of an average)."""
+    """The spans a calc call may copy: the utterance's numbers (the first MAX_NUMBERS) and the
+    constants its operator words need (CONSTANTS; for an average word 2 .. the number of numbers)."""
     spans = number_spans(text)[:MAX_NUMBERS]
-    return spans + list(CONSTANTS) + [str(k) for k in range(len(CONSTANTS) + 2, len(spans) + 1)]
+    words = {text[a:b].casefold() for a, b in _tokens(text)}
+    out = [c for c, need in CONSTANTS.items() if words & need]
+    if "2" not in out and any(_value_ok(x) and _value(x) == 2 for x in spans):
+        out.insert(0, "2")          # "two times seven": " seven * 2 "
+    if words & AVERAGE:
+        out += [str(k) for k in range(2, len(spans) + 1) if str(k) not in out]
+    return spans + out
+
+
+def _value(phrase: str) -> float:
+    if _NUMBER.fullmatch(phrase):
+        return float(phrase.translate(_TO_ASCII))
+    return words_value(re.sub(r"(?<=[^\W\d_])-(?=[^\W\d_])", " ", phrase))
 
 
 @lru_cache(maxsize=8192)
@@ -156,6 +173,8 @@ def _near(word: str) -> str | None:
     if len(w) < 4 or w in OPERATORS or w in KEEP or lookup(w) is not None:
         return None
     hits = [op for op in OPERATORS if _distance(w, op, 1) <= 1 and (len(w) >= 5 or sorted(w) == sorted(op))]
+    if len(hits) > 1:       # a tie goes to the word of the same length (two letters swapped)
+        hits = [h for h in hits if len(h) == len(w)]
     return hits[0] if len(hits) == 1 else None
 
 

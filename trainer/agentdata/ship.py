@@ -41,8 +41,9 @@ number words, typos included) between ASCII operators, one space around every it
 (`bulletd.agents.numerals.plain`: `59+4`) before the calc tool runs, and the reply's call is that
 plain expression. Around the child, bulletd spells misspelled operator words right ("tiems" ->
 "times") and the schema's `"x-copy": "spans"` rule lets the expression copy only whole numbers of
-the utterance (`bulletd.agents.calcinput`), each at most once, and the constants 2, 3, 4 (and the
-count of numbers, for an average).""",
+the utterance (`bulletd.agents.calcinput`), each at most once, and the constants its operator
+words need (2 for a half, a double, a square; 3 for a cube; 4 for a quarter; the count of numbers
+for an average).""",
 }
 
 SETS = {
