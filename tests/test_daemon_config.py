@@ -238,7 +238,7 @@ def test_tools_section_and_a_malformed_home_file(tmp_path):
     assert c.tools.home.act is True and c.tools.home.max_actions_per_minute == 30 and not c.tools.home.discovery
     for bad, words in (("tools: {home: {max_actions_per_minute: 0}}", "max_actions_per_minute"),
                        ("tools: {home: {acting: true}}", "unknown key"),
-                       ("tools: {calc: {precision: 3}}", "takes no keys"),
+                       ("tools: {calc: {precision: 3}}", r"tools\.calc: unknown key\(s\) precision; expected one of route_sums"),
                        ("tools: {home: {discovery_prefix: 'ha/#'}}", "discovery_prefix")):
         cfg.write_text(bad)
         with pytest.raises(ConfigError, match=words):
