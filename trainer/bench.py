@@ -34,8 +34,9 @@ from trainer.model import Model, ModelArch
 from trainer.optim import AdamW, clip_scale, grad_norm
 
 REFERENCE = ModelArch(**arch_rules.REFERENCE)
-# the step before the row groups and the fused kernels (trainer/README.md, 2026-11-26; issue 17)
-BEFORE = "the one-pass trainer 168-266 steps/min, 1.8-2.07x its GEMMs"
+# the one-pass trainer before the row groups and the fused kernels: its committed figures
+# (2026-11-26, issue 17) and its bench beside this one in the same windows (2026-12-03)
+BEFORE = "the one-pass trainer 159-266 steps/min, 1.8-2.8x its GEMMs"
 
 
 def _settle() -> None:
