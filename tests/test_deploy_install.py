@@ -287,9 +287,13 @@ def test_ctrl_c_during_the_venv_build_leaves_no_files(tmp_path, wheel):
     # Ctrl-C reaches the whole foreground process group: bash and the pip it is waiting for.
     root = tmp_path / "root"
     e = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # A terminal delivers Ctrl-C; a test run started in the background by a shell without job
+    # control inherits SIGINT ignored, and bash cannot trap a signal ignored on entry: the
+    # installer starts with SIGINT's default, as from a terminal.
     p = subprocess.Popen(["bash", str(INSTALL), "--python", sys.executable, "--root", str(root),
                           "--wheel", str(wheel)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=e, start_new_session=True)
+                         text=True, env=e, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (root / "opt/.bulletd.new/venv/bin/python").exists():
         assert p.poll() is None, p.communicate()
