@@ -313,17 +313,8 @@ class HomeConfig:
 
     def named_spans(self, text: str, max_len: int = 48) -> dict[str, list[tuple[str, frozenset]]]:
         """copy_spans with what each span names: {"name": [(span, entity ids)], "area": [(span, area ids)]}."""
-        from bulletd.runtime.grammar import is_word_char
-        starts, ends, prev = [], [], False
-        for i, ch in enumerate(text):
-            w = is_word_char(ch)
-            if w and not prev:
-                starts.append(i)
-            elif prev and not w:
-                ends.append(i)
-            prev = w
-        if prev:
-            ends.append(len(text))
+        from bulletd.runtime.grammar import word_bounds
+        starts, ends = word_bounds(text)
         cands = [(a, b) for i, a in enumerate(starts) for b in ends[i:] if b - a <= max_len]
         keys = {(a, b): normalize(text[a:b]) for a, b in cands if not _STRING_SPECIAL.search(text[a:b])}
         cands = list(keys)

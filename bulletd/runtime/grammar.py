@@ -882,23 +882,32 @@ def is_word_char(ch: str) -> bool:
     return unicodedata.category(ch)[0] in "LMN" or ch in "\u200c\u200d"
 
 
-@lru_cache(maxsize=256)
-def _word_edges(src: bytes) -> tuple[frozenset, frozenset, tuple]:
-    """Byte offsets of src where a word starts and where one ends (just past its last byte; also
-    as a sorted tuple); a word is a maximal run of word characters (is_word_char)."""
-    starts, ends = set(), set()
-    pos, prev = 0, False
-    for ch in src.decode("utf-8", "surrogatepass"):
+def word_bounds(text: str) -> tuple[list[int], list[int]]:
+    """Character offsets of text where a word starts and where one ends (just past its last
+    character), in order; a word is a maximal run of word characters (is_word_char)."""
+    starts, ends, prev = [], [], False
+    for i, ch in enumerate(text):
         w = is_word_char(ch)
         if w and not prev:
-            starts.add(pos)
+            starts.append(i)
         elif prev and not w:
-            ends.add(pos)
+            ends.append(i)
         prev = w
-        pos += len(ch.encode("utf-8", "surrogatepass"))
     if prev:
-        ends.add(pos)
-    return frozenset(starts), frozenset(ends), tuple(sorted(ends))
+        ends.append(len(text))
+    return starts, ends
+
+
+@lru_cache(maxsize=256)
+def _word_edges(src: bytes) -> tuple[frozenset, frozenset, tuple]:
+    """word_bounds of src as byte offsets: where a word starts, where one ends (also as a sorted
+    tuple)."""
+    text = src.decode("utf-8", "surrogatepass")
+    pos = [0]
+    for ch in text:
+        pos.append(pos[-1] + len(ch.encode("utf-8", "surrogatepass")))
+    starts, ends = word_bounds(text)
+    return frozenset(pos[i] for i in starts), frozenset(pos[i] for i in ends), tuple(pos[i] for i in ends)
 
 
 def _word_starts(src: bytes, content: bytes) -> list[int]:
