@@ -84,7 +84,7 @@ def test_every_number_is_one_span():
 def _rules(text):
     sp = request_spans(text)
     return [x.decode() for x in sp.items], [list(g) for g in sp.need], sp.arithmetic and \
-        "".join(sorted(chr(b) for b in sp.binary) + ["%"] * sp.percent), bytes(sp.needed).decode()
+        "".join(sorted(chr(b) for b in sp.binary) + ["%"] * sp.percent), bytes(sp.needed).decode(), sorted(sp.tail)
 
 
 @pytest.mark.parametrize("text, spans, need, ops, needed", [
@@ -110,7 +110,8 @@ def _rules(text):
     ("hello", [], [], False, ""),
 ])
 def test_request_spans(text, spans, need, ops, needed):
-    assert _rules(text) == (spans, need, ops, needed)
+    last = [i for i, x in enumerate(spans) if need and any(i in g for g in need[-1:])] if "mean" in text or "average" in text else []
+    assert _rules(text) == (spans, need, ops, needed, last)     # an average's count comes last
 
 
 def test_allowed_spans_fall_back_when_the_numbers_do_not_fit():

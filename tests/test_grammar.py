@@ -1008,7 +1008,7 @@ ARITH = {"type": "object", "properties": {"expression": {"type": "string", "maxL
          "required": ["expression"]}
 
 
-def _arith_ok(value: str, spans, need, ops="+-*/^%", needed="", max_depth=8) -> bool:
+def _arith_ok(value: str, spans, need, ops="+-*/^%", needed="", max_depth=8, tail=()) -> bool:
     """An independent check of Spans(spans, need, arithmetic=True, operators=ops, needed=needed):
     cut value into tokens every way (each span index at most once), then parse them."""
     if "  " in value:
@@ -1070,8 +1070,18 @@ def _arith_ok(value: str, spans, need, ops="+-*/^%", needed="", max_depth=8) -> 
             return False
         return pos == len(t)
 
+    def in_order(t):        # a tail span, a closing parenthesis: only after every other group's span
+        last = {i for k in tail for i in need[k]}
+        seen = set()
+        for x in t:
+            if tail and (x == ")" or x in last) and not all(seen & set(g) for k, g in enumerate(need) if k not in tail):
+                return False
+            if isinstance(x, int):
+                seen.add(x)
+        return True
+
     for t, used in cuts(0, frozenset()):
-        if all(len(used & set(g)) == 1 for g in need) and all(op in t for op in needed) and parses(t):
+        if all(len(used & set(g)) == 1 for g in need) and all(op in t for op in needed) and parses(t) and in_order(t):
             return True
     return False
 
@@ -1102,9 +1112,10 @@ def _random_expression(rng, spans, need, ops) -> str:
     return out
 
 
-@pytest.mark.parametrize("ops, needed", [("+-*/^%", ""), ("*%", "%"), ("+/", ""), ("-", "")])
-def test_spans_need_and_arithmetic_match_an_independent_check(ops, needed):
-    sp = Spans(ARITH_SPANS, need=ARITH_NEED, arithmetic=True, operators=ops, needed=needed)
+@pytest.mark.parametrize("ops, needed, tail", [("+-*/^%", "", ()), ("*%", "%", ()), ("+/", "", ()), ("-", "", ()),
+                                               ("+-*/^%", "", (3,)), ("+/", "", (1, 3))])
+def test_spans_need_and_arithmetic_match_an_independent_check(ops, needed, tail):
+    sp = Spans(ARITH_SPANS, need=ARITH_NEED, arithmetic=True, operators=ops, needed=needed, tail=tail)
     g = compile_schema(ARITH, copy_source="x", spans=sp)
     assert g.spans == tuple(ARITH_SPANS)
     doc = lambda e: json.dumps({"expression": e}, ensure_ascii=False, separators=(",", ":"))
@@ -1114,24 +1125,26 @@ def test_spans_need_and_arithmetic_match_an_independent_check(ops, needed):
               "17 * 23 * fifty nine * two * 2", "17*17*23*fifty nine*2", "-17*-23*-fifty nine*-2", "--17*23*fifty nine*2",
               "( 17 * 23 * fifty nine * 2 )", "( 17 * 23 * fifty nine * 2", "(17) * 23 * fifty nine * 2 %",
               "17 *  23 * fifty nine * 2", "17 23 * fifty nine * 2", "((((((((( 17 ))))))))) * 23 * fifty nine * 2",
-              "17 % * 23 * fifty nine * 2", "", " ", "17*23*fifty nine*2*"]
+              "17 % * 23 * fifty nine * 2", "", " ", "17*23*fifty nine*2*", "( 17 + 23 + fifty nine ) / two",
+              "( 17 + 23 ) / two + fifty nine", "( 17 + fifty nine + two ) / 23", "( 17 + 23 + fifty nine ) / 2 %"]
     agree = accepted = 0
     for e in cases:
-        want = _arith_ok(e, ARITH_SPANS, ARITH_NEED, ops, needed) and len(e) <= 60
+        want = _arith_ok(e, ARITH_SPANS, ARITH_NEED, ops, needed, tail=tail) and len(e) <= 60
         assert g.accepts(doc(e)) == want, (ops, e)
         accepted += want
-    assert accepted >= 20           # the cases hold well-formed expressions, not only bad ones
-    for bad in dict(need=[[9]]), dict(need=[[]]), dict(need="0"), dict(operators="+x"), dict(operators="+", needed="-"):
+    assert accepted >= (8 if tail else 20)      # the cases hold well-formed expressions, not only bad ones
+    for bad in (dict(need=[[9]]), dict(need=[[]]), dict(need="0"), dict(operators="+x"), dict(operators="+", needed="-"),
+                dict(need=[[0]], tail=[1]), dict(tail="0")):
         with pytest.raises(GrammarError):
             Spans(ARITH_SPANS, arithmetic=True, **bad)
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_spans_need_never_walk_into_a_dead_end(seed):
+@pytest.mark.parametrize("seed, tail", [(0, ()), (1, ()), (2, (3,)), (3, (1, 3))])
+def test_spans_need_never_walk_into_a_dead_end(seed, tail):
     """Every prefix the rules allow can still be completed: a random walk over the allowed bytes
     always has a next byte or a complete document, up to maxLength."""
     rng = random.Random(seed)
-    sp = Spans(ARITH_SPANS, need=ARITH_NEED, arithmetic=True, operators="+-*/%", needed="%")
+    sp = Spans(ARITH_SPANS, need=ARITH_NEED, arithmetic=True, operators="+-*/%", needed="%", tail=tail)
     g = compile_schema(CALC_SPANS, copy_source="x", spans=sp)        # maxLength 40: tight for these rules
     w = g._walker()
     alphabet = sorted(set(b" +-*/^%()\"") | {x for s in ARITH_SPANS for x in s.encode()})
@@ -1149,13 +1162,13 @@ def test_spans_need_never_walk_into_a_dead_end(seed):
             text += bytes((b,))
             if b == 0x22 and g.accepts(text + b"}"):
                 finished += 1
-                assert _arith_ok(json.loads(text + b"}")["expression"], ARITH_SPANS, ARITH_NEED, "+-*/%", "%")
+                assert _arith_ok(json.loads(text + b"}")["expression"], ARITH_SPANS, ARITH_NEED, "+-*/%", "%", tail=tail)
                 break
     assert finished == 40
 
 
 def _rules():
-    return Spans(ARITH_SPANS, need=ARITH_NEED, arithmetic=True, operators="+-*/%", needed="%")
+    return Spans(ARITH_SPANS, need=ARITH_NEED, arithmetic=True, operators="+-*/%", needed="%", tail=[3])
 
 
 @pytest.mark.parametrize("seed, rules", [(7, False), (8, False), (9, True), (10, True)])
@@ -1183,7 +1196,7 @@ def test_copy_spans_masks_match_brute_force(seed, rules):
             text += vocab[t].piece
         if g.accepts(text):
             e = json.loads(text)["expression"]
-            assert _arith_ok(e, ARITH_SPANS, ARITH_NEED, "+-*/%", "%") if rules else _spans_ok(e, CALC_SPAN_LIST)
+            assert _arith_ok(e, ARITH_SPANS, ARITH_NEED, "+-*/%", "%", tail=[3]) if rules else _spans_ok(e, CALC_SPAN_LIST)
     assert checked >= 25
 
 
@@ -1203,4 +1216,4 @@ def test_native_grammar_decode_parity_with_spans(models, monkeypatch, kw, rules)
         r = runs["batched"]
         if r["reason"] == "stop":
             e = json.loads(r["text"])["expression"]
-            assert _arith_ok(e, ARITH_SPANS, ARITH_NEED, "+-*/%", "%") if rules else _spans_ok(e, CALC_SPAN_LIST), e
+            assert _arith_ok(e, ARITH_SPANS, ARITH_NEED, "+-*/%", "%", tail=[3]) if rules else _spans_ok(e, CALC_SPAN_LIST), e

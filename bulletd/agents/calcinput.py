@@ -202,7 +202,8 @@ def request_spans(text: str) -> Spans:
       - the constant of each word that asks for one (CONSTANTS: half 2, cube 3, quarter 4...),
         used once;
       - for an average word, the count of the numbers (one of the counts when "and" reads two
-        ways or some numbers may go unused), used once;
+        ways or some numbers may go unused), used once and last: no parenthesis closes before
+        every needed number is in ("( a + b + c ) / 3");
       - a percent word needs a %.
     Without numbers, or when their shortest expression would not fit MAX_EXPRESSION, the
     numbers and constants are only allowed, not needed."""
@@ -210,6 +211,7 @@ def request_spans(text: str) -> Spans:
     words = [text[a:b].casefold() for a, b in _tokens(text)]
     spans: list[str] = []
     need: list[list[int]] = []
+    tail: list[int] = []
     twos = []
     sure = 0
     for phrase, parts, after in items:
@@ -243,13 +245,15 @@ def request_spans(text: str) -> Spans:
         hi = sum(max(1, len(parts)) for _, parts, _ in items)
         counts = [str(k) for k in range(max(2, lo), hi + 1)]
         if counts:
+            tail.append(len(need))
             need.append(list(range(len(spans), len(spans) + len(counts))))
             spans += counts
     size = sum(len(spans[g[0]]) + 3 for g in need) + 4
     if not said or size > MAX_EXPRESSION or len(spans) > MAX_SPANS:
         return Spans(spans[:MAX_SPANS])
     percent = "%" in text or bool(PERCENT.intersection(words))
-    return Spans(spans, need=need, arithmetic=True, operators=operators(text), needed="%" if percent else "")
+    return Spans(spans, need=need, arithmetic=True, operators=operators(text), needed="%" if percent else "",
+                 tail=tail)
 
 
 def operators(text: str) -> str:

@@ -970,7 +970,7 @@ class Spans:
     punctuation and spaces (FREE) between whole copies of the spans, each span used at most once
     (a span listed twice may be used twice), a span never directly after another one.
 
-    Rules a request may add (Spans(spans, need=..., arithmetic=True, operators=...)):
+    Rules a request may add (Spans(spans, need=..., arithmetic=True, operators=..., needed=..., tail=...)):
       need        groups of span indices: the string closes only when exactly one span of every
                   group is used, and a span is never started while another one of its groups is
                   used (an utterance's numbers, each to be used exactly once, a group holding the
@@ -982,6 +982,9 @@ class Spans:
                   opening parenthesis only while some span can still follow, and the string
                   closes only after an operand with every parenthesis closed, and after each
                   operator of `needed` (a percent word needs its %).
+      tail        indices of need groups that come last: their spans start, and (with
+                  arithmetic) a parenthesis closes, only once every other group is used (an
+                  average: " ( a + b + c ) / 3", its count last, no number left out of the sum).
     A byte is taken only where the spans still needed (the shortest of each group, an operator
     before each) and the closing parentheses fit in maxLength.
 
@@ -996,7 +999,8 @@ class Spans:
     START = (0, -1, 0, 0, 0, 1, 0)      # the same for every request: the step into the string is shared
     MAX_DEPTH = 8
 
-    def __init__(self, spans=(), need=(), arithmetic: bool = False, operators: str = "+-*/^%", needed: str = ""):
+    def __init__(self, spans=(), need=(), arithmetic: bool = False, operators: str = "+-*/^%", needed: str = "",
+                 tail=()):
         if isinstance(spans, (str, bytes)) or not all(isinstance(x, str) and x for x in spans):
             raise GrammarError(f"spans must be a list of non-empty strings, got {spans!r:.200}")
         if len(spans) > MAX_SPANS:
@@ -1019,6 +1023,11 @@ class Spans:
         self.percent = "%" in operators
         self.needed = tuple(dict.fromkeys(needed.encode()))
         self.masks = tuple(sum(1 << i for i in g) for g in self.need)
+        if isinstance(tail, (str, bytes)) or not all(isinstance(k, int) and not isinstance(k, bool)
+                                                     and 0 <= k < len(self.need) for k in tail):
+            raise GrammarError(f"tail must be a list of indices of need groups, got {tail!r:.200}")
+        self.tail = frozenset(i for k in tail for i in self.need[k])    # spans that come last
+        self.before = tuple(m for k, m in enumerate(self.masks) if k not in set(tail))
         # block[i]: the spans that share a group with i (i may not start while one is used)
         self.block = [0] * len(self.items)
         single = set()
@@ -1045,12 +1054,15 @@ class Spans:
             if b is None or x[0] == b:
                 for i in ix:
                     if not used >> i & 1:
-                        if not used & self.block[i]:
+                        if not used & self.block[i] and (i not in self.tail or self._before_done(used)):
                             yield i, x
                         break
 
     def _done(self, used: int) -> bool:
         return all(used & m for m in self.masks)
+
+    def _before_done(self, used: int) -> bool:
+        return all(used & m for m in self.before)
 
     def _fits(self, n, f: tuple) -> bool:
         """Frame f (not inside a span) can still close within maxLength: the shortest span still
@@ -1102,7 +1114,7 @@ class Spans:
             return (used, -1, 0, chars + 1, depth, 1, ops)
         if b == 0x25 and self.percent:
             return (used, -1, 0, chars + 1, depth, 0, ops)
-        if b == 0x29 and depth:
+        if b == 0x29 and depth and (not self.tail or self._before_done(used)):
             return (used, -1, 0, chars + 1, depth - 1, 0, ops)
         return None
 

@@ -44,7 +44,7 @@ plain expression. Around the child, bulletd spells misspelled operator words rig
 (`bulletd.agents.calcinput.request_spans`): an arithmetic expression of its whole numbers, each
 used exactly once (a word read only through a typo, a lone "one" or "two" may go unused), the
 constants its operator words ask for, each used (2 for a half, a double, a square; 3 for a cube;
-4 for a quarter; the count of the numbers for an average), and only the operators its words ask
+4 for a quarter; for an average the count of the numbers, last), and only the operators its words ask
 for (all when it has none of those words; a percent word needs its `%`). Those operator words
 include verbs of the test split's `-novel` templates ("product", "over", "raised", "गुण"), so the
 `-novel` figures of bulletd's path measure that decoding more than the child.""",
