@@ -196,14 +196,13 @@ def request_spans(text: str) -> Spans:
     arithmetic expression with the operators its words ask for (operators()):
       - its numbers (the first MAX_NUMBERS), each used exactly once, as one of its readings
         ("eight hundred and three" whole or both parts; a "two" or the 2 it stands for: "two
-        times seven" -> " seven * 2 "); a number that is not surely one (_sure: a word read
+        times seven" -> " seven * 2 "); a number that is not surely one (_sure: a lone word read
         through a typo, a lone "one" or "two") and "one" before a fraction word ("one half of
         8") may go unused;
       - the constant of each word that asks for one (CONSTANTS: half 2, cube 3, quarter 4...),
-        used once;
-      - for an average word, the count of the numbers (one of the counts when "and" reads two
-        ways or some numbers may go unused), used once and last: no parenthesis closes before
-        every needed number is in ("( a + b + c ) / 3");
+        and for an average word the count of the numbers (one of the counts when "and" reads two
+        ways or some numbers may go unused), each used once, after every number: no parenthesis
+        closes before every needed number is in ("( a + b + c ) / 3", " 8 / 2 ");
       - a percent word needs a %.
     Without numbers, or when their shortest expression would not fit MAX_EXPRESSION, the
     numbers and constants are only allowed, not needed."""
@@ -238,6 +237,7 @@ def request_spans(text: str) -> Spans:
     for w in words:
         for c, asks in CONSTANTS.items():
             if w in asks:
+                tail.append(len(need))
                 need.append([len(spans)])
                 spans.append(c)
     if AVERAGE.intersection(words) and said:
@@ -276,12 +276,14 @@ LOOSE = frozenset("one two एक दोन".split())     # also "a", "a couple"
 
 
 def _sure(phrase: str) -> bool:
-    """phrase is surely a number: digits, or number words spelled right ("there" may be a
-    "three" with a typo, "your" a "four"), not a lone LOOSE word."""
+    """phrase is surely a number: digits, or number words spelled right or of which at most half
+    have a typo ("egihty eight"; a lone "there" may be a "three" with a typo, "your" a "four"),
+    not a lone LOOSE word."""
     if _NUMBER.fullmatch(phrase):
         return True
-    words = phrase.casefold().replace("-", " ").split()
-    return phrase.casefold() not in LOOSE and all(w in WORDS or w in FILLER or _NUMBER.fullmatch(w) for w in words)
+    words = [w for w in phrase.casefold().replace("-", " ").split() if w not in FILLER]
+    right = sum(1 for w in words if w in WORDS or _NUMBER.fullmatch(w))
+    return phrase.casefold() not in LOOSE and (right == len(words) or (len(words) > 1 and 2 * right >= len(words)))
 
 
 def _value(phrase: str) -> float:

@@ -42,12 +42,13 @@ number words, typos included) between ASCII operators, one space around every it
 plain expression. Around the child, bulletd spells misspelled operator words right ("tiems" ->
 "times") and the schema's `"x-copy": "spans"` rule holds the expression to the utterance
 (`bulletd.agents.calcinput.request_spans`): an arithmetic expression of its whole numbers, each
-used exactly once (a word read only through a typo, a lone "one" or "two" may go unused), the
-constants its operator words ask for, each used (2 for a half, a double, a square; 3 for a cube;
-4 for a quarter; for an average the count of the numbers, last), and only the operators its words ask
-for (all when it has none of those words; a percent word needs its `%`). Those operator words
-include verbs of the test split's `-novel` templates ("product", "over", "raised", "गुण"), so the
-`-novel` figures of bulletd's path measure that decoding more than the child.""",
+used exactly once (a lone word read only through a typo, a lone "one" or "two" may go unused), the
+constants its operator words ask for, each used, after the numbers (2 for a half, a double, a
+square; 3 for a cube; 4 for a quarter; for an average the count of the numbers), and only the
+operators its words ask for (all when it has none of those words; a percent word needs its `%`).
+Those operator words include verbs of the test split's `-novel` templates ("product", "over",
+"raised", "गुण"), so the `-novel` figures of bulletd's path measure that decoding more than the
+child.""",
 }
 
 SETS = {
