@@ -108,3 +108,19 @@ def test_the_card_section_from_bullet_eval(tmp_path):
     assert "--home home.yaml" in text and "HomeConfig.narrow" in text
     both = _served_section([served, served])                          # the example home and a random one
     assert both.count("| mr | 1/1 | 100.0% |") == 2
+
+
+@pytest.mark.parametrize("text, answer", [
+    ("tell me 50726 minus 46822 is how much for me", 3904),                       # alone: " ( 50726 - 46822 "
+    ("मला सांग 6751, 582, 503, 8247, 82, 5555 यांची सरासरी किती होते लगेच", 3620),   # alone: 82 left out, / 5
+    ("could you work out: forty eight percent of ninety five is how much for me", 45.6),   # alone: 48 * 95
+    ("मला सांग आठशे सदतीस आणि चारशे एक्कावन्न यांचा गुणाकार", 837 * 451),           # alone: a sum
+])
+def test_calc_decoding_holds_the_call_to_the_utterance(text, answer):
+    """bulletd's calc path (run_agent: every number once, an average's count last, only the
+    operators the words ask for) gets right what the shipped child alone gets wrong."""
+    from bulletd.agents.agent import AgentContext, run_agent
+    from bulletd.runtime import load_model
+
+    with load_model(str(CM / "calc.bullet")) as m:
+        assert run_agent(m, text, {}, AgentContext())["result"]["value"] == pytest.approx(answer)

@@ -1,6 +1,7 @@
 """bulletd.agents.calcinput: the number spans a calc call may copy, operator typos spelled right
 before the child reads them, and both on bulletd's calc path (run_agent with a random-weight child:
 whatever it writes, the expression copies only whole numbers of the utterance)."""
+import itertools
 import json
 import random
 import re
@@ -8,7 +9,7 @@ import re
 import pytest
 
 from bulletd.agents.agent import AgentContext, run_agent
-from bulletd.agents.calcinput import MAX_NUMBERS, allowed_spans, fix_operators, number_spans
+from bulletd.agents.calcinput import allowed_spans, fix_operators, number_spans, request_spans
 from bulletd.agents.numerals import plain
 from bulletd.agents.tools import TOOLS
 from bulletd.errors import RequestError
@@ -39,24 +40,37 @@ def test_number_spans(text, spans):
     assert number_spans(text) == spans
 
 
-def _covered(line) -> bool:
-    have = sorted(plain(s) for s in allowed_spans(fix_operators(line["text"])))
-    for n in plain(line["call"]["expression"]).replace("(", " ").replace(")", " ").translate(
-            str.maketrans("+-*/^%", "      ")).split():
-        if n not in have:
-            return False
-        have.remove(n)
-    return True
+def _copyable(line) -> bool:
+    """The line's right call, its numbers copied from the (fixed) utterance as typed (a number
+    the generator wrote with a typo in the text is its span there), is a document of bulletd's
+    grammar for the utterance."""
+    text = fix_operators(line["text"])
+    sp = request_spans(text)
+    g = compile_schema(TOOLS["calc"].schema, copy_source=text, spans=sp)
+    spans = [x.decode() for x in sp.items]
+    toks = []
+    for w in line["call"]["expression"].split():          # " ( forty-two + 7 ) / 2 "
+        if w not in "+-*/^%()" and toks and toks[-1] not in "+-*/^%()":
+            toks[-1] += " " + w
+        else:
+            toks.append(w)
+    choices = [[t] if t in "+-*/^%()" else sorted({x for x in spans if plain(x) == plain(t)}, key=lambda x: x != t)
+               for t in toks]
+    for pick in itertools.islice(itertools.product(*choices), 64):
+        if g.accepts(json.dumps({"expression": " " + " ".join(pick) + " "}, ensure_ascii=False, separators=(",", ":"))):
+            return True
+    return False
 
 
-def test_spans_cover_every_generated_line():
-    """Every number of a held-out line's call is a whole span of its (fixed) utterance or a
-    constant its operator words need, so the rule never blocks the right call, typos included.
-    Training lines may have an operator word damaged past the fix by their noise ("hlf", "cued"):
-    a few of those lose their constant."""
-    assert all(_covered(line) for line in calc.generate("test", 600, seed=11))
+def test_rules_never_block_the_right_call():
+    """Every held-out line's right call passes bulletd's rules for its utterance (each number
+    used once, the constants its words ask for, the operators its words ask for), typos
+    included. Training lines carry noise that can damage an operator word past the fix ("hlf",
+    "cued"): a few of those lose their constant or their operator."""
+    test = list(calc.generate("test", 600, seed=11))
+    assert [line["text"] for line in test if not _copyable(line)] == []
     train = list(calc.generate("train", 600, seed=11))
-    assert sum(map(_covered, train)) >= 0.99 * len(train)
+    assert sum(map(_copyable, train)) >= 0.99 * len(train)
 
 
 def test_every_number_is_one_span():
@@ -67,16 +81,42 @@ def test_every_number_is_one_span():
             assert number_spans(f"what is {shown} plus 7") == [shown, "7"]
 
 
-def test_allowed_spans_add_the_constants_the_operator_words_need():
-    assert allowed_spans("average of 4, 8 and 15") == ["4", "8", "15", "2", "3"]
-    assert allowed_spans("mean of 1, 2, 3, 4, 5, 6") == ["1", "2", "3", "4", "5", "6", "2", "3", "4", "5", "6"]
-    assert allowed_spans("what is 17 times 23") == ["17", "23"]          # no "( 17 * 23 ) / 2"
-    assert allowed_spans("half of 9") == ["9", "2"] and allowed_spans("9 squared") == ["9", "2"]
-    assert allowed_spans("two times seven") == ["two", "seven", "2"]     # " seven * 2 "
-    assert allowed_spans("5 cubed") == ["5", "3"] and allowed_spans("a quarter of 8") == ["8", "4"]
-    assert allowed_spans("२४ चा पाव भाग") == ["२४", "4"] and allowed_spans("hello") == []
-    many = allowed_spans("average of " + ", ".join(["12"] * 500))      # a long average still gets a grammar
-    assert len(many) == MAX_NUMBERS + MAX_NUMBERS - 1 <= MAX_SPANS
+def _rules(text):
+    sp = request_spans(text)
+    return [x.decode() for x in sp.items], [list(g) for g in sp.need], sp.arithmetic and \
+        "".join(sorted(chr(b) for b in sp.binary) + ["%"] * sp.percent), bytes(sp.needed).decode(), sorted(sp.tail)
+
+
+@pytest.mark.parametrize("text, spans, need, ops, needed, tail", [
+    ("what is 17 times 23", ["17", "23"], [[0], [1]], "*", "", []),            # no "( 17 * 23 ) / 2"
+    ("5 times 5", ["5", "5"], [[0], [1]], "*", "", []),
+    ("average of 4, 8 and 15", ["4", "8", "15", "3"], [[0], [1], [2], [3]], "+/", "", [3]),   # divided by the count
+    ("mean of 1, 2, 3, 4, 5, 6", ["1", "2", "3", "4", "5", "6", "6"], [[0], [1], [2], [3], [4], [5], [6]], "+/", "", [6]),
+    ("hi there, the mean of 691, 72 and 3", ["there", "691", "72", "3", "3", "4"], [[1], [2], [3], [4, 5]], "+/", "", [4, 5]),
+    ("two times seven", ["two", "2", "seven"], [[2]], "*", "", []),           # a lone "two" may go unused: " seven * 2 "
+    ("one half of 8", ["one", "8", "2"], [[1], [2]], "/", "", [2]),            # the "one" may go unused
+    ("half of two", ["two", "2", "2"], [[2]], "/", "", [2]),
+    ("9 squared", ["9", "2"], [[0], [1]], "^", "", [1]),
+    ("5 cubed", ["5", "3"], [[0], [1]], "^", "", [1]),
+    ("२४ चा पाव भाग", ["२४", "4"], [[0], [1]], "/", "", [1]),
+    ("sum of eight hundred and three", ["eight hundred and three", "eight hundred", "three"], [[0, 1], [0, 2]], "+", "", []),
+    ("what is 15 percent of 80", ["15", "80"], [[0], [1]], "*%", "%", []),
+    ("15% of 80", ["15", "80"], [[0], [1]], "*%", "%", []),
+    ("(3 + 4) * 2", ["3", "4", "2"], [[0], [1], [2]], "*+", "", []),
+    ("7 raised to 3", ["7", "3"], [[0], [1]], "^", "", []),
+    ("७९०७३ मधून ३ काढ", ["७९०७३", "३"], [[0], [1]], "-", "", []),
+    ("17 and 23", ["17", "23"], [[0], [1]], "*+-/^%", "", []),                  # no operator word: any operator
+    ("४८ चा चौथा हिस्सा", ["४८", "4"], [[0], [1]], "/", "", [1]),                 # an operator word is no number
+    ("hello", [], [], False, "", []),
+])
+def test_request_spans(text, spans, need, ops, needed, tail):
+    assert _rules(text) == (spans, need, ops, needed, tail)     # tail: constants and an average's count come last
+
+
+def test_allowed_spans_fall_back_when_the_numbers_do_not_fit():
+    assert allowed_spans("average of 4, 8 and 15") == ["4", "8", "15", "3"]
+    many = request_spans("average of " + ", ".join(["12"] * 500))      # a long average still gets a grammar
+    assert not many.arithmetic and not many.need and len(many.items) <= MAX_SPANS
     assert compile_schema(TOOLS["calc"].schema, spans=many).accepts(json.dumps({"expression": "+".join(["12"] * 50)}, separators=(",", ":")))
 
 

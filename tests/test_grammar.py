@@ -19,7 +19,7 @@ from bulletd.format import write_bullet
 from bulletd.format.synth import random_lm_tensors
 from bulletd.format.tokenizer import TOKEN_BYTE, TOKEN_CONTROL, TOKEN_NORMAL, VocabEntry
 from bulletd.runtime import GenerationSettings, load_model
-from bulletd.runtime.grammar import (GrammarError, Vocab, compact_json, compile_schema,
+from bulletd.runtime.grammar import (GrammarError, Spans, Vocab, compact_json, compile_schema,
                                      grammar_for_request, json_grammar)
 from bulletd.runtime.sampling import Sampler
 
@@ -1001,11 +1001,181 @@ def test_copy_spans_take_whole_spans_each_once():
             compile_schema(CALC_SPANS, spans=bad)
 
 
-@pytest.mark.parametrize("seed", [7, 8])
-def test_copy_spans_masks_match_brute_force(seed):
+# the rules a request may add: numbers that must be used, arithmetic syntax, allowed and needed operators
+ARITH_SPANS = ["17", "23", "fifty nine", "two", "2", "3", "4.5", "17"]
+ARITH_NEED = [[0], [1], [2], [3, 4]]     # 17, 23, fifty nine once each, "two" or its 2 once; the rest optional
+ARITH = {"type": "object", "properties": {"expression": {"type": "string", "maxLength": 60, "x-copy": "spans"}},
+         "required": ["expression"]}
+
+
+def _arith_ok(value: str, spans, need, ops="+-*/^%", needed="", max_depth=8, tail=()) -> bool:
+    """An independent check of Spans(spans, need, arithmetic=True, operators=ops, needed=needed):
+    cut value into tokens every way (each span index at most once), then parse them."""
+    if "  " in value:
+        return False
+
+    def cuts(i, used):
+        if i == len(value):
+            yield [], used
+            return
+        c = value[i]
+        if c in " +-*/^%()":
+            for rest, u in cuts(i + 1, used):
+                yield ([] if c == " " else [c]) + rest, u
+            return
+        for k, x in enumerate(spans):
+            if k not in used and value.startswith(x, i):
+                for rest, u in cuts(i + len(x), used | {k}):
+                    yield [k] + rest, u
+
+    def parses(t):
+        pos, depth = 0, 0
+
+        def operand():
+            nonlocal pos, depth
+            if pos < len(t) and t[pos] == "-" and "-" in ops:
+                pos += 1
+                if not (pos < len(t) and isinstance(t[pos], int)):
+                    raise ValueError
+            if pos < len(t) and isinstance(t[pos], int):
+                pos += 1
+            elif pos < len(t) and t[pos] == "(":
+                depth += 1
+                if depth > max_depth:
+                    raise ValueError
+                pos += 1
+                expr()
+                if not (pos < len(t) and t[pos] == ")"):
+                    raise ValueError
+                pos += 1
+                depth -= 1
+            else:
+                raise ValueError
+            while pos < len(t) and t[pos] == "%":
+                if "%" not in ops:
+                    raise ValueError
+                pos += 1
+
+        def expr():
+            nonlocal pos
+            operand()
+            while pos < len(t) and isinstance(t[pos], str) and t[pos] in "+-*/^":
+                if t[pos] not in ops:
+                    raise ValueError
+                pos += 1
+                operand()
+        try:
+            expr()
+        except ValueError:
+            return False
+        return pos == len(t)
+
+    def in_order(t):        # a tail span, a closing parenthesis: only after every other group's span
+        last = {i for k in tail for i in need[k]}
+        seen = set()
+        for x in t:
+            if tail and (x == ")" or x in last) and not all(seen & set(g) for k, g in enumerate(need) if k not in tail):
+                return False
+            if isinstance(x, int):
+                seen.add(x)
+        return True
+
+    for t, used in cuts(0, frozenset()):
+        if all(len(used & set(g)) == 1 for g in need) and all(op in t for op in needed) and parses(t) and in_order(t):
+            return True
+    return False
+
+
+def _random_expression(rng, spans, need, ops) -> str:
+    """Mostly well-formed expressions over the spans (a few with their rules broken)."""
+    binary = [c for c in ops if c != "%"] or ["+"]
+    left = list(range(len(spans)))
+    rng.shuffle(left)
+    picks = [g[rng.randrange(len(g))] for g in need if rng.random() < 0.95]
+    picks += [k for k in left if k not in picks and all(k not in g for g in need) and rng.random() < 0.3]
+    rng.shuffle(picks)
+    if not picks:
+        picks = [rng.randrange(len(spans))]
+
+    def build(items):
+        if len(items) == 1:
+            x = spans[items[0]]
+            return ("-" if rng.random() < 0.1 else "") + x + (" %" if rng.random() < (0.3 if "%" in ops else 0.05) else "")
+        k = rng.randint(1, len(items) - 1)
+        a, b = build(items[:k]), build(items[k:])
+        e = f"{a} {rng.choice(binary if rng.random() < 0.9 else '+-*/^%,!')} {b}"
+        return f"( {e} )" if rng.random() < 0.3 else e
+    out = build(picks)
+    if rng.random() < 0.2:
+        i = rng.randrange(len(out) + 1)
+        out = out[:i] + rng.choice([" ", "(", ")", "-", "2", "x"]) + out[i:]
+    return out
+
+
+@pytest.mark.parametrize("ops, needed, tail", [("+-*/^%", "", ()), ("*%", "%", ()), ("+/", "", ()), ("-", "", ()),
+                                               ("+-*/^%", "", (3,)), ("+/", "", (1, 3))])
+def test_spans_need_and_arithmetic_match_an_independent_check(ops, needed, tail):
+    sp = Spans(ARITH_SPANS, need=ARITH_NEED, arithmetic=True, operators=ops, needed=needed, tail=tail)
+    g = compile_schema(ARITH, copy_source="x", spans=sp)
+    assert g.spans == tuple(ARITH_SPANS)
+    doc = lambda e: json.dumps({"expression": e}, ensure_ascii=False, separators=(",", ":"))
+    rng = random.Random(ops)
+    cases = [_random_expression(rng, ARITH_SPANS, ARITH_NEED, ops) for _ in range(400)]
+    cases += [" 17 * 23 * fifty nine * two ", "17*23*fifty nine*2", "(17+23)/fifty nine-two", "17 * 23 * fifty nine",
+              "17 * 23 * fifty nine * two * 2", "17*17*23*fifty nine*2", "-17*-23*-fifty nine*-2", "--17*23*fifty nine*2",
+              "( 17 * 23 * fifty nine * 2 )", "( 17 * 23 * fifty nine * 2", "(17) * 23 * fifty nine * 2 %",
+              "17 *  23 * fifty nine * 2", "17 23 * fifty nine * 2", "((((((((( 17 ))))))))) * 23 * fifty nine * 2",
+              "17 % * 23 * fifty nine * 2", "", " ", "17*23*fifty nine*2*", "( 17 + 23 + fifty nine ) / two",
+              "( 17 + 23 ) / two + fifty nine", "( 17 + fifty nine + two ) / 23", "( 17 + 23 + fifty nine ) / 2 %"]
+    agree = accepted = 0
+    for e in cases:
+        want = _arith_ok(e, ARITH_SPANS, ARITH_NEED, ops, needed, tail=tail) and len(e) <= 60
+        assert g.accepts(doc(e)) == want, (ops, e)
+        accepted += want
+    assert accepted >= (8 if tail else 20)      # the cases hold well-formed expressions, not only bad ones
+    for bad in (dict(need=[[9]]), dict(need=[[]]), dict(need="0"), dict(operators="+x"), dict(operators="+", needed="-"),
+                dict(need=[[0]], tail=[1]), dict(tail="0")):
+        with pytest.raises(GrammarError):
+            Spans(ARITH_SPANS, arithmetic=True, **bad)
+
+
+@pytest.mark.parametrize("seed, tail", [(0, ()), (1, ()), (2, (3,)), (3, (1, 3))])
+def test_spans_need_never_walk_into_a_dead_end(seed, tail):
+    """Every prefix the rules allow can still be completed: a random walk over the allowed bytes
+    always has a next byte or a complete document, up to maxLength."""
+    rng = random.Random(seed)
+    sp = Spans(ARITH_SPANS, need=ARITH_NEED, arithmetic=True, operators="+-*/%", needed="%", tail=tail)
+    g = compile_schema(CALC_SPANS, copy_source="x", spans=sp)        # maxLength 40: tight for these rules
+    w = g._walker()
+    alphabet = sorted(set(b" +-*/^%()\"") | {x for s in ARITH_SPANS for x in s.encode()})
+    finished = 0
+    for walk in range(40):
+        state, text = w.step(w.start, 0x7B), b"{"
+        for b in b'"expression":"':
+            state = w.step(state, b)
+            text += bytes((b,))
+        while True:
+            nxt = [b for b in alphabet if w.step(state, b) >= 0]
+            assert nxt, text
+            b = rng.choice(nxt)
+            state = w.step(state, b)
+            text += bytes((b,))
+            if b == 0x22 and g.accepts(text + b"}"):
+                finished += 1
+                assert _arith_ok(json.loads(text + b"}")["expression"], ARITH_SPANS, ARITH_NEED, "+-*/%", "%", tail=tail)
+                break
+    assert finished == 40
+
+
+def _rules():
+    return Spans(ARITH_SPANS, need=ARITH_NEED, arithmetic=True, operators="+-*/%", needed="%", tail=[3])
+
+
+@pytest.mark.parametrize("seed, rules", [(7, False), (8, False), (9, True), (10, True)])
+def test_copy_spans_masks_match_brute_force(seed, rules):
     vocab = random_vocab(seed)
     rng = random.Random(seed)
-    g = compile_schema(CALC_SPANS, copy_source=SOURCES[0], spans=CALC_SPAN_LIST)
+    g = compile_schema(CALC_SPANS, copy_source=SOURCES[0], spans=_rules() if rules else CALC_SPAN_LIST)
     voc = Vocab([None if e.type == TOKEN_CONTROL else e.piece for e in vocab], f"spans{seed}")
     checked = 0
     for walk in range(12):
@@ -1025,17 +1195,19 @@ def test_copy_spans_masks_match_brute_force(seed):
             state = row.next_state(t)
             text += vocab[t].piece
         if g.accepts(text):
-            assert _spans_ok(json.loads(text)["expression"], CALC_SPAN_LIST)
+            e = json.loads(text)["expression"]
+            assert _arith_ok(e, ARITH_SPANS, ARITH_NEED, "+-*/%", "%", tail=[3]) if rules else _spans_ok(e, CALC_SPAN_LIST)
     assert checked >= 25
 
 
+@pytest.mark.parametrize("rules", [False, True])
 @pytest.mark.parametrize("kw", PARITY[:4])
-def test_native_grammar_decode_parity_with_spans(models, monkeypatch, kw):
+def test_native_grammar_decode_parity_with_spans(models, monkeypatch, kw, rules):
     from bulletd import kernels
     if kernels.token_automaton(4) is None:
         pytest.skip(f"native module not built: {kernels.native_error()}")
     for path in models:
-        g = compile_schema(CALC_SPANS, copy_source="x", spans=CALC_SPAN_LIST)
+        g = compile_schema(CALC_SPANS, copy_source="x", spans=_rules() if rules else CALC_SPAN_LIST)
         runs = {mode: _gen_mode(path, monkeypatch, mode, g, "what is 17 times 23\n=>", **kw)
                 for mode in ("batched", "per_token", "numpy")}
         for r in runs.values():
@@ -1043,4 +1215,5 @@ def test_native_grammar_decode_parity_with_spans(models, monkeypatch, kw):
         assert runs["batched"] == runs["per_token"] == runs["numpy"]
         r = runs["batched"]
         if r["reason"] == "stop":
-            assert _spans_ok(json.loads(r["text"])["expression"], CALC_SPAN_LIST), r["text"]
+            e = json.loads(r["text"])["expression"]
+            assert _arith_ok(e, ARITH_SPANS, ARITH_NEED, "+-*/%", "%", tail=[3]) if rules else _spans_ok(e, CALC_SPAN_LIST), e

@@ -117,7 +117,7 @@ def run_agent(model: Any, utterance: str, settings: Any, ctx: AgentContext, chil
     spans = ()
     if spec["tool"] == "calc":      # operator typos spelled right; the call copies whole numbers
         utterance = calcinput.fix_operators(utterance)
-        spans = calcinput.allowed_spans(utterance)
+        spans = calcinput.request_spans(utterance)
     try:
         prompt = spec["template"].format(text=utterance)
     except (KeyError, IndexError, ValueError) as exc:

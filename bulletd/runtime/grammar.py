@@ -674,7 +674,7 @@ class _Core:
             _, ph, content = fr
             if ph == 0:
                 if b == 0x22:
-                    out.append(up + ((nid, 1, (0, -1, 0, 0) if n.spans else b""),))
+                    out.append(up + ((nid, 1, Spans.START if n.spans else b""),))
                 return
             if n.spans:
                 (pieces or _NO_SPANS).feed(n, nid, up, content, b, out)
@@ -970,13 +970,37 @@ class Spans:
     punctuation and spaces (FREE) between whole copies of the spans, each span used at most once
     (a span listed twice may be used twice), a span never directly after another one.
 
-    Inside the string a frame holds (used, i, off, chars): the bit mask of used spans, the span
-    being copied (i >= 0, `off` bytes of it written), or i = -1 (at the start or after a free
-    byte: a span may start) or -2 (just after a span: a free byte or the end must follow)."""
+    Rules a request may add (Spans(spans, need=..., arithmetic=True, operators=..., needed=..., tail=...)):
+      need        groups of span indices: the string closes only when exactly one span of every
+                  group is used, and a span is never started while another one of its groups is
+                  used (an utterance's numbers, each to be used exactly once, a group holding the
+                  ways to read it). A span in no group stays optional.
+      arithmetic  the string is an arithmetic expression: spans are operands, the punctuation is
+                  single spaces, the binary operators of `operators` (of + - * / ^), postfix %
+                  when `operators` has it, a minus sign directly before an operand when it has
+                  "-", and balanced parentheses (at most MAX_DEPTH deep); an operator or an
+                  opening parenthesis only while some span can still follow, and the string
+                  closes only after an operand with every parenthesis closed, and after each
+                  operator of `needed` (a percent word needs its %).
+      tail        indices of need groups that come last: their spans start, and (with
+                  arithmetic) a parenthesis closes, only once every other group is used (an
+                  average: " ( a + b + c ) / 3", its count last, no number left out of the sum).
+    A byte is taken only where the spans still needed (the shortest of each group, an operator
+    before each) and the closing parentheses fit in maxLength.
+
+    Inside the string a frame holds (used, i, off, chars, depth, want, ops): the bit mask of used
+    spans, the span being copied (i >= 0, `off` bytes of it written), or i = -1 (at the start or
+    after a free byte: a span may start), -2 (just after a span: a free byte or the end must
+    follow) or -3 (just after a space, arithmetic only); with arithmetic, the open parentheses
+    and what comes next (1 an operand, 2 an operand after a minus sign, 0 an operator, a closing
+    parenthesis or the end), and the bit mask of the `needed` operators written."""
 
     FREE = frozenset(c for c in range(0x20, 0x7F) if not chr(c).isalnum() and c not in b'"\\')
+    START = (0, -1, 0, 0, 0, 1, 0)      # the same for every request: the step into the string is shared
+    MAX_DEPTH = 8
 
-    def __init__(self, spans=()):
+    def __init__(self, spans=(), need=(), arithmetic: bool = False, operators: str = "+-*/^%", needed: str = "",
+                 tail=()):
         if isinstance(spans, (str, bytes)) or not all(isinstance(x, str) and x for x in spans):
             raise GrammarError(f"spans must be a list of non-empty strings, got {spans!r:.200}")
         if len(spans) > MAX_SPANS:
@@ -985,26 +1009,124 @@ class Spans:
         for x in self.items:
             if _STRING_SPECIAL.search(x.decode("utf-8", "surrogatepass")):
                 raise GrammarError(f"a span cannot hold a quote, a backslash or a control character: {x!r:.80}")
-        groups: dict[bytes, list[int]] = {}
+        if isinstance(need, (str, bytes)) or not all(
+                isinstance(g, (list, tuple)) and g and all(isinstance(i, int) and not isinstance(i, bool)
+                                                             and 0 <= i < len(self.items) for i in g) for g in need):
+            raise GrammarError(f"need must be a list of non-empty lists of span indices, got {need!r:.200}")
+        self.need = tuple(tuple(sorted(set(g))) for g in need)
+        self.arithmetic = bool(arithmetic)
+        if not isinstance(operators, str) or not set(operators) <= set("+-*/^%"):
+            raise GrammarError(f"operators must be a string of + - * / ^ %, got {operators!r:.80}")
+        if not isinstance(needed, str) or not set(needed) <= set(operators):
+            raise GrammarError(f"needed must be a string of operators the expression may use, got {needed!r:.80}")
+        self.binary = frozenset(operators.encode()) - {0x25}
+        self.percent = "%" in operators
+        self.needed = tuple(dict.fromkeys(needed.encode()))
+        self.masks = tuple(sum(1 << i for i in g) for g in self.need)
+        if isinstance(tail, (str, bytes)) or not all(isinstance(k, int) and not isinstance(k, bool)
+                                                     and 0 <= k < len(self.need) for k in tail):
+            raise GrammarError(f"tail must be a list of indices of need groups, got {tail!r:.200}")
+        self.tail = frozenset(i for k in tail for i in self.need[k])    # spans that come last
+        self.before = tuple(m for k, m in enumerate(self.masks) if k not in set(tail))
+        # block[i]: the spans that share a group with i (i may not start while one is used)
+        self.block = [0] * len(self.items)
+        single = set()
+        for g, m in zip(self.need, self.masks):
+            for i in g:
+                self.block[i] |= m & ~(1 << i)
+            if len(g) == 1:
+                single.add(g[0])
+        # copies of the same bytes are interchangeable (the first unused one is taken) when they
+        # belong to the same groups; a group of one span makes them all alike ("5 times 5")
+        groups: dict[tuple, list[int]] = {}
         for i, x in enumerate(self.items):
-            groups.setdefault(x, []).append(i)
-        self.groups = tuple((x, tuple(ix)) for x, ix in groups.items())
+            sig = tuple(k for k, g in enumerate(self.need) if i in g and len(g) > 1)
+            groups.setdefault((x, i in single, sig), []).append(i)
+        self.groups = tuple((x, tuple(ix)) for (x, _, _), ix in groups.items())
         self.chars = tuple(_chars(x) for x in self.items)
+        self.least = tuple(min(self.chars[i] for i in g) for g in self.need)
+
 
     def _starts(self, used: int, b: int | None = None):
-        """(index, span) of each distinct span still free to use (its first unused copy), that
-        begins with byte b (any byte when None)."""
+        """(index, span) of each span that may start (the first unused copy of its kind, none of
+        its groups used), that begins with byte b (any byte when None)."""
         for x, ix in self.groups:
             if b is None or x[0] == b:
                 for i in ix:
                     if not used >> i & 1:
-                        yield i, x
+                        if not used & self.block[i] and (i not in self.tail or self._before_done(used)):
+                            yield i, x
                         break
 
+    def _done(self, used: int) -> bool:
+        return all(used & m for m in self.masks)
+
+    def _before_done(self, used: int) -> bool:
+        return all(used & m for m in self.before)
+
+    def _fits(self, n, f: tuple) -> bool:
+        """Frame f (not inside a span) can still close within maxLength: the shortest span still
+        free of each group to use, an operator before each, an operand where one is expected,
+        the needed operators and the closing parentheses."""
+        if n.max_len is None:
+            return True
+        used, i, _, chars, depth, want, ops = f
+        free = lambda j: not used >> j & 1 and not used & self.block[j]
+        rest = 0
+        for g, m in zip(self.need, self.masks):
+            if not used & m:
+                k = min((self.chars[j] for j in g if free(j)), default=None)
+                if k is None:
+                    return False
+                rest += k + 1
+        if rest and i in (-1, -3) and (want or not self.arithmetic):
+            rest -= 1                   # a span may come next: no separator before the first
+        if self.arithmetic:
+            if want and not rest:
+                k = min((self.chars[j] for j in range(len(self.items)) if free(j)), default=None)
+                if k is None:
+                    return False
+                rest += k
+            rest += depth + len(self.needed) - bin(ops).count("1")
+        return chars + rest <= n.max_len
+
+    def _more(self, used: int) -> bool:
+        return next(self._starts(used), None) is not None
+
+    def _free(self, st: tuple, b: int):
+        """The frame after free byte b, or None when b may not come here."""
+        used, i, off, chars, depth, want, ops = st
+        if not self.arithmetic:
+            return (used, -1, 0, chars + 1, depth, want, ops)
+        if b == 0x20:
+            return None if i == -3 else (used, -3, 0, chars + 1, depth, want, ops)
+        if want == 2:
+            return None
+        if b in self.needed:
+            ops |= 1 << self.needed.index(b)
+        if want:
+            if b == 0x28 and depth < self.MAX_DEPTH and self._more(used):
+                return (used, -1, 0, chars + 1, depth + 1, 1, ops)
+            if b == 0x2D and b in self.binary and self._more(used):
+                return (used, -1, 0, chars + 1, depth, 2, ops)
+            return None
+        if b in self.binary and self._more(used):
+            return (used, -1, 0, chars + 1, depth, 1, ops)
+        if b == 0x25 and self.percent:
+            return (used, -1, 0, chars + 1, depth, 0, ops)
+        if b == 0x29 and depth and (not self.tail or self._before_done(used)):
+            return (used, -1, 0, chars + 1, depth - 1, 0, ops)
+        return None
+
+    def _can_close(self, n, st: tuple) -> bool:
+        used, i, _, chars, depth, want, ops = st
+        return i < 0 and chars >= n.min_len and self._done(used) and \
+            (not self.arithmetic or (not depth and not want and ops + 1 == 1 << len(self.needed)))
+
     def feed(self, n, nid: int, up: tuple, st: tuple, b: int, out: list) -> None:
-        used, i, off, chars = st
+        used, i, off, chars, depth, want, ops = st
         if b == 0x22:
-            if i < 0 and chars >= n.min_len:
+            if self._can_close(n, st):
                 out.append(up)
             return
         c = chars + (not 0x80 <= b < 0xC0)
@@ -1013,23 +1135,27 @@ class Spans:
         if i >= 0:
             x = self.items[i]
             if x[off] == b:
-                out.append(up + ((nid, 1, (used | 1 << i, -2, 0, c) if off + 1 == len(x) else (used, i, off + 1, c)),))
+                out.append(up + ((nid, 1, (used | 1 << i, -2, 0, c, depth, 0, ops) if off + 1 == len(x)
+                                  else (used, i, off + 1, c, depth, want, ops)),))
             return
         if b in self.FREE:
-            out.append(up + ((nid, 1, (used, -1, 0, c)),))
+            f = self._free(st, b)
+            if f is not None and self._fits(n, f):
+                out.append(up + ((nid, 1, f),))
             return
-        if i == -1:
+        if i in (-1, -3) and (want or not self.arithmetic):
             for j, x in self._starts(used, b):
-                if n.max_len is not None and chars + self.chars[j] > n.max_len:
-                    continue        # a span starts only where all of it fits
-                out.append(up + ((nid, 1, (used | 1 << j, -2, 0, c) if len(x) == 1 else (used, j, 1, c)),))
+                if not self._fits(n, (used | 1 << j, -2, 0, chars + self.chars[j], depth, 0, ops)):
+                    continue        # a span starts only where all of it (and what must follow) fits
+                out.append(up + ((nid, 1, (used | 1 << j, -2, 0, c, depth, 0, ops) if len(x) == 1
+                                  else (used, j, 1, c, depth, want, ops)),))
 
     def next_bytes(self, st: tuple) -> set:
-        used, i, off, _ = st
+        used, i, off, _, _, want, _ = st
         if i >= 0:
             return {self.items[i][off]}
-        acc = {0x22} | self.FREE
-        if i == -1:
+        acc = {0x22} | (self.FREE if not self.arithmetic else {b for b in self.FREE if self._free(st, b) is not None})
+        if i in (-1, -3) and (want or not self.arithmetic):
             acc.update(x[0] for _, x in self._starts(used))
         return acc
 

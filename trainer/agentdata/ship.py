@@ -40,10 +40,15 @@ number words, typos included) between ASCII operators, one space around every it
 `{"expression":" fifty nine + ४ "}`. bulletd reads the numbers back
 (`bulletd.agents.numerals.plain`: `59+4`) before the calc tool runs, and the reply's call is that
 plain expression. Around the child, bulletd spells misspelled operator words right ("tiems" ->
-"times") and the schema's `"x-copy": "spans"` rule lets the expression copy only whole numbers of
-the utterance (`bulletd.agents.calcinput`), each at most once, and the constants its operator
-words need (2 for a half, a double, a square; 3 for a cube; 4 for a quarter; the count of numbers
-for an average).""",
+"times") and the schema's `"x-copy": "spans"` rule holds the expression to the utterance
+(`bulletd.agents.calcinput.request_spans`): an arithmetic expression of its whole numbers, each
+used exactly once (a lone word read only through a typo, a lone "one" or "two" may go unused), the
+constants its operator words ask for, each used, after the numbers (2 for a half, a double, a
+square; 3 for a cube; 4 for a quarter; for an average the count of the numbers), and only the
+operators its words ask for (all when it has none of those words; a percent word needs its `%`).
+Those operator words include verbs of the test split's `-novel` templates ("product", "over",
+"raised", "गुण"), so the `-novel` figures of bulletd's path measure that decoding more than the
+child.""",
 }
 
 SETS = {
@@ -215,7 +220,8 @@ def _served_section(served) -> str:
                 "the utterance that name an entity or area, intents apply to what it names, numbers are\n"
                 "ones it says)") if home_name else ""
     if r["child"] == "calc":
-        narrowed = " (the expression copies whole numbers of the utterance, operator typos fixed)"
+        narrowed = (" (operator typos fixed; the expression uses every number of the utterance once, the\n"
+                    "constants and only the operators its words ask for)")
     return (f"### `bullet eval {fname} --child {r['child']}{on}`: bulletd's path\n\nThe grammar of the header's "
             f"schema{narrowed}, greedy, the call validated\n"
             f"and run by the tool (home: the daemon's resolver: exact names, Marathi case endings, fuzzy\n"
@@ -261,7 +267,7 @@ Measured by `python -m trainer.agentdata.measure` through the runtime: greedy de
 the grammar (or, where marked, with only its rule for names and areas: a span of the utterance that
 names an entity or area of the home, whole words where none does; for calc, "bulletd's calc
 decoding": bulletd's calc path with the calc tool's schema, operator typos fixed and the expression
-copying only whole numbers), the first JSON object of the
+held to the utterance's numbers and operator words), the first JSON object of the
 output is the call. Home calls are right when they
 resolve (the generator's exact-name resolver; a Marathi case ending may be stripped) to exactly the
 line's `expect` on the example home; calc calls when the expression's exact value (its numbers read
