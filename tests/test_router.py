@@ -125,3 +125,20 @@ def test_a_hint_takes_only_what_the_mother_is_not_sure_of():
     r.set_examples("calc", ["zap the porch light twice"])
     d = r.decide("zap the porch", {"home", "calc"}, hints=hints)
     assert (d.child, d.reason) == ("calc", "examples")                               # claimed first
+
+
+def test_a_claiming_hint_takes_a_prompt_from_the_mothers_sure_choice(mother):
+    """A hint of strength CLAIMS (bulletd: the prompt commands something of the configured home)
+    wins over the mother's sure choice of another child, unless that child's own hint holds too;
+    a plain hint (True) never does."""
+    from bulletd.router import CLAIMS
+    r = Router(mother)
+    avail = set(TOPICS)
+    assert r.decide("bake bread with yeast", avail).child == "cooking"
+    claims = {"math": lambda t: CLAIMS if "yeast" in t else 0}
+    d = r.decide("bake bread with yeast", avail, hints=claims)
+    assert (d.child, d.reason) == ("math", "names"), d.as_dict()
+    assert r.decide("bake bread with yeast", avail, hints={"math": lambda t: True}).child == "cooking"
+    both = {**claims, "cooking": lambda t: True}
+    assert r.decide("bake bread with yeast", avail, hints=both).child == "cooking"
+    assert r.decide("bake bread with yeast", avail - {"math"}, hints=claims).child == "cooking"

@@ -54,6 +54,17 @@ VALUE_INTENTS = ("HassLightSet", "HassClimateSetTemperature", "HassSetPosition")
 PLAIN_SERVICES = {"turn_on": "ON", "turn_off": "OFF", "toggle": "TOGGLE"}
 FUZZY_THRESHOLD = 85.0     # rapidfuzz ratio (0..100) a name needs without an exact match
 FUZZY_TIE = 4.0            # two entities within this many points of the best are a tie
+# the router's hint takes a fuzzy name only this close: no typo in a key of up to 4 characters, one
+# edit (Levenshtein) up to 9, two beyond ("दवाखाना" is not "दिवाणखाना", "all" is not "hall")
+HINT_EDITS = ((4, 0), (9, 1))
+HINT_EDITS_LONG = 2
+# words of what a home command does or asks (Home Assistant's services and states: on, off, open,
+# close, lock, unlock, toggle, brightness, temperature, position, state; in English and Marathi):
+# a prompt that names something of the home and says one of these is a home command
+# (HomeConfig.commands_something)
+COMMAND_WORDS = frozenset("""on off open opened close closed shut lock locked unlock unlocked toggle turn switch set
+    dim brighten brightness bright temperature degrees degree percent position status state
+    चालू बंद उघड उघडा उघडे उघडी लाव लावा कुलूप टक्के अंश तापमान प्रकाश स्थिती ऑन ऑफ""".split())
 # words that name a kind of device, not one device: with an area they mean that domain there
 DOMAIN_WORDS = {
     "light": "light", "lights": "light", "lamp": "light", "lamps": "light", "दिवा": "light", "दिवे": "light",
@@ -307,9 +318,33 @@ class HomeConfig:
         return {k: list(dict.fromkeys(t for t, _ in v)) for k, v in self.named_spans(text, max_len).items()}
 
     def names_something(self, text: str) -> bool:
-        """The utterance names an entity or area of this home (a span copy_spans finds): the router's
+        """The utterance names an entity or area of this home: a span copy_spans finds whose key is
+        a name exactly (or with a Marathi case ending) or within HINT_EDITS of one. The router's
         hint for the home child when the mother is unsure."""
-        return bool(self.named_spans(text))
+        return any(self._close_to_a_name(normalize(span), kind)
+                   for kind, spans in self.named_spans(text).items() for span, _ in spans)
+
+    def commands_something(self, text: str) -> bool:
+        """The utterance names something of this home (names_something) and says a COMMAND_WORDS
+        word or a "%": a home command, whichever child the mother leans to."""
+        words = set(normalize(w) for w in text.split())
+        return ("%" in text or bool(words & COMMAND_WORDS)) and self.names_something(text)
+
+    def route_hint(self, text: str) -> int:
+        """The router's hint strength (bulletd.router.Router.decide): 2 when the utterance commands
+        something of this home, 1 when it only names something, 0 otherwise."""
+        return 2 if self.commands_something(text) else 1 if self.names_something(text) else 0
+
+    def _close_to_a_name(self, key: str, kind: str) -> bool:
+        from rapidfuzz.distance import Levenshtein
+        dicts = (self._entity_keys, self._object_keys) if kind == "name" else (self._area_keys,)
+        if not key:
+            return False
+        if any(key in d or self._stemmed(key, d) for d in dicts):
+            return True
+        edits = next((e for n, e in HINT_EDITS if len(key) <= n), HINT_EDITS_LONG)
+        index = self._all_keys if kind == "name" else self._area_keys
+        return edits > 0 and any(Levenshtein.distance(key, k, score_cutoff=edits) <= edits for k in index)
 
     def named_spans(self, text: str, max_len: int = 48) -> dict[str, list[tuple[str, frozenset]]]:
         """copy_spans with what each span names: {"name": [(span, entity ids)], "area": [(span, area ids)]}."""

@@ -260,13 +260,14 @@ class Daemon:
 
     def route_hints(self) -> dict:
         """The router's hints (Router.decide), for prompts the mother is unsure of: the home child
-        takes those that name something of the home (tools.home.route_names), then the calc child
-        those that read as arithmetic (tools.calc.route_sums)."""
+        takes those that name something of the home (tools.home.route_names), even from the
+        mother's sure choice when they command something of it (tools.home.route_commands), then the
+        calc child those that read as arithmetic (tools.calc.route_sums)."""
         from bulletd.agents.calcinput import is_arithmetic
         hints = {}
         name = self.cfg.tools.home.route_names
         if name and self.home is not None:
-            hints[name] = self.home.names_something
+            hints[name] = self.home.route_hint if self.cfg.tools.home.route_commands else self.home.names_something
         name = self.cfg.tools.calc.route_sums
         if name and name not in hints:
             hints[name] = is_arithmetic

@@ -180,10 +180,12 @@ def calc_right(got: Any, answer: float) -> bool:
 
 def route_hints(home) -> dict:
     """The router's hints as bulletd's defaults set them (tools.home.route_names: home,
-    tools.calc.route_sums: calc): for a line the mother is unsure of, the home child when it names
-    something of `home` (if given), then the calc child when it reads as arithmetic."""
+    tools.home.route_commands: true, tools.calc.route_sums: calc): for a line the mother is unsure
+    of, the home child when it names something of `home` (if given), then the calc child when it
+    reads as arithmetic; the home child also for a line that commands something of `home`, whatever
+    the mother's choice."""
     from bulletd.agents.calcinput import is_arithmetic
-    hints = {"home": home.names_something} if home is not None else {}
+    hints = {"home": home.route_hint} if home is not None else {}
     hints["calc"] = is_arithmetic
     return hints
 
