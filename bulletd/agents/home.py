@@ -54,8 +54,9 @@ VALUE_INTENTS = ("HassLightSet", "HassClimateSetTemperature", "HassSetPosition")
 PLAIN_SERVICES = {"turn_on": "ON", "turn_off": "OFF", "toggle": "TOGGLE"}
 FUZZY_THRESHOLD = 85.0     # rapidfuzz ratio (0..100) a name needs without an exact match
 FUZZY_TIE = 4.0            # two entities within this many points of the best are a tie
-# the router's hint takes a fuzzy name only this close: no typo in a key of up to 4 characters, one
-# edit (Levenshtein) up to 9, two beyond ("दवाखाना" is not "दिवाणखाना", "all" is not "hall")
+# the router's hint takes a fuzzy name only this close: no typo when the name or the span is up to
+# 4 characters, one edit (Levenshtein) up to 9, two beyond ("दवाखाना" is not "दिवाणखाना", "all"
+# and "shall" are not "hall")
 HINT_EDITS = ((4, 0), (9, 1))
 HINT_EDITS_LONG = 2
 # words of what a home command does or asks (Home Assistant's services and states: on, off, open,
@@ -342,9 +343,12 @@ class HomeConfig:
             return False
         if any(key in d or self._stemmed(key, d) for d in dicts):
             return True
-        edits = next((e for n, e in HINT_EDITS if len(key) <= n), HINT_EDITS_LONG)
         index = self._all_keys if kind == "name" else self._area_keys
-        return edits > 0 and any(Levenshtein.distance(key, k, score_cutoff=edits) <= edits for k in index)
+        for k in index:
+            edits = next((e for n, e in HINT_EDITS if min(len(key), len(k)) <= n), HINT_EDITS_LONG)
+            if edits and Levenshtein.distance(key, k, score_cutoff=edits) <= edits:
+                return True
+        return False
 
     def named_spans(self, text: str, max_len: int = 48) -> dict[str, list[tuple[str, frozenset]]]:
         """copy_spans with what each span names: {"name": [(span, entity ids)], "area": [(span, area ids)]}."""

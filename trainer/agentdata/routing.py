@@ -29,7 +29,11 @@ Sources per label:
     one generator's verbs;
   * marathi, fortunes: prompt-sized pieces of the children's corpora (`sources`, NAME=FILE.jsonl;
     record index % 10 == 0 for test, == 5 for dev, the rest for train), plus requests for the
-    child ("tell me my fortune", "मराठीत एक गोष्ट सांग");
+    child ("tell me my fortune", "मराठीत एक गोष्ट सांग"). In training, a fifth of the Marathi
+    pieces are one to three words (titles, place names, interface strings: SHORT), and a corpus
+    piece loses the words that only the test split's phrasings use (`_drop_words`): otherwise
+    such a word ("would", "check", "करून", "लगेच") would be a sign of fortunes or marathi alone,
+    and a home command or a sum that says it would go to a text child;
   * null: requests composed here from frames and slot words, in English, Marathi and mixed:
     assistant requests (NONE_FRAMES, GENERIC, NONE_VERBS x NONE_NOUNS), requests with numbers
     that are no sum ("send 500 rupees to ravi"), phone settings ("turn on wifi"), curiosity and
