@@ -542,14 +542,7 @@ GENERIC = {
            "why is {ent} so {adj}", "how {adj} is {ent}", "tell me something about {ent}", "is {ent} {adj}",
            "will it be {weather} {when}", "is it {weather} outside", "which {kind} should i watch",
            "what should i eat {when}", "help me {vb} {obj}", "where do i {vb} {obj}", "what are you doing",
-           "do you know {famous}", "who won {event}", "when is {event}", "was {famous} {adj}",
-           # the shapes fortune requests also take ("give me ...", "tell me ...", "a ... about ..."):
-           # the object, not the shape, says that no child serves these
-           "give me {obj}", "give me the {attr} of {ent}", "give me a {kind} for {when}", "tell me the {attr} of {ent}",
-           "tell me where my {mine} is", "tell me when {event} is", "tell me which {kind} to pick", "fetch me {obj}",
-           "i want {obj}", "i want a {kind} near {city}", "a {kind} about {topic}", "a {kind} for {person}",
-           "something about {ent}", "some {kind} near me", "what's {ent} like {when}", "what will {ent} be like {when}",
-           "what do people think of {ent}", "can i have {obj} {when}", "bring me {obj}", "send me {obj}"],
+           "do you know {famous}", "who won {event}", "when is {event}", "was {famous} {adj}"],
     "mr": ["{ent_mr} कोणी {vpast_mr}", "{ent_mr} किती {adj_mr} आहे", "{obj_mr} कसे {v_mr}", "मला {obj_mr} हवे आहे",
            "मला {obj_mr} शिकायचे आहे", "माझा {mine_mr} कुठे आहे", "{event_mr} कधी सुरू होणार", "{shop_mr} {when_mr} उघडे आहे का",
            "एखादा चांगला {kind_mr} सुचव", "{city_mr}मधील चांगले {kind_mr} कोणते", "{ent_mr} बद्दल माहिती सांग",

@@ -375,7 +375,7 @@ def _sweep_table(sweep, chosen) -> str:
             "| --- | --- | --- | --- | --- |\n" + "\n".join(rows))
 
 
-MOTHER = {"features": "char1-4+word1-2", "feature_dim": 32768, "hidden": 64, "steps": 3000, "batch": 256,
+MOTHER = {"features": "char1-4+word1-2", "feature_dim": 32768, "hidden": 96, "steps": 4000, "batch": 256,
           "weight_decay": 0.05, "dropout": 0.5, "label_weights": {"_none": 1.5}, "w1_dtype": "f16"}
 
 
@@ -389,7 +389,7 @@ def ship_mother(labelled, data_dir, out, key=None, feature_dim=MOTHER["feature_d
                 steps=MOTHER["steps"], features=MOTHER["features"], batch=MOTHER["batch"],
                 weight_decay=MOTHER["weight_decay"], dropout=MOTHER["dropout"],
                 label_weights=MOTHER["label_weights"], w1_dtype=MOTHER["w1_dtype"],
-                home_path="examples/home.yaml") -> dict:
+                home_path="examples/home.yaml", seed: int = 0) -> dict:
     """Train the mother, choose its threshold on the dev set (DATA/routing_dev.jsonl), export and
     sign it with that threshold, measure it on the test set (DATA/routing_test.jsonl) and on the
     agent children's held-out sets (AGENT_ROUTING), as bulletd routes with home_path's hints on,
@@ -408,7 +408,7 @@ def ship_mother(labelled, data_dir, out, key=None, feature_dim=MOTHER["feature_d
                          f"(bullet-train agentdata routing --split dev)")
     t0 = time.monotonic()
     model = train_router(examples_from_labelled(labelled), feature_dim=feature_dim, hidden=hidden, steps=steps,
-                         batch=batch, seed=0, features=features, weight_decay=weight_decay, dropout=dropout,
+                         batch=batch, seed=seed, features=features, weight_decay=weight_decay, dropout=dropout,
                          label_weights=label_weights)
     wall = time.monotonic() - t0
     dev_lines = _lines(dev_path)
