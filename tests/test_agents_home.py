@@ -414,6 +414,7 @@ def test_narrow_keeps_intents_of_named_things_and_numbers_said(home):
     ("जवळचा दवाखाना कुठे आहे", 0),                     # दवाखाना (a clinic) is two edits from दिवाणखाना
     ("they are all staying home on the weekend", 0),   # "all" is no "hall": short names need an exact match
     ("i shall go", 0),                                 # nor is "shall"
+    ("पुढचे दार लॉक कर", 2),                           # an English command word typed in Devanagari
     ("tell me a fortune", 0),
 ])
 def test_route_hint_names_closely_and_commands(home, text, hint):

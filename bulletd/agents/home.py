@@ -60,12 +60,13 @@ FUZZY_TIE = 4.0            # two entities within this many points of the best ar
 HINT_EDITS = ((4, 0), (9, 1))
 HINT_EDITS_LONG = 2
 # words of what a home command does or asks (Home Assistant's services and states: on, off, open,
-# close, lock, unlock, toggle, brightness, temperature, position, state; in English and Marathi):
-# a prompt that names something of the home and says one of these is a home command
-# (HomeConfig.commands_something)
+# close, lock, unlock, toggle, brightness, temperature, position, state; in English, in Marathi and
+# the English words as typed in Devanagari): a prompt that names something of the home and says
+# one of these is a home command (HomeConfig.commands_something)
 COMMAND_WORDS = frozenset("""on off open opened close closed shut lock locked unlock unlocked toggle turn switch set
     dim brighten brightness bright temperature degrees degree percent position status state
-    चालू बंद उघड उघडा उघडे उघडी लाव लावा कुलूप टक्के अंश तापमान प्रकाश स्थिती ऑन ऑफ""".split())
+    चालू बंद उघड उघडा उघडे उघडी लाव लावा कुलूप टक्के अंश तापमान प्रकाश स्थिती
+    ऑन ऑफ ओपन क्लोज लॉक अनलॉक टॉगल सेट डिम स्टेटस""".split())
 # words that name a kind of device, not one device: with an area they mean that domain there
 DOMAIN_WORDS = {
     "light": "light", "lights": "light", "lamp": "light", "lamps": "light", "दिवा": "light", "दिवे": "light",
