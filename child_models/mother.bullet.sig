@@ -1,11 +1,11 @@
 {
  "manifest": {
-  "created": "2026-12-03T18:49:35+00:00",
+  "created": "2026-12-03T18:58:49+00:00",
   "key_id": "f670be2f7d665147",
   "name": "mother",
-  "sha256": "3b48780492e830d070f86d1ea0c3f3b4669b236d1570573376f6bb98dfdf43a7",
+  "sha256": "b8252551a5db930e0945cab998de762c2c4135736be610b4fd8c421c0728bf64",
   "size": 6298018,
   "version": "0.4.0"
  },
- "signature": "kjDihlS9HwEMLIVwa3kxjHtfASMS1Hx6u1OT+rjCFXhXz7p/GwgNRUzZnMLBBm1+apXp5IIZ9AuuhgxI8AMHBw=="
+ "signature": "x3XQxIlTnUkCf4OACmybhVFLShxOA9LZJ/WtKBtyTpcLPKhm+5PCT595Re1Vh7Zg5Gijo6Gp1njmbIuN/Dc0BA=="
 }
