@@ -418,9 +418,9 @@ def test_narrow_keeps_intents_of_named_things_and_numbers_said(home):
     ("tell me a fortune", 0),
 ])
 def test_route_hint_names_closely_and_commands(home, text, hint):
-    """The router's home hint: 1 when a prompt names something of the home (exactly, with a case
-    ending, or within a length-aware edit distance), 2 when it also says a command word; the
-    fuzzy matching of the home agent's own spans stays as it is."""
-    assert home.route_hint(text) == hint
+    """The router's home hint and claim: names_something when a prompt names something of the home
+    (exactly, with a case ending, or within a length-aware edit distance; hint >= 1),
+    commands_something when it also says a command word (hint 2); the fuzzy matching of the home
+    agent's own spans stays as it is."""
     assert home.names_something(text) == (hint >= 1) and home.commands_something(text) == (hint == 2)
     assert home.named_spans("जवळचा दवाखाना कुठे आहे")          # the agent's spans still match it fuzzily

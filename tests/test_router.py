@@ -127,18 +127,17 @@ def test_a_hint_takes_only_what_the_mother_is_not_sure_of():
     assert (d.child, d.reason) == ("calc", "examples")                               # claimed first
 
 
-def test_a_claiming_hint_takes_a_prompt_from_the_mothers_sure_choice(mother):
-    """A hint of strength CLAIMS (bulletd: the prompt commands something of the configured home)
-    wins over the mother's sure choice of another child, unless that child's own hint holds too;
-    a plain hint (True) never does."""
-    from bulletd.router import CLAIMS
+def test_a_claim_takes_a_prompt_from_the_mothers_sure_choice(mother):
+    """A child's claim (bulletd: the prompt commands something of the configured home) wins over
+    the mother's sure choice of another child, unless that child's own hint holds too; a hint
+    never does."""
     r = Router(mother)
     avail = set(TOPICS)
     assert r.decide("bake bread with yeast", avail).child == "cooking"
-    claims = {"math": lambda t: CLAIMS if "yeast" in t else 0}
-    d = r.decide("bake bread with yeast", avail, hints=claims)
+    claims = {"math": lambda t: "yeast" in t}
+    d = r.decide("bake bread with yeast", avail, claims=claims)
     assert (d.child, d.reason) == ("math", "names"), d.as_dict()
-    assert r.decide("bake bread with yeast", avail, hints={"math": lambda t: True}).child == "cooking"
-    both = {**claims, "cooking": lambda t: True}
-    assert r.decide("bake bread with yeast", avail, hints=both).child == "cooking"
-    assert r.decide("bake bread with yeast", avail - {"math"}, hints=claims).child == "cooking"
+    assert r.decide("bake bread with flour", avail, claims=claims).child == "cooking"
+    assert r.decide("bake bread with yeast", avail, hints=claims).child == "cooking"
+    assert r.decide("bake bread with yeast", avail, claims=claims, hints={"cooking": lambda t: True}).child == "cooking"
+    assert r.decide("bake bread with yeast", avail - {"math"}, claims=claims).child == "cooking"

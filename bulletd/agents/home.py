@@ -319,37 +319,39 @@ class HomeConfig:
         resolver names the missing device)."""
         return {k: list(dict.fromkeys(t for t, _ in v)) for k, v in self.named_spans(text, max_len).items()}
 
-    def names_something(self, text: str) -> bool:
-        """The utterance names an entity or area of this home: a span copy_spans finds whose key is
-        a name exactly (or with a Marathi case ending) or within HINT_EDITS of one. The router's
-        hint for the home child when the mother is unsure."""
-        return any(self._close_to_a_name(normalize(span), kind)
-                   for kind, spans in self.named_spans(text).items() for span, _ in spans)
+    def names_something(self, text: str, max_len: int = 48) -> bool:
+        """The utterance names an entity or area of this home: a span as copy_spans reads them (from
+        the start of a word to the end of one, at most max_len characters) whose key is a name
+        exactly, with a Marathi case ending, or within HINT_EDITS of one. The router's hint for the
+        home child when the mother is unsure."""
+        from rapidfuzz import process
+        from rapidfuzz.distance import Levenshtein
+        from bulletd.runtime.grammar import word_bounds
+        starts, ends = word_bounds(text)
+        for i, a in enumerate(starts):
+            for b in ends[i:]:
+                if b - a > max_len:
+                    break
+                if _STRING_SPECIAL.search(text[a:b]):
+                    continue
+                key = normalize(text[a:b])
+                if not key:
+                    continue
+                for dicts, index in (((self._entity_keys, self._object_keys), self._all_keys),
+                                     ((self._area_keys,), self._area_keys)):
+                    if any(key in d or self._stemmed(key, d) for d in dicts):
+                        return True
+                    for k, d, _ in process.extract(key, list(index), scorer=Levenshtein.distance, limit=None,
+                                                   score_cutoff=HINT_EDITS_LONG):
+                        if d <= next((e for n, e in HINT_EDITS if min(len(key), len(k)) <= n), HINT_EDITS_LONG):
+                            return True
+        return False
 
     def commands_something(self, text: str) -> bool:
         """The utterance names something of this home (names_something) and says a COMMAND_WORDS
         word or a "%": a home command, whichever child the mother leans to."""
         words = set(normalize(w) for w in text.split())
         return ("%" in text or bool(words & COMMAND_WORDS)) and self.names_something(text)
-
-    def route_hint(self, text: str) -> int:
-        """The router's hint strength (bulletd.router.Router.decide): 2 when the utterance commands
-        something of this home, 1 when it only names something, 0 otherwise."""
-        return 2 if self.commands_something(text) else 1 if self.names_something(text) else 0
-
-    def _close_to_a_name(self, key: str, kind: str) -> bool:
-        from rapidfuzz.distance import Levenshtein
-        dicts = (self._entity_keys, self._object_keys) if kind == "name" else (self._area_keys,)
-        if not key:
-            return False
-        if any(key in d or self._stemmed(key, d) for d in dicts):
-            return True
-        index = self._all_keys if kind == "name" else self._area_keys
-        for k in index:
-            edits = next((e for n, e in HINT_EDITS if min(len(key), len(k)) <= n), HINT_EDITS_LONG)
-            if edits and Levenshtein.distance(key, k, score_cutoff=edits) <= edits:
-                return True
-        return False
 
     def named_spans(self, text: str, max_len: int = 48) -> dict[str, list[tuple[str, frozenset]]]:
         """copy_spans with what each span names: {"name": [(span, entity ids)], "area": [(span, area ids)]}."""

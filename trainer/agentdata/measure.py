@@ -178,17 +178,17 @@ def measure(model_path, lines, home=None, max_tokens: int = 128, copy: bool | st
 
 
 def measure_routing(mother_path, lines, children=("home", "calc", "marathi", "fortunes"), fallback="",
-                    hints=None) -> dict:
+                    hints=None, claims=None) -> dict:
     """Routing lines {"text", "child"}: the daemon's Router with the mother and these children
-    installed (and bulletd's routing hints, bulletd.evaluate.core.route_hints, if given); a null
-    child is right when the decision is no child (or the fallback)."""
+    installed (and bulletd's routing hints and claims, bulletd.evaluate.core.route_hints and
+    route_claims, if given); a null child is right when the decision is no child (or the fallback)."""
     from bulletd.router import Router, load_mother
 
     r = Router(load_mother(str(mother_path)))
     by_cat = defaultdict(lambda: [0, 0])
     misses, correct, got_all = [], 0, []
     for line in lines:
-        d = r.decide(line["text"], set(children), fallback=fallback, hints=hints)
+        d = r.decide(line["text"], set(children), fallback=fallback, hints=hints, claims=claims)
         got = None if d.reason in ("none", "fallback") else d.child
         got_all.append(got)
         ok = got == line["child"]
@@ -238,14 +238,15 @@ def main(argv=None) -> int:
         from bulletd.agents.home import HomeConfig
         cfg = HomeConfig.load(args.home)
     if lines and ("child" in lines[0] or args.route):
-        hints = None
-        if args.home:       # route as bulletd does with this home: its hints on
+        hints = claims = None
+        if args.home:       # route as bulletd does with this home: its hints and claims on
             from bulletd.agents.home import HomeConfig
-            from bulletd.evaluate.core import route_hints
-            hints = route_hints(HomeConfig.load(args.home))
+            from bulletd.evaluate.core import route_claims, route_hints
+            cfg = HomeConfig.load(args.home)
+            hints, claims = route_hints(cfg), route_claims(cfg)
         if args.route:      # an agent child's set: the share of its lines the mother routes to it
             lines = [{**ln, "child": args.route} for ln in lines]
-        r = measure_routing(args.model, lines, hints=hints)
+        r = measure_routing(args.model, lines, hints=hints, claims=claims)
     else:
         r = measure(args.model, lines, home, copy=args.copy or False, home_config=cfg)
     if args.json:

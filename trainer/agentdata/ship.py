@@ -397,7 +397,7 @@ def ship_mother(labelled, data_dir, out, key=None, feature_dim=MOTHER["feature_d
     import tempfile
 
     from bulletd.agents.home import HomeConfig
-    from bulletd.evaluate.core import route_hints
+    from bulletd.evaluate.core import route_claims, route_hints
 
     from trainer.router import examples_from_labelled, export_router, train_router
 
@@ -421,12 +421,15 @@ def ship_mother(labelled, data_dir, out, key=None, feature_dim=MOTHER["feature_d
     print(f"mother: threshold {threshold} chosen on {dev_path.name}")
     path = out / "mother.bullet"
     s = export_router(model, path, threshold=threshold, key=key, name="mother", version="0.4.0", w1_dtype=w1_dtype)
-    hints = route_hints(HomeConfig.load(home_path)) if home_path and Path(home_path).is_file() else None
+    hints = claims = None
+    if home_path and Path(home_path).is_file():
+        cfg = HomeConfig.load(home_path)
+        hints, claims = route_hints(cfg), route_claims(cfg)
     results = []
     for fname, what in SETS["mother"]:
         p = data_dir / fname
         if p.is_file():
-            r = measure_routing(path, _lines(p), hints=hints)
+            r = measure_routing(path, _lines(p), hints=hints, claims=claims)
             results.append((fname, what, _sha(p), r))
             print(f"mother: {fname}: {r['correct']}/{r['n']} = {100 * r['accuracy']:.1f}%")
     sets = "\n\n".join(f"### {what}\n\n`{fname}` (SHA-256 `{sha[:16]}`)\n\n{_table(r)}\n\n"
@@ -449,7 +452,7 @@ def ship_mother(labelled, data_dir, out, key=None, feature_dim=MOTHER["feature_d
     for fname, child, what in AGENT_ROUTING:
         p = data_dir / fname
         if p.is_file():
-            r = measure_routing(path, [{**ln, "child": child} for ln in _lines(p)], hints=hints)
+            r = measure_routing(path, [{**ln, "child": child} for ln in _lines(p)], hints=hints, claims=claims)
             agents.append(f"{what} (`{fname}`, SHA-256 `{_sha(p)[:16]}`): share routed to {child}\n\n{_table(r)}")
             print(f"mother: {fname}: {r['correct']}/{r['n']} = {100 * r['accuracy']:.1f}% to {child}")
     if agents:
