@@ -1,11 +1,11 @@
 {
  "manifest": {
-  "created": "2026-12-03T18:58:49+00:00",
+  "created": "2026-12-03T19:04:08+00:00",
   "key_id": "f670be2f7d665147",
   "name": "mother",
-  "sha256": "b8252551a5db930e0945cab998de762c2c4135736be610b4fd8c421c0728bf64",
+  "sha256": "ff1e1eb248972a6c82fa22173ef971a4225c012ae6a07313c8c8f0b41e1900d8",
   "size": 6298018,
   "version": "0.4.0"
  },
- "signature": "x3XQxIlTnUkCf4OACmybhVFLShxOA9LZJ/WtKBtyTpcLPKhm+5PCT595Re1Vh7Zg5Gijo6Gp1njmbIuN/Dc0BA=="
+ "signature": "4fK6PI3tUAO9uyMbRTIizwaq/fEKsaVoVj6QBhOiAt2Iw2+jTjsTcSrsOkhQ15zX7gvd8CkrXgiJJOYLp6o0AA=="
 }
