@@ -327,6 +327,8 @@ class HomeConfig:
         from rapidfuzz import process
         from rapidfuzz.distance import Levenshtein
         from bulletd.runtime.grammar import word_bounds
+        kinds = (((self._entity_keys, self._object_keys), list(self._all_keys)),
+                 ((self._area_keys,), list(self._area_keys)))
         starts, ends = word_bounds(text)
         for i, a in enumerate(starts):
             for b in ends[i:]:
@@ -337,13 +339,13 @@ class HomeConfig:
                 key = normalize(text[a:b])
                 if not key:
                     continue
-                for dicts, index in (((self._entity_keys, self._object_keys), self._all_keys),
-                                     ((self._area_keys,), self._area_keys)):
-                    if any(key in d or self._stemmed(key, d) for d in dicts):
+                for exact, names in kinds:
+                    if any(key in d or self._stemmed(key, d) for d in exact):
                         return True
-                    for k, d, _ in process.extract(key, list(index), scorer=Levenshtein.distance, limit=None,
-                                                   score_cutoff=HINT_EDITS_LONG):
-                        if d <= next((e for n, e in HINT_EDITS if min(len(key), len(k)) <= n), HINT_EDITS_LONG):
+                    for name, dist, _ in process.extract(key, names, scorer=Levenshtein.distance, limit=None,
+                                                         score_cutoff=HINT_EDITS_LONG):
+                        shorter = min(len(key), len(name))
+                        if dist <= next((e for n, e in HINT_EDITS if shorter <= n), HINT_EDITS_LONG):
                             return True
         return False
 
