@@ -12,10 +12,14 @@ applies the routing order of docs/ARCHITECTURE.md:
      prompt's hidden vector relu(x @ w1 + b1) to the centroid of its examples' hidden vectors
      (raw features when there is no mother), when it beats the centroid threshold and the mother
      is unsure or the mother's own choice is farther from its centroid;
-  4. a child that recognises the prompt itself (`hints`: child name -> predicate), when the mother
-     is not sure: bulletd's home child when the prompt names an entity or area of the configured
-     home (tools.home.route_names, HomeConfig.names_something), then its calc child when the
-     prompt reads as arithmetic (tools.calc.route_sums, calcinput.is_arithmetic);
+  4. a child that recognises the prompt itself (`hints`: child name -> predicate), when the
+     mother is not sure: bulletd's home child when the prompt names an entity or area of the
+     configured home (tools.home.route_names, HomeConfig.names_something), then its calc child when
+     the prompt reads as arithmetic (tools.calc.route_sums, calcinput.is_arithmetic). A child that
+     claims the prompt (`claims`: bulletd's home child when the prompt names something of the home
+     AND says a home command word: on, off, open, चालू, बंद, a %...; tools.home.route_commands,
+     HomeConfig.commands_something) takes it even when the mother is sure of another child, unless
+     that child's own hint holds as well;
   5. the configured fallback child;
   6. otherwise no child (a decision with child None, reason "none"); the daemon answers it with
      no_route_error(), RequestError("no_route").
@@ -163,11 +167,14 @@ class Router:
 
     def decide(self, text: str, available: set[str], *, child: str | None = None, threshold: float = -1.0,
                fallback: str = "", centroid_threshold: float = 0.35,
-               hints: dict[str, Callable[[str], bool]] | None = None) -> RouteDecision:
+               hints: dict[str, Callable[[str], bool]] | None = None,
+               claims: dict[str, Callable[[str], bool]] | None = None) -> RouteDecision:
         """Choose a child for `text` among `available`. Never raises: when none fits, the decision's
         child is None and its reason "none" (no_route_error() words the daemon's answer).
         hints: {child: predicate(text)}; an installed child whose predicate holds takes a prompt the
-        mother is not sure of (reason "names")."""
+        mother is not sure of (reason "names"). claims: {child: predicate(text)}; an installed child
+        whose predicate holds takes the prompt even from the mother's sure choice, unless the hint of
+        the mother's child holds too (reason "names")."""
         t0 = time.perf_counter()
         if child:
             return RouteDecision(child, "explicit", 1.0, elapsed_ms=(time.perf_counter() - t0) * 1e3)
@@ -209,10 +216,16 @@ class Router:
             if cos_best >= centroid_threshold and beats_mother:
                 return RouteDecision(best, "examples", cos_best, scores, ex_scores,
                                      (time.perf_counter() - t0) * 1e3)
+        hints = {n: f for n, f in (hints or {}).items() if n in available}
         if mother_sure:
+            # a child that claims the prompt (bulletd: a command of the configured home) takes it
+            # from the mother, unless the mother's own child is hinted too
+            for name, claim in (claims or {}).items():
+                if name in available and name != top and claim(text) and not (top in hints and hints[top](text)):
+                    return RouteDecision(name, "names", p_top, scores, ex_scores, (time.perf_counter() - t0) * 1e3)
             return RouteDecision(top, "mother", p_top, scores, ex_scores, (time.perf_counter() - t0) * 1e3)
-        for name, names_it in (hints or {}).items():
-            if name in available and names_it(text):
+        for name, hint in hints.items():
+            if hint(text):
                 return RouteDecision(name, "names", p_top, scores, ex_scores, (time.perf_counter() - t0) * 1e3)
         if fallback and fallback in available:
             return RouteDecision(fallback, "fallback", p_top, scores, ex_scores, (time.perf_counter() - t0) * 1e3)

@@ -40,7 +40,11 @@ mother)
   bullet-train agentdata routing --split train --n 60000 --seed 1 "${src[@]}" --for-training -o "$data/routing_train.jsonl"
   bullet-train agentdata routing --split dev --n 3000 --seed 3 "${src[@]}" -o "$data/routing_dev.jsonl"
   bullet-train agentdata routing --split test --n 3000 --seed 7 "${src[@]}" -o "$data/routing_test.jsonl"
-  python -m trainer.agentdata.ship mother --labelled "$data/routing_train.jsonl" --data "$data" $key --out child_models
+  # the agent children's held-out sets, to measure how many of their lines the mother routes to them
+  bullet-train agentdata home --split test --home "$homecfg" --n 2000 --seed 7 -o "$data/routing_home.jsonl"
+  bullet-train agentdata calc --split test --n 2000 --seed 7 -o "$data/routing_calc.jsonl"
+  python -m trainer.agentdata.ship mother --labelled "$data/routing_train.jsonl" --data "$data" --home "$homecfg" \
+    $key --out child_models
   exit 0
   ;;
 *) echo "unknown child $name (home, calc, mother)" >&2; exit 2 ;;

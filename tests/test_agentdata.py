@@ -279,3 +279,26 @@ def test_cli_writes_training_lines(tmp_path):
     assert cli_run(args) == 0
     labels = {json.loads(s)["label"] for s in (tmp_path / "r.jsonl").read_text(encoding="utf-8").splitlines()}
     assert labels == {"home", "calc", routing.REJECT}
+
+
+def test_training_corpus_pieces_leave_out_test_only_words(tmp_path):
+    """A corpus piece in the mother's training lines holds no word that only the test split's
+    phrasings use ("would", "check": otherwise a sign of fortunes alone); the test split's corpus
+    lines stay as the corpus has them. A fifth of the Marathi training pieces are 1-3 words."""
+    src = tmp_path / "f.jsonl"
+    src.write_text("".join(json.dumps({"text": f"you would check the old oak tree {i} times before noon"}) + "\n"
+                           for i in range(40)), encoding="utf-8")
+    mr = tmp_path / "m.jsonl"
+    mr.write_text("".join(json.dumps({"text": f"ओळ क्रमांक {i} येथे आहे आणि पुढे खूप मजकूर आहे"}, ensure_ascii=False)
+                          + "\n" for i in range(40)), encoding="utf-8")
+    assert {"would", "check"} <= set().union(*map(routing.banned_words, ("home", "calc", "none", "fortunes")))
+    train = [x for x in routing.generate("train", 1500, seed=1, sources={"fortunes": src, "marathi": mr})
+             if x["category"] in ("fortunes", "marathi")]
+    fortunes = [x["text"] for x in train if x["category"] == "fortunes"]
+    assert fortunes and not any({"would", "check"} & routing._words(t) for t in fortunes)
+    assert any("oak tree" in t for t in fortunes)
+    short = [t for t in (x["text"] for x in train if x["category"] == "marathi") if len(t.split()) <= 3]
+    assert 0.1 < len(short) / sum(x["category"] == "marathi" for x in train) < 0.35
+    test = [x["text"] for x in routing.generate("test", 600, seed=1, sources={"fortunes": src})
+            if x["category"] == "fortunes"]
+    assert any("would check" in t for t in test)

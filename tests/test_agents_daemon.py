@@ -57,7 +57,7 @@ def kit(tmp_path_factory):
             "agent": {"tool": tool, "schema": TOOLS[tool].schema, "template": "{text}\n=>"}})
         sign_file(p, key, name=name, version="1.0.0")
     make_child(models, "plain", key=key, arch=AGENT_ARCH, seed=5)
-    return {"dir": d, "models": models, "trust": trust}
+    return {"dir": d, "models": models, "trust": trust, "key": key}
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +67,12 @@ def mbroker(tmp_path_factory):
     b.stop()
 
 
-def start(tmp, kit, broker, *, device, act=True, limit=30, name=None, home=EXAMPLE, **home_extra):
+def start(tmp, kit, broker, *, device, act=True, limit=30, name=None, home=EXAMPLE, router=None, **home_extra):
     cfg = {"model_dir": str(kit["models"]), "trust": {"keys": [str(kit["trust"])]}, "device_id": device,
            "mqtt": {"host": broker.host, "port": broker.port, "reconnect_min": 0.1, "reconnect_max": 0.5},
            "tools": {"home": {"file": str(home), "act": act, "max_actions_per_minute": limit, **home_extra}}}
+    if router:
+        cfg["router"] = router
     d = DaemonProc(tmp, cfg, name=name or device).start()
     end = time.monotonic() + 20
     with d.client() as c:
@@ -505,5 +507,40 @@ def test_a_prompt_naming_the_home_goes_to_home_when_nothing_else_claims_it(tmp_p
         with off.client() as c:
             assert c.route("हॉल")["decision"]["child"] is None
             assert c.route("१२ गुणिले ७")["decision"]["child"] == "calc"    # tools.calc.route_sums stays on
+    finally:
+        off.stop()
+
+
+def test_a_home_command_goes_to_home_even_when_the_mother_leans_elsewhere(tmp_path, kit, mbroker):
+    """A prompt that names something of the example home and says a command word goes to the home
+    child even when the mother is sure of another child (reason names); tools.home.route_commands
+    false leaves it to the mother. A clinic (दवाखाना) is not the living room (दिवाणखाना): the
+    hint's fuzzy match is length-aware, so that request stays unrouted."""
+    from _daemon_util import make_mother
+    mdir = tmp_path / "mother"
+    mdir.mkdir()
+    prompt = "kindly the floor lamp on for me"
+    clinic = "जवळचा दवाखाना कुठे आहे"       # the mother is torn: only a hint could route it
+    mother = make_mother(mdir, {"plain": [prompt, "kindly a fortune for me", "something wise for me kindly", clinic],
+                                "calc": ["what is 17 times 23", "15 percent of 80", "divide 100 by 4", clinic],
+                                "home": ["zzz qqq", "xxyy zz"]},
+                         key=kit["key"], threshold=0.95)
+    router = {"mother": str(mother)}
+    d = start(tmp_path, kit, mbroker, device="claims", router=router)
+    try:
+        with d.client() as c:
+            r = c.route(prompt)["decision"]
+            assert (r["child"], r["reason"]) == ("home", "names") and r["scores"]["plain"] >= 0.95, r
+            assert c.route("kindly a fortune for me")["decision"]["child"] == "plain"
+            r = c.route(clinic)["decision"]
+            assert r["child"] is None and r["confidence"] < 0.95, r
+            assert c.route("हॉल")["decision"]["child"] == "home"          # names it: the mother is unsure
+    finally:
+        d.stop()
+    off = start(tmp_path, kit, mbroker, device="no-claims", router=router, route_commands=False)
+    try:
+        with off.client() as c:
+            r = c.route(prompt)["decision"]
+            assert (r["child"], r["reason"]) == ("plain", "mother"), r
     finally:
         off.stop()

@@ -402,3 +402,25 @@ def test_narrow_keeps_intents_of_named_things_and_numbers_said(home):
     assert numbers_said("kids room light आता brightness बारा कर") == {12}   # "light" is no "eight"
     assert numbers_said("२२.५ degrees, two hundred and five") == {22.5, 2, 200, 205, 5}
     assert numbers_said("४० टक्के and चाळीस") == {40}
+
+
+@pytest.mark.parametrize("text, hint", [
+    ("turn off the kitchn light", 2),                  # a typo within one edit: still the kitchen light
+    ("the cuonter lights, trn it on for me", 2),       # two edits in a long name
+    ("गीझर ऑन करून टाक", 2),
+    ("set the floor lamp to 40%", 2),
+    ("bedroom blinds", 1),                             # names, but says no command
+    ("हॉल", 1),
+    ("जवळचा दवाखाना कुठे आहे", 0),                     # दवाखाना (a clinic) is two edits from दिवाणखाना
+    ("they are all staying home on the weekend", 0),   # "all" is no "hall": short names need an exact match
+    ("i shall go", 0),                                 # nor is "shall"
+    ("पुढचे दार लॉक कर", 2),                           # an English command word typed in Devanagari
+    ("tell me a fortune", 0),
+])
+def test_route_hint_names_closely_and_commands(home, text, hint):
+    """The router's home hint and claim: names_something when a prompt names something of the home
+    (exactly, with a case ending, or within a length-aware edit distance; hint >= 1),
+    commands_something when it also says a command word (hint 2); the fuzzy matching of the home
+    agent's own spans stays as it is."""
+    assert home.names_something(text) == (hint >= 1) and home.commands_something(text) == (hint == 2)
+    assert home.named_spans("जवळचा दवाखाना कुठे आहे")          # the agent's spans still match it fuzzily

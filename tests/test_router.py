@@ -125,3 +125,19 @@ def test_a_hint_takes_only_what_the_mother_is_not_sure_of():
     r.set_examples("calc", ["zap the porch light twice"])
     d = r.decide("zap the porch", {"home", "calc"}, hints=hints)
     assert (d.child, d.reason) == ("calc", "examples")                               # claimed first
+
+
+def test_a_claim_takes_a_prompt_from_the_mothers_sure_choice(mother):
+    """A child's claim (bulletd: the prompt commands something of the configured home) wins over
+    the mother's sure choice of another child, unless that child's own hint holds too; a hint
+    never does."""
+    r = Router(mother)
+    avail = set(TOPICS)
+    assert r.decide("bake bread with yeast", avail).child == "cooking"
+    claims = {"math": lambda t: "yeast" in t}
+    d = r.decide("bake bread with yeast", avail, claims=claims)
+    assert (d.child, d.reason) == ("math", "names"), d.as_dict()
+    assert r.decide("bake bread with flour", avail, claims=claims).child == "cooking"
+    assert r.decide("bake bread with yeast", avail, hints=claims).child == "cooking"
+    assert r.decide("bake bread with yeast", avail, claims=claims, hints={"cooking": lambda t: True}).child == "cooking"
+    assert r.decide("bake bread with yeast", avail - {"math"}, claims=claims).child == "cooking"

@@ -215,6 +215,9 @@ def test_mother_threshold_is_chosen_on_the_dev_set(tmp_path):
         ship_mother(data / "train.jsonl", data, tmp_path, feature_dim=256, hidden=16, steps=300, batch=40)
     for name, seed in (("routing_dev.jsonl", 2), ("routing_test.jsonl", 3)):
         (data / name).write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines(10, seed)))
+    # an agent child's held-out set: the card counts the share of its lines routed to that child
+    (data / "routing_home.jsonl").write_text("".join(json.dumps({"text": x["text"], "category": "en"}) + "\n"
+                                                     for x in lines(10, 4) if x["child"] == "home"))
     r = ship_mother(data / "train.jsonl", data, tmp_path, feature_dim=256, hidden=16, steps=300, batch=40)
     assert r["threshold"] == choose_threshold(r["dev_sweep"])
     with BulletFile.open(tmp_path / "mother.bullet") as bf:
@@ -224,3 +227,4 @@ def test_mother_threshold_is_chosen_on_the_dev_set(tmp_path):
     assert f"Threshold {r['threshold']}, chosen on the dev set" in card and f"| {r['threshold']:.2f} (chosen) |" in card
     assert card.count("| source | → home | → calc |") == 2 and f"At the chosen threshold {r['threshold']}:" in card
     assert r["results"][0][3]["accuracy"] > 0.8
+    assert "(`routing_home.jsonl`, SHA-256" in card and "share routed to home" in card and "| en | 10/10 |" in card

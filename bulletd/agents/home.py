@@ -54,6 +54,19 @@ VALUE_INTENTS = ("HassLightSet", "HassClimateSetTemperature", "HassSetPosition")
 PLAIN_SERVICES = {"turn_on": "ON", "turn_off": "OFF", "toggle": "TOGGLE"}
 FUZZY_THRESHOLD = 85.0     # rapidfuzz ratio (0..100) a name needs without an exact match
 FUZZY_TIE = 4.0            # two entities within this many points of the best are a tie
+# the router's hint takes a fuzzy name only this close: no typo when the name or the span is up to
+# 4 characters, one edit (Levenshtein) up to 9, two beyond ("दवाखाना" is not "दिवाणखाना", "all"
+# and "shall" are not "hall")
+HINT_EDITS = ((4, 0), (9, 1))
+HINT_EDITS_LONG = 2
+# words of what a home command does or asks (Home Assistant's services and states: on, off, open,
+# close, lock, unlock, toggle, brightness, temperature, position, state; in English, in Marathi and
+# the English words as typed in Devanagari): a prompt that names something of the home and says
+# one of these is a home command (HomeConfig.commands_something)
+COMMAND_WORDS = frozenset("""on off open opened close closed shut lock locked unlock unlocked toggle turn switch set
+    dim brighten brightness bright temperature degrees degree percent position status state
+    चालू बंद उघड उघडा उघडे उघडी लाव लावा कुलूप टक्के अंश तापमान प्रकाश स्थिती
+    ऑन ऑफ ओपन क्लोज लॉक अनलॉक टॉगल सेट डिम स्टेटस""".split())
 # words that name a kind of device, not one device: with an area they mean that domain there
 DOMAIN_WORDS = {
     "light": "light", "lights": "light", "lamp": "light", "lamps": "light", "दिवा": "light", "दिवे": "light",
@@ -306,10 +319,41 @@ class HomeConfig:
         resolver names the missing device)."""
         return {k: list(dict.fromkeys(t for t, _ in v)) for k, v in self.named_spans(text, max_len).items()}
 
-    def names_something(self, text: str) -> bool:
-        """The utterance names an entity or area of this home (a span copy_spans finds): the router's
-        hint for the home child when the mother is unsure."""
-        return bool(self.named_spans(text))
+    def names_something(self, text: str, max_len: int = 48) -> bool:
+        """The utterance names an entity or area of this home: a span as copy_spans reads them (from
+        the start of a word to the end of one, at most max_len characters) whose key is a name
+        exactly, with a Marathi case ending, or within HINT_EDITS of one. The router's hint for the
+        home child when the mother is unsure."""
+        from rapidfuzz import process
+        from rapidfuzz.distance import Levenshtein
+        from bulletd.runtime.grammar import word_bounds
+        kinds = (((self._entity_keys, self._object_keys), list(self._all_keys)),
+                 ((self._area_keys,), list(self._area_keys)))
+        starts, ends = word_bounds(text)
+        for i, a in enumerate(starts):
+            for b in ends[i:]:
+                if b - a > max_len:
+                    break
+                if _STRING_SPECIAL.search(text[a:b]):
+                    continue
+                key = normalize(text[a:b])
+                if not key:
+                    continue
+                for exact, names in kinds:
+                    if any(key in d or self._stemmed(key, d) for d in exact):
+                        return True
+                    for name, dist, _ in process.extract(key, names, scorer=Levenshtein.distance, limit=None,
+                                                         score_cutoff=HINT_EDITS_LONG):
+                        shorter = min(len(key), len(name))
+                        if dist <= next((e for n, e in HINT_EDITS if shorter <= n), HINT_EDITS_LONG):
+                            return True
+        return False
+
+    def commands_something(self, text: str) -> bool:
+        """The utterance names something of this home (names_something) and says a COMMAND_WORDS
+        word or a "%": a home command, whichever child the mother leans to."""
+        words = set(normalize(w) for w in text.split())
+        return ("%" in text or bool(words & COMMAND_WORDS)) and self.names_something(text)
 
     def named_spans(self, text: str, max_len: int = 48) -> dict[str, list[tuple[str, frozenset]]]:
         """copy_spans with what each span names: {"name": [(span, entity ids)], "area": [(span, area ids)]}."""

@@ -191,6 +191,9 @@ class HomeToolConfig:
     child: str = ""                      # agent child for Home Assistant text commands; "" -> the mother routes
     route_names: str = "home"            # when the mother is unsure and a prompt names an entity or area of
                                          # the home, route it to this child (if installed); "" -> off
+    route_commands: bool = True          # with route_names: a prompt that names something of the home and
+                                         # says a command word (on, off, open, %, चालू, बंद ...) goes to
+                                         # that child even when the mother is sure of another child
     discovery: bool = False              # announce bulletd to Home Assistant (MQTT discovery)
     discovery_prefix: str = "homeassistant"
 

@@ -272,6 +272,15 @@ class Daemon:
             hints[name] = is_arithmetic
         return hints
 
+    def route_claims(self) -> dict:
+        """The router's claims (Router.decide), over the mother's sure choice: the home child
+        (tools.home.route_names) takes a prompt that commands something of the home
+        (tools.home.route_commands)."""
+        name = self.cfg.tools.home.route_names
+        if name and self.home is not None and self.cfg.tools.home.route_commands:
+            return {name: self.home.commands_something}
+        return {}
+
     def route(self, prompt: str, child: str | None):
         available = self.registry.available()
         if child is not None and child not in available:
@@ -282,7 +291,8 @@ class Daemon:
                                    f"(installed: {', '.join(sorted(available)) or 'none'})")
         r = self.cfg.router
         d = self.router.decide(prompt, available, child=child, threshold=r.threshold, fallback=r.fallback,
-                               centroid_threshold=r.centroid_threshold, hints=self.route_hints())
+                               centroid_threshold=r.centroid_threshold, hints=self.route_hints(),
+                               claims=self.route_claims())
         if d.child is None:
             raise no_route_error(d, r.fallback)
         return d
@@ -294,7 +304,7 @@ class Daemon:
             raise RequestError("unknown_child", f"no child named {req.child!r} is installed")
         d = self.router.decide(req.prompt, available, child=req.child, threshold=r.threshold,
                                fallback=r.fallback, centroid_threshold=r.centroid_threshold,
-                               hints=self.route_hints())
+                               hints=self.route_hints(), claims=self.route_claims())
         m = self.router.mother
         thr = m.threshold if (m is not None and r.threshold < 0) else r.threshold
         return {"decision": d.as_dict(), "threshold": thr, "fallback": r.fallback or None,

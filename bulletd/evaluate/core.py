@@ -110,8 +110,8 @@ class Models:
         self.mother, self.router = mother, r
         return r
 
-    def route(self, text: str, child: str | None = None, hints: dict | None = None):
-        """bulletd's routing decision for `text` (child None = no_route); hints: Router.decide's."""
+    def route(self, text: str, child: str | None = None, hints: dict | None = None, claims: dict | None = None):
+        """bulletd's routing decision for `text` (child None = no_route); hints, claims: Router.decide's."""
         if child is not None:
             if child not in self.paths:
                 raise EvalError(f"--child {child}: no such child in {self.dir} "
@@ -119,7 +119,8 @@ class Models:
             return Router(None).decide(text, set(self.paths), child=child)
         r = self.load_router()
         return r.decide(text, set(self.paths), threshold=self.threshold, fallback=self.fallback,
-                        centroid_threshold=self.centroid_threshold, hints=hints)
+                        centroid_threshold=self.centroid_threshold, hints=hints,
+                                         claims=claims)
 
     def close(self) -> None:
         for got in self.loaded.values():
@@ -188,9 +189,16 @@ def route_hints(home) -> dict:
     return hints
 
 
+def route_claims(home) -> dict:
+    """The router's claims as bulletd's defaults set them (tools.home.route_commands: true): the
+    home child takes a line that commands something of `home` (if given), whatever the mother's
+    choice."""
+    return {"home": home.commands_something} if home is not None else {}
+
+
 def _agent_result(models: Models, item: Item, child: str | None, home) -> dict:
     """Route and run one line through the agent path; the `got` record of the line."""
-    d = models.route(item.text, child, hints=route_hints(home))
+    d = models.route(item.text, child, hints=route_hints(home), claims=route_claims(home))
     if d.child is None:
         return {"child": None, "error": "no_route"}
     model, header, _ = models.child(d.child)
@@ -270,11 +278,11 @@ def eval_home(models: Models, items: list[Item], child: str | None, home, baseli
 
 
 def eval_routing(models: Models, items: list[Item], home=None) -> dict:
-    """home: route as bulletd with that home does (route_hints)."""
+    """home: route as bulletd with that home does (route_hints, route_claims)."""
     right, gots = [], []
-    hints = route_hints(home)
+    hints, claims = route_hints(home), route_claims(home)
     for it in items:
-        d = models.route(it.text, hints=hints)
+        d = models.route(it.text, hints=hints, claims=claims)
         if it.expected is None:
             ok = d.child is None or d.reason == "fallback"
         else:

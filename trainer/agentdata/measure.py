@@ -7,7 +7,9 @@ This is the trainer's own check of a freshly exported child: the model reads
   * calc lines: right when the expression's exact value (numbers as typed read back by
     bulletd.agents.numerals.plain, as bulletd does) is within 1e-9 * max(1, |answer|);
   * routing lines ({"text", "child"}): the daemon's Router with the mother (MODEL) and the four
-    children installed; a null child is right when nothing is chosen.
+    children installed; a null child is right when nothing is chosen. With --home, bulletd's
+    routing hints for that home are on (as the daemon routes with tools.home.file); with --route
+    CHILD, an agent child's set is routed and a line is right when it reaches CHILD.
 With --copy, a "name" or "area" string may only grow into a substring of the utterance that starts
 at the start of a word and ends at the end of one (the home schema's "x-copy": "words" rule, the
 part of the grammar that matters most here; --copy chars: any substring; --copy spans: home lines
@@ -18,6 +20,7 @@ numbers of the utterance ("x-copy": "spans"); nothing else is constrained. `bull
 same sets through bulletd's own path (the header's grammar, tools).
 
     python -m trainer.agentdata.measure child_models/home.bullet home_test.jsonl --home examples/home.yaml
+    python -m trainer.agentdata.measure child_models/mother.bullet home_test.jsonl --route home --home examples/home.yaml
 """
 from __future__ import annotations
 
@@ -174,17 +177,20 @@ def measure(model_path, lines, home=None, max_tokens: int = 128, copy: bool | st
             "misses": misses}
 
 
-def measure_routing(mother_path, lines, children=("home", "calc", "marathi", "fortunes"), fallback="") -> dict:
+def measure_routing(mother_path, lines, children=("home", "calc", "marathi", "fortunes"), fallback="",
+                    hints=None, claims=None) -> dict:
     """Routing lines {"text", "child"}: the daemon's Router with the mother and these children
-    installed; a null child is right when the decision is no child (or the fallback)."""
+    installed (and bulletd's routing hints and claims, bulletd.evaluate.core.route_hints and
+    route_claims, if given); a null child is right when the decision is no child (or the fallback)."""
     from bulletd.router import Router, load_mother
 
     r = Router(load_mother(str(mother_path)))
     by_cat = defaultdict(lambda: [0, 0])
-    misses, correct = [], 0
+    misses, correct, got_all = [], 0, []
     for line in lines:
-        d = r.decide(line["text"], set(children), fallback=fallback)
+        d = r.decide(line["text"], set(children), fallback=fallback, hints=hints, claims=claims)
         got = None if d.reason in ("none", "fallback") else d.child
+        got_all.append(got)
         ok = got == line["child"]
         cat = line.get("category", "all")
         by_cat[cat][1] += 1
@@ -193,9 +199,14 @@ def measure_routing(mother_path, lines, children=("home", "calc", "marathi", "fo
         if not ok:
             misses.append({"text": line["text"], "want": line["child"], "got": got, "confidence": round(d.confidence, 3)})
     n = len(lines)
+    kids = [(ln["child"], g) for ln, g in zip(lines, got_all) if ln["child"] is not None]
+    none = [g for ln, g in zip(lines, got_all) if ln["child"] is None]
     return {"n": n, "correct": correct, "accuracy": correct / max(1, n),
             "by_category": {k: {"correct": c, "n": t, "accuracy": c / t} for k, (c, t) in sorted(by_cat.items())},
-            "misses": misses}
+            "children": sum(w == g for w, g in kids) / max(1, len(kids)),
+            "rejected": sum(g is None for g in none) / max(1, len(none)) if none else None,
+            "wrong_child": sum(g is not None and g != ln["child"] for ln, g in zip(lines, got_all)) / max(1, n),
+            "got": got_all, "misses": misses}
 
 
 def main(argv=None) -> int:
@@ -206,6 +217,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int)
     ap.add_argument("--misses", type=int, default=10, help="misses to print")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--route", metavar="CHILD", help="MODEL is the mother: route the set's lines (an agent "
+                    "child's set) and count those that reach CHILD; with --home, with bulletd's hints")
     ap.add_argument("--copy", nargs="?", const="words", choices=["words", "chars", "spans"],
                     help="names and areas may only copy whole words of the utterance (x-copy; chars: any "
                          "substring; spans: spans naming an entity or area of --home, as bulletd decodes; "
@@ -224,8 +237,18 @@ def main(argv=None) -> int:
     if args.copy == "spans":
         from bulletd.agents.home import HomeConfig
         cfg = HomeConfig.load(args.home)
-    r = measure_routing(args.model, lines) if lines and "child" in lines[0] else \
-        measure(args.model, lines, home, copy=args.copy or False, home_config=cfg)
+    if lines and ("child" in lines[0] or args.route):
+        hints = claims = None
+        if args.home:       # route as bulletd does with this home: its hints and claims on
+            from bulletd.agents.home import HomeConfig
+            from bulletd.evaluate.core import route_claims, route_hints
+            cfg = HomeConfig.load(args.home)
+            hints, claims = route_hints(cfg), route_claims(cfg)
+        if args.route:      # an agent child's set: the share of its lines the mother routes to it
+            lines = [{**ln, "child": args.route} for ln in lines]
+        r = measure_routing(args.model, lines, hints=hints, claims=claims)
+    else:
+        r = measure(args.model, lines, home, copy=args.copy or False, home_config=cfg)
     if args.json:
         print(json.dumps(r, ensure_ascii=False))
         return 0

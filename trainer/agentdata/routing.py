@@ -29,7 +29,11 @@ Sources per label:
     one generator's verbs;
   * marathi, fortunes: prompt-sized pieces of the children's corpora (`sources`, NAME=FILE.jsonl;
     record index % 10 == 0 for test, == 5 for dev, the rest for train), plus requests for the
-    child ("tell me my fortune", "मराठीत एक गोष्ट सांग");
+    child ("tell me my fortune", "मराठीत एक गोष्ट सांग"). In training, a fifth of the Marathi
+    pieces are one to three words (titles, place names, interface strings: SHORT), and a corpus
+    piece loses the words that only the test split's phrasings use (`_drop_words`): otherwise
+    such a word ("would", "check", "करून", "लगेच") would be a sign of fortunes or marathi alone,
+    and a home command or a sum that says it would go to a text child;
   * null: requests composed here from frames and slot words, in English, Marathi and mixed:
     assistant requests (NONE_FRAMES, GENERIC, NONE_VERBS x NONE_NOUNS), requests with numbers
     that are no sum ("send 500 rupees to ravi"), phone settings ("turn on wifi"), curiosity and
@@ -209,6 +213,21 @@ NONE_FRAMES = {
         "{person_mr}ला सांग मी येतोय", "कोणाचे फोन आले", "पुढचे गाणे लाव", "गाणे थांबव", "आवाज वाढव",
         "{famous_mr} कधी जन्मले", "{country_mr}चे चलन कोणते", "{lang} मध्ये {phrase} कसे म्हणतात",
         "माझे बँक खाते किती आहे", "वीज बिल भर", "फोन रिचार्ज कर", "{place_mr} कधी उघडते", "जवळ {place_mr} आहे का",
+        # requests in more shapes: a subject first, a person's name and a clause, a bare noun phrase
+        "{person} awaits a call from me", "message for {person}: stuck in traffic", "let {person} know dinner is ready",
+        "remind {person} about {task}", "inform {person} that the bus left", "sms {person} good night",
+        "my alarm for {n} please", "an alarm {n} tomorrow", "rouse me at {n}", "up at {n} am tomorrow, alarm please",
+        "i have to be up by {n}", "{n} minutes on the clock please", "a {n} second timer", "tea timer {n} minutes",
+        "will the sky be clear {when}", "is it hot outside", "rain or shine {when}", "any storms {when}",
+        "what's the top story", "top stories {when}", "breaking news on {topic}", "anything new in {topic}",
+        "who authored {thing}", "author of {thing}", "who painted the mona lisa", "who composed {song}",
+        "how many kilometres to {city}", "how long a flight to {city}", "how many days in a leap year",
+        "throw on {music}", "stick on {music}", "queue up {music}", "{music} on spotify", "some {music} please",
+        "fetch me a cab", "a cab to {place}", "route me to {place}", "the way home", "map of {city}",
+        "pay my phone bill", "balance in my account", "transfer {n} rupees to {person}", "split the bill with {person}",
+        "what's for dinner", "a good movie {when}", "showtimes {when}", "tickets for the match {when}",
+        "{person_mr}ला निरोप दे", "{person_mr}ला मी उशिरा येईन असे कळव", "पहाटे {n} ला जागे कर", "{n} वाजता मला हाक मार",
+        "आभाळ स्वच्छ राहील का", "{city_mr}ला किती अंतर आहे", "{music_mr} वाजवून दाखव", "आजचे मुख्य समाचार",
     ],
     "dev": [
         "forecast for {city} {when}", "is it windy in {city}", "wake-up alarm for {n}", "{n} minute timer please",
@@ -309,7 +328,20 @@ REQUESTS = {
                      "humor me", "a one-liner about {topic}", "a wisecrack", "something smart please", "an old adage",
                      "famous last words", "a bumper sticker line", "a line of graffiti", "an insult, shakespeare style",
                      "a haiku", "a silly fact", "something absurd", "a murphy's law", "a law of life",
-                     "my fortune for {when}", "fortune for {person}", "a fortune about {topic}", "what's my lucky number"],
+                     "my fortune for {when}", "fortune for {person}", "a fortune about {topic}", "what's my lucky number",
+                     # fortunes asked for in still other words
+                     "what will tomorrow bring", "tell me what {when} brings", "what's coming my way",
+                     "what's in the cards for me", "what do the cards show", "reveal my fate", "my fate {when}",
+                     "tell my fate", "spin the wheel of fortune", "read my tea leaves", "what does the universe hold for me",
+                     "what is written for me", "foretell my luck", "what luck will i have", "something wise",
+                     "wise words please", "enlighten me", "a nugget of truth", "a life lesson", "some food for thought",
+                     "something to ponder", "give me a riddle", "a random thought", "a thought about {topic}",
+                     "something clever", "a quip about {topic}", "a mantra for {when}", "a koan", "a fortune, please",
+                     "any fortunes {when}", "one fortune", "give me your best line", "a catchy slogan",
+                     "a line to make me smile", "some words of encouragement", "lift my spirits", "a little humour",
+                     "what do you foresee for me", "what's my fate", "tell me my luck", "how will my week go",
+                     "will i be happy", "what about my love life", "will my wish come true", "bless me with a fortune",
+                     "a cookie fortune", "dispense a fortune", "fortune of the day", "a fortune for the morning"],
         "marathi": ["मराठीत एक गोष्ट सांग", "मराठीत लिहा", "एक कविता लिही", "पुढे लिहा:", "या वाक्याचे पुढे लिहा",
                     "नमस्कार, तुम्ही कसे आहात?", "फाइल उघडा", "सेटिंग्ज बदला", "कृपया पुन्हा प्रयत्न करा",
                     "{topic_mr}वर एक कविता लिहा", "{topic_mr}बद्दल छोटी गोष्ट लिही", "एक परिच्छेद लिहा",
@@ -889,17 +921,36 @@ def _insert_madeup(rng: random.Random, text: str) -> str:
     return " ".join(words)
 
 
-def _corpus_prompts(texts: list[str], rng: random.Random, max_chars: int = 80):
+SHORT = {"marathi": 0.2}   # share of a corpus's training prompts cut to 1-3 words
+
+
+def _corpus_prompts(texts: list[str], rng: random.Random, max_chars: int = 80, short: float = 0.0,
+                    banned: set | None = None):
+    """Prompt-sized pieces of corpus records: a random start in the first half of a record, up to
+    max_chars. With `short`, that share of the pieces is one to three words (a place name, an
+    interface string, a title: the corpora hold many such lines). With `banned`, the words of a
+    piece that only the test split's phrasings use are left out (`_drop_words`)."""
     while True:
         words = rng.choice(texts).split()
+        if banned:
+            words = _drop_words(words, banned)
         start = rng.randrange(0, max(1, len(words) // 2))
+        limit = rng.randint(1, 3) if short and rng.random() < short else len(words)
         out = []
-        for w in words[start:]:
+        for w in words[start:start + limit]:
             if out and len(" ".join(out + [w])) > max_chars:
                 break
             out.append(w)
         if out:
             yield " ".join(out)
+
+
+def _drop_words(words: list[str], banned: set) -> list[str]:
+    """words less those that, lower-cased and stripped of punctuation, are test-only words: in
+    training, a corpus line must not teach a word of the test's home, calc or request phrasings
+    as a sign of its own child (fortunes would otherwise own "would", "check", "stop", marathi
+    "करून", "लगेच"), just as no pool may hold one."""
+    return [w for w in words if not set(filter(None, _WORD_SPLIT.split(w.lower()))) & banned]
 
 
 def generate(split: str = "train", n: int = 1000, seed: int = 0, sources: dict | None = None):
@@ -918,11 +969,13 @@ def generate(split: str = "train", n: int = 1000, seed: int = 0, sources: dict |
     agent_split, agent_seed = ("test", seed) if split == "test" else ("train", seed if split == "train" else seed + 1000)
     gens = {"home": home.generate(agent_split, n, agent_seed), "calc": calc.generate(agent_split, n, agent_seed)}
     texts = {name: _corpus_texts(p, split) for name, p in sources.items()}
-    corpora = {name: _corpus_prompts(t, random.Random(f"{name}/{split}/{seed}")) for name, t in texts.items()}
     labels = ["home", "calc", None] + sorted(sources)
     train = split == "train"
     wrap = WRAP if train else DEV_WRAP
     banned = set().union(*map(banned_words, ("home", "calc", "none", "fortunes", "marathi"))) if split != "test" else set()
+    corpora = {name: _corpus_prompts(t, random.Random(f"{name}/{split}/{seed}"),
+                                     short=SHORT.get(name, 0.0) if train else 0.0, banned=banned if train else None)
+               for name, t in texts.items()}
     # stray words for the train and dev lines: words of the corpora's own slice (so dev's differ)
     vocab = _corpus_words([t for ts in texts.values() for t in ts], banned, weighted=train) if split != "test" else []
     for _ in range(n):

@@ -381,17 +381,29 @@ def _sweep_table(sweep, chosen) -> str:
             "| --- | --- | --- | --- | --- |\n" + "\n".join(rows))
 
 
-MOTHER = {"features": "char1-4+word1-2", "feature_dim": 32768, "hidden": 64, "steps": 3000, "batch": 256,
+MOTHER = {"features": "char1-4+word1-2", "feature_dim": 32768, "hidden": 96, "steps": 4000, "batch": 256,
           "weight_decay": 0.05, "dropout": 0.5, "label_weights": {"_none": 1.5}, "w1_dtype": "f16"}
+
+
+# the agent children's held-out sets (scripts/train_child.sh mother writes them): the share of
+# their lines that the mother, with bulletd's hints for the example home, routes to the child
+AGENT_ROUTING = [("routing_home.jsonl", "home", "the home agent's held-out phrasings on the example home"),
+                 ("routing_calc.jsonl", "calc", "the calc agent's held-out phrasings")]
 
 
 def ship_mother(labelled, data_dir, out, key=None, feature_dim=MOTHER["feature_dim"], hidden=MOTHER["hidden"],
                 steps=MOTHER["steps"], features=MOTHER["features"], batch=MOTHER["batch"],
                 weight_decay=MOTHER["weight_decay"], dropout=MOTHER["dropout"],
-                label_weights=MOTHER["label_weights"], w1_dtype=MOTHER["w1_dtype"]) -> dict:
+                label_weights=MOTHER["label_weights"], w1_dtype=MOTHER["w1_dtype"],
+                home_path="examples/home.yaml", seed: int = 0) -> dict:
     """Train the mother, choose its threshold on the dev set (DATA/routing_dev.jsonl), export and
-    sign it with that threshold, measure it on the test set (DATA/routing_test.jsonl), write the card."""
+    sign it with that threshold, measure it on the test set (DATA/routing_test.jsonl) and on the
+    agent children's held-out sets (AGENT_ROUTING), as bulletd routes with home_path's hints on,
+    write the card."""
     import tempfile
+
+    from bulletd.agents.home import HomeConfig
+    from bulletd.evaluate.core import route_claims, route_hints
 
     from trainer.router import examples_from_labelled, export_router, train_router
 
@@ -402,7 +414,7 @@ def ship_mother(labelled, data_dir, out, key=None, feature_dim=MOTHER["feature_d
                          f"(bullet-train agentdata routing --split dev)")
     t0 = time.monotonic()
     model = train_router(examples_from_labelled(labelled), feature_dim=feature_dim, hidden=hidden, steps=steps,
-                         batch=batch, seed=0, features=features, weight_decay=weight_decay, dropout=dropout,
+                         batch=batch, seed=seed, features=features, weight_decay=weight_decay, dropout=dropout,
                          label_weights=label_weights)
     wall = time.monotonic() - t0
     dev_lines = _lines(dev_path)
@@ -415,11 +427,15 @@ def ship_mother(labelled, data_dir, out, key=None, feature_dim=MOTHER["feature_d
     print(f"mother: threshold {threshold} chosen on {dev_path.name}")
     path = out / "mother.bullet"
     s = export_router(model, path, threshold=threshold, key=key, name="mother", version="0.4.0", w1_dtype=w1_dtype)
+    hints = claims = None
+    if home_path and Path(home_path).is_file():
+        cfg = HomeConfig.load(home_path)
+        hints, claims = route_hints(cfg), route_claims(cfg)
     results = []
     for fname, what in SETS["mother"]:
         p = data_dir / fname
         if p.is_file():
-            r = measure_routing(path, _lines(p))
+            r = measure_routing(path, _lines(p), hints=hints, claims=claims)
             results.append((fname, what, _sha(p), r))
             print(f"mother: {fname}: {r['correct']}/{r['n']} = {100 * r['accuracy']:.1f}%")
     sets = "\n\n".join(f"### {what}\n\n`{fname}` (SHA-256 `{sha[:16]}`)\n\n{_table(r)}\n\n"
@@ -428,15 +444,25 @@ def ship_mother(labelled, data_dir, out, key=None, feature_dim=MOTHER["feature_d
     p = data_dir / SETS["mother"][0][0]
     if p.is_file():
         test_lines = _lines(p)
+        r = results[0][3]
+        sets += (f"\n\nAt the chosen threshold {threshold}: {100 * r['children']:.1f}% of the lines for the four "
+                 f"children go to the right one, {100 * r['rejected']:.1f}% of the requests no child serves get no "
+                 f"child, and {100 * r['wrong_child']:.1f}% of all lines go to a wrong child. Where each source's "
+                 f"lines went:\n\n" + _confusion_table(confusion(test_lines, [(ln["child"], g, 1.0) for ln, g in
+                                                                               zip(test_lines, r["got"])], 0.0)))
         test_dec = _decisions(path, test_lines)
         test_sweep = threshold_sweep(test_dec)
-        at = next(x for x in test_sweep if x["threshold"] == threshold)
-        sets += (f"\n\nAt the chosen threshold {threshold}: {100 * at['children']:.1f}% of the lines for the four "
-                 f"children go to the right one, {100 * at['rejected']:.1f}% of the requests no child serves get no "
-                 f"child, and {100 * at['wrong_child']:.1f}% of all lines go to a wrong child. Where each source's "
-                 f"lines went:\n\n" + _confusion_table(confusion(test_lines, test_dec, threshold)))
-        sets += ("\n\n### Threshold on the test set\n\nFor comparison only (the threshold was chosen on the dev "
-                 "set):\n\n" + _sweep_table(test_sweep, threshold))
+        sets += ("\n\n### Threshold on the test set\n\nThe mother alone (no hints), for comparison only (the "
+                 "threshold was chosen on the dev set):\n\n" + _sweep_table(test_sweep, threshold))
+    agents = []
+    for fname, child, what in AGENT_ROUTING:
+        p = data_dir / fname
+        if p.is_file():
+            r = measure_routing(path, [{**ln, "child": child} for ln in _lines(p)], hints=hints, claims=claims)
+            agents.append(f"{what} (`{fname}`, SHA-256 `{_sha(p)[:16]}`): share routed to {child}\n\n{_table(r)}")
+            print(f"mother: {fname}: {r['correct']}/{r['n']} = {100 * r['accuracy']:.1f}% to {child}")
+    if agents:
+        sets += ("\n\n### The agent children's held-out sets through the mother\n\n" + "\n\n".join(agents))
     per = ", ".join(f"{k}: {v}" for k, v in s["per_label"].items())
     weights = (" with batch shares " + ", ".join(f"{k} x{v:g}" for k, v in label_weights.items())
                if label_weights else "")
@@ -483,8 +509,9 @@ Where each source's dev lines went at the chosen threshold, and the first dev mi
 ## Held-out evaluation
 
 Measured by `python -m trainer.agentdata.measure` with bulletd's `Router` (the daemon's decision
-code) and the four children installed: a line is right when the decision is its child, or no
-child for a `null` line. The home and calc lines use the agent generators' held-out test templates
+code), the four children installed and bulletd's routing hints for the example home on, as bulletd
+routes with `tools.home.file: examples/home.yaml` (`--home`): a line is right when the decision is
+its child, or no child for a `null` line. The home and calc lines use the agent generators' held-out test templates
 (including their novel verbs); the marathi and fortunes lines are corpus records the training split
 did not draw from; the reject and request lines come from the test split's own phrasings.
 
@@ -511,7 +538,7 @@ def main(argv=None) -> int:
     if args.name == "mother":
         if not args.labelled:
             ap.error("mother needs --labelled")
-        ship_mother(args.labelled, args.data, args.out, key=args.key)
+        ship_mother(args.labelled, args.data, args.out, key=args.key, home_path=args.home or "examples/home.yaml")
     else:
         if not args.run:
             ap.error(f"{args.name} needs --run")
