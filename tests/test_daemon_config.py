@@ -7,7 +7,7 @@ import pytest
 
 from bulletd.daemon.config import Config, ConfigError, load_config, override
 from bulletd.daemon.protocol import (CT_JSON, CT_MSGPACK, check_name, decode_payload, encode_payload,
-                                     parse_request)
+                                     parse_request, reply_id)
 from bulletd.errors import RequestError
 
 LIMITS = Config().limits
@@ -110,12 +110,29 @@ def test_decode_payload_by_content_type_and_sniffing():
     ({"prompt": "x", "max_tokens": 10**400}, "bad_request", "max_tokens must be between 1 and 2048 (limits.max_tokens), got an integer of more than 30 digits"),
     ({"prompt": "x", "temperature": -10**400}, "bad_request", "temperature must be between 0 and 100 (0 = greedy), got an integer of more than 30 digits"),
     ({"prompt": "x", "seed": 10**309}, "bad_request", "seed must be between 0 and 2**64-1, got an integer of more than 30 digits"),
+    ({"prompt": "x", "id": 1 << 64}, "bad_request", "id: expected an integer that fits 64 bits"),
+    ({"prompt": "x", "id": -(1 << 63) - 1}, "bad_request", "id: expected an integer that fits 64 bits"),
+    ({"prompt": "x", "id": "i" * 129}, "bad_request", "id: expected at most 128 characters"),
 ])
 def test_parse_request_rejects_with_stable_code(obj, code, needle):
     with pytest.raises(RequestError) as e:
         parse_request(obj, LIMITS)
     assert e.value.code == code
     assert needle in e.value.message
+
+
+@pytest.mark.parametrize("rid, kinds, echoed", [
+    (7, (str, int, bytes), 7), ("a", (str, int), "a"), (b"k", (str, int, bytes), b"k"), (b"k", (str, int), None),
+    ((1 << 64) - 1, (str, int), (1 << 64) - 1), (-(1 << 63), (str, int), -(1 << 63)),
+    (1 << 64, (str, int, bytes), None), (-(1 << 63) - 1, (str, int), None), (10**400, (str, int), None),
+    ("i" * 129, (str, int), None), (2.5, (str, int), None), ([1], (str, int), None)])
+def test_a_reply_carries_the_id_only_when_every_encoding_can(rid, kinds, echoed):
+    # found by python -m bulletd.fuzz request: a JSON id of 40 digits made the msgpack reply raise
+    assert reply_id({"id": rid}, kinds) == echoed
+    reply = {"ok": False, "final": True, "id": reply_id({"id": rid}, kinds), "seq": 0}
+    for ct in (CT_JSON, CT_MSGPACK) if bytes not in kinds else (CT_MSGPACK,):
+        encode_payload(reply, ct)
+    assert reply_id([rid]) is None
 
 
 def test_top_k_beyond_any_vocabulary_means_no_limit(tmp_path):

@@ -48,7 +48,7 @@ from bulletd.mqtt_conn import Backoff, Broker, make_client
 from bulletd.mqtt_direct import direct_queue
 from bulletd.tasks import cancel_and_wait
 from bulletd.daemon.protocol import (CT_JSON, CT_MSGPACK, Peer, check_topic, decode_payload, encode_payload,
-                                     error_from_exc, error_reply)
+                                     error_from_exc, error_reply, reply_id)
 
 log = logging.getLogger("bulletd.mqtt")
 
@@ -405,7 +405,7 @@ class MQTTTransport:
             await self._send(rt, {**error_reply(exc.code, exc.message), "seq": 0}, ct, corr)
             self.counts["replied"] += 1
             return
-        rid = obj.get("id") if isinstance(obj.get("id"), (str, int)) else None
+        rid = reply_id(obj, (str, int))   # no bytes: a JSON reply cannot carry them
         reply_to = rt if rt is not None else obj.get("reply_to")
         try:
             reply_to = self._check_reply_topic(reply_to, "ResponseTopic" if rt is not None else "reply_to")

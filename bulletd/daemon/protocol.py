@@ -227,6 +227,23 @@ class Request:
     schema: dict | None = None                     # structured output: a JSON schema (grammar subset)
 
 
+MAX_ID = 128                            # characters of a string id
+ID_MIN, ID_MAX = -(1 << 63), (1 << 64) - 1   # an integer id: what msgpack can carry
+
+
+def reply_id(obj: Any, kinds: tuple[type, ...] = (str, int, bytes)) -> str | int | bytes | None:
+    """The id a request's replies carry: its own when parse_request would accept it, else None
+    (a request refused for its id still gets an error reply that every encoding can carry)."""
+    rid = obj.get("id") if isinstance(obj, dict) else None
+    if not isinstance(rid, kinds):
+        return None
+    if isinstance(rid, int) and not ID_MIN <= rid <= ID_MAX:
+        return None
+    if isinstance(rid, str) and len(rid) > MAX_ID:
+        return None
+    return rid
+
+
 def parse_request(obj: dict, limits: Any, *, default_op: str = "generate") -> Request:
     """Validate a request map; raise RequestError(bad_request / too_large) naming the field."""
     check_depth(obj, "request")
@@ -236,8 +253,11 @@ def parse_request(obj: dict, limits: Any, *, default_op: str = "generate") -> Re
     rid = obj.get("id")
     if rid is not None and not isinstance(rid, (str, int, bytes)):
         raise RequestError("bad_request", f"id: expected a string or integer, found {type(rid).__name__}")
-    if isinstance(rid, str) and len(rid) > 128:
-        raise RequestError("bad_request", f"id: expected at most 128 characters, found {len(rid)}")
+    if isinstance(rid, str) and len(rid) > MAX_ID:
+        raise RequestError("bad_request", f"id: expected at most {MAX_ID} characters, found {len(rid)}")
+    if isinstance(rid, int) and not ID_MIN <= rid <= ID_MAX:
+        raise RequestError("bad_request", "id: expected an integer that fits 64 bits (a JSON request may "
+                                          "carry any size, a msgpack reply cannot)")
     req = Request(op=op, id=rid)
     reply_to = obj.get("reply_to")
     if reply_to is not None:

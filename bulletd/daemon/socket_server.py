@@ -16,7 +16,8 @@ import struct
 import time
 
 from bulletd.errors import BulletError, RequestError
-from bulletd.daemon.protocol import FRAME_HDR, Peer, decode_msgpack, error_from_exc, error_reply, pack_frame, split_frames
+from bulletd.daemon.protocol import (FRAME_HDR, Peer, decode_msgpack, error_from_exc, error_reply, pack_frame,
+                                     reply_id, split_frames)
 from bulletd.tasks import cancel_and_wait
 
 log = logging.getLogger("bulletd.socket")
@@ -279,8 +280,7 @@ class SocketServer:
         seq = 0
         try:
             obj = decode_msgpack(body, "frame")
-            if isinstance(obj, dict):
-                rid = obj.get("id") if isinstance(obj.get("id"), (str, int, bytes)) else None
+            rid = reply_id(obj)
 
             async def emit(chunk: dict) -> None:
                 nonlocal seq

@@ -220,9 +220,10 @@ class RequestTarget(Target):
         both ways (the id echoed as the transports do): a reply must always be sendable."""
         from bulletd.agents.agent import make_grammar
         from bulletd.agents.tools import check_schema
-        from bulletd.daemon.protocol import ERROR_CODES, encode_payload, error_reply, parse_request, wire_error
+        from bulletd.daemon.protocol import (ERROR_CODES, encode_payload, error_reply, parse_request, reply_id,
+                                             wire_error)
         from bulletd.errors import BulletError
-        rid = obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), (str, int, bytes)) else None
+        rid = reply_id(obj, (str, int))
         try:
             if not isinstance(obj, dict):
                 raise RequestError("bad_request", "not a map")
