@@ -173,7 +173,8 @@ def card(name: str, summary: dict, ck, gold: dict, pub_key_id: str, data_note: s
         wall += (f"; started from the child `{Path(cfg['init_from']).name}` (`init_from`"
                  + (f", {before} steps before these)" if before else ")"))
     if script.is_file() and re.search(rf"^{re.escape(name)}\)", script.read_text(encoding="utf-8"), re.M):
-        reproduce = f"\n    scripts/train_child.sh {name}\n"
+        reproduce = (f"\n    scripts/train_child.sh {name}\n\n"
+                     "(`BULLET_KEY`, `BULLET_CORPORA`, `BULLET_RUNS`, `STEPS`: see the script's header.)\n")
     else:
         reproduce = (f"\n    bullet-train train --config {config} --output-dir runs/{name}{init}\n"
                      f"    python -m trainer.ship --key RELEASE.key --out child_models --child {name}=runs/{name}{best} "
