@@ -2,17 +2,18 @@
 # Retrain one shipped child from scratch and rebuild its files in child_models/:
 # generate the data, train, export + sign, measure on the held-out sets, write the model card.
 #
-#   scripts/train_child.sh home|calc|mother
+#   scripts/train_child.sh home|calc|mother|fortunes
 #
 # Environment:
 #   BULLET_RUNS     run and data folder (default: runs/, ignored by git); checkpoints go there
-#   BULLET_KEY      Ed25519 private key to sign with (default: unsigned)
+#   BULLET_KEY      Ed25519 private key to sign with (default: unsigned; fortunes needs it)
 #   BULLET_HOME     home YAML the home evaluation refers to (default: examples/home.yaml)
-#   BULLET_CORPORA  folder with marathi.jsonl and fortunes_en.jsonl (the mother's text children)
+#   BULLET_CORPORA  folder with marathi.jsonl and fortunes_en.jsonl (the mother's text children,
+#                   and the fortunes child's corpus)
 #   STEPS           override the config's step count
 set -euo pipefail
 cd "$(dirname "$0")/.."
-name=${1:?usage: scripts/train_child.sh home|calc|mother}
+name=${1:?usage: scripts/train_child.sh home|calc|mother|fortunes}
 runs=$(realpath -m "${BULLET_RUNS:-runs}")
 data=$runs/data
 homecfg=${BULLET_HOME:-examples/home.yaml}
@@ -47,7 +48,19 @@ mother)
     $key --out child_models
   exit 0
   ;;
-*) echo "unknown child $name (home, calc, mother)" >&2; exit 2 ;;
+fortunes)
+  # a text child: trained on the corpus itself, the checkpoint of the lowest validation loss
+  # (keep_best) shipped and measured on the run's validation split
+  corpora=${BULLET_CORPORA:?set BULLET_CORPORA to the folder holding fortunes_en.jsonl}
+  release=${BULLET_KEY:?set BULLET_KEY to the release key: trainer.ship signs the child}
+  rm -rf "${runs:?}/fortunes"
+  bullet-train train --config trainer/configs/fortunes.yaml --no-progress ${STEPS:+--steps $STEPS} \
+    --set "dataset_path=$corpora/fortunes_en.jsonl" --set "output_dir=$runs/fortunes"
+  python -m trainer.ship --key "$release" --out child_models --no-mother --child "fortunes=$runs/fortunes/best" \
+    --config fortunes=trainer/configs/fortunes.yaml --eval fortunes=eval/fortunes_prompts.jsonl --golden-prompt fortunes=The
+  exit 0
+  ;;
+*) echo "unknown child $name (home, calc, mother, fortunes)" >&2; exit 2 ;;
 esac
 
 rm -rf "${runs:?}/$name"

@@ -1,5 +1,7 @@
 """Every autograd op against central finite differences in float64, plus flash == plain attention
 (values and gradients) and the attention memory difference at long context."""
+import math
+
 import numpy as np
 import pytest
 
@@ -280,3 +282,97 @@ def test_row_groups_without_blas_control_run_one_after_another(monkeypatch):
     assert m.loss_and_grad(x, y) == loss
     np.testing.assert_array_equal(m.flat_grad, grad)
     np.testing.assert_array_equal(m.nll(x, y), nll)
+
+
+# ---------------------------------------------------------------------------------------------
+# dropout
+# ---------------------------------------------------------------------------------------------
+
+def test_dropout_op_gradient_with_a_fixed_mask():
+    mask = (np.random.default_rng(3).random((4, 5)) >= 0.3) / 0.7
+    check_op(lambda x: ag.dropout(x, mask), R(4, 5))
+    with pytest.raises(ValueError, match="mask shape"):
+        ag.dropout(ag.Tensor(R(4, 5)), mask[:3])
+
+
+def _dropout_model(dropout, dtype=np.float64):
+    arch = ModelArch(dim=8, n_layers=2, n_heads=2, n_kv_heads=1, hidden_dim=12, vocab_size=11, max_seq_len=6)
+    m = Model(arch, seed=1, dtype=dtype, attn_block=2, dropout=dropout)
+    rng = np.random.default_rng(0)
+    for t in m.params.values():
+        t.data[...] = rng.standard_normal(t.shape) * 0.5
+    ids = rng.integers(0, 11, size=(2, 6))
+    return m, ids[:, :-1], ids[:, 1:]
+
+
+def test_whole_model_gradient_with_dropout_in_float64():
+    """With a drop key the masks are fixed: the model is a smooth function of its weights and
+    its gradient matches finite differences; the dropped loss differs from the undropped one."""
+    m, x, y = _dropout_model(0.3)
+    key = (7, 3, 0)
+    m.zero_grad()
+    loss = m.loss(x, y, drop_key=key)
+    loss.backward()
+    assert float(loss.data) != pytest.approx(float(m.loss(x, y).data), rel=1e-3)
+    analytic = m.flat_grad.copy()
+    f = lambda: float(m.loss(x, y, drop_key=key).data)  # noqa: E731
+    rng = np.random.default_rng(1)
+    for i in rng.choice(m.flat.size, size=60, replace=False):
+        old = m.flat[i]
+        m.flat[i] = old + 1e-6
+        fp = f()
+        m.flat[i] = old - 1e-6
+        fm = f()
+        m.flat[i] = old
+        assert analytic[i] == pytest.approx((fp - fm) / 2e-6, rel=1e-5, abs=1e-8), f"parameter element {i}"
+
+
+def test_dropout_zero_is_the_undropped_step_bit_for_bit():
+    """dropout 0 with a drop key is the step without one, bit for bit; and with dropout set,
+    no key (evaluation, nll) drops nothing."""
+    m0, x, y = _dropout_model(0.0, np.float32)
+    m1, _, _ = _dropout_model(0.25, np.float32)
+    plain = m0.loss_and_grad(x, y)
+    g = m0.flat_grad.copy()
+    assert m0.loss_and_grad(x, y, drop_key=(1, 2, 3)) == plain
+    np.testing.assert_array_equal(m0.flat_grad, g)
+    assert m1.loss_and_grad(x, y) == plain
+    np.testing.assert_array_equal(m1.flat_grad, g)
+    np.testing.assert_array_equal(m1.nll(x, y), m0.nll(x, y))
+    assert m1.loss_and_grad(x, y, drop_key=(1, 2, 3)) != plain
+
+
+def test_dropout_masks_keep_rate_and_seeding():
+    m, _, _ = _dropout_model(0.2, np.float32)
+    mask = m.dropout_mask((1337, 5, 0, 1), 3, Model.DROP_MLP, (512, 256))
+    kept = mask > 0
+    n = kept.size
+    assert abs(kept.mean() - 0.8) < 4 * math.sqrt(0.16 / n)         # the keep rate, within 4 sigma
+    assert set(np.unique(mask)) == {np.float32(0), np.float32(1 / 0.8)}  # kept elements scaled by 1/keep
+    assert abs(float(mask.mean(dtype=np.float64)) - 1.0) < 0.01        # so the expectation is unchanged
+    np.testing.assert_array_equal(mask, m.dropout_mask((1337, 5, 0, 1), 3, Model.DROP_MLP, (512, 256)))
+    for key, layer, site in [((1337, 6, 0, 1), 3, Model.DROP_MLP), ((1337, 5, 1, 1), 3, Model.DROP_MLP),
+                             ((1337, 5, 0, 0), 3, Model.DROP_MLP), ((1337, 5, 0, 1), 2, Model.DROP_MLP),
+                             ((1337, 5, 0, 1), 3, Model.DROP_ATTN), ((1338, 5, 0, 1), 3, Model.DROP_MLP)]:
+        other = m.dropout_mask(key, layer, site, (512, 256)) > 0
+        assert 0.25 < (other != kept).mean() < 0.4, (key, layer, site)  # independent: 2 * 0.8 * 0.2 = 0.32
+    m64, _, _ = _dropout_model(0.2, np.float64)                         # the same pattern in float64
+    np.testing.assert_array_equal(m64.dropout_mask((1, 2), 0, 0, (64, 8)) > 0, m.dropout_mask((1, 2), 0, 0, (64, 8)) > 0)
+    with pytest.raises(ValueError, match="dropout must lie in"):
+        Model(m.arch, dropout=1.0)
+
+
+def test_dropout_step_same_bits_on_one_worker_or_two(monkeypatch):
+    """Each row group draws its own masks from (key, group): one worker or two, the same bits."""
+    from trainer import cpu
+
+    arch = ModelArch(dim=16, n_layers=2, n_heads=2, n_kv_heads=1, hidden_dim=24, vocab_size=31, max_seq_len=12)
+    m = Model(arch, seed=1, attn_block=4, dropout=0.2)
+    ids = np.random.default_rng(0).integers(0, 31, size=(4, 13))
+    x, y = ids[:, :-1], ids[:, 1:]
+    loss = m.loss_and_grad(x, y, drop_key=(7, 1, 0))
+    got = m.flat_grad.copy()
+    monkeypatch.setattr(cpu, "workers", lambda: 1)
+    assert m.loss_and_grad(x, y, drop_key=(7, 1, 0)) == loss
+    np.testing.assert_array_equal(m.flat_grad, got)
+    assert m.loss_and_grad(x, y, drop_key=(7, 2, 0)) != loss            # the next step: other masks

@@ -121,10 +121,10 @@ def test_exported_metadata_is_what_llama_cpp_reads(tmp_path):
     with GGUFFile(tmp_path / "f.gguf") as g:
         m = g.metadata
         assert g.str_value("general.architecture") == "llama" and g.str_value("general.name") == "fortunes"
-        assert g.str_value("general.version") == "0.2.0"
+        assert g.str_value("general.version") == "0.3.0"
         assert (m["llama.embedding_length"], m["llama.block_count"], m["llama.feed_forward_length"],
                 m["llama.attention.head_count"], m["llama.attention.head_count_kv"], m["llama.context_length"],
-                m["llama.rope.dimension_count"], m["llama.vocab_size"]) == (128, 4, 384, 4, 4, 128, 32, 1024)
+                m["llama.rope.dimension_count"], m["llama.vocab_size"]) == (256, 8, 768, 4, 4, 128, 64, 1024)
         assert g.str_value("tokenizer.ggml.model") == "llama"
         toks, types = m["tokenizer.ggml.tokens"], m["tokenizer.ggml.token_type"]
         assert toks[:4] == [b"<unk>", b"<s>", b"</s>", b"<0x00>"] and list(types[:4]) == [2, 3, 3, 6]

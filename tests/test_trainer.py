@@ -124,6 +124,8 @@ def test_config_wrong_types(tmp_path, key, value, expect):
     ({"n_kv_heads": 3, "n_heads": 4}, "arch.n_heads 4 is not a multiple of n_kv_heads 3"),
     ({"n_kv_heads": 0}, "arch.n_kv_heads must be an integer in 1..65536, got 0"),
     ({"validation_fraction": 1.5}, "validation_fraction = 1.5: must lie strictly between 0 and 1"),
+    ({"dropout": 1.0}, "dropout = 1.0: must lie in \\[0, 1\\)"),
+    ({"dropout": -0.1}, "dropout = -0.1: must lie in \\[0, 1\\)"),
 ])
 def test_config_values_that_do_not_fit(tmp_path, changes, expect):
     with pytest.raises(ConfigError, match=expect):
@@ -430,6 +432,38 @@ def test_resume_in_process_continues_exactly(tmp_path):
     again = _weights(tmp_path / "run")[0]
     for k in uninterrupted:
         np.testing.assert_array_equal(again[k], uninterrupted[k], err_msg=k)
+
+
+def test_dropout_run_resumes_exactly_and_keeps_its_best_checkpoint(tmp_path):
+    """Dropout masks are a function of (seed, step, attempt, row group): a run resumed from its
+    step-10 checkpoint ends on the uninterrupted run's bits. keep_best keeps the checkpoint of the
+    lowest validation loss in best/; evaluation does not drop."""
+    cfg = load_config(write_config(tmp_path, max_steps=30, checkpoint_interval=10, eval_interval=5,
+                                   dropout=0.2, keep_best=True))
+    t = Trainer(cfg, progress=False, verbose=False)
+    t.run()
+    full = _weights(tmp_path / "run")[0]
+    hist = t.state.val_history
+    assert [s for s, _ in hist] == [5, 10, 15, 20, 25, 30]
+    best_step = min(hist, key=lambda sv: sv[1])[0]
+    best = ckpt_mod.list_checkpoints(tmp_path / "run" / "best")
+    assert [p.name for p in best] == [f"ckpt-{best_step:07d}"]
+    assert ckpt_mod.load(best[0]).state["eval"]["val_loss"] == min(v for _, v in hist)
+    ev = t.evaluate()                                  # no dropout in evaluation: the same figure twice
+    assert t.evaluate()["val_loss"] == ev["val_loss"] == hist[-1][1]
+
+    plain = load_config(write_config(tmp_path, name="plain.yaml", max_steps=30, checkpoint_interval=10,
+                                     output_dir=str(tmp_path / "plain")))
+    Trainer(plain, progress=False, verbose=False).run()
+    assert not (tmp_path / "plain" / "best").exists()
+    assert not np.array_equal(_weights(tmp_path / "plain")[0]["tok_embd"], full["tok_embd"])  # dropout acted
+
+    first = ckpt_mod.list_checkpoints(tmp_path / "run")[0]
+    assert first.name == "ckpt-0000010"
+    Trainer(cfg, resume_from=first, progress=False, verbose=False).run()
+    again = _weights(tmp_path / "run")[0]
+    for k in full:
+        np.testing.assert_array_equal(again[k], full[k], err_msg=k)
 
 
 # ---------------------------------------------------------------------------------------------

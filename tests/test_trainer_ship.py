@@ -157,3 +157,27 @@ def test_the_card_counts_training_time_not_the_pauses_of_a_stopped_run():
     assert log_minutes(lines[:3]) == (20.0, False)
     gap = f"2026-12-03 08:{20 + GAP_MIN}:00 step 60 loss 1"      # exactly GAP_MIN: still training
     assert log_minutes(lines[:3] + [gap]) == (20.0 + GAP_MIN, False)
+
+
+def test_the_card_of_a_best_checkpoint_reads_its_run(tmp_path):
+    """A child shipped from best/ (keep_best): the card takes the wall clock and the training speed
+    from the run folder above it, says which checkpoint it is, and lists the dropout."""
+    from bulletd.signing import generate_keypair
+    from trainer import checkpoint as ckpt_mod
+    from trainer.ship import card, run_folder
+
+    cfg = load_config(write_config(tmp_path, max_steps=20, eval_interval=5, checkpoint_interval=10,
+                                   dropout=0.1, keep_best=True))
+    Trainer(cfg, progress=False, verbose=False).run()
+    ck = ckpt_mod.load(tmp_path / "run" / "best")
+    assert run_folder(ck) == tmp_path / "run"
+    key, _ = generate_keypair("release", tmp_path / "keys")
+    summary = {"size": 1000, "vectors": 1, "examples": ["a b"], "f32_val_loss": 1.0, "exported_val_loss": 1.0,
+               "exported_val_bpb": 1.0, "relative_increase": 0.0}
+    gold = {"prompt": "a", "max_tokens": 4, "text": " b", "backend": "native"}
+    text = card("tiny", summary, ck, gold, "k", "split", "trainer/configs/tiny.yaml")
+    assert " min wall clock on the shared 2-core machine" in text
+    assert "the checkpoint of the lowest validation loss (`keep_best`) of a 20-step run" in text
+    assert "| `dropout` | 0.1 |" in text
+    assert "--child tiny=runs/tiny/best" in text
+    assert "scripts/train_child.sh fortunes" in card("fortunes", summary, ck, gold, "k", "split")

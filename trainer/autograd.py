@@ -225,6 +225,19 @@ def swiglu(gate_up) -> Tensor:
     return Tensor(sg * up, (gate_up,), bwd)
 
 
+def dropout(x, mask: np.ndarray) -> Tensor:
+    """x * mask, the mask given (0 where an element is dropped, 1 / keep-rate where it is kept:
+    trainer.model.Model draws it from a counter-based seed). Gradient: g * mask."""
+    x = as_tensor(x)
+    if mask.shape != x.shape:
+        raise ValueError(f"dropout: mask shape {mask.shape} does not match input {x.shape}")
+
+    def bwd(g):
+        _give(x, g * mask)
+
+    return Tensor(x.data * mask, (x,), bwd)
+
+
 # ---------------------------------------------------------------------------------------------
 # matrix products
 # ---------------------------------------------------------------------------------------------

@@ -62,6 +62,8 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0                # global L2 norm; 0 disables
+    dropout: float = 0.0                  # training steps: share of the embeddings and of each block's
+                                          # attention and MLP outputs dropped (Model.dropout_mask); 0: none
     seed: int = 1337
     # -- attention kernel --
     attention: str = "flash"              # "flash" (tiled, O(T) memory, past attention.STORE_P_BYTES) or "plain"
@@ -84,6 +86,7 @@ class TrainConfig:
     eval_batches: int = 8                 # batches of the validation set per pass
     checkpoint_interval: int = 200
     keep_checkpoints: int = 3
+    keep_best: bool = False               # also keep the checkpoint of the lowest validation loss in best/
     log_interval: int = 10
     output_dir: str = "runs/default"
     # -- loss-spike recovery --
@@ -194,7 +197,7 @@ def config_from_dict(raw, source: str = "<config>", base_dir: Path | None = None
                               f"found {value!r} ({type(value).__name__})")
     values = dict(raw)
     for key in ("learning_rate", "min_learning_rate", "norm_eps", "rope_theta", "weight_decay", "beta1",
-                "beta2", "grad_clip", "validation_fraction", "spike_factor", "rollback_lr_factor"):
+                "beta2", "grad_clip", "dropout", "validation_fraction", "spike_factor", "rollback_lr_factor"):
         if values.get(key) is not None:
             values[key] = float(values[key])
     if base_dir is not None:
@@ -235,6 +238,8 @@ def validate(cfg: TrainConfig, source: str = "<config>") -> None:
         bad("beta1", "beta1 and beta2 must lie in [0, 1)")
     if cfg.weight_decay < 0 or cfg.grad_clip < 0:
         bad("weight_decay", "weight_decay and grad_clip must be >= 0")
+    if not (0.0 <= cfg.dropout < 1.0):
+        bad("dropout", "must lie in [0, 1)")
     if not (0.0 < cfg.validation_fraction < 1.0):
         bad("validation_fraction", "must lie strictly between 0 and 1")
     if cfg.on_bad_line not in ("skip", "error"):

@@ -79,9 +79,13 @@ class ModelArch:
 class Model:
     """Parameters + forward pass. `loss(inputs, targets)` builds the autograd graph."""
 
-    def __init__(self, arch: ModelArch, seed: int = 0, dtype=np.float32, attn_impl="flash", attn_block=64):
+    def __init__(self, arch: ModelArch, seed: int = 0, dtype=np.float32, attn_impl="flash", attn_block=64,
+                 dropout: float = 0.0):
         arch.check()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         self.arch = arch
+        self.dropout = float(dropout)  # training steps only (loss_and_grad with a drop_key)
         self.dtype = np.dtype(dtype)
         self.attn_impl = attn_impl
         self.attn_block = attn_block
@@ -132,30 +136,54 @@ class Model:
 
     # -- forward ---------------------------------------------------------------------------------
 
-    def logits(self, inputs: np.ndarray, params: dict | None = None) -> ag.Tensor:
+    def logits(self, inputs: np.ndarray, params: dict | None = None, drop_key=None) -> ag.Tensor:
         """inputs (B, T) int token ids -> logits Tensor (B*T, vocab). `params`: the parameter
-        Tensors to use (default `self.params`; a row group of loss_and_grad has its own)."""
+        Tensors to use (default `self.params`; a row group of loss_and_grad has its own).
+        `drop_key`: a tuple of non-negative ints; with it and `dropout` > 0 the embeddings and
+        each block's attention and MLP outputs are dropped by the masks of `dropout_mask`
+        (without it, nothing is: evaluation and generation)."""
         a, P = self.arch, self.params if params is None else params
         B, T = inputs.shape
         if T > a.max_seq_len:
             raise ValueError(f"sequence of {T} tokens exceeds max_seq_len {a.max_seq_len}")
+        drop = drop_key is not None and self.dropout > 0
+
+        def dropped(t, layer, site):
+            return ag.dropout(t, self.dropout_mask(drop_key, layer, site, t.shape)) if drop else t
+
         x = ag.reshape(ag.embedding(P["tok_embd"], inputs), (B * T, a.dim))  # (B*T, dim)
+        x = dropped(x, 0, self.DROP_EMBD)
         for i in range(a.n_layers):
             h = ag.rmsnorm(x, P[f"blk.{i}.attn_norm"], a.norm_eps)
             qkv = ag.linear(h, P[f"blk.{i}.wqkv"])                         # (B*T, (H+2KV)*hd)
             att = ag.self_attention(qkv, self.cos, self.sin, B, T, a.n_heads, a.n_kv_heads,
                                     impl=self.attn_impl, block=self.attn_block,
                                     keep_p=self.attn_keep_p)                  # (B*T, H*hd)
-            x = ag.add(x, ag.linear(att, P[f"blk.{i}.wo"]))
+            x = ag.add(x, dropped(ag.linear(att, P[f"blk.{i}.wo"]), i, self.DROP_ATTN))
             h = ag.rmsnorm(x, P[f"blk.{i}.ffn_norm"], a.norm_eps)
             m = ag.swiglu(ag.linear(h, P[f"blk.{i}.w13"]))                  # (B*T, hidden)
-            x = ag.add(x, ag.linear(m, P[f"blk.{i}.w2"]))
+            x = ag.add(x, dropped(ag.linear(m, P[f"blk.{i}.w2"]), i, self.DROP_MLP))
         x = ag.rmsnorm(x, P["out_norm"], a.norm_eps)
         out_w = P["tok_embd"] if a.tied_embeddings else P["output"]
         return ag.linear(x, out_w)                                          # (B*T, vocab)
 
-    def loss(self, inputs: np.ndarray, targets: np.ndarray) -> ag.Tensor:
-        return ag.cross_entropy(self.logits(inputs), targets.reshape(-1))
+    DROP_EMBD, DROP_ATTN, DROP_MLP = 0, 1, 2  # the dropout sites (part of a mask's seed)
+
+    def dropout_mask(self, key, layer: int, site: int, shape) -> np.ndarray:
+        """The dropout mask of one site: 0 where dropped, 1 / (1 - dropout) where kept, a pure
+        function of (key..., layer, site) and the shape. The uniforms are float32 draws of a
+        PCG64 generator seeded with that tuple whatever the model's dtype, so a float64 model
+        sees the masks of a float32 one. loss_and_grad's key is (run seed, step, attempt, row
+        group): a step is the same bits on one core or two, and a resumed run draws the masks
+        of the run it continues."""
+        rng = np.random.default_rng([int(k) & 0xFFFFFFFFFFFFFFFF for k in key] + [layer, site])
+        keep = rng.random(shape, dtype=np.float32) >= np.float32(self.dropout)
+        mask = keep.astype(self.dtype)
+        mask *= self.dtype.type(1.0 / (1.0 - self.dropout))
+        return mask
+
+    def loss(self, inputs: np.ndarray, targets: np.ndarray, drop_key=None) -> ag.Tensor:
+        return ag.cross_entropy(self.logits(inputs, drop_key=drop_key), targets.reshape(-1))
 
     def nll(self, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """Per-token negative log-likelihood in nats (B*T,), no gradient bookkeeping kept; the
@@ -172,9 +200,11 @@ class Model:
 
     GROUPS = 2  # row groups of a training step (fixed: the numerics do not depend on the machine)
 
-    def loss_and_grad(self, inputs: np.ndarray, targets: np.ndarray) -> float:
+    def loss_and_grad(self, inputs: np.ndarray, targets: np.ndarray, drop_key=None) -> float:
         """One training step's forward and backward: returns the mean loss and leaves its
-        gradient in `flat_grad` (no zero_grad needed).
+        gradient in `flat_grad` (no zero_grad needed). With `drop_key` (a tuple of ints, the
+        trainer's (seed, step, attempt)) and `dropout` > 0, row group i drops with the masks of
+        drop_key + (i,).
 
         The batch is cut into GROUPS row groups; each runs forward and backward on its own worker
         thread with one BLAS thread, into its own gradient buffer, and the buffers are added in
@@ -196,7 +226,8 @@ class Model:
             for t in P.values():
                 t.fresh = True  # the first contribution overwrites the buffer: no zeroing pass
             t0 = time.perf_counter()
-            loss = ag.cross_entropy(self.logits(inputs[lo:hi], P), targets[lo:hi].reshape(-1), count=count)
+            key = None if drop_key is None else (*drop_key, i)
+            loss = ag.cross_entropy(self.logits(inputs[lo:hi], P, key), targets[lo:hi].reshape(-1), count=count)
             t1 = time.perf_counter()
             loss.backward()
             for t in P.values():

@@ -94,13 +94,20 @@ def measure(out: Path, name: str, ck, prompts: str, tokens: int = 200, baselines
             "n_train": len(train), "n_val": len(val)}
 
 
+def run_folder(ck) -> Path:
+    """The run folder of a checkpoint (its train.log and metrics.jsonl): the checkpoint's parent,
+    or the run folder above best/ for the checkpoint `keep_best` kept."""
+    p = Path(ck.path).parent
+    return p.parent if p.name == "best" and (p.parent / "train.log").is_file() else p
+
+
 def measured_rows(m: dict | None, ck) -> str:
     if m is None:
         return ""
     t, d, b = m["text"], m["distinct"], m["text"]["baselines"]
     best = min(("kn5", "xz", "ppmd8"), key=lambda k: b[k] if b.get(k) is not None else float("inf"))
-    rate = [json.loads(x)["tok_s"] for x in (Path(ck.path).parent / "metrics.jsonl").read_text().splitlines()
-            if x.strip()] if (Path(ck.path).parent / "metrics.jsonl").is_file() else []
+    metrics = run_folder(ck) / "metrics.jsonl"
+    rate = [json.loads(x)["tok_s"] for x in metrics.read_text().splitlines() if x.strip()] if metrics.is_file() else []
     train_rate = f"; training {sorted(rate)[len(rate) // 2]:,} tok/s (median)" if rate else ""
     ppmd = "-" if b.get("ppmd8") is None else f"{b['ppmd8']:.4f}"
     return f"""
@@ -137,15 +144,18 @@ def card(name: str, summary: dict, ck, gold: dict, pub_key_id: str, data_note: s
     rows = "\n".join(f"| `{k}` | {cfg[k]} |" for k in ("vocab_size", "dim", "n_layers", "n_heads",
                                                       "hidden_dim", "max_seq_len", "batch_size",
                                                       "learning_rate", "min_learning_rate", "warmup_steps",
-                                                      "max_steps", "weight_decay", "grad_clip", "seed"))
+                                                      "max_steps", "weight_decay", "grad_clip", "dropout",
+                                                      "seed") if k in cfg)
     examples = "\n".join(f"- {e}" for e in summary.get("examples", []))
+    script = Path(__file__).resolve().parent.parent / "scripts" / "train_child.sh"
+    best = "/best" if Path(ck.path).parent.name == "best" else ""
     init = f" --init-from {Path(cfg['init_from']).name}" if cfg.get("init_from") else ""
     wall = ""
-    log = Path(ck.path).parent / "train.log"
+    log = run_folder(ck) / "train.log"
     if log.is_file():  # the run's log, up to the shipped checkpoint
         lines = [x for x in log.read_text(encoding="utf-8").splitlines() if x[:4].isdigit()]
         # up to the shipped checkpoint when the log names it (the run may have gone on)
-        end = next((x for x in lines if x.endswith(f"checkpoint {ck.path}")), lines[-1])
+        end = next((x for x in lines if x.endswith((f"checkpoint {ck.path}", f"so far: {ck.path}"))), lines[-1])
         busy, stopped = log_minutes(lines[:lines.index(end) + 1])
         wall = f", {busy:.0f} min wall clock on the shared 2-core machine"
         if stopped:
@@ -154,12 +164,21 @@ def card(name: str, summary: dict, ck, gold: dict, pub_key_id: str, data_note: s
         spans = [m.groups() for x in lines[:lines.index(end) + 1] if (m := re.search(r"steps (\d+)->(\d+)$", x))]
         if len({b for _, b in spans}) > 1:
             wall += "; schedule length " + ", ".join(f"{b} from step {a}" for a, b in spans)
+    if Path(ck.path).parent.name == "best":
+        wall += f"; the checkpoint of the lowest validation loss (`keep_best`) of a {cfg['max_steps']}-step run"
     if init:
         from trainer.export import init_provenance
 
         before = init_provenance(cfg["init_from"]).get("steps")
         wall += (f"; started from the child `{Path(cfg['init_from']).name}` (`init_from`"
                  + (f", {before} steps before these)" if before else ")"))
+    if script.is_file() and re.search(rf"^{re.escape(name)}\)", script.read_text(encoding="utf-8"), re.M):
+        reproduce = (f"\n    scripts/train_child.sh {name}\n\n"
+                     "(`BULLET_KEY`, `BULLET_CORPORA`, `BULLET_RUNS`, `STEPS`: see the script's header.)\n")
+    else:
+        reproduce = (f"\n    bullet-train train --config {config} --output-dir runs/{name}{init}\n"
+                     f"    python -m trainer.ship --key RELEASE.key --out child_models --child {name}=runs/{name}{best} "
+                     f"--config {name}={config} ...\n")
     return f"""# {name} — model card
 
 A Bullet OS child trained with `bullet-train` (NumPy, CPU) and exported to BQ4 `.bullet`.
@@ -201,10 +220,7 @@ Prompt `{gold['prompt']}`, {gold['max_tokens']} tokens, greedy (temperature 0, r
 {examples}
 
 ## Reproduce
-
-    bullet-train train --config {config} --output-dir runs/{name}{init}
-    python -m trainer.ship --key RELEASE.key --out child_models --child {name}=runs/{name} --config {name}={config} ...
-
+{reproduce}
 Limits: a {ck.state.get('n_params', 0) / 1e6:.1f}M-parameter model trained on a shared 2-core CPU;
 it produces text in the style of its corpus, not reliable answers.
 """

@@ -195,7 +195,8 @@ class Trainer:
                  f"({train_bytes / max(1, len(self.data.train)):.2f} bytes/token), val {len(self.data.val)} tokens")
 
         cpu.keep_freed_memory()
-        self.model = Model(cfg.arch(), seed=cfg.seed, attn_impl=cfg.attention, attn_block=cfg.attention_block)
+        self.model = Model(cfg.arch(), seed=cfg.seed, attn_impl=cfg.attention, attn_block=cfg.attention_block,
+                           dropout=cfg.dropout)
         self.opt = AdamW(self.model.flat, self.model.flat_grad, self.model.decay_mask,
                          betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
         self.state = RunState() if ck is None else self._resume(ck)
@@ -271,9 +272,15 @@ class Trainer:
     def evaluate(self) -> dict:
         r = evaluate(self.model, self.data, self.cfg.eval_batches, self.cfg.batch_size)
         r["step"] = self.state.step
-        self.state.last_eval = r
-        self.state.val_history.append((self.state.step, r["val_loss"]))
-        self.log(f"step {self.state.step}: val loss {r['val_loss']:.4f} nats/token, {r['val_bpb']:.4f} bits/byte")
+        st = self.state
+        best = min((v for _, v in st.val_history), default=math.inf)
+        st.last_eval = r
+        st.val_history.append((st.step, r["val_loss"]))
+        self.log(f"step {st.step}: val loss {r['val_loss']:.4f} nats/token, {r['val_bpb']:.4f} bits/byte")
+        if self.cfg.keep_best and r["val_loss"] < best:
+            p = ckpt_mod.save(self.run_dir / "best", st.step, self.state_dict(), self.model.state_arrays(),
+                              self.opt.m, self.opt.v, self.vocab.to_json(), 1)
+            self.log(f"best validation loss so far: {p}", echo=False)
         return r
 
     # -- the loop ------------------------------------------------------------------------------------
@@ -309,7 +316,7 @@ class Trainer:
                 lr = lr_at(s, max_lr=cfg.learning_rate, min_lr=cfg.min_lr, warmup=cfg.warmup_steps,
                            total=cfg.max_steps) * st.lr_scale
                 x, y = self.data.batch(cfg.seed, s, cfg.batch_size, st.attempt)
-                loss = self.model.loss_and_grad(x, y)
+                loss = self.model.loss_and_grad(x, y, drop_key=(cfg.seed, s, st.attempt))
                 if self.fault is not None:
                     loss = self.fault(s + 1, loss)
                 norm = grad_norm(self.model.flat_grad)
