@@ -71,9 +71,10 @@ int64_t sample_token_ref(const float* logits, int64_t n, const int64_t* seen, in
 }
 
 // The same picks as sample_token_ref, with less work per call:
-//  - the finiteness check is a branch-free OR over the exponent bits, fused with the copy;
+//  - the finiteness check is a branch-free OR of x - x over the copy;
 //  - the k-th largest logit is found among the few candidates at or above the k-th largest of
-//    about 2k block maxima (every value that can be it is one of them, repeats included);
+//    the maxima of about 2k groups (every value that can be it is one of them, repeats included);
+//  - the passes over all the logits have no long dependency chain (a few lanes, or SSE2);
 //  - candidates are ordered as (logit descending, id ascending), the order a stable sort by
 //    logit of ascending ids gives (by counting each one's rank when they are few), so the
 //    weights and their sums come out in the same order.
