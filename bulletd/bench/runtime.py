@@ -22,9 +22,10 @@ measures on one thread, in this process:
     the f32 variant is printed beside it
   - KV-cache bytes per session and the RSS one extra session adds (context filled)
   - the native decode loop (sampling on) of one session on one thread, beside one session on two
-    threads (threads per request), two sessions on two threads at once (aggregate tokens/s), two
-    sessions in two processes at once (nothing shared but the machine), and one session pinned
-    to each core in turn (what two at once can reach on this VM's cores)
+    threads (threads per request), two sessions on two threads at once (aggregate tokens/s), the
+    same with each thread pinned to a core of its own, two sessions in two processes at once
+    (nothing shared but the machine), and one session pinned to each core in turn (what two at
+    once can reach on this VM's cores)
   - structured output ("grammar", REFERENCE shape with a 4,096-token vocabulary): the vocabulary
     trie, schema compile and first-mask times for the home-call and calc schemas, the first
     request (cold caches) and later ones, and decode with a grammar beside the same requests
@@ -138,15 +139,18 @@ def _loop(session, ctx: int, threads: int = 1) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def _parallel_rate(model, ctx: int, sessions: int = 2) -> float:
+def _parallel_rate(model, ctx: int, sessions: int = 2, cpus: list[int] | None = None) -> float:
     """Aggregate tokens/s of `sessions` sessions running the decode loop at once, each on its own
-    thread (one request each, as two daemon workers run two requests)."""
+    thread (one request each, as two daemon workers run two requests); with `cpus`, thread i
+    pinned to cpus[i]."""
     import threading
     ss = [model.new_session() for _ in range(sessions)]
     rates = [0.0] * sessions
     barrier = threading.Barrier(sessions + 1)
 
     def work(i):
+        if cpus:
+            os.sched_setaffinity(0, {cpus[i % len(cpus)]})   # this thread only
         barrier.wait()
         rates[i] = _loop(ss[i], ctx)
 
@@ -202,7 +206,7 @@ def _side_by_side(r: dict, model, rounds: int) -> None:
     (a virtual machine's cores need not be equally fast: that bounds what two at once can reach).
     Rounds alternate, so load from other processes falls on all alike; medians."""
     ctx = model.context
-    one, two_threads, two_sessions, two_procs = [], [], [], []
+    one, two_threads, two_sessions, two_pinned, two_procs = [], [], [], [], []
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     per_core: dict[int, list[float]] = {c: [] for c in cores}
     s = model.new_session()
@@ -212,6 +216,8 @@ def _side_by_side(r: dict, model, rounds: int) -> None:
         two_threads.append(_loop(s, ctx, threads=2))
         two_sessions.append(_parallel_rate(model, ctx))
         two_procs.append(_processes_rate(model.path))
+        if len(cores) > 1:
+            two_pinned.append(_parallel_rate(model, ctx, cpus=cores))
         if len(cores) > 1:
             try:
                 for c in cores:
@@ -228,6 +234,9 @@ def _side_by_side(r: dict, model, rounds: int) -> None:
     r["parallel2_vs_one"] = r["parallel2_tok_s"] / r["loop_tok_s"]
     r["processes2_tok_s"] = med(two_procs)
     r["processes2_vs_one"] = r["processes2_tok_s"] / r["loop_tok_s"]
+    if two_pinned:
+        r["pinned2_tok_s"] = med(two_pinned)
+        r["pinned2_vs_one"] = r["pinned2_tok_s"] / r["loop_tok_s"]
     if len(cores) > 1:
         speeds = {str(c): med(v) for c, v in per_core.items()}
         best = sorted(speeds.values(), reverse=True)
@@ -729,6 +738,10 @@ def report(results: list[dict]) -> str:
         lines.append(f"  2 processes, 1 session each {r['processes2_tok_s']:9.1f} tok/s in total   "
                      f"({r['processes2_vs_one']:.2f}x one session: nothing shared but the machine; about the "
                      f"same as the line above means no shared state of the process holds two sessions back)")
+        if "pinned2_tok_s" in r:
+            lines.append(f"  2 sessions, each thread pinned to a core of its own {r['pinned2_tok_s']:9.1f} tok/s in total   "
+                         f"({r['pinned2_vs_one']:.2f}x one session: above the unpinned line, the system's placement "
+                         f"of the two threads is what holds them back)")
         lines.append(f"  prefill 128 tokens     {r['prefill128_ms']:9.2f} ms  = {r['prefill128_tok_s']:9.1f} tok/s")
         lines.append(f"  time to first token    {r['ttft128_ms']:9.2f} ms  (128-token prompt)")
         f32_label = "numpy, weights dequantised once to f32"
