@@ -475,6 +475,13 @@ class AsyncClient:
 _LEAD = object()   # in a waiting thread's queue: the reader left; take over reading
 
 
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    """Whether sock has data (or EOF) within timeout seconds (poll: no limit on fd numbers)."""
+    p = select.poll()
+    p.register(sock, select.POLLIN)
+    return bool(p.poll(max(0, int(timeout * 1000 + 0.999))))
+
+
 class _SyncSocket:
     """The blocking client's connection to bulletd's socket, driven by the calling threads
     themselves: a request is written and its replies read by the thread that asked, with no event
@@ -586,7 +593,7 @@ class _SyncSocket:
         """Read what came while no request waited (a late reply, a refusal), and notice a
         connection that bulletd closed meanwhile."""
         try:
-            while select.select([self.sock], [], [], 0)[0]:
+            while _readable(self.sock, 0.0):
                 data = self.sock.recv(1 << 16)
                 if not data:
                     self.closed = True
@@ -664,7 +671,7 @@ class _SyncSocket:
             if left <= 0:
                 return None
             try:
-                ready = select.select([sock], [], [], left)[0]
+                ready = _readable(sock, left)
                 data = sock.recv(1 << 16) if ready else None
             except OSError:
                 data = b""
