@@ -116,9 +116,9 @@ class Pool {
     }
 
     // The caller is not pinned, and the system may move it onto a worker's CPU (it woke there
-    // while the worker slept, or a benchmark pinned it there for a while). Left so, the two take
-    // turns on one CPU while another idles: a step on two threads ran at half the speed of one.
-    // At each job the worker on the caller's CPU, if any, moves to the CPU the caller left.
+    // while the worker slept, or a benchmark pinned it there for a while). Left so, the two would
+    // take turns on one CPU while another idles. At each job the worker on the caller's CPU, if
+    // any, moves to the CPU the caller left.
     void follow_caller() {
 #if defined(__linux__)
         const int here = sched_getcpu();
