@@ -29,9 +29,13 @@ import asyncio
 import itertools
 import json
 import os
+import queue
 import re
+import select
+import socket
 import struct
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterator
@@ -465,18 +469,261 @@ class AsyncClient:
         return await self.request("ping")
 
 
+# ---------------------------------------------------------------------- blocking socket
+
+
+_LEAD = object()   # in a waiting thread's queue: the reader left; take over reading
+
+
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    """Whether sock has data (or EOF) within timeout seconds (poll: no limit on fd numbers)."""
+    p = select.poll()
+    p.register(sock, select.POLLIN)
+    return bool(p.poll(max(0, int(timeout * 1000 + 0.999))))
+
+
+class _SyncSocket:
+    """The blocking client's connection to bulletd's socket, driven by the calling threads
+    themselves: a request is written and its replies read by the thread that asked, with no event
+    loop thread in between (each hand-off between threads costs a wake-up, which on a small VM
+    takes longer than a short generation's tokens). Several threads may share it: one at a time
+    reads the socket and hands replies meant for the others to their queues."""
+
+    def __init__(self, path: str | None):
+        from bulletd.daemon.config import client_socket_path
+        self.path = path or client_socket_path()
+        self.sock: socket.socket | None = None
+        self.buf = bytearray()
+        self.wlock = threading.Lock()      # one frame written at a time
+        self.rlock = threading.Lock()      # held by the thread reading the socket
+        self.mu = threading.Lock()         # waiting, closed
+        self.waiting: dict[Any, queue.SimpleQueue] = {}
+        self.ids = itertools.count(1)
+        self.closed = False
+        self.refusal: str | None = None
+
+    def open(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(self.path)
+        except FileNotFoundError:
+            s.close()
+            raise DaemonUnavailable(f"bulletd is not running: no socket at {self.path} "
+                                    "(start it with `bulletd`, or pass --socket / set BULLETD_SOCKET)") from None
+        except ConnectionRefusedError:
+            s.close()
+            raise DaemonUnavailable(f"bulletd is not running: {self.path} refuses connections "
+                                    "(a stale socket of a stopped daemon)") from None
+        except PermissionError:
+            s.close()
+            raise DaemonUnavailable(f"permission denied on {self.path}: join the socket's group "
+                                    "(socket.group) or run as the daemon's user") from None
+        except OSError as exc:
+            s.close()
+            raise DaemonUnavailable(f"cannot reach bulletd at {self.path}: {exc.strerror or exc}") from None
+        self.sock, self.buf, self.closed = s, bytearray(), False
+
+    def close(self) -> None:
+        with self.mu:
+            if self.sock is not None:
+                self.sock.close()
+                self.sock = None
+            self._lost()
+
+    def lost(self) -> str:
+        if self.refusal:
+            return f"cannot reach bulletd: it refused the connection on {self.path} ({self.refusal})"
+        return f"cannot reach bulletd: it closed the connection on {self.path} before the final reply"
+
+    def _lost(self) -> None:   # with mu held
+        self.closed = True
+        for q in self.waiting.values():
+            q.put(None)
+
+    def replies(self, req: dict, timeout: float) -> Iterator[dict]:
+        """The replies to one request, up to its final one; DaemonUnavailable when the connection
+        is lost or no final reply comes within `timeout` seconds."""
+        rid = req.setdefault("id", f"c{next(self.ids)}")
+        q: queue.SimpleQueue = queue.SimpleQueue()
+        with self.mu:
+            if not self.waiting and not self.closed and self.rlock.acquire(blocking=False):
+                try:
+                    self._idle_read()
+                finally:
+                    self.rlock.release()
+            if self.closed and not self.waiting:
+                # bulletd closes connections that stay idle (socket.idle_timeout): nothing was
+                # lost with this one, so connect again
+                if self.sock is not None:
+                    self.sock.close()
+                    self.sock = None
+                self.open()
+            if self.closed:
+                raise DaemonUnavailable(self.lost())
+            self.waiting[rid] = q
+        end = time.monotonic() + timeout
+        sent = True
+        try:
+            body = msgpack.packb(req, use_bin_type=True)
+            try:
+                with self.wlock:
+                    self.sock.sendall(FRAME.pack(len(body)) + body)
+            except OSError:
+                # the daemon closed the connection while the request was on its way (a frame
+                # over its limit, a full connection table): its reason, if it sent one, is
+                # still to be read
+                sent, end = False, min(end, time.monotonic() + 2.0)
+            while True:
+                m = self._next(q, end)
+                if m is _LEAD:
+                    continue
+                if m is None or (m is _EXPIRED and not sent):
+                    raise DaemonUnavailable(self.lost())
+                if m is _EXPIRED:
+                    raise DaemonUnavailable(f"no final reply from bulletd within {timeout:g} s")
+                yield m
+                if m.get("final"):
+                    return
+        finally:
+            with self.mu:
+                self.waiting.pop(rid, None)
+                self._hand_over()
+
+    def _idle_read(self) -> None:   # with mu and rlock held, no request waiting
+        """Read what came while no request waited (a late reply, a refusal), and notice a
+        connection that bulletd closed meanwhile."""
+        try:
+            while _readable(self.sock, 0.0):
+                data = self.sock.recv(1 << 16)
+                if not data:
+                    self.closed = True
+                    return
+                self.buf += data
+        except OSError:
+            self.closed = True
+            return
+        while len(self.buf) >= FRAME.size:
+            (n,) = FRAME.unpack_from(self.buf)
+            if len(self.buf) < FRAME.size + n:
+                return
+            try:
+                obj = msgpack.unpackb(bytes(self.buf[FRAME.size:FRAME.size + n]), raw=False)
+            except Exception:
+                obj = None
+            del self.buf[:FRAME.size + n]
+            if isinstance(obj, dict) and obj.get("id") is None and (obj.get("error") or {}).get("code") == "busy":
+                self.refusal = str(obj["error"].get("message") or "busy")
+
+    def _next(self, q: queue.SimpleQueue, end: float) -> Any:
+        """The next item of this request's queue: a reply, None (connection lost), _LEAD or
+        _EXPIRED (past `end`). Reads the socket itself unless another thread does."""
+        while True:
+            try:
+                return q.get_nowait()
+            except queue.Empty:
+                pass
+            left = end - time.monotonic()
+            if left <= 0:
+                return _EXPIRED
+            if not self.rlock.acquire(blocking=False):
+                try:        # another thread reads; it hands over when it leaves
+                    return q.get(timeout=left)
+                except queue.Empty:
+                    continue
+            try:
+                try:
+                    return q.get_nowait()   # put there before the last reader left
+                except queue.Empty:
+                    pass
+                m = self._read(end)
+                if m is not None and self._route(m, q):
+                    return m
+            finally:
+                self.rlock.release()
+                with self.mu:
+                    self._hand_over(q)
+
+    def _hand_over(self, me: queue.SimpleQueue | None = None) -> None:   # with mu held
+        """Wake the other waiting threads: one of them takes over reading."""
+        for q in self.waiting.values():
+            if q is not me:
+                q.put(_LEAD)
+
+    def _read(self, end: float) -> dict | None:
+        """One reply map from the socket (None when it is not a map); None put into every queue
+        when the connection ends."""
+        while True:
+            if len(self.buf) >= FRAME.size:
+                (n,) = FRAME.unpack_from(self.buf)
+                if n > MAX_REPLY_FRAME:
+                    with self.mu:
+                        self._lost()
+                    return None
+                if len(self.buf) >= FRAME.size + n:
+                    body = bytes(self.buf[FRAME.size:FRAME.size + n])
+                    del self.buf[:FRAME.size + n]
+                    obj = msgpack.unpackb(body, raw=False)
+                    return obj if isinstance(obj, dict) else None
+            sock = self.sock
+            if sock is None:
+                return None
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                ready = _readable(sock, left)
+                data = sock.recv(1 << 16) if ready else None
+            except OSError:
+                data = b""
+            if data is None:
+                return None
+            if not data:
+                with self.mu:
+                    self._lost()
+                return None
+            self.buf += data
+
+    def _route(self, obj: dict, mine: queue.SimpleQueue) -> bool:
+        """True when the reply answers the caller's request (queue `mine`); a reply to another
+        thread's request goes into its queue."""
+        with self.mu:
+            q = self.waiting.get(obj.get("id"))
+            if q is None and obj.get("id") is None and obj.get("ok") is False:
+                err = obj.get("error") or {}
+                if err.get("code") == "busy":   # turned away before any request was read
+                    self.refusal = str(err.get("message") or "busy")
+                    return False
+                if len(self.waiting) == 1:      # an error before the daemon read our id
+                    q = next(iter(self.waiting.values()))
+            if q is mine:
+                return True
+            if q is not None:
+                q.put(obj)
+            return False
+
+
 # ---------------------------------------------------------------------- blocking client
 
 
 class Stream:
     """Blocking stream: iterate for text pieces; `.result` afterwards."""
 
-    def __init__(self, client: "Client", astream: AsyncStream):
-        self.c, self.a = client, astream
+    def __init__(self, client: "Client", astream: AsyncStream | None = None, replies: Iterator[dict] | None = None):
+        self.c, self.a, self.replies = client, astream, replies
         self.result: Result | None = None
 
     def __iter__(self) -> Iterator[str]:
-        import queue
+        if self.replies is not None:
+            parts: list[str] = []
+            for m in self.replies:
+                if m.get("final"):
+                    self.result = Result.from_reply(_check(m), "".join(parts) + m.get("text", ""))
+                    return
+                t = m.get("text", "")
+                if t:
+                    parts.append(t)
+                    yield t
+            return
         q: queue.Queue = queue.Queue()
 
         async def pump() -> None:
@@ -499,10 +746,17 @@ class Stream:
 
 
 class Client:
-    """Blocking client: runs an AsyncClient on a private event loop thread."""
+    """Blocking client. Over the socket the calling thread writes its request and reads the
+    replies itself (_SyncSocket); over MQTT an AsyncClient runs on a private event loop thread."""
 
     def __init__(self, socket_path: str | None = None, *, timeout: float = 300.0, _async: AsyncClient | None = None):
-        self._a = _async or AsyncClient.socket(socket_path, timeout)
+        self.timeout = timeout
+        self._s: _SyncSocket | None = None
+        self._a = _async
+        if _async is None:
+            self._s = _SyncSocket(socket_path)
+            self._s.open()
+            return
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="bulletd-client", daemon=True)
         self._thread.start()
@@ -515,7 +769,7 @@ class Client:
     @classmethod
     def mqtt(cls, host: str = "127.0.0.1", port: int = 1883, **kw: Any) -> "Client":
         timeout = kw.pop("timeout", 300.0)
-        return cls(_async=AsyncClient.mqtt(host, port, timeout=timeout, **kw))
+        return cls(timeout=timeout, _async=AsyncClient.mqtt(host, port, timeout=timeout, **kw))
 
     def _submit(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -529,6 +783,9 @@ class Client:
         self._loop.close()
 
     def close(self) -> None:
+        if self._s is not None:
+            self._s.close()
+            return
         if self._loop.is_closed():
             return
         try:
@@ -543,32 +800,58 @@ class Client:
         self.close()
 
     def request(self, op: str, timeout: float | None = None, **fields: Any) -> dict:
-        return self._call(self._a.request(op, timeout=timeout, **fields))
+        """Send one request map and return its final reply (DaemonError on an error reply)."""
+        if self._s is None:
+            return self._call(self._a.request(op, timeout=timeout, **fields))
+        req = {"op": op, **{k: v for k, v in fields.items() if v is not None}}
+        final = None
+        for m in self._s.replies(req, timeout or self.timeout):
+            if m.get("final"):
+                final = m
+        return _check(final)
 
     def generate(self, prompt: str, child: str | None = None, timeout: float | None = None, **settings: Any) -> Result:
-        return self._call(self._a.generate(prompt, child, timeout, **settings))
+        return Result.from_reply(self.request("generate", timeout=timeout, prompt=prompt, child=_child(child),
+                                              stream=False, **settings))
 
     def stream(self, prompt: str, child: str | None = None, timeout: float | None = None, **settings: Any) -> Stream:
-        return Stream(self, self._a.stream(prompt, child, timeout, **settings))
+        if self._s is None:
+            return Stream(self, self._a.stream(prompt, child, timeout, **settings))
+        req = {"op": "generate", "prompt": prompt, "stream": True,
+               **({"child": _child(child)} if child else {}), **{k: v for k, v in settings.items() if v is not None}}
+        return Stream(self, replies=self._s.replies(req, timeout or self.timeout))
 
     def ask(self, text: str, child: str | None = None, act: bool = False, timeout: float | None = None,
             **settings: Any) -> Answer:
-        return self._call(self._a.ask(text, child, act, timeout, **settings))
+        """An agent request (AsyncClient.ask)."""
+        if self._s is None:
+            return self._call(self._a.ask(text, child, act, timeout, **settings))
+        r = self.request("generate", timeout=timeout, prompt=text, child=_child(child), act=True if act else None,
+                         stream=False, **settings)
+        if "call" not in r:
+            raise DaemonError("bad_request", f"child {r.get('child')!r} is not an agent (its reply has no call)", r)
+        return Answer.from_reply(r)
 
     def route(self, prompt: str, child: str | None = None) -> dict:
-        return self._call(self._a.route(prompt, child))
+        return self.request("route", prompt=prompt, child=_child(child))
 
     def load(self, target: str, as_name: str | None = None, swap: bool = False) -> dict:
-        return self._call(self._a.load(target, as_name, swap))
+        """Load a child; a loaded name is error `exists` unless swap=True replaces it."""
+        key = "path" if ("/" in target or target.endswith(".bullet")) else "name"
+        if key == "path":
+            target = os.path.abspath(target)
+        else:
+            _child(target)
+        return self.request("load", **{key: target, "as": _child(as_name), "swap": swap or None})["child"]
 
     def unload(self, name: str, mode: str | None = None, timeout: float | None = None) -> dict:
-        return self._call(self._a.unload(name, mode, timeout))
+        return self.request("unload", name=_child(name), mode=mode, timeout=timeout)["unloaded"]
 
     def list(self) -> list[dict]:
-        return self._call(self._a.list())
+        return self.request("list")["children"]
 
     def status(self) -> dict:
-        return self._call(self._a.status())
+        return self.request("status")["status"]
 
     def ping(self) -> dict:
-        return self._call(self._a.ping())
+        return self.request("ping")

@@ -324,6 +324,7 @@ void Session::set_threads(int n) {
     tx_.clear();
     if (n == 1) return;
     pool_.reset(new Pool(n));
+    claims_.reset(new Claim[(size_t)n * (size_t)(4 * cfg_.n_layers + 1)]);
     const int64_t D = cfg_.dim, W = std::max(std::max(D, cfg_.hidden_dim), cfg_.q_dim());
     tx_.resize((size_t)n);
     for (ThreadScratch& t : tx_) {
@@ -339,6 +340,7 @@ bool Session::heads_split() const { return hd_ % ROW_ALIGN == 0; }
 void Session::step_parallel(int64_t pos, float* logits) {
     const int64_t D = cfg_.dim, H = cfg_.hidden_dim, QD = cfg_.q_dim();
     const int64_t kv_mul = cfg_.n_heads / cfg_.n_kv_heads, att_n = 4 * (cfg_.max_seq_len + 4);
+    const int64_t phases = 4 * cfg_.n_layers + 1;
     float* Q = q_.data();
     float* K = kt_.data();
     float* V = vt_.data();
@@ -355,6 +357,10 @@ void Session::step_parallel(int64_t pos, float* logits) {
         float* xb = ts.xb.data();
         BlockQ8* q8 = ts.q8.data();
         float* att = att_.data() + i * att_n;
+        // this thread's counters of the step's phases start afresh (another thread that looks at
+        // one first finds it used up, or reset: either way it takes only chunks not yet taken)
+        Claim* mine = claims_.get() + (int64_t)i * phases;
+        for (int64_t p = 0; p < phases; p++) mine[p].next.store(0, std::memory_order_relaxed);
         std::memcpy(x, x_.data(), D * sizeof(float));
         const float* in = xb;  // the products' input (input() sets it), quantised into q8 for BQ4 weights
         // rows [r0, r1) of w @ in, in whole row groups
@@ -370,58 +376,70 @@ void Session::step_parallel(int64_t pos, float* logits) {
                                                 : k_->dot_f16((const uint16_t*)w.data + r * w.cols, in, w.cols);
             }
         };
-        auto share = [&](const Matrix& w, float* out) {  // this thread's row groups of the whole matrix
-            const int64_t g = (w.rows + ROW_ALIGN - 1) / ROW_ALIGN;
-            rows(w, out, std::min(w.rows, g * i / n * ROW_ALIGN), std::min(w.rows, g * (i + 1) / n * ROW_ALIGN));
+        // Chunks 0..total-1 of a phase: thread t's share is [total * t / n, total * (t + 1) / n);
+        // a thread takes the chunks of its own share, then those still left in the others'
+        // (a thread on a busy or slower core leaves them to the others). A counter per share and
+        // phase hands each chunk to one thread; it stays in its owner's cache unless another
+        // thread comes for its chunks. Which thread computes a chunk does not change its bits.
+        auto work = [&](int64_t phase, int64_t total, const auto& f) {
+            for (int k = 0; k < n; k++) {
+                const int t = (i + k) % n;
+                const int64_t b = total * t / n, e = total * (t + 1) / n;
+                std::atomic<int64_t>& c = claims_[(size_t)(t * phases + phase)].next;
+                for (int64_t v; (v = b + c.fetch_add(1, std::memory_order_relaxed)) < e;) f(v);
+            }
+        };
+        // a product's rows in chunks of whole row groups, about 4 chunks per thread
+        auto split = [&](int64_t phase, int64_t rows_n, const auto& f) {
+            const int64_t g = (rows_n + ROW_ALIGN - 1) / ROW_ALIGN, per = std::max<int64_t>(1, g / (4 * n));
+            work(phase, (g + per - 1) / per, [&](int64_t c) {
+                f(std::min(rows_n, c * per * ROW_ALIGN), std::min(rows_n, (c + 1) * per * ROW_ALIGN));
+            });
         };
         auto input = [&](const float* v, int64_t len, const Matrix& w) {
             in = v;
             if (w.dt == DType::BQ4) k_->quantize_q8(v, q8, len);
         };
-        // this thread's kv heads (and the query heads that read them)
-        const int64_t g0 = cfg_.n_kv_heads * i / n, g1 = cfg_.n_kv_heads * (i + 1) / n;
         for (int64_t l = 0; l < cfg_.n_layers; l++) {
             const Layer& L = m_->layers[l];
+            const int64_t ph = 4 * l;
             k_->rmsnorm(xb, x, L.attn_norm.data(), D, cfg_.norm_eps);
             input(xb, D, L.wq);
-            rows(L.wq, Q, g0 * kv_mul * hd_, g1 * kv_mul * hd_);
-            rows(L.wk, K, g0 * hd_, g1 * hd_);
-            rows(L.wv, V, g0 * hd_, g1 * hd_);
-            if (g1 > g0) {
-                k_->rope(Q + g0 * kv_mul * hd_, (g1 - g0) * kv_mul, hd_, rc, rs);
-                k_->rope(K + g0 * hd_, g1 - g0, hd_, rc, rs);
-            }
-            for (int64_t h = g0; h < g1; h++) {
+            // a kv head at a time: its q, k, v rows, RoPE, the cache, and the query heads that read it
+            work(ph, cfg_.n_kv_heads, [&](int64_t h) {
+                rows(L.wq, Q, h * kv_mul * hd_, (h + 1) * kv_mul * hd_);
+                rows(L.wk, K, h * hd_, (h + 1) * hd_);
+                rows(L.wv, V, h * hd_, (h + 1) * hd_);
+                k_->rope(Q + h * kv_mul * hd_, kv_mul, hd_, rc, rs);
+                k_->rope(K + h * hd_, 1, hd_, rc, rs);
                 float* kc = kcache(l, h);
                 for (int64_t d = 0; d < hd_; d++) kc[d * cfg_.max_seq_len + pos] = K[h * hd_ + d];
                 std::memcpy(vcache(l, h) + pos * hd_, V + h * hd_, hd_ * sizeof(float));
-            }
-            for (int64_t h = g0 * kv_mul; h < g1 * kv_mul; h++)
-                k_->attention_multi(Q + h * hd_, QD, 1, kcache(l, h / kv_mul), cfg_.max_seq_len, vcache(l, h / kv_mul),
-                                    pos, hd_, att, XB2 + h * hd_, QD);
+                for (int64_t qh = h * kv_mul; qh < (h + 1) * kv_mul; qh++)
+                    k_->attention_multi(Q + qh * hd_, QD, 1, kcache(l, h), cfg_.max_seq_len, vcache(l, h), pos, hd_,
+                                        att, XB2 + qh * hd_, QD);
+            });
             pool.barrier(i);  // every head's output is in XB2
             input(XB2, QD, L.wo);
-            share(L.wo, XB);
+            split(ph + 1, D, [&](int64_t r0, int64_t r1) { rows(L.wo, XB, r0, r1); });
             pool.barrier(i);  // all of Wo xb2 is in XB
             for (int64_t j = 0; j < D; j++) x[j] += XB[j];
             k_->rmsnorm(xb, x, L.ffn_norm.data(), D, cfg_.norm_eps);
             input(xb, D, L.w1);
-            {
-                const int64_t g = (H + ROW_ALIGN - 1) / ROW_ALIGN;
-                const int64_t r0 = std::min(H, g * i / n * ROW_ALIGN), r1 = std::min(H, g * (i + 1) / n * ROW_ALIGN);
+            split(ph + 2, H, [&](int64_t r0, int64_t r1) {
                 rows(L.w1, HB, r0, r1);
                 rows(L.w3, HB2, r0, r1);
-                if (r1 > r0) k_->swiglu(HB + r0, HB2 + r0, r1 - r0);
-            }
+                k_->swiglu(HB + r0, HB2 + r0, r1 - r0);
+            });
             pool.barrier(i);  // all of the hidden layer is in HB
             input(HB, H, L.w2);
-            share(L.w2, XB);
+            split(ph + 3, D, [&](int64_t r0, int64_t r1) { rows(L.w2, XB, r0, r1); });
             pool.barrier(i);  // all of W2 hb is in XB; nobody reads XB again before the next barrier
             for (int64_t j = 0; j < D; j++) x[j] += XB[j];
         }
         k_->rmsnorm(xb, x, m_->out_norm.data(), D, cfg_.norm_eps);
         input(xb, D, m_->output);
-        share(m_->output, logits);
+        split(phases - 1, cfg_.vocab_size, [&](int64_t r0, int64_t r1) { rows(m_->output, logits, r0, r1); });
         if (i == 0) std::memcpy(x_.data(), x, D * sizeof(float));
     });
 }

@@ -174,8 +174,10 @@ class Session {
     template <class Clock>
     void logits_from(float* x, float* logits, Clock& clk);
     // A decode step on several threads: one job, every thread keeping its own copy of the residual
-    // stream (the same operations on the same values, so the same bits) and its own heads and
-    // rows of each product, with four barriers a layer. tx_ (x, xb, q8 per thread) is its scratch.
+    // stream (the same operations on the same values, so the same bits), with four barriers a
+    // layer; between them the kv heads and the row groups of each product are handed out in
+    // chunks, each thread taking its own share first and then what the others left.
+    // tx_ (x, xb, q8 per thread) is its scratch.
     void step_parallel(int64_t pos, float* logits);
     bool heads_split() const;
 
@@ -197,6 +199,12 @@ class Session {
         std::vector<BlockQ8> q8;
     };
     std::vector<ThreadScratch> tx_;
+    // one counter per thread and phase of a decode step (4 a layer and the classifier): chunks
+    // of that thread's share taken so far, by it or by others (step_parallel)
+    struct alignas(64) Claim {
+        std::atomic<int64_t> next{0};
+    };
+    std::unique_ptr<Claim[]> claims_;
     bool prof_on_ = false;
     Profile prof_;
 };

@@ -12,7 +12,8 @@
 // On Linux each worker is pinned to a CPU of the caller's set other than the one the caller runs
 // on when the pool starts (worker i to the i-th after it). The caller, a thread of the
 // application, is not pinned: measured on a loaded 2-core VM, pinning it too made steps wait for a
-// busy core, and a caller left on a worker's CPU made the two take turns on it.
+// busy core. When the caller turns up on a worker's CPU, that worker moves to the CPU the caller
+// left (follow_caller), so the two never take turns on one CPU.
 #pragma once
 #include <algorithm>
 #include <atomic>
@@ -49,19 +50,13 @@ class Pool {
     static constexpr int64_t SPINS = 1 << 12, IDLE_US = 2000;
 
     // n threads in all (the caller counts as one); 1 <= n <= MAX_THREADS
-    explicit Pool(int n) : n_(n), slots_((size_t)n) {
+    explicit Pool(int n) : n_(n), slots_((size_t)n), cpu_of_((size_t)n, -1) {
         std::vector<int> cpus = allowed_cpus();
         workers_.reserve((size_t)(n - 1));
+        if (!cpus.empty()) caller_cpu_ = cpus[0];
         for (int i = 1; i < n; i++) {
             workers_.emplace_back([this, i] { loop(i); });
-#if defined(__linux__)
-            if (!cpus.empty()) {
-                cpu_set_t set;
-                CPU_ZERO(&set);
-                CPU_SET(cpus[(size_t)i % cpus.size()], &set);
-                pthread_setaffinity_np(workers_.back().native_handle(), sizeof(set), &set);  // best effort
-            }
-#endif
+            if (!cpus.empty()) pin(i, cpus[(size_t)i % cpus.size()]);
         }
     }
 
@@ -87,6 +82,7 @@ class Pool {
             f(0);
             return;
         }
+        follow_caller();
         ctx_ = &f;
         call_ = [](const void* c, int i) { (*(const F*)c)(i); };
         done_.store(0, std::memory_order_relaxed);
@@ -108,6 +104,34 @@ class Pool {
     }
 
   private:
+    // Worker i to CPU cpu (best effort)
+    void pin(int i, int cpu) {
+        cpu_of_[(size_t)i] = cpu;
+#if defined(__linux__)
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        pthread_setaffinity_np(workers_[(size_t)(i - 1)].native_handle(), sizeof(set), &set);
+#endif
+    }
+
+    // The caller is not pinned, and the system may move it onto a worker's CPU (it woke there
+    // while the worker slept, or a benchmark pinned it there for a while). Left so, the two would
+    // take turns on one CPU while another idles. At each job the worker on the caller's CPU, if
+    // any, moves to the CPU the caller left.
+    void follow_caller() {
+#if defined(__linux__)
+        const int here = sched_getcpu();
+        if (here < 0 || here == caller_cpu_) return;
+        for (int i = 1; i < n_; i++)
+            if (cpu_of_[(size_t)i] == here && caller_cpu_ >= 0) {
+                pin(i, caller_cpu_);
+                break;
+            }
+        caller_cpu_ = here;
+#endif
+    }
+
     // The calling thread's allowed CPUs, starting with the one it runs on now (which the workers,
     // taking the ones after it, then leave to it)
     static std::vector<int> allowed_cpus() {
@@ -184,6 +208,8 @@ class Pool {
         std::atomic<uint64_t> epoch{0};   // barriers thread i has reached
     };
     std::vector<Slot> slots_;
+    std::vector<int> cpu_of_;   // the CPU worker i is pinned to (-1: none)
+    int caller_cpu_ = -1;       // the caller's CPU at its last job
     std::mutex mu_;
     std::condition_variable cv_;
 };

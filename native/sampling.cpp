@@ -9,6 +9,10 @@
 #include <numeric>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace bullet {
 
 int64_t sample_token_ref(const float* logits, int64_t n, const int64_t* seen, int64_t n_seen, double temperature,
@@ -67,13 +71,59 @@ int64_t sample_token_ref(const float* logits, int64_t n, const int64_t* seen, in
 }
 
 // The same picks as sample_token_ref, with less work per call:
-//  - the finiteness check is a branch-free OR over the exponent bits, fused with the copy;
+//  - the finiteness check is a branch-free OR of x - x over the copy;
 //  - the k-th largest logit is found among the few candidates at or above the k-th largest of
-//    about 2k block maxima (every value that can be it is one of them, repeats included);
+//    the maxima of about 2k groups (every value that can be it is one of them, repeats included);
+//  - the passes over all the logits have no long dependency chain (a few lanes, or SSE2);
 //  - candidates are ordered as (logit descending, id ascending), the order a stable sort by
 //    logit of ascending ids gives (by counting each one's rank when they are few), so the
 //    weights and their sums come out in the same order.
 constexpr int64_t RANK_MAX = 256;  // candidates ranked by counting; more are partitioned and sorted
+
+// The largest of v[0..n) (n >= 1, no NaN). Eight running maxima break the dependency chain of one
+// (and become SIMD max instructions); a maximum is exact, so the order of the comparisons does not
+// matter (of +0 and -0 either may come out: they compare equal, as every use here compares).
+// 1 when v[0..n) holds an inf or a NaN: x - x is 0 for every finite x and NaN for the others.
+static inline int any_nonfinite(const float* v, int64_t n) {
+    int64_t i = 0;
+    int bad = 0;
+#if defined(__SSE2__)
+    __m128 acc = _mm_setzero_ps();  // the bits of the differences ORed: a NaN stays a NaN
+    for (; i + 4 <= n; i += 4) {
+        const __m128 x = _mm_loadu_ps(v + i);
+        acc = _mm_or_ps(acc, _mm_sub_ps(x, x));
+    }
+    bad = _mm_movemask_ps(_mm_cmpneq_ps(acc, _mm_setzero_ps())) != 0;
+#endif
+    for (; i < n; i++) bad |= v[i] - v[i] != 0.0f;
+    return bad;
+}
+
+// Bit j set when v[j] >= t, for j < 8.
+static inline unsigned at_least8(const float* v, float t) {
+#if defined(__SSE2__)
+    const __m128 tt = _mm_set1_ps(t);
+    return (unsigned)_mm_movemask_ps(_mm_cmpge_ps(_mm_loadu_ps(v), tt)) |
+           (unsigned)_mm_movemask_ps(_mm_cmpge_ps(_mm_loadu_ps(v + 4), tt)) << 4;
+#else
+    unsigned m = 0;
+    for (int j = 0; j < 8; j++) m |= (unsigned)(v[j] >= t) << j;
+    return m;
+#endif
+}
+
+static inline float max_of(const float* v, int64_t n) {
+    constexpr int L = 8;
+    float m[L];
+    for (int j = 0; j < L; j++) m[j] = v[0];
+    int64_t i = 0;
+    for (; i + L <= n; i += L)
+        for (int j = 0; j < L; j++) m[j] = v[i + j] > m[j] ? v[i + j] : m[j];
+    float r = m[0];
+    for (int j = 1; j < L; j++) r = m[j] > r ? m[j] : r;
+    for (; i < n; i++) r = v[i] > r ? v[i] : r;
+    return r;
+}
 
 int64_t sample_token(const float* logits, int64_t n, const int64_t* seen, int64_t n_seen, double temperature,
                      int64_t top_k, double top_p, float penalty, double coin) {
@@ -87,14 +137,8 @@ int64_t sample_token(const float* logits, int64_t n, const int64_t* seen, int64_
     thread_local std::vector<double> cum;
     z.resize((size_t)n);
     float* zp = z.data();
-    uint32_t bad = 0;
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t b;
-        std::memcpy(&b, logits + i, 4);
-        bad |= (uint32_t)((b & 0x7f800000u) == 0x7f800000u);
-        zp[i] = logits[i];
-    }
-    if (bad) return -1;
+    std::memcpy(zp, logits, (size_t)n * sizeof(float));
+    if (any_nonfinite(zp, n)) return -1;
     if (penalty != 1.0f) {
         for (int64_t j = 0; j < n_seen; j++) {
             const int64_t t = seen[j];
@@ -104,8 +148,7 @@ int64_t sample_token(const float* logits, int64_t n, const int64_t* seen, int64_
     }
     if (temperature == 0.0) {
         // the largest value (a max that vectorises: no NaN is left), then its first index
-        float bv = zp[0];
-        for (int64_t i = 1; i < n; i++) bv = zp[i] > bv ? zp[i] : bv;
+        const float bv = max_of(zp, n);
         int64_t best = 0;
         while (zp[best] != bv) best++;
         return best;
@@ -116,31 +159,31 @@ int64_t sample_token(const float* logits, int64_t n, const int64_t* seen, int64_
         ids.resize((size_t)n);
         std::iota(ids.begin(), ids.end(), 0);
     } else {
-        // t0 = the k-th largest of the maxima of about 2k blocks: k values are >= t0, so the
-        // k-th largest of all is too, and every value >= it is among the candidates >= t0 (few)
+        // t0 = the k-th largest of the maxima of about 2k groups (group b: the ids b, b + g, b + 2g
+        // .., so that the maxima of all groups are taken at once, g at a time): k values are
+        // >= t0, so the k-th largest of all is too, and every value >= it is among the
+        // candidates >= t0 (few)
         const int64_t k = top_k;
-        const int64_t bs = std::max<int64_t>(1, n / (2 * k)), nbk = (n + bs - 1) / bs;  // nbk >= k
-        bmax.resize((size_t)nbk);
-        for (int64_t b = 0; b < nbk; b++) {
-            const int64_t lo = b * bs, hi = std::min(n, lo + bs);
-            float mx = zp[lo];
-            for (int64_t i = lo + 1; i < hi; i++) mx = zp[i] > mx ? zp[i] : mx;
-            bmax[b] = mx;
+        const int64_t g = std::min(n, (2 * k + 7) / 8 * 8);  // k <= g <= n: no group is empty
+        bmax.assign(zp, zp + g);
+        float* bm = bmax.data();
+        for (int64_t r = g; r < n; r += g) {
+            const float* row = zp + r;
+            const int64_t w = std::min(g, n - r);
+            for (int64_t b = 0; b < w; b++) bm[b] = row[b] > bm[b] ? row[b] : bm[b];
         }
         buf.assign(bmax.begin(), bmax.end());
         std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.end(), std::greater<float>());
         const float t0 = buf[k - 1];
-        // candidates: only blocks whose maximum reaches t0 hold any; ascending ids
+        // candidates, ascending ids: eight values compared at a time, the few set bits taken out
         cand.resize((size_t)n);
         int64_t* cp = cand.data();
-        int64_t nc = 0;
-        for (int64_t b = 0; b < nbk; b++) {
-            if (bmax[b] < t0) continue;
-            const int64_t lo = b * bs, hi = std::min(n, lo + bs);
-            for (int64_t i = lo; i < hi; i++) {
-                cp[nc] = i;
-                nc += zp[i] >= t0;
-            }
+        int64_t nc = 0, i = 0;
+        for (; i + 8 <= n; i += 8)
+            for (unsigned m = at_least8(zp + i, t0); m; m &= m - 1) cp[nc++] = i + __builtin_ctz(m);
+        for (; i < n; i++) {
+            cp[nc] = i;
+            nc += zp[i] >= t0;
         }
         buf.resize((size_t)nc);
         for (int64_t j = 0; j < nc; j++) buf[j] = zp[cp[j]];

@@ -86,6 +86,53 @@ def test_streaming_sends_chunks_then_exactly_one_final(shared):
     assert "".join(c["text"] for c in chunks) == whole["text"]
 
 
+def test_a_stream_sends_its_first_piece_at_once_and_later_ones_at_most_every_stream_gap(shared):
+    """Each chunk wakes the daemon's event loop and the requester: after the first piece, the
+    pieces of a fast child go out together, at most one chunk every STREAM_GAP (and the rest just
+    before the final reply)."""
+    from bulletd.daemon.scheduler import STREAM_GAP
+    for seed in range(20):
+        replies = raw_request(shared.sock, {"id": "g", "op": "generate", "child": "math", "prompt": "x",
+                                            "max_tokens": 120, "seed": seed, "stream": True})
+        if replies[-1]["tokens"] >= 60:
+            break
+    final, chunks = replies[-1], replies[:-1]
+    assert final["ok"] and final["tokens"] >= 60, final
+    assert chunks and all(not c["final"] for c in chunks)
+    assert len(chunks) <= 2 + final["timing"]["worker_ms"] / (STREAM_GAP * 1e3), (len(chunks), final["timing"])
+    whole = raw_request(shared.sock, {"id": "w", "op": "generate", "child": "math", "prompt": "x",
+                                      "max_tokens": 120, "seed": seed})[-1]
+    assert "".join(c["text"] for c in chunks) == whole["text"]
+
+
+def test_one_blocking_client_shared_by_threads(shared):
+    """The blocking client reads the socket in the calling thread (no thread of its own); threads
+    sharing one client each get the replies to their own requests."""
+    def ask(c, i):
+        if i % 3 == 0:
+            s = c.stream("hello", child="weather", max_tokens=20 + i, seed=i)
+            return "".join(s), s.result.tokens
+        if i % 3 == 1:
+            r = c.generate("hello", child="cooking", max_tokens=20 + i, seed=i)
+            return r.text, r.tokens
+        return c.route("recipe for tomato soup")["decision"]["child"], 0
+
+    before = threading.active_count()
+    with shared.client() as c:
+        assert threading.active_count() == before
+        alone = [ask(c, i) for i in range(12)]
+        got: dict[int, list] = {}
+
+        def run(t):
+            got[t] = [ask(c, i) for i in range(12)]
+        ths = [threading.Thread(target=run, args=(t,)) for t in range(4)]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join(60)
+    assert all(got[t] == alone for t in range(4)), got
+
+
 def test_status_and_listing_fields(shared):
     with shared.client() as c:
         c.generate("x", child="weather", max_tokens=2)

@@ -23,9 +23,10 @@ def test_bench_quick_json_reports_all_figures():
     for key in ("decode_tok_s", "generate_tok_s", "parallel2_tok_s", "prefill128_ms", "prefill128_tok_s", "ttft128_ms",
                 "numpy_decode_tok_s", "numpy_prefill128_ms", "decode_vs_numpy", "prefill_vs_numpy",
                 "numpy_f32_decode_tok_s", "numpy_f32_prefill128_ms", "decode_vs_numpy_f32", "prefill_vs_numpy_f32",
-                "open_ms", "loop_tok_s", "threads2_tok_s", "threads2_vs_one", "parallel2_vs_one", "user_raw_decode_tok_s", "user_generate_tok_s", "user_run_tok_s", "user_socket_tok_s"):
+                "open_ms", "loop_tok_s", "threads2_tok_s", "threads2_vs_one", "parallel2_vs_one", "processes2_tok_s", "user_raw_decode_tok_s", "user_generate_tok_s", "user_run_tok_s", "user_socket_tok_s"):
         assert res[key] > 0, key
     assert res["parallel2_vs_one"] == res["parallel2_tok_s"] / res["loop_tok_s"]
+    assert res["processes2_vs_one"] == res["processes2_tok_s"] / res["loop_tok_s"]   # two processes at once
     # where a token's time goes, beside the roofline (bulletd.bench.roofline)
     br = res["breakdown"]
     assert set(br["part_s"]) == {"qkv", "wo", "ffn", "classifier", "attention", "norm", "rope", "act", "embed",
@@ -35,6 +36,7 @@ def test_bench_quick_json_reports_all_figures():
     assert br["of_roofline"] == br["tok_s_cpu"] / br["roofline"]["roofline_tok_s"]
     if "core_tok_s" in res:                   # each core alone, in the same rounds
         assert len(res["core_tok_s"]) >= 2 and all(v > 0 for v in res["core_tok_s"].values())
+        assert res["pinned2_vs_one"] == res["pinned2_tok_s"] / res["loop_tok_s"] > 0   # two threads, pinned
         assert 1.0 <= res["two_cores_ceiling"] <= 2.0
     for k in ("generate", "run", "socket"):   # the user path beside the raw loop of the same rounds
         assert res[f"user_{k}_vs_raw"] == res[f"user_{k}_tok_s"] / res["user_raw_decode_tok_s"]
@@ -74,7 +76,8 @@ def test_bench_table_labels_both_numpy_baselines():
          "user_raw_decode_tok_s": 4000.0, "user_generate_tok_s": 3800.0, "user_run_tok_s": 3000.0,
          "user_socket_tok_s": 3700.0, "user_generate_vs_raw": 0.95, "user_run_vs_raw": 0.75,
          "user_socket_vs_raw": 0.925, "loop_tok_s": 5000.0, "threads2_tok_s": 8500.0, "threads2_vs_one": 1.7,
-         "parallel2_vs_one": 1.8, "core_tok_s": {"0": 5000.0, "1": 4000.0}, "two_cores_ceiling": 1.8}
+         "parallel2_vs_one": 1.8, "processes2_tok_s": 9500.0, "processes2_vs_one": 1.9,
+         "pinned2_tok_s": 9250.0, "pinned2_vs_one": 1.85, "core_tok_s": {"0": 5000.0, "1": 4000.0}, "two_cores_ceiling": 1.8}
     text = report([r])
     run = next(line for line in text.splitlines() if "bullet run" in line)
     assert "3000.0 tok/s" in run and "0.75x the raw loop: MISSES target" in run
@@ -82,6 +85,10 @@ def test_bench_table_labels_both_numpy_baselines():
     assert "0.95x the raw loop: meets target" in gen
     two = next(line for line in text.splitlines() if "2 sessions, 2 threads" in line)
     assert "1.80x one session; each core alone: cpu0 5000.0, cpu1 4000.0 tok/s, so two at once can reach 1.80x" in two
+    procs = next(line for line in text.splitlines() if "2 processes, 1 session each" in line)
+    assert "9500.0 tok/s in total" in procs and "(1.90x one session: nothing shared but the machine" in procs
+    pinned = next(line for line in text.splitlines() if "each thread pinned to a core of its own" in line)
+    assert "9250.0 tok/s in total" in pinned and "(1.85x one session" in pinned
     t2 = next(line for line in text.splitlines() if "1 session, 2 threads" in line)
     assert "1.70x one thread; target >= 1.6x on an idle machine: meets target" in t2
     mapped = next(line for line in text.splitlines() if "numpy (weights read from the map each step, the fallback)" in line)

@@ -22,8 +22,10 @@ measures on one thread, in this process:
     the f32 variant is printed beside it
   - KV-cache bytes per session and the RSS one extra session adds (context filled)
   - the native decode loop (sampling on) of one session on one thread, beside one session on two
-    threads (threads per request), two sessions on two threads at once (aggregate tokens/s), and
-    one session pinned to each core in turn (what two at once can reach on this VM's cores)
+    threads (threads per request), two sessions on two threads at once (aggregate tokens/s), the
+    same with each thread pinned to a core of its own, two sessions in two processes at once
+    (nothing shared but the machine), and one session pinned to each core in turn (what two at
+    once can reach on this VM's cores)
   - structured output ("grammar", REFERENCE shape with a 4,096-token vocabulary): the vocabulary
     trie, schema compile and first-mask times for the home-call and calc schemas, the first
     request (cold caches) and later ones, and decode with a grammar beside the same requests
@@ -137,15 +139,18 @@ def _loop(session, ctx: int, threads: int = 1) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def _parallel_rate(model, ctx: int, sessions: int = 2) -> float:
+def _parallel_rate(model, ctx: int, sessions: int = 2, cpus: list[int] | None = None) -> float:
     """Aggregate tokens/s of `sessions` sessions running the decode loop at once, each on its own
-    thread (one request each, as two daemon workers run two requests)."""
+    thread (one request each, as two daemon workers run two requests); with `cpus`, thread i
+    pinned to cpus[i]."""
     import threading
     ss = [model.new_session() for _ in range(sessions)]
     rates = [0.0] * sessions
     barrier = threading.Barrier(sessions + 1)
 
     def work(i):
+        if cpus:
+            os.sched_setaffinity(0, {cpus[i % len(cpus)]})   # this thread only
         barrier.wait()
         rates[i] = _loop(ss[i], ctx)
 
@@ -159,13 +164,49 @@ def _parallel_rate(model, ctx: int, sessions: int = 2) -> float:
     return sessions * (ctx - 1) / (time.perf_counter() - t0)
 
 
+def loop_probe(path: str) -> None:
+    """One session's decode loop in a process of its own (nothing shared with another session
+    but the machine): loads, warms up, says "ready", waits for a line on stdin, then prints its
+    start, end (time.perf_counter: CLOCK_MONOTONIC, the same clock in every process) and tokens."""
+    from bulletd.runtime.model import load_model
+    model = load_model(path, backend="native")
+    s = model.new_session()
+    _loop(s, model.context)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    t0 = time.perf_counter()
+    _loop(s, model.context)
+    print(json.dumps({"start": t0, "end": time.perf_counter(), "tokens": model.context - 1}), flush=True)
+
+
+def _processes_rate(path: Path, sessions: int = 2) -> float:
+    """Aggregate tokens/s of `sessions` decode loops in as many processes, started together: what
+    the machine gives sessions that share no memory, allocator or interpreter (beside
+    _parallel_rate, it tells shared state in this process from limits of the cores or caches)."""
+    ps = [subprocess.Popen([sys.executable, "-m", "bulletd.bench.runtime", "--loop-probe", str(path)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(sessions)]
+    try:
+        for p in ps:
+            if p.stdout.readline().strip() != "ready":
+                raise RuntimeError("a decode-loop probe process failed to start")
+        for p in ps:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outs = [json.loads(p.stdout.readline()) for p in ps]
+    finally:
+        for p in ps:
+            p.kill()
+            p.wait()
+    return sum(o["tokens"] for o in outs) / (max(o["end"] for o in outs) - min(o["start"] for o in outs))
+
+
 def _side_by_side(r: dict, model, rounds: int) -> None:
     """The decode loop: one session on one thread; one session on two threads (threads per
     request); two sessions on two threads at once; and one session pinned to each core in turn
     (a virtual machine's cores need not be equally fast: that bounds what two at once can reach).
     Rounds alternate, so load from other processes falls on all alike; medians."""
     ctx = model.context
-    one, two_threads, two_sessions = [], [], []
+    one, two_threads, two_sessions, two_pinned, two_procs = [], [], [], [], []
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     per_core: dict[int, list[float]] = {c: [] for c in cores}
     s = model.new_session()
@@ -174,6 +215,9 @@ def _side_by_side(r: dict, model, rounds: int) -> None:
         one.append(_loop(s, ctx))
         two_threads.append(_loop(s, ctx, threads=2))
         two_sessions.append(_parallel_rate(model, ctx))
+        two_procs.append(_processes_rate(model.path))
+        if len(cores) > 1:
+            two_pinned.append(_parallel_rate(model, ctx, cpus=cores))
         if len(cores) > 1:
             try:
                 for c in cores:
@@ -188,6 +232,11 @@ def _side_by_side(r: dict, model, rounds: int) -> None:
     r["threads2_vs_one"] = r["threads2_tok_s"] / r["loop_tok_s"]
     r["parallel2_tok_s"] = med(two_sessions)
     r["parallel2_vs_one"] = r["parallel2_tok_s"] / r["loop_tok_s"]
+    r["processes2_tok_s"] = med(two_procs)
+    r["processes2_vs_one"] = r["processes2_tok_s"] / r["loop_tok_s"]
+    if two_pinned:
+        r["pinned2_tok_s"] = med(two_pinned)
+        r["pinned2_vs_one"] = r["pinned2_tok_s"] / r["loop_tok_s"]
     if len(cores) > 1:
         speeds = {str(c): med(v) for c, v in per_core.items()}
         best = sorted(speeds.values(), reverse=True)
@@ -686,6 +735,13 @@ def report(results: list[dict]) -> str:
                      f"({r['parallel2_vs_one']:.2f}x one session{ceiling}; target >= "
                      f"{TARGETS['parallel2_vs_one']:.1f}x when the cores are even: "
                      f"{_check(r['parallel2_vs_one'] >= TARGETS['parallel2_vs_one'])})")
+        lines.append(f"  2 processes, 1 session each {r['processes2_tok_s']:9.1f} tok/s in total   "
+                     f"({r['processes2_vs_one']:.2f}x one session: nothing shared but the machine; about the "
+                     f"same as the line above means no shared state of the process holds two sessions back)")
+        if "pinned2_tok_s" in r:
+            lines.append(f"  2 sessions, each thread pinned to a core of its own {r['pinned2_tok_s']:9.1f} tok/s in total   "
+                         f"({r['pinned2_vs_one']:.2f}x one session: above the unpinned line, the system's placement "
+                         f"of the two threads is what holds them back)")
         lines.append(f"  prefill 128 tokens     {r['prefill128_ms']:9.2f} ms  = {r['prefill128_tok_s']:9.1f} tok/s")
         lines.append(f"  time to first token    {r['ttft128_ms']:9.2f} ms  (128-token prompt)")
         f32_label = "numpy, weights dequantised once to f32"
@@ -725,6 +781,9 @@ def _pin_threads_or_reexec(argv) -> None:
 def main(args=None) -> int:
     from bulletd.runtime.model import _native_kernels
     from bulletd.format.synth import REFERENCE, SMALL
+    if isinstance(args, list) and args[:1] == ["--loop-probe"]:
+        loop_probe(args[1])
+        return 0
     if isinstance(args, list) and args[:1] == ["--rss-probe"]:
         print(json.dumps(rss_probe(args[1])))
         return 0

@@ -162,9 +162,27 @@ class SocketServer:
             pid, uid, gid = peer_credentials(sock)
             peer = Peer("socket", self._is_admin(pid, uid, gid), f"uid={uid} pid={pid}")
 
+            loop = asyncio.get_running_loop()
+            chunks: list[bytes] = []    # stream chunks not yet written
+
+            def flush() -> None:
+                if chunks:
+                    data = b"".join(chunks)
+                    chunks.clear()
+                    writer.write(data)
+
             async def send(obj: dict) -> None:
+                # A chunk is written at the end of this turn of the loop, a final reply at once
+                # with the chunks before it: the last chunk and the final reply of a generation
+                # reach the requester in one write (one wake-up of its process instead of two).
                 async with wlock:
-                    writer.write(pack_frame(obj))
+                    if obj.get("final") is False:
+                        if not chunks:
+                            loop.call_soon(flush)
+                        chunks.append(pack_frame(obj))
+                    else:
+                        chunks.append(pack_frame(obj))
+                        flush()
                     await writer.drain()
 
             refusal = self._refusal(uid, peer.admin)
@@ -180,7 +198,6 @@ class SocketServer:
             # within frame_timeout; with nothing in flight and nothing begun, the connection
             # may stay silent for idle_timeout. When it fires the connection is aborted, which
             # ends the read below.
-            loop = asyncio.get_running_loop()
             buf = bytearray()
             began = 0.0                  # when the first byte of the frame in buf arrived
             timer: asyncio.TimerHandle | None = None
