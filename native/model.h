@@ -201,8 +201,11 @@ class Session {
     std::vector<ThreadScratch> tx_;
     // one counter per thread and phase of a decode step (4 a layer and the classifier): chunks
     // of that thread's share taken so far, by it or by others (step_parallel)
+    // A counter starts used up: a thread that comes for another's chunks before that thread has
+    // reset its counters for the step must find none (else both compute a chunk, and RoPE, done
+    // in place, runs twice on its rows).
     struct alignas(64) Claim {
-        std::atomic<int64_t> next{0};
+        std::atomic<int64_t> next{INT64_C(1) << 62};
     };
     std::unique_ptr<Claim[]> claims_;
     bool prof_on_ = false;
