@@ -200,20 +200,23 @@ def test_self_attention_fused_equals_composed_ops(KV, stored, monkeypatch):
     check_op(lambda x: ag.self_attention(x, cos, sin, B, T, H, KV, impl="flash", block=2), qkv)
 
 
-def test_whole_model_gradient_in_float64():
+def _small_model(dropout=0.0, dtype=np.float64):
+    """A 2-layer model with larger weights than the init (so every path matters) and a batch."""
     arch = ModelArch(dim=8, n_layers=2, n_heads=2, n_kv_heads=1, hidden_dim=12, vocab_size=11, max_seq_len=6)
-    m = Model(arch, seed=1, dtype=np.float64, attn_block=2)
+    m = Model(arch, seed=1, dtype=dtype, attn_block=2, dropout=dropout)
     rng = np.random.default_rng(0)
-    for t in m.params.values():  # larger weights than the init, so every path matters
+    for t in m.params.values():
         t.data[...] = rng.standard_normal(t.shape) * 0.5
     ids = rng.integers(0, 11, size=(2, 6))
-    x, y = ids[:, :-1], ids[:, 1:]
-    m.zero_grad()
-    m.loss(x, y).backward()
+    return m, ids[:, :-1], ids[:, 1:]
+
+
+def _gradient_matches_finite_differences(m, loss, seed):
+    """m.flat_grad (left by loss().backward()) against central differences of loss() on 60
+    parameter elements."""
     analytic = m.flat_grad.copy()
-    f = lambda: float(m.loss(x, y).data)  # noqa: E731
-    idx = rng.choice(m.flat.size, size=60, replace=False)
-    for i in idx:
+    f = lambda: float(loss().data)  # noqa: E731
+    for i in np.random.default_rng(seed).choice(m.flat.size, size=60, replace=False):
         old = m.flat[i]
         m.flat[i] = old + 1e-6
         fp = f()
@@ -221,6 +224,13 @@ def test_whole_model_gradient_in_float64():
         fm = f()
         m.flat[i] = old
         assert analytic[i] == pytest.approx((fp - fm) / 2e-6, rel=1e-5, abs=1e-8), f"parameter element {i}"
+
+
+def test_whole_model_gradient_in_float64():
+    m, x, y = _small_model()
+    m.zero_grad()
+    m.loss(x, y).backward()
+    _gradient_matches_finite_differences(m, lambda: m.loss(x, y), seed=0)
 
 
 def test_tied_embeddings_get_both_gradients():
@@ -295,43 +305,23 @@ def test_dropout_op_gradient_with_a_fixed_mask():
         ag.dropout(ag.Tensor(R(4, 5)), mask[:3])
 
 
-def _dropout_model(dropout, dtype=np.float64):
-    arch = ModelArch(dim=8, n_layers=2, n_heads=2, n_kv_heads=1, hidden_dim=12, vocab_size=11, max_seq_len=6)
-    m = Model(arch, seed=1, dtype=dtype, attn_block=2, dropout=dropout)
-    rng = np.random.default_rng(0)
-    for t in m.params.values():
-        t.data[...] = rng.standard_normal(t.shape) * 0.5
-    ids = rng.integers(0, 11, size=(2, 6))
-    return m, ids[:, :-1], ids[:, 1:]
-
-
 def test_whole_model_gradient_with_dropout_in_float64():
     """With a drop key the masks are fixed: the model is a smooth function of its weights and
     its gradient matches finite differences; the dropped loss differs from the undropped one."""
-    m, x, y = _dropout_model(0.3)
+    m, x, y = _small_model(0.3)
     key = (7, 3, 0)
     m.zero_grad()
     loss = m.loss(x, y, drop_key=key)
     loss.backward()
     assert float(loss.data) != pytest.approx(float(m.loss(x, y).data), rel=1e-3)
-    analytic = m.flat_grad.copy()
-    f = lambda: float(m.loss(x, y, drop_key=key).data)  # noqa: E731
-    rng = np.random.default_rng(1)
-    for i in rng.choice(m.flat.size, size=60, replace=False):
-        old = m.flat[i]
-        m.flat[i] = old + 1e-6
-        fp = f()
-        m.flat[i] = old - 1e-6
-        fm = f()
-        m.flat[i] = old
-        assert analytic[i] == pytest.approx((fp - fm) / 2e-6, rel=1e-5, abs=1e-8), f"parameter element {i}"
+    _gradient_matches_finite_differences(m, lambda: m.loss(x, y, drop_key=key), seed=1)
 
 
 def test_dropout_zero_is_the_undropped_step_bit_for_bit():
     """dropout 0 with a drop key is the step without one, bit for bit; and with dropout set,
     no key (evaluation, nll) drops nothing."""
-    m0, x, y = _dropout_model(0.0, np.float32)
-    m1, _, _ = _dropout_model(0.25, np.float32)
+    m0, x, y = _small_model(0.0, np.float32)
+    m1, _, _ = _small_model(0.25, np.float32)
     plain = m0.loss_and_grad(x, y)
     g = m0.flat_grad.copy()
     assert m0.loss_and_grad(x, y, drop_key=(1, 2, 3)) == plain
@@ -343,7 +333,7 @@ def test_dropout_zero_is_the_undropped_step_bit_for_bit():
 
 
 def test_dropout_masks_keep_rate_and_seeding():
-    m, _, _ = _dropout_model(0.2, np.float32)
+    m, _, _ = _small_model(0.2, np.float32)
     mask = m.dropout_mask((1337, 5, 0, 1), 3, Model.DROP_MLP, (512, 256))
     kept = mask > 0
     n = kept.size
@@ -356,7 +346,7 @@ def test_dropout_masks_keep_rate_and_seeding():
                              ((1337, 5, 0, 1), 3, Model.DROP_ATTN), ((1338, 5, 0, 1), 3, Model.DROP_MLP)]:
         other = m.dropout_mask(key, layer, site, (512, 256)) > 0
         assert 0.25 < (other != kept).mean() < 0.4, (key, layer, site)  # independent: 2 * 0.8 * 0.2 = 0.32
-    m64, _, _ = _dropout_model(0.2, np.float64)                         # the same pattern in float64
+    m64, _, _ = _small_model(0.2, np.float64)                         # the same pattern in float64
     np.testing.assert_array_equal(m64.dropout_mask((1, 2), 0, 0, (64, 8)) > 0, m.dropout_mask((1, 2), 0, 0, (64, 8)) > 0)
     with pytest.raises(ValueError, match="dropout must lie in"):
         Model(m.arch, dropout=1.0)
