@@ -114,6 +114,17 @@ def _check(reply: dict) -> dict:
     return reply
 
 
+def _piece(reply: dict, parts: list[str]) -> "Result | str":
+    """One reply of a stream: the Result when it is the final one (the text is parts and its
+    own), else its text, kept in parts."""
+    if reply.get("final"):
+        return Result.from_reply(_check(reply), "".join(parts) + reply.get("text", ""))
+    text = reply.get("text", "")
+    if text:
+        parts.append(text)
+    return text
+
+
 def _child(name: str | None) -> str | None:
     """A child name passed to a request: refused here, by the daemon's own rule (bulletd.names),
     with the error the daemon would answer. None or "" is no name (the mother routes)."""
@@ -356,13 +367,12 @@ class AsyncStream:
     async def _gen(self) -> AsyncIterator[str]:
         parts: list[str] = []
         async for m in self.c._replies(self.req, self.timeout):
-            if m.get("final"):
-                self.result = Result.from_reply(_check(m), "".join(parts) + m.get("text", ""))
+            piece = _piece(m, parts)
+            if isinstance(piece, Result):
+                self.result = piece
                 return
-            t = m.get("text", "")
-            if t:
-                parts.append(t)
-                yield t
+            if piece:
+                yield piece
 
 
 class AsyncClient:
@@ -716,13 +726,12 @@ class Stream:
         if self.replies is not None:
             parts: list[str] = []
             for m in self.replies:
-                if m.get("final"):
-                    self.result = Result.from_reply(_check(m), "".join(parts) + m.get("text", ""))
+                piece = _piece(m, parts)
+                if isinstance(piece, Result):
+                    self.result = piece
                     return
-                t = m.get("text", "")
-                if t:
-                    parts.append(t)
-                    yield t
+                if piece:
+                    yield piece
             return
         q: queue.Queue = queue.Queue()
 
